@@ -1,0 +1,95 @@
+// Service configuration, read once from the environment. Everything else receives a Config value,
+// so tests build one with `loadConfig({ ...overrides })` instead of touching process.env.
+import path from 'node:path';
+
+export interface ApiKey {
+  key: string;
+  organization: string;
+  admin: boolean;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  modelsDir: string;
+  /** Empty: no keys configured, one local organization, loopback only. */
+  apiKeys: ApiKey[];
+  /** Organization used when no keys are configured. */
+  localOrganization: string;
+  limits: {
+    jsonBodyBytes: number;
+    fileBytes: number;
+    uploadBytes: number;
+    uploadPartBytes: number;
+    uploadExpirySeconds: number;
+    maxRunningJobsPerOrg: number;
+  };
+  queue: {
+    leaseMs: number;
+    heartbeatMs: number;
+    pollMs: number;
+  };
+  logLevel: string;
+}
+
+const MB = 1024 * 1024;
+
+/** Parses `key:org,key:org` (whitespace tolerated). */
+export function parseKeyList(value: string | undefined, admin: boolean): ApiKey[] {
+  if (!value) return [];
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((pair) => {
+      const at = pair.lastIndexOf(':');
+      if (at <= 0 || at === pair.length - 1) throw new Error(`Bad API key entry '${pair}': expected key:org`);
+      return { key: pair.slice(0, at), organization: pair.slice(at + 1), admin };
+    });
+}
+
+function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got '${raw}'`);
+  return n;
+}
+
+export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const apiKeys = [...parseKeyList(env.API_KEYS, false), ...parseKeyList(env.ADMIN_API_KEYS, true)];
+  const base: Config = {
+    host: env.HOST || '127.0.0.1',
+    port: intFrom(env, 'PORT', 8000),
+    dataDir: path.resolve(env.DATA_DIR || './data'),
+    modelsDir: path.resolve(env.MODELS_DIR || './models'),
+    apiKeys,
+    localOrganization: env.LOCAL_ORGANIZATION || 'org-local',
+    limits: {
+      jsonBodyBytes: intFrom(env, 'MAX_JSON_BODY_BYTES', 1 * MB),
+      fileBytes: intFrom(env, 'MAX_FILE_BYTES', 512 * MB),
+      uploadBytes: intFrom(env, 'MAX_UPLOAD_BYTES', 8 * 1024 * MB),
+      uploadPartBytes: intFrom(env, 'MAX_UPLOAD_PART_BYTES', 64 * MB),
+      uploadExpirySeconds: intFrom(env, 'UPLOAD_EXPIRY_SECONDS', 3600),
+      maxRunningJobsPerOrg: intFrom(env, 'MAX_RUNNING_JOBS_PER_ORG', 2),
+    },
+    queue: {
+      leaseMs: intFrom(env, 'JOB_LEASE_MS', 30_000),
+      heartbeatMs: intFrom(env, 'JOB_HEARTBEAT_MS', 2_000),
+      pollMs: intFrom(env, 'JOB_POLL_MS', 1_000),
+    },
+    logLevel: env.LOG_LEVEL || 'info',
+  };
+  return {
+    ...base,
+    ...overrides,
+    limits: { ...base.limits, ...overrides.limits },
+    queue: { ...base.queue, ...overrides.queue },
+  };
+}
+
+/** With no keys configured the server is open, so it must not listen beyond this machine. */
+export function isLoopback(host: string): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || host.startsWith('127.');
+}

@@ -1,0 +1,72 @@
+import type { Db } from './database.ts';
+import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+
+export interface CheckpointRecord {
+  id: string;
+  job_id: string;
+  organization_id: string;
+  created_at: number;
+  fine_tuned_model_checkpoint: string;
+  step_number: number;
+  metrics: Record<string, number>;
+  dir: string | null;
+}
+
+function fromRow(r: any): CheckpointRecord {
+  const { seq: _seq, ...rest } = r;
+  return {
+    ...rest,
+    created_at: Number(r.created_at),
+    step_number: Number(r.step_number),
+    metrics: JSON.parse(r.metrics),
+  };
+}
+
+export class CheckpointsRepository {
+  constructor(private readonly db: Db) {}
+
+  async add(checkpoint: CheckpointRecord): Promise<CheckpointRecord> {
+    await this.db
+      .insertInto('checkpoints')
+      .values({ ...checkpoint, metrics: JSON.stringify(checkpoint.metrics) })
+      .execute();
+    return checkpoint;
+  }
+
+  /** Newest first. */
+  async listForJob(jobId: string, page: PageRequest): Promise<Page<CheckpointRecord>> {
+    const order = page.order ?? 'desc';
+    let q = this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId);
+    if (page.after) {
+      const after = page.after;
+      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('checkpoints').select('seq').where('id', '=', after));
+    }
+    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
+    return toPage(rows.map(fromRow), page.limit);
+  }
+
+  async listForOrganization(organizationId: string): Promise<CheckpointRecord[]> {
+    const rows = await this.db
+      .selectFrom('checkpoints')
+      .selectAll()
+      .where('organization_id', '=', organizationId)
+      .orderBy('seq')
+      .execute();
+    return rows.map(fromRow);
+  }
+
+  async getByName(name: string): Promise<CheckpointRecord | undefined> {
+    const row = await this.db.selectFrom('checkpoints').selectAll().where('fine_tuned_model_checkpoint', '=', name).executeTakeFirst();
+    return row && fromRow(row);
+  }
+
+  /** Removes a job's older checkpoints, keeping the newest `keep` (OpenAI keeps 3). */
+  async prune(jobId: string, keep: number): Promise<CheckpointRecord[]> {
+    const rows = (await this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId).orderBy('seq', 'desc').execute()).map(fromRow);
+    const dropped = rows.slice(keep);
+    if (dropped.length > 0) {
+      await this.db.deleteFrom('checkpoints').where('id', 'in', dropped.map((c) => c.id)).execute();
+    }
+    return dropped;
+  }
+}

@@ -1,0 +1,55 @@
+// The store: SQL repositories plus the blob store, opened together under DATA_DIR.
+import { FsBlobStore, type BlobStore } from './blobs.ts';
+import { CheckpointsRepository } from './checkpoints.ts';
+import { openDatabase, type Db } from './database.ts';
+import { EventsRepository } from './events.ts';
+import { FilesRepository } from './files.ts';
+import { JobsRepository } from './jobs.ts';
+import { ModelsRepository } from './models.ts';
+import { PermissionsRepository } from './permissions.ts';
+import { UploadsRepository } from './uploads.ts';
+
+export interface Store {
+  db: Db;
+  files: FilesRepository;
+  uploads: UploadsRepository;
+  jobs: JobsRepository;
+  events: EventsRepository;
+  checkpoints: CheckpointsRepository;
+  permissions: PermissionsRepository;
+  models: ModelsRepository;
+  blobs: BlobStore;
+  close(): Promise<void>;
+}
+
+export async function openStore(dataDir: string): Promise<Store> {
+  const { db } = await openDatabase(dataDir);
+  return {
+    db,
+    files: new FilesRepository(db),
+    uploads: new UploadsRepository(db),
+    jobs: new JobsRepository(db),
+    events: new EventsRepository(db),
+    checkpoints: new CheckpointsRepository(db),
+    permissions: new PermissionsRepository(db),
+    models: new ModelsRepository(db),
+    blobs: new FsBlobStore(dataDir),
+    close: () => db.destroy(),
+  };
+}
+
+/** Blob keys: derived from ids only. */
+export const blobKeys = {
+  file: (fileId: string) => `files/${fileId}`,
+  uploadPart: (uploadId: string, partId: string) => `uploads/${uploadId}/${partId}`,
+  upload: (uploadId: string) => `uploads/${uploadId}`,
+};
+
+export type { Page, PageRequest } from './pagination.ts';
+export type { JobRecord, JobMethod, JobError, JobPatch, NewJob } from './jobs.ts';
+export type { EventRecord } from './events.ts';
+export type { CheckpointRecord } from './checkpoints.ts';
+export type { PermissionRecord } from './permissions.ts';
+export type { FineTunedModelRecord } from './models.ts';
+export type { FileRow, UploadRow, UploadPartRow } from './schema.ts';
+export { BlobTooLargeError, type BlobStore } from './blobs.ts';

@@ -1,0 +1,273 @@
+// Fine-tuning jobs, their metadata index, and the queue's lease columns. Every state change is a
+// conditional update (`where status in …`), so concurrent API calls and workers cannot overwrite
+// each other: the loser learns it from the returned `undefined`.
+import type { Db } from './database.ts';
+import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import type { JobRow, JobUpdate } from './schema.ts';
+
+export interface JobError {
+  code: string;
+  message: string;
+  param: string | null;
+}
+
+/** `{type, supervised|dpo|reinforcement: {hyperparameters…}}` as the API shows it. */
+export type JobMethod = { type: string } & Record<string, any>;
+
+export interface JobRecord {
+  seq: number;
+  id: string;
+  organization_id: string;
+  model: string;
+  training_file: string;
+  validation_file: string | null;
+  status: string;
+  method: JobMethod;
+  suffix: string | null;
+  seed: number;
+  metadata: Record<string, string> | null;
+  integrations: unknown[] | null;
+  error: JobError | null;
+  fine_tuned_model: string | null;
+  finished_at: number | null;
+  trained_tokens: number | null;
+  estimated_finish: number | null;
+  result_files: string[];
+  created_at: number;
+  dataset: Record<string, unknown> | null;
+  worker_id: string | null;
+  lease_expires_at: number | null;
+  attempts: number;
+  resume_point: string | null;
+}
+
+export type NewJob = Pick<
+  JobRecord,
+  'id' | 'organization_id' | 'model' | 'training_file' | 'validation_file' | 'status' | 'method' | 'suffix' | 'seed' | 'metadata' | 'integrations' | 'created_at'
+>;
+
+export type JobPatch = Partial<
+  Pick<
+    JobRecord,
+    | 'status' | 'method' | 'error' | 'fine_tuned_model' | 'finished_at' | 'trained_tokens' | 'estimated_finish'
+    | 'result_files' | 'dataset' | 'worker_id' | 'lease_expires_at' | 'resume_point'
+  >
+>;
+
+const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+
+function fromRow(row: JobRow): JobRecord {
+  return {
+    ...row,
+    seq: Number(row.seq),
+    seed: Number(row.seed),
+    created_at: Number(row.created_at),
+    finished_at: row.finished_at === null ? null : Number(row.finished_at),
+    trained_tokens: row.trained_tokens === null ? null : Number(row.trained_tokens),
+    estimated_finish: row.estimated_finish === null ? null : Number(row.estimated_finish),
+    lease_expires_at: row.lease_expires_at === null ? null : Number(row.lease_expires_at),
+    method: JSON.parse(row.method),
+    metadata: row.metadata ? JSON.parse(row.metadata) : null,
+    integrations: row.integrations ? JSON.parse(row.integrations) : null,
+    error: row.error ? JSON.parse(row.error) : null,
+    result_files: JSON.parse(row.result_files),
+    dataset: row.dataset ? JSON.parse(row.dataset) : null,
+  };
+}
+
+function toUpdate(patch: JobPatch): JobUpdate {
+  const out: JobUpdate = {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === undefined) continue;
+    (out as any)[k] = k === 'method' || k === 'error' || k === 'result_files' || k === 'dataset' ? json(v) : v;
+  }
+  return out;
+}
+
+export class JobsRepository {
+  constructor(private readonly db: Db) {}
+
+  async insert(job: NewJob): Promise<JobRecord> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .insertInto('jobs')
+        .values({
+          ...job,
+          method: JSON.stringify(job.method),
+          metadata: json(job.metadata),
+          integrations: json(job.integrations),
+          error: null,
+          fine_tuned_model: null,
+          finished_at: null,
+          trained_tokens: null,
+          estimated_finish: null,
+          result_files: '[]',
+          dataset: null,
+          worker_id: null,
+          lease_expires_at: null,
+          attempts: 0,
+          resume_point: null,
+        })
+        .execute();
+      const pairs = Object.entries(job.metadata ?? {});
+      if (pairs.length > 0) {
+        await tx
+          .insertInto('job_metadata')
+          .values(pairs.map(([key, value]) => ({ job_id: job.id, key, value })))
+          .execute();
+      }
+    });
+    return (await this.get(job.id))!;
+  }
+
+  /** With `organizationId`, another organization's job reads as absent. */
+  async get(id: string, organizationId?: string): Promise<JobRecord | undefined> {
+    let q = this.db.selectFrom('jobs').selectAll().where('id', '=', id);
+    if (organizationId !== undefined) q = q.where('organization_id', '=', organizationId);
+    const row = await q.executeTakeFirst();
+    return row && fromRow(row);
+  }
+
+  /**
+   * Newest first. `metadata`: undefined = no filter; null = jobs without metadata;
+   * an object = jobs having every pair.
+   */
+  async list(
+    organizationId: string,
+    page: PageRequest & { metadata?: Record<string, string> | null },
+  ): Promise<Page<JobRecord>> {
+    const order = page.order ?? 'desc';
+    let q = this.db.selectFrom('jobs').selectAll().where('organization_id', '=', organizationId);
+    if (page.metadata === null) {
+      q = q.where((eb) => eb.not(eb.exists(eb.selectFrom('job_metadata').select('key').whereRef('job_metadata.job_id', '=', 'jobs.id'))));
+    } else if (page.metadata) {
+      for (const [key, value] of Object.entries(page.metadata)) {
+        q = q.where((eb) =>
+          eb.exists(
+            eb
+              .selectFrom('job_metadata')
+              .select('key')
+              .whereRef('job_metadata.job_id', '=', 'jobs.id')
+              .where('job_metadata.key', '=', key)
+              .where('job_metadata.value', '=', value),
+          ),
+        );
+      }
+    }
+    if (page.after) {
+      const after = page.after;
+      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('jobs').select('seq').where('id', '=', after));
+    }
+    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
+    return toPage(rows.map(fromRow), page.limit);
+  }
+
+  /** Applies `patch` only while the job's status is one of `fromStatuses` (any, when omitted). */
+  async update(id: string, patch: JobPatch, fromStatuses?: readonly string[]): Promise<JobRecord | undefined> {
+    let q = this.db.updateTable('jobs').set(toUpdate(patch)).where('id', '=', id);
+    if (fromStatuses) q = q.where('status', 'in', fromStatuses);
+    const res = await q.executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return undefined;
+    return this.get(id);
+  }
+
+  // ---- queue ----------------------------------------------------------------------------
+
+  /**
+   * Jobs a worker could take, oldest first: queued ones, and running ones whose worker stopped
+   * renewing its lease.
+   */
+  async claimCandidates(now: number, limit: number): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where((eb) =>
+        eb.or([
+          eb('status', '=', 'queued'),
+          eb.and([eb('status', '=', 'running'), eb('lease_expires_at', '<', now)]),
+        ]),
+      )
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
+    return rows.map(fromRow);
+  }
+
+  /**
+   * Takes `id` for `workerId` in one statement: only if it is still claimable and its organization
+   * has fewer than `maxRunningPerOrg` jobs running under a live lease.
+   */
+  async tryClaim(
+    id: string,
+    workerId: string,
+    options: { now: number; leaseMs: number; maxRunningPerOrg: number },
+  ): Promise<JobRecord | undefined> {
+    const { now, leaseMs, maxRunningPerOrg } = options;
+    const res = await this.db
+      .updateTable('jobs')
+      .set((eb) => ({
+        status: 'running',
+        worker_id: workerId,
+        lease_expires_at: now + leaseMs,
+        attempts: eb('attempts', '+', 1),
+      }))
+      .where('id', '=', id)
+      .where((eb) =>
+        eb.or([
+          eb('status', '=', 'queued'),
+          eb.and([eb('status', '=', 'running'), eb('lease_expires_at', '<', now)]),
+        ]),
+      )
+      .where(
+        (eb) =>
+          eb
+            .selectFrom('jobs as other')
+            .select((o) => o.fn.countAll<number>().as('n'))
+            .whereRef('other.organization_id', '=', 'jobs.organization_id')
+            .where('other.status', '=', 'running')
+            .where('other.lease_expires_at', '>=', now)
+            .where('other.id', '!=', id),
+        '<',
+        maxRunningPerOrg,
+      )
+      .executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return undefined;
+    return this.get(id);
+  }
+
+  /** Extends the lease; false when the job is no longer this worker's running job. */
+  async renewLease(id: string, workerId: string, leaseUntil: number): Promise<boolean> {
+    const res = await this.db
+      .updateTable('jobs')
+      .set({ lease_expires_at: leaseUntil })
+      .where('id', '=', id)
+      .where('worker_id', '=', workerId)
+      .where('status', '=', 'running')
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
+  }
+
+  /** Applies `patch` only while `workerId` still holds the running job. */
+  async updateOwned(id: string, workerId: string, patch: JobPatch): Promise<JobRecord | undefined> {
+    const res = await this.db
+      .updateTable('jobs')
+      .set(toUpdate(patch))
+      .where('id', '=', id)
+      .where('worker_id', '=', workerId)
+      .where('status', '=', 'running')
+      .executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return undefined;
+    return this.get(id);
+  }
+
+  async countRunning(organizationId: string, now: number): Promise<number> {
+    const row = await this.db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('organization_id', '=', organizationId)
+      .where('status', '=', 'running')
+      .where('lease_expires_at', '>=', now)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+}

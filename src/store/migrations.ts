@@ -1,0 +1,136 @@
+// Schema migrations, applied in name order by Kysely's Migrator. The only dialect-specific
+// piece is the auto-increment `seq` column (insertion order for lists and the queue).
+import { Kysely, type CreateTableBuilder, type Migration, type MigrationProvider } from 'kysely';
+
+export type SqlDialectName = 'sqlite' | 'postgres';
+
+function withSeq<T extends string>(table: CreateTableBuilder<T, never>, dialect: SqlDialectName) {
+  return dialect === 'postgres'
+    ? table.addColumn('seq', 'bigserial', (c) => c.primaryKey())
+    : table.addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement());
+}
+
+function initial(dialect: SqlDialectName): Migration {
+  return {
+    async up(db: Kysely<any>) {
+      await withSeq(db.schema.createTable('files'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('organization_id', 'text', (c) => c.notNull())
+        .addColumn('filename', 'text', (c) => c.notNull())
+        .addColumn('purpose', 'text', (c) => c.notNull())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('status_details', 'text')
+        .execute();
+      await db.schema.createIndex('files_org').on('files').columns(['organization_id', 'seq']).execute();
+
+      await withSeq(db.schema.createTable('uploads'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('organization_id', 'text', (c) => c.notNull())
+        .addColumn('filename', 'text', (c) => c.notNull())
+        .addColumn('purpose', 'text', (c) => c.notNull())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .addColumn('mime_type', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('file_id', 'text')
+        .execute();
+
+      await withSeq(db.schema.createTable('upload_parts'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('upload_id', 'text', (c) => c.notNull())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('upload_parts_upload').on('upload_parts').column('upload_id').execute();
+
+      await withSeq(db.schema.createTable('jobs'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('organization_id', 'text', (c) => c.notNull())
+        .addColumn('model', 'text', (c) => c.notNull())
+        .addColumn('training_file', 'text', (c) => c.notNull())
+        .addColumn('validation_file', 'text')
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('method', 'text', (c) => c.notNull())
+        .addColumn('suffix', 'text')
+        .addColumn('seed', 'bigint', (c) => c.notNull())
+        .addColumn('metadata', 'text')
+        .addColumn('integrations', 'text')
+        .addColumn('error', 'text')
+        .addColumn('fine_tuned_model', 'text')
+        .addColumn('finished_at', 'bigint')
+        .addColumn('trained_tokens', 'bigint')
+        .addColumn('estimated_finish', 'bigint')
+        .addColumn('result_files', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('dataset', 'text')
+        .addColumn('worker_id', 'text')
+        .addColumn('lease_expires_at', 'bigint')
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('resume_point', 'text')
+        .execute();
+      await db.schema.createIndex('jobs_org').on('jobs').columns(['organization_id', 'seq']).execute();
+      await db.schema.createIndex('jobs_status').on('jobs').columns(['status', 'seq']).execute();
+
+      await db.schema
+        .createTable('job_metadata')
+        .addColumn('job_id', 'text', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('job_metadata_pk', ['job_id', 'key'])
+        .execute();
+      await db.schema.createIndex('job_metadata_kv').on('job_metadata').columns(['key', 'value']).execute();
+
+      await withSeq(db.schema.createTable('events'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('job_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('level', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('message', 'text', (c) => c.notNull())
+        .addColumn('data', 'text')
+        .execute();
+      await db.schema.createIndex('events_job').on('events').columns(['job_id', 'seq']).execute();
+
+      await withSeq(db.schema.createTable('checkpoints'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('job_id', 'text', (c) => c.notNull())
+        .addColumn('organization_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('fine_tuned_model_checkpoint', 'text', (c) => c.notNull().unique())
+        .addColumn('step_number', 'integer', (c) => c.notNull())
+        .addColumn('metrics', 'text', (c) => c.notNull())
+        .addColumn('dir', 'text')
+        .execute();
+      await db.schema.createIndex('checkpoints_job').on('checkpoints').columns(['job_id', 'seq']).execute();
+
+      await withSeq(db.schema.createTable('permissions'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('checkpoint', 'text', (c) => c.notNull())
+        .addColumn('project_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('permissions_checkpoint').on('permissions').columns(['checkpoint', 'seq']).execute();
+
+      await withSeq(db.schema.createTable('models'), dialect)
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('organization_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('job_id', 'text', (c) => c.notNull())
+        .addColumn('base_model', 'text', (c) => c.notNull())
+        .addColumn('dir', 'text')
+        .execute();
+    },
+  };
+}
+
+export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
+  return {
+    async getMigrations() {
+      return { '0001_initial': initial(dialect) };
+    },
+  };
+}

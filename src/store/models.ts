@@ -1,0 +1,39 @@
+import type { Db } from './database.ts';
+
+/** A fine-tuned model registered when its job succeeds. */
+export interface FineTunedModelRecord {
+  id: string;
+  organization_id: string;
+  created_at: number;
+  job_id: string;
+  base_model: string;
+  dir: string | null;
+}
+
+const fromRow = ({ seq: _seq, ...r }: any): FineTunedModelRecord => ({ ...r, created_at: Number(r.created_at) });
+
+export class ModelsRepository {
+  constructor(private readonly db: Db) {}
+
+  async add(model: FineTunedModelRecord): Promise<FineTunedModelRecord> {
+    await this.db.insertInto('models').values(model).execute();
+    return model;
+  }
+
+  async get(id: string, organizationId?: string): Promise<FineTunedModelRecord | undefined> {
+    let q = this.db.selectFrom('models').selectAll().where('id', '=', id);
+    if (organizationId !== undefined) q = q.where('organization_id', '=', organizationId);
+    const row = await q.executeTakeFirst();
+    return row && fromRow(row);
+  }
+
+  async list(organizationId: string): Promise<FineTunedModelRecord[]> {
+    const rows = await this.db.selectFrom('models').selectAll().where('organization_id', '=', organizationId).orderBy('seq').execute();
+    return rows.map(fromRow);
+  }
+
+  async delete(id: string, organizationId: string): Promise<boolean> {
+    const res = await this.db.deleteFrom('models').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
+    return Number(res.numDeletedRows) > 0;
+  }
+}
