@@ -1,0 +1,42 @@
+// Reverse-mode autodiff: walk the nodes between `wrt` and `y` backwards, calling each node's
+// backward rule and summing the gradients of tensors used more than once.
+
+import { Tensor } from './ir.ts';
+import { add } from './ops.ts';
+
+/**
+ * Gradients of the scalar `y` (or of Σ y·seed when `seed` is given) with respect to each of `wrt`.
+ * A tensor that `y` does not depend on gets a zero-free null → returned as null.
+ */
+export function gradients(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | null)[] {
+  const g = y.graph;
+  // Nodes are appended in creation order, which is a topological order. Snapshot before we add more.
+  const nodes = g.nodes.slice();
+
+  // Forward sweep: which tensors depend on any of `wrt`?
+  const live = new Set<Tensor>(wrt);
+  for (const n of nodes) {
+    if (n.inputs.some((t) => t && live.has(t))) for (const o of n.outputs) live.add(o);
+  }
+  if (!live.has(y)) return wrt.map(() => null);
+
+  const grad = new Map<Tensor, Tensor>();
+  const accumulate = (t: Tensor, d: Tensor) => {
+    const prev = grad.get(t);
+    grad.set(t, prev ? add(prev, d) : d);
+  };
+  accumulate(y, seed ?? g.constant(y.dtype, y.shape, new Array(y.size).fill(1)));
+
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i];
+    if (!n.outputs.some((o) => grad.has(o))) continue;
+    if (!n.inputs.some((t) => t && live.has(t))) continue;
+    if (!n.backward) throw new Error(`no backward rule for ${n.opType} on the path to the loss`);
+    const dxs = n.backward(n.outputs.map((o) => grad.get(o) ?? null));
+    n.inputs.forEach((t, k) => {
+      const d = dxs[k];
+      if (t && d && live.has(t)) accumulate(t, d);
+    });
+  }
+  return wrt.map((t) => grad.get(t) ?? null);
+}
