@@ -40,6 +40,12 @@ const ACTION_WORDS: Record<JobAction, { verb: string; done: string }> = {
   requeue: { verb: 'requeue', done: 'requeued' },
 };
 
+const ALREADY_ENDED: Partial<Record<JobStatus, string>> = {
+  succeeded: 'the job has already completed',
+  failed: 'the job has already failed',
+  cancelled: 'the job has already been cancelled',
+};
+
 export const isTerminalStatus = (status: JobStatus) => TERMINAL_STATUSES.includes(status);
 
 /** Whether `action` is legal for a job in `status`. */
@@ -60,9 +66,7 @@ export function nextStatus(status: JobStatus, action: JobAction): JobStatus {
   const next = TRANSITIONS[action][status];
   if (next !== undefined) return next;
   const { verb, done } = ACTION_WORDS[action];
-  const why = isTerminalStatus(status)
-    ? { succeeded: 'the job has already completed', failed: 'the job has already failed', cancelled: 'the job has already been cancelled' }[status as 'succeeded' | 'failed' | 'cancelled']
-    : `only jobs with status ${statusesAllowing(action).join(', ')} can be ${done}`;
+  const why = ALREADY_ENDED[status] ?? `only jobs with status ${statusesAllowing(action).join(', ')} can be ${done}`;
   throw new ApiError(400, `Cannot ${verb} a job with status ${status}; ${why}.`, 'invalid_request_error', null, 'invalid_job_status');
 }
 
