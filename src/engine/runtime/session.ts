@@ -31,7 +31,8 @@ export class CompiledGraph {
       intraOpNumThreads: settings.intraOpNumThreads ?? 2,
       interOpNumThreads: 1,
       executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
+      // Extended fusions (e.g. x·σ(x) → com.microsoft.QuickGelu) exist only for float32.
+      graphOptimizationLevel: graph.float === 'float64' ? 'basic' : 'all',
       enableCpuMemArena: settings.enableCpuMemArena ?? true,
     });
     const inputs = new Map(graph.inputs.map((t) => [t.name, { shape: t.shape, dtype: t.dtype }] as const));

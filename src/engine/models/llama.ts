@@ -1,0 +1,172 @@
+// The Llama-family decoder (Llama, Qwen2, Mistral) in the graph IR, following HF's modeling_llama:
+//   x = embed(ids)
+//   for each layer:  x = x + o_proj(attention(rope(q), rope(k), v))   on rmsnorm(x)
+//                    x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))  on h = rmsnorm(x)
+//   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied)
+// Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
+// reshapes to [B, kvHeads, group, T, headDim] so grouped-query attention is a broadcast MatMul
+// (no repeat of k/v, and their gradients are summed back over the group by unbroadcast).
+
+import type { ModelConfig } from './config.ts';
+import type { LoraSpec } from './lora.ts';
+import { loraAName, loraBName } from './lora.ts';
+import type { Graph, Tensor } from '../graph/ir.ts';
+import * as op from '../graph/ops.ts';
+
+export interface LlamaInputs {
+  /** [B, T] int64 token ids. */
+  inputIds: Tensor;
+  /** [B, T] int64 positions (restart at 0 for each packed example). */
+  positionIds: Tensor;
+  /** [B, T] int64 example ids: a token attends only to earlier tokens with the same id. */
+  segmentIds: Tensor;
+}
+
+export interface LlamaOptions {
+  /** Returns the graph tensor for an HF weight name (a frozen or trainable graph input). */
+  weight: (name: string, shape: number[]) => Tensor;
+  /** LoRA adapters on the targeted linears; their tensors come from `weight` too (lora_A/lora_B names). */
+  lora?: LoraSpec & {
+    targets: Set<string>;
+    /** Inverted-dropout mask [N, in] (0 or 1/(1−p)) for a module, or null for no dropout. */
+    dropoutMask?: (path: string, shape: number[]) => Tensor | null;
+  };
+}
+
+/** cos/sin tables [T, headDim] for positions 0..T−1, honouring rope_theta and rope_scaling. */
+export function ropeTables(cfg: ModelConfig, T: number): { cos: Float64Array; sin: Float64Array } {
+  const hd = cfg.headDim;
+  const invFreq = Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(cfg.ropeTheta, (2 * i) / hd));
+  const s = cfg.ropeScaling;
+  if (s?.type === 'linear') invFreq.forEach((f, i) => (invFreq[i] = f / s.factor));
+  if (s?.type === 'llama3') {
+    // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth blend between.
+    const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+    const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    invFreq.forEach((f, i) => {
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen < highWavelen) return;
+      if (wavelen > lowWavelen) return void (invFreq[i] = f / s.factor);
+      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      invFreq[i] = (1 - smooth) * (f / s.factor) + smooth * f;
+    });
+  }
+  const cos = new Float64Array(T * hd);
+  const sin = new Float64Array(T * hd);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < hd; i++) {
+      const angle = t * invFreq[i % (hd / 2)]; // HF concatenates the frequencies twice
+      cos[t * hd + i] = Math.cos(angle);
+      sin[t * hd + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const meanSquare = op.reduceMean(op.mul(x, x), [-1], true);
+  return op.mul(op.mul(x, op.reciprocal(op.sqrt(op.add(meanSquare, eps)))), w);
+}
+
+/** HF's rotate_half convention: x·cos + [−x₂, x₁]·sin. */
+export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const half = x.shape[x.rank - 1] / 2;
+  const x1 = op.slice(x, -1, 0, half);
+  const x2 = op.slice(x, -1, half, 2 * half);
+  return op.add(op.mul(x, cos), op.mul(op.concat([op.neg(x2), x1], -1), sin));
+}
+
+/** Additive mask [B, 1, 1, T, T]: 0 where key j is visible from query i (causal, same segment, window). */
+export function attentionBias(g: Graph, segmentIds: Tensor, slidingWindow: number | null): Tensor {
+  const [B, T] = segmentIds.shape;
+  const causal = new Uint8Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) causal[i * T + j] = slidingWindow && i - j >= slidingWindow ? 0 : 1;
+  const sameSegment = op.equal(op.reshape(segmentIds, [B, T, 1]), op.reshape(segmentIds, [B, 1, T]));
+  const visible = op.and(sameSegment, g.constant('bool', [T, T], causal));
+  const bias = op.where(visible, g.scalar(0), g.scalar(-1e9));
+  return op.reshape(bias, [B, 1, 1, T, T]);
+}
+
+/** Logits [B·T, vocab] of a Llama-family decoder. */
+export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opts: LlamaOptions): Tensor {
+  const [B, T] = inputs.inputIds.shape;
+  const N = B * T;
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, rmsNormEps: eps } = cfg;
+  const G = H / KV;
+  const W = opts.weight;
+
+  // y = x Wᵀ (+ b) (+ (α/r) · dropout(x) Aᵀ Bᵀ)
+  const linear = (x: Tensor, path: string, inF: number, outF: number, bias: boolean): Tensor => {
+    let y = op.matmul(x, op.T(W(`${path}.weight`, [outF, inF])));
+    if (bias) y = op.add(y, W(`${path}.bias`, [outF]));
+    const lora = opts.lora;
+    if (lora?.targets.has(path)) {
+      const mask = lora.dropoutMask?.(path, [N, inF]) ?? null;
+      const xd = mask ? op.mul(x, mask) : x;
+      const A = W(loraAName(path), [lora.rank, inF]);
+      const Bm = W(loraBName(path), [outF, lora.rank]);
+      y = op.add(y, op.mul(op.matmul(op.matmul(xd, op.T(A)), op.T(Bm)), lora.alpha / lora.rank));
+    }
+    return y;
+  };
+
+  const tables = ropeTables(cfg, T);
+  const cosTable = g.constant(g.float, [T, hd], tables.cos);
+  const sinTable = g.constant(g.float, [T, hd], tables.sin);
+  const cos = op.reshape(op.gather(cosTable, inputs.positionIds), [B, 1, 1, T, hd]);
+  const sin = op.reshape(op.gather(sinTable, inputs.positionIds), [B, 1, 1, T, hd]);
+  const bias = attentionBias(g, inputs.segmentIds, cfg.slidingWindow);
+
+  const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
+  let x = op.reshape(op.gather(embed, inputs.inputIds), [N, D]);
+
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    // --- attention
+    let h = rmsNorm(x, W(`${p}.input_layernorm.weight`, [D]), eps);
+    const heads = (t: Tensor, groups: number) =>
+      op.transpose(op.reshape(t, [B, T, KV, groups, hd]), [0, 2, 3, 1, 4]); // → [B, KV, groups, T, hd]
+    let q = heads(linear(h, `${p}.self_attn.q_proj`, D, H * hd, cfg.attentionBias), G);
+    let k = heads(linear(h, `${p}.self_attn.k_proj`, D, KV * hd, cfg.attentionBias), 1);
+    const v = heads(linear(h, `${p}.self_attn.v_proj`, D, KV * hd, cfg.attentionBias), 1);
+    q = op.mul(rope(q, cos, sin), 1 / Math.sqrt(hd)); // scale q (T·hd) rather than scores (T·T)
+    k = rope(k, cos, sin);
+    const probs = op.softmax(op.add(op.matmul(q, op.T(k)), bias)); // [B, KV, G, T, T]
+    const ctx = op.reshape(op.transpose(op.matmul(probs, v), [0, 3, 1, 2, 4]), [N, H * hd]);
+    x = op.add(x, linear(ctx, `${p}.self_attn.o_proj`, H * hd, D, cfg.outputBias));
+    // --- SwiGLU MLP
+    h = rmsNorm(x, W(`${p}.post_attention_layernorm.weight`, [D]), eps);
+    const gate = op.silu(linear(h, `${p}.mlp.gate_proj`, D, cfg.intermediateSize, cfg.mlpBias));
+    const up = linear(h, `${p}.mlp.up_proj`, D, cfg.intermediateSize, cfg.mlpBias);
+    x = op.add(x, linear(op.mul(gate, up), `${p}.mlp.down_proj`, cfg.intermediateSize, D, cfg.mlpBias));
+  }
+
+  x = rmsNorm(x, W('model.norm.weight', [D]), eps);
+  const head = cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]);
+  return op.matmul(x, op.T(head));
+}
+
+/** HF weight names and shapes this model reads (the base model, without LoRA). */
+export function llamaWeightShapes(cfg: ModelConfig): Map<string, number[]> {
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I } = cfg;
+  const m = new Map<string, number[]>([['model.embed_tokens.weight', [cfg.vocabSize, D]]]);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    m.set(`${p}.input_layernorm.weight`, [D]);
+    const lin = (path: string, inF: number, outF: number, bias: boolean) => {
+      m.set(`${path}.weight`, [outF, inF]);
+      if (bias) m.set(`${path}.bias`, [outF]);
+    };
+    lin(`${p}.self_attn.q_proj`, D, H * hd, cfg.attentionBias);
+    lin(`${p}.self_attn.k_proj`, D, KV * hd, cfg.attentionBias);
+    lin(`${p}.self_attn.v_proj`, D, KV * hd, cfg.attentionBias);
+    lin(`${p}.self_attn.o_proj`, H * hd, D, cfg.outputBias);
+    m.set(`${p}.post_attention_layernorm.weight`, [D]);
+    lin(`${p}.mlp.gate_proj`, D, I, cfg.mlpBias);
+    lin(`${p}.mlp.up_proj`, D, I, cfg.mlpBias);
+    lin(`${p}.mlp.down_proj`, I, D, cfg.mlpBias);
+  }
+  m.set('model.norm.weight', [D]);
+  if (!cfg.tieWordEmbeddings) m.set('lm_head.weight', [cfg.vocabSize, D]);
+  return m;
+}

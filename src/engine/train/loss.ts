@@ -1,0 +1,27 @@
+// Masked, weighted next-token cross-entropy and mean token accuracy.
+// The loss is returned as a weighted *sum*; the step divides by the whole batch's weight (fed as a
+// scalar), so micro-batches of a gradient-accumulation step add up to the exact batch mean.
+
+import type { Tensor } from '../graph/ir.ts';
+import * as op from '../graph/ops.ts';
+
+export interface LossTerms {
+  /** Σ_t w_t · −log p(label_t). */
+  weightedNll: Tensor;
+  /** Σ_t [argmax = label] over tokens with w_t > 0. */
+  correct: Tensor;
+  /** Number of tokens with w_t > 0. */
+  counted: Tensor;
+}
+
+/** logits [N, V], labels [N] int64 (any valid id where w = 0), weights [N] float. */
+export function crossEntropyTerms(logits: Tensor, labels: Tensor, weights: Tensor): LossTerms {
+  const g = logits.graph;
+  const [N] = labels.shape;
+  const labelCol = op.reshape(labels, [N, 1]);
+  const logp = op.reshape(op.gatherElements(op.logSoftmax(logits), labelCol, 1), [N]);
+  const weightedNll = op.neg(op.sumAll(op.mul(logp, weights)));
+  const counts = op.cast(op.greater(weights, g.scalar(0)), g.float);
+  const hit = op.cast(op.equal(op.argmax(logits, 1), labels), g.float);
+  return { weightedNll, correct: op.sumAll(op.mul(hit, counts)), counted: op.sumAll(counts) };
+}

@@ -1,0 +1,146 @@
+// The training-step graphs. One ONNX graph per step kind, built once per job:
+//   accumulate: forward + loss + backward; outputs grad_in + grad (gradient accumulation)
+//   update:     the same, then global-norm clipping and AdamW, all inside the graph; outputs the
+//               new trainable tensors and moments (only these cross back to JS)
+//   eval:       forward + loss terms (validation)
+// Gradients are of Σ w·nll / W_batch with W_batch fed per step, so micro-batches sum to the mean.
+
+import { Graph, type FloatType, type Tensor } from '../graph/ir.ts';
+import * as op from '../graph/ops.ts';
+import { gradients } from '../graph/autodiff.ts';
+import type { ModelConfig } from '../models/config.ts';
+import { llamaLogits } from '../models/llama.ts';
+import type { LoraModule, LoraSpec } from '../models/lora.ts';
+import { crossEntropyTerms } from './loss.ts';
+
+export interface StepShape {
+  /** Rows (sequences) per micro-batch. */
+  rows: number;
+  seqLen: number;
+}
+
+export interface AdamWSettings {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Clip the global gradient norm to this (0 = no clipping). */
+  maxGradNorm: number;
+}
+
+export const DEFAULT_ADAMW: AdamWSettings = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.0, maxGradNorm: 1.0 };
+
+export interface ModelSetup {
+  cfg: ModelConfig;
+  /** name → shape of every tensor the model reads (base weights and LoRA tensors). */
+  shapes: Map<string, number[]>;
+  /** Names of the trainable tensors (LoRA A/B, or every base weight for full fine-tuning). */
+  trainable: string[];
+  lora: (LoraSpec & { targets: LoraModule[] }) | null;
+  float?: FloatType;
+}
+
+/**
+ * update:     forward + backward + clip + AdamW in one graph (a step of one micro-batch).
+ * accumulate: forward + backward; outputs grad_in + this micro-batch's gradient.
+ * apply:      clip + AdamW only, on accumulated gradients (ends a multi-micro-batch step).
+ * eval:       forward + loss terms.
+ */
+export type StepKind = 'update' | 'accumulate' | 'apply' | 'eval';
+/** Graph input/output names, shared by the builders and the runner. */
+export const names = {
+  grad: (n: string) => `grad:${n}`,
+  gradIn: (n: string) => `grad_in:${n}`,
+  m: (n: string) => `m:${n}`,
+  v: (n: string) => `v:${n}`,
+  newParam: (n: string) => `new:${n}`,
+  newM: (n: string) => `new_m:${n}`,
+  newV: (n: string) => `new_v:${n}`,
+  dropout: (path: string) => `dropout:${path}`,
+};
+
+export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKind, adamw = DEFAULT_ADAMW): Graph {
+  const g = new Graph(setup.float ?? 'float32');
+  const shapeOf = (n: string) => setup.shapes.get(n)!;
+  if (kind === 'apply') {
+    const params = setup.trainable.map((n) => g.input(n, shapeOf(n)));
+    const grads = setup.trainable.map((n) => g.input(names.grad(n), shapeOf(n)));
+    clipAndAdamW(g, setup.trainable, params, grads, adamw);
+    return g;
+  }
+
+  const { rows: B, seqLen: T } = shape;
+  const N = B * T;
+  const inputs = {
+    inputIds: g.input('input_ids', [B, T], 'int64'),
+    positionIds: g.input('position_ids', [B, T], 'int64'),
+    segmentIds: g.input('segment_ids', [B, T], 'int64'),
+  };
+  const labels = g.input('labels', [N], 'int64');
+  const lossWeights = g.input('loss_weights', [N]);
+
+  const tensors = new Map<string, Tensor>();
+  const weight = (name: string, s: number[]) => {
+    if (!tensors.has(name)) tensors.set(name, g.input(name, s));
+    return tensors.get(name)!;
+  };
+  const lora = setup.lora;
+  const dropout = kind !== 'eval' && lora && lora.dropout > 0;
+  const logits = llamaLogits(g, setup.cfg, inputs, {
+    weight,
+    lora: lora
+      ? {
+          ...lora,
+          targets: new Set(lora.targets.map((t) => t.path)),
+          dropoutMask: dropout ? (path, s) => g.input(names.dropout(path), s) : undefined,
+        }
+      : undefined,
+  });
+  const terms = crossEntropyTerms(logits, labels, lossWeights);
+  g.output('loss_sum', terms.weightedNll);
+  g.output('correct', terms.correct);
+  g.output('counted', terms.counted);
+  if (kind === 'eval') return g;
+
+  const params = setup.trainable.map((n) => weight(n, shapeOf(n)));
+  const invTotalWeight = g.input('inv_total_weight', []);
+  const grads = gradients(terms.weightedNll, params, invTotalWeight).map((d, i) => {
+    if (!d) throw new Error(`${setup.trainable[i]} does not affect the loss`);
+    return d;
+  });
+  if (kind === 'accumulate') {
+    setup.trainable.forEach((n, i) => g.output(names.grad(n), op.add(g.input(names.gradIn(n), params[i].shape), grads[i])));
+  } else {
+    clipAndAdamW(g, setup.trainable, params, grads, adamw);
+  }
+  return g;
+}
+
+function clipAndAdamW(g: Graph, trainable: string[], params: Tensor[], grads: Tensor[], adamw: AdamWSettings): void {
+  // Global-norm clipping (torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), capped at 1).
+  const normSq = grads.map((d) => op.sumAll(op.mul(d, d))).reduce((a, b) => op.add(a, b));
+  const norm = op.sqrt(normSq);
+  g.output('grad_norm', norm);
+  if (adamw.maxGradNorm > 0) {
+    const coef = op.min(g.scalar(1), op.div(g.scalar(adamw.maxGradNorm), op.add(norm, 1e-6)));
+    grads = grads.map((d) => op.mul(d, coef));
+  }
+
+  // AdamW (Loshchilov & Hutter; torch.optim.AdamW): decay the weight by lr·wd, then the Adam step.
+  // lr and the bias corrections 1/(1−β^t) are fed per step, so the schedule lives in JS.
+  const lr = g.input('lr', []);
+  const bc1 = g.input('bias_correction1', []);
+  const bc2 = g.input('bias_correction2', []);
+  trainable.forEach((name, i) => {
+    const p = params[i];
+    const d = grads[i];
+    const m = op.add(op.mul(g.input(names.m(name), p.shape), adamw.beta1), op.mul(d, 1 - adamw.beta1));
+    const v = op.add(op.mul(g.input(names.v(name), p.shape), adamw.beta2), op.mul(op.mul(d, d), 1 - adamw.beta2));
+    // As HF's Trainer does, biases and norm weights (1-D) are not decayed.
+    const decayed = adamw.weightDecay > 0 && p.rank >= 2 ? op.mul(p, op.sub(g.scalar(1), op.mul(lr, adamw.weightDecay))) : p;
+    const stepDir = op.div(op.mul(m, bc1), op.add(op.sqrt(op.mul(v, bc2)), adamw.eps));
+    g.output(names.newParam(name), op.sub(decayed, op.mul(stepDir, lr)));
+    g.output(names.newM(name), m);
+    g.output(names.newV(name), v);
+  });
+}
