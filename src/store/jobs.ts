@@ -171,31 +171,47 @@ export class JobsRepository {
     return this.get(id);
   }
 
+  /** Every job in `status`, oldest first (recovery after a restart). */
+  async listByStatus(status: string): Promise<JobRecord[]> {
+    const rows = await this.db.selectFrom('jobs').selectAll().where('status', '=', status).orderBy('seq').execute();
+    return rows.map(fromRow);
+  }
+
   // ---- queue ----------------------------------------------------------------------------
 
-  /**
-   * Jobs a worker could take, oldest first: queued ones, and running ones whose worker stopped
-   * renewing its lease.
-   */
-  async claimCandidates(now: number, limit: number): Promise<JobRecord[]> {
+  /** Queued jobs, oldest first. */
+  async claimCandidates(limit: number): Promise<JobRecord[]> {
+    const rows = await this.db.selectFrom('jobs').selectAll().where('status', '=', 'queued').orderBy('seq').limit(limit).execute();
+    return rows.map(fromRow);
+  }
+
+  /** Running jobs whose worker stopped renewing the lease before `now`. */
+  async expiredLeases(now: number): Promise<JobRecord[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .selectAll()
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'queued'),
-          eb.and([eb('status', '=', 'running'), eb('lease_expires_at', '<', now)]),
-        ]),
-      )
+      .where('status', '=', 'running')
+      .where('lease_expires_at', '<', now)
       .orderBy('seq')
-      .limit(limit)
       .execute();
     return rows.map(fromRow);
   }
 
+  /** Puts a running job whose lease expired before `now` back in the queue; false if it was not. */
+  async requeueExpired(id: string, now: number): Promise<boolean> {
+    const res = await this.db
+      .updateTable('jobs')
+      .set({ status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null })
+      .where('id', '=', id)
+      .where('status', '=', 'running')
+      .where('lease_expires_at', '<', now)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
+  }
+
   /**
-   * Takes `id` for `workerId` in one statement: only if it is still claimable and its organization
-   * has fewer than `maxRunningPerOrg` jobs running under a live lease.
+   * Takes queued job `id` for `workerId` in one statement: only if it is still queued and its
+   * organization has fewer than `maxRunningPerOrg` jobs running under a live lease.
    */
   async tryClaim(
     id: string,
@@ -212,12 +228,7 @@ export class JobsRepository {
         attempts: eb('attempts', '+', 1),
       }))
       .where('id', '=', id)
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'queued'),
-          eb.and([eb('status', '=', 'running'), eb('lease_expires_at', '<', now)]),
-        ]),
-      )
+      .where('status', '=', 'queued')
       .where(
         (eb) =>
           eb
@@ -225,8 +236,7 @@ export class JobsRepository {
             .select((o) => o.fn.countAll<number>().as('n'))
             .whereRef('other.organization_id', '=', 'jobs.organization_id')
             .where('other.status', '=', 'running')
-            .where('other.lease_expires_at', '>=', now)
-            .where('other.id', '!=', id),
+            .where('other.lease_expires_at', '>=', now),
         '<',
         maxRunningPerOrg,
       )

@@ -1,0 +1,83 @@
+// Every failure leaves the server in OpenAI's envelope {"error":{message,type,param,code}}:
+// domain ApiErrors, Fastify's own (schema validation, 404, 413, malformed JSON) and anything
+// unexpected (500, logged). Client mistakes keep their 4xx status; only our bugs are 5xx.
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { ApiError, type ErrorType } from '../domain/errors.ts';
+import { BlobTooLargeError } from '../store/index.ts';
+
+interface AjvErrorLike {
+  keyword: string;
+  instancePath: string;
+  message?: string;
+  params: Record<string, any>;
+}
+
+const TYPE_BY_STATUS: Record<number, ErrorType> = {
+  401: 'invalid_request_error',
+  403: 'permission_error',
+  404: 'invalid_request_error',
+  429: 'rate_limit_error',
+};
+
+function paramOf(err: AjvErrorLike): string | null {
+  const path = err.instancePath
+    .split('/')
+    .filter(Boolean)
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (err.keyword === 'required') path.push(err.params.missingProperty);
+  if (err.keyword === 'additionalProperties') path.push(err.params.additionalProperty);
+  return path.length ? path.join('.') : null;
+}
+
+/** One Ajv error (the first) as an OpenAI-style 400. */
+export function validationError(errors: AjvErrorLike[]): ApiError {
+  const first = errors[0];
+  const param = paramOf(first);
+  let message: string;
+  if (first.keyword === 'required') message = `Missing required parameter: '${param}'.`;
+  else if (first.keyword === 'additionalProperties') message = `Unrecognized request argument supplied: ${param}`;
+  else if (first.keyword === 'enum') message = `Invalid value for '${param}': expected one of ${first.params.allowedValues.map((v: unknown) => `'${v}'`).join(', ')}.`;
+  else message = `Invalid '${param ?? 'request'}': ${first.message ?? 'invalid value'}.`;
+  return new ApiError(400, message, 'invalid_request_error', param, first.keyword === 'required' ? 'missing_required_parameter' : 'invalid_value');
+}
+
+export function toApiError(error: unknown): ApiError | null {
+  if (error instanceof ApiError) return error;
+  if (error instanceof BlobTooLargeError) {
+    return new ApiError(413, `File is too large: the limit is ${error.limit} bytes.`, 'invalid_request_error', null, 'file_too_large');
+  }
+  const e = error as FastifyError & { validation?: AjvErrorLike[] };
+  if (e && Array.isArray(e.validation) && e.validation.length > 0) return validationError(e.validation);
+  switch (e?.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError(413, 'Request body is too large.', 'invalid_request_error', null, 'request_too_large');
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return new ApiError(413, 'File is too large.', 'invalid_request_error', null, 'file_too_large');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ApiError(400, `We could not parse the JSON body of your request: ${e.message}`, 'invalid_request_error', null, 'invalid_json');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError(415, `Unsupported Content-Type: ${e.message}`, 'invalid_request_error', null, 'unsupported_media_type');
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return new ApiError(400, 'This endpoint expects a multipart/form-data body.', 'invalid_request_error', null, 'invalid_content_type');
+  }
+  const status = typeof e?.statusCode === 'number' ? e.statusCode : 500;
+  if (status >= 400 && status < 500) {
+    return new ApiError(status, e.message, TYPE_BY_STATUS[status] ?? 'invalid_request_error', null, null);
+  }
+  return null;
+}
+
+export function registerErrorHandling(app: FastifyInstance) {
+  app.setErrorHandler((error, request, reply) => {
+    const apiError = toApiError(error);
+    if (apiError) return reply.status(apiError.status).send(apiError.toJSON());
+    request.log.error({ err: error }, 'unhandled error');
+    const internal = new ApiError(500, 'The server had an error while processing your request.', 'server_error');
+    return reply.status(500).send(internal.toJSON());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = new ApiError(404, `Invalid URL (${request.method} ${request.url.split('?')[0]})`, 'invalid_request_error', null, 'unknown_url');
+    return reply.status(404).send(err.toJSON());
+  });
+}

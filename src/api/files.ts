@@ -1,0 +1,122 @@
+// /v1/files: upload (multipart), list, retrieve, content, delete.
+import type { FastifyInstance } from 'fastify';
+import { invalidParam, notFound } from '../domain/errors.ts';
+import { newId } from '../domain/naming.ts';
+import { blobKeys, type FileRow } from '../store/index.ts';
+import { nowSeconds, type ApiContext } from './context.ts';
+import { readMultipart } from './multipart.ts';
+import { listObject, pageQuerySchema } from './pagination.ts';
+
+/** Purposes a client may upload. `fine-tune-results` is written by the service only. */
+export const UPLOAD_PURPOSES = ['fine-tune'] as const;
+/** OpenAI purposes this service does not serve (no Assistants/Batch/Vision APIs here). */
+const OTHER_OPENAI_PURPOSES = ['assistants', 'batch', 'vision', 'user_data', 'evals'];
+
+export function checkUploadPurpose(purpose: string | undefined, param = 'purpose'): string {
+  if (purpose === undefined || purpose === '') throw invalidParam(param, `Missing required parameter: '${param}'.`, 'missing_required_parameter');
+  if ((UPLOAD_PURPOSES as readonly string[]).includes(purpose)) return purpose;
+  if (OTHER_OPENAI_PURPOSES.includes(purpose) || purpose === 'fine-tune-results') {
+    throw invalidParam(param, `Purpose '${purpose}' is not supported by this server: upload fine-tuning data with purpose 'fine-tune'.`, 'unsupported_purpose');
+  }
+  throw invalidParam(param, `Invalid value for '${param}': '${purpose}'. Supported values: 'fine-tune'.`, 'invalid_value');
+}
+
+/** The OpenAI file object; `expires_at`/`status_details` are omitted when unset (the spec has no null). */
+export function fileObject(f: FileRow) {
+  return {
+    id: f.id,
+    object: 'file' as const,
+    bytes: Number(f.bytes),
+    created_at: Number(f.created_at),
+    ...(f.expires_at === null ? {} : { expires_at: Number(f.expires_at) }),
+    filename: f.filename,
+    purpose: f.purpose,
+    status: f.status,
+    ...(f.status_details === null ? {} : { status_details: f.status_details }),
+  };
+}
+
+/** Display name only: it is stored in SQL, never used as a path. */
+export function cleanFilename(name: string | undefined, fallback: string): string {
+  const cleaned = (name ?? '').replace(/[\u0000-\u001f\u007f]/g, '').slice(0, 255).trim();
+  return cleaned || fallback;
+}
+
+export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
+  const { store, config } = ctx;
+
+  app.post('/files', async (request) => {
+    const id = newId('file-');
+    const key = blobKeys.file(id);
+    const { fields, file } = await readMultipart(
+      request,
+      'file',
+      ['purpose', 'expires_after'],
+      (stream) => store.blobs.put(key, stream, { maxBytes: config.limits.fileBytes }),
+      () => store.blobs.remove(key),
+    );
+    try {
+      if (!file) throw invalidParam('file', "Missing required parameter: 'file'.", 'missing_required_parameter');
+      const purpose = checkUploadPurpose(fields.purpose);
+      const created = nowSeconds();
+      let expiresAt: number | null = null;
+      if (fields['expires_after[anchor]'] !== undefined || fields['expires_after[seconds]'] !== undefined) {
+        if (fields['expires_after[anchor]'] !== 'created_at') throw invalidParam('expires_after.anchor', "Invalid 'expires_after.anchor': expected 'created_at'.");
+        const seconds = Number(fields['expires_after[seconds]']);
+        if (!Number.isInteger(seconds) || seconds < 3600 || seconds > 2592000) {
+          throw invalidParam('expires_after.seconds', "Invalid 'expires_after.seconds': expected an integer between 3600 and 2592000.");
+        }
+        expiresAt = created + seconds;
+      }
+      const row = await store.files.insert({
+        id,
+        organization_id: request.caller.organization,
+        filename: cleanFilename(file.filename, `${id}.jsonl`),
+        purpose,
+        bytes: file.stored.bytes,
+        created_at: created,
+        expires_at: expiresAt,
+        status: 'processed',
+        status_details: null,
+      });
+      return fileObject(row);
+    } catch (err) {
+      await store.blobs.remove(key);
+      throw err;
+    }
+  });
+
+  app.get<{ Querystring: { after?: string; limit: number; order: 'asc' | 'desc'; purpose?: string } }>(
+    '/files',
+    { schema: { querystring: pageQuerySchema(10000, 10000, { order: { type: 'string', enum: ['asc', 'desc'], default: 'desc' }, purpose: { type: 'string' } }) } },
+    async (request) => {
+      const { after, limit, order, purpose } = request.query;
+      const page = await store.files.list(request.caller.organization, { after, limit, order, purpose });
+      return listObject(page.data.map(fileObject), page.hasMore);
+    },
+  );
+
+  const ownFile = async (id: string, organization: string) => {
+    const row = await store.files.get(id, organization);
+    if (!row) throw notFound('file', id, 'file_id');
+    return row;
+  };
+
+  app.get<{ Params: { file_id: string } }>('/files/:file_id', async (request) =>
+    fileObject(await ownFile(request.params.file_id, request.caller.organization)),
+  );
+
+  app.get<{ Params: { file_id: string } }>('/files/:file_id/content', async (request, reply) => {
+    const row = await ownFile(request.params.file_id, request.caller.organization);
+    reply.header('content-type', 'application/octet-stream');
+    reply.header('content-length', String(row.bytes));
+    return reply.send(store.blobs.read(blobKeys.file(row.id)));
+  });
+
+  app.delete<{ Params: { file_id: string } }>('/files/:file_id', async (request) => {
+    const row = await ownFile(request.params.file_id, request.caller.organization);
+    await store.files.delete(row.id, request.caller.organization);
+    await store.blobs.remove(blobKeys.file(row.id));
+    return { id: row.id, object: 'file' as const, deleted: true };
+  });
+}

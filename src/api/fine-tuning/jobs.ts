@@ -1,0 +1,253 @@
+// /v1/fine_tuning/jobs: create, list (metadata filter), retrieve, cancel, pause, resume, events,
+// checkpoints. Request rules live in domain/; this module parses, checks ownership and serializes.
+import type { FastifyInstance } from 'fastify';
+import { invalidParam, notFound } from '../../domain/errors.ts';
+import { parseJobMethod, resolveSeed, validateMetadata, validateSuffix, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
+import { jobEvents } from '../../domain/jobs.ts';
+import { newId, parseFineTunedModelName } from '../../domain/naming.ts';
+import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
+import { findBaseModel } from '../../store/base-models.ts';
+import type { CheckpointRecord, EventRecord, JobMethod, JobRecord } from '../../store/index.ts';
+import { nowSeconds, type ApiContext } from '../context.ts';
+import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
+
+export function jobObject(job: JobRecord) {
+  const methodSettings = job.method[job.method.type] as { hyperparameters?: Record<string, unknown> } | undefined;
+  return {
+    object: 'fine_tuning.job' as const,
+    id: job.id,
+    model: job.model,
+    created_at: job.created_at,
+    finished_at: job.finished_at,
+    fine_tuned_model: job.fine_tuned_model,
+    organization_id: job.organization_id,
+    result_files: job.result_files,
+    status: job.status,
+    validation_file: job.validation_file,
+    training_file: job.training_file,
+    // Deprecated top-level form: filled for supervised jobs only, as OpenAI does.
+    hyperparameters: job.method.type === 'supervised' ? { ...(methodSettings?.hyperparameters ?? {}) } : {},
+    trained_tokens: job.trained_tokens,
+    error: job.error,
+    integrations: job.integrations ?? [],
+    seed: job.seed,
+    estimated_finish: job.estimated_finish,
+    method: job.method,
+    metadata: job.metadata,
+    user_provided_suffix: job.suffix,
+  };
+}
+
+export function eventObject(e: EventRecord) {
+  return {
+    object: 'fine_tuning.job.event' as const,
+    id: e.id,
+    created_at: e.created_at,
+    level: e.level,
+    message: e.message,
+    type: e.type,
+    data: e.data ?? {},
+  };
+}
+
+export function checkpointObject(c: CheckpointRecord) {
+  return {
+    object: 'fine_tuning.job.checkpoint' as const,
+    id: c.id,
+    created_at: c.created_at,
+    fine_tuned_model_checkpoint: c.fine_tuned_model_checkpoint,
+    fine_tuning_job_id: c.job_id,
+    metrics: c.metrics,
+    step_number: c.step_number,
+  };
+}
+
+/** The API form of a parsed method: `{type, <type>: {hyperparameters[, grader]}}`. */
+export function methodObject(parsed: ParsedJobMethod): JobMethod {
+  const settings: Record<string, unknown> = { hyperparameters: { ...parsed.hyperparameters } };
+  if (parsed.type === 'reinforcement') settings.grader = parsed.grader;
+  return { type: parsed.type, [parsed.type]: settings };
+}
+
+// Types are checked by the domain parsers (which name the exact param); the schema only fixes
+// the set of accepted keys and the required ones.
+const createJobSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['model', 'training_file'],
+  properties: {
+    model: { type: 'string', minLength: 1 },
+    training_file: { type: 'string', minLength: 1 },
+    validation_file: { type: ['string', 'null'] },
+    hyperparameters: {},
+    method: {},
+    suffix: {},
+    seed: {},
+    metadata: {},
+    integrations: {
+      type: ['array', 'null'],
+      maxItems: 5,
+      items: {
+        type: 'object',
+        required: ['type', 'wandb'],
+        additionalProperties: false,
+        properties: {
+          type: { type: 'string', enum: ['wandb'] },
+          wandb: {
+            type: 'object',
+            required: ['project'],
+            additionalProperties: false,
+            properties: {
+              project: { type: 'string' },
+              name: { type: ['string', 'null'] },
+              entity: { type: ['string', 'null'] },
+              tags: { type: 'array', items: { type: 'string' } },
+            },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+interface CreateJobBody {
+  model: string;
+  training_file: string;
+  validation_file?: string | null;
+  hyperparameters?: unknown;
+  method?: unknown;
+  suffix?: unknown;
+  seed?: unknown;
+  metadata?: unknown;
+  integrations?: unknown[] | null;
+}
+
+/** `metadata[k]=v` query keys → a filter; `metadata=null` → jobs without metadata. */
+function metadataFilter(query: Record<string, unknown>): Record<string, string> | null | undefined {
+  if (query.metadata === 'null') return null;
+  const filter: Record<string, string> = {};
+  for (const [key, value] of Object.entries(query)) {
+    const m = /^metadata\[(.+)\]$/.exec(key);
+    if (m) filter[m[1]] = String(Array.isArray(value) ? value[value.length - 1] : value);
+  }
+  return Object.keys(filter).length ? filter : undefined;
+}
+
+export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
+  const { store, config } = ctx;
+
+  async function checkModel(model: string, organization: string) {
+    if (await findBaseModel(config.modelsDir, model)) return;
+    if (parseFineTunedModelName(model) && (await store.models.get(model, organization))) return;
+    throw invalidParam('model', `Model ${model} is not available for fine-tuning or does not exist.`, 'model_not_available');
+  }
+
+  async function checkFile(fileId: string, organization: string, param: 'training_file' | 'validation_file') {
+    const file = await store.files.get(fileId, organization);
+    if (!file) throw invalidParam(param, `File ${fileId} not found.`, 'file_not_found');
+    if (file.purpose !== 'fine-tune') {
+      throw invalidParam(param, `File ${fileId} has purpose '${file.purpose}'; fine-tuning needs files uploaded with purpose 'fine-tune'.`, 'invalid_file_purpose');
+    }
+  }
+
+  async function ownJob(id: string, organization: string) {
+    const job = await store.jobs.get(id, organization);
+    if (!job) throw notFound('fine-tuning job', id, 'fine_tuning_job_id');
+    return job;
+  }
+
+  app.post<{ Body: CreateJobBody }>('/fine_tuning/jobs', { schema: { body: createJobSchema } }, async (request) => {
+    const body = request.body;
+    const organization = request.caller.organization;
+    const method = parseJobMethod(body);
+    const metadata = validateMetadata(body.metadata);
+    const suffix = validateSuffix(body.suffix);
+    const seed = resolveSeed(body.seed);
+    await checkModel(body.model, organization);
+    await checkFile(body.training_file, organization, 'training_file');
+    if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
+
+    const id = newId('ftjob-');
+    const job = await store.jobs.insert({
+      id,
+      organization_id: organization,
+      model: body.model,
+      training_file: body.training_file,
+      validation_file: body.validation_file ?? null,
+      status: 'validating_files',
+      method: methodObject(method),
+      suffix,
+      seed,
+      metadata,
+      integrations: body.integrations ?? null,
+      created_at: nowSeconds(),
+    });
+    await appendEvent(store, id, jobEvents.created(id));
+    await appendEvent(store, id, jobEvents.validating(job.training_file, job.validation_file));
+    ctx.startFileValidation(id);
+    return jobObject(job);
+  });
+
+  app.get<{ Querystring: PageQuery & Record<string, unknown> }>(
+    '/fine_tuning/jobs',
+    { schema: { querystring: { ...pageQuerySchema(20, 100), additionalProperties: true } } },
+    async (request) => {
+      const { after, limit } = request.query;
+      const page = await store.jobs.list(request.caller.organization, { after, limit, metadata: metadataFilter(request.query) });
+      return listObject(page.data.map(jobObject), page.hasMore);
+    },
+  );
+
+  app.get<{ Params: { id: string } }>('/fine_tuning/jobs/:id', async (request) =>
+    jobObject(await ownJob(request.params.id, request.caller.organization)),
+  );
+
+  app.post<{ Params: { id: string } }>('/fine_tuning/jobs/:id/cancel', async (request) => {
+    const organizationId = request.caller.organization;
+    await ownJob(request.params.id, organizationId);
+    const job = await applyJobAction(store, request.params.id, 'cancel', {
+      organizationId,
+      patch: { estimated_finish: null },
+      event: jobEvents.cancelled(),
+    });
+    return jobObject(job);
+  });
+
+  app.post<{ Params: { id: string } }>('/fine_tuning/jobs/:id/pause', async (request) => {
+    const organizationId = request.caller.organization;
+    await ownJob(request.params.id, organizationId);
+    const job = await applyJobAction(store, request.params.id, 'pause', {
+      organizationId,
+      patch: { estimated_finish: null },
+      event: jobEvents.paused(),
+    });
+    return jobObject(job);
+  });
+
+  app.post<{ Params: { id: string } }>('/fine_tuning/jobs/:id/resume', async (request) => {
+    const organizationId = request.caller.organization;
+    await ownJob(request.params.id, organizationId);
+    const job = await applyJobAction(store, request.params.id, 'resume', { organizationId, event: jobEvents.resumed() });
+    return jobObject(job);
+  });
+
+  app.get<{ Params: { id: string }; Querystring: PageQuery }>(
+    '/fine_tuning/jobs/:id/events',
+    { schema: { querystring: pageQuerySchema(20, 100) } },
+    async (request) => {
+      const job = await ownJob(request.params.id, request.caller.organization);
+      const page = await store.events.list(job.id, { after: request.query.after, limit: request.query.limit });
+      return listObject(page.data.map(eventObject), page.hasMore);
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: PageQuery }>(
+    '/fine_tuning/jobs/:id/checkpoints',
+    { schema: { querystring: pageQuerySchema(10, 100) } },
+    async (request) => {
+      const job = await ownJob(request.params.id, request.caller.organization);
+      const page = await store.checkpoints.listForJob(job.id, { after: request.query.after, limit: request.query.limit });
+      return listObject(page.data.map(checkpointObject), page.hasMore);
+    },
+  );
+}

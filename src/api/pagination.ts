@@ -1,0 +1,27 @@
+// OpenAI list objects and the `after`/`limit` query parameters shared by list endpoints.
+export function listObject<T extends { id: string }>(data: T[], hasMore: boolean) {
+  return {
+    object: 'list' as const,
+    data,
+    first_id: data.length ? data[0].id : null,
+    last_id: data.length ? data[data.length - 1].id : null,
+    has_more: hasMore,
+  };
+}
+
+/** Querystring schema for `after` + `limit` (default and maximum per endpoint). */
+export function pageQuerySchema(defaultLimit: number, maxLimit: number, extra: Record<string, unknown> = {}) {
+  return {
+    type: 'object',
+    properties: {
+      after: { type: 'string' },
+      limit: { type: 'integer', minimum: 1, maximum: maxLimit, default: defaultLimit },
+      ...extra,
+    },
+  } as const;
+}
+
+export interface PageQuery {
+  after?: string;
+  limit: number;
+}

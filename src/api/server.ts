@@ -1,0 +1,143 @@
+// The HTTP server: a Fastify app with OpenAI's routes under /v1, and `startServer`, which also
+// runs the embedded worker when a job runner (the training engine) is supplied.
+import Fastify, { type FastifyInstance } from 'fastify';
+import multipart from '@fastify/multipart';
+import { isLoopback, type Config } from '../config.ts';
+import { validateDataset } from '../domain/datasets.ts';
+import { validateJobFiles, type DatasetValidator } from '../scheduler/file-validation.ts';
+import { Worker, type JobRunner } from '../scheduler/worker.ts';
+import { openStore, type Store } from '../store/index.ts';
+import { registerAuth } from './auth.ts';
+import type { ApiContext } from './context.ts';
+import { registerErrorHandling } from './errors.ts';
+import { fileRoutes } from './files.ts';
+import { checkpointRoutes } from './fine-tuning/checkpoints.ts';
+import { jobRoutes } from './fine-tuning/jobs.ts';
+import { modelRoutes } from './models.ts';
+import { uploadRoutes } from './uploads.ts';
+
+export interface AppOptions {
+  /** An open store; when absent the app opens one under config.dataDir and closes it with the app. */
+  store?: Store;
+  /** Dataset rules; the datasets module's by default. */
+  validateDataset?: DatasetValidator;
+  /** Fastify logger setting; defaults to pino at config.logLevel. */
+  logger?: boolean | { level: string };
+  /** Called when a job leaves file validation for the queue (the embedded worker wakes up). */
+  onJobQueued?: (jobId: string) => void;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    store: Store;
+  }
+}
+
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
+  const ownsStore = !options.store;
+  const store = options.store ?? (await openStore(config.dataDir));
+  const validate = options.validateDataset ?? (validateDataset as DatasetValidator);
+
+  const app = Fastify({
+    logger: options.logger ?? { level: config.logLevel },
+    bodyLimit: config.limits.jsonBodyBytes,
+    routerOptions: { maxParamLength: 1000 }, // fine-tuned model and checkpoint names are long
+    ajv: {
+      // Unknown keys are an error (not silently dropped), and query strings are coerced to their types.
+      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
+    },
+  });
+  app.decorate('store', store);
+  if (ownsStore) app.addHook('onClose', async () => store.close());
+
+  const pending = new Set<Promise<void>>();
+  const ctx: ApiContext = {
+    config,
+    store,
+    startFileValidation(jobId) {
+      const run = validateJobFiles(store, validate, jobId)
+        .then(async () => {
+          const job = await store.jobs.get(jobId);
+          if (job?.status === 'queued') options.onJobQueued?.(jobId);
+        })
+        .catch((err) => app.log.error({ err, jobId }, 'file validation crashed'))
+        .finally(() => pending.delete(run));
+      pending.add(run);
+    },
+  };
+  // Background validations finish before the store closes.
+  app.addHook('preClose', async () => {
+    await Promise.allSettled([...pending]);
+  });
+
+  registerErrorHandling(app);
+  registerAuth(app, config);
+  await app.register(multipart, {
+    limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },
+  });
+  await app.register(
+    async (v1) => {
+      await fileRoutes(v1, ctx);
+      await uploadRoutes(v1, ctx);
+      await jobRoutes(v1, ctx);
+      await checkpointRoutes(v1, ctx);
+      await modelRoutes(v1, ctx);
+    },
+    { prefix: '/v1' },
+  );
+
+  // Jobs a previous process left validating (it stopped mid-way) are validated again.
+  for (const job of await store.jobs.listByStatus('validating_files')) ctx.startFileValidation(job.id);
+  return app;
+}
+
+export interface ServerOptions extends AppOptions {
+  /**
+   * Runs queued jobs in an embedded worker. Without a runner no worker starts and jobs stay
+   * `queued` until a `worker` process with a trainer picks them up.
+   */
+  runJob?: JobRunner;
+}
+
+export interface RunningServer {
+  url: string;
+  app: FastifyInstance;
+  store: Store;
+  worker: Worker | null;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
+  if (config.apiKeys.length === 0 && !isLoopback(config.host)) {
+    throw new Error(`No API keys configured (API_KEYS): refusing to listen on ${config.host}; set API_KEYS or HOST=127.0.0.1.`);
+  }
+  let worker: Worker | null = null;
+  const app = await buildApp(config, { ...options, onJobQueued: () => worker?.poke() });
+  if (options.runJob) {
+    worker = new Worker({
+      store: app.store,
+      runJob: options.runJob,
+      dataDir: config.dataDir,
+      leaseMs: config.queue.leaseMs,
+      heartbeatMs: config.queue.heartbeatMs,
+      pollMs: config.queue.pollMs,
+      maxRunningPerOrg: config.limits.maxRunningJobsPerOrg,
+      log: (msg, extra) => app.log.info(extra ?? {}, msg),
+    });
+  }
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  worker?.start();
+  return {
+    url: `http://${host}:${port}`,
+    app,
+    store: app.store,
+    worker,
+    async close() {
+      await worker?.stop();
+      await app.close();
+    },
+  };
+}

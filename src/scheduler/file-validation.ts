@@ -1,0 +1,72 @@
+// File validation of a new job (status validating_files), run in the background by the API
+// process: each file is checked by the datasets module (streaming), then the job moves to
+// `queued` with its "auto" hyperparameters resolved, or to `failed` with error {code, param, message}.
+// Jobs left validating by a crash are validated again when the server starts (api/server.ts).
+import { parseJobMethod, resolveHyperparameters, type ParsedJobMethod } from '../domain/hyperparameters.ts';
+import { jobEvents } from '../domain/jobs.ts';
+import { blobKeys, type JobRecord, type Store } from '../store/index.ts';
+import { appendEvent, applyJobAction } from './job-events.ts';
+
+export type DatasetRole = 'training' | 'validation';
+
+export type DatasetValidation =
+  | { ok: true; nExamples: number; nTokensEstimate?: number; format?: string }
+  | { ok: false; error: { code: string; param: string | null; message: string; line?: number | null } };
+
+/** The datasets module's `validateDataset`, injected so tests and the API can choose it. */
+export type DatasetValidator = (
+  filePath: string,
+  options: { method: 'supervised' | 'dpo' | 'reinforcement'; role: DatasetRole },
+) => Promise<DatasetValidation>;
+
+/** The parsed (auto-bearing) method of a stored job, from its API form. */
+export function parsedMethodOf(job: JobRecord): ParsedJobMethod {
+  return parseJobMethod({ method: job.method });
+}
+
+export async function validateJobFiles(store: Store, validate: DatasetValidator, jobId: string): Promise<void> {
+  const job = await store.jobs.get(jobId);
+  if (!job || job.status !== 'validating_files') return;
+  const parsed = parsedMethodOf(job);
+  const fail = async (error: { code: string; param: string | null; message: string }) => {
+    await applyJobAction(store, jobId, 'invalid', {
+      patch: { error, finished_at: Math.floor(Date.now() / 1000) },
+      event: jobEvents.failed(error.message),
+    }).catch(() => undefined); // cancelled meanwhile: nothing to do
+  };
+
+  const check = async (fileId: string, role: DatasetRole) => {
+    const param = role === 'training' ? 'training_file' : 'validation_file';
+    const code = role === 'training' ? 'invalid_training_file' : 'invalid_validation_file';
+    const file = await store.files.get(fileId, job.organization_id);
+    if (!file) return { ok: false as const, error: { code, param, message: `The ${role} file ${fileId} was deleted before it could be validated.` } };
+    const result = await validate(store.blobs.localPath(blobKeys.file(fileId)), { method: parsed.type, role });
+    if (result.ok) return result;
+    return { ok: false as const, error: { code: result.error.code || code, param: result.error.param ?? param, message: result.error.message } };
+  };
+
+  try {
+    const training = await check(job.training_file, 'training');
+    if (!training.ok) return fail(training.error);
+    let validation: DatasetValidation | undefined;
+    if (job.validation_file) {
+      validation = await check(job.validation_file, 'validation');
+      if (!validation.ok) return fail(validation.error);
+    }
+    const resolved = resolveHyperparameters(parsed, { nExamples: training.nExamples, nTokens: training.nTokensEstimate ?? 0 });
+    const settings = { ...(job.method[job.method.type] ?? {}), hyperparameters: resolved };
+    await applyJobAction(store, jobId, 'validated', {
+      patch: {
+        method: { ...job.method, [job.method.type]: settings },
+        dataset: {
+          training: { examples: training.nExamples, tokens: training.nTokensEstimate ?? null, format: training.format ?? null },
+          validation: validation?.ok ? { examples: validation.nExamples, tokens: validation.nTokensEstimate ?? null, format: validation.format ?? null } : null,
+        },
+      },
+      event: jobEvents.validated(),
+    });
+  } catch (err) {
+    // A validator crash is our bug, not the user's file: fail the job but say so plainly.
+    await fail({ code: 'server_error', param: null, message: `File validation failed unexpectedly: ${(err as Error).message}` });
+  }
+}

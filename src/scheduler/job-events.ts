@@ -1,0 +1,44 @@
+// Appending job events and applying state-machine actions to stored jobs. Shared by the API
+// (cancel/pause/resume), file validation and workers, so every transition goes through one place.
+import { nextStatus, type JobAction, type JobEventContent, type JobStatus } from '../domain/jobs.ts';
+import { ApiError } from '../domain/errors.ts';
+import { newId } from '../domain/naming.ts';
+import type { JobPatch, JobRecord, Store } from '../store/index.ts';
+
+export const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+export async function appendEvent(store: Store, jobId: string, content: JobEventContent) {
+  return store.events.add({
+    id: newId('ftevent-'),
+    job_id: jobId,
+    created_at: nowSeconds(),
+    level: content.level,
+    type: content.type,
+    message: content.message,
+    data: content.data,
+  });
+}
+
+/**
+ * Moves the job by `action` (a 400 saying why when illegal), applying `patch` in the same
+ * conditional update and appending `event`. Retries when another writer changed the status first.
+ */
+export async function applyJobAction(
+  store: Store,
+  jobId: string,
+  action: JobAction,
+  options: { patch?: JobPatch | ((job: JobRecord) => JobPatch); event?: JobEventContent; organizationId?: string } = {},
+): Promise<JobRecord> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const job = await store.jobs.get(jobId, options.organizationId);
+    if (!job) throw new ApiError(404, `No such fine-tuning job: '${jobId}'`, 'invalid_request_error', 'fine_tuning_job_id', 'fine_tuning_job_not_found');
+    const status = nextStatus(job.status as JobStatus, action);
+    const patch = typeof options.patch === 'function' ? options.patch(job) : (options.patch ?? {});
+    const updated = await store.jobs.update(jobId, { ...patch, status }, [job.status]);
+    if (updated) {
+      if (options.event) await appendEvent(store, jobId, options.event);
+      return updated;
+    }
+  }
+  throw new ApiError(409, `Fine-tuning job ${jobId} changed concurrently; retry the request.`, 'invalid_request_error', null, 'conflict');
+}

@@ -1,0 +1,48 @@
+// The durable job queue, on top of the jobs table: a worker claims the oldest queued job under a
+// lease and keeps renewing it; a job whose lease expired (its worker died) goes back to the queue.
+// Each organization has at most `maxRunningPerOrg` jobs running at once.
+import { jobEvents } from '../domain/jobs.ts';
+import type { JobRecord, Store } from '../store/index.ts';
+import { appendEvent } from './job-events.ts';
+
+export interface ClaimOptions {
+  leaseMs: number;
+  maxRunningPerOrg: number;
+  /** Injectable clock (ms) for tests. */
+  now?: number;
+}
+
+/** Returns running jobs with an expired lease to the queue, with a warning event each. */
+export async function requeueExpiredJobs(store: Store, now = Date.now()): Promise<string[]> {
+  const requeued: string[] = [];
+  for (const job of await store.jobs.expiredLeases(now)) {
+    if (await store.jobs.requeueExpired(job.id, now)) {
+      requeued.push(job.id);
+      await appendEvent(store, job.id, jobEvents.requeued());
+    }
+  }
+  return requeued;
+}
+
+/**
+ * Claims the oldest queued job whose organization is under its running limit, atomically
+ * (a conditional update: two workers never get the same job). Undefined when there is none.
+ */
+export async function claimNextJob(store: Store, workerId: string, options: ClaimOptions): Promise<JobRecord | undefined> {
+  const now = options.now ?? Date.now();
+  await requeueExpiredJobs(store, now);
+  const skippedOrgs = new Set<string>();
+  for (const candidate of await store.jobs.claimCandidates(100)) {
+    if (skippedOrgs.has(candidate.organization_id)) continue;
+    const claimed = await store.jobs.tryClaim(candidate.id, workerId, { now, leaseMs: options.leaseMs, maxRunningPerOrg: options.maxRunningPerOrg });
+    if (claimed) return claimed;
+    // Either another worker took it, or the organization is at its limit: try other organizations.
+    skippedOrgs.add(candidate.organization_id);
+  }
+  return undefined;
+}
+
+/** Renews the lease; false when the job is no longer this worker's running job (cancelled, paused, lost). */
+export async function renewLease(store: Store, jobId: string, workerId: string, leaseMs: number, now = Date.now()): Promise<boolean> {
+  return store.jobs.renewLease(jobId, workerId, now + leaseMs);
+}

@@ -1,0 +1,255 @@
+// A worker: claims queued jobs one at a time and runs each with an injected `JobRunner` (the
+// training engine behind `createTrainRunner`, or a stand-in in tests). While a job runs, a timer
+// renews its lease; when the renewal fails (the job was cancelled or paused through the API, or
+// the lease was lost) the runner's AbortSignal fires. The worker records the outcome; it never
+// overwrites a status the API set meanwhile (every write is conditional on still owning the job).
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { jobEvents, type JobEventContent } from '../domain/jobs.ts';
+import { checkpointModelName, fineTunedModelName, newId } from '../domain/naming.ts';
+import { blobKeys, type CheckpointRecord, type JobRecord, type Store } from '../store/index.ts';
+import { appendEvent, nowSeconds } from './job-events.ts';
+import { claimNextJob, renewLease } from './queue.ts';
+
+export interface JobRunContext {
+  /** Fires within about one heartbeat after the job is cancelled or paused, or the worker stops. */
+  signal: AbortSignal;
+  workerId: string;
+  store: Store;
+  /** A folder this job owns for checkpoints and scratch files (kept across pause/resume). */
+  workDir: string;
+  /** The name the final model will have: ft:{base}:{org}:{suffix}:{short-id}. */
+  fineTunedModel: string;
+  /** Renews the lease now; false when the job is no longer ours (the signal then fires too). */
+  heartbeat(): Promise<boolean>;
+  event(content: JobEventContent): Promise<void>;
+  /** Records a usable checkpoint (a row, an event, pruning to the newest 3); returns the pruned ones. */
+  checkpoint(step: number, metrics: Record<string, number>, dir: string | null): Promise<{ checkpoint: CheckpointRecord; pruned: CheckpointRecord[] }>;
+  /** Where to continue from after a pause or a lost worker. */
+  setResumePoint(dir: string): Promise<void>;
+  setEstimatedFinish(unixSeconds: number | null): Promise<void>;
+  /** Stores a file with purpose fine-tune-results for this job's organization; returns its id. */
+  createResultFile(filename: string, content: Readable | AsyncIterable<Buffer>): Promise<string>;
+}
+
+export interface JobRunResult {
+  trainedTokens: number;
+  resultFiles?: string[];
+  /** Folder of the final model, recorded with the registered fine-tuned model. */
+  modelDir?: string | null;
+}
+
+export type JobRunner = (job: JobRecord, ctx: JobRunContext) => Promise<JobRunResult>;
+
+export interface WorkerOptions {
+  store: Store;
+  runJob: JobRunner;
+  dataDir: string;
+  workerId?: string;
+  leaseMs?: number;
+  heartbeatMs?: number;
+  pollMs?: number;
+  maxRunningPerOrg?: number;
+  /** Newest checkpoints kept per job (OpenAI keeps 3). */
+  keepCheckpoints?: number;
+  log?: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+class StoppedError extends Error {}
+
+export class Worker {
+  readonly id: string;
+  private readonly opts: Required<Omit<WorkerOptions, 'workerId' | 'log'>> & Pick<WorkerOptions, 'log'>;
+  private loop: Promise<void> | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+  private readonly running = new Map<string, AbortController>();
+
+  constructor(options: WorkerOptions) {
+    this.id = options.workerId ?? `worker-${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+    this.opts = {
+      leaseMs: 30_000,
+      heartbeatMs: 2_000,
+      pollMs: 1_000,
+      maxRunningPerOrg: 2,
+      keepCheckpoints: 3,
+      ...options,
+    };
+  }
+
+  /** Polls the queue until `stop()`. */
+  start(): void {
+    if (this.loop) return;
+    this.stopping = false;
+    this.loop = (async () => {
+      while (!this.stopping) {
+        let ran = false;
+        try {
+          ran = await this.runOnce();
+        } catch (err) {
+          this.opts.log?.('worker loop error', { err: String(err) });
+        }
+        if (!ran && !this.stopping) await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.opts.pollMs);
+          this.wake = () => { clearTimeout(t); resolve(); };
+        });
+        this.wake = null;
+      }
+    })();
+  }
+
+  /** Checks the queue now instead of at the next poll. */
+  poke(): void {
+    this.wake?.();
+  }
+
+  /** Stops polling; a running job is aborted and put back in the queue for another worker. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const controller of this.running.values()) controller.abort(new StoppedError('worker stopping'));
+    this.wake?.();
+    await this.loop;
+    this.loop = null;
+  }
+
+  /** Claims and runs one job; false when the queue had nothing for this worker. */
+  async runOnce(): Promise<boolean> {
+    const { store, leaseMs, maxRunningPerOrg } = this.opts;
+    const job = await claimNextJob(store, this.id, { leaseMs, maxRunningPerOrg });
+    if (!job) return false;
+    await this.run(job);
+    return true;
+  }
+
+  private async run(job: JobRecord): Promise<void> {
+    const { store, leaseMs, heartbeatMs, runJob } = this.opts;
+    const controller = new AbortController();
+    this.running.set(job.id, controller);
+    const fineTunedModel = fineTunedModelName(job.model, job.organization_id, job.suffix, job.id);
+    const workDir = path.join(this.opts.dataDir, 'jobs', job.id);
+    await fs.mkdir(workDir, { recursive: true });
+
+    const heartbeat = async () => {
+      if (controller.signal.aborted) return false;
+      const ours = await renewLease(store, job.id, this.id, leaseMs);
+      if (!ours) controller.abort(new Error('job is no longer running on this worker'));
+      return ours;
+    };
+    const timer = setInterval(() => void heartbeat().catch(() => undefined), heartbeatMs);
+
+    const ctx: JobRunContext = {
+      signal: controller.signal,
+      workerId: this.id,
+      store,
+      workDir,
+      fineTunedModel,
+      heartbeat,
+      event: async (content) => {
+        await appendEvent(store, job.id, content);
+      },
+      checkpoint: async (step, metrics, dir) => {
+        const checkpoint = await store.checkpoints.add({
+          id: newId('ftckpt_'),
+          job_id: job.id,
+          organization_id: job.organization_id,
+          created_at: nowSeconds(),
+          fine_tuned_model_checkpoint: checkpointModelName(fineTunedModel, step),
+          step_number: step,
+          metrics,
+          dir,
+        });
+        await appendEvent(store, job.id, jobEvents.checkpointCreated(step, checkpoint.fine_tuned_model_checkpoint));
+        const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints);
+        return { checkpoint, pruned };
+      },
+      setResumePoint: async (dir) => {
+        await store.jobs.updateOwned(job.id, this.id, { resume_point: dir });
+      },
+      setEstimatedFinish: async (at) => {
+        await store.jobs.updateOwned(job.id, this.id, { estimated_finish: at });
+      },
+      createResultFile: async (filename, content) => {
+        const id = newId('file-');
+        const { bytes } = await store.blobs.put(blobKeys.file(id), content);
+        await store.files.insert({
+          id,
+          organization_id: job.organization_id,
+          filename,
+          purpose: 'fine-tune-results',
+          bytes,
+          created_at: nowSeconds(),
+          expires_at: null,
+          status: 'processed',
+          status_details: null,
+        });
+        return id;
+      },
+    };
+
+    try {
+      if (job.attempts === 1) await appendEvent(store, job.id, jobEvents.started());
+      const result = await runJob(job, ctx);
+      if (controller.signal.aborted) return this.afterAbort(job, controller.signal);
+      await this.succeed(job, fineTunedModel, result);
+    } catch (err) {
+      if (controller.signal.aborted) return this.afterAbort(job, controller.signal);
+      await this.fail(job, err);
+    } finally {
+      clearInterval(timer);
+      this.running.delete(job.id);
+    }
+  }
+
+  /** Cancel/pause: the API already set the status. Worker stop: hand the job back to the queue. */
+  private async afterAbort(job: JobRecord, signal: AbortSignal) {
+    if (signal.reason instanceof StoppedError) {
+      await this.opts.store.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
+    }
+  }
+
+  private async succeed(job: JobRecord, fineTunedModel: string, result: JobRunResult) {
+    const { store } = this.opts;
+    const finished = await store.jobs.updateOwned(job.id, this.id, {
+      status: 'succeeded',
+      fine_tuned_model: fineTunedModel,
+      finished_at: nowSeconds(),
+      trained_tokens: result.trainedTokens,
+      result_files: result.resultFiles ?? [],
+      estimated_finish: null,
+      lease_expires_at: null,
+    });
+    if (!finished) return; // cancelled at the very end: the API's status stands
+    await store.models.add({
+      id: fineTunedModel,
+      organization_id: job.organization_id,
+      created_at: nowSeconds(),
+      job_id: job.id,
+      base_model: job.model,
+      dir: result.modelDir ?? null,
+    });
+    await appendEvent(store, job.id, jobEvents.newModel(fineTunedModel));
+    await appendEvent(store, job.id, jobEvents.succeeded());
+  }
+
+  private async fail(job: JobRecord, err: unknown) {
+    const { store } = this.opts;
+    const e = err as { message?: string; code?: unknown; param?: unknown };
+    const error = {
+      code: typeof e?.code === 'string' ? e.code : 'training_failed',
+      message: e?.message ?? String(err),
+      param: typeof e?.param === 'string' ? e.param : null,
+    };
+    this.opts.log?.('job failed', { job: job.id, error });
+    const failed = await store.jobs.updateOwned(job.id, this.id, {
+      status: 'failed',
+      error,
+      finished_at: nowSeconds(),
+      estimated_finish: null,
+      lease_expires_at: null,
+    });
+    if (failed) await appendEvent(store, job.id, jobEvents.failed(error.message));
+  }
+}
