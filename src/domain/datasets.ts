@@ -1,0 +1,452 @@
+// Training and validation file rules (OpenAI's JSONL formats), checked while streaming the file so that
+// memory stays bounded whatever its size: one line at a time, and no line longer than a cap.
+import { createReadStream } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
+
+export type DatasetMethod = 'supervised' | 'dpo' | 'reinforcement';
+export type DatasetRole = 'training' | 'validation';
+export type DatasetFormat = 'chat' | 'prompt_completion' | 'preference' | 'reinforcement';
+
+export interface DatasetValidationOptions {
+  method: DatasetMethod;
+  role: DatasetRole;
+  /** Longest accepted line in bytes; a longer line is rejected with its line number. */
+  maxLineBytes?: number;
+}
+
+export interface DatasetValidationError {
+  code: 'invalid_training_file' | 'invalid_validation_file' | 'invalid_n_examples';
+  param: 'training_file' | 'validation_file';
+  message: string;
+  /** 1-based line of the first bad example; null for file-wide problems (too few examples). */
+  line: number | null;
+}
+
+export type DatasetValidationResult =
+  | { ok: true; format: DatasetFormat; nExamples: number; nTokensEstimate: number; warnings: string[] }
+  | { ok: false; error: DatasetValidationError };
+
+export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
+export const MIN_TRAINING_EXAMPLES = 10;
+export const MIN_VALIDATION_EXAMPLES = 1;
+export const MAX_REINFORCEMENT_EXAMPLES: Record<DatasetRole, number> = { training: 50_000, validation: 1_000 };
+
+const READ_CHUNK_BYTES = 1024 * 1024;
+const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/**
+ * Checks a JSONL training or validation file against OpenAI's rules for `method`. Examples are numbered
+ * by their line in the file (blank lines are skipped but still counted), so "Example 7" is line 7 in an
+ * editor. Stops at the first bad example. Rejects (throws) only when the file cannot be read.
+ */
+export async function validateDataset(filePath: string, options: DatasetValidationOptions): Promise<DatasetValidationResult> {
+  const { method, role } = options;
+  const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+  const param = role === 'training' ? 'training_file' : 'validation_file';
+  const formatError = (message: string, line: number | null): DatasetValidationResult => ({
+    ok: false,
+    error: { code: role === 'training' ? 'invalid_training_file' : 'invalid_validation_file', param, message, line },
+  });
+  const countError = (message: string): DatasetValidationResult => ({ ok: false, error: { code: 'invalid_n_examples', param, message, line: null } });
+  const roleName = role === 'training' ? 'Training' : 'Validation';
+  const maxExamples = method === 'reinforcement' ? MAX_REINFORCEMENT_EXAMPLES[role] : Infinity;
+
+  const state = new FileState(method);
+  let lineNumber = 0;
+  /** Checks one line (without its '\n'); returns an error message, or null when the line is fine. */
+  const checkLine = (bytes: Buffer): string | null => {
+    lineNumber++;
+    let line = bytes;
+    if (lineNumber === 1 && line.subarray(0, 3).equals(UTF8_BOM)) line = line.subarray(3);
+    if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) line = line.subarray(0, line.length - 1);
+    if (isBlank(line)) return null;
+    if (!isUtf8(line)) return `Invalid file format. Example ${lineNumber} is not valid UTF-8`;
+    const text = line.toString('utf8');
+    let example: unknown;
+    try {
+      example = JSON.parse(text);
+    } catch (err) {
+      return `Invalid file format. Example ${lineNumber} is not valid JSON (${truncate((err as Error).message, 160)})`;
+    }
+    try {
+      state.addExample(example, lineNumber, text.length);
+    } catch (err) {
+      if (err instanceof ExampleProblem) return `Invalid file format. ${err.message}`;
+      throw err;
+    }
+    return null;
+  };
+
+  // Lines are cut out of the read chunks by hand: a line spanning chunks is held as a list of slices
+  // and joined once, so memory is bounded by maxLineBytes plus one chunk.
+  const pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const stream = createReadStream(filePath, { highWaterMark: READ_CHUNK_BYTES });
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      let start = 0;
+      for (;;) {
+        const newline = chunk.indexOf(NEWLINE, start);
+        const end = newline === -1 ? chunk.length : newline;
+        if (pendingBytes + (end - start) > maxLineBytes) {
+          return formatError(`Invalid file format. Example ${lineNumber + 1} is longer than the limit of ${maxLineBytes} bytes per line`, lineNumber + 1);
+        }
+        if (newline === -1) {
+          if (end > start) {
+            pending.push(chunk.subarray(start));
+            pendingBytes += end - start;
+          }
+          break;
+        }
+        const piece = chunk.subarray(start, newline);
+        const line = pending.length === 0 ? piece : Buffer.concat([...pending, piece], pendingBytes + piece.length);
+        pending.length = 0;
+        pendingBytes = 0;
+        const problem = checkLine(line);
+        if (problem) return formatError(problem, lineNumber);
+        if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
+        start = newline + 1;
+      }
+    }
+  } finally {
+    stream.destroy();
+  }
+  if (pendingBytes > 0) {
+    const problem = checkLine(Buffer.concat(pending, pendingBytes));
+    if (problem) return formatError(problem, lineNumber);
+    if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
+  }
+
+  const minExamples = role === 'training' ? MIN_TRAINING_EXAMPLES : MIN_VALIDATION_EXAMPLES;
+  if (state.nExamples < minExamples) {
+    return countError(
+      `${roleName} file has ${state.nExamples} example(s), but must have at least ${minExamples} example${minExamples === 1 ? '' : 's'}`,
+    );
+  }
+  return { ok: true, format: state.format!, nExamples: state.nExamples, nTokensEstimate: state.nTokensEstimate, warnings: state.warnings() };
+}
+
+const tooManyExamples = (roleName: string, max: number) =>
+  `${roleName} file has more than ${max} examples, but reinforcement fine-tuning allows at most ${max} examples`;
+
+function isBlank(line: Buffer): boolean {
+  for (const byte of line) if (byte !== 0x20 && byte !== 0x09 && byte !== CARRIAGE_RETURN) return false;
+  return true;
+}
+
+const truncate = (s: string, max: number) => (s.length > max ? `${s.slice(0, max)}…` : s);
+
+// ---------------------------------------------------------------------------------------------
+// Per-file state: which format the file uses, counts, and warnings aggregated over examples.
+
+const FORMAT_NAMES: Record<DatasetFormat, string> = {
+  chat: 'the chat format',
+  prompt_completion: 'the prompt/completion format',
+  preference: 'the preference format',
+  reinforcement: 'the reinforcement format',
+};
+
+/** Thrown by the example checks; the message starts with where the problem is ("Example 3, message 2 …"). */
+class ExampleProblem extends Error {}
+
+function fail(where: string, what: string): never {
+  throw new ExampleProblem(`${where} ${what}`);
+}
+
+class FileState {
+  format: DatasetFormat | null = null;
+  nExamples = 0;
+  nTokensEstimate = 0;
+  /** Warning text → [count, first example]; a handful of kinds, so bounded. */
+  private warningCounts = new Map<string, [number, number]>();
+
+  constructor(private readonly method: DatasetMethod) {}
+
+  addExample(example: unknown, line: number, chars: number): void {
+    const where = `Example ${line}`;
+    if (!isObject(example)) fail(where, `is not a JSON object (got ${jsonType(example)})`);
+    const format = detectFormat(example as Json, this.method, where);
+    if (this.format === null) this.format = format;
+    else if (format !== this.format) {
+      fail(where, `uses ${FORMAT_NAMES[format]}, but earlier examples use ${FORMAT_NAMES[this.format]}; all examples of a file must use one format`);
+    }
+    const warn = (text: string) => this.warn(text, line);
+    CHECKS[format](example as Json, where, warn);
+    this.nExamples++;
+    // A cheap estimate (about 4 characters per token); the engine tokenises for real.
+    this.nTokensEstimate += Math.ceil(chars / 4);
+  }
+
+  private warn(text: string, line: number): void {
+    const seen = this.warningCounts.get(text);
+    if (seen) seen[0]++;
+    else this.warningCounts.set(text, [1, line]);
+  }
+
+  warnings(): string[] {
+    return [...this.warningCounts].map(([text, [count, first]]) => `${count} example(s) ${text} (first: example ${first})`);
+  }
+}
+
+function detectFormat(example: Json, method: DatasetMethod, where: string): DatasetFormat {
+  const has = (key: string) => key in example;
+  const looksPreference = has('input') || has('preferred_output') || has('non_preferred_output');
+  switch (method) {
+    case 'supervised':
+      if (has('messages')) return 'chat';
+      if (has('prompt') || has('completion')) return 'prompt_completion';
+      if (looksPreference) return fail(where, "uses the preference format, which is for DPO jobs (method type 'dpo'); supervised jobs need 'messages'");
+      return fail(where, "is missing 'messages' (chat format) or 'prompt' and 'completion' (prompt/completion format)");
+    case 'dpo':
+      if (looksPreference) return 'preference';
+      return fail(where, "is missing 'input', 'preferred_output' and 'non_preferred_output' (preference format, needed by DPO jobs)");
+    case 'reinforcement':
+      if (has('messages')) return 'reinforcement';
+      return fail(where, "is missing 'messages' (reinforcement format)");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format checks. Each throws an ExampleProblem naming the example, the message and what is wrong.
+
+type Json = Record<string, unknown>;
+type Warn = (text: string) => void;
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+function jsonType(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
+}
+
+const CHECKS: Record<DatasetFormat, (example: Json, where: string, warn: Warn) => void> = {
+  chat: checkChatExample,
+  prompt_completion: checkPromptCompletionExample,
+  preference: checkPreferenceExample,
+  reinforcement: checkReinforcementExample,
+};
+
+const CHAT_KEYS = ['messages', 'tools', 'parallel_tool_calls', 'functions'];
+
+function checkChatExample(example: Json, where: string, warn: Warn): void {
+  const roles = checkMessages(example.messages, where, 'messages', 'message');
+  checkToolDefinitions(example, where);
+  if (Object.keys(example).some((key) => !CHAT_KEYS.includes(key))) warn(`have keys other than ${CHAT_KEYS.join(', ')}, which are ignored`);
+  if (!roles.some((r) => r.role === 'assistant' && r.weight !== 0)) {
+    fail(where, 'has no assistant message to learn from (at least one assistant message without weight 0 is needed)');
+  }
+  if (!roles.some((r) => r.role === 'user')) warn('have no user message');
+  if (!roles.some((r) => r.role === 'system' || r.role === 'developer')) warn('have no system message');
+}
+
+function checkReinforcementExample(example: Json, where: string): void {
+  // `messages` and `tools` are reserved; every other key is free for graders ({{item.KEY}}).
+  const roles = checkMessages(example.messages, where, 'messages', 'message');
+  if (roles[roles.length - 1].role !== 'user') {
+    fail(`${where}, message ${roles.length}`, `must be from the user: the last message of a reinforcement example is the prompt to answer (got role '${roles[roles.length - 1].role}')`);
+  }
+  if ('tools' in example) checkTools(example.tools, where);
+}
+
+function checkPreferenceExample(example: Json, where: string, warn: Warn): void {
+  const input = example.input;
+  if (input === undefined) fail(where, "is missing 'input'");
+  if (!isObject(input)) fail(where, `has invalid 'input': expected an object with 'messages', but got ${jsonType(input)}`);
+  const inputObject = input as Json;
+  checkMessages(inputObject.messages, where, 'input.messages', 'input message');
+  checkToolDefinitions(inputObject, where);
+  for (const key of ['preferred_output', 'non_preferred_output']) {
+    const output = example[key];
+    if (output === undefined) fail(where, `is missing '${key}'`);
+    if (!Array.isArray(output) || output.length !== 1) {
+      fail(where, `has invalid '${key}': expected a list with exactly one assistant message`);
+    }
+    const [{ role }] = checkMessages(output, where, key, `${key} message`);
+    if (role !== 'assistant') fail(`${where}, ${key} message 1`, `must be from the assistant (got role '${role}')`);
+  }
+  const extra = Object.keys(example).filter((key) => !['input', 'preferred_output', 'non_preferred_output'].includes(key));
+  if (extra.length > 0) warn('have keys other than input, preferred_output, non_preferred_output, which are ignored');
+}
+
+function checkPromptCompletionExample(example: Json, where: string): void {
+  for (const key of ['prompt', 'completion']) {
+    if (!(key in example)) fail(where, `is missing '${key}'`);
+    if (typeof example[key] !== 'string') fail(where, `has invalid '${key}': expected a string, but got ${jsonType(example[key])}`);
+  }
+}
+
+// Messages -------------------------------------------------------------------------------------
+
+type ChatRole = 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
+const ROLE_KEYS: Record<ChatRole, readonly string[]> = {
+  system: ['role', 'content', 'name'],
+  developer: ['role', 'content', 'name'],
+  user: ['role', 'content', 'name'],
+  assistant: ['role', 'content', 'name', 'weight', 'tool_calls', 'function_call'],
+  tool: ['role', 'content', 'tool_call_id'],
+  function: ['role', 'content', 'name'],
+};
+const ROLES = Object.keys(ROLE_KEYS) as ChatRole[];
+
+interface CheckedMessage {
+  role: ChatRole;
+  weight: number | null;
+}
+
+/** Checks a non-empty list of messages; `label` names one message in errors ("message", "input message"). */
+function checkMessages(messages: unknown, where: string, key: string, label: string): CheckedMessage[] {
+  if (messages === undefined) fail(where, `is missing '${key}'`);
+  if (!Array.isArray(messages) || messages.length === 0) {
+    fail(where, `has invalid '${key}': expected a non-empty list of messages, but got ${Array.isArray(messages) ? 'an empty list' : jsonType(messages)}`);
+  }
+  return (messages as unknown[]).map((message, i) => checkMessage(message, `${where}, ${label} ${i + 1}`));
+}
+
+function checkMessage(message: unknown, where: string): CheckedMessage {
+  if (!isObject(message)) return fail(where, `is not an object (got ${jsonType(message)})`);
+  const role = message.role;
+  if (role === undefined) fail(where, "Discriminator 'role' is missing in value");
+  if (!ROLES.includes(role as ChatRole)) {
+    fail(where, `Discriminator 'role' has invalid value ${JSON.stringify(role)} (expected one of ${ROLES.join(', ')})`);
+  }
+  const chatRole = role as ChatRole;
+  const allowedKeys = ROLE_KEYS[chatRole];
+  for (const key of Object.keys(message)) {
+    if (allowedKeys.includes(key)) continue;
+    if (key === 'weight') fail(where, `has 'weight', which only assistant messages may carry (role is '${chatRole}')`);
+    fail(where, `has unrecognized key '${key}' (a ${chatRole} message may have: ${allowedKeys.join(', ')})`);
+  }
+  if ('name' in message && typeof message.name !== 'string') fail(where, `has invalid 'name': expected a string, but got ${jsonType(message.name)}`);
+
+  switch (chatRole) {
+    case 'system':
+    case 'developer':
+      checkContent(message, where, { images: false, nullable: false });
+      break;
+    case 'user':
+      checkContent(message, where, { images: true, nullable: false });
+      break;
+    case 'tool':
+      checkContent(message, where, { images: false, nullable: false });
+      if (typeof message.tool_call_id !== 'string') {
+        fail(where, message.tool_call_id === undefined ? "is missing 'tool_call_id'" : "has invalid 'tool_call_id': expected a string");
+      }
+      break;
+    case 'function':
+      if (typeof message.name !== 'string') fail(where, "is missing 'name' (a function message names the function it answers)");
+      checkContent(message, where, { images: false, nullable: true });
+      break;
+    case 'assistant':
+      return { role: chatRole, weight: checkAssistantMessage(message, where) };
+  }
+  return { role: chatRole, weight: null };
+}
+
+/** Checks an assistant message; returns its weight (null when absent, which means "train on it"). */
+function checkAssistantMessage(message: Json, where: string): number | null {
+  const weight = message.weight;
+  if (weight !== undefined && weight !== 0 && weight !== 1) {
+    fail(where, `has invalid 'weight': expected 0 or 1, but got ${JSON.stringify(weight)}`);
+  }
+  const hasToolCalls = message.tool_calls !== undefined && message.tool_calls !== null;
+  const hasFunctionCall = message.function_call !== undefined && message.function_call !== null;
+  if (hasToolCalls) {
+    const calls = message.tool_calls;
+    if (!Array.isArray(calls) || calls.length === 0) fail(where, "has invalid 'tool_calls': expected a non-empty list of tool calls");
+    (calls as unknown[]).forEach((call, i) => {
+      const at = `tool_calls[${i}]`;
+      if (!isObject(call)) fail(where, `has invalid '${at}': expected an object, but got ${jsonType(call)}`);
+      const toolCall = call as Json;
+      if (typeof toolCall.id !== 'string') fail(where, `has invalid '${at}.id': expected a string`);
+      if (toolCall.type !== 'function') fail(where, `has invalid '${at}.type': expected 'function', but got ${JSON.stringify(toolCall.type)}`);
+      checkFunctionCall(toolCall.function, where, `${at}.function`);
+    });
+  }
+  if (hasFunctionCall) checkFunctionCall(message.function_call, where, 'function_call');
+  if (message.content === undefined || message.content === null) {
+    if (!hasToolCalls && !hasFunctionCall) fail(where, "is missing 'content' (an assistant message needs content, tool_calls or function_call)");
+  } else {
+    checkContent(message, where, { images: false, nullable: false });
+  }
+  return weight === undefined ? null : (weight as number);
+}
+
+/** `{name, arguments}` where arguments is a string holding JSON (as the model would emit it). */
+function checkFunctionCall(value: unknown, where: string, at: string): void {
+  if (!isObject(value)) return fail(where, `has invalid '${at}': expected an object with 'name' and 'arguments', but got ${jsonType(value)}`);
+  if (typeof value.name !== 'string' || value.name === '') fail(where, `has invalid '${at}.name': expected a non-empty string`);
+  if (typeof value.arguments !== 'string') {
+    fail(where, `has invalid '${at}.arguments': expected a string of JSON, but got ${jsonType(value.arguments)}`);
+  }
+  try {
+    JSON.parse(value.arguments as string);
+  } catch {
+    fail(where, `has invalid '${at}.arguments': the string is not valid JSON`);
+  }
+}
+
+const IMAGE_DETAILS = ['auto', 'low', 'high'];
+
+function checkContent(message: Json, where: string, allow: { images: boolean; nullable: boolean }): void {
+  const content = message.content;
+  if (content === undefined) fail(where, "is missing 'content'");
+  if (typeof content === 'string' || (content === null && allow.nullable)) return;
+  if (!Array.isArray(content) || content.length === 0) {
+    fail(where, `has invalid 'content': expected a string or a non-empty list of content parts, but got ${Array.isArray(content) ? 'an empty list' : jsonType(content)}`);
+  }
+  (content as unknown[]).forEach((part, i) => {
+    const at = `content[${i}]`;
+    if (!isObject(part) || typeof part.type !== 'string') fail(where, `has invalid '${at}': expected a content part object with a 'type'`);
+    const contentPart = part as Json;
+    if (contentPart.type === 'text') {
+      if (typeof contentPart.text !== 'string') fail(where, `has invalid '${at}.text': expected a string`);
+      return;
+    }
+    if (contentPart.type === 'image_url') {
+      if (!allow.images) fail(where, `has an image in '${at}', which only user messages may carry`);
+      const image = contentPart.image_url;
+      if (!isObject(image) || typeof image.url !== 'string') fail(where, `has invalid '${at}.image_url': expected an object with a string 'url'`);
+      const detail = (image as Json).detail;
+      if (detail !== undefined && !IMAGE_DETAILS.includes(detail as string)) {
+        fail(where, `has invalid '${at}.image_url.detail': expected one of ${IMAGE_DETAILS.join(', ')}`);
+      }
+      return;
+    }
+    fail(where, `has a content part of type ${JSON.stringify(contentPart.type)} in '${at}', which fine-tuning does not support (${allow.images ? "'text' or 'image_url'" : "'text'"} only)`);
+  });
+}
+
+// Tool and function definitions -----------------------------------------------------------------
+
+/** `tools`, `parallel_tool_calls` and the deprecated `functions` of a chat example (or preference input). */
+function checkToolDefinitions(container: Json, where: string): void {
+  if ('tools' in container) checkTools(container.tools, where);
+  if ('parallel_tool_calls' in container && typeof container.parallel_tool_calls !== 'boolean') {
+    fail(where, `has invalid 'parallel_tool_calls': expected true or false, but got ${jsonType(container.parallel_tool_calls)}`);
+  }
+  if ('functions' in container) {
+    const functions = container.functions;
+    if (!Array.isArray(functions)) return fail(where, `has invalid 'functions': expected a list of function definitions, but got ${jsonType(functions)}`);
+    functions.forEach((fn, i) => checkFunctionDefinition(fn, `${where}, function ${i + 1}`));
+  }
+}
+
+function checkTools(tools: unknown, where: string): void {
+  if (!Array.isArray(tools)) return fail(where, `has invalid 'tools': expected a list of tools, but got ${jsonType(tools)}`);
+  tools.forEach((tool, i) => {
+    const at = `${where}, tool ${i + 1}`;
+    if (!isObject(tool)) fail(at, `is not an object (got ${jsonType(tool)})`);
+    if ((tool as Json).type !== 'function') fail(at, `has invalid 'type': expected 'function', but got ${JSON.stringify((tool as Json).type)}`);
+    checkFunctionDefinition((tool as Json).function, at, "'function'");
+  });
+}
+
+function checkFunctionDefinition(fn: unknown, where: string, what = 'the function definition'): void {
+  if (!isObject(fn)) return fail(where, `has invalid ${what}: expected an object with a 'name', but got ${jsonType(fn)}`);
+  if (typeof fn.name !== 'string' || fn.name === '') fail(where, "has a function definition without a 'name'");
+  if ('description' in fn && typeof fn.description !== 'string') fail(where, "has invalid 'description': expected a string");
+  if ('parameters' in fn && !isObject(fn.parameters)) fail(where, "has invalid 'parameters': expected a JSON Schema object");
+}
