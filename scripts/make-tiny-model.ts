@@ -139,8 +139,8 @@ function writeJson(path: string, value: unknown): void {
   writeFileSync(path, JSON.stringify(value, null, 2) + '\n');
 }
 
-export function makeTinyModel(dir = MODEL_DIR): void {
-  writeDemoData(join(ROOT, 'samples'));
+/** Write the model folder to `dir`; the samples are written only by the command-line run. */
+export function makeTinyModel(dir = MODEL_DIR): string {
   mkdirSync(dir, { recursive: true });
 
   const bpe = trainByteLevelBpe(tokenizerCorpus(), BPE_VOCAB_SIZE);
@@ -219,7 +219,10 @@ export function makeTinyModel(dir = MODEL_DIR): void {
     top_p: 0.9,
     transformers_version: '4.46.0',
   });
-  console.log(`wrote ${dir}: vocab ${tokenCount} tokens (config vocab_size ${vocabSize}), ${bpe.merges.length} merges`);
+  return `wrote ${dir}: vocab ${tokenCount} tokens (config vocab_size ${vocabSize}), ${bpe.merges.length} merges`;
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) makeTinyModel();
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  writeDemoData(join(ROOT, 'samples'));
+  console.info(makeTinyModel());
+}

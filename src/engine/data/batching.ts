@@ -1,0 +1,141 @@
+// Tokenized examples → fixed-shape [B, T] micro-batches for the training graph.
+//
+// Two layouts share one format:
+//  - padding: one example per row, the rest of the row padding;
+//  - packing: several whole examples per row, one after another (first fit, in the given order).
+// In both, segmentIds number the examples within a row from 1 (0 = padding) and positionIds restart
+// at 0 for every example, so a model that masks attention to `key ≤ query && segment[key] ==
+// segment[query]` computes exactly what it would for each example alone. Padding tokens only see
+// other padding of their row (never an empty softmax) and carry no loss.
+//
+// targets[b, t] is the next token of the same example and lossWeights[b, t] its weight: the last
+// token of each example predicts nothing (weight 0), so nothing is learned across a boundary.
+
+import { SeededRandom } from './random.ts';
+import type { TokenizedExample } from './chat-format.ts';
+
+export interface Batch {
+  batchSize: number;
+  seqLen: number;
+  /** [B, T] row-major. */
+  inputIds: Int32Array;
+  /** [B, T] next-token ids (0 where the weight is 0). */
+  targets: Int32Array;
+  /** [B, T] loss weight of targets[b, t]. */
+  lossWeights: Float32Array;
+  /** [B, T] position of each token within its own example. */
+  positionIds: Int32Array;
+  /** [B, T] 1-based example number within the row; 0 for padding. */
+  segmentIds: Int32Array;
+  /** Which examples (indices into the array given) each row holds, in order. */
+  rows: number[][];
+  /** Σ lossWeights: normalise the summed loss by this (across accumulated micro-batches). */
+  weightedTokens: number;
+  /** Tokens that are not padding. */
+  realTokens: number;
+}
+
+type Example = Pick<TokenizedExample, 'ids' | 'weights'>;
+
+/** The order of examples for one epoch: a seeded shuffle that differs per epoch and repeats per seed. */
+export function epochOrder(exampleCount: number, seed: number, epoch: number): number[] {
+  // Mixing the epoch into the seed (instead of carrying RNG state across epochs) lets a resumed run
+  // recompute any epoch's order from (seed, epoch) alone.
+  const rng = new SeededRandom((Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b)) >>> 0);
+  return rng.shuffle(Array.from({ length: exampleCount }, (_, i) => i));
+}
+
+/** Split an order into consecutive groups of `size` (the last may be shorter). */
+export function chunk<T>(items: T[], size: number): T[][] {
+  if (size < 1) throw new Error('chunk size must be at least 1');
+  const groups: T[][] = [];
+  for (let i = 0; i < items.length; i += size) groups.push(items.slice(i, i + size));
+  return groups;
+}
+
+/**
+ * Assign examples (by length) to rows of `seqLen` tokens, first fit in the given order.
+ * Every length must already be ≤ seqLen (examples are truncated when tokenized).
+ */
+export function packRows(lengths: number[], seqLen: number): number[][] {
+  const rows: number[][] = [];
+  const free: number[] = [];
+  lengths.forEach((length, index) => {
+    if (length > seqLen) throw new Error(`example ${index} has ${length} tokens, more than the row length ${seqLen}`);
+    const row = free.findIndex((space) => space >= length);
+    if (row === -1) {
+      rows.push([index]);
+      free.push(seqLen - length);
+    } else {
+      rows[row].push(index);
+      free[row] -= length;
+    }
+  });
+  return rows;
+}
+
+/** Lay out rows of examples as a [rows.length, seqLen] batch. */
+export function buildBatch(examples: Example[], rows: number[][], seqLen: number, padTokenId: number): Batch {
+  const size = rows.length * seqLen;
+  const batch: Batch = {
+    batchSize: rows.length,
+    seqLen,
+    inputIds: new Int32Array(size).fill(padTokenId),
+    targets: new Int32Array(size),
+    lossWeights: new Float32Array(size),
+    positionIds: new Int32Array(size),
+    segmentIds: new Int32Array(size),
+    rows,
+    weightedTokens: 0,
+    realTokens: 0,
+  };
+  rows.forEach((row, r) => {
+    let offset = r * seqLen;
+    const rowEnd = offset + seqLen;
+    row.forEach((exampleIndex, s) => {
+      const { ids, weights } = examples[exampleIndex];
+      if (offset + ids.length > rowEnd) throw new Error(`row ${r} overflows ${seqLen} tokens`);
+      batch.inputIds.set(ids, offset);
+      for (let t = 0; t < ids.length; t++) {
+        batch.positionIds[offset + t] = t;
+        batch.segmentIds[offset + t] = s + 1;
+        if (t + 1 < ids.length && weights[t + 1] !== 0) {
+          batch.targets[offset + t] = ids[t + 1];
+          batch.lossWeights[offset + t] = weights[t + 1];
+          batch.weightedTokens += weights[t + 1];
+        }
+      }
+      batch.realTokens += ids.length;
+      offset += ids.length;
+    });
+  });
+  return batch;
+}
+
+export interface PadOptions {
+  padTokenId: number;
+  /** Fixed row length; default: the longest example, rounded up to `padToMultipleOf`. */
+  seqLen?: number;
+  padToMultipleOf?: number;
+}
+
+/** One example per row. */
+export function padBatch(examples: Example[], options: PadOptions): Batch {
+  const longest = Math.max(1, ...examples.map((e) => e.ids.length));
+  const multiple = options.padToMultipleOf ?? 1;
+  const seqLen = options.seqLen ?? Math.ceil(longest / multiple) * multiple;
+  return buildBatch(examples, examples.map((_, i) => [i]), seqLen, options.padTokenId);
+}
+
+/** Several examples per row of `seqLen` tokens. */
+export function packBatch(examples: Example[], options: { seqLen: number; padTokenId: number }): Batch {
+  const rows = packRows(examples.map((e) => e.ids.length), options.seqLen);
+  return buildBatch(examples, rows, options.seqLen, options.padTokenId);
+}
+
+/** For graph inputs declared int64. */
+export function toBigInt64(values: Int32Array): BigInt64Array {
+  const out = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = BigInt(values[i]);
+  return out;
+}
