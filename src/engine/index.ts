@@ -1,0 +1,16 @@
+// The engine's public surface. The control plane needs only `train` and the contract types;
+// the rest is for benchmarks, tools and tests that build graphs or steps directly.
+
+export * from './contract.ts';
+export { train } from './train/train.ts';
+export { Graph, Tensor } from './graph/ir.ts';
+export * as ops from './graph/ops.ts';
+export { gradients } from './graph/autodiff.ts';
+export { toOnnx } from './graph/onnx.ts';
+export { CompiledGraph } from './runtime/session.ts';
+export { llamaLogits, llamaWeightShapes, ropeTables } from './models/llama.ts';
+export { loraTargets, initLora, type LoraSpec } from './models/lora.ts';
+export { buildStepGraph, DEFAULT_ADAMW, type AdamWSettings, type ModelSetup, type StepShape } from './train/step.ts';
+export { StepRunner, freshOptimizerState, type MicroBatch, type OptimizerState } from './train/runner.ts';
+export { modelSetup, initialTensors } from './train/setup.ts';
+export { baseLearningRate, makePlan } from './train/plan.ts';

@@ -1,0 +1,115 @@
+// The job's plan, fixed before the first step: tokenized examples, the row length, which examples
+// each optimizer step takes (a seeded shuffle per epoch), and the learning-rate schedule.
+// Everything is a pure function of the spec, which is what makes resume exact.
+
+import { readFileSync } from 'node:fs';
+import type { TrainSpec } from '../contract.ts';
+import type { ModelConfig } from '../models/config.ts';
+import { ChatFormatter } from '../data/chat-format.ts';
+import { loadTokenizer } from '../data/tokenizer.ts';
+import { packRows, toMicroBatches, type Example } from './batches.ts';
+import type { MicroBatch } from './runner.ts';
+import { Rng } from './rng.ts';
+
+/** Longest context the engine trains at (longer examples are truncated). */
+export const MAX_CONTEXT = 2048;
+/** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
+export const TOKENS_PER_MICRO_BATCH = 2048;
+
+export interface TokenizedFile {
+  examples: Example[];
+  truncated: number;
+  tokens: number;
+}
+
+export function readJsonl(path: string): unknown[] {
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as unknown;
+      } catch {
+        throw new Error(`${path}:${i + 1}: not JSON`);
+      }
+    });
+}
+
+export function tokenizeFile(path: string, formatter: ChatFormatter, context: number): TokenizedFile {
+  const out: TokenizedFile = { examples: [], truncated: 0, tokens: 0 };
+  for (const line of readJsonl(path)) {
+    const ex = formatter.tokenizeExample(line, context);
+    out.examples.push({ ids: ex.ids, weights: ex.weights });
+    out.tokens += ex.ids.length;
+    if (ex.truncated) out.truncated += 1;
+  }
+  return out;
+}
+
+export interface Plan {
+  seqLen: number;
+  rowsPerMicro: number;
+  stepsPerEpoch: number;
+  totalSteps: number;
+  padId: number;
+  train: TokenizedFile;
+  valid: TokenizedFile | null;
+  /** The micro-batches of optimizer step `step` (0-based). */
+  microBatches(step: number): MicroBatch[];
+  /** All validation examples as micro-batches, or a `batch_size` window of them for step `step`. */
+  validBatches(step?: number): MicroBatch[];
+  lr(step: number): number;
+}
+
+/**
+ * Base learning rate per model, before `learning_rate_multiplier`: the usual LoRA / full
+ * fine-tuning rates, ×10 for toy models (hidden ≤ 256), whose random-init weights need larger steps.
+ */
+export function baseLearningRate(cfg: ModelConfig, lora: boolean): number {
+  return (lora ? 2e-4 : 2e-5) * (cfg.hiddenSize <= 256 ? 10 : 1);
+}
+
+export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
+  const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
+  const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  const train = tokenizeFile(spec.trainingFile, formatter, context);
+  const valid = spec.validationFile ? tokenizeFile(spec.validationFile, formatter, context) : null;
+  if (train.examples.length === 0) throw new Error('the training file has no examples');
+  const longest = Math.max(...[...train.examples, ...(valid?.examples ?? [])].map((e) => e.ids.length));
+  const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
+  const padId = cfg.padTokenId ?? 0;
+
+  const n = train.examples.length;
+  const bs = Math.max(1, Math.min(spec.hyperparameters.batch_size, n));
+  const stepsPerEpoch = Math.ceil(n / bs);
+  const totalSteps = stepsPerEpoch * spec.hyperparameters.n_epochs;
+  const order = new Map<number, number[]>();
+  const stepExamples = (step: number): Example[] => {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    if (!order.has(epoch)) order.set(epoch, Rng.derive(spec.seed, `epoch-${epoch}`).permutation(n));
+    const k = step % stepsPerEpoch;
+    return order.get(epoch)!.slice(k * bs, (k + 1) * bs).map((i) => train.examples[i]);
+  };
+  let maxRows = 1;
+  for (let s = 0; s < Math.min(totalSteps, 4 * stepsPerEpoch); s++) maxRows = Math.max(maxRows, packRows(stepExamples(s), seqLen).length);
+  const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), maxRows));
+
+  // Linear warmup over the first 5% of steps, then linear decay towards zero.
+  const peak = baseLearningRate(cfg, spec.lora !== null) * spec.hyperparameters.learning_rate_multiplier;
+  const warmup = Math.floor(0.05 * totalSteps);
+  const lr = (step: number) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup));
+
+  const validBatches = (step?: number): MicroBatch[] => {
+    if (!valid || valid.examples.length === 0) return [];
+    let exs = valid.examples;
+    if (step !== undefined) {
+      const m = exs.length;
+      exs = Array.from({ length: Math.min(bs, m) }, (_, i) => exs[(step * bs + i) % m]);
+    }
+    return toMicroBatches(packRows(exs, seqLen), rowsPerMicro, seqLen, padId);
+  };
+  return {
+    seqLen, rowsPerMicro, stepsPerEpoch, totalSteps, padId, train, valid, lr, validBatches,
+    microBatches: (step) => toMicroBatches(packRows(stepExamples(step), seqLen), rowsPerMicro, seqLen, padId),
+  };
+}
