@@ -2,48 +2,33 @@
 // each optimizer step takes (a seeded shuffle per epoch), and the learning-rate schedule.
 // Everything is a pure function of the spec, which is what makes resume exact.
 
-import { readFileSync } from 'node:fs';
 import type { TrainSpec } from '../contract.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { ChatFormatter } from '../data/chat-format.ts';
+import { ChatFormatter, type TokenizedExample } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
-import { packRows, toMicroBatches, type Example } from './batches.ts';
+import { tokenizeDataset, type TokenizedDataset } from '../data/dataset.ts';
+import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
 import type { MicroBatch } from './runner.ts';
-import { Rng } from './rng.ts';
 
 /** Longest context the engine trains at (longer examples are truncated). */
 export const MAX_CONTEXT = 2048;
 /** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
 export const TOKENS_PER_MICRO_BATCH = 2048;
 
-export interface TokenizedFile {
-  examples: Example[];
-  truncated: number;
-  tokens: number;
-}
-
-export function readJsonl(path: string): unknown[] {
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l, i) => {
-      try {
-        return JSON.parse(l) as unknown;
-      } catch {
-        throw new Error(`${path}:${i + 1}: not JSON`);
-      }
-    });
-}
-
-export function tokenizeFile(path: string, formatter: ChatFormatter, context: number): TokenizedFile {
-  const out: TokenizedFile = { examples: [], truncated: 0, tokens: 0 };
-  for (const line of readJsonl(path)) {
-    const ex = formatter.tokenizeExample(line, context);
-    out.examples.push({ ids: ex.ids, weights: ex.weights });
-    out.tokens += ex.ids.length;
-    if (ex.truncated) out.truncated += 1;
-  }
-  return out;
+/** Examples packed into rows of `seqLen`, cut into fixed-shape micro-batches of `rowsPerMicro` rows. */
+export function microBatches(examples: TokenizedExample[], seqLen: number, rowsPerMicro: number, padId: number): MicroBatch[] {
+  const rows = packRows(examples.map((e) => e.ids.length), seqLen);
+  return chunk(rows, rowsPerMicro).map((group) => {
+    while (group.length < rowsPerMicro) group.push([]); // empty rows: all padding, no loss
+    const b = buildBatch(examples, group, seqLen, padId);
+    return {
+      inputIds: toBigInt64(b.inputIds),
+      positionIds: toBigInt64(b.positionIds),
+      segmentIds: toBigInt64(b.segmentIds),
+      labels: toBigInt64(b.targets),
+      lossWeights: b.lossWeights,
+    };
+  });
 }
 
 export interface Plan {
@@ -52,8 +37,8 @@ export interface Plan {
   stepsPerEpoch: number;
   totalSteps: number;
   padId: number;
-  train: TokenizedFile;
-  valid: TokenizedFile | null;
+  train: TokenizedDataset;
+  valid: TokenizedDataset | null;
   /** The micro-batches of optimizer step `step` (0-based). */
   microBatches(step: number): MicroBatch[];
   /** All validation examples as micro-batches, or a `batch_size` window of them for step `step`. */
@@ -72,8 +57,8 @@ export function baseLearningRate(cfg: ModelConfig, lora: boolean): number {
 export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
   const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
-  const train = tokenizeFile(spec.trainingFile, formatter, context);
-  const valid = spec.validationFile ? tokenizeFile(spec.validationFile, formatter, context) : null;
+  const train = tokenizeDataset(spec.trainingFile, formatter, context);
+  const valid = spec.validationFile ? tokenizeDataset(spec.validationFile, formatter, context) : null;
   if (train.examples.length === 0) throw new Error('the training file has no examples');
   const longest = Math.max(...[...train.examples, ...(valid?.examples ?? [])].map((e) => e.ids.length));
   const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
@@ -83,15 +68,16 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const bs = Math.max(1, Math.min(spec.hyperparameters.batch_size, n));
   const stepsPerEpoch = Math.ceil(n / bs);
   const totalSteps = stepsPerEpoch * spec.hyperparameters.n_epochs;
-  const order = new Map<number, number[]>();
-  const stepExamples = (step: number): Example[] => {
+  const order = new Map<number, number[][]>();
+  const stepExamples = (step: number): TokenizedExample[] => {
     const epoch = Math.floor(step / stepsPerEpoch);
-    if (!order.has(epoch)) order.set(epoch, Rng.derive(spec.seed, `epoch-${epoch}`).permutation(n));
-    const k = step % stepsPerEpoch;
-    return order.get(epoch)!.slice(k * bs, (k + 1) * bs).map((i) => train.examples[i]);
+    if (!order.has(epoch)) order.set(epoch, chunk(epochOrder(n, spec.seed, epoch), bs));
+    return order.get(epoch)![step % stepsPerEpoch].map((i) => train.examples[i]);
   };
   let maxRows = 1;
-  for (let s = 0; s < Math.min(totalSteps, 4 * stepsPerEpoch); s++) maxRows = Math.max(maxRows, packRows(stepExamples(s), seqLen).length);
+  for (let s = 0; s < Math.min(totalSteps, 4 * stepsPerEpoch); s++) {
+    maxRows = Math.max(maxRows, packRows(stepExamples(s).map((e) => e.ids.length), seqLen).length);
+  }
   const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), maxRows));
 
   // Linear warmup over the first 5% of steps, then linear decay towards zero.
@@ -106,10 +92,10 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
       const m = exs.length;
       exs = Array.from({ length: Math.min(bs, m) }, (_, i) => exs[(step * bs + i) % m]);
     }
-    return toMicroBatches(packRows(exs, seqLen), rowsPerMicro, seqLen, padId);
+    return microBatches(exs, seqLen, rowsPerMicro, padId);
   };
   return {
     seqLen, rowsPerMicro, stepsPerEpoch, totalSteps, padId, train, valid, lr, validBatches,
-    microBatches: (step) => toMicroBatches(packRows(stepExamples(step), seqLen), rowsPerMicro, seqLen, padId),
+    microBatches: (step) => microBatches(stepExamples(step), seqLen, rowsPerMicro, padId),
   };
 }

@@ -29,7 +29,8 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
 
   const model = loadHfModel(spec.baseModelDir);
   const plan = makePlan(spec, model.config);
-  if (plan.train.truncated) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncated} training examples were truncated to ${plan.seqLen} tokens` });
+  if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.seqLen} tokens` });
+  if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
   const setup = modelSetup(model.config, spec.lora);
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
@@ -79,7 +80,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   }
   if (!metrics) throw new Error('the resume point is already at the last step');
   return {
-    trainedTokens: plan.train.tokens * spec.hyperparameters.n_epochs,
+    trainedTokens: plan.train.tokenCount * spec.hyperparameters.n_epochs,
     steps: plan.totalSteps,
     finalDir,
     finalMetrics: metrics,
