@@ -12,8 +12,9 @@
 //      encode(full[:boundary]) and encode(full): exact at token boundaries, and when a token
 //      straddles the boundary, the start includes that token and the end excludes it.
 // Templates whose rendering of a prefix is not a prefix of the whole (Mistral's moves the system
-// prompt into the last user turn) fall back to marking each assistant content with sentinel
-// characters, locating them, and extending the end over an immediately following EOS token.
+// prompt into the last user turn; some base-model templates always append the generation prompt)
+// fall back to marking each assistant content with sentinel characters, locating them, and
+// extending the end over the special token that immediately follows (the end-of-turn token).
 
 import { Template } from '@huggingface/jinja';
 import type { HfTokenizer } from './tokenizer.ts';
@@ -271,14 +272,13 @@ export class ChatFormatter {
     if (plain !== full || spans.length !== assistantMessages.length) {
       throw new Error('chat template: cannot locate assistant turns (the template rewrites message content)');
     }
-    // The turn's end-of-sequence token, when the template puts one right after the content.
-    const eos = this.tokenizer.eosToken;
-    if (eos) {
-      for (const span of spans) {
-        const after = full.slice(span.end);
-        const gap = after.length - after.trimStart().length;
-        if (after.startsWith(eos, gap)) span.end += gap + eos.length;
-      }
+    // The end-of-turn token that the template puts right after the content (<|eot_id|>, </s>,
+    // <|im_end|>, <end_of_turn>): the model must learn to emit it, or it never stops.
+    for (const span of spans) {
+      const after = full.slice(span.end);
+      const gap = after.length - after.trimStart().length;
+      const endOfTurn = this.tokenizer.specialTokens.find((token) => after.startsWith(token, gap));
+      if (endOfTurn) span.end += gap + endOfTurn.length;
     }
     return spans;
   }

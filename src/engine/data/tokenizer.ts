@@ -27,6 +27,8 @@ export class HfTokenizer {
   readonly vocabSize: number;
   /** Whether encode() with special tokens puts BOS in front (Llama's add_bos_token). */
   readonly addsBos: boolean;
+  /** Texts of the special added tokens (<|im_end|>, <|eot_id|>, </s>, …), longest first. */
+  readonly specialTokens: string[];
 
   constructor(
     readonly tokenizer: Tokenizer,
@@ -41,9 +43,15 @@ export class HfTokenizer {
     this.bosTokenId = this.idOf(this.bosToken);
     this.eosTokenId = this.idOf(this.eosToken);
     this.padTokenId = this.idOf(this.padToken);
-    this.vocabSize = Math.max(...tokenizer.get_vocab(true).values()) + 1;
+    let largestId = -1;
+    for (const id of tokenizer.get_vocab(true).values()) largestId = Math.max(largestId, id);
+    this.vocabSize = largestId + 1;
     const probe = tokenizer.encode('a', { add_special_tokens: true }).ids;
     this.addsBos = this.bosTokenId !== null && probe[0] === this.bosTokenId;
+    this.specialTokens = [...tokenizer.get_added_tokens_decoder().values()]
+      .filter((token) => token.special)
+      .map((token) => token.content)
+      .sort((a, b) => b.length - a.length);
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
