@@ -140,6 +140,9 @@ const truncate = (s: string, max: number) => (s.length > max ? `${s.slice(0, max
 
 // ---------------------------------------------------------------------------------------------
 // Per-file state: which format the file uses, counts, and warnings aggregated over examples.
+// The per-example code below avoids creating closures (loops, not callbacks): it runs for every
+// line of files of millions of lines, and each closure costs an allocation (and, under tsx, a
+// defineProperty for its name).
 
 const FORMAT_NAMES: Record<DatasetFormat, string> = {
   chat: 'the chat format',
@@ -151,7 +154,22 @@ const FORMAT_NAMES: Record<DatasetFormat, string> = {
 /** Thrown by the example checks; the message starts with where the problem is ("Example 3, message 2 …"). */
 class ExampleProblem extends Error {}
 
-function fail(where: string, what: string): never {
+/** Where a problem is ("Example 3, message 2"), spelled out only when there is one. */
+class Where {
+  constructor(
+    private readonly parent: Where | null,
+    private readonly label: string,
+    private readonly n: number,
+  ) {}
+  child(label: string, n: number): Where {
+    return new Where(this, label, n);
+  }
+  toString(): string {
+    return this.parent === null ? `${this.label} ${this.n}` : `${this.parent}, ${this.label} ${this.n}`;
+  }
+}
+
+function fail(where: Where, what: string): never {
   throw new ExampleProblem(`${where} ${what}`);
 }
 
@@ -159,51 +177,67 @@ class FileState {
   format: DatasetFormat | null = null;
   nExamples = 0;
   nTokensEstimate = 0;
+  private line = 0;
   /** Warning text → [count, first example]; a handful of kinds, so bounded. */
   private warningCounts = new Map<string, [number, number]>();
 
   constructor(private readonly method: DatasetMethod) {}
 
   addExample(example: unknown, line: number, chars: number): void {
-    const where = `Example ${line}`;
+    this.line = line;
+    const where = new Where(null, 'Example', line);
     if (!isObject(example)) fail(where, `is not a JSON object (got ${jsonType(example)})`);
-    const format = detectFormat(example as Json, this.method, where);
+    const format = detectFormat(example, this.method, where);
     if (this.format === null) this.format = format;
     else if (format !== this.format) {
       fail(where, `uses ${FORMAT_NAMES[format]}, but earlier examples use ${FORMAT_NAMES[this.format]}; all examples of a file must use one format`);
     }
-    const warn = (text: string) => this.warn(text, line);
-    CHECKS[format](example as Json, where, warn);
+    switch (format) {
+      case 'chat':
+        checkChatExample(example, where, this);
+        break;
+      case 'prompt_completion':
+        checkPromptCompletionExample(example, where);
+        break;
+      case 'preference':
+        checkPreferenceExample(example, where, this);
+        break;
+      case 'reinforcement':
+        checkReinforcementExample(example, where);
+        break;
+    }
     this.nExamples++;
     // A cheap estimate (about 4 characters per token); the engine tokenises for real.
     this.nTokensEstimate += Math.ceil(chars / 4);
   }
 
-  private warn(text: string, line: number): void {
+  /** Counts a warning about the current example. */
+  warn(text: string): void {
     const seen = this.warningCounts.get(text);
     if (seen) seen[0]++;
-    else this.warningCounts.set(text, [1, line]);
+    else this.warningCounts.set(text, [1, this.line]);
   }
 
   warnings(): string[] {
-    return [...this.warningCounts].map(([text, [count, first]]) => `${count} example(s) ${text} (first: example ${first})`);
+    const out: string[] = [];
+    for (const [text, [count, first]] of this.warningCounts) out.push(`${count} example(s) ${text} (first: example ${first})`);
+    return out;
   }
 }
 
-function detectFormat(example: Json, method: DatasetMethod, where: string): DatasetFormat {
-  const has = (key: string) => key in example;
-  const looksPreference = has('input') || has('preferred_output') || has('non_preferred_output');
+function detectFormat(example: Json, method: DatasetMethod, where: Where): DatasetFormat {
+  const looksPreference = 'input' in example || 'preferred_output' in example || 'non_preferred_output' in example;
   switch (method) {
     case 'supervised':
-      if (has('messages')) return 'chat';
-      if (has('prompt') || has('completion')) return 'prompt_completion';
+      if ('messages' in example) return 'chat';
+      if ('prompt' in example || 'completion' in example) return 'prompt_completion';
       if (looksPreference) return fail(where, "uses the preference format, which is for DPO jobs (method type 'dpo'); supervised jobs need 'messages'");
       return fail(where, "is missing 'messages' (chat format) or 'prompt' and 'completion' (prompt/completion format)");
     case 'dpo':
       if (looksPreference) return 'preference';
       return fail(where, "is missing 'input', 'preferred_output' and 'non_preferred_output' (preference format, needed by DPO jobs)");
     case 'reinforcement':
-      if (has('messages')) return 'reinforcement';
+      if ('messages' in example) return 'reinforcement';
       return fail(where, "is missing 'messages' (reinforcement format)");
   }
 }
@@ -212,9 +246,11 @@ function detectFormat(example: Json, method: DatasetMethod, where: string): Data
 // Format checks. Each throws an ExampleProblem naming the example, the message and what is wrong.
 
 type Json = Record<string, unknown>;
-type Warn = (text: string) => void;
 
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
 function jsonType(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null';
@@ -222,56 +258,61 @@ function jsonType(v: unknown): string {
   return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
 }
 
-const CHECKS: Record<DatasetFormat, (example: Json, where: string, warn: Warn) => void> = {
-  chat: checkChatExample,
-  prompt_completion: checkPromptCompletionExample,
-  preference: checkPreferenceExample,
-  reinforcement: checkReinforcementExample,
-};
-
 const CHAT_KEYS = ['messages', 'tools', 'parallel_tool_calls', 'functions'];
+const PREFERENCE_KEYS = ['input', 'preferred_output', 'non_preferred_output'];
 
-function checkChatExample(example: Json, where: string, warn: Warn): void {
-  const roles = checkMessages(example.messages, where, 'messages', 'message');
-  checkToolDefinitions(example, where);
-  if (Object.keys(example).some((key) => !CHAT_KEYS.includes(key))) warn(`have keys other than ${CHAT_KEYS.join(', ')}, which are ignored`);
-  if (!roles.some((r) => r.role === 'assistant' && r.weight !== 0)) {
-    fail(where, 'has no assistant message to learn from (at least one assistant message without weight 0 is needed)');
-  }
-  if (!roles.some((r) => r.role === 'user')) warn('have no user message');
-  if (!roles.some((r) => r.role === 'system' || r.role === 'developer')) warn('have no system message');
+function hasOtherKeys(example: Json, known: readonly string[]): boolean {
+  for (const key in example) if (!known.includes(key)) return true;
+  return false;
 }
 
-function checkReinforcementExample(example: Json, where: string): void {
+function checkChatExample(example: Json, where: Where, state: FileState): void {
+  const messages = checkMessages(example.messages, where, 'messages', 'message');
+  checkToolDefinitions(example, where);
+  if (hasOtherKeys(example, CHAT_KEYS)) state.warn(`have keys other than ${CHAT_KEYS.join(', ')}, which are ignored`);
+  let learnable = false;
+  let hasUser = false;
+  let hasSystem = false;
+  for (const { role, weight } of messages) {
+    if (role === 'assistant' && weight !== 0) learnable = true;
+    else if (role === 'user') hasUser = true;
+    else if (role === 'system' || role === 'developer') hasSystem = true;
+  }
+  if (!learnable) fail(where, 'has no assistant message to learn from (at least one assistant message without weight 0 is needed)');
+  if (!hasUser) state.warn('have no user message');
+  if (!hasSystem) state.warn('have no system message');
+}
+
+function checkReinforcementExample(example: Json, where: Where): void {
   // `messages` and `tools` are reserved; every other key is free for graders ({{item.KEY}}).
-  const roles = checkMessages(example.messages, where, 'messages', 'message');
-  if (roles[roles.length - 1].role !== 'user') {
-    fail(`${where}, message ${roles.length}`, `must be from the user: the last message of a reinforcement example is the prompt to answer (got role '${roles[roles.length - 1].role}')`);
+  const messages = checkMessages(example.messages, where, 'messages', 'message');
+  const last = messages[messages.length - 1];
+  if (last.role !== 'user') {
+    fail(
+      where.child('message', messages.length),
+      `must be from the user: the last message of a reinforcement example is the prompt to answer (got role '${last.role}')`,
+    );
   }
   if ('tools' in example) checkTools(example.tools, where);
 }
 
-function checkPreferenceExample(example: Json, where: string, warn: Warn): void {
+function checkPreferenceExample(example: Json, where: Where, state: FileState): void {
   const input = example.input;
   if (input === undefined) fail(where, "is missing 'input'");
   if (!isObject(input)) fail(where, `has invalid 'input': expected an object with 'messages', but got ${jsonType(input)}`);
-  const inputObject = input as Json;
-  checkMessages(inputObject.messages, where, 'input.messages', 'input message');
-  checkToolDefinitions(inputObject, where);
+  checkMessages(input.messages, where, 'input.messages', 'input message');
+  checkToolDefinitions(input, where);
   for (const key of ['preferred_output', 'non_preferred_output']) {
     const output = example[key];
     if (output === undefined) fail(where, `is missing '${key}'`);
-    if (!Array.isArray(output) || output.length !== 1) {
-      fail(where, `has invalid '${key}': expected a list with exactly one assistant message`);
-    }
+    if (!Array.isArray(output) || output.length !== 1) fail(where, `has invalid '${key}': expected a list with exactly one assistant message`);
     const [{ role }] = checkMessages(output, where, key, `${key} message`);
-    if (role !== 'assistant') fail(`${where}, ${key} message 1`, `must be from the assistant (got role '${role}')`);
+    if (role !== 'assistant') fail(where.child(`${key} message`, 1), `must be from the assistant (got role '${role}')`);
   }
-  const extra = Object.keys(example).filter((key) => !['input', 'preferred_output', 'non_preferred_output'].includes(key));
-  if (extra.length > 0) warn('have keys other than input, preferred_output, non_preferred_output, which are ignored');
+  if (hasOtherKeys(example, PREFERENCE_KEYS)) state.warn(`have keys other than ${PREFERENCE_KEYS.join(', ')}, which are ignored`);
 }
 
-function checkPromptCompletionExample(example: Json, where: string): void {
+function checkPromptCompletionExample(example: Json, where: Where): void {
   for (const key of ['prompt', 'completion']) {
     if (!(key in example)) fail(where, `is missing '${key}'`);
     if (typeof example[key] !== 'string') fail(where, `has invalid '${key}': expected a string, but got ${jsonType(example[key])}`);
@@ -293,20 +334,23 @@ const ROLES = Object.keys(ROLE_KEYS) as ChatRole[];
 
 interface CheckedMessage {
   role: ChatRole;
+  /** 0 or 1 on assistant messages that set it; null otherwise (absent means "train on it"). */
   weight: number | null;
 }
 
 /** Checks a non-empty list of messages; `label` names one message in errors ("message", "input message"). */
-function checkMessages(messages: unknown, where: string, key: string, label: string): CheckedMessage[] {
+function checkMessages(messages: unknown, where: Where, key: string, label: string): CheckedMessage[] {
   if (messages === undefined) fail(where, `is missing '${key}'`);
   if (!Array.isArray(messages) || messages.length === 0) {
     fail(where, `has invalid '${key}': expected a non-empty list of messages, but got ${Array.isArray(messages) ? 'an empty list' : jsonType(messages)}`);
   }
-  return (messages as unknown[]).map((message, i) => checkMessage(message, `${where}, ${label} ${i + 1}`));
+  const checked: CheckedMessage[] = [];
+  for (let i = 0; i < messages.length; i++) checked.push(checkMessage(messages[i], where.child(label, i + 1)));
+  return checked;
 }
 
-function checkMessage(message: unknown, where: string): CheckedMessage {
-  if (!isObject(message)) return fail(where, `is not an object (got ${jsonType(message)})`);
+function checkMessage(message: unknown, where: Where): CheckedMessage {
+  if (!isObject(message)) fail(where, `is not an object (got ${jsonType(message)})`);
   const role = message.role;
   if (role === undefined) fail(where, "Discriminator 'role' is missing in value");
   if (!ROLES.includes(role as ChatRole)) {
@@ -314,7 +358,7 @@ function checkMessage(message: unknown, where: string): CheckedMessage {
   }
   const chatRole = role as ChatRole;
   const allowedKeys = ROLE_KEYS[chatRole];
-  for (const key of Object.keys(message)) {
+  for (const key in message) {
     if (allowedKeys.includes(key)) continue;
     if (key === 'weight') fail(where, `has 'weight', which only assistant messages may carry (role is '${chatRole}')`);
     fail(where, `has unrecognized key '${key}' (a ${chatRole} message may have: ${allowedKeys.join(', ')})`);
@@ -324,20 +368,20 @@ function checkMessage(message: unknown, where: string): CheckedMessage {
   switch (chatRole) {
     case 'system':
     case 'developer':
-      checkContent(message, where, { images: false, nullable: false });
+      checkContent(message.content, where, false, false);
       break;
     case 'user':
-      checkContent(message, where, { images: true, nullable: false });
+      checkContent(message.content, where, true, false);
       break;
     case 'tool':
-      checkContent(message, where, { images: false, nullable: false });
+      checkContent(message.content, where, false, false);
       if (typeof message.tool_call_id !== 'string') {
         fail(where, message.tool_call_id === undefined ? "is missing 'tool_call_id'" : "has invalid 'tool_call_id': expected a string");
       }
       break;
     case 'function':
       if (typeof message.name !== 'string') fail(where, "is missing 'name' (a function message names the function it answers)");
-      checkContent(message, where, { images: false, nullable: true });
+      checkContent(message.content, where, false, true);
       break;
     case 'assistant':
       return { role: chatRole, weight: checkAssistantMessage(message, where) };
@@ -345,44 +389,44 @@ function checkMessage(message: unknown, where: string): CheckedMessage {
   return { role: chatRole, weight: null };
 }
 
-/** Checks an assistant message; returns its weight (null when absent, which means "train on it"). */
-function checkAssistantMessage(message: Json, where: string): number | null {
+/** Checks an assistant message; returns its weight (null when absent). */
+function checkAssistantMessage(message: Json, where: Where): number | null {
   const weight = message.weight;
   if (weight !== undefined && weight !== 0 && weight !== 1) {
     fail(where, `has invalid 'weight': expected 0 or 1, but got ${JSON.stringify(weight)}`);
   }
-  const hasToolCalls = message.tool_calls !== undefined && message.tool_calls !== null;
+  const calls = message.tool_calls;
+  const hasToolCalls = calls !== undefined && calls !== null;
   const hasFunctionCall = message.function_call !== undefined && message.function_call !== null;
   if (hasToolCalls) {
-    const calls = message.tool_calls;
     if (!Array.isArray(calls) || calls.length === 0) fail(where, "has invalid 'tool_calls': expected a non-empty list of tool calls");
-    (calls as unknown[]).forEach((call, i) => {
+    for (let i = 0; i < calls.length; i++) {
+      const call: unknown = calls[i];
       const at = `tool_calls[${i}]`;
       if (!isObject(call)) fail(where, `has invalid '${at}': expected an object, but got ${jsonType(call)}`);
-      const toolCall = call as Json;
-      if (typeof toolCall.id !== 'string') fail(where, `has invalid '${at}.id': expected a string`);
-      if (toolCall.type !== 'function') fail(where, `has invalid '${at}.type': expected 'function', but got ${JSON.stringify(toolCall.type)}`);
-      checkFunctionCall(toolCall.function, where, `${at}.function`);
-    });
+      if (typeof call.id !== 'string') fail(where, `has invalid '${at}.id': expected a string`);
+      if (call.type !== 'function') fail(where, `has invalid '${at}.type': expected 'function', but got ${JSON.stringify(call.type)}`);
+      checkFunctionCall(call.function, where, `${at}.function`);
+    }
   }
   if (hasFunctionCall) checkFunctionCall(message.function_call, where, 'function_call');
   if (message.content === undefined || message.content === null) {
     if (!hasToolCalls && !hasFunctionCall) fail(where, "is missing 'content' (an assistant message needs content, tool_calls or function_call)");
   } else {
-    checkContent(message, where, { images: false, nullable: false });
+    checkContent(message.content, where, false, false);
   }
   return weight === undefined ? null : (weight as number);
 }
 
 /** `{name, arguments}` where arguments is a string holding JSON (as the model would emit it). */
-function checkFunctionCall(value: unknown, where: string, at: string): void {
-  if (!isObject(value)) return fail(where, `has invalid '${at}': expected an object with 'name' and 'arguments', but got ${jsonType(value)}`);
+function checkFunctionCall(value: unknown, where: Where, at: string): void {
+  if (!isObject(value)) fail(where, `has invalid '${at}': expected an object with 'name' and 'arguments', but got ${jsonType(value)}`);
   if (typeof value.name !== 'string' || value.name === '') fail(where, `has invalid '${at}.name': expected a non-empty string`);
   if (typeof value.arguments !== 'string') {
     fail(where, `has invalid '${at}.arguments': expected a string of JSON, but got ${jsonType(value.arguments)}`);
   }
   try {
-    JSON.parse(value.arguments as string);
+    JSON.parse(value.arguments);
   } catch {
     fail(where, `has invalid '${at}.arguments': the string is not valid JSON`);
   }
@@ -390,62 +434,60 @@ function checkFunctionCall(value: unknown, where: string, at: string): void {
 
 const IMAGE_DETAILS = ['auto', 'low', 'high'];
 
-function checkContent(message: Json, where: string, allow: { images: boolean; nullable: boolean }): void {
-  const content = message.content;
+/** A string, or a non-empty list of text parts (and image parts where `images`); null where `nullable`. */
+function checkContent(content: unknown, where: Where, images: boolean, nullable: boolean): void {
   if (content === undefined) fail(where, "is missing 'content'");
-  if (typeof content === 'string' || (content === null && allow.nullable)) return;
+  if (typeof content === 'string' || (content === null && nullable)) return;
   if (!Array.isArray(content) || content.length === 0) {
     fail(where, `has invalid 'content': expected a string or a non-empty list of content parts, but got ${Array.isArray(content) ? 'an empty list' : jsonType(content)}`);
   }
-  (content as unknown[]).forEach((part, i) => {
+  for (let i = 0; i < content.length; i++) {
+    const part: unknown = content[i];
     const at = `content[${i}]`;
     if (!isObject(part) || typeof part.type !== 'string') fail(where, `has invalid '${at}': expected a content part object with a 'type'`);
-    const contentPart = part as Json;
-    if (contentPart.type === 'text') {
-      if (typeof contentPart.text !== 'string') fail(where, `has invalid '${at}.text': expected a string`);
-      return;
-    }
-    if (contentPart.type === 'image_url') {
-      if (!allow.images) fail(where, `has an image in '${at}', which only user messages may carry`);
-      const image = contentPart.image_url;
+    if (part.type === 'text') {
+      if (typeof part.text !== 'string') fail(where, `has invalid '${at}.text': expected a string`);
+    } else if (part.type === 'image_url') {
+      if (!images) fail(where, `has an image in '${at}', which only user messages may carry`);
+      const image = part.image_url;
       if (!isObject(image) || typeof image.url !== 'string') fail(where, `has invalid '${at}.image_url': expected an object with a string 'url'`);
-      const detail = (image as Json).detail;
-      if (detail !== undefined && !IMAGE_DETAILS.includes(detail as string)) {
+      if (image.detail !== undefined && !IMAGE_DETAILS.includes(image.detail as string)) {
         fail(where, `has invalid '${at}.image_url.detail': expected one of ${IMAGE_DETAILS.join(', ')}`);
       }
-      return;
+    } else {
+      fail(where, `has a content part of type ${JSON.stringify(part.type)} in '${at}', which fine-tuning does not support (${images ? "'text' or 'image_url'" : "'text'"} only)`);
     }
-    fail(where, `has a content part of type ${JSON.stringify(contentPart.type)} in '${at}', which fine-tuning does not support (${allow.images ? "'text' or 'image_url'" : "'text'"} only)`);
-  });
+  }
 }
 
 // Tool and function definitions -----------------------------------------------------------------
 
 /** `tools`, `parallel_tool_calls` and the deprecated `functions` of a chat example (or preference input). */
-function checkToolDefinitions(container: Json, where: string): void {
+function checkToolDefinitions(container: Json, where: Where): void {
   if ('tools' in container) checkTools(container.tools, where);
   if ('parallel_tool_calls' in container && typeof container.parallel_tool_calls !== 'boolean') {
     fail(where, `has invalid 'parallel_tool_calls': expected true or false, but got ${jsonType(container.parallel_tool_calls)}`);
   }
   if ('functions' in container) {
     const functions = container.functions;
-    if (!Array.isArray(functions)) return fail(where, `has invalid 'functions': expected a list of function definitions, but got ${jsonType(functions)}`);
-    functions.forEach((fn, i) => checkFunctionDefinition(fn, `${where}, function ${i + 1}`));
+    if (!Array.isArray(functions)) fail(where, `has invalid 'functions': expected a list of function definitions, but got ${jsonType(functions)}`);
+    for (let i = 0; i < functions.length; i++) checkFunctionDefinition(functions[i], where.child('function', i + 1), 'the function definition');
   }
 }
 
-function checkTools(tools: unknown, where: string): void {
-  if (!Array.isArray(tools)) return fail(where, `has invalid 'tools': expected a list of tools, but got ${jsonType(tools)}`);
-  tools.forEach((tool, i) => {
-    const at = `${where}, tool ${i + 1}`;
+function checkTools(tools: unknown, where: Where): void {
+  if (!Array.isArray(tools)) fail(where, `has invalid 'tools': expected a list of tools, but got ${jsonType(tools)}`);
+  for (let i = 0; i < tools.length; i++) {
+    const tool: unknown = tools[i];
+    const at = where.child('tool', i + 1);
     if (!isObject(tool)) fail(at, `is not an object (got ${jsonType(tool)})`);
-    if ((tool as Json).type !== 'function') fail(at, `has invalid 'type': expected 'function', but got ${JSON.stringify((tool as Json).type)}`);
-    checkFunctionDefinition((tool as Json).function, at, "'function'");
-  });
+    if (tool.type !== 'function') fail(at, `has invalid 'type': expected 'function', but got ${JSON.stringify(tool.type)}`);
+    checkFunctionDefinition(tool.function, at, "'function'");
+  }
 }
 
-function checkFunctionDefinition(fn: unknown, where: string, what = 'the function definition'): void {
-  if (!isObject(fn)) return fail(where, `has invalid ${what}: expected an object with a 'name', but got ${jsonType(fn)}`);
+function checkFunctionDefinition(fn: unknown, where: Where, what: string): void {
+  if (!isObject(fn)) fail(where, `has invalid ${what}: expected an object with a 'name', but got ${jsonType(fn)}`);
   if (typeof fn.name !== 'string' || fn.name === '') fail(where, "has a function definition without a 'name'");
   if ('description' in fn && typeof fn.description !== 'string') fail(where, "has invalid 'description': expected a string");
   if ('parameters' in fn && !isObject(fn.parameters)) fail(where, "has invalid 'parameters': expected a JSON Schema object");
