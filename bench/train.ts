@@ -1,0 +1,83 @@
+// Training-step throughput on a Llama-shaped model with random weights (default: SmolLM2-135M).
+//   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
+//                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
+// One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
+// (LoRA on all seven linears like ../shared/anchors/torch_llama_step.py). Prints GFLOP/s of model
+// FLOPs, peak RSS, and last `tokens_per_s=` (median step after one warm-up), comparable with the anchor.
+
+import { parseArgs } from 'node:util';
+import type { ModelConfig } from '../src/engine/models/config.ts';
+import { StepRunner, freshOptimizerState, type MicroBatch } from '../src/engine/train/runner.ts';
+import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
+import { DEFAULT_ADAMW } from '../src/engine/train/step.ts';
+import { Rng } from '../src/engine/train/rng.ts';
+import { ALL_LINEAR } from '../src/engine/models/lora.ts';
+
+const { values: a } = parseArgs({
+  options: Object.fromEntries(
+    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena'].map((k) => [k, { type: 'string' as const }]),
+  ),
+});
+const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
+const mode = (a.mode as string | undefined) ?? 'lora';
+const [L, D, I, H, KV, V, T, B, R, steps] = [
+  num('layers', 30), num('hidden', 576), num('inter', 1536), num('heads', 9), num('kv', 3),
+  num('vocab', 49152), num('seq', 512), num('batch', 4), num('rank', 16), num('steps', 3),
+];
+const hd = D / H;
+const cfg: ModelConfig = {
+  architecture: 'llama', vocabSize: V, hiddenSize: D, intermediateSize: I, numLayers: L, numHeads: H, numKvHeads: KV,
+  headDim: hd, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, tieWordEmbeddings: true, attentionBias: false,
+  outputBias: false, mlpBias: false, maxPositionEmbeddings: 8192, slidingWindow: null, bosTokenId: 1, eosTokenId: 2,
+  padTokenId: 0, torchDtype: 'float32',
+};
+
+const rng = new Rng(0);
+const setup = modelSetup(cfg, mode === 'lora' ? { rank: R, alpha: 2 * R, dropout: 0, targetModules: ALL_LINEAR } : null);
+const base = new Map<string, Float32Array>();
+for (const [name, shape] of setup.shapes) {
+  if (name.includes('.lora_')) continue;
+  const w = new Float32Array(shape.reduce((x, y) => x * y, 1));
+  if (name.endsWith('norm.weight')) w.fill(1);
+  else for (let i = 0; i < w.length; i++) w[i] = (rng.next() * 2 - 1) * 0.035; // ≈ N(0, 0.02²) in variance
+  base.set(name, w);
+}
+const { frozen, params } = initialTensors(setup, base, 0);
+const runner = new StepRunner(setup, { rows: B, seqLen: T }, frozen, freshOptimizerState(params), DEFAULT_ADAMW, {
+  intraOpNumThreads: num('threads', 2),
+  enableCpuMemArena: num('arena', 1) === 1,
+});
+
+const n = B * T;
+const batch: MicroBatch = {
+  inputIds: BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rng.next() * V))),
+  positionIds: BigInt64Array.from({ length: n }, (_, i) => BigInt(i % T)),
+  segmentIds: new BigInt64Array(n).fill(1n),
+  labels: BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rng.next() * V))),
+  lossWeights: new Float32Array(n).fill(1),
+};
+
+// Model FLOPs per step: linear layers 2·params·tokens forward; backward 2× that for full
+// fine-tuning (input and weight gradients), 1× for LoRA (input gradients only; adapters are tiny).
+const linearParams = L * (D * H * hd + 2 * D * KV * hd + H * hd * D + 3 * D * I) + V * D;
+const attention = L * 2 * 2 * B * H * T * T * hd; // QKᵀ and PV, forward
+const forward = 2 * linearParams * n + attention;
+const flops = forward * (mode === 'lora' ? 2 : 3);
+
+const times: number[] = [];
+const t0 = performance.now();
+for (let s = 0; s <= steps; s++) {
+  const t = performance.now();
+  const r = await runner.step([batch], 1e-4);
+  const dt = (performance.now() - t) / 1000;
+  if (s > 0) times.push(dt);
+  console.log(`step ${s}${s === 0 ? ' (warm-up, includes graph build + session creation)' : ''}: ${dt.toFixed(2)} s, loss ${(r.lossSum / r.weightSum).toFixed(4)}`);
+}
+void t0;
+times.sort((x, y) => x - y);
+const median = times[Math.floor(times.length / 2)];
+const rssGb = (process.resourceUsage().maxRSS * 1024) / 1e9;
+console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} trainable=${setup.trainable.reduce((s, k) => s + params.get(k)!.length, 0)}`);
+console.log(`step_s=${median.toFixed(3)} gflops=${(flops / median / 1e9).toFixed(1)} peak_rss_gb=${rssGb.toFixed(2)}`);
+console.log(`tokens_per_s=${(n / median).toFixed(1)}`);
+await runner.release();
