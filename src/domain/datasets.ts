@@ -251,6 +251,12 @@ function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A value quoted for an error message, cut short: a bad line may hold megabytes. */
+function show(v: unknown, quote = ''): string {
+  const text = quote ? `${quote}${v}${quote}` : JSON.stringify(v) ?? String(v);
+  return truncate(text, 80);
+}
+
 function jsonType(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null';
@@ -354,14 +360,14 @@ function checkMessage(message: unknown, where: Where): CheckedMessage {
   const role = message.role;
   if (role === undefined) fail(where, "Discriminator 'role' is missing in value");
   if (!ROLES.includes(role as ChatRole)) {
-    fail(where, `Discriminator 'role' has invalid value ${JSON.stringify(role)} (expected one of ${ROLES.join(', ')})`);
+    fail(where, `Discriminator 'role' has invalid value ${show(role)} (expected one of ${ROLES.join(', ')})`);
   }
   const chatRole = role as ChatRole;
   const allowedKeys = ROLE_KEYS[chatRole];
   for (const key in message) {
     if (allowedKeys.includes(key)) continue;
     if (key === 'weight') fail(where, `has 'weight', which only assistant messages may carry (role is '${chatRole}')`);
-    fail(where, `has unrecognized key '${key}' (a ${chatRole} message may have: ${allowedKeys.join(', ')})`);
+    fail(where, `has unrecognized key ${show(key, "'")} (a ${chatRole} message may have: ${allowedKeys.join(', ')})`);
   }
   if ('name' in message && typeof message.name !== 'string') fail(where, `has invalid 'name': expected a string, but got ${jsonType(message.name)}`);
 
@@ -393,7 +399,7 @@ function checkMessage(message: unknown, where: Where): CheckedMessage {
 function checkAssistantMessage(message: Json, where: Where): number | null {
   const weight = message.weight;
   if (weight !== undefined && weight !== 0 && weight !== 1) {
-    fail(where, `has invalid 'weight': expected 0 or 1, but got ${JSON.stringify(weight)}`);
+    fail(where, `has invalid 'weight': expected 0 or 1, but got ${show(weight)}`);
   }
   const calls = message.tool_calls;
   const hasToolCalls = calls !== undefined && calls !== null;
@@ -405,7 +411,7 @@ function checkAssistantMessage(message: Json, where: Where): number | null {
       const at = `tool_calls[${i}]`;
       if (!isObject(call)) fail(where, `has invalid '${at}': expected an object, but got ${jsonType(call)}`);
       if (typeof call.id !== 'string') fail(where, `has invalid '${at}.id': expected a string`);
-      if (call.type !== 'function') fail(where, `has invalid '${at}.type': expected 'function', but got ${JSON.stringify(call.type)}`);
+      if (call.type !== 'function') fail(where, `has invalid '${at}.type': expected 'function', but got ${show(call.type)}`);
       checkFunctionCall(call.function, where, `${at}.function`);
     }
   }
@@ -455,7 +461,7 @@ function checkContent(content: unknown, where: Where, images: boolean, nullable:
         fail(where, `has invalid '${at}.image_url.detail': expected one of ${IMAGE_DETAILS.join(', ')}`);
       }
     } else {
-      fail(where, `has a content part of type ${JSON.stringify(part.type)} in '${at}', which fine-tuning does not support (${images ? "'text' or 'image_url'" : "'text'"} only)`);
+      fail(where, `has a content part of type ${show(part.type)} in '${at}', which fine-tuning does not support (${images ? "'text' or 'image_url'" : "'text'"} only)`);
     }
   }
 }
@@ -481,7 +487,7 @@ function checkTools(tools: unknown, where: Where): void {
     const tool: unknown = tools[i];
     const at = where.child('tool', i + 1);
     if (!isObject(tool)) fail(at, `is not an object (got ${jsonType(tool)})`);
-    if (tool.type !== 'function') fail(at, `has invalid 'type': expected 'function', but got ${JSON.stringify(tool.type)}`);
+    if (tool.type !== 'function') fail(at, `has invalid 'type': expected 'function', but got ${show(tool.type)}`);
     checkFunctionDefinition(tool.function, at, "'function'");
   }
 }

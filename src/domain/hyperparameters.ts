@@ -49,7 +49,11 @@ type Check = (value: unknown, param: string) => number | string;
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const describe = (v: unknown) => (typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v));
+/** A value quoted for an error message, cut short. */
+function describe(v: unknown): string {
+  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
 
 function integerIn(min: number, max: number): Check {
   const range = max === Infinity ? `an integer >= ${min}` : `an integer between ${min} and ${max}`;
@@ -109,7 +113,7 @@ function parseHyperparameters(raw: unknown, type: MethodType, param: string): Re
   const checks = CHECKS_BY_METHOD[type];
   for (const key of Object.keys(given)) {
     if (!(key in checks)) {
-      throw invalidParam(`${param}.${key}`, `Unknown hyperparameter '${key}' for ${type} fine-tuning; expected ${Object.keys(checks).join(', ')}.`);
+      throw invalidParam(`${param}.${key}`, `Unknown hyperparameter ${describe(key)} for ${type} fine-tuning; expected ${Object.keys(checks).join(', ')}.`);
     }
   }
   const out: Record<string, number | string> = {};

@@ -488,3 +488,13 @@ test('a large file is streamed with bounded memory', async () => {
     rmSync(path);
   }
 });
+
+test('error messages quote bad values briefly, whatever their size', async () => {
+  const error = await expectError(withBadLine({ messages: [user(), { role: 'r'.repeat(100_000), content: 'x' }] }), {
+    line: 10,
+    message: /^Invalid file format\. Example 10, message 2 Discriminator 'role' has invalid value "r+…/,
+  });
+  assert.ok(error.message.length < 300, String(error.message.length));
+  const keyError = await expectError(withBadLine({ messages: [{ ...user(), ['k'.repeat(100_000)]: 1 }, assistant()] }), { line: 10, message: /unrecognized key 'k+…/ });
+  assert.ok(keyError.message.length < 300);
+});
