@@ -1,0 +1,128 @@
+// Control-plane benchmark (`npm run bench:api`).
+//
+// 1. HTTP: retrieve-job and list-jobs throughput and p99 latency under concurrent load, each with its
+//    ratio to a bare Fastify route (same framework, same JSON body size) measured in the same run.
+//    The server runs in this thread; autocannon drives it from a worker thread.
+// 2. Dataset validation: MB/s and peak RSS of `validateDataset` on a generated JSONL (200 MB by
+//    default), in a child process so that its peak RSS is its own, against a plain streaming read
+//    of the same file (the I/O floor) measured in the same run.
+//
+// Flags: --connections 32 --seconds 8 --jobs 200 --file-mb 200
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import Fastify from 'fastify';
+import OpenAI from 'openai';
+import { startServer } from '../src/api/server.ts';
+import { loadConfig } from '../src/config.ts';
+import { chatExample, generateChatJsonl } from '../test/support/datasets.ts';
+
+const { values: flags } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '32' },
+    seconds: { type: 'string', default: '8' },
+    jobs: { type: 'string', default: '200' },
+    'file-mb': { type: 'string', default: '200' },
+  },
+});
+const connections = Number(flags.connections);
+const seconds = Number(flags.seconds);
+const KEY = 'bench-key';
+
+interface Load {
+  rps: number;
+  p99: number;
+}
+
+async function load(url: string, headers: Record<string, string> = {}): Promise<Load> {
+  const result = await autocannon({ url, connections, duration: seconds, headers, workers: 1 });
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+  return { rps: result.requests.average, p99: result.latency.p99 };
+}
+
+/** A bare Fastify route answering the same JSON body: the framework's own ceiling. */
+async function bareRoute(body: unknown): Promise<{ url: string; close(): Promise<void> }> {
+  const app = Fastify({ logger: false });
+  const json = JSON.stringify(body);
+  app.get('/bare', async (_req, reply) => reply.type('application/json').send(json));
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return { url: `http://127.0.0.1:${port}/bare`, close: () => app.close() };
+}
+
+async function benchHttp(root: string) {
+  const modelsDir = path.resolve('models');
+  const config = loadConfig(
+    { host: '127.0.0.1', port: 0, dataDir: path.join(root, 'data'), modelsDir },
+    { API_KEYS: `${KEY}:org-bench` },
+  );
+  const server = await startServer(config, { logger: false });
+  const client = new OpenAI({ apiKey: KEY, baseURL: `${server.url}/v1`, maxRetries: 0 });
+  const baseModel = (await client.models.list()).data[0].id;
+
+  const datasetPath = path.join(root, 'train.jsonl');
+  fs.writeFileSync(datasetPath, Array.from({ length: 20 }, (_, i) => JSON.stringify(chatExample(i))).join('\n') + '\n');
+  const file = await client.files.create({ file: fs.createReadStream(datasetPath), purpose: 'fine-tune' });
+  const jobCount = Number(flags.jobs);
+  let jobId = '';
+  for (let i = 0; i < jobCount; i++) {
+    const job = await client.fineTuning.jobs.create({ model: baseModel, training_file: file.id, metadata: { n: String(i) } });
+    jobId = job.id;
+  }
+
+  const headers = { authorization: `Bearer ${KEY}` };
+  const rows: string[] = [];
+  for (const [name, url] of [
+    ['retrieve job', `${server.url}/v1/fine_tuning/jobs/${jobId}`],
+    ['list jobs (limit 20)', `${server.url}/v1/fine_tuning/jobs?limit=20`],
+  ] as const) {
+    const body = await (await fetch(url, { headers })).json();
+    const bare = await bareRoute(body);
+    const reference = await load(bare.url);
+    await bare.close();
+    const measured = await load(url, headers);
+    rows.push(
+      `${name.padEnd(22)} ${measured.rps.toFixed(0).padStart(7)} req/s  p99 ${String(measured.p99).padStart(4)} ms` +
+        ` | bare Fastify ${reference.rps.toFixed(0).padStart(7)} req/s  p99 ${String(reference.p99).padStart(4)} ms` +
+        ` | ratio ${(measured.rps / reference.rps).toFixed(2)}`,
+    );
+  }
+  await server.close();
+  console.log(`HTTP, ${connections} connections, ${seconds} s each, ${jobCount} jobs stored (SQLite):`);
+  for (const row of rows) console.log('  ' + row);
+}
+
+/** Runs `bench/validate-file.ts` in a child process and parses its one-line JSON answer. */
+function childMeasure(mode: 'validate' | 'read', file: string): { seconds: number; maxRssMb: number; result?: string } {
+  const out = execFileSync(process.execPath, ['--import', 'tsx', path.join('bench', 'validate-file.ts'), mode, file], {
+    encoding: 'utf8',
+  });
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+async function benchValidation(root: string) {
+  const file = path.join(root, 'big.jsonl');
+  const { bytes, examples } = await generateChatJsonl(file, Number(flags['file-mb']) * 1024 * 1024);
+  const mb = bytes / (1024 * 1024);
+  const read = childMeasure('read', file);
+  const validate = childMeasure('validate', file);
+  console.log(`Dataset validation, ${mb.toFixed(0)} MB chat JSONL, ${examples} examples (result: ${validate.result}):`);
+  console.log(
+    `  validateDataset ${(mb / validate.seconds).toFixed(0)} MB/s, peak RSS ${validate.maxRssMb.toFixed(0)} MB` +
+      ` | plain streaming read ${(mb / read.seconds).toFixed(0)} MB/s, peak RSS ${read.maxRssMb.toFixed(0)} MB` +
+      ` | ratio ${(read.seconds / validate.seconds).toFixed(2)}`,
+  );
+}
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-bench-api-'));
+try {
+  console.log(`machine: ${os.cpus().length} × ${os.cpus()[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`);
+  await benchHttp(root);
+  await benchValidation(root);
+} finally {
+  fs.rmSync(root, { recursive: true, force: true });
+}
