@@ -1,5 +1,23 @@
 // Training and validation file rules (OpenAI's JSONL formats), checked while streaming the file so that
-// memory stays bounded whatever its size: one line at a time, and no line longer than a cap.
+// memory stays bounded whatever its size: one line at a time, and no line longer than a cap (a line of
+// L bytes briefly takes about 3.5 × L: its bytes, its text and the parsed object).
+//
+// Rules, by method:
+// - supervised: every line in the chat format ({messages, tools?, parallel_tool_calls?, functions?}) or
+//   every line in the legacy prompt/completion format ({prompt, completion}), not a mix.
+//   Chat roles system | developer | user | assistant | tool | function, each with its own keys;
+//   content a string or a non-empty list of text parts (image parts on user messages only);
+//   assistant: weight 0 | 1, tool_calls [{id, type: "function", function: {name, arguments: JSON string}}],
+//   function_call, content optional only beside a call; tool: tool_call_id; function: name.
+//   At least one assistant message without weight 0 per example.
+// - dpo: {input: {messages, tools?, parallel_tool_calls?}, preferred_output: [assistant message],
+//   non_preferred_output: [assistant message]}.
+// - reinforcement: {messages (the last from the user), tools?, …any other keys for graders}; at most
+//   50,000 training / 1,000 validation examples.
+// - Training files need at least 10 examples, validation files at least 1.
+// Blank lines are skipped, a UTF-8 BOM at the start and CRLF line ends are accepted; bytes that are not
+// UTF-8 are an error naming their line. Unknown top-level keys of chat/preference lines are ignored
+// with a warning.
 import { createReadStream } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
 
