@@ -30,6 +30,8 @@ export interface DatasetValidationOptions {
   role: DatasetRole;
   /** Longest accepted line in bytes; a longer line is rejected with its line number. */
   maxLineBytes?: number;
+  /** The training file's format, when checking its validation file: every example must use it too. */
+  trainingFormat?: DatasetFormat;
 }
 
 export interface DatasetValidationError {
@@ -71,7 +73,7 @@ export async function validateDataset(filePath: string, options: DatasetValidati
   const roleName = role === 'training' ? 'Training' : 'Validation';
   const maxExamples = method === 'reinforcement' ? MAX_REINFORCEMENT_EXAMPLES[role] : Infinity;
 
-  const state = new FileState(method);
+  const state = new FileState(method, options.trainingFormat ?? null);
   let lineNumber = 0;
   /** Checks one line (without its '\n'); returns an error message, or null when the line is fine. */
   const checkLine = (bytes: Buffer): string | null => {
@@ -199,13 +201,19 @@ class FileState {
   /** Warning text → [count, first example]; a handful of kinds, so bounded. */
   private warningCounts = new Map<string, [number, number]>();
 
-  constructor(private readonly method: DatasetMethod) {}
+  constructor(
+    private readonly method: DatasetMethod,
+    private readonly trainingFormat: DatasetFormat | null,
+  ) {}
 
   addExample(example: unknown, line: number, chars: number): void {
     this.line = line;
     const where = new Where(null, 'Example', line);
     if (!isObject(example)) fail(where, `is not a JSON object (got ${jsonType(example)})`);
     const format = detectFormat(example, this.method, where);
+    if (this.trainingFormat !== null && format !== this.trainingFormat) {
+      fail(where, `uses ${FORMAT_NAMES[format]}, but the training file uses ${FORMAT_NAMES[this.trainingFormat]}`);
+    }
     if (this.format === null) this.format = format;
     else if (format !== this.format) {
       fail(where, `uses ${FORMAT_NAMES[format]}, but earlier examples use ${FORMAT_NAMES[this.format]}; all examples of a file must use one format`);

@@ -285,3 +285,41 @@ export function min(a: Tensor, b: Tensor): Tensor {
 export function stopGradient(x: Tensor): Tensor {
   return x.graph.emit('Identity', [x], {}, [{ shape: x.shape, dtype: x.dtype }], () => [null])[0];
 }
+
+// ---------------------------------------------------------------- loss
+
+/**
+ * Per-row cross-entropy −log softmax(logits)[label]: logits [N, V], labels [N] int64 → nll [N], plus
+ * the log-probabilities [N, V]. One ONNX SoftmaxCrossEntropyLoss node forward; the backward rule is
+ * the textbook (softmax − onehot)·dy, written as exp(logp)·dy then a scatter-add of −dy at the
+ * labels: three passes over [N, V] instead of the six that LogSoftmax + GatherElements rules take.
+ */
+export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): { nll: Tensor; logp: Tensor } {
+  const g = logits.graph;
+  const [N] = labels.shape;
+  const [nll, logp] = g.emit(
+    'SoftmaxCrossEntropyLoss',
+    [logits, labels],
+    { reduction: 'none' },
+    [{ shape: [N], dtype: logits.dtype }, { shape: logits.shape, dtype: logits.dtype }],
+    ([dy, dlogp]) => {
+      let dlogits: Tensor | null = null;
+      if (dy) {
+        const dyCol = reshape(dy, [N, 1]);
+        [dlogits] = g.emit(
+          'ScatterElements',
+          [mul(exp(logp), dyCol), reshape(labels, [N, 1]), neg(dyCol)],
+          { axis: 1, reduction: 'add' },
+          [{ shape: logits.shape, dtype: logits.dtype }],
+        );
+      }
+      if (dlogp) {
+        // The log-softmax rule, for callers that also use logp.
+        const d = sub(dlogp, mul(exp(logp), reduceSum(dlogp, [-1], true)));
+        dlogits = dlogits ? add(dlogits, d) : d;
+      }
+      return [dlogits, null];
+    },
+  );
+  return { nll, logp };
+}

@@ -13,12 +13,15 @@ export interface SessionSettings {
   intraOpNumThreads?: number;
   /** The CPU arena is faster but holds ~2.5× the memory. */
   enableCpuMemArena?: boolean;
+  /** Write an ORT profile (JSON trace) with this file prefix, for benchmarks. */
+  profilePrefix?: string;
 }
 
 const ORT_TYPE: Record<DType, ort.Tensor.Type> = { float32: 'float32', float64: 'float64', int64: 'int64', bool: 'bool' };
 
 export class CompiledGraph {
   private readonly resident = new Map<string, ort.Tensor>();
+  profiling = false;
 
   private constructor(
     readonly session: ort.InferenceSession,
@@ -34,9 +37,12 @@ export class CompiledGraph {
       // Extended fusions (e.g. x·σ(x) → com.microsoft.QuickGelu) exist only for float32.
       graphOptimizationLevel: graph.float === 'float64' ? 'basic' : 'all',
       enableCpuMemArena: settings.enableCpuMemArena ?? true,
+      ...(settings.profilePrefix ? { enableProfiling: true, profileFilePrefix: settings.profilePrefix } : {}),
     });
     const inputs = new Map(graph.inputs.map((t) => [t.name, { shape: t.shape, dtype: t.dtype }] as const));
-    return new CompiledGraph(session, inputs);
+    const compiled = new CompiledGraph(session, inputs);
+    compiled.profiling = !!settings.profilePrefix;
+    return compiled;
   }
 
   /** True when the compiled graph actually reads input `name` (unused inputs are pruned). */
@@ -70,6 +76,7 @@ export class CompiledGraph {
   }
 
   async release(): Promise<void> {
+    if (this.profiling) this.session.endProfiling();
     await this.session.release();
   }
 }

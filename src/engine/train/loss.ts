@@ -17,10 +17,8 @@ export interface LossTerms {
 /** logits [N, V], labels [N] int64 (any valid id where w = 0), weights [N] float. */
 export function crossEntropyTerms(logits: Tensor, labels: Tensor, weights: Tensor): LossTerms {
   const g = logits.graph;
-  const [N] = labels.shape;
-  const labelCol = op.reshape(labels, [N, 1]);
-  const logp = op.reshape(op.gatherElements(op.logSoftmax(logits), labelCol, 1), [N]);
-  const weightedNll = op.neg(op.sumAll(op.mul(logp, weights)));
+  const { nll } = op.softmaxCrossEntropy(logits, labels);
+  const weightedNll = op.sumAll(op.mul(nll, weights));
   const counts = op.cast(op.greater(weights, g.scalar(0)), g.float);
   const hit = op.cast(op.equal(op.argmax(logits, 1), labels), g.float);
   return { weightedNll, correct: op.sumAll(op.mul(hit, counts)), counted: op.sumAll(counts) };

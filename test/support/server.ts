@@ -1,0 +1,112 @@
+// Starts a real server on port 0 with a temporary DATA_DIR and MODELS_DIR, and an `openai` SDK
+// client whose every response is validated against OpenAI's spec as it arrives.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { startServer, type RunningServer, type ServerOptions } from '../../src/api/server.ts';
+import { assertResponseMatches } from './openapi.ts';
+
+export interface TestServer extends RunningServer {
+  config: Config;
+  dataDir: string;
+  modelsDir: string;
+  /** An SDK client for `key` (none: the open, keyless mode). */
+  client(key?: string): OpenAI;
+  /** Every JSON response the SDK clients received, already validated against the spec. */
+  exchanges: { method: string; path: string; status: number; schema: string | null }[];
+  /** Responses that did not match the spec (the SDK call also failed). */
+  specFailures: string[];
+  /** Raw request helper for what the SDK cannot send (bad bodies, wrong keys). */
+  request(method: string, urlPath: string, init?: { key?: string; body?: BodyInit; headers?: Record<string, string> }): Promise<{ status: number; body: any }>;
+}
+
+export const BASE_MODEL = 'tiny-test';
+
+export async function startTestServer(
+  overrides: Partial<Config> & { env?: Record<string, string> } = {},
+  options: ServerOptions = {},
+): Promise<TestServer> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-test-'));
+  const dataDir = path.join(root, 'data');
+  const modelsDir = path.join(root, 'models');
+  fs.mkdirSync(path.join(modelsDir, BASE_MODEL), { recursive: true });
+  fs.writeFileSync(path.join(modelsDir, BASE_MODEL, 'config.json'), JSON.stringify({ model_type: 'llama' }));
+  const { env = {}, ...configOverrides } = overrides;
+  const config = loadConfig({ host: '127.0.0.1', port: 0, dataDir, modelsDir, ...configOverrides }, { ...env });
+  const server = await startServer(config, { logger: false, ...options });
+  const exchanges: TestServer['exchanges'] = [];
+  const specFailures: string[] = [];
+
+  const recordingFetch: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init);
+    const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+    const method = (init?.method ?? 'GET').toUpperCase();
+    if ((res.headers.get('content-type') ?? '').includes('application/json')) {
+      const body = await res.clone().json();
+      try {
+        const schema = assertResponseMatches(method, url.pathname, res.status, body);
+        exchanges.push({ method, path: url.pathname, status: res.status, schema });
+      } catch (err) {
+        // The SDK would report this as a connection error: keep the real reason for the test.
+        specFailures.push((err as Error).message);
+        throw err;
+      }
+    }
+    return res;
+  };
+
+  return {
+    ...server,
+    config,
+    dataDir,
+    modelsDir,
+    exchanges,
+    specFailures,
+    client: (key = 'unused') => new OpenAI({ apiKey: key, adminAPIKey: key, baseURL: `${server.url}/v1`, fetch: recordingFetch, maxRetries: 0 }),
+    async request(method, urlPath, init = {}) {
+      const headers: Record<string, string> = { ...(init.headers ?? {}) };
+      if (init.key) headers.authorization = `Bearer ${init.key}`;
+      const res = await fetch(`${server.url}${urlPath}`, { method, headers, body: init.body });
+      const text = await res.text();
+      let body: any = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // not JSON
+      }
+      return { status: res.status, body };
+    },
+    async close() {
+      await server.close();
+      fs.rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A chat-format JSONL training file with `n` examples. */
+export function chatJsonl(n: number, tag = 'x'): string {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    lines.push(
+      JSON.stringify({
+        messages: [
+          { role: 'system', content: 'You are terse.' },
+          { role: 'user', content: `Question ${tag} ${i}?` },
+          { role: 'assistant', content: `Answer ${i}.` },
+        ],
+      }),
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Polls `read` until `done` holds (no timing assertions: the test's own timeout bounds it). */
+export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean, intervalMs = 20): Promise<T> {
+  for (;;) {
+    const value = await read();
+    if (done(value)) return value;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
