@@ -498,3 +498,9 @@ test('error messages quote bad values briefly, whatever their size', async () =>
   const keyError = await expectError(withBadLine({ messages: [{ ...user(), ['k'.repeat(100_000)]: 1 }, assistant()] }), { line: 10, message: /unrecognized key 'k+…/ });
   assert.ok(keyError.message.length < 300);
 });
+
+test('validation file: must use the training file format when given', async () => {
+  const pc = writeFile([json({ prompt: 'p', completion: 'c' })]);
+  await expectOk(pc, { ...VALID_SFT, trainingFormat: 'prompt_completion' });
+  await expectError(pc, { line: 1, message: 'Invalid file format. Example 1 uses the prompt/completion format, but the training file uses the chat format' }, { ...VALID_SFT, trainingFormat: 'chat' });
+});
