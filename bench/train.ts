@@ -15,7 +15,7 @@ import { ALL_LINEAR } from '../src/engine/models/lora.ts';
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(
-    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena'].map((k) => [k, { type: 'string' as const }]),
+    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'profile'].map((k) => [k, { type: 'string' as const }]),
   ),
 });
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
@@ -46,6 +46,7 @@ const { frozen, params } = initialTensors(setup, base, 0);
 const runner = new StepRunner(setup, { rows: B, seqLen: T }, frozen, freshOptimizerState(params), DEFAULT_ADAMW, {
   intraOpNumThreads: num('threads', 2),
   enableCpuMemArena: num('arena', 1) === 1,
+  profilePrefix: a.profile as string | undefined,
 });
 
 const n = B * T;

@@ -78,3 +78,9 @@ test('the checker itself catches a wrong gradient', async (t) => {
     assert.rejects(gradCheck([{ name: 'x', shape: [3] }], (x) => op.mul(x, op.stopGradient(x))), /rel err/),
   );
 });
+
+test('softmaxCrossEntropy (fused rule) and its log-probabilities', async () => {
+  const labels = BigInt64Array.from([2n, 0n, 4n, 4n]);
+  await gradCheck([{ name: 'x', shape: [4, 5] }, { name: 'l', shape: [4], dtype: 'int64', data: labels }], (x, l) => op.softmaxCrossEntropy(x, l).nll);
+  await gradCheck([{ name: 'x', shape: [4, 5] }, { name: 'l', shape: [4], dtype: 'int64', data: labels }], (x, l) => op.softmaxCrossEntropy(x, l).logp);
+});
