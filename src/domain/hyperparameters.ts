@@ -126,8 +126,8 @@ function parseHyperparameters(raw: unknown, type: MethodType, param: string): Re
 
 /**
  * The method of a create-job request, from `method` or from the deprecated top-level `hyperparameters`
- * (which means a supervised job). When both are given, every top-level value must equal the method's
- * (an absent value counts as "auto"); otherwise the request is ambiguous and rejected.
+ * (which means a supervised job). When both are given, every value set at the top level must equal the
+ * method's (where an absent one counts as "auto"); otherwise the request is ambiguous and rejected.
  */
 export function parseJobMethod(body: { method?: unknown; hyperparameters?: unknown }): ParsedJobMethod {
   const hasTopLevel = body.hyperparameters !== undefined && body.hyperparameters !== null;
@@ -165,8 +165,11 @@ export function parseJobMethod(body: { method?: unknown; hyperparameters?: unkno
   const hyperparameters = parseHyperparameters(settings.hyperparameters, methodType, `${configParam}.hyperparameters`);
 
   if (hasTopLevel) {
+    // Only the keys the caller actually set must agree; `hyperparameters: {}` says nothing.
     const topLevel = parseHyperparameters(body.hyperparameters, 'supervised', 'hyperparameters');
+    const given = body.hyperparameters as Record<string, unknown>;
     for (const [key, value] of Object.entries(topLevel)) {
+      if (given[key] === undefined || given[key] === null) continue;
       if (hyperparameters[key] !== value) {
         throw invalidParam(
           'hyperparameters',

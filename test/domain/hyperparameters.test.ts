@@ -138,8 +138,13 @@ test('parseJobMethod: both forms given consistently are accepted', () => {
     method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3 } } },
   });
   assert.equal(parsed.hyperparameters.n_epochs, 3);
-  // all-auto top level agrees with anything left auto
+  // an empty top level says nothing; an explicit "auto" agrees with a method value left out
   assert.equal(parseJobMethod({ hyperparameters: {}, method: { type: 'dpo' } }).type, 'dpo');
+  assert.equal(
+    parseJobMethod({ hyperparameters: {}, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 3 } } } }).hyperparameters.n_epochs,
+    3,
+  );
+  assert.equal(parseJobMethod({ hyperparameters: { batch_size: 'auto' }, method: { type: 'supervised' } }).hyperparameters.batch_size, 'auto');
 });
 
 test('parseJobMethod: both forms given inconsistently are rejected', () => {
@@ -149,6 +154,10 @@ test('parseJobMethod: both forms given inconsistently are rejected', () => {
     /conflicts with 'method\.supervised\.hyperparameters\.n_epochs'/,
   );
   rejects400(() => parseJobMethod({ hyperparameters: { batch_size: 8 }, method: { type: 'dpo' } }), 'hyperparameters');
+  rejects400(
+    () => parseJobMethod({ hyperparameters: { n_epochs: 'auto' }, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 4 } } } }),
+    'hyperparameters',
+  );
 });
 
 test('autoEpochs: the cookbook rule', () => {
