@@ -113,6 +113,9 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
 
 export function transpose(x: Tensor, perm: number[]): Tensor {
   if (perm.every((p, i) => p === i)) return x;
+  // Transpose of a transpose (e.g. Wᵀᵀ in a backward rule): compose into one, or none.
+  const inner = x.producer;
+  if (inner?.opType === 'Transpose' && inner.inputs[0]) return transpose(inner.inputs[0], perm.map((p) => (inner.attrs.perm as number[])[p]));
   const shape = perm.map((p) => x.shape[p]);
   const inverse = perm.map((_, i) => perm.indexOf(i));
   const [y] = x.graph.emit('Transpose', [x], { perm }, [{ shape, dtype: x.dtype }], ([dy]) => [transpose(dy!, inverse)]);

@@ -105,7 +105,8 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
       const xd = mask ? op.mul(x, mask) : x;
       const A = W(loraAName(path), [lora.rank, inF]);
       const Bm = W(loraBName(path), [outF, lora.rank]);
-      y = op.add(y, op.mul(op.matmul(op.matmul(xd, op.T(A)), op.T(Bm)), lora.alpha / lora.rank));
+      // Scale the rank-r activations, not the [N, out] product: same math, fewer elements.
+      y = op.add(y, op.matmul(op.mul(op.matmul(xd, op.T(A)), lora.alpha / lora.rank), op.T(Bm)));
     }
     return y;
   };
