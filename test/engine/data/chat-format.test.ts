@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChatFormatter, type ChatExample, type TokenizedExample } from '../../../src/engine/data/chat-format.ts';
 import { loadTokenizer } from '../../../src/engine/data/tokenizer.ts';
@@ -189,4 +191,24 @@ test('the demo dataset tokenizes: nothing truncated, the weight-0 turn untrained
   const short = tokenizeDataset(join(ROOT, 'samples', 'demo-valid.jsonl'), formatter, 16);
   assert.equal(short.truncatedCount, 10);
   assert.equal(short.tokenCount, 160);
+});
+
+test('promptIds: the conversation so far plus the assistant header, for generation', () => {
+  const ids = formatter.promptIds([{ role: 'user', content: 'Hi' }]);
+  assert.equal(tokenizer.decode(ids), '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
+});
+
+test('chat templates are found as a string, a named list, or chat_template.jinja', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tuneforge-tok-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const modelDir = join(ROOT, 'models', 'tiny-llama');
+  copyFileSync(join(modelDir, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+  const config = JSON.parse(readFileSync(join(modelDir, 'tokenizer_config.json'), 'utf8'));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, chat_template: [{ name: 'tool_use', template: 'T' }, { name: 'default', template: 'D' }] }));
+  assert.equal(loadTokenizer(dir).chatTemplate, 'D');
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, chat_template: undefined }));
+  assert.equal(loadTokenizer(dir).chatTemplate, null);
+  assert.throws(() => new ChatFormatter(loadTokenizer(dir)), /no chat_template/);
+  writeFileSync(join(dir, 'chat_template.jinja'), 'J');
+  assert.equal(loadTokenizer(dir).chatTemplate, 'J');
 });
