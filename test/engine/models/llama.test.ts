@@ -112,3 +112,20 @@ test('weight names match HF LlamaForCausalLM', () => {
   assert.deepEqual(llamaWeightShapes(tinyConfig()).get('model.layers.0.self_attn.k_proj.weight'), [8, 16]);
   void op;
 });
+
+test('Mistral sliding window: tokens beyond the window (through 2 layers) do not reach a position', async () => {
+  const cfg = tinyConfig({ architecture: 'mistral', slidingWindow: 2 });
+  const { g } = build(cfg, false);
+  const s = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
+  const w = Object.fromEntries(randomWeights(cfg));
+  const one = { ...batchFeeds, segment_ids: new BigInt64Array(B * T).fill(1n), position_ids: BigInt64Array.from({ length: B * T }, (_, i) => BigInt(i % T)) };
+  const a = (await s.run({ ...one, ...w })).logits as Float64Array;
+  const changed = BigInt64Array.from(ids);
+  changed[0] = 20n;
+  const b = (await s.run({ ...one, input_ids: changed, ...w })).logits as Float64Array;
+  const V = cfg.vocabSize;
+  const differs = (t: number) => a.slice(t * V, (t + 1) * V).some((x, i) => x !== b[t * V + i]);
+  // Receptive field: 2 layers × (window − 1) = 2 positions back.
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map(differs), [true, true, true, false, false, false]);
+  await s.release();
+});
