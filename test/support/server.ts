@@ -1,12 +1,13 @@
 // Starts a real server on port 0 with a temporary DATA_DIR and MODELS_DIR, and an `openai` SDK
 // client whose every response is validated against OpenAI's spec as it arrives.
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/api/server.ts';
-import { assertResponseMatches } from './openapi.ts';
+import { assertMatches, assertResponseMatches } from './openapi.ts';
 
 export interface TestServer extends RunningServer {
   config: Config;
@@ -109,4 +110,29 @@ export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boo
     if (done(value)) return value;
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** Asserts an OpenAI error envelope with `status` (and `param`/`code` when given). */
+export function expectError(
+  res: { status: number; body: any },
+  status: number,
+  expected: { param?: string | null; code?: string | null; message?: RegExp } = {},
+): void {
+  assert.equal(res.status, status, `expected ${status}, got ${res.status}: ${JSON.stringify(res.body)}`);
+  assertMatches('ErrorResponse', res.body);
+  assert.deepEqual(Object.keys(res.body.error).sort(), ['code', 'message', 'param', 'type']);
+  if (expected.param !== undefined) assert.equal(res.body.error.param, expected.param, JSON.stringify(res.body));
+  if (expected.code !== undefined) assert.equal(res.body.error.code, expected.code, JSON.stringify(res.body));
+  if (expected.message) assert.match(res.body.error.message, expected.message);
+}
+
+/** A JSON request body for `TestServer.request`. */
+export const json = (value: unknown) => ({ body: JSON.stringify(value), headers: { 'content-type': 'application/json' } });
+
+/** A multipart body with text fields and an optional file field. */
+export function form(fields: Record<string, string>, file?: { field: string; name: string; content: string | Buffer }): { body: FormData } {
+  const data = new FormData();
+  for (const [k, v] of Object.entries(fields)) data.append(k, v);
+  if (file) data.append(file.field, new Blob([file.content]), file.name);
+  return { body: data };
 }
