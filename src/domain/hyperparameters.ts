@@ -112,7 +112,7 @@ function parseHyperparameters(raw: unknown, type: MethodType, param: string): Re
   const given = raw ?? {};
   const checks = CHECKS_BY_METHOD[type];
   for (const key of Object.keys(given)) {
-    if (!(key in checks)) {
+    if (!Object.hasOwn(checks, key)) {
       throw invalidParam(`${param}.${key}`, `Unknown hyperparameter ${describe(key)} for ${type} fine-tuning; expected ${Object.keys(checks).join(', ')}.`);
     }
   }
@@ -295,7 +295,6 @@ export function validateMetadata(m: unknown): Record<string, string> | null {
       `Invalid 'metadata': too many properties. Expected an object with at most ${METADATA_MAX_PAIRS} properties, but got an object with ${entries.length} properties instead.`,
     );
   }
-  const out: Record<string, string> = {};
   for (const [key, value] of entries) {
     if (key.length === 0 || key.length > METADATA_MAX_KEY_LENGTH) {
       throw invalidParam(
@@ -312,9 +311,9 @@ export function validateMetadata(m: unknown): Record<string, string> | null {
         `Invalid 'metadata.${key}': string too long. Expected a string with maximum length ${METADATA_MAX_VALUE_LENGTH}, but got a string with length ${value.length} instead.`,
       );
     }
-    out[key] = value;
   }
-  return out;
+  // fromEntries, not assignment: a key such as "__proto__" stays an ordinary key
+  return Object.fromEntries(entries) as Record<string, string>;
 }
 
 export const SUFFIX_MAX_LENGTH = 64;

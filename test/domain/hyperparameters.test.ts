@@ -89,6 +89,8 @@ test('parseJobMethod: range checks name the exact param (deprecated form)', () =
   rejects400(() => parseJobMethod({ hyperparameters: { learning_rate_multiplier: 0 } }), 'hyperparameters.learning_rate_multiplier');
   rejects400(() => parseJobMethod({ hyperparameters: 'auto' }), 'hyperparameters');
   rejects400(() => parseJobMethod({ hyperparameters: { beta: 0.1 } }), 'hyperparameters.beta', /Unknown hyperparameter 'beta'/);
+  rejects400(() => parseJobMethod({ hyperparameters: { constructor: 1 } }), 'hyperparameters.constructor');
+  rejects400(() => parseJobMethod(JSON.parse('{"hyperparameters": {"__proto__": {"n_epochs": 1}}}')), 'hyperparameters.__proto__');
 });
 
 test('parseJobMethod: DPO beta in (0, 2]', () => {
@@ -223,6 +225,7 @@ test('validateMetadata: limits', () => {
   rejects400(() => validateMetadata({ k: 1 }), 'metadata', /expected a string/);
   rejects400(() => validateMetadata({ k: null }), 'metadata');
   rejects400(() => validateMetadata(['a']), 'metadata');
+  assert.deepEqual(Object.keys(validateMetadata(JSON.parse('{"__proto__": "x", "b": "y"}'))!), ['__proto__', 'b']);
   rejects400(() => validateMetadata('a=b'), 'metadata');
 });
 
