@@ -12,6 +12,9 @@ import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/step.ts';
 import { Rng } from '../src/engine/train/rng.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
+import { Graph } from '../src/engine/graph/ir.ts';
+import { matmul } from '../src/engine/graph/ops.ts';
+import { CompiledGraph } from '../src/engine/runtime/session.ts';
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(
@@ -64,6 +67,24 @@ const linearParams = L * (D * H * hd + 2 * D * KV * hd + H * hd * D + 3 * D * I)
 const attention = L * 2 * 2 * B * H * T * T * hd; // QKᵀ and PV, forward
 const forward = 2 * linearParams * n + attention;
 const flops = forward * (mode === 'lora' ? 2 : 3);
+
+// Calibration in the same run: one fp32 matrix product (ENGINE-NOTES: 216–242 GFLOP/s when idle).
+// If this is low, other processes share the cores and the step numbers below are low too.
+async function matmulGflops(): Promise<number> {
+  const g = new Graph();
+  g.output('y', matmul(g.input('a', [4096, 576]), g.input('b', [576, 1536])));
+  const s = await CompiledGraph.compile(g, { intraOpNumThreads: num('threads', 2) });
+  const feeds = { a: new Float32Array(4096 * 576).fill(0.5), b: new Float32Array(576 * 1536).fill(0.25) };
+  let best = Infinity;
+  for (let i = 0; i < 6; i++) {
+    const t = performance.now();
+    await s.run(feeds);
+    best = Math.min(best, performance.now() - t);
+  }
+  await s.release();
+  return (2 * 4096 * 576 * 1536) / (best / 1000) / 1e9;
+}
+console.log(`calibration: matmul 4096×576×1536 at ${(await matmulGflops()).toFixed(1)} GFLOP/s`);
 
 const times: number[] = [];
 const t0 = performance.now();
