@@ -2,6 +2,7 @@
 // runs the embedded worker when a job runner (the training engine) is supplied.
 import Fastify, { type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
+import { Ajv } from 'ajv';
 import { isLoopback, type Config } from '../config.ts';
 import { validateDataset } from '../domain/datasets.ts';
 import { validateJobFiles, type DatasetValidator } from '../scheduler/file-validation.ts';
@@ -42,11 +43,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger: options.logger ?? { level: config.logLevel },
     bodyLimit: config.limits.jsonBodyBytes,
     routerOptions: { maxParamLength: 1000 }, // fine-tuned model and checkpoint names are long
-    ajv: {
-      // Unknown keys are an error (not silently dropped), and query strings are coerced to their types.
-      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
-    },
   });
+  // Query strings and path params arrive as text and are coerced to their declared types; JSON
+  // bodies are not (a string where a number belongs is a 400). Unknown keys are an error, never
+  // silently dropped.
+  const queryAjv = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, strict: false });
+  const bodyAjv = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, strict: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
   app.decorate('store', store);
   if (ownsStore) app.addHook('onClose', async () => store.close());
 

@@ -133,6 +133,6 @@ export const json = (value: unknown) => ({ body: JSON.stringify(value), headers:
 export function form(fields: Record<string, string>, file?: { field: string; name: string; content: string | Buffer }): { body: FormData } {
   const data = new FormData();
   for (const [k, v] of Object.entries(fields)) data.append(k, v);
-  if (file) data.append(file.field, new Blob([file.content]), file.name);
+  if (file) data.append(file.field, new Blob([typeof file.content === "string" ? file.content : new Uint8Array(file.content)]), file.name);
   return { body: data };
 }
