@@ -36,8 +36,9 @@ export async function claimNextJob(store: Store, workerId: string, options: Clai
     if (skippedOrgs.has(candidate.organization_id)) continue;
     const claimed = await store.jobs.tryClaim(candidate.id, workerId, { now, leaseMs: options.leaseMs, maxRunningPerOrg: options.maxRunningPerOrg });
     if (claimed) return claimed;
-    // Either another worker took it, or the organization is at its limit: try other organizations.
-    skippedOrgs.add(candidate.organization_id);
+    // Still queued: its organization is at its limit, so skip that organization's other jobs.
+    // Otherwise another worker took it first: the next candidate may still be free.
+    if ((await store.jobs.get(candidate.id))?.status === 'queued') skippedOrgs.add(candidate.organization_id);
   }
   return undefined;
 }
