@@ -37,7 +37,8 @@ export function validationError(errors: AjvErrorLike[]): ApiError {
   if (first.keyword === 'required') message = `Missing required parameter: '${param}'.`;
   else if (first.keyword === 'additionalProperties') message = `Unrecognized request argument supplied: ${param}`;
   else if (first.keyword === 'enum') message = `Invalid value for '${param}': expected one of ${first.params.allowedValues.map((v: unknown) => `'${v}'`).join(', ')}.`;
-  else message = `Invalid '${param ?? 'request'}': ${first.message ?? 'invalid value'}.`;
+  else if (param === null) message = `Invalid request: ${first.message ?? 'invalid value'} (expected a JSON object body).`;
+  else message = `Invalid '${param}': ${first.message ?? 'invalid value'}.`;
   return new ApiError(400, message, 'invalid_request_error', param, first.keyword === 'required' ? 'missing_required_parameter' : 'invalid_value');
 }
 

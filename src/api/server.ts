@@ -50,6 +50,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const queryAjv = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, strict: false });
   const bodyAjv = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, strict: false });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
+  // An empty JSON body (curl -X POST -H 'content-type: application/json' …/cancel) means "no body",
+  // not malformed JSON; anything else goes through Fastify's own (prototype-poisoning-safe) parser.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body.toString();
+    if (text === '') return done(null, undefined);
+    return parseJson(request, text, done);
+  });
   app.decorate('store', store);
   if (ownsStore) app.addHook('onClose', async () => store.close());
 

@@ -152,3 +152,21 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     expectError(await server.request('GET', '/v1/fine_tuning/jobs?limit=0', A), 400, { param: 'limit' });
   });
 });
+
+describe('fine-tuning jobs: request bodies', () => {
+  it('treats an empty JSON body as none and rejects malformed or non-object JSON', async () => {
+    const server = await startTestServer({ env: { API_KEYS: 'sk-a:org-a' } });
+    try {
+      const headers = { 'content-type': 'application/json' };
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs/ftjob-x/cancel', { ...A, headers, body: '' }), 404);
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs', { ...A, headers, body: '{"model":' }), 400, { code: 'invalid_json' });
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs', { ...A, headers, body: '[1,2]' }), 400);
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs', { ...A, headers, body: '' }), 400);
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs', { ...A, headers, body: '{"__proto__":{"x":1},"model":"m","training_file":"f"}' }), 400);
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs', { ...A, headers: { 'content-type': 'text/plain' }, body: 'hi' }), 400, { message: /JSON object/ });
+      expectError(await server.request('POST', '/v1/fine_tuning/jobs', { ...A, headers: { 'content-type': 'application/xml' }, body: '<a/>' }), 415);
+    } finally {
+      await server.close();
+    }
+  });
+});
