@@ -1,0 +1,218 @@
+// The Llama-family decoder for generation: one forward step over T new tokens that attends to C
+// cached positions, as in HF's modeling_llama with a KV cache:
+//   x = embed(ids)
+//   for each layer:  q, k, v = rope(q), rope(k), v      from rmsnorm(x) (one fused qkv projection)
+//                    x = x + o_proj(softmax(q·[K_past | k]ᵀ/√d + mask)·[V_past | v])
+//                    x = x + down_proj(silu(gate) ⊙ up) from rmsnorm(x) (one fused gate|up projection)
+//   logits = rmsnorm(x[last]) @ lm_head
+// Prefill is a step with C = 0 (the whole prompt, padded to T); decode is a step with T = 1.
+// The graph returns only the new rows of K and V (the caller appends them to its cache): ORT copies
+// every output, so returning the whole cache each token would cost more than computing it.
+//
+// Shapes are static (the IR has no symbolic dims), so a step is compiled per (T, C) bucket; the
+// cache capacity C doubles as generation goes on, and `mask` hides the unused slots.
+//
+// Weights are laid out for this graph once at load (see `inferenceWeights`): linears transposed to
+// [in, out] so a one-token step is a plain GEMV in MLAS (no transposed-B packing per call), and
+// q|k|v and gate|up concatenated so each block runs three matmuls instead of seven.
+
+import type { ModelConfig } from '../models/config.ts';
+import { rmsNorm, rope } from '../models/llama.ts';
+import { Graph, type Tensor } from '../graph/ir.ts';
+import * as op from '../graph/ops.ts';
+
+/** One compiled step: T new tokens (padded), C cached positions (0 = prefill from scratch). */
+export interface StepShape {
+  newTokens: number;
+  pastCapacity: number;
+}
+
+/** Names of the step graph's inputs and outputs (the contract with the runner). */
+export const stepNames = {
+  inputIds: 'input_ids', // [T] int64
+  cos: 'rope_cos', // [T, headDim] for the tokens' absolute positions
+  sin: 'rope_sin',
+  mask: 'attention_mask', // [T, C + T] additive: 0 = visible, −1e9 = hidden
+  lastRow: 'last_row', // [1] int64: which of the T rows to take logits from
+  pastKey: (l: number) => `past_key.${l}`, // [kvHeads, C, headDim]
+  pastValue: (l: number) => `past_value.${l}`,
+  logits: 'logits', // [vocab]
+  newKey: (l: number) => `new_key.${l}`, // [kvHeads, T, headDim], after RoPE
+  newValue: (l: number) => `new_value.${l}`,
+};
+
+/** Weight names of the inference layout (distinct from HF names: these are fused and transposed). */
+export const inferenceWeightNames = {
+  embed: 'embed', // [vocab, D]
+  lmHead: 'lm_head_t', // [D, vocab]
+  finalNorm: 'norm', // [D]
+  attnNorm: (l: number) => `layers.${l}.attn_norm`, // [D]
+  qkv: (l: number) => `layers.${l}.qkv_t`, // [D, (H + 2·KV)·hd]
+  qkvBias: (l: number) => `layers.${l}.qkv_bias`, // [(H + 2·KV)·hd]
+  o: (l: number) => `layers.${l}.o_t`, // [H·hd, D]
+  oBias: (l: number) => `layers.${l}.o_bias`,
+  mlpNorm: (l: number) => `layers.${l}.mlp_norm`,
+  gateUp: (l: number) => `layers.${l}.gate_up_t`, // [D, 2·I]
+  gateUpBias: (l: number) => `layers.${l}.gate_up_bias`,
+  down: (l: number) => `layers.${l}.down_t`, // [I, D]
+  downBias: (l: number) => `layers.${l}.down_bias`,
+};
+
+/** The weights the step graph reads, with their shapes (biases only where the config has them). */
+export function inferenceWeightShapes(cfg: ModelConfig): Map<string, number[]> {
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I, vocabSize: V } = cfg;
+  const n = inferenceWeightNames;
+  const qkvWidth = (H + 2 * KV) * hd;
+  const shapes = new Map<string, number[]>([[n.embed, [V, D]], [n.lmHead, [D, V]], [n.finalNorm, [D]]]);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    shapes.set(n.attnNorm(l), [D]);
+    shapes.set(n.qkv(l), [D, qkvWidth]);
+    if (cfg.attentionBias) shapes.set(n.qkvBias(l), [qkvWidth]);
+    shapes.set(n.o(l), [H * hd, D]);
+    if (cfg.outputBias) shapes.set(n.oBias(l), [D]);
+    shapes.set(n.mlpNorm(l), [D]);
+    shapes.set(n.gateUp(l), [D, 2 * I]);
+    if (cfg.mlpBias) shapes.set(n.gateUpBias(l), [2 * I]);
+    shapes.set(n.down(l), [I, D]);
+    if (cfg.mlpBias) shapes.set(n.downBias(l), [D]);
+  }
+  return shapes;
+}
+
+/** [out, in] row-major → [in, out] row-major. */
+function transposed(w: Float32Array, outF: number, inF: number): Float32Array {
+  const t = new Float32Array(w.length);
+  for (let o = 0; o < outF; o++) {
+    const row = o * inF;
+    for (let i = 0; i < inF; i++) t[i * outF + o] = w[row + i];
+  }
+  return t;
+}
+
+/** Several [out_k, in] matrices → one [in, Σ out_k] matrix (their outputs side by side). */
+function fusedTransposed(parts: { w: Float32Array; outF: number }[], inF: number): Float32Array {
+  const width = parts.reduce((s, p) => s + p.outF, 0);
+  const t = new Float32Array(inF * width);
+  let col = 0;
+  for (const { w, outF } of parts) {
+    for (let o = 0; o < outF; o++) {
+      const row = o * inF;
+      for (let i = 0; i < inF; i++) t[i * width + col + o] = w[row + i];
+    }
+    col += outF;
+  }
+  return t;
+}
+
+function concatenated(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let at = 0;
+  for (const p of parts) out.set(p, (at += p.length) - p.length);
+  return out;
+}
+
+/**
+ * HF weights (names as in llamaWeightShapes, LoRA already merged) → the inference layout.
+ * `take` is called once per HF name; it may drop its own reference so that the HF copy can be
+ * collected as each layer is converted (peak memory ≈ one layer above the model).
+ */
+export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Float32Array): Map<string, Float32Array> {
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I, vocabSize: V } = cfg;
+  const n = inferenceWeightNames;
+  const out = new Map<string, Float32Array>();
+  const embed = take('model.embed_tokens.weight');
+  out.set(n.embed, embed);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    const a = `${p}.self_attn`;
+    const m = `${p}.mlp`;
+    out.set(n.attnNorm(l), take(`${p}.input_layernorm.weight`));
+    out.set(n.qkv(l), fusedTransposed([
+      { w: take(`${a}.q_proj.weight`), outF: H * hd },
+      { w: take(`${a}.k_proj.weight`), outF: KV * hd },
+      { w: take(`${a}.v_proj.weight`), outF: KV * hd },
+    ], D));
+    if (cfg.attentionBias) out.set(n.qkvBias(l), concatenated([take(`${a}.q_proj.bias`), take(`${a}.k_proj.bias`), take(`${a}.v_proj.bias`)]));
+    out.set(n.o(l), transposed(take(`${a}.o_proj.weight`), D, H * hd));
+    if (cfg.outputBias) out.set(n.oBias(l), take(`${a}.o_proj.bias`));
+    out.set(n.mlpNorm(l), take(`${p}.post_attention_layernorm.weight`));
+    out.set(n.gateUp(l), fusedTransposed([
+      { w: take(`${m}.gate_proj.weight`), outF: I },
+      { w: take(`${m}.up_proj.weight`), outF: I },
+    ], D));
+    if (cfg.mlpBias) out.set(n.gateUpBias(l), concatenated([take(`${m}.gate_proj.bias`), take(`${m}.up_proj.bias`)]));
+    out.set(n.down(l), transposed(take(`${m}.down_proj.weight`), D, I));
+    if (cfg.mlpBias) out.set(n.downBias(l), take(`${m}.down_proj.bias`));
+  }
+  out.set(n.finalNorm, take('model.norm.weight'));
+  // A tied head is stored a second time, transposed: the GEMV over [D, V] is the largest matmul of
+  // a small model's decode step, and the transposed-B path would repack it every token.
+  out.set(n.lmHead, transposed(cfg.tieWordEmbeddings ? embed : take('lm_head.weight'), V, D));
+  return out;
+}
+
+/** The step graph for one (T, C) bucket. All weights are graph inputs (fed once, kept resident). */
+export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
+  const { newTokens: T, pastCapacity: C } = shape;
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I, rmsNormEps: eps } = cfg;
+  const G = H / KV; // query heads per key/value head
+  const g = new Graph('float32');
+  const shapes = inferenceWeightShapes(cfg);
+  const W = (name: string) => g.inputs.find((t) => t.name === name) ?? g.input(name, shapes.get(name)!);
+  const Wopt = (name: string) => (shapes.has(name) ? W(name) : null);
+  const n = inferenceWeightNames;
+  const s = stepNames;
+
+  const linear = (x: Tensor, weight: string, bias: string): Tensor => {
+    const y = op.matmul(x, W(weight));
+    const b = Wopt(bias);
+    return b ? op.add(y, b) : y;
+  };
+
+  const inputIds = g.input(s.inputIds, [T], 'int64');
+  const cos = g.input(s.cos, [T, hd]);
+  const sin = g.input(s.sin, [T, hd]);
+  const mask = g.input(s.mask, [T, C + T]);
+  const lastRow = g.input(s.lastRow, [1], 'int64');
+
+  let x = op.gather(W(n.embed), inputIds); // [T, D]
+  for (let l = 0; l < cfg.numLayers; l++) {
+    // --- attention over [cached | new] positions
+    const h = rmsNorm(x, W(n.attnNorm(l)), eps);
+    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [T, (H + 2·KV)·hd]
+    // q as [KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is one
+    // batched matmul per k/v head with no repeat of K or V.
+    const q4 = op.transpose(op.reshape(op.slice(qkv, 1, 0, H * hd), [T, KV, G, hd]), [1, 2, 0, 3]); // [KV, G, T, hd]
+    const q = op.reshape(op.mul(rope(q4, cos, sin), 1 / Math.sqrt(hd)), [KV, G * T, hd]);
+    const kvHeads = (from: number) => op.transpose(op.reshape(op.slice(qkv, 1, from, from + KV * hd), [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
+    const k = rope(kvHeads(H * hd), cos, sin);
+    const v = kvHeads((H + KV) * hd);
+    g.output(s.newKey(l), k);
+    g.output(s.newValue(l), v);
+
+    // Scores against the cache and against the new tokens are computed apart and joined (small:
+    // [KV, G·T, C + T]) rather than concatenating K itself, which would copy the whole cache.
+    const pastKey = C > 0 ? g.input(s.pastKey(l), [KV, C, hd]) : null;
+    const pastValue = C > 0 ? g.input(s.pastValue(l), [KV, C, hd]) : null;
+    const newScores = op.matmul(q, op.T(k)); // [KV, G·T, T]
+    const scores = pastKey ? op.concat([op.matmul(q, op.T(pastKey)), newScores], 2) : newScores;
+    const masked = op.add(op.reshape(scores, [KV, G, T, C + T]), mask); // mask broadcasts over heads
+    const probs = op.reshape(op.softmax(masked), [KV, G * T, C + T]);
+    let context = op.matmul(pastValue ? op.slice(probs, 2, C, C + T) : probs, v); // [KV, G·T, hd]
+    if (pastValue) context = op.add(op.matmul(op.slice(probs, 2, 0, C), pastValue), context);
+    const heads = op.reshape(op.transpose(op.reshape(context, [H, T, hd]), [1, 0, 2]), [T, H * hd]);
+    x = op.add(x, linear(heads, n.o(l), n.oBias(l)));
+
+    // --- SwiGLU MLP
+    const h2 = rmsNorm(x, W(n.mlpNorm(l)), eps);
+    const gateUp = linear(h2, n.gateUp(l), n.gateUpBias(l)); // [T, 2·I]
+    const gated = op.mul(op.silu(op.slice(gateUp, 1, 0, I)), op.slice(gateUp, 1, I, 2 * I));
+    x = op.add(x, linear(gated, n.down(l), n.downBias(l)));
+  }
+
+  // Only the last real token's logits are needed to pick the next token.
+  const last = op.reshape(op.gather(x, lastRow), [1, D]);
+  const logits = op.matmul(rmsNorm(last, W(n.finalNorm), eps), W(n.lmHead));
+  g.output(s.logits, op.reshape(logits, [cfg.vocabSize]));
+  return g;
+}

@@ -1,0 +1,148 @@
+// Runs the decoder one step at a time over a KvCache: prefill feeds the prompt (in chunks of at
+// most MAX_CHUNK tokens, each padded up to a power of two), decode feeds one token. Each (T, C)
+// shape is compiled once, on first use, with every weight made resident in its session.
+
+import type { ModelConfig } from '../models/config.ts';
+import { ropeTables } from '../models/llama.ts';
+import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
+import { buildDecoderStep, stepNames, type StepShape } from './decoder.ts';
+import { KvCache } from './kv-cache.ts';
+
+/** Longest prefill chunk: attention within a chunk is [T, T] per head, so keep T moderate. */
+export const MAX_CHUNK = 512;
+const MIN_CHUNK = 16;
+const HIDDEN = -1e9;
+
+function chunkBucket(tokens: number): number {
+  if (tokens === 1) return 1;
+  let t = MIN_CHUNK;
+  while (t < tokens) t *= 2;
+  return Math.min(t, MAX_CHUNK);
+}
+
+export class DecoderSteps {
+  private readonly sessions = new Map<string, Promise<CompiledGraph>>();
+  private ropeCos = new Float32Array(0);
+  private ropeSin = new Float32Array(0);
+  private ropePositions = 0;
+
+  constructor(
+    readonly cfg: ModelConfig,
+    private readonly weights: Map<string, Float32Array>,
+    private readonly settings: SessionSettings = {},
+  ) {}
+
+  newCache(): KvCache {
+    return new KvCache(this.cfg);
+  }
+
+  /** Feeds `tokens` at the cache's next positions; returns the logits after the last of them. */
+  async forward(cache: KvCache, tokens: ArrayLike<number>): Promise<Float32Array> {
+    if (tokens.length === 0) throw new Error('forward: no tokens');
+    let logits: Float32Array | null = null;
+    for (let at = 0; at < tokens.length; at += MAX_CHUNK) {
+      const chunk = Array.from(tokens).slice(at, at + MAX_CHUNK);
+      logits = await this.step(cache, chunk);
+    }
+    return logits!;
+  }
+
+  private async step(cache: KvCache, tokens: number[]): Promise<Float32Array> {
+    const count = tokens.length;
+    const T = chunkBucket(count);
+    const past = cache.length;
+    // Prefill from scratch needs no cache inputs; otherwise the cache must already hold `past`.
+    if (past > 0) cache.reserve(past);
+    const C = past === 0 ? 0 : cache.capacity;
+    const session = await this.session({ newTokens: T, pastCapacity: C });
+    const hd = this.cfg.headDim;
+    this.ensureRope(past + T);
+
+    const inputIds = new BigInt64Array(T);
+    for (let i = 0; i < count; i++) inputIds[i] = BigInt(tokens[i]);
+    // Padded rows sit at position `past` too; their outputs are never read.
+    const cos = new Float32Array(T * hd);
+    const sin = new Float32Array(T * hd);
+    cos.set(this.ropeCos.subarray(past * hd, (past + count) * hd));
+    sin.set(this.ropeSin.subarray(past * hd, (past + count) * hd));
+    const feeds: Record<string, HostArray> = {
+      [stepNames.inputIds]: inputIds,
+      [stepNames.cos]: cos,
+      [stepNames.sin]: sin,
+      [stepNames.mask]: this.mask(T, C, past, count),
+      [stepNames.lastRow]: BigInt64Array.of(BigInt(count - 1)),
+    };
+    for (let l = 0; l < this.cfg.numLayers && C > 0; l++) {
+      feeds[stepNames.pastKey(l)] = cache.keys[l];
+      feeds[stepNames.pastValue(l)] = cache.values[l];
+    }
+    const out = await session.run(feeds);
+    const newKeys: Float32Array[] = [];
+    const newValues: Float32Array[] = [];
+    for (let l = 0; l < this.cfg.numLayers; l++) {
+      newKeys.push(out[stepNames.newKey(l)] as Float32Array);
+      newValues.push(out[stepNames.newValue(l)] as Float32Array);
+    }
+    cache.append(newKeys, newValues, T, count);
+    return out[stepNames.logits] as Float32Array;
+  }
+
+  /**
+   * Additive mask [T, C + T]. Query i (position past + i) sees cached slots j < past and new
+   * tokens k ≤ i, within the sliding window if the model has one. A padded row sees only itself,
+   * so its softmax stays finite.
+   */
+  private mask(T: number, C: number, past: number, count: number): Float32Array {
+    const width = C + T;
+    const mask = new Float32Array(T * width).fill(HIDDEN);
+    const window = this.cfg.slidingWindow;
+    for (let i = 0; i < T; i++) {
+      const row = i * width;
+      if (i >= count) {
+        mask[row + C + i] = 0;
+        continue;
+      }
+      const position = past + i;
+      const oldest = window ? Math.max(0, position - window + 1) : 0;
+      for (let j = oldest; j < past; j++) mask[row + j] = 0;
+      for (let k = Math.max(0, oldest - past); k <= i; k++) mask[row + C + k] = 0;
+    }
+    return mask;
+  }
+
+  private ensureRope(positions: number): void {
+    if (positions <= this.ropePositions) return;
+    let n = Math.max(256, this.ropePositions);
+    while (n < positions) n *= 2;
+    const { cos, sin } = ropeTables(this.cfg, n);
+    this.ropeCos = Float32Array.from(cos);
+    this.ropeSin = Float32Array.from(sin);
+    this.ropePositions = n;
+  }
+
+  private session(shape: StepShape): Promise<CompiledGraph> {
+    const key = `${shape.newTokens}x${shape.pastCapacity}`;
+    let session = this.sessions.get(key);
+    if (!session) {
+      session = (async () => {
+        const compiled = await CompiledGraph.compile(buildDecoderStep(this.cfg, shape), this.settings);
+        for (const [name, data] of this.weights) compiled.setResident(name, data);
+        return compiled;
+      })();
+      this.sessions.set(key, session);
+      session.catch(() => this.sessions.delete(key));
+    }
+    return session;
+  }
+
+  /** Compiled (T, C) shapes so far, e.g. for a benchmark's warm-up. */
+  get compiledShapes(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  async release(): Promise<void> {
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of sessions) await (await s).release();
+  }
+}

@@ -1,0 +1,83 @@
+// The KV-cache decoder against the training graph: prefill + one-token decode steps give the same
+// logits as llamaLogits over the whole sequence, at every position (f32 tolerance).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
+import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
+import { llamaLogits } from '../../../src/engine/models/llama.ts';
+import type { ModelConfig } from '../../../src/engine/models/config.ts';
+import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
+import { inferenceWeights } from '../../../src/engine/infer/decoder.ts';
+import { DecoderSteps } from '../../../src/engine/infer/steps.ts';
+import { randomWeights, tinyConfig } from '../models/llama-fixtures.ts';
+
+const tinyLlamaDir = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
+
+/** Logits [T, vocab] of one sequence through the training graph (the reference). */
+export async function fullForward(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[]): Promise<Float32Array> {
+  const T = ids.length;
+  const g = new Graph('float32');
+  const inputs = {
+    inputIds: g.input('input_ids', [1, T], 'int64'),
+    positionIds: g.input('position_ids', [1, T], 'int64'),
+    segmentIds: g.input('segment_ids', [1, T], 'int64'),
+  };
+  const seen = new Map<string, Tensor>();
+  g.output('logits', llamaLogits(g, cfg, inputs, { weight: (name, shape) => seen.get(name) ?? seen.set(name, g.input(name, shape)).get(name)! }));
+  const session = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
+  const out = await session.run({
+    input_ids: BigInt64Array.from(ids.map(BigInt)),
+    position_ids: BigInt64Array.from(ids.map((_, i) => BigInt(i))),
+    segment_ids: new BigInt64Array(T).fill(1n),
+    ...Object.fromEntries(weights),
+  });
+  await session.release();
+  return out.logits as Float32Array;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+async function checkCachedDecoding(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[], promptLength: number, tolerance: number) {
+  const reference = await fullForward(cfg, weights, ids);
+  const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => weights.get(name)!), { intraOpNumThreads: 1 });
+  const cache = steps.newCache();
+  const V = cfg.vocabSize;
+  const expectAt = (position: number, logits: Float32Array) => {
+    const diff = maxAbsDiff(logits, reference.subarray(position * V, (position + 1) * V));
+    assert.ok(diff < tolerance, `position ${position}: max |Δlogit| ${diff}`);
+  };
+  expectAt(promptLength - 1, await steps.forward(cache, ids.slice(0, promptLength)));
+  for (let p = promptLength; p < ids.length; p++) expectAt(p, await steps.forward(cache, [ids[p]]));
+  assert.equal(cache.length, ids.length);
+  await steps.release();
+}
+
+const f32 = (w: Map<string, Float64Array | Float32Array>) => new Map([...w].map(([k, v]) => [k, Float32Array.from(v)]));
+
+test('tiny-llama: prefill + cached decode equal a full forward at every position', async () => {
+  const { config, weights } = loadHfModel(tinyLlamaDir);
+  const data = new Map([...weights].map(([k, v]) => [k, v.data]));
+  // 70 positions: the cache grows from 64 to 128 slots on the way.
+  const ids = Array.from({ length: 70 }, (_, i) => (i * 37 + 11) % config.vocabSize);
+  await checkCachedDecoding(config, data, ids, 5, 2e-4);
+});
+
+test('random GQA config with qkv bias, untied head, llama3 rope scaling', async () => {
+  const cfg = tinyConfig({
+    architecture: 'qwen2', attentionBias: true, tieWordEmbeddings: false, numHeads: 6, numKvHeads: 2, headDim: 8, hiddenSize: 24,
+    ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 },
+  });
+  const ids = Array.from({ length: 24 }, (_, i) => (i * 7 + 3) % cfg.vocabSize);
+  await checkCachedDecoding(cfg, f32(randomWeights(cfg, 5, false)), ids, 19, 1e-4);
+});
+
+test('tied embeddings, sliding window, and a prompt longer than one prefill chunk', async () => {
+  const cfg = tinyConfig({ slidingWindow: 6, maxPositionEmbeddings: 1024 });
+  const ids = Array.from({ length: 530 }, (_, i) => (i * 13 + 1) % cfg.vocabSize);
+  await checkCachedDecoding(cfg, f32(randomWeights(cfg, 9, false)), ids, 520, 1e-4);
+});
