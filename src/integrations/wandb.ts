@@ -1,0 +1,466 @@
+// Weights & Biases: the `integrations` parameter of job creation, and a logger that sends a job's
+// metrics to W&B through its HTTP API when WANDB_API_KEY is configured.
+//
+// W&B's wire protocol, as its own SDK uses it (learned from the wandb client, not copied):
+// - every request authenticates with HTTP Basic, user `api`, password the API key;
+// - a run is created (or found again: it is an upsert) by the GraphQL mutation `upsertBucket`
+//   on POST {base}/graphql, where the bucket `name` is the run id, `modelName` the project,
+//   `entityName` the team or user (null: the key's default entity, returned in the answer);
+// - history goes to POST {base}/files/{entity}/{project}/{run}/file_stream as
+//   {"files": {"wandb-history.jsonl": {"offset": <index of the first line>, "content": [<JSON lines>]}}},
+//   the summary as "wandb-summary.json" at offset 0, and the run ends with {"complete": true, "exitcode": n}.
+//
+// Nothing here can fail a job: every error is caught, logged, and turns the run into a no-op.
+import { invalidParam } from '../domain/errors.ts';
+
+// ---------------------------------------------------------------------------------------------
+// The `integrations` request parameter
+
+export interface WandbSettings {
+  project: string;
+  name?: string | null;
+  entity?: string | null;
+  tags?: string[];
+}
+
+export interface WandbIntegration {
+  type: 'wandb';
+  wandb: WandbSettings;
+}
+
+/** FineTuningJob.integrations has maxItems 5 in OpenAI's spec. */
+export const MAX_INTEGRATIONS = 5;
+/** W&B refuses tags outside 1–64 characters ("must be between 1 and 64 characters"). */
+export const MAX_WANDB_TAG_LENGTH = 64;
+/** W&B's limits on project names (its SDK checks them the same way). */
+export const MAX_WANDB_PROJECT_LENGTH = 128;
+const WANDB_FORBIDDEN_NAME_CHARS = /[/\\#?%:]/;
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A value quoted for an error message, cut short. */
+function describe(v: unknown): string {
+  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+function checkName(value: unknown, param: string, what: string): string {
+  if (typeof value !== 'string') throw invalidParam(param, `Invalid '${param}': expected a string, but got ${describe(value)} instead.`);
+  if (value.length === 0 || value.length > MAX_WANDB_PROJECT_LENGTH) {
+    throw invalidParam(param, `Invalid '${param}': a W&B ${what} name must be 1 to ${MAX_WANDB_PROJECT_LENGTH} characters long.`);
+  }
+  if (WANDB_FORBIDDEN_NAME_CHARS.test(value)) {
+    throw invalidParam(param, `Invalid '${param}': a W&B ${what} name cannot contain any of / \\ # ? % :, but got ${describe(value)}.`);
+  }
+  return value;
+}
+
+function validateWandbSettings(raw: unknown, param: string): WandbSettings {
+  if (!isPlainObject(raw)) throw invalidParam(param, `Invalid '${param}': expected an object, but got ${describe(raw)} instead.`);
+  for (const key of Object.keys(raw)) {
+    if (!['project', 'name', 'entity', 'tags'].includes(key)) throw invalidParam(`${param}.${key}`, `Unknown parameter: '${param}.${key}'.`);
+  }
+  if (raw.project === undefined || raw.project === null) throw invalidParam(`${param}.project`, `Missing required parameter: '${param}.project'.`);
+  const settings: WandbSettings = { project: checkName(raw.project, `${param}.project`, 'project') };
+
+  if (raw.name !== undefined) {
+    if (raw.name !== null && typeof raw.name !== 'string') {
+      throw invalidParam(`${param}.name`, `Invalid '${param}.name': expected a string or null, but got ${describe(raw.name)} instead.`);
+    }
+    settings.name = raw.name;
+  }
+  if (raw.entity !== undefined) settings.entity = raw.entity === null ? null : checkName(raw.entity, `${param}.entity`, 'entity');
+  if (raw.tags !== undefined) {
+    if (!Array.isArray(raw.tags)) throw invalidParam(`${param}.tags`, `Invalid '${param}.tags': expected an array of strings, but got ${describe(raw.tags)} instead.`);
+    settings.tags = raw.tags.map((tag, i) => {
+      const tagParam = `${param}.tags[${i}]`;
+      if (typeof tag !== 'string') throw invalidParam(tagParam, `Invalid '${tagParam}': expected a string, but got ${describe(tag)} instead.`);
+      if (tag.length === 0 || tag.length > MAX_WANDB_TAG_LENGTH) {
+        throw invalidParam(tagParam, `Invalid '${tagParam}': W&B tags must be 1 to ${MAX_WANDB_TAG_LENGTH} characters long, but got ${tag.length}.`);
+      }
+      return tag;
+    });
+  }
+  return settings;
+}
+
+/**
+ * Checks the `integrations` of a job create request against OpenAI's spec (an array of at most 5
+ * `{type: 'wandb', wandb: {project, name?, entity?, tags?}}`) and W&B's own naming rules, so that
+ * a job is refused up front rather than silently failing to log later. Returns a clean copy
+ * (null when absent), or throws a 400 naming the offending parameter.
+ */
+export function validateIntegrations(value: unknown): WandbIntegration[] | null {
+  if (value === undefined || value === null) return null;
+  if (!Array.isArray(value)) throw invalidParam('integrations', `Invalid 'integrations': expected an array, but got ${describe(value)} instead.`);
+  if (value.length > MAX_INTEGRATIONS) {
+    throw invalidParam('integrations', `Invalid 'integrations': expected at most ${MAX_INTEGRATIONS} integrations, but got ${value.length}.`);
+  }
+  return value.map((item, i) => {
+    const param = `integrations[${i}]`;
+    if (!isPlainObject(item)) throw invalidParam(param, `Invalid '${param}': expected an object, but got ${describe(item)} instead.`);
+    for (const key of Object.keys(item)) {
+      if (key !== 'type' && key !== 'wandb') throw invalidParam(`${param}.${key}`, `Unknown parameter: '${param}.${key}'.`);
+    }
+    if (item.type === undefined || item.type === null) throw invalidParam(`${param}.type`, `Missing required parameter: '${param}.type'.`);
+    if (item.type !== 'wandb') {
+      throw invalidParam(`${param}.type`, `Invalid '${param}.type': only 'wandb' integrations are supported, but got ${describe(item.type)}.`);
+    }
+    if (item.wandb === undefined || item.wandb === null) throw invalidParam(`${param}.wandb`, `Missing required parameter: '${param}.wandb'.`);
+    return { type: 'wandb' as const, wandb: validateWandbSettings(item.wandb, `${param}.wandb`) };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging a job to W&B
+
+type Log = (msg: string, extra?: Record<string, unknown>) => void;
+
+export const DEFAULT_WANDB_BASE_URL = 'https://api.wandb.ai';
+
+export interface WandbLoggerOptions {
+  /** No key: the logger does nothing (and says so once, when a job asks for W&B). */
+  apiKey?: string | null;
+  baseUrl?: string;
+  fetch?: typeof fetch;
+  log?: Log;
+  /** History lines are batched and sent at most this often (default 2000 ms). */
+  flushIntervalMs?: number;
+  /** With nothing to send, a keep-alive is posted this often so W&B does not mark the run crashed (default 30 s). */
+  heartbeatMs?: number;
+  /** One request is abandoned after this long (default 10 000 ms). */
+  requestTimeoutMs?: number;
+  /** After this many failed posts in a row the run stops sending (default 5). */
+  maxConsecutiveFailures?: number;
+  /** Prefix of the default tags `<prefix>/finetune`, `<prefix>/<base model>`, `<prefix>/<job id>`;
+   * 'openai' by default, as OpenAI tags its runs, so existing W&B filters keep working. */
+  defaultTagPrefix?: string;
+  /** Clock in milliseconds (tests). */
+  now?: () => number;
+}
+
+/** `apiKey` from WANDB_API_KEY and `baseUrl` from WANDB_BASE_URL (default https://api.wandb.ai). */
+export function wandbOptionsFromEnv(env: Record<string, string | undefined>): Pick<WandbLoggerOptions, 'apiKey' | 'baseUrl'> {
+  const apiKey = env.WANDB_API_KEY?.trim() || null;
+  const baseUrl = env.WANDB_BASE_URL?.trim() || DEFAULT_WANDB_BASE_URL;
+  let parsed: URL | null = null;
+  try {
+    parsed = new URL(baseUrl);
+  } catch {
+    /* reported below */
+  }
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) throw new Error(`WANDB_BASE_URL: '${baseUrl}' is not an http(s) URL`);
+  return { apiKey, baseUrl };
+}
+
+/** What the job lifecycle knows about a job when it starts training. */
+export interface WandbJobInfo {
+  id: string;
+  /** Base model, for the default tag. */
+  model: string;
+  /** The job's stored `integrations` (already validated at creation). */
+  integrations: readonly unknown[] | null | undefined;
+  /** Shown as the run's config in W&B: hyperparameters, method, files, seed… */
+  config?: Record<string, unknown>;
+}
+
+/** A step's metrics as the job's `metrics` events carry them: `step` plus named numbers. */
+export type StepMetrics = { step?: number } & Record<string, unknown>;
+
+export type JobOutcome = 'succeeded' | 'failed' | 'cancelled';
+
+/** The W&B side of one job: zero or more runs (one per wandb integration). Never throws. */
+export interface WandbJobLog {
+  /** How many W&B runs receive this job's metrics (0 when disabled or not requested). */
+  readonly runCount: number;
+  /** Queues one step's metrics; sent in batches. */
+  log(metrics: StepMetrics): void;
+  /** Sends what is queued, the summary, and marks the runs finished (exit code 0 only on success). */
+  finish(outcome: JobOutcome, summary?: Record<string, unknown>): Promise<void>;
+}
+
+const NO_OP_JOB_LOG: WandbJobLog = { runCount: 0, log() {}, async finish() {} };
+
+const UPSERT_BUCKET = `mutation UpsertBucket($name: String, $project: String, $entity: String, $displayName: String, $tags: [String!], $config: JSONString) {
+  upsertBucket(input: {name: $name, modelName: $project, entityName: $entity, displayName: $displayName, tags: $tags, config: $config}) {
+    bucket { id name displayName historyLineCount project { name entity { name } } }
+    inserted
+  }
+}`;
+
+const HISTORY_FILE = 'wandb-history.jsonl';
+const SUMMARY_FILE = 'wandb-summary.json';
+/** Lines per file_stream post; W&B's own client splits posts well below its 10 MB limit. */
+const MAX_LINES_PER_POST = 1000;
+/** Lines kept while W&B is unreachable; the oldest are dropped beyond this. */
+const MAX_BUFFERED_LINES = 10_000;
+
+export class WandbLogger {
+  readonly enabled: boolean;
+  private readonly apiKey: string | null;
+  private readonly baseUrl: string;
+  /** @internal timings and hooks, shared with the runs */
+  readonly settings: Required<Pick<WandbLoggerOptions, 'flushIntervalMs' | 'heartbeatMs' | 'requestTimeoutMs' | 'maxConsecutiveFailures' | 'defaultTagPrefix' | 'now' | 'log'>>;
+  private readonly fetch: typeof fetch;
+  private saidDisabled = false;
+
+  constructor(options: WandbLoggerOptions = {}) {
+    this.apiKey = options.apiKey || null;
+    this.enabled = this.apiKey !== null;
+    this.baseUrl = (options.baseUrl ?? DEFAULT_WANDB_BASE_URL).replace(/\/+$/, '');
+    this.fetch = options.fetch ?? globalThis.fetch;
+    this.settings = {
+      log: options.log ?? (() => {}),
+      flushIntervalMs: options.flushIntervalMs ?? 2000,
+      heartbeatMs: options.heartbeatMs ?? 30_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+      maxConsecutiveFailures: options.maxConsecutiveFailures ?? 5,
+      defaultTagPrefix: options.defaultTagPrefix ?? 'openai',
+      now: options.now ?? Date.now,
+    };
+  }
+
+  static fromEnv(env: Record<string, string | undefined>, options: Omit<WandbLoggerOptions, 'apiKey' | 'baseUrl'> = {}): WandbLogger {
+    return new WandbLogger({ ...options, ...wandbOptionsFromEnv(env) });
+  }
+
+  /**
+   * Creates the job's W&B runs (one per wandb integration). Resolves to a no-op when the job asks
+   * for no W&B, when no key is configured, or when W&B cannot be reached; never rejects.
+   */
+  async startJob(job: WandbJobInfo): Promise<WandbJobLog> {
+    const settings = (job.integrations ?? [])
+      .filter((i): i is WandbIntegration => isPlainObject(i) && i.type === 'wandb' && isPlainObject(i.wandb))
+      .map((i) => i.wandb);
+    if (settings.length === 0) return NO_OP_JOB_LOG;
+    if (!this.enabled) {
+      if (!this.saidDisabled) {
+        this.saidDisabled = true;
+        this.settings.log('W&B integration requested but WANDB_API_KEY is not set: metrics are not sent to Weights & Biases (said once)', { job: job.id });
+      }
+      return NO_OP_JOB_LOG;
+    }
+    // The run id is the job id, so two integrations naming the same project would be one run.
+    const seen = new Set<string>();
+    const distinct = settings.filter((s) => {
+      const key = `${s.entity ?? ''}/${s.project}`;
+      return seen.has(key) ? false : (seen.add(key), true);
+    });
+    const runs = (await Promise.all(distinct.map((s) => this.startRun(job, s)))).filter((r): r is WandbRun => r !== null);
+    if (runs.length === 0) return NO_OP_JOB_LOG;
+    return {
+      runCount: runs.length,
+      log: (metrics) => runs.forEach((run) => run.log(metrics)),
+      finish: async (outcome, summary) => {
+        await Promise.all(runs.map((run) => run.finish(outcome, summary)));
+      },
+    };
+  }
+
+  private async startRun(job: WandbJobInfo, settings: WandbSettings): Promise<WandbRun | null> {
+    const prefix = this.settings.defaultTagPrefix;
+    const tags = [...new Set([`${prefix}/finetune`, `${prefix}/${job.model}`, `${prefix}/${job.id}`, ...(settings.tags ?? [])])]
+      .map((t) => t.slice(0, MAX_WANDB_TAG_LENGTH)) // a long base-model name must not make W&B refuse the run
+      .filter(Boolean);
+    // W&B keeps config values as {"value": …} per key.
+    const config = Object.fromEntries(Object.entries(job.config ?? {}).map(([k, v]) => [k, { value: v }]));
+    const variables = {
+      name: job.id,
+      project: settings.project,
+      entity: settings.entity ?? null,
+      displayName: settings.name || job.id,
+      tags,
+      config: JSON.stringify(config),
+    };
+    const where = { job: job.id, project: settings.project, entity: settings.entity ?? null };
+    try {
+      const answer = await this.request('/graphql', { query: UPSERT_BUCKET, variables });
+      const bucket = answer?.data?.upsertBucket?.bucket;
+      if (answer?.errors?.length || !bucket) {
+        throw new Error(`upsertBucket answered ${JSON.stringify(answer?.errors ?? answer).slice(0, 300)}`);
+      }
+      const entity: unknown = bucket.project?.entity?.name ?? settings.entity;
+      if (typeof entity !== 'string' || !entity) throw new Error('W&B did not say which entity the run belongs to');
+      const run = new WandbRun(this, {
+        entity,
+        project: typeof bucket.project?.name === 'string' ? bucket.project.name : settings.project,
+        runId: typeof bucket.name === 'string' ? bucket.name : job.id,
+        // A job resumed after a restart upserts the same run; history continues after its last line.
+        firstLine: Number.isInteger(bucket.historyLineCount) ? bucket.historyLineCount : 0,
+      });
+      this.settings.log('W&B run started', { ...where, entity, run: run.runId });
+      return run;
+    } catch (err) {
+      this.settings.log('W&B run could not be created: metrics of this job are not sent to W&B', { ...where, error: errorText(err) });
+      return null;
+    }
+  }
+
+  /** POSTs JSON with the key's Basic auth; resolves to the parsed answer, rejects on failure. */
+  async request(path: string, body: unknown): Promise<any> {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), this.settings.requestTimeoutMs);
+    try {
+      const response = await this.fetch(this.baseUrl + path, {
+        method: 'POST',
+        headers: {
+          authorization: `Basic ${Buffer.from(`api:${this.apiKey}`).toString('base64')}`,
+          'content-type': 'application/json',
+          'user-agent': 'tuneforge',
+        },
+        body: JSON.stringify(body),
+        signal: timeout.signal,
+      });
+      const text = await response.text();
+      if (!response.ok) throw new Error(`HTTP ${response.status} ${text.slice(0, 200)}`);
+      return text ? JSON.parse(text) : null;
+    } catch (err) {
+      if (timeout.signal.aborted) throw new Error(`no answer from W&B within ${this.settings.requestTimeoutMs} ms`);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+const errorText = (err: unknown) => String((err as Error)?.cause ?? (err as Error)?.message ?? err);
+
+/** One W&B run: batches history lines and streams them, in order, one post at a time. */
+class WandbRun {
+  readonly runId: string;
+  private readonly endpoint: string;
+  private readonly startedAt: number;
+  private nextLine: number;
+  private nextStep = 0;
+  private pending: string[] = [];
+  private readonly summary: Record<string, unknown> = {};
+  /** Posts run one after another so that offsets stay in order. */
+  private queue: Promise<void> = Promise.resolve();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly heartbeat: NodeJS.Timeout;
+  private lastPostAt: number;
+  private failures = 0;
+  private stopped = false;
+  private finished = false;
+
+  constructor(
+    private readonly logger: WandbLogger,
+    where: { entity: string; project: string; runId: string; firstLine: number },
+  ) {
+    this.runId = where.runId;
+    this.endpoint = `/files/${[where.entity, where.project, where.runId].map(encodeURIComponent).join('/')}/file_stream`;
+    this.nextLine = where.firstLine;
+    this.startedAt = this.lastPostAt = logger.settings.now();
+    // Timers are unref'd: a run whose job never finishes must not keep the process alive.
+    this.heartbeat = setInterval(() => this.beat(), logger.settings.heartbeatMs).unref();
+  }
+
+  log(metrics: StepMetrics): void {
+    if (this.finished || this.stopped) return;
+    const now = this.logger.settings.now();
+    const step = typeof metrics.step === 'number' && Number.isFinite(metrics.step) ? metrics.step : this.nextStep;
+    this.nextStep = step + 1;
+    const line: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(metrics)) {
+      // JSON has no NaN or Infinity; a non-finite loss shows in the job's own failure instead.
+      if (key === 'step' || value === null || value === undefined || (typeof value === 'number' && !Number.isFinite(value))) continue;
+      line[key] = value;
+      this.summary[key] = value;
+    }
+    line._step = step;
+    line._runtime = (now - this.startedAt) / 1000;
+    line._timestamp = now / 1000;
+    this.summary._step = step;
+    this.pending.push(JSON.stringify(line));
+    if (this.pending.length > MAX_BUFFERED_LINES) this.pending.splice(0, this.pending.length - MAX_BUFFERED_LINES);
+    this.scheduleFlush();
+  }
+
+  /**
+   * Sends what is pending, then the summary, then marks the run complete. Each of these is tried
+   * until maxConsecutiveFailures posts in a row have failed, one flush interval apart, so it
+   * settles within about maxConsecutiveFailures × (requestTimeoutMs + flushIntervalMs) at worst.
+   */
+  async finish(outcome: JobOutcome, extraSummary: Record<string, unknown> = {}): Promise<void> {
+    if (this.finished) return this.queue;
+    this.finished = true;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    clearInterval(this.heartbeat);
+    Object.assign(this.summary, extraSummary, { status: outcome });
+    this.enqueue(async () => {
+      while (this.pending.length > 0 && !this.stopped) await this.untilSent(() => this.sendHistory());
+      await this.untilSent(() => this.post({ files: { [SUMMARY_FILE]: { offset: 0, content: [JSON.stringify(this.summary)] } } }, 'summary'));
+      await this.untilSent(() => this.post({ complete: true, exitcode: outcome === 'succeeded' ? 0 : 1 }, 'finish'));
+    });
+    return this.queue;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer || this.finished || this.stopped) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      this.enqueue(() => this.sendHistory());
+    }, this.logger.settings.flushIntervalMs).unref();
+  }
+
+  private enqueue(task: () => Promise<unknown>): void {
+    this.queue = this.queue.then(task).then(
+      () => {},
+      () => {}, // posts catch their own errors; this only keeps the chain going
+    );
+  }
+
+  /** Retries `send` one flush interval apart until it succeeds or the run stops. */
+  private async untilSent(send: () => Promise<boolean>): Promise<void> {
+    while (!this.stopped && !(await send())) {
+      if (!this.stopped) await new Promise((resolve) => setTimeout(resolve, this.logger.settings.flushIntervalMs));
+    }
+  }
+
+  /** Sends up to MAX_LINES_PER_POST pending lines; true when W&B accepted them. On failure they
+   * stay pending and go again, at the same offset, with the next flush. */
+  private async sendHistory(): Promise<boolean> {
+    if (this.pending.length === 0) return true;
+    if (this.stopped) return false;
+    const lines = this.pending.slice(0, MAX_LINES_PER_POST);
+    const ok = await this.post({ files: { [HISTORY_FILE]: { offset: this.nextLine, content: lines } } }, 'history');
+    if (ok) {
+      this.pending.splice(0, lines.length);
+      this.nextLine += lines.length;
+    }
+    if (this.pending.length > 0) this.scheduleFlush();
+    return ok;
+  }
+
+  private beat(): void {
+    if (this.stopped || this.finished) return;
+    if (this.logger.settings.now() - this.lastPostAt < this.logger.settings.heartbeatMs) return;
+    this.enqueue(() => this.post({ complete: false, failed: false }, 'heartbeat'));
+  }
+
+  private async post(body: unknown, what: string): Promise<boolean> {
+    if (this.stopped) return false;
+    try {
+      await this.logger.request(this.endpoint, body);
+      this.failures = 0;
+      this.lastPostAt = this.logger.settings.now();
+      return true;
+    } catch (err) {
+      this.failures++;
+      const { log, maxConsecutiveFailures } = this.logger.settings;
+      if (this.failures >= maxConsecutiveFailures) {
+        this.stop();
+        log('W&B unreachable: this run stops sending metrics (the job is not affected)', { run: this.runId, what, error: errorText(err) });
+      } else {
+        log('W&B post failed, will retry', { run: this.runId, what, error: errorText(err), failures: this.failures });
+      }
+      return false;
+    }
+  }
+
+  private stop(): void {
+    this.stopped = true;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    clearInterval(this.heartbeat);
+  }
+}

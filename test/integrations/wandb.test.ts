@@ -1,0 +1,355 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { ApiError } from '../../src/domain/errors.ts';
+import { WandbLogger, validateIntegrations, wandbOptionsFromEnv, type WandbLoggerOptions } from '../../src/integrations/wandb.ts';
+
+// ---------------------------------------------------------------------------------------------
+// validateIntegrations
+
+function rejects(value: unknown, param: string, message: RegExp) {
+  assert.throws(
+    () => validateIntegrations(value),
+    (err: unknown) => {
+      assert.ok(err instanceof ApiError, `expected an ApiError, got ${err}`);
+      assert.equal(err.status, 400);
+      assert.equal(err.type, 'invalid_request_error');
+      assert.equal(err.param, param);
+      assert.match(err.message, message);
+      return true;
+    },
+  );
+}
+
+describe('validateIntegrations', () => {
+  test('absent, null and empty', () => {
+    assert.equal(validateIntegrations(undefined), null);
+    assert.equal(validateIntegrations(null), null);
+    assert.deepEqual(validateIntegrations([]), []);
+  });
+
+  test('accepts what the spec allows and returns a clean copy', () => {
+    const full = { type: 'wandb', wandb: { project: 'my-wandb-project', name: 'ft-run-display-name', entity: 'my-team', tags: ['custom-tag', 'x'.repeat(64)] } };
+    const minimal = { type: 'wandb', wandb: { project: 'p' } };
+    const nulls = { type: 'wandb', wandb: { project: 'p', name: null, entity: null } };
+    const input = [full, minimal, nulls];
+    const out = validateIntegrations(input);
+    assert.deepEqual(out, input);
+    assert.notEqual(out![0].wandb, full.wandb, 'a copy, not the request object');
+  });
+
+  test('refuses anything else, naming the parameter', () => {
+    const wandb = (settings: Record<string, unknown>) => [{ type: 'wandb', wandb: { project: 'p', ...settings } }];
+    rejects({ type: 'wandb' }, 'integrations', /expected an array/);
+    rejects(Array(6).fill({ type: 'wandb', wandb: { project: 'p' } }), 'integrations', /at most 5/);
+    rejects(['wandb'], 'integrations[0]', /expected an object/);
+    rejects([{ wandb: { project: 'p' } }], 'integrations[0].type', /Missing required parameter: 'integrations\[0\].type'/);
+    rejects([{ type: 'mlflow', wandb: { project: 'p' } }], 'integrations[0].type', /only 'wandb'.*'mlflow'/);
+    rejects([{ type: 'wandb' }], 'integrations[0].wandb', /Missing required parameter/);
+    rejects([{ type: 'wandb', wandb: 'p' }], 'integrations[0].wandb', /expected an object/);
+    rejects([{ type: 'wandb', wandb: { project: 'p' }, extra: 1 }], 'integrations[0].extra', /Unknown parameter/);
+    rejects([{ type: 'wandb', wandb: { name: 'n' } }], 'integrations[0].wandb.project', /Missing required parameter: 'integrations\[0\].wandb.project'/);
+    rejects(wandb({ project: 42 }), 'integrations[0].wandb.project', /expected a string, but got 42/);
+    rejects(wandb({ project: '' }), 'integrations[0].wandb.project', /1 to 128 characters/);
+    rejects(wandb({ project: 'p'.repeat(129) }), 'integrations[0].wandb.project', /1 to 128 characters/);
+    rejects(wandb({ project: 'team/project' }), 'integrations[0].wandb.project', /cannot contain/);
+    rejects(wandb({ entity: 'a:b' }), 'integrations[0].wandb.entity', /cannot contain/);
+    rejects(wandb({ name: 7 }), 'integrations[0].wandb.name', /expected a string or null/);
+    rejects(wandb({ tags: 'one' }), 'integrations[0].wandb.tags', /expected an array of strings/);
+    rejects(wandb({ tags: ['ok', 3] }), 'integrations[0].wandb.tags[1]', /expected a string, but got 3/);
+    rejects(wandb({ tags: ['x'.repeat(65)] }), 'integrations[0].wandb.tags[0]', /1 to 64 characters long, but got 65/);
+    rejects(wandb({ tags: [''] }), 'integrations[0].wandb.tags[0]', /1 to 64 characters/);
+    rejects(wandb({ colour: 'red' }), 'integrations[0].wandb.colour', /Unknown parameter/);
+    rejects([{ type: 'wandb', wandb: { project: 'p' } }, { type: 'wandb', wandb: {} }], 'integrations[1].wandb.project', /Missing/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A fake W&B on 127.0.0.1 that records every request
+
+interface Recorded {
+  method: string;
+  path: string;
+  authorization: string | undefined;
+  body: any;
+}
+
+interface FakeWandbBehaviour {
+  /** Entity W&B answers when the request names none (the key's default entity). */
+  defaultEntity?: string;
+  historyLineCount?: number;
+  /** Statuses for the next file_stream requests, then 200. */
+  fileStreamStatuses?: number[];
+  /** Answer the GraphQL request with this status / with GraphQL errors. */
+  graphqlStatus?: number;
+  graphqlErrors?: boolean;
+}
+
+async function startFakeWandb(behaviour: FakeWandbBehaviour = {}) {
+  const requests: Recorded[] = [];
+  const fileStreamStatuses = [...(behaviour.fileStreamStatuses ?? [])];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null');
+      requests.push({ method: req.method!, path: req.url!, authorization: req.headers.authorization, body });
+      const json = (status: number, value: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+      if (req.url === '/graphql') {
+        if (behaviour.graphqlStatus) return json(behaviour.graphqlStatus, { error: 'nope' });
+        if (behaviour.graphqlErrors) return json(200, { errors: [{ message: 'permission denied' }], data: { upsertBucket: null } });
+        const v = body.variables;
+        return json(200, {
+          data: {
+            upsertBucket: {
+              bucket: {
+                id: 'UnVuOjE=',
+                name: v.name,
+                displayName: v.displayName,
+                historyLineCount: behaviour.historyLineCount ?? 0,
+                project: { name: v.project, entity: { name: v.entity ?? behaviour.defaultEntity ?? 'default-entity' } },
+              },
+              inserted: true,
+            },
+          },
+        });
+      }
+      if (/^\/files\/[^/]+\/[^/]+\/[^/]+\/file_stream$/.test(req.url!)) {
+        const status = fileStreamStatuses.shift() ?? 200;
+        return json(status, status === 200 ? { exitcode: null, limits: {} } : { error: 'unavailable' });
+      }
+      json(404, { error: 'not found' });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    fileStreams: () => requests.filter((r) => r.path.endsWith('/file_stream')),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+const API_KEY = 'local-0123456789abcdef0123456789abcdef01234567';
+const BASIC = `Basic ${Buffer.from(`api:${API_KEY}`).toString('base64')}`;
+const FAST: WandbLoggerOptions = { flushIntervalMs: 5, requestTimeoutMs: 2000 };
+
+function historyLines(requests: Recorded[]) {
+  return requests.filter((r) => r.body?.files?.['wandb-history.jsonl']).map((r) => r.body.files['wandb-history.jsonl']);
+}
+
+async function waitFor(condition: () => boolean, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('WandbLogger', () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  after(async () => {
+    for (const cleanup of cleanups) await cleanup();
+  });
+
+  test('creates the run, streams history in batches, then summary and completion, all with the key', async () => {
+    const wandb = await startFakeWandb();
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl + '/', ...FAST });
+    const job = await logger.startJob({
+      id: 'ftjob-abc123',
+      model: 'tiny-llama',
+      integrations: [{ type: 'wandb', wandb: { project: 'my-project', entity: 'my-team', tags: ['custom-tag', 'openai/finetune'] } }],
+      config: { n_epochs: 3, learning_rate_multiplier: 2, training_file: 'file-1' },
+    });
+    assert.equal(job.runCount, 1);
+    job.log({ step: 1, train_loss: 2.5, train_mean_token_accuracy: 0.1, valid_loss: null });
+    job.log({ step: 2, train_loss: 2.0, train_mean_token_accuracy: 0.2 });
+    await waitFor(() => historyLines(wandb.requests).length === 1); // the first batch went out on its own
+    job.log({ step: 3, train_loss: 1.5, train_mean_token_accuracy: 0.3, valid_loss: 1.7, valid_mean_token_accuracy: 0.25 });
+    await job.finish('succeeded', { fine_tuned_model: 'ft:tiny-llama:org-local::abc' });
+
+    for (const r of wandb.requests) {
+      assert.equal(r.method, 'POST');
+      assert.equal(r.authorization, BASIC);
+    }
+    const [create, ...streams] = wandb.requests;
+    assert.equal(create.path, '/graphql');
+    assert.match(create.body.query, /mutation UpsertBucket/);
+    assert.match(create.body.query, /upsertBucket\(input:/);
+    assert.deepEqual({ ...create.body.variables, config: JSON.parse(create.body.variables.config) }, {
+      name: 'ftjob-abc123',
+      project: 'my-project',
+      entity: 'my-team',
+      displayName: 'ftjob-abc123',
+      tags: ['openai/finetune', 'openai/tiny-llama', 'openai/ftjob-abc123', 'custom-tag'],
+      config: { n_epochs: { value: 3 }, learning_rate_multiplier: { value: 2 }, training_file: { value: 'file-1' } },
+    });
+
+    for (const r of streams) assert.equal(r.path, '/files/my-team/my-project/ftjob-abc123/file_stream');
+    const batches = historyLines(streams);
+    assert.deepEqual(batches.map((b) => [b.offset, b.content.length]), [[0, 2], [2, 1]], 'two batches, offsets in lines');
+    const lines = batches.flatMap((b) => b.content.map((l: string) => JSON.parse(l)));
+    assert.deepEqual(lines.map(({ _runtime, _timestamp, ...rest }: any) => rest), [
+      { train_loss: 2.5, train_mean_token_accuracy: 0.1, _step: 1 },
+      { train_loss: 2.0, train_mean_token_accuracy: 0.2, _step: 2 },
+      { train_loss: 1.5, train_mean_token_accuracy: 0.3, valid_loss: 1.7, valid_mean_token_accuracy: 0.25, _step: 3 },
+    ]);
+    for (const line of lines) {
+      assert.ok(line._runtime >= 0 && line._runtime < 60);
+      assert.ok(Math.abs(line._timestamp - Date.now() / 1000) < 60);
+    }
+
+    const summaryPost = streams.at(-2)!;
+    assert.deepEqual(Object.keys(summaryPost.body.files), ['wandb-summary.json']);
+    assert.equal(summaryPost.body.files['wandb-summary.json'].offset, 0);
+    assert.deepEqual(JSON.parse(summaryPost.body.files['wandb-summary.json'].content[0]), {
+      train_loss: 1.5,
+      train_mean_token_accuracy: 0.3,
+      valid_loss: 1.7,
+      valid_mean_token_accuracy: 0.25,
+      _step: 3,
+      fine_tuned_model: 'ft:tiny-llama:org-local::abc',
+      status: 'succeeded',
+    });
+    assert.deepEqual(streams.at(-1)!.body, { complete: true, exitcode: 0 });
+  });
+
+  test("`name` is the run's display name; no entity: the key's default entity from W&B's answer", async () => {
+    const wandb = await startFakeWandb({ defaultEntity: 'alice' });
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
+    const job = await logger.startJob({ id: 'ftjob-xyz', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p', name: 'My run', entity: null } }] });
+    job.log({ step: 1, train_loss: 1 });
+    await job.finish('failed');
+    const variables = wandb.requests[0].body.variables;
+    assert.deepEqual([variables.name, variables.displayName, variables.entity], ['ftjob-xyz', 'My run', null]);
+    assert.ok(wandb.fileStreams().every((r) => r.path === '/files/alice/p/ftjob-xyz/file_stream'));
+    assert.deepEqual(wandb.requests.at(-1)!.body, { complete: true, exitcode: 1 });
+  });
+
+  test('a run found again after a restart continues its history after the last line', async () => {
+    const wandb = await startFakeWandb({ historyLineCount: 40 });
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
+    const job = await logger.startJob({ id: 'ftjob-r', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    job.log({ step: 41, train_loss: 1 });
+    await job.finish('cancelled');
+    assert.deepEqual(historyLines(wandb.requests).map((b) => b.offset), [40]);
+  });
+
+  test('failed history posts keep their lines and resend them at the same offset', async () => {
+    const wandb = await startFakeWandb({ fileStreamStatuses: [500, 503] });
+    cleanups.push(wandb.close);
+    const logged: string[] = [];
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST, log: (msg) => logged.push(msg) });
+    const job = await logger.startJob({ id: 'ftjob-f', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    job.log({ step: 1, train_loss: 1 });
+    job.log({ step: 2, train_loss: 0.5 });
+    await job.finish('succeeded');
+    const batches = historyLines(wandb.requests);
+    assert.deepEqual(batches.map((b) => [b.offset, b.content.length]), [[0, 2], [0, 2], [0, 2]]);
+    assert.deepEqual(wandb.requests.at(-1)!.body, { complete: true, exitcode: 0 });
+    assert.equal(logged.filter((m) => m.startsWith('W&B post failed')).length, 2);
+  });
+
+  test('W&B unreachable or refusing: the job goes on, nothing throws', async () => {
+    const refusing = await startFakeWandb({ graphqlStatus: 401 });
+    const erroring = await startFakeWandb({ graphqlErrors: true });
+    const gone = await startFakeWandb();
+    await gone.close();
+    cleanups.push(refusing.close, erroring.close);
+    const integrations = [{ type: 'wandb', wandb: { project: 'p' } }];
+    for (const baseUrl of [refusing.baseUrl, erroring.baseUrl, gone.baseUrl]) {
+      const logged: { msg: string; extra?: Record<string, unknown> }[] = [];
+      const logger = new WandbLogger({ apiKey: API_KEY, baseUrl, ...FAST, log: (msg, extra) => logged.push({ msg, extra }) });
+      const job = await logger.startJob({ id: 'ftjob-u', model: 'm', integrations });
+      assert.equal(job.runCount, 0);
+      job.log({ step: 1, train_loss: 1 });
+      await job.finish('succeeded');
+      assert.match(logged[0].msg, /could not be created/);
+      assert.match(String(logged[0].extra?.error), /HTTP 401|permission denied|ECONNREFUSED/);
+    }
+    assert.equal(refusing.requests.length, 1);
+    assert.equal(erroring.requests.length, 1);
+  });
+
+  test('gives up on a run after maxConsecutiveFailures failed posts', async () => {
+    const wandb = await startFakeWandb({ fileStreamStatuses: Array(10).fill(500) });
+    cleanups.push(wandb.close);
+    const logged: string[] = [];
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST, maxConsecutiveFailures: 3, log: (msg) => logged.push(msg) });
+    const job = await logger.startJob({ id: 'ftjob-g', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    job.log({ step: 1, train_loss: 1 });
+    await job.finish('succeeded');
+    assert.equal(wandb.fileStreams().length, 3);
+    assert.ok(logged.some((m) => m.startsWith('W&B unreachable')));
+    job.log({ step: 2, train_loss: 1 });
+    await job.finish('succeeded');
+    assert.equal(wandb.fileStreams().length, 3, 'nothing more after giving up');
+  });
+
+  test('a job with two wandb integrations gets a run in each project', async () => {
+    const wandb = await startFakeWandb();
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
+    const job = await logger.startJob({
+      id: 'ftjob-2',
+      model: 'm',
+      integrations: [
+        { type: 'wandb', wandb: { project: 'a' } },
+        { type: 'wandb', wandb: { project: 'b', entity: 'team' } },
+        { type: 'wandb', wandb: { project: 'a' } }, // the same run as the first one
+      ],
+    });
+    assert.equal(job.runCount, 2);
+    job.log({ step: 1, train_loss: 1 });
+    await job.finish('succeeded');
+    const paths = new Set(wandb.fileStreams().map((r) => r.path));
+    assert.deepEqual([...paths].sort(), ['/files/default-entity/a/ftjob-2/file_stream', '/files/team/b/ftjob-2/file_stream']);
+  });
+
+  test('without a key it sends nothing and says so once; jobs without W&B are not mentioned', async () => {
+    const logged: string[] = [];
+    let calls = 0;
+    const logger = WandbLogger.fromEnv({}, {
+      log: (msg) => logged.push(msg),
+      fetch: (async () => {
+        calls++;
+        throw new Error('no network in tests');
+      }) as typeof fetch,
+    });
+    assert.equal(logger.enabled, false);
+    assert.equal((await logger.startJob({ id: 'ftjob-0', model: 'm', integrations: null })).runCount, 0);
+    assert.deepEqual(logged, []);
+    for (const id of ['ftjob-1', 'ftjob-2']) {
+      const job = await logger.startJob({ id, model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+      job.log({ step: 1, train_loss: 1 });
+      await job.finish('succeeded');
+    }
+    assert.equal(calls, 0);
+    assert.equal(logged.length, 1);
+    assert.match(logged[0], /WANDB_API_KEY is not set/);
+  });
+
+  test('a very long base model name still gives valid (≤ 64 character) tags', async () => {
+    const wandb = await startFakeWandb();
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
+    const job = await logger.startJob({ id: 'ftjob-t', model: 'm'.repeat(100), integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    await job.finish('succeeded');
+    const tags: string[] = wandb.requests[0].body.variables.tags;
+    assert.ok(tags.every((t) => t.length >= 1 && t.length <= 64));
+  });
+
+  test('options from the environment', () => {
+    assert.deepEqual(wandbOptionsFromEnv({}), { apiKey: null, baseUrl: 'https://api.wandb.ai' });
+    assert.deepEqual(wandbOptionsFromEnv({ WANDB_API_KEY: ` ${API_KEY} `, WANDB_BASE_URL: 'http://wandb.internal:8080' }), {
+      apiKey: API_KEY,
+      baseUrl: 'http://wandb.internal:8080',
+    });
+    assert.throws(() => wandbOptionsFromEnv({ WANDB_BASE_URL: 'wandb.internal' }), /WANDB_BASE_URL: 'wandb.internal' is not an http\(s\) URL/);
+    assert.equal(WandbLogger.fromEnv({ WANDB_API_KEY: API_KEY }).enabled, true);
+  });
+});
