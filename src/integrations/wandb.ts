@@ -313,7 +313,12 @@ export class WandbLogger {
       });
       const text = await response.text();
       if (!response.ok) throw new Error(`HTTP ${response.status} ${text.slice(0, 200)}`);
-      return text ? JSON.parse(text) : null;
+      // file_stream answers are informational (rate limits); an unparsable one is not a failure.
+      try {
+        return text ? JSON.parse(text) : null;
+      } catch {
+        return null;
+      }
     } catch (err) {
       if (timeout.signal.aborted) throw new Error(`no answer from W&B within ${this.settings.requestTimeoutMs} ms`);
       throw err;

@@ -229,6 +229,16 @@ export class WebhookDispatcher {
     this.random = options.random ?? Math.random;
   }
 
+  /** A dispatcher for the endpoints of WEBHOOK_URLS / WEBHOOK_SECRET (none: dispatch sends nothing). */
+  static fromEnv(env: Record<string, string | undefined>, options: Omit<WebhookDispatcherOptions, 'endpoints'> = {}): WebhookDispatcher {
+    return new WebhookDispatcher({ ...options, endpoints: parseWebhookEndpoints(env) });
+  }
+
+  /** Whether any endpoint is configured. */
+  get enabled(): boolean {
+    return this.endpoints.length > 0;
+  }
+
   /** The event body for a job outcome, as the spec's webhook schemas describe it. */
   buildEvent(type: WebhookEventType, jobId: string, options: DispatchOptions = {}): WebhookEvent {
     return {
@@ -308,6 +318,7 @@ export class WebhookDispatcher {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
+          'user-agent': 'tuneforge-webhooks',
           'webhook-id': id,
           'webhook-timestamp': String(timestamp),
           'webhook-signature': signWebhook(endpoint.secret, id, timestamp, body),

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
+import OpenAI from 'openai';
 import {
   WEBHOOK_EVENT_TYPES,
   WebhookDispatcher,
@@ -192,6 +193,22 @@ describe('WebhookDispatcher', () => {
     assertMatches('WebhookFineTuningJobSucceeded', event);
     assert.equal(logged.filter((m) => m === 'webhook delivery attempt failed').length, 2);
     await dispatcher.close();
+  });
+
+  test("OpenAI's own SDK accepts the deliveries (client.webhooks.unwrap)", async () => {
+    const receiver = await startReceiver();
+    cleanups.push(receiver.close);
+    const secret = generateWebhookSecret();
+    const dispatcher = WebhookDispatcher.fromEnv({ WEBHOOK_URLS: receiver.url, WEBHOOK_SECRET: secret }, FAST);
+    assert.equal(dispatcher.enabled, true);
+    const { event } = await dispatcher.dispatch('fine_tuning.job.cancelled', 'ftjob-sdk');
+    const { headers, body } = receiver.received[0];
+    const client = new OpenAI({ apiKey: 'unused', baseURL: 'http://127.0.0.1:9/v1' });
+    const unwrapped = await client.webhooks.unwrap(body, headers as Record<string, string>, secret);
+    assert.deepEqual(unwrapped, event);
+    await assert.rejects(client.webhooks.unwrap(body.replace('ftjob-sdk', 'ftjob-evil'), headers as Record<string, string>, secret));
+    await dispatcher.close();
+    assert.equal(WebhookDispatcher.fromEnv({}).enabled, false);
   });
 
   test('every event type validates against its webhook schema in the spec', async () => {
