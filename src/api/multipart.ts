@@ -4,10 +4,18 @@ import type { FastifyRequest } from 'fastify';
 import type {} from '@fastify/multipart';
 import type { Readable } from 'node:stream';
 import { ApiError, invalidParam } from '../domain/errors.ts';
+import { BlobTooLargeError } from '../store/index.ts';
 
 export interface MultipartResult<T> {
   fields: Record<string, string>;
   file: { filename: string; mimetype: string; stored: T } | null;
+}
+
+/** Errors of the multipart parser itself (busboy): the client's body is broken, not our server. */
+function isParserError(err: unknown): boolean {
+  if (err instanceof ApiError || err instanceof BlobTooLargeError || !(err instanceof Error)) return false;
+  const e = err as Error & { statusCode?: number; code?: string; syscall?: string };
+  return e.statusCode === undefined && e.syscall === undefined && !(typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code));
 }
 
 export async function readMultipart<T>(
@@ -40,7 +48,9 @@ export async function readMultipart<T>(
     }
   } catch (err) {
     if (file) await discard(file.stored);
-    throw err;
+    throw isParserError(err)
+      ? new ApiError(400, `Malformed multipart/form-data body: ${(err as Error).message}`, 'invalid_request_error', null, 'invalid_multipart')
+      : err;
   }
   return { fields, file };
 }

@@ -1,0 +1,75 @@
+// Bad input never yields a 5xx: every route, fed garbage, answers a 4xx in OpenAI's envelope.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { form, startTestServer, type TestServer } from '../support/server.ts';
+import { assertMatches } from '../support/openapi.ts';
+
+const ROUTES: [string, string][] = [
+  ['POST', '/v1/files'],
+  ['GET', '/v1/files'],
+  ['GET', '/v1/files/{id}'],
+  ['GET', '/v1/files/{id}/content'],
+  ['DELETE', '/v1/files/{id}'],
+  ['POST', '/v1/uploads'],
+  ['POST', '/v1/uploads/{id}/parts'],
+  ['POST', '/v1/uploads/{id}/complete'],
+  ['POST', '/v1/uploads/{id}/cancel'],
+  ['POST', '/v1/fine_tuning/jobs'],
+  ['GET', '/v1/fine_tuning/jobs'],
+  ['GET', '/v1/fine_tuning/jobs/{id}'],
+  ['POST', '/v1/fine_tuning/jobs/{id}/cancel'],
+  ['POST', '/v1/fine_tuning/jobs/{id}/pause'],
+  ['POST', '/v1/fine_tuning/jobs/{id}/resume'],
+  ['GET', '/v1/fine_tuning/jobs/{id}/events'],
+  ['GET', '/v1/fine_tuning/jobs/{id}/checkpoints'],
+  ['POST', '/v1/fine_tuning/checkpoints/{id}/permissions'],
+  ['GET', '/v1/fine_tuning/checkpoints/{id}/permissions'],
+  ['DELETE', '/v1/fine_tuning/checkpoints/{id}/permissions/{id}'],
+  ['GET', '/v1/models/{id}'],
+  ['DELETE', '/v1/models/{id}'],
+];
+
+const IDS = ['x', '%00', '..%2F..%2Fetc%2Fpasswd', 'ft%3Aa%3Ab%3A%3Ac', '%F0%9F%98%80', 'a'.repeat(900), "'%20OR%201=1--"];
+const QUERIES = ['', '?limit=-1', '?limit=1e9', '?after=%00', '?order=x', '?metadata[a]=b&metadata=null', '?limit=1&limit=2'];
+const BODIES: { body?: BodyInit; headers?: Record<string, string> }[] = [
+  {},
+  { body: 'null', headers: { 'content-type': 'application/json' } },
+  { body: '"text"', headers: { 'content-type': 'application/json' } },
+  { body: '{"model": {"$gt": ""}, "training_file": [], "method": "x", "metadata": [1]}', headers: { 'content-type': 'application/json' } },
+  { body: '{"part_ids": [1, null], "project_ids": [{}], "bytes": 1e400}', headers: { 'content-type': 'application/json' } },
+  { body: '\u0000\u0001', headers: { 'content-type': 'application/json' } },
+  { body: 'not multipart', headers: { 'content-type': 'multipart/form-data; boundary=zzz' } },
+];
+
+describe('robustness', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ env: {} });
+  });
+  after(() => server.close());
+
+  it('answers garbage on every route with a 4xx envelope', async () => {
+    let checked = 0;
+    for (const [method, template] of ROUTES) {
+      for (const id of IDS) {
+        const urlPath = template.replaceAll('{id}', id);
+        const variants = method === 'GET' || method === 'DELETE' ? QUERIES.map((q) => ({ q, init: {} })) : BODIES.map((init) => ({ q: '', init }));
+        for (const { q, init } of variants) {
+          const res = await server.request(method, urlPath + q, init);
+          const where = `${method} ${urlPath.slice(0, 80)}${q} ${JSON.stringify(init).slice(0, 80)}`;
+          assert.ok(res.status >= 200 && res.status < 500, `${where} → ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+          if (res.status >= 400) assertMatches('ErrorResponse', res.body, where);
+          checked++;
+        }
+      }
+    }
+    assert.ok(checked > 500);
+  });
+
+  it('rejects multipart garbage on JSON routes and JSON on multipart routes', async () => {
+    const multipartOnJson = await server.request('POST', '/v1/fine_tuning/jobs', form({ model: 'm' }));
+    assert.ok(multipartOnJson.status >= 400 && multipartOnJson.status < 500);
+    const jsonOnMultipart = await server.request('POST', '/v1/files', { body: '{}', headers: { 'content-type': 'application/json' } });
+    assert.equal(jsonOnMultipart.status, 400);
+  });
+});
