@@ -206,7 +206,9 @@ export class Worker {
   /** Cancel/pause: the API already set the status. Worker stop: hand the job back to the queue. */
   private async afterAbort(job: JobRecord, signal: AbortSignal) {
     if (signal.reason instanceof StoppedError) {
-      await this.opts.store.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
+      const { store } = this.opts;
+      const requeued = await store.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
+      if (requeued) await appendEvent(store, job.id, jobEvents.requeued());
     }
   }
 
