@@ -272,7 +272,9 @@ function compare(op: string, a: Tensor, b: Tensor): Tensor {
 }
 export const equal = (a: Tensor, b: Tensor) => compare('Equal', a, b);
 export const greater = (a: Tensor, b: Tensor) => compare('Greater', a, b);
+export const less = (a: Tensor, b: Tensor) => compare('Less', a, b);
 export const and = (a: Tensor, b: Tensor) => compare('And', a, b);
+export const not = (a: Tensor): Tensor => a.graph.emit('Not', [a], {}, [{ shape: a.shape, dtype: 'bool' }])[0];
 
 export function argmax(x: Tensor, axis: number): Tensor {
   axis = norm(axis, x.rank);

@@ -20,6 +20,10 @@ export function crossEntropyTerms(logits: Tensor, labels: Tensor, weights: Tenso
   const { nll } = op.softmaxCrossEntropy(logits, labels);
   const weightedNll = op.sumAll(op.mul(nll, weights));
   const counts = op.cast(op.greater(weights, g.scalar(0)), g.float);
-  const hit = op.cast(op.equal(op.argmax(logits, 1), labels), g.float);
+  // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
+  const [N] = labels.shape;
+  const picked = op.gatherElements(logits, op.reshape(labels, [N, 1]), 1);
+  const max = g.emit('ReduceMax', [logits, g.ints([1])], { keepdims: 1 }, [{ shape: [N, 1], dtype: g.float }])[0];
+  const hit = op.reshape(op.cast(op.not(op.less(picked, max)), g.float), [N]);
   return { weightedNll, correct: op.sumAll(op.mul(hit, counts)), counted: op.sumAll(counts) };
 }
