@@ -171,15 +171,16 @@ export type JobOutcome = 'succeeded' | 'failed' | 'cancelled';
 
 /** The W&B side of one job: zero or more runs (one per wandb integration). Never throws. */
 export interface WandbJobLog {
-  /** How many W&B runs receive this job's metrics (0 when disabled or not requested). */
-  readonly runCount: number;
-  /** Queues one step's metrics; sent in batches. */
+  /** Resolves, never rejects, to how many W&B runs were created for the job (0 when W&B is
+   * disabled, not requested, or unreachable). Nothing needs to wait for it. */
+  readonly started: Promise<number>;
+  /** Queues one step's metrics; they are sent in batches once the run exists. */
   log(metrics: StepMetrics): void;
   /** Sends what is queued, the summary, and marks the runs finished (exit code 0 only on success). */
   finish(outcome: JobOutcome, summary?: Record<string, unknown>): Promise<void>;
 }
 
-const NO_OP_JOB_LOG: WandbJobLog = { runCount: 0, log() {}, async finish() {} };
+const NO_OP_JOB_LOG: WandbJobLog = { started: Promise.resolve(0), log() {}, async finish() {} };
 
 const UPSERT_BUCKET = `mutation UpsertBucket($name: String, $project: String, $entity: String, $displayName: String, $tags: [String!], $config: JSONString) {
   upsertBucket(input: {name: $name, modelName: $project, entityName: $entity, displayName: $displayName, tags: $tags, config: $config}) {
@@ -225,12 +226,13 @@ export class WandbLogger {
   }
 
   /**
-   * Creates the job's W&B runs (one per wandb integration). Resolves to a no-op when the job asks
-   * for no W&B, when no key is configured, or when W&B cannot be reached; never rejects.
+   * The job's W&B runs, one per wandb integration. Returns at once: each run is created in the
+   * background, and metrics logged meanwhile wait for it. A no-op when the job asks for no W&B,
+   * when no key is configured, or when W&B cannot be reached.
    */
-  async startJob(job: WandbJobInfo): Promise<WandbJobLog> {
+  startJob(job: WandbJobInfo): WandbJobLog {
     const settings = (job.integrations ?? [])
-      .filter((i): i is WandbIntegration => isPlainObject(i) && i.type === 'wandb' && isPlainObject(i.wandb))
+      .filter((i): i is WandbIntegration => isPlainObject(i) && i.type === 'wandb' && isPlainObject(i.wandb) && typeof i.wandb.project === 'string')
       .map((i) => i.wandb);
     if (settings.length === 0) return NO_OP_JOB_LOG;
     if (!this.enabled) {
@@ -242,14 +244,14 @@ export class WandbLogger {
     }
     // The run id is the job id, so two integrations naming the same project would be one run.
     const seen = new Set<string>();
-    const distinct = settings.filter((s) => {
-      const key = `${s.entity ?? ''}/${s.project}`;
-      return seen.has(key) ? false : (seen.add(key), true);
-    });
-    const runs = (await Promise.all(distinct.map((s) => this.startRun(job, s)))).filter((r): r is WandbRun => r !== null);
-    if (runs.length === 0) return NO_OP_JOB_LOG;
+    const runs = settings
+      .filter((s) => {
+        const key = `${s.entity ?? ''}/${s.project}`;
+        return seen.has(key) ? false : (seen.add(key), true);
+      })
+      .map((s) => new WandbRun(this, this.upsertVariables(job, s)));
     return {
-      runCount: runs.length,
+      started: Promise.all(runs.map((run) => run.created)).then((created) => created.filter(Boolean).length),
       log: (metrics) => runs.forEach((run) => run.log(metrics)),
       finish: async (outcome, summary) => {
         await Promise.all(runs.map((run) => run.finish(outcome, summary)));
@@ -257,14 +259,14 @@ export class WandbLogger {
     };
   }
 
-  private async startRun(job: WandbJobInfo, settings: WandbSettings): Promise<WandbRun | null> {
+  private upsertVariables(job: WandbJobInfo, settings: WandbSettings): UpsertVariables {
     const prefix = this.settings.defaultTagPrefix;
     const tags = [...new Set([`${prefix}/finetune`, `${prefix}/${job.model}`, `${prefix}/${job.id}`, ...(settings.tags ?? [])])]
       .map((t) => t.slice(0, MAX_WANDB_TAG_LENGTH)) // a long base-model name must not make W&B refuse the run
       .filter(Boolean);
     // W&B keeps config values as {"value": …} per key.
     const config = Object.fromEntries(Object.entries(job.config ?? {}).map(([k, v]) => [k, { value: v }]));
-    const variables = {
+    return {
       name: job.id,
       project: settings.project,
       entity: settings.entity ?? null,
@@ -272,31 +274,9 @@ export class WandbLogger {
       tags,
       config: JSON.stringify(config),
     };
-    const where = { job: job.id, project: settings.project, entity: settings.entity ?? null };
-    try {
-      const answer = await this.request('/graphql', { query: UPSERT_BUCKET, variables });
-      const bucket = answer?.data?.upsertBucket?.bucket;
-      if (answer?.errors?.length || !bucket) {
-        throw new Error(`upsertBucket answered ${JSON.stringify(answer?.errors ?? answer).slice(0, 300)}`);
-      }
-      const entity: unknown = bucket.project?.entity?.name ?? settings.entity;
-      if (typeof entity !== 'string' || !entity) throw new Error('W&B did not say which entity the run belongs to');
-      const run = new WandbRun(this, {
-        entity,
-        project: typeof bucket.project?.name === 'string' ? bucket.project.name : settings.project,
-        runId: typeof bucket.name === 'string' ? bucket.name : job.id,
-        // A job resumed after a restart upserts the same run; history continues after its last line.
-        firstLine: Number.isInteger(bucket.historyLineCount) ? bucket.historyLineCount : 0,
-      });
-      this.settings.log('W&B run started', { ...where, entity, run: run.runId });
-      return run;
-    } catch (err) {
-      this.settings.log('W&B run could not be created: metrics of this job are not sent to W&B', { ...where, error: errorText(err) });
-      return null;
-    }
   }
 
-  /** POSTs JSON with the key's Basic auth; resolves to the parsed answer, rejects on failure. */
+  /** @internal POSTs JSON with the key's Basic auth; resolves to the parsed answer, rejects on failure. */
   async request(path: string, body: unknown): Promise<any> {
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), this.settings.requestTimeoutMs);
@@ -330,17 +310,29 @@ export class WandbLogger {
 
 const errorText = (err: unknown) => String((err as Error)?.cause ?? (err as Error)?.message ?? err);
 
-/** One W&B run: batches history lines and streams them, in order, one post at a time. */
+interface UpsertVariables {
+  name: string;
+  project: string;
+  entity: string | null;
+  displayName: string;
+  tags: string[];
+  config: string;
+}
+
+/** One W&B run: created first, then history lines batched and streamed in order, one post at a time. */
 class WandbRun {
-  readonly runId: string;
-  private readonly endpoint: string;
+  /** Resolves to whether W&B created (or found) the run. */
+  readonly created: Promise<boolean>;
+  private readonly runId: string;
+  /** The file_stream path, known once the run exists. */
+  private endpoint: string | null = null;
   private readonly startedAt: number;
-  private nextLine: number;
+  private nextLine = 0;
   private nextStep = 0;
   private pending: string[] = [];
   private readonly summary: Record<string, unknown> = {};
   /** Posts run one after another so that offsets stay in order. */
-  private queue: Promise<void> = Promise.resolve();
+  private queue: Promise<void>;
   private flushTimer: NodeJS.Timeout | null = null;
   private readonly heartbeat: NodeJS.Timeout;
   private lastPostAt: number;
@@ -350,14 +342,38 @@ class WandbRun {
 
   constructor(
     private readonly logger: WandbLogger,
-    where: { entity: string; project: string; runId: string; firstLine: number },
+    variables: UpsertVariables,
   ) {
-    this.runId = where.runId;
-    this.endpoint = `/files/${[where.entity, where.project, where.runId].map(encodeURIComponent).join('/')}/file_stream`;
-    this.nextLine = where.firstLine;
+    this.runId = variables.name;
     this.startedAt = this.lastPostAt = logger.settings.now();
     // Timers are unref'd: a run whose job never finishes must not keep the process alive.
     this.heartbeat = setInterval(() => this.beat(), logger.settings.heartbeatMs).unref();
+    this.created = this.create(variables);
+    this.queue = this.created.then(() => {});
+  }
+
+  private async create(variables: UpsertVariables): Promise<boolean> {
+    const where = { job: variables.name, project: variables.project, entity: variables.entity };
+    try {
+      const answer = await this.logger.request('/graphql', { query: UPSERT_BUCKET, variables });
+      const bucket = answer?.data?.upsertBucket?.bucket;
+      if (answer?.errors?.length || !bucket) {
+        throw new Error(`upsertBucket answered ${JSON.stringify(answer?.errors ?? answer).slice(0, 300)}`);
+      }
+      const entity: unknown = bucket.project?.entity?.name ?? variables.entity;
+      if (typeof entity !== 'string' || !entity) throw new Error('W&B did not say which entity the run belongs to');
+      const project = typeof bucket.project?.name === 'string' ? bucket.project.name : variables.project;
+      const run = typeof bucket.name === 'string' ? bucket.name : variables.name;
+      this.endpoint = `/files/${[entity, project, run].map(encodeURIComponent).join('/')}/file_stream`;
+      // A job resumed after a restart upserts the same run; its history continues after the last line.
+      this.nextLine = Number.isInteger(bucket.historyLineCount) ? bucket.historyLineCount : 0;
+      this.logger.settings.log('W&B run started', { ...where, entity, run });
+      return true;
+    } catch (err) {
+      this.stop();
+      this.logger.settings.log('W&B run could not be created: metrics of this job are not sent to W&B', { ...where, error: errorText(err) });
+      return false;
+    }
   }
 
   log(metrics: StepMetrics): void {
@@ -365,18 +381,25 @@ class WandbRun {
     const now = this.logger.settings.now();
     const step = typeof metrics.step === 'number' && Number.isFinite(metrics.step) ? metrics.step : this.nextStep;
     this.nextStep = step + 1;
-    const line: Record<string, unknown> = {};
+    const values: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(metrics)) {
       // JSON has no NaN or Infinity; a non-finite loss shows in the job's own failure instead.
       if (key === 'step' || value === null || value === undefined || (typeof value === 'number' && !Number.isFinite(value))) continue;
-      line[key] = value;
-      this.summary[key] = value;
+      values[key] = value;
     }
+    const line: Record<string, unknown> = { ...values };
     line._step = step;
     line._runtime = (now - this.startedAt) / 1000;
     line._timestamp = now / 1000;
-    this.summary._step = step;
-    this.pending.push(JSON.stringify(line));
+    let text: string;
+    try {
+      text = JSON.stringify(line);
+    } catch (err) {
+      this.logger.settings.log('W&B: metrics that cannot be written as JSON are skipped', { run: this.runId, error: errorText(err) });
+      return;
+    }
+    Object.assign(this.summary, values, { _step: step });
+    this.pending.push(text);
     if (this.pending.length > MAX_BUFFERED_LINES) this.pending.splice(0, this.pending.length - MAX_BUFFERED_LINES);
     this.scheduleFlush();
   }
@@ -444,7 +467,7 @@ class WandbRun {
   }
 
   private async post(body: unknown, what: string): Promise<boolean> {
-    if (this.stopped) return false;
+    if (this.stopped || !this.endpoint) return false;
     try {
       await this.logger.request(this.endpoint, body);
       this.failures = 0;

@@ -84,6 +84,8 @@ interface FakeWandbBehaviour {
   /** Answer the GraphQL request with this status / with GraphQL errors. */
   graphqlStatus?: number;
   graphqlErrors?: boolean;
+  /** Delay before answering the GraphQL request. */
+  graphqlDelayMs?: number;
 }
 
 async function startFakeWandb(behaviour: FakeWandbBehaviour = {}) {
@@ -97,31 +99,31 @@ async function startFakeWandb(behaviour: FakeWandbBehaviour = {}) {
       requests.push({ method: req.method!, path: req.url!, authorization: req.headers.authorization, body });
       const json = (status: number, value: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
       if (req.url === '/graphql') {
-        if (behaviour.graphqlStatus) return json(behaviour.graphqlStatus, { error: 'nope' });
-        if (behaviour.graphqlErrors) return json(200, { errors: [{ message: 'permission denied' }], data: { upsertBucket: null } });
-        const v = body.variables;
-        return json(200, {
-          data: {
-            upsertBucket: {
-              bucket: {
-                id: 'UnVuOjE=',
-                name: v.name,
-                displayName: v.displayName,
-                historyLineCount: behaviour.historyLineCount ?? 0,
-                project: { name: v.project, entity: { name: v.entity ?? behaviour.defaultEntity ?? 'default-entity' } },
-              },
-              inserted: true,
-            },
-          },
-        });
-      }
-      if (/^\/files\/[^/]+\/[^/]+\/[^/]+\/file_stream$/.test(req.url!)) {
+        setTimeout(() => answerGraphql(body, json), behaviour.graphqlDelayMs ?? 0);
+      } else if (/^\/files\/[^/]+\/[^/]+\/[^/]+\/file_stream$/.test(req.url!)) {
         const status = fileStreamStatuses.shift() ?? 200;
-        return json(status, status === 200 ? { exitcode: null, limits: {} } : { error: 'unavailable' });
+        json(status, status === 200 ? { exitcode: null, limits: {} } : { error: 'unavailable' });
+      } else {
+        json(404, { error: 'not found' });
       }
-      json(404, { error: 'not found' });
     });
   });
+
+  /** upsertBucket's answer: the bucket with its project and (given or default) entity. */
+  function answerGraphql(body: any, json: (status: number, value: unknown) => void) {
+    if (behaviour.graphqlStatus) return json(behaviour.graphqlStatus, { error: 'nope' });
+    if (behaviour.graphqlErrors) return json(200, { errors: [{ message: 'permission denied' }], data: { upsertBucket: null } });
+    const v = body.variables;
+    const bucket = {
+      id: 'UnVuOjE=',
+      name: v.name,
+      displayName: v.displayName,
+      historyLineCount: behaviour.historyLineCount ?? 0,
+      project: { name: v.project, entity: { name: v.entity ?? behaviour.defaultEntity ?? 'default-entity' } },
+    };
+    json(200, { data: { upsertBucket: { bucket, inserted: true } } });
+  }
+
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
@@ -157,13 +159,13 @@ describe('WandbLogger', () => {
     const wandb = await startFakeWandb();
     cleanups.push(wandb.close);
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl + '/', ...FAST });
-    const job = await logger.startJob({
+    const job = logger.startJob({
       id: 'ftjob-abc123',
       model: 'tiny-llama',
       integrations: [{ type: 'wandb', wandb: { project: 'my-project', entity: 'my-team', tags: ['custom-tag', 'openai/finetune'] } }],
       config: { n_epochs: 3, learning_rate_multiplier: 2, training_file: 'file-1' },
     });
-    assert.equal(job.runCount, 1);
+    assert.equal(await job.started, 1);
     job.log({ step: 1, train_loss: 2.5, train_mean_token_accuracy: 0.1, valid_loss: null });
     job.log({ step: 2, train_loss: 2.0, train_mean_token_accuracy: 0.2 });
     await waitFor(() => historyLines(wandb.requests).length === 1); // the first batch went out on its own
@@ -220,7 +222,7 @@ describe('WandbLogger', () => {
     const wandb = await startFakeWandb({ defaultEntity: 'alice' });
     cleanups.push(wandb.close);
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
-    const job = await logger.startJob({ id: 'ftjob-xyz', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p', name: 'My run', entity: null } }] });
+    const job = logger.startJob({ id: 'ftjob-xyz', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p', name: 'My run', entity: null } }] });
     job.log({ step: 1, train_loss: 1 });
     await job.finish('failed');
     const variables = wandb.requests[0].body.variables;
@@ -229,11 +231,26 @@ describe('WandbLogger', () => {
     assert.deepEqual(wandb.requests.at(-1)!.body, { complete: true, exitcode: 1 });
   });
 
+  test('a slow W&B does not delay the job: startJob returns at once and metrics wait for the run', async () => {
+    const wandb = await startFakeWandb({ graphqlDelayMs: 300 });
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
+    const before = Date.now();
+    const job = logger.startJob({ id: 'ftjob-slow', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    job.log({ step: 1, train_loss: 1, weird: 10n as unknown as number }); // not JSON: skipped, no throw
+    job.log({ step: 2, train_loss: 0.5 });
+    assert.ok(Date.now() - before < 100);
+    await job.finish('succeeded');
+    assert.equal(wandb.requests[0].path, '/graphql');
+    const lines = historyLines(wandb.requests).flatMap((b) => b.content.map((l: string) => JSON.parse(l)));
+    assert.deepEqual(lines.map((l: any) => l._step), [2]);
+  });
+
   test('a run found again after a restart continues its history after the last line', async () => {
     const wandb = await startFakeWandb({ historyLineCount: 40 });
     cleanups.push(wandb.close);
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
-    const job = await logger.startJob({ id: 'ftjob-r', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    const job = logger.startJob({ id: 'ftjob-r', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
     job.log({ step: 41, train_loss: 1 });
     await job.finish('cancelled');
     assert.deepEqual(historyLines(wandb.requests).map((b) => b.offset), [40]);
@@ -244,7 +261,7 @@ describe('WandbLogger', () => {
     cleanups.push(wandb.close);
     const logged: string[] = [];
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST, log: (msg) => logged.push(msg) });
-    const job = await logger.startJob({ id: 'ftjob-f', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    const job = logger.startJob({ id: 'ftjob-f', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
     job.log({ step: 1, train_loss: 1 });
     job.log({ step: 2, train_loss: 0.5 });
     await job.finish('succeeded');
@@ -264,8 +281,8 @@ describe('WandbLogger', () => {
     for (const baseUrl of [refusing.baseUrl, erroring.baseUrl, gone.baseUrl]) {
       const logged: { msg: string; extra?: Record<string, unknown> }[] = [];
       const logger = new WandbLogger({ apiKey: API_KEY, baseUrl, ...FAST, log: (msg, extra) => logged.push({ msg, extra }) });
-      const job = await logger.startJob({ id: 'ftjob-u', model: 'm', integrations });
-      assert.equal(job.runCount, 0);
+      const job = logger.startJob({ id: 'ftjob-u', model: 'm', integrations });
+      assert.equal(await job.started, 0);
       job.log({ step: 1, train_loss: 1 });
       await job.finish('succeeded');
       assert.match(logged[0].msg, /could not be created/);
@@ -280,7 +297,7 @@ describe('WandbLogger', () => {
     cleanups.push(wandb.close);
     const logged: string[] = [];
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST, maxConsecutiveFailures: 3, log: (msg) => logged.push(msg) });
-    const job = await logger.startJob({ id: 'ftjob-g', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    const job = logger.startJob({ id: 'ftjob-g', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
     job.log({ step: 1, train_loss: 1 });
     await job.finish('succeeded');
     assert.equal(wandb.fileStreams().length, 3);
@@ -294,7 +311,7 @@ describe('WandbLogger', () => {
     const wandb = await startFakeWandb();
     cleanups.push(wandb.close);
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
-    const job = await logger.startJob({
+    const job = logger.startJob({
       id: 'ftjob-2',
       model: 'm',
       integrations: [
@@ -303,7 +320,7 @@ describe('WandbLogger', () => {
         { type: 'wandb', wandb: { project: 'a' } }, // the same run as the first one
       ],
     });
-    assert.equal(job.runCount, 2);
+    assert.equal(await job.started, 2);
     job.log({ step: 1, train_loss: 1 });
     await job.finish('succeeded');
     const paths = new Set(wandb.fileStreams().map((r) => r.path));
@@ -321,10 +338,10 @@ describe('WandbLogger', () => {
       }) as typeof fetch,
     });
     assert.equal(logger.enabled, false);
-    assert.equal((await logger.startJob({ id: 'ftjob-0', model: 'm', integrations: null })).runCount, 0);
+    assert.equal(await logger.startJob({ id: 'ftjob-0', model: 'm', integrations: null }).started, 0);
     assert.deepEqual(logged, []);
     for (const id of ['ftjob-1', 'ftjob-2']) {
-      const job = await logger.startJob({ id, model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+      const job = logger.startJob({ id, model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
       job.log({ step: 1, train_loss: 1 });
       await job.finish('succeeded');
     }
@@ -337,7 +354,7 @@ describe('WandbLogger', () => {
     const wandb = await startFakeWandb();
     cleanups.push(wandb.close);
     const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST });
-    const job = await logger.startJob({ id: 'ftjob-t', model: 'm'.repeat(100), integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    const job = logger.startJob({ id: 'ftjob-t', model: 'm'.repeat(100), integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
     await job.finish('succeeded');
     const tags: string[] = wandb.requests[0].body.variables.tags;
     assert.ok(tags.every((t) => t.length >= 1 && t.length <= 64));
