@@ -193,7 +193,8 @@ const HISTORY_FILE = 'wandb-history.jsonl';
 const SUMMARY_FILE = 'wandb-summary.json';
 /** Lines per file_stream post; W&B's own client splits posts well below its 10 MB limit. */
 const MAX_LINES_PER_POST = 1000;
-/** Lines kept while W&B is unreachable; the oldest are dropped beyond this. */
+/** Lines kept while W&B is unreachable; newer lines are dropped beyond this (the oldest may be
+ * in flight, and their offset must stay right). */
 const MAX_BUFFERED_LINES = 10_000;
 
 export class WandbLogger {
@@ -339,6 +340,7 @@ class WandbRun {
   private failures = 0;
   private stopped = false;
   private finished = false;
+  private saidFull = false;
 
   constructor(
     private readonly logger: WandbLogger,
@@ -399,8 +401,12 @@ class WandbRun {
       return;
     }
     Object.assign(this.summary, values, { _step: step });
+    if (this.pending.length >= MAX_BUFFERED_LINES) {
+      if (!this.saidFull) this.logger.settings.log('W&B: too many unsent metrics lines; newer ones are dropped until W&B answers', { run: this.runId });
+      this.saidFull = true;
+      return;
+    }
     this.pending.push(text);
-    if (this.pending.length > MAX_BUFFERED_LINES) this.pending.splice(0, this.pending.length - MAX_BUFFERED_LINES);
     this.scheduleFlush();
   }
 
@@ -414,10 +420,15 @@ class WandbRun {
     this.finished = true;
     if (this.flushTimer) clearTimeout(this.flushTimer);
     clearInterval(this.heartbeat);
-    Object.assign(this.summary, extraSummary, { status: outcome });
+    let summary: string;
+    try {
+      summary = JSON.stringify({ ...this.summary, ...extraSummary, status: outcome });
+    } catch {
+      summary = JSON.stringify({ ...this.summary, status: outcome }); // the caller's extras were not JSON
+    }
     this.enqueue(async () => {
       while (this.pending.length > 0 && !this.stopped) await this.untilSent(() => this.sendHistory());
-      await this.untilSent(() => this.post({ files: { [SUMMARY_FILE]: { offset: 0, content: [JSON.stringify(this.summary)] } } }, 'summary'));
+      await this.untilSent(() => this.post({ files: { [SUMMARY_FILE]: { offset: 0, content: [summary] } } }, 'summary'));
       await this.untilSent(() => this.post({ complete: true, exitcode: outcome === 'succeeded' ? 0 : 1 }, 'finish'));
     });
     return this.queue;

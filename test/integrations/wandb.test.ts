@@ -246,6 +246,19 @@ describe('WandbLogger', () => {
     assert.deepEqual(lines.map((l: any) => l._step), [2]);
   });
 
+  test('with nothing to send, a keep-alive goes out every heartbeatMs', async () => {
+    const wandb = await startFakeWandb();
+    cleanups.push(wandb.close);
+    const logger = new WandbLogger({ apiKey: API_KEY, baseUrl: wandb.baseUrl, ...FAST, heartbeatMs: 20 });
+    const job = logger.startJob({ id: 'ftjob-hb', model: 'm', integrations: [{ type: 'wandb', wandb: { project: 'p' } }] });
+    await waitFor(() => wandb.fileStreams().length >= 1);
+    assert.deepEqual(wandb.fileStreams()[0].body, { complete: false, failed: false });
+    await job.finish('succeeded');
+    const count = wandb.requests.length;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(wandb.requests.length, count, 'no keep-alive after finish');
+  });
+
   test('a run found again after a restart continues its history after the last line', async () => {
     const wandb = await startFakeWandb({ historyLineCount: 40 });
     cleanups.push(wandb.close);
