@@ -116,7 +116,9 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const sinTable = g.constant(g.float, [T, hd], tables.sin);
   const cos = op.reshape(op.gather(cosTable, inputs.positionIds), [B, 1, 1, T, hd]);
   const sin = op.reshape(op.gather(sinTable, inputs.positionIds), [B, 1, 1, T, hd]);
-  const bias = attentionBias(g, inputs.segmentIds, cfg.slidingWindow);
+  // Expanded once to the full score shape: ORT's Add is several times slower when it has to
+  // broadcast over the middle (head) axes than on equal shapes, and every layer adds this.
+  const bias = op.expand(attentionBias(g, inputs.segmentIds, cfg.slidingWindow), [B, KV, G, T, T]);
 
   const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
   let x = op.reshape(op.gather(embed, inputs.inputIds), [N, D]);
