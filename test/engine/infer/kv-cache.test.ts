@@ -2,45 +2,14 @@
 // logits as llamaLogits over the whole sequence, at every position (f32 tolerance).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
-import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
-import { llamaLogits } from '../../../src/engine/models/llama.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
 import { inferenceWeights } from '../../../src/engine/infer/decoder.ts';
 import { DecoderSteps } from '../../../src/engine/infer/steps.ts';
 import { randomWeights, tinyConfig } from '../models/llama-fixtures.ts';
+import { fullForward, maxAbsDiff } from './fixtures.ts';
 
 const tinyLlamaDir = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
-
-/** Logits [T, vocab] of one sequence through the training graph (the reference). */
-export async function fullForward(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[]): Promise<Float32Array> {
-  const T = ids.length;
-  const g = new Graph('float32');
-  const inputs = {
-    inputIds: g.input('input_ids', [1, T], 'int64'),
-    positionIds: g.input('position_ids', [1, T], 'int64'),
-    segmentIds: g.input('segment_ids', [1, T], 'int64'),
-  };
-  const seen = new Map<string, Tensor>();
-  g.output('logits', llamaLogits(g, cfg, inputs, { weight: (name, shape) => seen.get(name) ?? seen.set(name, g.input(name, shape)).get(name)! }));
-  const session = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
-  const out = await session.run({
-    input_ids: BigInt64Array.from(ids.map(BigInt)),
-    position_ids: BigInt64Array.from(ids.map((_, i) => BigInt(i))),
-    segment_ids: new BigInt64Array(T).fill(1n),
-    ...Object.fromEntries(weights),
-  });
-  await session.release();
-  return out.logits as Float32Array;
-}
-
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 async function checkCachedDecoding(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[], promptLength: number, tolerance: number) {
   const reference = await fullForward(cfg, weights, ids);

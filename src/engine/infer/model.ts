@@ -1,0 +1,120 @@
+// A model ready to generate: a HF folder (base, or a full fine-tune), optionally with a PEFT LoRA
+// adapter merged into its weights, its tokenizer and chat template, and the KV-cache decoder.
+//
+// LoRA is merged at load (W ← W + (α/r)·B·A): one adapter per loaded model, and decoding then
+// costs exactly what the base costs. Serving many adapters over one resident base would instead
+// add the low-rank products as separate matmuls in the step graph (not built yet).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ModelConfig } from '../models/config.ts';
+import { eosTokenIds } from '../models/config.ts';
+import { llamaWeightShapes } from '../models/llama.ts';
+import { loadHfModel, type Tensor } from '../io/hf-model.ts';
+import { loadPeftAdapter, loraPairs } from '../io/peft.ts';
+import { loadTokenizer, type HfTokenizer } from '../data/tokenizer.ts';
+import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
+import type { SessionSettings } from '../runtime/session.ts';
+import { inferenceWeights } from './decoder.ts';
+import { DecoderSteps } from './steps.ts';
+import { generate, type GenerateOptions, type GenerationResult, type OnToken } from './generate.ts';
+
+export interface ModelSource {
+  /** The base model's HF folder (config.json, safetensors, tokenizer files). */
+  baseModelDir: string;
+  /** A PEFT LoRA adapter folder trained on that base: merged into the weights at load. */
+  adapterDir?: string;
+  /** A full fine-tuned HF folder: its weights replace the base's (tokenizer from here when present). */
+  modelDir?: string;
+}
+
+export interface InferenceModel {
+  readonly config: ModelConfig;
+  readonly tokenizer: HfTokenizer;
+  /** Ids that end generation: config.json, generation_config.json and the tokenizer's eos_token. */
+  readonly eosTokenIds: number[];
+  /** Prompt plus completion may not exceed this (max_position_embeddings). */
+  readonly contextLength: number;
+  generate(promptIds: number[], options?: GenerateOptions, onToken?: OnToken): Promise<GenerationResult>;
+  /** Logits for the token after `ids` (one prefill; for tests and tools). */
+  nextTokenLogits(ids: number[]): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** Adds (α/r)·B·A of every adapted module to its base weight, in place. */
+export function mergeLoraAdapter(weights: Map<string, Tensor>, adapterDir: string): void {
+  const adapter = loadPeftAdapter(adapterDir);
+  const { alpha } = adapter.settings;
+  const rsLora = adapter.rawConfig.use_rslora === true;
+  for (const [module, { A, B }] of loraPairs(adapter.tensors)) {
+    const base = weights.get(`${module}.weight`);
+    if (!base) throw new Error(`${adapterDir}: adapter module ${module} is not in the base model`);
+    const [outF, inF] = base.shape;
+    const r = A.shape[0];
+    if (A.shape[1] !== inF || B.shape[0] !== outF || B.shape[1] !== r) {
+      throw new Error(`${adapterDir}: ${module} lora_A [${A.shape}] / lora_B [${B.shape}] do not fit weight [${base.shape}]`);
+    }
+    const scale = rsLora ? alpha / Math.sqrt(r) : alpha / r;
+    const w = base.data;
+    const a = A.data;
+    const b = B.data;
+    const row = new Float64Array(inF);
+    for (let o = 0; o < outF; o++) {
+      row.fill(0);
+      for (let k = 0; k < r; k++) {
+        const bk = b[o * r + k];
+        if (bk === 0) continue;
+        const aRow = k * inF;
+        for (let i = 0; i < inF; i++) row[i] += bk * a[aRow + i];
+      }
+      const wRow = o * inF;
+      for (let i = 0; i < inF; i++) w[wRow + i] += scale * row[i];
+    }
+  }
+}
+
+function generationConfigEos(dir: string): number[] {
+  const path = join(dir, 'generation_config.json');
+  if (!existsSync(path)) return [];
+  const eos = (JSON.parse(readFileSync(path, 'utf8')) as { eos_token_id?: unknown }).eos_token_id;
+  return (Array.isArray(eos) ? eos : [eos]).filter((x): x is number => typeof x === 'number');
+}
+
+export async function loadModelForInference(source: ModelSource, settings: SessionSettings = {}): Promise<InferenceModel> {
+  const weightsDir = source.modelDir ?? source.baseModelDir;
+  const tokenizerDir = source.modelDir && existsSync(join(source.modelDir, 'tokenizer.json')) ? source.modelDir : source.baseModelDir;
+  const { config, weights } = loadHfModel(weightsDir);
+  for (const [name, shape] of llamaWeightShapes(config)) {
+    const w = weights.get(name);
+    if (!w) throw new Error(`${weightsDir}: no weight ${name}`);
+    if (w.shape.join(',') !== shape.join(',')) throw new Error(`${weightsDir}: ${name} is [${w.shape}], expected [${shape}]`);
+  }
+  if (source.adapterDir) mergeLoraAdapter(weights, source.adapterDir);
+  const layout = inferenceWeights(config, (name) => {
+    const w = weights.get(name)!;
+    weights.delete(name); // the HF copy can go as soon as its layer is converted
+    return w.data;
+  });
+  const steps = new DecoderSteps(config, layout, settings);
+  const tokenizer = loadTokenizer(tokenizerDir);
+  const eos = [...new Set([...eosTokenIds(config), ...generationConfigEos(tokenizerDir), ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
+  const context = { steps, tokenizer, eosTokenIds: eos, contextLength: config.maxPositionEmbeddings };
+  return {
+    config,
+    tokenizer,
+    eosTokenIds: eos,
+    contextLength: config.maxPositionEmbeddings,
+    generate: (promptIds, options, onToken) => generate(context, promptIds, options, onToken),
+    nextTokenLogits: (ids) => steps.forward(steps.newCache(), ids),
+    release: () => steps.release(),
+  };
+}
+
+const formatters = new WeakMap<InferenceModel, ChatFormatter>();
+
+/** Prompt ids for a conversation through the model's chat template, ending with the assistant header. */
+export function chatPrompt(model: InferenceModel, messages: ChatMessage[], tools?: ToolDefinition[]): number[] {
+  let formatter = formatters.get(model);
+  if (!formatter) formatters.set(model, (formatter = new ChatFormatter(model.tokenizer)));
+  return formatter.promptIds(messages, tools);
+}

@@ -1,0 +1,88 @@
+// Choosing the next token from logits, as OpenAI documents its parameters:
+//   presence/frequency penalties:  l[j] −= count[j]·frequency + (count[j] > 0)·presence
+//     (counts over the tokens generated so far, not the prompt);
+//   temperature 0 is greedy (argmax, lowest id on ties), otherwise softmax(l / temperature);
+//   top_p keeps the smallest set of most likely tokens whose probability reaches top_p.
+// One draw from a SeededRandom per sampled token, so a seed fixes the whole output.
+
+import type { SeededRandom } from '../data/random.ts';
+
+export interface SamplingSettings {
+  temperature: number;
+  topP: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+}
+
+/** Subtracts the OpenAI presence/frequency penalties in place. */
+export function applyPenalties(logits: Float32Array, counts: Map<number, number>, presence: number, frequency: number): void {
+  if (presence === 0 && frequency === 0) return;
+  for (const [id, count] of counts) logits[id] -= count * frequency + (count > 0 ? presence : 0);
+}
+
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+/** log softmax(logits), in f64 for the sum. */
+export function logSoftmax(logits: Float32Array): Float32Array {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const logZ = max + Math.log(sum);
+  const out = new Float32Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i] - logZ;
+  return out;
+}
+
+/** Indices of the k largest values, largest first (ties: lower index first). O(V·k), k ≤ ~20. */
+export function topIndices(values: ArrayLike<number>, k: number): number[] {
+  const top: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    if (top.length === k && values[i] <= values[top[k - 1]]) continue;
+    let at = top.length < k ? top.length : k - 1;
+    while (at > 0 && values[top[at - 1]] < values[i]) at--;
+    top.splice(at, 0, i);
+    if (top.length > k) top.pop();
+  }
+  return top;
+}
+
+/** Picks the next token from (already penalised) logits. */
+export function sampleToken(logits: Float32Array, settings: SamplingSettings, rng: SeededRandom): number {
+  if (settings.temperature <= 0) return argmax(logits);
+  const max = logits[argmax(logits)];
+  const probs = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += probs[i] = Math.exp((logits[i] - max) / settings.temperature);
+
+  if (settings.topP < 1) {
+    // The nucleus is a prefix of the tokens sorted by probability. Sorting all V of them each token
+    // is the slow part, so first find a threshold τ whose tokens {p ≥ τ} already carry top_p of the
+    // mass (halving τ from the largest p), then sort only those few.
+    const target = settings.topP * total;
+    let threshold = 1; // the largest unnormalised probability is exp(0) = 1
+    let candidates: number[] = [];
+    for (;;) {
+      candidates = [];
+      let mass = 0;
+      for (let i = 0; i < probs.length; i++) if (probs[i] >= threshold) { candidates.push(i); mass += probs[i]; }
+      if (mass >= target || threshold === 0) break;
+      threshold = threshold < 1e-30 ? 0 : threshold / 2;
+    }
+    candidates.sort((a, b) => probs[b] - probs[a] || a - b);
+    let mass = 0;
+    let keep = 0;
+    while (keep < candidates.length && mass < target) mass += probs[candidates[keep++]];
+    let u = rng.next() * mass;
+    for (let j = 0; j < keep; j++) if ((u -= probs[candidates[j]]) < 0) return candidates[j];
+    return candidates[keep - 1];
+  }
+
+  let u = rng.next() * total;
+  for (let i = 0; i < probs.length; i++) if ((u -= probs[i]) < 0) return i;
+  return argmax(logits); // only reachable through rounding at the very end
+}

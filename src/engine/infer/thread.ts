@@ -1,0 +1,214 @@
+// Generation off the HTTP event loop: models live in a worker_threads Worker, and the server talks
+// to it through `InferenceHost`, whose methods return promises. ORT's session.run blocks the thread
+// that calls it (ENGINE-NOTES), so running it here keeps the main thread free to serve requests.
+//
+// Protocol (structured-clone messages; `id` pairs a reply with its request):
+//   main → worker  {op: 'load', id, key, source, settings}        → {id, type: 'result', value: ModelInfo}
+//                  {op: 'generate', id, key, promptIds, options}  → {id, type: 'token', delta, info}*, then result
+//                  {op: 'chatPrompt', id, key, messages, tools}   → result: number[]
+//                  {op: 'abort', id}  (the id of a generate)      → that generate replies with an error named AbortError
+//                  {op: 'unload', id, key}                        → result: null
+//   worker → main  {id, type: 'error', error: {name, message}} for any failed request.
+// Requests to the worker run concurrently: each generate yields between tokens, so two streams
+// interleave token by token, each with its own KV cache.
+
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import type { ChatMessage, ToolDefinition } from '../data/chat-format.ts';
+import type { SessionSettings } from '../runtime/session.ts';
+import type { GenerateOptions, GenerationResult, OnToken, TokenInfo } from './generate.ts';
+import { chatPrompt, loadModelForInference, type InferenceModel as Model } from './model.ts';
+
+const WORKER_MARK = 'tuneforge-inference-worker';
+
+export interface ModelSourceMessage {
+  baseModelDir: string;
+  adapterDir?: string;
+  modelDir?: string;
+}
+
+/** What the server needs to know about a loaded model. */
+export interface ModelInfo {
+  architecture: string;
+  vocabSize: number;
+  contextLength: number;
+  eosTokenIds: number[];
+  hasChatTemplate: boolean;
+}
+
+type Request =
+  | { op: 'load'; id: number; key: string; source: ModelSourceMessage; settings?: SessionSettings }
+  | { op: 'generate'; id: number; key: string; promptIds: number[]; options: Omit<GenerateOptions, 'signal'> }
+  | { op: 'chatPrompt'; id: number; key: string; messages: ChatMessage[]; tools?: ToolDefinition[] }
+  | { op: 'abort'; id: number }
+  | { op: 'unload'; id: number; key: string };
+
+type Reply =
+  | { id: number; type: 'result'; value: unknown }
+  | { id: number; type: 'token'; delta: string; info: TokenInfo }
+  | { id: number; type: 'error'; error: { name: string; message: string } };
+
+interface Pending {
+  resolve: (value: never) => void;
+  reject: (error: Error) => void;
+  onToken?: OnToken;
+}
+
+/** The main thread's handle on one inference worker. */
+export class InferenceHost {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor() {
+    // The worker runs this same file. Under tsx, Node 20 does not carry the TypeScript loader into
+    // workers (neither `--import tsx` in execArgv nor the parent's hooks apply), so the worker's
+    // entry is a small script that registers tsx's ESM hooks itself before importing us.
+    const self = JSON.stringify(import.meta.url);
+    const entry = import.meta.url.endsWith('.ts')
+      ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${self}); });`
+      : `import(${self});`;
+    this.worker = new Worker(entry, { eval: true, workerData: { mark: WORKER_MARK } });
+    this.worker.on('message', (reply: Reply) => this.receive(reply));
+    this.worker.on('error', (error) => this.failAll(error));
+    this.worker.on('exit', (code) => this.failAll(new Error(`inference worker exited (code ${code})`)));
+  }
+
+  /** Loads a model under `key` (a later load with the same key replaces it). */
+  load(key: string, source: ModelSourceMessage, settings?: SessionSettings): Promise<ModelInfo> {
+    return this.request({ op: 'load', key, source, settings });
+  }
+
+  /** Generates from prompt ids; `onToken` receives each text delta as it is produced. */
+  generate(key: string, promptIds: number[], options: GenerateOptions = {}, onToken?: OnToken): Promise<GenerationResult> {
+    const { signal, ...plain } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason ?? abortError());
+    const { id, promise } = this.requestWithId<GenerationResult>({ op: 'generate', key, promptIds, options: plain }, onToken);
+    if (signal) {
+      const abort = () => this.worker.postMessage({ op: 'abort', id } satisfies Request);
+      signal.addEventListener('abort', abort, { once: true });
+      promise.finally(() => signal.removeEventListener('abort', abort)).catch(() => {});
+    }
+    return promise;
+  }
+
+  /** Prompt ids for a conversation through the model's chat template. */
+  chatPrompt(key: string, messages: ChatMessage[], tools?: ToolDefinition[]): Promise<number[]> {
+    return this.request({ op: 'chatPrompt', key, messages, tools });
+  }
+
+  unload(key: string): Promise<void> {
+    return this.request({ op: 'unload', key });
+  }
+
+  /** Stops the worker; pending requests reject. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.worker.terminate();
+  }
+
+  private request<T>(message: DistributiveOmit<Request, 'id'>): Promise<T> {
+    return this.requestWithId<T>(message).promise;
+  }
+
+  private requestWithId<T>(message: DistributiveOmit<Request, 'id'>, onToken?: OnToken): { id: number; promise: Promise<T> } {
+    if (this.closed) return { id: 0, promise: Promise.reject(new Error('inference host is closed')) };
+    const id = this.nextId++;
+    const promise = new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (value: never) => void, reject, onToken });
+    });
+    this.worker.postMessage({ ...message, id } as Request);
+    return { id, promise };
+  }
+
+  private receive(reply: Reply): void {
+    const pending = this.pending.get(reply.id);
+    if (!pending) return;
+    if (reply.type === 'token') {
+      pending.onToken?.(reply.delta, reply.info);
+      return;
+    }
+    this.pending.delete(reply.id);
+    if (reply.type === 'result') pending.resolve(reply.value as never);
+    else pending.reject(Object.assign(new Error(reply.error.message), { name: reply.error.name }));
+  }
+
+  private failAll(error: Error): void {
+    this.closed = true;
+    for (const p of this.pending.values()) p.reject(error);
+    this.pending.clear();
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+function abortError(): Error {
+  return Object.assign(new Error('generation aborted'), { name: 'AbortError' });
+}
+
+// ------------------------------------------------------------------------------- the worker side
+
+function serveRequests(): void {
+  const port = parentPort!;
+  const models = new Map<string, Promise<Model>>();
+  const aborts = new Map<number, AbortController>();
+  const send = (reply: Reply) => port.postMessage(reply);
+  const model = (key: string) => models.get(key) ?? Promise.reject(new Error(`model ${key} is not loaded`));
+
+  const handle = async (request: Request): Promise<unknown> => {
+    switch (request.op) {
+      case 'load': {
+        const previous = models.get(request.key);
+        const loading = loadModelForInference(request.source, request.settings);
+        models.set(request.key, loading);
+        loading.catch(() => models.get(request.key) === loading && models.delete(request.key));
+        const loaded = await loading;
+        if (previous) await (await previous.catch(() => null))?.release();
+        return {
+          architecture: loaded.config.architecture,
+          vocabSize: loaded.config.vocabSize,
+          contextLength: loaded.contextLength,
+          eosTokenIds: loaded.eosTokenIds,
+          hasChatTemplate: loaded.tokenizer.chatTemplate !== null,
+        } satisfies ModelInfo;
+      }
+      case 'generate': {
+        const controller = new AbortController();
+        aborts.set(request.id, controller);
+        try {
+          const m = await model(request.key);
+          return await m.generate(request.promptIds, { ...request.options, signal: controller.signal }, (delta, info) =>
+            send({ id: request.id, type: 'token', delta, info }),
+          );
+        } finally {
+          aborts.delete(request.id);
+        }
+      }
+      case 'chatPrompt':
+        return chatPrompt(await model(request.key), request.messages, request.tools);
+      case 'unload': {
+        const m = models.get(request.key);
+        models.delete(request.key);
+        if (m) await (await m).release();
+        return null;
+      }
+      case 'abort':
+        aborts.get(request.id)?.abort(abortError());
+        return undefined;
+    }
+  };
+
+  port.on('message', (request: Request) => {
+    if (request.op === 'abort') return void handle(request);
+    handle(request).then(
+      (value) => send({ id: request.id, type: 'result', value }),
+      (error: unknown) => {
+        const e = error instanceof Error ? error : new Error(String(error));
+        send({ id: request.id, type: 'error', error: { name: e.name, message: e.message } });
+      },
+    );
+  });
+}
+
+if (!isMainThread && (workerData as { mark?: string } | null)?.mark === WORKER_MARK) serveRequests();
