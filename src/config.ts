@@ -1,6 +1,8 @@
 // Service configuration, read once from the environment. Everything else receives a Config value,
 // so tests build one with `loadConfig({ ...overrides })` instead of touching process.env.
 import path from 'node:path';
+import { parseWebhookEndpoints, type WebhookEndpoint } from './integrations/webhooks.ts';
+import { wandbOptionsFromEnv } from './integrations/wandb.ts';
 
 export interface ApiKey {
   key: string;
@@ -30,6 +32,18 @@ export interface Config {
     heartbeatMs: number;
     pollMs: number;
   };
+  training: {
+    /** A resumable state every N optimizer steps (CHECKPOINT_EVERY_STEPS; 0 = only at epoch ends). */
+    checkpointEverySteps: number;
+    /** Run `train()` in the worker's own process instead of a child process (TRAIN_IN_PROCESS=1; tests, debugging). */
+    inProcess: boolean;
+    /** Extra Node flags for the training process (TRAIN_NODE_OPTIONS, e.g. --max-old-space-size=16384). */
+    nodeArgs: string[];
+  };
+  /** Endpoints for fine_tuning.job.* webhooks (WEBHOOK_URLS, WEBHOOK_SECRET). */
+  webhooks: WebhookEndpoint[];
+  /** Weights & Biases (WANDB_API_KEY, WANDB_BASE_URL); no key: jobs asking for W&B log nothing there. */
+  wandb: { apiKey: string | null; baseUrl: string };
   logLevel: string;
 }
 
@@ -79,6 +93,16 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       heartbeatMs: intFrom(env, 'JOB_HEARTBEAT_MS', 2_000),
       pollMs: intFrom(env, 'JOB_POLL_MS', 1_000),
     },
+    training: {
+      checkpointEverySteps: intFrom(env, 'CHECKPOINT_EVERY_STEPS', 10),
+      inProcess: env.TRAIN_IN_PROCESS === '1' || env.TRAIN_IN_PROCESS === 'true',
+      nodeArgs: (env.TRAIN_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean),
+    },
+    webhooks: parseWebhookEndpoints(env),
+    wandb: (() => {
+      const { apiKey, baseUrl } = wandbOptionsFromEnv(env);
+      return { apiKey: apiKey ?? null, baseUrl: baseUrl! };
+    })(),
     logLevel: env.LOG_LEVEL || 'info',
   };
   return {
@@ -86,6 +110,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     ...overrides,
     limits: { ...base.limits, ...overrides.limits },
     queue: { ...base.queue, ...overrides.queue },
+    training: { ...base.training, ...overrides.training },
   };
 }
 

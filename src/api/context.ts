@@ -7,6 +7,8 @@ export interface ApiContext {
   store: Store;
   /** Starts validating a new job's files in the background (see scheduler/file-validation.ts). */
   startFileValidation(jobId: string): void;
+  /** A job ended (succeeded, failed, cancelled): webhooks go out. */
+  onJobFinished(jobId: string, status: 'succeeded' | 'failed' | 'cancelled'): void;
 }
 
 export const nowSeconds = () => Math.floor(Date.now() / 1000);

@@ -6,7 +6,8 @@ import { Ajv } from 'ajv';
 import { isLoopback, type Config } from '../config.ts';
 import { validateDataset } from '../domain/datasets.ts';
 import { validateJobFiles, type DatasetValidator } from '../scheduler/file-validation.ts';
-import { Worker, type JobRunner } from '../scheduler/worker.ts';
+import { Worker, type JobFinishedListener, type JobRunner } from '../scheduler/worker.ts';
+import { WebhookDispatcher } from '../integrations/webhooks.ts';
 import { openStore, type Store } from '../store/index.ts';
 import { registerAuth } from './auth.ts';
 import type { ApiContext } from './context.ts';
@@ -26,11 +27,15 @@ export interface AppOptions {
   logger?: boolean | { level: string };
   /** Called when a job leaves file validation for the queue (the embedded worker wakes up). */
   onJobQueued?: (jobId: string) => void;
+  /** Called when a job ends; by default fine_tuning.job.* webhooks go to config.webhooks. */
+  onJobFinished?: JobFinishedListener;
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     store: Store;
+    /** Reports a job's end (webhooks); the embedded worker reports through it too. */
+    onJobFinished: JobFinishedListener;
   }
 }
 
@@ -60,17 +65,26 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     return parseJson(request, text, done);
   });
   app.decorate('store', store);
+  app.decorate('onJobFinished', (jobId: string, status: 'succeeded' | 'failed' | 'cancelled') => ctx.onJobFinished(jobId, status));
   if (ownsStore) app.addHook('onClose', async () => store.close());
 
+  let onJobFinished = options.onJobFinished;
+  if (!onJobFinished) {
+    const webhooks = new WebhookDispatcher({ endpoints: config.webhooks, log: (msg, extra) => app.log.warn(extra ?? {}, msg) });
+    onJobFinished = webhookListener(webhooks);
+    app.addHook('onClose', async () => webhooks.close());
+  }
   const pending = new Set<Promise<void>>();
   const ctx: ApiContext = {
     config,
     store,
+    onJobFinished,
     startFileValidation(jobId) {
       const run = validateJobFiles(store, validate, jobId)
         .then(async () => {
           const job = await store.jobs.get(jobId);
           if (job?.status === 'queued') options.onJobQueued?.(jobId);
+          if (job?.status === 'failed') ctx.onJobFinished(jobId, 'failed');
         })
         .catch((err) => app.log.error({ err, jobId }, 'file validation crashed'))
         .finally(() => pending.delete(run));
@@ -101,6 +115,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Jobs a previous process left validating (it stopped mid-way) are validated again.
   for (const job of await store.jobs.listByStatus('validating_files')) ctx.startFileValidation(job.id);
   return app;
+}
+
+/** fine_tuning.job.succeeded | failed | cancelled to every configured endpoint (fire and forget). */
+export function webhookListener(webhooks: WebhookDispatcher): JobFinishedListener {
+  return (jobId, status) => {
+    if (webhooks.enabled) void webhooks.dispatch(`fine_tuning.job.${status}`, jobId);
+  };
 }
 
 export interface ServerOptions extends AppOptions {
@@ -135,6 +156,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       pollMs: config.queue.pollMs,
       maxRunningPerOrg: config.limits.maxRunningJobsPerOrg,
       log: (msg, extra) => app.log.info(extra ?? {}, msg),
+      onJobFinished: app.onJobFinished,
     });
   }
   await app.listen({ host: config.host, port: config.port });

@@ -1,9 +1,19 @@
 // The JobRunner that trains for real: turns a stored job into the engine's TrainSpec, maps the
 // engine's events onto job events, checkpoints and the lease, and writes the result CSV.
-// Plugging the engine in is `new Worker({ runJob: createTrainRunner(train, { modelsDir }), … })`.
+// Plugging the engine in is `new Worker({ runJob: createTrainRunner(train, { modelsDir }), … })`;
+// production passes `trainInChildProcess` (train-process.ts) so training never blocks the server.
+//
+// A job can run more than once: after a pause, or when its worker died and the lease expired. The
+// engine then continues from the job's last resume point and re-runs the steps after it, with the
+// same losses. What those steps already recorded (metrics events, checkpoints, the engine's own
+// messages) is recorded once only: the runner skips what the job already has, so the event list of
+// a job that was paused or recovered reads exactly like that of an uninterrupted one.
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { LoraSettings, StepMetrics, ResolvedHyperparameters, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../engine/contract.ts';
 import { jobEvents } from '../domain/jobs.ts';
+import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
 import { blobKeys, type JobRecord } from '../store/index.ts';
 import { findBaseModel } from '../store/base-models.ts';
 import type { JobRunContext, JobRunner } from './worker.ts';
@@ -16,11 +26,15 @@ export interface TrainRunnerOptions {
   modelsDir: string;
   /** LoRA settings, or null for full fine-tuning. */
   lora?: LoraSettings | null;
+  /** A resumable state every N optimizer steps (pause and crash recovery continue from the last one). */
   checkpointEverySteps?: number;
+  /** Sends metrics to Weights & Biases for jobs whose `integrations` ask for it. */
+  wandb?: WandbLogger;
 }
 
-class JobInputError extends Error {
-  constructor(message: string, readonly code: string, readonly param: string | null) {
+/** A job error with OpenAI's {code, param}; the worker copies both into the job's `error`. */
+export class JobError extends Error {
+  constructor(message: string, readonly code: string, readonly param: string | null = null) {
     super(message);
   }
 }
@@ -30,7 +44,7 @@ async function baseModelDir(job: JobRecord, ctx: JobRunContext, modelsDir: strin
   if (base) return base.dir;
   const tuned = await ctx.store.models.get(job.model, job.organization_id);
   if (tuned?.dir) return tuned.dir;
-  throw new JobInputError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
+  throw new JobError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
 }
 
 export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: string, options: TrainRunnerOptions): TrainSpec {
@@ -66,16 +80,23 @@ function checkpointMetrics(m: StepMetrics): Record<string, number> {
 
 const CSV_COLUMNS = ['step', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_mean_token_accuracy'] as const;
 
-/** OpenAI's result file: one row per step, empty cells where a step had no validation. */
-async function resultCsv(job: JobRecord, ctx: JobRunContext): Promise<string> {
-  const rows = new Map<number, Record<string, unknown>>();
+/** Every event of a job, oldest first. */
+async function allEvents(job: JobRecord, ctx: JobRunContext) {
+  const events = [];
   let after: string | undefined;
   for (;;) {
     const page = await ctx.store.events.list(job.id, { after, limit: 1000, order: 'asc' });
-    for (const e of page.data) if (e.type === 'metrics' && e.data) rows.set(Number(e.data.step), e.data);
+    events.push(...page.data);
     if (!page.hasMore) break;
     after = page.data[page.data.length - 1].id;
   }
+  return events;
+}
+
+/** OpenAI's result file: one row per step, empty cells where a step had no validation. */
+async function resultCsv(job: JobRecord, ctx: JobRunContext): Promise<string> {
+  const rows = new Map<number, Record<string, unknown>>();
+  for (const e of await allEvents(job, ctx)) if (e.type === 'metrics' && e.data) rows.set(Number(e.data.step), e.data);
   const cell = (v: unknown) => (typeof v === 'number' ? String(v) : '');
   const lines = [CSV_COLUMNS.join(',')];
   for (const step of [...rows.keys()].sort((a, b) => a - b)) {
@@ -85,30 +106,140 @@ async function resultCsv(job: JobRecord, ctx: JobRunContext): Promise<string> {
   return lines.join('\n') + '\n';
 }
 
+/** What an earlier run of this job already recorded. */
+async function alreadyRecorded(job: JobRecord, ctx: JobRunContext) {
+  const metricSteps = new Set<number>();
+  const messages = new Set<string>();
+  for (const e of await allEvents(job, ctx)) {
+    if (e.type === 'metrics' && e.data) metricSteps.add(Number(e.data.step));
+    else messages.add(e.message);
+  }
+  const checkpointSteps = new Set((await ctx.store.checkpoints.listForJob(job.id, { limit: 1000 })).data.map((c) => c.step_number));
+  return { metricSteps, messages, checkpointSteps };
+}
+
+const removeDir = (dir: string) => fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+
+/** Paths of the server's blob store mean nothing to the user: name the job's files instead. */
+function describeTrainError(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
+  if (!(err instanceof Error) || err instanceof JobError || err.name === 'AbortError') return err;
+  let message = err.message;
+  let code = typeof (err as { code?: unknown }).code === 'string' ? String((err as { code?: unknown }).code) : 'training_failed';
+  let param: string | null = null;
+  if (spec.validationFile && message.includes(spec.validationFile)) {
+    message = message.split(spec.validationFile).join(`validation file ${job.validation_file}`);
+    [code, param] = ['invalid_validation_file', 'validation_file'];
+  }
+  if (message.includes(spec.trainingFile)) {
+    message = message.split(spec.trainingFile).join(`training file ${job.training_file}`);
+    [code, param] = ['invalid_training_file', 'training_file'];
+  } else if (/training file has no examples/.test(message)) {
+    [code, param] = ['invalid_training_file', 'training_file'];
+  }
+  message = message.split(spec.outputDir).join('<job folder>');
+  return new JobError(message, code, param);
+}
+
 export function createTrainRunner(train: TrainFunction, options: TrainRunnerOptions): JobRunner {
   return async (job, ctx) => {
     const spec = trainSpecFor(job, ctx, await baseModelDir(job, ctx, options.modelsDir), options);
+    const seen = await alreadyRecorded(job, ctx);
+    const wandb: WandbJobLog | undefined = options.wandb?.startJob({
+      id: job.id,
+      model: job.model,
+      integrations: job.integrations,
+      config: { method: job.method.type, ...spec.hyperparameters, seed: job.seed, training_file: job.training_file, validation_file: job.validation_file, lora: spec.lora },
+    });
+
+    // A resume point is recorded once what precedes it is: an epoch-end resume point comes just
+    // before that epoch's checkpoint, and continuing from it must not skip the checkpoint.
+    let pendingResume: { step: number; dir: string } | null = null;
+    let currentResume = job.resume_point;
+    const flushResume = async () => {
+      if (!pendingResume) return;
+      const { dir } = pendingResume;
+      pendingResume = null;
+      // Not ours any more (paused, cancelled): the recorded resume point stays, and so does its folder.
+      if (!(await ctx.setResumePoint(dir))) return;
+      if (currentResume && currentResume !== dir) await removeDir(currentResume);
+      currentResume = dir;
+    };
+
+    // estimated_finish from the measured wall time per step (steps, evaluations and checkpoints).
+    let lastStepAt = 0;
+    let secondsPerStep = 0;
+    let lastEstimate: number | null = null;
+    const estimate = async (m: StepMetrics, stepSeconds: number) => {
+      const now = Date.now();
+      const measured = lastStepAt ? (now - lastStepAt) / 1000 : stepSeconds;
+      lastStepAt = now;
+      secondsPerStep = secondsPerStep ? 0.8 * secondsPerStep + 0.2 * measured : measured;
+      const at = Math.ceil(now / 1000 + (m.total_steps - m.step) * secondsPerStep);
+      if (at !== lastEstimate) {
+        lastEstimate = at;
+        await ctx.setEstimatedFinish(at);
+      }
+    };
+
     const onEvent = async (event: TrainEvent) => {
       switch (event.type) {
-        case 'message':
+        case 'message': {
+          if (seen.messages.has(event.message)) break;
+          seen.messages.add(event.message);
           await ctx.event({ level: event.level, type: 'message', message: event.message, data: {} });
           break;
+        }
         case 'metrics': {
-          await ctx.event(jobEvents.metrics(event.metrics));
-          const left = event.metrics.total_steps - event.metrics.step;
-          await ctx.setEstimatedFinish(Math.ceil(Date.now() / 1000 + left * event.stepSeconds));
+          await flushResume();
+          const m = event.metrics;
+          if (!Number.isFinite(m.train_loss)) {
+            throw new JobError(
+              `Training diverged: the training loss became ${m.train_loss} at step ${m.step}. Try a lower learning_rate_multiplier or check the training data.`,
+              'training_diverged',
+            );
+          }
+          if (!seen.metricSteps.has(m.step)) {
+            seen.metricSteps.add(m.step);
+            await ctx.event(jobEvents.metrics(m));
+            wandb?.log({ ...m });
+          }
+          await estimate(m, event.stepSeconds);
           break;
         }
-        case 'checkpoint':
-          await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir);
+        case 'checkpoint': {
+          if (!seen.checkpointSteps.has(event.step)) {
+            seen.checkpointSteps.add(event.step);
+            const { pruned } = await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir);
+            for (const old of pruned) if (old.dir && old.dir !== event.dir) await removeDir(old.dir);
+          }
+          if (pendingResume && pendingResume.step <= event.step) await flushResume();
           break;
+        }
         case 'resume_point':
-          await ctx.setResumePoint(event.dir);
+          await flushResume();
+          pendingResume = { step: event.step, dir: event.dir };
           break;
       }
     };
-    const result = await train(spec, { signal: ctx.signal, onEvent });
+
+    let result: TrainResult;
+    try {
+      result = await train(spec, { signal: ctx.signal, onEvent });
+    } catch (err) {
+      if (ctx.signal.aborted) {
+        // Cancelled: the W&B run ends too. Paused or handed back: it continues when the job does.
+        const status = (await ctx.store.jobs.get(job.id))?.status;
+        if (status === 'cancelled') await wandb?.finish('cancelled');
+        throw err;
+      }
+      const described = describeTrainError(err, job, spec);
+      await wandb?.finish('failed', { error: (described as Error).message });
+      throw described;
+    }
+    // Resume points are only needed while the job can still continue.
+    await removeDir(path.join(ctx.workDir, 'resume'));
     const csvId = await ctx.createResultFile('step_metrics.csv', Readable.from([Buffer.from(await resultCsv(job, ctx))]));
+    await wandb?.finish('succeeded', { ...result.finalMetrics, trained_tokens: result.trainedTokens });
     return { trainedTokens: result.trainedTokens, resultFiles: [csvId], modelDir: result.finalDir };
   };
 }

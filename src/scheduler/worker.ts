@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 import { jobEvents, type JobEventContent } from '../domain/jobs.ts';
 import { checkpointModelName, fineTunedModelName, newId } from '../domain/naming.ts';
 import { blobKeys, type CheckpointRecord, type JobRecord, type Store } from '../store/index.ts';
+import { jobWorkDir, removeJobArtifacts, removeResumePoints } from './job-artifacts.ts';
 import { appendEvent, nowSeconds } from './job-events.ts';
 import { claimNextJob, renewLease } from './queue.ts';
 
@@ -28,8 +29,8 @@ export interface JobRunContext {
   event(content: JobEventContent): Promise<void>;
   /** Records a usable checkpoint (a row, an event, pruning to the newest 3); returns the pruned ones. */
   checkpoint(step: number, metrics: Record<string, number>, dir: string | null): Promise<{ checkpoint: CheckpointRecord; pruned: CheckpointRecord[] }>;
-  /** Where to continue from after a pause or a lost worker. */
-  setResumePoint(dir: string): Promise<void>;
+  /** Where to continue from after a pause or a lost worker; false when the job is no longer ours. */
+  setResumePoint(dir: string): Promise<boolean>;
   setEstimatedFinish(unixSeconds: number | null): Promise<void>;
   /** Stores a file with purpose fine-tune-results for this job's organization; returns its id. */
   createResultFile(filename: string, content: Readable | AsyncIterable<Buffer>): Promise<string>;
@@ -56,13 +57,18 @@ export interface WorkerOptions {
   /** Newest checkpoints kept per job (OpenAI keeps 3). */
   keepCheckpoints?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
+  /** Called after this worker ended a job (webhooks); cancellations are reported where they happen (the API). */
+  onJobFinished?: JobFinishedListener;
 }
+
+export type JobOutcomeStatus = 'succeeded' | 'failed' | 'cancelled';
+export type JobFinishedListener = (jobId: string, status: JobOutcomeStatus) => void;
 
 class StoppedError extends Error {}
 
 export class Worker {
   readonly id: string;
-  private readonly opts: Required<Omit<WorkerOptions, 'workerId' | 'log'>> & Pick<WorkerOptions, 'log'>;
+  private readonly opts: Required<Omit<WorkerOptions, 'workerId' | 'log' | 'onJobFinished'>> & Pick<WorkerOptions, 'log' | 'onJobFinished'>;
   private loop: Promise<void> | null = null;
   private stopping = false;
   private wake: (() => void) | null = null;
@@ -129,7 +135,7 @@ export class Worker {
     const controller = new AbortController();
     this.running.set(job.id, controller);
     const fineTunedModel = fineTunedModelName(job.model, job.organization_id, job.suffix, job.id);
-    const workDir = path.join(this.opts.dataDir, 'jobs', job.id);
+    const workDir = jobWorkDir(this.opts.dataDir, job.id);
     await fs.mkdir(workDir, { recursive: true });
 
     const heartbeat = async () => {
@@ -165,9 +171,7 @@ export class Worker {
         const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints);
         return { checkpoint, pruned };
       },
-      setResumePoint: async (dir) => {
-        await store.jobs.updateOwned(job.id, this.id, { resume_point: dir });
-      },
+      setResumePoint: async (dir) => Boolean(await store.jobs.updateOwned(job.id, this.id, { resume_point: dir })),
       setEstimatedFinish: async (at) => {
         await store.jobs.updateOwned(job.id, this.id, { estimated_finish: at });
       },
@@ -203,13 +207,18 @@ export class Worker {
     }
   }
 
-  /** Cancel/pause: the API already set the status. Worker stop: hand the job back to the queue. */
+  /**
+   * Cancel/pause: the API already set the status; a cancelled job's partial artifacts go now that
+   * nothing writes them any more. Worker stop: hand the job back to the queue.
+   */
   private async afterAbort(job: JobRecord, signal: AbortSignal) {
+    const { store } = this.opts;
     if (signal.reason instanceof StoppedError) {
-      const { store } = this.opts;
       const requeued = await store.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
       if (requeued) await appendEvent(store, job.id, jobEvents.requeued());
+      return;
     }
+    if ((await store.jobs.get(job.id))?.status === 'cancelled') await removeJobArtifacts(store, this.opts.dataDir, job.id);
   }
 
   private async succeed(job: JobRecord, fineTunedModel: string, result: JobRunResult) {
@@ -234,6 +243,7 @@ export class Worker {
     });
     await appendEvent(store, job.id, jobEvents.newModel(fineTunedModel));
     await appendEvent(store, job.id, jobEvents.succeeded());
+    this.opts.onJobFinished?.(job.id, 'succeeded');
   }
 
   private async fail(job: JobRecord, err: unknown) {
@@ -252,6 +262,9 @@ export class Worker {
       estimated_finish: null,
       lease_expires_at: null,
     });
-    if (failed) await appendEvent(store, job.id, jobEvents.failed(error.message));
+    if (!failed) return;
+    await appendEvent(store, job.id, jobEvents.failed(error.message));
+    await removeResumePoints(this.opts.dataDir, job.id);
+    this.opts.onJobFinished?.(job.id, 'failed');
   }
 }

@@ -5,6 +5,8 @@ import { invalidParam, notFound } from '../../domain/errors.ts';
 import { parseJobMethod, resolveSeed, validateMetadata, validateSuffix, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
 import { newId, parseFineTunedModelName } from '../../domain/naming.ts';
+import { validateIntegrations } from '../../integrations/wandb.ts';
+import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
 import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
 import { findBaseModel } from '../../store/base-models.ts';
 import type { CheckpointRecord, EventRecord, JobMethod, JobRecord } from '../../store/index.ts';
@@ -163,6 +165,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const metadata = validateMetadata(body.metadata);
     const suffix = validateSuffix(body.suffix);
     const seed = resolveSeed(body.seed);
+    const integrations = validateIntegrations(body.integrations);
     await checkModel(body.model, organization);
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
@@ -179,7 +182,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
       suffix,
       seed,
       metadata,
-      integrations: body.integrations ?? null,
+      integrations,
       created_at: nowSeconds(),
     });
     await appendEvent(store, id, jobEvents.created(id));
@@ -204,12 +207,19 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.post<{ Params: { id: string } }>('/fine_tuning/jobs/:id/cancel', async (request) => {
     const organizationId = request.caller.organization;
-    await ownJob(request.params.id, organizationId);
+    const before = await ownJob(request.params.id, organizationId);
     const job = await applyJobAction(store, request.params.id, 'cancel', {
       organizationId,
       patch: { estimated_finish: null },
       event: jobEvents.cancelled(),
     });
+    // A running job's worker stops within a heartbeat and removes what it wrote; otherwise (queued,
+    // paused, or a worker that died) nothing writes the job's files any more: remove them now.
+    const workerAlive = before.status === 'running' && (before.lease_expires_at ?? 0) >= Date.now();
+    if (!workerAlive) {
+      await removeJobArtifacts(store, config.dataDir, job.id).catch((err) => request.log.warn({ err, job: job.id }, 'could not remove the artifacts of a cancelled job'));
+    }
+    ctx.onJobFinished(job.id, 'cancelled');
     return jobObject(job);
   });
 
