@@ -17,7 +17,6 @@
 // q|k|v and gate|up concatenated so each block runs three matmuls instead of seven.
 
 import type { ModelConfig } from '../models/config.ts';
-import { rmsNorm, rope } from '../models/llama.ts';
 import { Graph, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 
@@ -30,7 +29,7 @@ export interface StepShape {
 /** Names of the step graph's inputs and outputs (the contract with the runner). */
 export const stepNames = {
   inputIds: 'input_ids', // [T] int64
-  cos: 'rope_cos', // [T, headDim] for the tokens' absolute positions
+  cos: 'rope_cos', // [T, headDim / 2] for the tokens' absolute positions
   sin: 'rope_sin',
   mask: 'attention_mask', // [T, C + T] additive: 0 = visible, −1e9 = hidden
   lastRow: 'last_row', // [1] int64: which of the T rows to take logits from
@@ -104,6 +103,10 @@ function fusedTransposed(parts: { w: Float32Array; outF: number }[], inF: number
   return t;
 }
 
+function scaled(w: Float32Array, s: number): Float32Array {
+  return w.map((v) => v * s);
+}
+
 function concatenated(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
   let at = 0;
@@ -127,12 +130,14 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
     const a = `${p}.self_attn`;
     const m = `${p}.mlp`;
     out.set(n.attnNorm(l), take(`${p}.input_layernorm.weight`));
+    // 1/√d of the attention scores is folded into q's rows (RoPE is linear, so rope(s·q) = s·rope(q)).
+    const qScale = 1 / Math.sqrt(hd);
     out.set(n.qkv(l), fusedTransposed([
-      { w: take(`${a}.q_proj.weight`), outF: H * hd },
+      { w: scaled(take(`${a}.q_proj.weight`), qScale), outF: H * hd },
       { w: take(`${a}.k_proj.weight`), outF: KV * hd },
       { w: take(`${a}.v_proj.weight`), outF: KV * hd },
     ], D));
-    if (cfg.attentionBias) out.set(n.qkvBias(l), concatenated([take(`${a}.q_proj.bias`), take(`${a}.k_proj.bias`), take(`${a}.v_proj.bias`)]));
+    if (cfg.attentionBias) out.set(n.qkvBias(l), concatenated([scaled(take(`${a}.q_proj.bias`), qScale), take(`${a}.k_proj.bias`), take(`${a}.v_proj.bias`)]));
     out.set(n.o(l), transposed(take(`${a}.o_proj.weight`), D, H * hd));
     if (cfg.outputBias) out.set(n.oBias(l), take(`${a}.o_proj.bias`));
     out.set(n.mlpNorm(l), take(`${p}.post_attention_layernorm.weight`));
@@ -149,6 +154,33 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
   // a small model's decode step, and the transposed-B path would repack it every token.
   out.set(n.lmHead, transposed(cfg.tieWordEmbeddings ? embed : take('lm_head.weight'), V, D));
   return out;
+}
+
+/**
+ * RMSNorm as one ORT kernel: SimplifiedLayerNormalization computes x / √(mean(x²) + ε) · w, the
+ * same as llama.ts's rmsNorm, whose eight elementwise nodes cost more than their math at T = 1.
+ */
+function rmsNormKernel(x: Tensor, weight: Tensor, eps: number): Tensor {
+  return x.graph.emit('SimplifiedLayerNormalization', [x, weight], { axis: -1, epsilon: { f: eps } }, [{ shape: x.shape, dtype: x.dtype }])[0];
+}
+
+/**
+ * RoPE with HF's rotate_half convention (com.microsoft.RotaryEmbedding, interleaved = 0) on
+ * x [1, T, heads·hd]: one node instead of llama.ts's slice/neg/concat/mul/add. Row t of
+ * cos/sin [T, hd/2] holds the angles of token t's absolute position, so position_ids are 0..T−1.
+ */
+function ropeKernel(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, heads: number): Tensor {
+  return x.graph.emit('RotaryEmbedding', [x, positions, cos, sin], { interleaved: 0, num_heads: heads }, [{ shape: x.shape, dtype: x.dtype }], undefined, 'com.microsoft')[0];
+}
+
+/**
+ * A transpose that only moves size-1 axes keeps the memory order: emit it as a reshape (free).
+ * In a decode step (T = 1) every head/token transpose is of this kind.
+ */
+function permute(x: Tensor, perm: number[]): Tensor {
+  const moved = perm.filter((axis) => x.shape[axis] !== 1);
+  const kept = moved.every((axis, i) => i === 0 || moved[i - 1] < axis);
+  return kept ? op.reshape(x, perm.map((axis) => x.shape[axis])) : op.transpose(x, perm);
 }
 
 /** The step graph for one (T, C) bucket. All weights are graph inputs (fed once, kept resident). */
@@ -170,23 +202,25 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
   };
 
   const inputIds = g.input(s.inputIds, [T], 'int64');
-  const cos = g.input(s.cos, [T, hd]);
-  const sin = g.input(s.sin, [T, hd]);
+  const cos = g.input(s.cos, [T, hd / 2]);
+  const sin = g.input(s.sin, [T, hd / 2]);
+  const rows = g.constant('int64', [1, T], Array.from({ length: T }, (_, t) => t));
   const mask = g.input(s.mask, [T, C + T]);
   const lastRow = g.input(s.lastRow, [1], 'int64');
 
   let x = op.gather(W(n.embed), inputIds); // [T, D]
   for (let l = 0; l < cfg.numLayers; l++) {
     // --- attention over [cached | new] positions
-    const h = rmsNorm(x, W(n.attnNorm(l)), eps);
-    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [T, (H + 2·KV)·hd]
+    const h = rmsNormKernel(x, W(n.attnNorm(l)), eps);
+    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [T, (H + 2·KV)·hd]; q pre-scaled by 1/√hd
+    const roped = (from: number, heads: number) =>
+      ropeKernel(op.reshape(op.slice(qkv, 1, from, from + heads * hd), [1, T, heads * hd]), rows, cos, sin, heads);
     // q as [KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is one
     // batched matmul per k/v head with no repeat of K or V.
-    const q4 = op.transpose(op.reshape(op.slice(qkv, 1, 0, H * hd), [T, KV, G, hd]), [1, 2, 0, 3]); // [KV, G, T, hd]
-    const q = op.reshape(op.mul(rope(q4, cos, sin), 1 / Math.sqrt(hd)), [KV, G * T, hd]);
-    const kvHeads = (from: number) => op.transpose(op.reshape(op.slice(qkv, 1, from, from + KV * hd), [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
-    const k = rope(kvHeads(H * hd), cos, sin);
-    const v = kvHeads((H + KV) * hd);
+    const q = op.reshape(permute(op.reshape(roped(0, H), [T, KV, G, hd]), [1, 2, 0, 3]), [KV, G * T, hd]);
+    const heads = (t: Tensor) => permute(op.reshape(t, [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
+    const k = heads(roped(H * hd, KV));
+    const v = heads(op.slice(qkv, 1, (H + KV) * hd, (H + 2 * KV) * hd));
     g.output(s.newKey(l), k);
     g.output(s.newValue(l), v);
 
@@ -200,11 +234,11 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
     const probs = op.reshape(op.softmax(masked), [KV, G * T, C + T]);
     let context = op.matmul(pastValue ? op.slice(probs, 2, C, C + T) : probs, v); // [KV, G·T, hd]
     if (pastValue) context = op.add(op.matmul(op.slice(probs, 2, 0, C), pastValue), context);
-    const heads = op.reshape(op.transpose(op.reshape(context, [H, T, hd]), [1, 0, 2]), [T, H * hd]);
-    x = op.add(x, linear(heads, n.o(l), n.oBias(l)));
+    const merged = op.reshape(permute(op.reshape(context, [H, T, hd]), [1, 0, 2]), [T, H * hd]);
+    x = op.add(x, linear(merged, n.o(l), n.oBias(l)));
 
     // --- SwiGLU MLP
-    const h2 = rmsNorm(x, W(n.mlpNorm(l)), eps);
+    const h2 = rmsNormKernel(x, W(n.mlpNorm(l)), eps);
     const gateUp = linear(h2, n.gateUp(l), n.gateUpBias(l)); // [T, 2·I]
     const gated = op.mul(op.silu(op.slice(gateUp, 1, 0, I)), op.slice(gateUp, 1, I, 2 * I));
     x = op.add(x, linear(gated, n.down(l), n.downBias(l)));
@@ -212,7 +246,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
 
   // Only the last real token's logits are needed to pick the next token.
   const last = op.reshape(op.gather(x, lastRow), [1, D]);
-  const logits = op.matmul(rmsNorm(last, W(n.finalNorm), eps), W(n.lmHead));
+  const logits = op.matmul(rmsNormKernel(last, W(n.finalNorm), eps), W(n.lmHead));
   g.output(s.logits, op.reshape(logits, [cfg.vocabSize]));
   return g;
 }

@@ -60,29 +60,55 @@ export function sampleToken(logits: Float32Array, settings: SamplingSettings, rn
   for (let i = 0; i < logits.length; i++) total += probs[i] = Math.exp((logits[i] - max) / settings.temperature);
 
   if (settings.topP < 1) {
-    // The nucleus is a prefix of the tokens sorted by probability. Sorting all V of them each token
-    // is the slow part, so first find a threshold τ whose tokens {p ≥ τ} already carry top_p of the
-    // mass (halving τ from the largest p), then sort only those few.
-    const target = settings.topP * total;
-    let threshold = 1; // the largest unnormalised probability is exp(0) = 1
-    let candidates: number[] = [];
-    for (;;) {
-      candidates = [];
-      let mass = 0;
-      for (let i = 0; i < probs.length; i++) if (probs[i] >= threshold) { candidates.push(i); mass += probs[i]; }
-      if (mass >= target || threshold === 0) break;
-      threshold = threshold < 1e-30 ? 0 : threshold / 2;
-    }
-    candidates.sort((a, b) => probs[b] - probs[a] || a - b);
+    const keep = nucleus(probs, settings.topP * total);
     let mass = 0;
-    let keep = 0;
-    while (keep < candidates.length && mass < target) mass += probs[candidates[keep++]];
+    for (let i = 0; i < probs.length; i++) if (keep(i)) mass += probs[i];
     let u = rng.next() * mass;
-    for (let j = 0; j < keep; j++) if ((u -= probs[candidates[j]]) < 0) return candidates[j];
-    return candidates[keep - 1];
+    let last = -1;
+    for (let i = 0; i < probs.length; i++) {
+      if (!keep(i)) continue;
+      last = i;
+      if ((u -= probs[i]) < 0) return i;
+    }
+    return last;
   }
 
   let u = rng.next() * total;
   for (let i = 0; i < probs.length; i++) if ((u -= probs[i]) < 0) return i;
   return argmax(logits); // only reachable through rounding at the very end
+}
+
+/**
+ * The top-p nucleus of unnormalised probabilities: the most likely tokens whose mass first reaches
+ * `target` (ties at the edge broken by lower id). Sorting all V probabilities per token would be
+ * the slowest part of a decode step, so: halve a threshold τ from the largest probability until
+ * {p ≥ τ} holds enough mass (few passes when the distribution is peaked), sort just those values
+ * (a native numeric sort), and read off the cutoff probability.
+ */
+function nucleus(probs: Float64Array, target: number): (i: number) => boolean {
+  let threshold = 1; // the largest unnormalised probability is exp(0) = 1
+  let count = 0;
+  for (;;) {
+    let mass = 0;
+    count = 0;
+    for (let i = 0; i < probs.length; i++) if (probs[i] >= threshold) { mass += probs[i]; count++; }
+    if (mass >= target || threshold === 0) break;
+    threshold = threshold < 1e-30 ? 0 : threshold / 2;
+  }
+  const candidates = new Float64Array(count);
+  for (let i = 0, j = 0; i < probs.length; i++) if (probs[i] >= threshold) candidates[j++] = probs[i];
+  candidates.sort(); // ascending
+  let mass = 0;
+  let taken = 0;
+  while (taken < count && mass < target) mass += candidates[count - 1 - taken++];
+  const cutoff = candidates[count - taken];
+  // Everything above the cutoff is in; of the tokens equal to it, only as many as were taken.
+  let above = 0;
+  for (let j = count - 1; j >= 0 && candidates[j] > cutoff; j--) above++;
+  let tiesLeft = taken - above;
+  const inNucleus = new Uint8Array(probs.length);
+  for (let i = 0; i < probs.length; i++) {
+    if (probs[i] > cutoff || (probs[i] === cutoff && tiesLeft-- > 0)) inNucleus[i] = 1;
+  }
+  return (i) => inNucleus[i] === 1;
 }

@@ -60,11 +60,12 @@ export class DecoderSteps {
 
     const inputIds = new BigInt64Array(T);
     for (let i = 0; i < count; i++) inputIds[i] = BigInt(tokens[i]);
-    // Padded rows sit at position `past` too; their outputs are never read.
-    const cos = new Float32Array(T * hd);
-    const sin = new Float32Array(T * hd);
-    cos.set(this.ropeCos.subarray(past * hd, (past + count) * hd));
-    sin.set(this.ropeSin.subarray(past * hd, (past + count) * hd));
+    // Padded rows get cos = sin = 0 (their k rows are zero); their outputs are never read.
+    const half = hd / 2;
+    const cos = new Float32Array(T * half);
+    const sin = new Float32Array(T * half);
+    cos.set(this.ropeCos.subarray(past * half, (past + count) * half));
+    sin.set(this.ropeSin.subarray(past * half, (past + count) * half));
     const feeds: Record<string, HostArray> = {
       [stepNames.inputIds]: inputIds,
       [stepNames.cos]: cos,
@@ -114,9 +115,18 @@ export class DecoderSteps {
     if (positions <= this.ropePositions) return;
     let n = Math.max(256, this.ropePositions);
     while (n < positions) n *= 2;
+    // ropeTables repeats the hd/2 angles twice per row (HF's layout); RotaryEmbedding wants one copy.
     const { cos, sin } = ropeTables(this.cfg, n);
-    this.ropeCos = Float32Array.from(cos);
-    this.ropeSin = Float32Array.from(sin);
+    const hd = this.cfg.headDim;
+    const half = hd / 2;
+    this.ropeCos = new Float32Array(n * half);
+    this.ropeSin = new Float32Array(n * half);
+    for (let t = 0; t < n; t++) {
+      for (let i = 0; i < half; i++) {
+        this.ropeCos[t * half + i] = cos[t * hd + i];
+        this.ropeSin[t * half + i] = sin[t * hd + i];
+      }
+    }
     this.ropePositions = n;
   }
 

@@ -1,0 +1,94 @@
+// Inference speed on a Llama-shaped model with random weights (default: SmolLM2-135M's shape).
+//   npm run bench:infer -- --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3 --vocab 49152
+//                          --prompt 128 --gen 128 --runs 3 [--threads 2] [--arena 1]
+// Prints, after compiling each step shape once (reported separately as compile_s):
+//   ttft_ms          prompt → first token (prefill of --prompt tokens + one sampling), median of runs
+//   prefill_tok_s    prompt tokens per second in that prefill
+//   decode_tok_s     generated tokens per second over --gen greedy decode steps (KV cache), median
+//   sample_ms        top-p sampling of one token over the vocabulary (the JS part of a decode step)
+// Absolute figures only for now; the node-llama-cpp comparison on the same weights comes later.
+
+import { parseArgs } from 'node:util';
+import type { ModelConfig } from '../src/engine/models/config.ts';
+import { llamaWeightShapes } from '../src/engine/models/llama.ts';
+import { inferenceWeights } from '../src/engine/infer/decoder.ts';
+import { DecoderSteps } from '../src/engine/infer/steps.ts';
+import { argmax, sampleToken } from '../src/engine/infer/sampling.ts';
+import { SeededRandom } from '../src/engine/data/random.ts';
+
+const { values: a } = parseArgs({
+  options: Object.fromEntries(
+    ['layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'prompt', 'gen', 'runs', 'threads', 'arena', 'tied'].map((k) => [k, { type: 'string' as const }]),
+  ),
+});
+const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
+const [L, D, I, H, KV, V, P, N, runs] = [
+  num('layers', 30), num('hidden', 576), num('inter', 1536), num('heads', 9), num('kv', 3),
+  num('vocab', 49152), num('prompt', 128), num('gen', 128), num('runs', 3),
+];
+const cfg: ModelConfig = {
+  architecture: 'llama', vocabSize: V, hiddenSize: D, intermediateSize: I, numLayers: L, numHeads: H, numKvHeads: KV,
+  headDim: D / H, rmsNormEps: 1e-5, ropeTheta: 100000, ropeScaling: null, tieWordEmbeddings: num('tied', 1) === 1,
+  attentionBias: false, outputBias: false, mlpBias: false, maxPositionEmbeddings: 8192, slidingWindow: null,
+  bosTokenId: 1, eosTokenId: 2, padTokenId: 0, torchDtype: 'float32',
+};
+
+const rng = new SeededRandom(0);
+const hf = new Map<string, Float32Array>();
+for (const [name, shape] of llamaWeightShapes(cfg)) {
+  const w = new Float32Array(shape.reduce((x, y) => x * y, 1));
+  if (name.endsWith('norm.weight')) w.fill(1);
+  else for (let i = 0; i < w.length; i++) w[i] = (rng.next() * 2 - 1) * 0.035;
+  hf.set(name, w);
+}
+const params = [...hf.values()].reduce((s, w) => s + w.length, 0);
+const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => hf.get(name)!), {
+  intraOpNumThreads: num('threads', 2),
+  enableCpuMemArena: num('arena', 1) === 1,
+});
+hf.clear();
+
+const prompt = Array.from({ length: P }, () => rng.nextInt(V));
+const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+const sampling = { temperature: 0.8, topP: 0.95, presencePenalty: 0, frequencyPenalty: 0 };
+
+// Warm-up: compiles the prefill shape and every decode capacity the runs will touch.
+let t0 = performance.now();
+{
+  const cache = steps.newCache();
+  let logits = await steps.forward(cache, prompt);
+  for (let i = 0; i < N; i++) logits = await steps.forward(cache, [argmax(logits)]);
+}
+const compileSeconds = (performance.now() - t0) / 1000;
+
+const ttft: number[] = [];
+const decodeRates: number[] = [];
+const sampleMs: number[] = [];
+for (let r = 0; r < runs; r++) {
+  const cache = steps.newCache();
+  t0 = performance.now();
+  let logits = await steps.forward(cache, prompt);
+  let next = sampleToken(logits, sampling, rng);
+  ttft.push(performance.now() - t0);
+  t0 = performance.now();
+  for (let i = 0; i < N; i++) {
+    logits = await steps.forward(cache, [next]);
+    next = argmax(logits);
+  }
+  decodeRates.push(N / ((performance.now() - t0) / 1000));
+  t0 = performance.now();
+  for (let i = 0; i < 10; i++) sampleToken(logits, sampling, rng);
+  sampleMs.push((performance.now() - t0) / 10);
+}
+const ttftMs = median(ttft);
+const shapes = steps.compiledShapes;
+await steps.release();
+
+console.log(`model: layers=${L} hidden=${D} inter=${I} heads=${H} kv=${KV} vocab=${V} tied=${cfg.tieWordEmbeddings} params=${(params / 1e6).toFixed(1)}M f32`);
+console.log(`threads=${num('threads', 2)} prompt=${P} gen=${N} runs=${runs} shapes=${shapes.join(',')}`);
+console.log(`compile_s=${compileSeconds.toFixed(2)} (first pass, includes compiling ${shapes.length} step shapes)`);
+console.log(`ttft_ms=${ttftMs.toFixed(1)}`);
+console.log(`prefill_tok_s=${(P / (ttftMs / 1000)).toFixed(0)}`);
+console.log(`decode_tok_s=${median(decodeRates).toFixed(1)}`);
+console.log(`sample_ms=${median(sampleMs).toFixed(2)}`);
+console.log(`peak_rss_mb=${(process.resourceUsage().maxRSS / 1024).toFixed(0)}`);
