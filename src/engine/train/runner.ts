@@ -121,7 +121,7 @@ export class StepRunner {
    * One optimizer step over `micro` (gradient accumulation when there are several).
    * The loss is normalised by the total loss weight of all micro-batches together.
    */
-  async step(micro: MicroBatch[], lr: number, rng?: Rng): Promise<StepResult> {
+  async step(micro: MicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<StepResult> {
     const weightSum = micro.reduce((s, b) => s + b.lossWeights.reduce((a, w) => a + w, 0), 0);
     const common = { inv_total_weight: scalar(weightSum > 0 ? 1 / weightSum : 0), ...Object.fromEntries(this.state.params) };
     const sums: LossSums = { lossSum: 0, weightSum, correct: 0, counted: 0 };
@@ -142,6 +142,7 @@ export class StepRunner {
     let grads: Record<string, HostArray> = {};
     for (const n of this.setup.trainable) grads[names.gradIn(n)] = new Float32Array(this.state.params.get(n)!.length);
     for (const b of micro) {
+      signal?.throwIfAborted(); // a long accumulation stops between micro-batches, state untouched
       const out = await acc.run({ ...common, ...grads, ...this.batchFeeds(b), ...this.dropoutFeeds(rng) });
       add(out);
       grads = Object.fromEntries(this.setup.trainable.map((n) => [names.gradIn(n), out[names.grad(n)]]));

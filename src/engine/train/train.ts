@@ -50,7 +50,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
     for (let step = runner.state.step; step < plan.totalSteps; step++) {
       checkAbort();
       const t0 = performance.now();
-      const r = mean(await runner.step(plan.microBatches(step), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`)));
+      const r = mean(await runner.step(plan.microBatches(step), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`), options.signal));
       const stepSeconds = (performance.now() - t0) / 1000;
       metrics = { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.acc };
       const epochEnd = (step + 1) % plan.stepsPerEpoch === 0;
