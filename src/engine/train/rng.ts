@@ -1,6 +1,6 @@
-// A small, seedable, serialisable PRNG (splitmix32 → xorshift-free mulberry32 stream).
-// Everything random in training (LoRA init, shuffling, dropout masks) draws from one of these,
-// and its state goes into resume points, so a resumed run draws exactly what the original would.
+// A small seedable PRNG (mulberry32). LoRA init and dropout masks draw from generators derived
+// from (seed, label), e.g. one per optimizer step, so no RNG state has to be carried across steps
+// and a resumed run draws exactly what the original would. (Data order: data/batching.ts.)
 
 export class Rng {
   constructor(public state: number) {
@@ -21,15 +21,5 @@ export class Rng {
     let h = (seed ^ 0x9e3779b9) >>> 0;
     for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193) >>> 0;
     return new Rng(h);
-  }
-
-  /** Fisher–Yates shuffle of [0, n). */
-  permutation(n: number): number[] {
-    const p = Array.from({ length: n }, (_, i) => i);
-    for (let i = n - 1; i > 0; i--) {
-      const j = Math.floor(this.next() * (i + 1));
-      [p[i], p[j]] = [p[j], p[i]];
-    }
-    return p;
   }
 }
