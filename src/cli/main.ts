@@ -1,18 +1,33 @@
-// tuneforge command line. Subcommands are registered in COMMANDS; add new ones (demo, bench…) there.
-//   serve   the OpenAI-compatible API on HOST:PORT under /v1 (+ an embedded worker when a trainer is set)
+// tuneforge command line. Subcommands are registered in COMMANDS; add new ones (bench…) there.
+//   serve   the OpenAI-compatible API on HOST:PORT under /v1, with an embedded worker that trains
 //   worker  a worker alone, against the same DATA_DIR
+//   demo    the whole path on the bundled tiny model: upload, train, compare (cli/demo.ts)
 import { loadConfig, type Config } from '../config.ts';
-import { startServer } from '../api/server.ts';
+import { startServer, webhookListener } from '../api/server.ts';
+import { WebhookDispatcher } from '../integrations/webhooks.ts';
+import { WandbLogger } from '../integrations/wandb.ts';
 import { openStore } from '../store/index.ts';
+import { createChildProcessTrainer } from '../scheduler/train-process.ts';
+import { createTrainRunner, type TrainFunction } from '../scheduler/train-runner.ts';
 import { Worker, type JobRunner } from '../scheduler/worker.ts';
 
+type Log = (msg: string, extra?: Record<string, unknown>) => void;
+const jsonLog: Log = (msg, extra) => console.log(JSON.stringify({ msg, ...extra }));
+
 /**
- * The runner that trains jobs. None yet: until the engine's `train()` is plugged in here
- * (`return createTrainRunner(train, { modelsDir: config.modelsDir })` from scheduler/train-runner.ts),
- * `serve` starts no worker and jobs wait in `queued`.
+ * The runner that trains jobs: the engine's `train()` in a child process per job (so the event
+ * loop stays free and a native crash or OOM fails only that job), or in this process with
+ * TRAIN_IN_PROCESS=1.
  */
-export function defaultJobRunner(_config: Config): JobRunner | undefined {
-  return undefined;
+export function defaultJobRunner(config: Config, log: Log = jsonLog): JobRunner {
+  const train: TrainFunction = config.training.inProcess
+    ? async (spec, options) => (await import('../engine/train/train.ts')).train(spec, options)
+    : createChildProcessTrainer({ nodeArgs: config.training.nodeArgs });
+  return createTrainRunner(train, {
+    modelsDir: config.modelsDir,
+    checkpointEverySteps: config.training.checkpointEverySteps,
+    wandb: new WandbLogger({ ...config.wandb, log }),
+  });
 }
 
 type Command = (args: string[]) => Promise<void>;
@@ -37,18 +52,18 @@ export const COMMANDS: Record<string, { describe: string; run: Command }> = {
       const server = await startServer(config, { runJob });
       server.app.log.info(
         { url: `${server.url}/v1`, dataDir: config.dataDir, modelsDir: config.modelsDir, worker: Boolean(server.worker) },
-        runJob ? 'tuneforge serving with an embedded worker' : 'tuneforge serving; no trainer configured, jobs stay queued',
+        'tuneforge serving with an embedded worker',
       );
       onSignals(() => server.close());
     },
   },
   worker: {
-    describe: 'run a worker against DATA_DIR (needs a trainer)',
+    describe: 'run a worker against DATA_DIR (trains queued jobs)',
     run: async () => {
       const config = loadConfig();
       const runJob = defaultJobRunner(config);
-      if (!runJob) throw new Error('No trainer is configured in this build: a worker has nothing to run jobs with.');
       const store = await openStore(config.dataDir);
+      const webhooks = new WebhookDispatcher({ endpoints: config.webhooks, log: jsonLog });
       const worker = new Worker({
         store,
         runJob,
@@ -57,15 +72,21 @@ export const COMMANDS: Record<string, { describe: string; run: Command }> = {
         heartbeatMs: config.queue.heartbeatMs,
         pollMs: config.queue.pollMs,
         maxRunningPerOrg: config.limits.maxRunningJobsPerOrg,
-        log: (msg, extra) => console.log(JSON.stringify({ msg, ...extra })),
+        log: jsonLog,
+        onJobFinished: webhookListener(webhooks),
       });
       worker.start();
       console.log(JSON.stringify({ msg: 'worker started', id: worker.id, dataDir: config.dataDir }));
       onSignals(async () => {
         await worker.stop();
+        await webhooks.close();
         await store.close();
       });
     },
+  },
+  demo: {
+    describe: 'train the bundled tiny model on the pirate sample and compare it with the base model',
+    run: async (args) => (await import('./demo.ts')).runDemo(args),
   },
 };
 

@@ -20,7 +20,13 @@ import type { JobRunContext, JobRunner } from './worker.ts';
 
 export type TrainFunction = (spec: TrainSpec, options: TrainOptions) => Promise<TrainResult>;
 
-export const DEFAULT_LORA: LoraSettings = { rank: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'v_proj'] };
+/** LoRA on every projection of each block (attention and MLP), as QLoRA found best for quality. */
+export const DEFAULT_LORA: LoraSettings = {
+  rank: 8,
+  alpha: 16,
+  dropout: 0,
+  targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+};
 
 export interface TrainRunnerOptions {
   modelsDir: string;
