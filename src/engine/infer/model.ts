@@ -80,7 +80,33 @@ function generationConfigEos(dir: string): number[] {
   return (Array.isArray(eos) ? eos : [eos]).filter((x): x is number => typeof x === 'number');
 }
 
-export async function loadModelForInference(source: ModelSource, settings: SessionSettings = {}): Promise<InferenceModel> {
+export interface InferenceOptions extends SessionSettings {
+  /**
+   * Generations that run at once on this model, interleaved token by token; later ones wait in
+   * FIFO order. Bounds KV-cache memory at this many caches (default 4).
+   */
+  maxConcurrentGenerations?: number;
+}
+
+/** A FIFO gate: at most `limit` holders at a time. */
+class Gate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // hand the slot over directly, so `active` stays counted
+      else this.active--;
+    }
+  }
+}
+
+export async function loadModelForInference(source: ModelSource, settings: InferenceOptions = {}): Promise<InferenceModel> {
   const weightsDir = source.modelDir ?? source.baseModelDir;
   const tokenizerDir = source.modelDir && existsSync(join(source.modelDir, 'tokenizer.json')) ? source.modelDir : source.baseModelDir;
   const { config, weights } = loadHfModel(weightsDir);
@@ -95,7 +121,9 @@ export async function loadModelForInference(source: ModelSource, settings: Sessi
     weights.delete(name); // the HF copy can go as soon as its layer is converted
     return w.data;
   });
-  const steps = new DecoderSteps(config, layout, settings);
+  const { maxConcurrentGenerations = 4, ...sessionSettings } = settings;
+  const steps = new DecoderSteps(config, layout, sessionSettings);
+  const gate = new Gate(maxConcurrentGenerations);
   const tokenizer = loadTokenizer(tokenizerDir);
   const eos = [...new Set([...eosTokenIds(config), ...generationConfigEos(tokenizerDir), ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
   const context = { steps, tokenizer, eosTokenIds: eos, contextLength: config.maxPositionEmbeddings };
@@ -104,7 +132,7 @@ export async function loadModelForInference(source: ModelSource, settings: Sessi
     tokenizer,
     eosTokenIds: eos,
     contextLength: config.maxPositionEmbeddings,
-    generate: (promptIds, options, onToken) => generate(context, promptIds, options, onToken),
+    generate: (promptIds, options, onToken) => gate.run(() => generate(context, promptIds, options, onToken)),
     nextTokenLogits: (ids) => steps.forward(steps.newCache(), ids),
     release: () => steps.release(),
   };

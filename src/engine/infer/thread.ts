@@ -14,9 +14,8 @@
 
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ChatMessage, ToolDefinition } from '../data/chat-format.ts';
-import type { SessionSettings } from '../runtime/session.ts';
 import type { GenerateOptions, GenerationResult, OnToken, TokenInfo } from './generate.ts';
-import { chatPrompt, loadModelForInference, type InferenceModel as Model } from './model.ts';
+import { chatPrompt, loadModelForInference, type InferenceModel as Model, type InferenceOptions } from './model.ts';
 
 const WORKER_MARK = 'tuneforge-inference-worker';
 
@@ -36,7 +35,7 @@ export interface ModelInfo {
 }
 
 type Request =
-  | { op: 'load'; id: number; key: string; source: ModelSourceMessage; settings?: SessionSettings }
+  | { op: 'load'; id: number; key: string; source: ModelSourceMessage; settings?: InferenceOptions }
   | { op: 'generate'; id: number; key: string; promptIds: number[]; options: Omit<GenerateOptions, 'signal'> }
   | { op: 'chatPrompt'; id: number; key: string; messages: ChatMessage[]; tools?: ToolDefinition[] }
   | { op: 'abort'; id: number }
@@ -75,7 +74,7 @@ export class InferenceHost {
   }
 
   /** Loads a model under `key` (a later load with the same key replaces it). */
-  load(key: string, source: ModelSourceMessage, settings?: SessionSettings): Promise<ModelInfo> {
+  load(key: string, source: ModelSourceMessage, settings?: InferenceOptions): Promise<ModelInfo> {
     return this.request({ op: 'load', key, source, settings });
   }
 

@@ -187,3 +187,16 @@ test('a non-zero adapter changes logits as W x + (α/r)·B A x predicts', async 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('concurrent generations interleave up to the limit; beyond it they wait their turn (FIFO)', async () => {
+  const prompt = chatPrompt(model, conversation);
+  const order: string[] = [];
+  const run = (m: InferenceModel, name: string) => m.generate(prompt, { maxTokens: 5, temperature: 0 }, () => order.push(name));
+  await Promise.all([run(model, 'a'), run(model, 'b')]);
+  assert.notEqual(order.join(''), 'aaaaabbbbb', 'two streams under the default limit interleave');
+  const single = await loadModelForInference({ baseModelDir }, { ...settings, maxConcurrentGenerations: 1 });
+  order.length = 0;
+  await Promise.all([run(single, 'a'), run(single, 'b'), run(single, 'c')]);
+  assert.equal(order.join(''), 'aaaaabbbbbccccc');
+  await single.release();
+});
