@@ -1,0 +1,98 @@
+// Shared by the end-to-end tests: a real server whose embedded worker trains the bundled tiny model
+// in a child process, the official SDK, tiny jobs on the pirate sample, and a webhook receiver.
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type OpenAI from 'openai';
+import { generateWebhookSecret } from '../../src/integrations/webhooks.ts';
+import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
+import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
+import type { Config } from '../../src/config.ts';
+import { startTestServer, waitFor, type TestServer } from '../support/server.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const MODELS_DIR = path.join(ROOT, 'models');
+export const BASE_MODEL = 'tiny-llama';
+const sample = (name: string) => fs.readFileSync(path.join(ROOT, 'samples', name), 'utf8').trim().split('\n');
+/** 12 training examples (the minimum is 10) and 4 validation ones keep every job to seconds. */
+export const TRAIN_JSONL = sample('demo-train.jsonl').slice(0, 12).join('\n') + '\n';
+export const VALID_JSONL = sample('demo-valid.jsonl').slice(0, 4).join('\n') + '\n';
+
+export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
+
+/** A server with the real trainer (a child process per job) and fast leases. */
+export async function startTrainingServer(options: { env?: Record<string, string>; checkpointEverySteps?: number } = {}): Promise<TestServer> {
+  const overrides: Partial<Config> & { env?: Record<string, string> } = {
+    modelsDir: MODELS_DIR,
+    queue: { leaseMs: 5_000, heartbeatMs: 50, pollMs: 50 },
+    env: options.env,
+  };
+  const runJob = createTrainRunner(trainInChildProcess, { modelsDir: MODELS_DIR, checkpointEverySteps: options.checkpointEverySteps ?? 2 });
+  return startTestServer(overrides, { runJob });
+}
+
+export async function uploadFiles(client: OpenAI) {
+  const training = await client.files.create({ file: new File([TRAIN_JSONL], 'train.jsonl'), purpose: 'fine-tune' });
+  const validation = await client.files.create({ file: new File([VALID_JSONL], 'valid.jsonl'), purpose: 'fine-tune' });
+  return { training: training.id, validation: validation.id };
+}
+
+export function createJob(client: OpenAI, files: { training: string; validation?: string }, hyperparameters: { n_epochs: number; batch_size: number; learning_rate_multiplier?: number }, extra: Record<string, unknown> = {}) {
+  return client.fineTuning.jobs.create({
+    model: BASE_MODEL,
+    training_file: files.training,
+    ...(files.validation ? { validation_file: files.validation } : {}),
+    seed: 7,
+    method: { type: 'supervised', supervised: { hyperparameters: { learning_rate_multiplier: 2, ...hyperparameters } } },
+    ...extra,
+  });
+}
+
+export const waitForStatus = (client: OpenAI, jobId: string, statuses: string[]) =>
+  waitFor(() => client.fineTuning.jobs.retrieve(jobId), (job) => statuses.includes(job.status), 50);
+
+/** Every event of a job, oldest first, through the SDK's pagination. */
+export async function allEvents(client: OpenAI, jobId: string) {
+  const events = [];
+  for await (const e of client.fineTuning.jobs.listEvents(jobId, { limit: 100 })) events.push(e);
+  return events.reverse();
+}
+
+export async function metricsEvents(client: OpenAI, jobId: string) {
+  return (await allEvents(client, jobId)).filter((e) => e.type === 'metrics').map((e) => e.data as Record<string, number>);
+}
+
+/** Waits until the job has a metrics event for `step` or later (or has ended). */
+export async function waitForStep(client: OpenAI, jobId: string, step: number) {
+  await waitFor(
+    async () => ({
+      page: await client.fineTuning.jobs.listEvents(jobId, { limit: 5 }),
+      job: await client.fineTuning.jobs.retrieve(jobId),
+    }),
+    ({ page, job }) => TERMINAL.includes(job.status) || page.data.some((e) => e.type === 'metrics' && (e.data as { step: number }).step >= step),
+    30,
+  );
+}
+
+/** A local endpoint that records webhook deliveries. */
+export async function webhookReceiver() {
+  const secret = generateWebhookSecret();
+  const received: { headers: http.IncomingHttpHeaders; body: string }[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body });
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    secret,
+    received,
+    env: { WEBHOOK_URLS: `http://127.0.0.1:${port}/hooks`, WEBHOOK_SECRET: secret },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
