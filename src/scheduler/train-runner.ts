@@ -228,6 +228,10 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
       }
     };
 
+    if (job.resume_point) {
+      const step = /step-(\d+)$/.exec(job.resume_point)?.[1];
+      await ctx.event({ level: 'info', type: 'message', message: `Training continues from its last resume point${step ? ` (step ${step})` : ''}`, data: {} });
+    }
     let result: TrainResult;
     try {
       result = await train(spec, { signal: ctx.signal, onEvent });

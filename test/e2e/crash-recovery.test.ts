@@ -1,0 +1,113 @@
+// Crash recovery with real processes: `tuneforge serve` (node + tsx, a temporary DATA_DIR, short
+// leases) is killed with SIGKILL mid-training and started again on the same DATA_DIR. The job's
+// lease expires, the new embedded worker claims it, continues from its last resume point
+// (CHECKPOINT_EVERY_STEPS) and succeeds, with exactly one metrics event per step.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { after, it } from 'node:test';
+import OpenAI from 'openai';
+import { waitFor } from '../support/server.ts';
+import { ROOT, TERMINAL, allEvents, createJob, metricsEvents, uploadFiles, waitForStatus, waitForStep } from './support.ts';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-crash-'));
+const dataDir = path.join(root, 'data');
+const children: ChildProcess[] = [];
+
+after(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+/** Starts `serve` as its own process; resolves with its URL once it listens. */
+async function serve(): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), 'serve'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      DATA_DIR: dataDir,
+      MODELS_DIR: path.join(ROOT, 'models'),
+      API_KEYS: '',
+      ADMIN_API_KEYS: '',
+      WEBHOOK_URLS: '',
+      JOB_LEASE_MS: '1500',
+      JOB_HEARTBEAT_MS: '100',
+      JOB_POLL_MS: '100',
+      CHECKPOINT_EVERY_STEPS: '3',
+      LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  const lines = readline.createInterface({ input: child.stdout! });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`serve exited early (code ${code})`)));
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line);
+        if (typeof entry.url === 'string' && entry.url.endsWith('/v1')) resolve(entry.url);
+      } catch {
+        // not a log line
+      }
+    });
+  });
+  lines.on('line', () => {}); // keep draining the logs
+  return { child, url };
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
+
+it('a server killed with SIGKILL mid-training recovers the job on restart, without losing or repeating events', async () => {
+  const first = await serve();
+  let client = new OpenAI({ apiKey: 'unused', baseURL: first.url, maxRetries: 0 });
+  const files = await uploadFiles(client);
+  const job = await createJob(client, files, { n_epochs: 3, batch_size: 1 });
+  await waitForStep(client, job.id, 8); // resume points at steps 3 and 6 exist by now
+  const before = await metricsEvents(client, job.id);
+  assert.ok(before.length < 36, `killed at step ${before.length}`);
+  const trainers = execFileSync('ps', ['-o', 'pid=', '--ppid', String(first.child.pid)], { encoding: 'utf8' }).trim().split(/\s+/).filter(Boolean).map(Number);
+  assert.equal(trainers.length, 1, 'one training process');
+  first.child.kill('SIGKILL');
+  await exited(first.child);
+  // The orphaned trainer notices its parent is gone and exits: nothing trains the job twice.
+  await waitFor(async () => trainers.filter(alive), (left) => left.length === 0);
+
+  const second = await serve();
+  client = new OpenAI({ apiKey: 'unused', baseURL: second.url, maxRetries: 0 });
+  const done = await waitForStatus(client, job.id, TERMINAL);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  assert.ok(done.fine_tuned_model);
+
+  const metrics = await metricsEvents(client, job.id);
+  assert.deepEqual(metrics.map((m) => m.step), Array.from({ length: 36 }, (_, i) => i + 1), 'one metrics event per step');
+  // Steps recorded before the crash kept their values; the rest continued from the resume point.
+  assert.deepEqual(metrics.slice(0, before.length), before);
+  const messages = (await allEvents(client, job.id)).map((e) => e.message);
+  assert.equal(messages.filter((m) => m === 'Fine-tuning job started').length, 1);
+  const continued = messages.filter((m) => m.startsWith('Training continues from its last resume point'));
+  assert.equal(continued.length, 1);
+  const from = Number(/step (\d+)/.exec(continued[0])?.[1]);
+  assert.ok(from >= 6 && from % 3 === 0 && from <= before.length, continued[0]);
+  assert.equal(messages.filter((m) => m.includes('stopped responding')).length, 1);
+  assert.equal(messages.filter((m) => m === 'The job has successfully completed').length, 1);
+  for (const step of [12, 24, 36]) assert.equal(messages.filter((m) => m.startsWith(`Checkpoint created at step ${step} `)).length, 1, `checkpoint ${step}`);
+  assert.deepEqual((await client.fineTuning.jobs.checkpoints.list(job.id)).data.map((c) => c.step_number), [36, 24, 12]);
+  assert.ok((await client.models.list()).data.some((m) => m.id === done.fine_tuned_model));
+
+  second.child.kill('SIGTERM');
+  await exited(second.child);
+});
