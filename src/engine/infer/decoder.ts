@@ -24,6 +24,11 @@ import * as op from '../graph/ops.ts';
 export interface StepShape {
   newTokens: number;
   pastCapacity: number;
+  /**
+   * Rank of the unmerged LoRA path (0 or absent = none). With a rank, every linear also adds
+   * (x·A)·B from per-run inputs, so many adapters can share one resident base (see adapterWeights).
+   */
+  loraRank?: number;
 }
 
 /** Names of the step graph's inputs and outputs (the contract with the runner). */
@@ -156,6 +161,82 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
   return out;
 }
 
+/** The four linears of a block as the step graph computes them, with the HF modules fused into each. */
+function blockLinears(cfg: ModelConfig, l: number) {
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I } = cfg;
+  const n = inferenceWeightNames;
+  const a = `model.layers.${l}.self_attn`;
+  const m = `model.layers.${l}.mlp`;
+  return [
+    { name: n.qkv(l), inF: D, parts: [{ path: `${a}.q_proj`, outF: H * hd, scale: 1 / Math.sqrt(hd) }, { path: `${a}.k_proj`, outF: KV * hd, scale: 1 }, { path: `${a}.v_proj`, outF: KV * hd, scale: 1 }] },
+    { name: n.o(l), inF: H * hd, parts: [{ path: `${a}.o_proj`, outF: D, scale: 1 }] },
+    { name: n.gateUp(l), inF: D, parts: [{ path: `${m}.gate_proj`, outF: I, scale: 1 }, { path: `${m}.up_proj`, outF: I, scale: 1 }] },
+    { name: n.down(l), inF: I, parts: [{ path: `${m}.down_proj`, outF: D, scale: 1 }] },
+  ];
+}
+
+export const loraInputNames = { a: (linear: string) => `${linear}.lora_a`, b: (linear: string) => `${linear}.lora_b` };
+
+/** Shapes of the unmerged LoRA inputs at rank R: per fused linear with k parts, A [in, k·R], B [k·R, Σ out]. */
+export function adapterWeightShapes(cfg: ModelConfig, R: number): Map<string, number[]> {
+  const shapes = new Map<string, number[]>();
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const { name, inF, parts } of blockLinears(cfg, l)) {
+      shapes.set(loraInputNames.a(name), [inF, parts.length * R]);
+      shapes.set(loraInputNames.b(name), [parts.length * R, parts.reduce((s, p) => s + p.outF, 0)]);
+    }
+  }
+  return shapes;
+}
+
+/**
+ * A LoRA adapter (module path → A [r, in], B [out, r]) in the step graph's layout at rank R ≥ r:
+ * for a fused linear, the parts' A matrices side by side (transposed) and their B matrices on a
+ * block diagonal, so (x·A)·B = [x·A_qᵀ·B_qᵀ | x·A_kᵀ·B_kᵀ | …]. `scale(r)` (α/r) and q's 1/√d are
+ * folded into B. Modules the adapter leaves alone, and ranks below R, are zero blocks: exact, and
+ * every adapter of rank ≤ R runs in the same compiled step.
+ */
+export function adapterWeights(
+  cfg: ModelConfig,
+  pairs: Map<string, { A: { shape: number[]; data: Float32Array }; B: { shape: number[]; data: Float32Array } }>,
+  scale: (rank: number) => number,
+  R: number,
+): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  const used = new Set<string>();
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const { name, inF, parts } of blockLinears(cfg, l)) {
+      const width = parts.reduce((s, p) => s + p.outF, 0);
+      const k = parts.length * R;
+      const A = new Float32Array(inF * k); // [in, k·R]
+      const B = new Float32Array(k * width); // [k·R, width]
+      let col = 0;
+      parts.forEach((part, j) => {
+        const pair = pairs.get(part.path);
+        if (pair) {
+          used.add(part.path);
+          const r = pair.A.shape[0];
+          if (r > R) throw new Error(`LoRA rank ${r} of ${part.path} exceeds the step's rank ${R}`);
+          if (pair.A.shape[1] !== inF || pair.B.shape[0] !== part.outF || pair.B.shape[1] !== r) {
+            throw new Error(`LoRA ${part.path}: A [${pair.A.shape}] / B [${pair.B.shape}] do not fit [${part.outF}, ${inF}]`);
+          }
+          for (let q = 0; q < r; q++) {
+            for (let i = 0; i < inF; i++) A[i * k + j * R + q] = pair.A.data[q * inF + i];
+            const s = scale(r) * part.scale;
+            for (let o = 0; o < part.outF; o++) B[(j * R + q) * width + col + o] = pair.B.data[o * r + q] * s;
+          }
+        }
+        col += part.outF;
+      });
+      out.set(loraInputNames.a(name), A);
+      out.set(loraInputNames.b(name), B);
+    }
+  }
+  const unknown = [...pairs.keys()].filter((p) => !used.has(p));
+  if (unknown.length) throw new Error(`LoRA modules not in this model: ${unknown.slice(0, 3).join(', ')}`);
+  return out;
+}
+
 /**
  * RMSNorm as one ORT kernel: SimplifiedLayerNormalization computes x / √(mean(x²) + ε) · w, the
  * same as llama.ts's rmsNorm, whose eight elementwise nodes cost more than their math at T = 1.
@@ -195,10 +276,18 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
   const n = inferenceWeightNames;
   const s = stepNames;
 
+  const R = shape.loraRank ?? 0;
+  const loraShapes = R > 0 ? adapterWeightShapes(cfg, R) : null;
+  // y = x·W (+ b) (+ (x·A)·B, the adapter's low-rank update, when the step has a LoRA rank)
   const linear = (x: Tensor, weight: string, bias: string): Tensor => {
-    const y = op.matmul(x, W(weight));
+    let y = op.matmul(x, W(weight));
     const b = Wopt(bias);
-    return b ? op.add(y, b) : y;
+    if (b) y = op.add(y, b);
+    if (loraShapes) {
+      const [a, bName] = [loraInputNames.a(weight), loraInputNames.b(weight)];
+      y = op.add(y, op.matmul(op.matmul(x, g.input(a, loraShapes.get(a)!)), g.input(bName, loraShapes.get(bName)!)));
+    }
+    return y;
   };
 
   const inputIds = g.input(s.inputIds, [T], 'int64');

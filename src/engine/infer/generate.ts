@@ -6,7 +6,7 @@ import { randomInt } from 'node:crypto';
 import type { HfTokenizer } from '../data/tokenizer.ts';
 import { SeededRandom } from '../data/random.ts';
 import { applyPenalties, logSoftmax, sampleToken, topIndices } from './sampling.ts';
-import type { DecoderSteps } from './steps.ts';
+import type { DecoderSteps, StepAdapter } from './steps.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
 
 export interface GenerateOptions {
@@ -77,6 +77,8 @@ export interface GenerationContext {
   tokenizer: HfTokenizer;
   eosTokenIds: number[];
   contextLength: number;
+  /** An unmerged LoRA adapter to run with (shared-base serving). */
+  adapter?: StepAdapter;
 }
 
 function abortError(signal: AbortSignal): unknown {
@@ -124,7 +126,7 @@ export async function generate(
 
   const cache = steps.newCache();
   if (signal?.aborted) throw abortError(signal);
-  let logits = await steps.forward(cache, promptIds);
+  let logits = await steps.forward(cache, promptIds, context.adapter);
   for (;;) {
     await nextTurn();
     if (signal?.aborted) throw abortError(signal);
@@ -167,6 +169,6 @@ export async function generate(
         ...(wantLogprobs ? { logprobs } : {}),
       };
     }
-    logits = await steps.forward(cache, [id]);
+    logits = await steps.forward(cache, [id], context.adapter);
   }
 }

@@ -1,9 +1,11 @@
 // A model ready to generate: a HF folder (base, or a full fine-tune), optionally with a PEFT LoRA
 // adapter merged into its weights, its tokenizer and chat template, and the KV-cache decoder.
 //
-// LoRA is merged at load (W ← W + (α/r)·B·A): one adapter per loaded model, and decoding then
-// costs exactly what the base costs. Serving many adapters over one resident base would instead
-// add the low-rank products as separate matmuls in the step graph (not built yet).
+// LoRA two ways:
+//   loadModelForInference merges the adapter at load (W ← W + (α/r)·B·A): one adapter per loaded
+//     model, and decoding costs exactly what the base costs;
+//   loadSharedBase keeps one resident base and applies each adapter unmerged, as (x·A)·B matmuls
+//     in the step graph, so many fine-tuned models cost one base plus their small A/B tensors.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,12 +13,12 @@ import type { ModelConfig } from '../models/config.ts';
 import { eosTokenIds } from '../models/config.ts';
 import { llamaWeightShapes } from '../models/llama.ts';
 import { loadHfModel, type Tensor } from '../io/hf-model.ts';
-import { loadPeftAdapter, loraPairs } from '../io/peft.ts';
+import { loadPeftAdapter, loraPairs, type PeftAdapter } from '../io/peft.ts';
 import { loadTokenizer, type HfTokenizer } from '../data/tokenizer.ts';
 import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
 import type { SessionSettings } from '../runtime/session.ts';
-import { inferenceWeights } from './decoder.ts';
-import { DecoderSteps } from './steps.ts';
+import { adapterWeights, inferenceWeights } from './decoder.ts';
+import { DecoderSteps, type StepAdapter } from './steps.ts';
 import { generate, type GenerateOptions, type GenerationResult, type OnToken } from './generate.ts';
 
 export interface ModelSource {
@@ -41,11 +43,14 @@ export interface InferenceModel {
   release(): Promise<void>;
 }
 
+/** PEFT's scaling of a module of rank r: α/r, or α/√r with rsLoRA. */
+function loraScale(adapter: PeftAdapter, r: number): number {
+  return adapter.rawConfig.use_rslora === true ? adapter.settings.alpha / Math.sqrt(r) : adapter.settings.alpha / r;
+}
+
 /** Adds (α/r)·B·A of every adapted module to its base weight, in place. */
 export function mergeLoraAdapter(weights: Map<string, Tensor>, adapterDir: string): void {
   const adapter = loadPeftAdapter(adapterDir);
-  const { alpha } = adapter.settings;
-  const rsLora = adapter.rawConfig.use_rslora === true;
   for (const [module, { A, B }] of loraPairs(adapter.tensors)) {
     const base = weights.get(`${module}.weight`);
     if (!base) throw new Error(`${adapterDir}: adapter module ${module} is not in the base model`);
@@ -54,7 +59,7 @@ export function mergeLoraAdapter(weights: Map<string, Tensor>, adapterDir: strin
     if (A.shape[1] !== inF || B.shape[0] !== outF || B.shape[1] !== r) {
       throw new Error(`${adapterDir}: ${module} lora_A [${A.shape}] / lora_B [${B.shape}] do not fit weight [${base.shape}]`);
     }
-    const scale = rsLora ? alpha / Math.sqrt(r) : alpha / r;
+    const scale = loraScale(adapter, r);
     const w = base.data;
     const a = A.data;
     const b = B.data;
@@ -107,6 +112,19 @@ class Gate {
 }
 
 export async function loadModelForInference(source: ModelSource, settings: InferenceOptions = {}): Promise<InferenceModel> {
+  const base = loadBase(source, settings);
+  return modelOver(base, undefined, () => base.steps.release());
+}
+
+interface LoadedBase {
+  config: ModelConfig;
+  tokenizer: HfTokenizer;
+  eosTokenIds: number[];
+  steps: DecoderSteps;
+  gate: Gate;
+}
+
+function loadBase(source: ModelSource, settings: InferenceOptions): LoadedBase {
   const weightsDir = source.modelDir ?? source.baseModelDir;
   const tokenizerDir = source.modelDir && existsSync(join(source.modelDir, 'tokenizer.json')) ? source.modelDir : source.baseModelDir;
   const { config, weights } = loadHfModel(weightsDir);
@@ -122,19 +140,60 @@ export async function loadModelForInference(source: ModelSource, settings: Infer
     return w.data;
   });
   const { maxConcurrentGenerations = 4, ...sessionSettings } = settings;
-  const steps = new DecoderSteps(config, layout, sessionSettings);
-  const gate = new Gate(maxConcurrentGenerations);
   const tokenizer = loadTokenizer(tokenizerDir);
   const eos = [...new Set([...eosTokenIds(config), ...generationConfigEos(tokenizerDir), ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
-  const context = { steps, tokenizer, eosTokenIds: eos, contextLength: config.maxPositionEmbeddings };
+  return { config, tokenizer, eosTokenIds: eos, steps: new DecoderSteps(config, layout, sessionSettings), gate: new Gate(maxConcurrentGenerations) };
+}
+
+function modelOver(base: LoadedBase, adapter: StepAdapter | undefined, release: () => Promise<void>): InferenceModel {
+  const { config, tokenizer, steps, gate } = base;
+  const context = { steps, tokenizer, eosTokenIds: base.eosTokenIds, contextLength: config.maxPositionEmbeddings, adapter };
   return {
     config,
     tokenizer,
-    eosTokenIds: eos,
+    eosTokenIds: base.eosTokenIds,
     contextLength: config.maxPositionEmbeddings,
     generate: (promptIds, options, onToken) => gate.run(() => generate(context, promptIds, options, onToken)),
-    nextTokenLogits: (ids) => steps.forward(steps.newCache(), ids),
-    release: () => steps.release(),
+    nextTokenLogits: (ids) => steps.forward(steps.newCache(), ids, adapter),
+    release,
+  };
+}
+
+/** One resident base model serving any number of LoRA adapters, each applied unmerged. */
+export interface SharedBaseModel {
+  readonly config: ModelConfig;
+  readonly tokenizer: HfTokenizer;
+  /**
+   * A model running this base with the adapter in `adapterDir` as separate low-rank matmuls (the
+   * bare base without one). Adapters only add their A/B tensors; weights, compiled steps and the
+   * concurrency bound are the base's. Releasing such a model releases nothing of the base.
+   */
+  withAdapter(adapterDir?: string): InferenceModel;
+  release(): Promise<void>;
+}
+
+/** Rank buckets of compiled LoRA steps: an adapter of rank r runs at the next power of two ≥ 8. */
+export function loraRankBucket(rank: number): number {
+  let bucket = 8;
+  while (bucket < rank) bucket *= 2;
+  return bucket;
+}
+
+export async function loadSharedBase(baseModelDir: string, settings: InferenceOptions = {}): Promise<SharedBaseModel> {
+  const base = loadBase({ baseModelDir }, settings);
+  return {
+    config: base.config,
+    tokenizer: base.tokenizer,
+    withAdapter: (adapterDir) => {
+      if (!adapterDir) return modelOver(base, undefined, async () => {});
+      const adapter = loadPeftAdapter(adapterDir);
+      const pairs = loraPairs(adapter.tensors);
+      const rank = Math.max(...[...pairs.values()].map((p) => p.A.shape[0]));
+      const bucket = loraRankBucket(rank);
+      const weights = adapterWeights(base.config, pairs, (r) => loraScale(adapter, r), bucket);
+      return modelOver(base, { rank: bucket, weights }, async () => {});
+    },
+    release: () => base.steps.release(),
   };
 }
 

@@ -20,6 +20,12 @@ function chunkBucket(tokens: number): number {
   return Math.min(t, MAX_CHUNK);
 }
 
+/** An unmerged LoRA adapter in the step layout (decoder.ts adapterWeights), fed per run. */
+export interface StepAdapter {
+  rank: number;
+  weights: Map<string, Float32Array>;
+}
+
 export class DecoderSteps {
   private readonly sessions = new Map<string, Promise<CompiledGraph>>();
   private ropeCos = new Float32Array(0);
@@ -37,24 +43,24 @@ export class DecoderSteps {
   }
 
   /** Feeds `tokens` at the cache's next positions; returns the logits after the last of them. */
-  async forward(cache: KvCache, tokens: ArrayLike<number>): Promise<Float32Array> {
+  async forward(cache: KvCache, tokens: ArrayLike<number>, adapter?: StepAdapter): Promise<Float32Array> {
     if (tokens.length === 0) throw new Error('forward: no tokens');
     let logits: Float32Array | null = null;
     for (let at = 0; at < tokens.length; at += MAX_CHUNK) {
       const chunk = Array.from(tokens).slice(at, at + MAX_CHUNK);
-      logits = await this.step(cache, chunk);
+      logits = await this.step(cache, chunk, adapter);
     }
     return logits!;
   }
 
-  private async step(cache: KvCache, tokens: number[]): Promise<Float32Array> {
+  private async step(cache: KvCache, tokens: number[], adapter: StepAdapter | undefined): Promise<Float32Array> {
     const count = tokens.length;
     const T = chunkBucket(count);
     const past = cache.length;
     // Prefill from scratch needs no cache inputs; otherwise the cache must already hold `past`.
     if (past > 0) cache.reserve(past);
     const C = past === 0 ? 0 : cache.capacity;
-    const session = await this.session({ newTokens: T, pastCapacity: C });
+    const session = await this.session({ newTokens: T, pastCapacity: C, loraRank: adapter?.rank ?? 0 });
     const hd = this.cfg.headDim;
     this.ensureRope(past + T);
 
@@ -77,6 +83,8 @@ export class DecoderSteps {
       feeds[stepNames.pastKey(l)] = cache.keys[l];
       feeds[stepNames.pastValue(l)] = cache.values[l];
     }
+    // Adapter tensors are per-run inputs: ORT reads them in place, so switching adapters is free.
+    if (adapter) for (const [name, data] of adapter.weights) feeds[name] = data;
     const out = await session.run(feeds);
     const newKeys: Float32Array[] = [];
     const newValues: Float32Array[] = [];
@@ -131,7 +139,7 @@ export class DecoderSteps {
   }
 
   private session(shape: StepShape): Promise<CompiledGraph> {
-    const key = `${shape.newTokens}x${shape.pastCapacity}`;
+    const key = `${shape.newTokens}x${shape.pastCapacity}${shape.loraRank ? `r${shape.loraRank}` : ''}`;
     let session = this.sessions.get(key);
     if (!session) {
       session = (async () => {

@@ -4,6 +4,7 @@
 //
 // Protocol (structured-clone messages; `id` pairs a reply with its request):
 //   main → worker  {op: 'load', id, key, source, settings}        → {id, type: 'result', value: ModelInfo}
+//                  (settings.shareBase: LoRA adapters of one base share its resident weights)
 //                  {op: 'generate', id, key, promptIds, options}  → {id, type: 'token', delta, info}*, then result
 //                  {op: 'chatPrompt', id, key, messages, tools}   → result: number[]
 //                  {op: 'abort', id}  (the id of a generate)      → that generate replies with an error named AbortError
@@ -15,7 +16,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ChatMessage, ToolDefinition } from '../data/chat-format.ts';
 import type { GenerateOptions, GenerationResult, OnToken, TokenInfo } from './generate.ts';
-import { chatPrompt, loadModelForInference, type InferenceModel as Model, type InferenceOptions } from './model.ts';
+import { chatPrompt, loadModelForInference, loadSharedBase, type InferenceModel as Model, type InferenceOptions, type SharedBaseModel } from './model.ts';
 
 const WORKER_MARK = 'tuneforge-inference-worker';
 
@@ -23,6 +24,15 @@ export interface ModelSourceMessage {
   baseModelDir: string;
   adapterDir?: string;
   modelDir?: string;
+}
+
+export interface HostLoadOptions extends InferenceOptions {
+  /**
+   * Serve `source.adapterDir` over a base shared with every other key loaded this way from the
+   * same baseModelDir (unmerged LoRA), instead of a private copy with the adapter merged in.
+   * (`modelDir` does not apply: a full fine-tune has no base to share.)
+   */
+  shareBase?: boolean;
 }
 
 /** What the server needs to know about a loaded model. */
@@ -35,7 +45,7 @@ export interface ModelInfo {
 }
 
 type Request =
-  | { op: 'load'; id: number; key: string; source: ModelSourceMessage; settings?: InferenceOptions }
+  | { op: 'load'; id: number; key: string; source: ModelSourceMessage; settings?: HostLoadOptions }
   | { op: 'generate'; id: number; key: string; promptIds: number[]; options: Omit<GenerateOptions, 'signal'> }
   | { op: 'chatPrompt'; id: number; key: string; messages: ChatMessage[]; tools?: ToolDefinition[] }
   | { op: 'abort'; id: number }
@@ -74,7 +84,7 @@ export class InferenceHost {
   }
 
   /** Loads a model under `key` (a later load with the same key replaces it). */
-  load(key: string, source: ModelSourceMessage, settings?: InferenceOptions): Promise<ModelInfo> {
+  load(key: string, source: ModelSourceMessage, settings?: HostLoadOptions): Promise<ModelInfo> {
     return this.request({ op: 'load', key, source, settings });
   }
 
@@ -148,9 +158,39 @@ function abortError(): Error {
 
 // ------------------------------------------------------------------------------- the worker side
 
+/**
+ * Shared bases in the worker, by base folder: each lives while some loaded key uses it.
+ * Session settings of a shared base are those of the load that created it.
+ */
+class SharedBases {
+  private readonly bases = new Map<string, { base: Promise<SharedBaseModel>; users: Set<string> }>();
+
+  async acquire(key: string, baseModelDir: string, settings: InferenceOptions | undefined): Promise<SharedBaseModel> {
+    let entry = this.bases.get(baseModelDir);
+    if (!entry) {
+      entry = { base: loadSharedBase(baseModelDir, settings), users: new Set() };
+      this.bases.set(baseModelDir, entry);
+      const failed = entry;
+      entry.base.catch(() => this.bases.get(baseModelDir) === failed && this.bases.delete(baseModelDir));
+    }
+    entry.users.add(key);
+    return entry.base;
+  }
+
+  /** `key` no longer uses any shared base (but `keepDir`'s); a base nobody uses is released. */
+  async drop(key: string, keepDir?: string): Promise<void> {
+    for (const [dir, entry] of this.bases) {
+      if (dir === keepDir || !entry.users.delete(key) || entry.users.size > 0) continue;
+      this.bases.delete(dir);
+      await (await entry.base).release();
+    }
+  }
+}
+
 function serveRequests(): void {
   const port = parentPort!;
   const models = new Map<string, Promise<Model>>();
+  const shared = new SharedBases();
   const aborts = new Map<number, AbortController>();
   const send = (reply: Reply) => port.postMessage(reply);
   const model = (key: string) => models.get(key) ?? Promise.reject(new Error(`model ${key} is not loaded`));
@@ -158,10 +198,15 @@ function serveRequests(): void {
   const handle = async (request: Request): Promise<unknown> => {
     switch (request.op) {
       case 'load': {
-        const previous = models.get(request.key);
-        const loading = loadModelForInference(request.source, request.settings);
-        models.set(request.key, loading);
-        loading.catch(() => models.get(request.key) === loading && models.delete(request.key));
+        const { key, source } = request;
+        const { shareBase, ...settings } = request.settings ?? {};
+        const previous = models.get(key);
+        const loading = shareBase
+          ? shared.acquire(key, source.baseModelDir, settings).then((base) => base.withAdapter(source.adapterDir))
+          : loadModelForInference(source, settings);
+        void loading.then(() => shared.drop(key, shareBase ? source.baseModelDir : undefined), () => {});
+        models.set(key, loading);
+        loading.catch(() => models.get(key) === loading && models.delete(key));
         const loaded = await loading;
         if (previous) await (await previous.catch(() => null))?.release();
         return {
@@ -190,6 +235,7 @@ function serveRequests(): void {
         const m = models.get(request.key);
         models.delete(request.key);
         if (m) await (await m).release();
+        await shared.drop(request.key);
         return null;
       }
       case 'abort':

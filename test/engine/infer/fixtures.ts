@@ -4,6 +4,9 @@ import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
+import { loraAName, loraBName, loraTargets } from '../../../src/engine/models/lora.ts';
+import { savePeftAdapter } from '../../../src/engine/io/peft.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
 
 /** Logits [T, vocab] of one sequence through the training graph (the reference). */
 export async function fullForward(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[]): Promise<Float32Array> {
@@ -34,3 +37,16 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** A PEFT adapter folder for `cfg` at rank 4 with random A and B from `fill`. */
+export function writeAdapter(cfg: ModelConfig, dir: string, fill: (name: string, n: number) => Float32Array, seed = 5, targetModules = ['q_proj', 'v_proj', 'down_proj']) {
+  const spec = { rank: 4, alpha: 8, dropout: 0, targetModules };
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const r = new SeededRandom(seed);
+  for (const m of loraTargets(cfg, spec)) {
+    const a = new Float32Array(spec.rank * m.inFeatures).map(() => (r.next() * 2 - 1) * 0.3);
+    tensors.set(loraAName(m.path), { shape: [spec.rank, m.inFeatures], data: a });
+    tensors.set(loraBName(m.path), { shape: [m.outFeatures, spec.rank], data: fill(loraBName(m.path), m.outFeatures * spec.rank) });
+  }
+  savePeftAdapter(dir, { baseModelName: 'base', ...spec }, tensors);
+  return { spec, tensors };
+}

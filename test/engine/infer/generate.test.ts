@@ -6,15 +6,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
-import { savePeftAdapter } from '../../../src/engine/io/peft.ts';
 import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
-import { loraAName, loraBName, loraTargets } from '../../../src/engine/models/lora.ts';
-import { chatPrompt, loadModelForInference, type InferenceModel } from '../../../src/engine/infer/model.ts';
+import { loraTargets } from '../../../src/engine/models/lora.ts';
+import { chatPrompt, loadModelForInference, loadSharedBase, type InferenceModel } from '../../../src/engine/infer/model.ts';
 import { argmax } from '../../../src/engine/infer/sampling.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
-import { fullForward, maxAbsDiff } from './fixtures.ts';
+import { fullForward, maxAbsDiff, writeAdapter } from './fixtures.ts';
 
 const baseModelDir = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
 const base = loadHfModel(baseModelDir);
@@ -120,23 +119,10 @@ test('logprobs: chosen token and top alternatives are log-softmax of the raw log
   for (const lp of r.logprobs!) if (!lp.token.includes('\uFFFD')) assert.equal(Buffer.from(lp.bytes).toString('utf8'), lp.token);
 });
 
-function writeAdapter(dir: string, fill: (name: string, n: number) => Float32Array) {
-  const spec = { rank: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'down_proj'] };
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  const r = new SeededRandom(5);
-  for (const m of loraTargets(cfg, spec)) {
-    const a = new Float32Array(spec.rank * m.inFeatures).map(() => (r.next() * 2 - 1) * 0.3);
-    tensors.set(loraAName(m.path), { shape: [spec.rank, m.inFeatures], data: a });
-    tensors.set(loraBName(m.path), { shape: [m.outFeatures, spec.rank], data: fill(loraBName(m.path), m.outFeatures * spec.rank) });
-  }
-  savePeftAdapter(dir, { baseModelName: baseModelDir, ...spec }, tensors);
-  return { spec, tensors };
-}
-
 test('LoRA with B = 0 generates exactly what the base does', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tuneforge-lora-'));
   try {
-    writeAdapter(dir, (_, n) => new Float32Array(n));
+    writeAdapter(cfg, dir, (_, n) => new Float32Array(n));
     const adapted = await loadModelForInference({ baseModelDir, adapterDir: dir }, settings);
     const prompt = chatPrompt(model, conversation);
     const options = { maxTokens: 16, temperature: 0.9, seed: 11 };
@@ -151,7 +137,7 @@ test('a non-zero adapter changes logits as W x + (α/r)·B A x predicts', async 
   const dir = mkdtempSync(join(tmpdir(), 'tuneforge-lora-'));
   try {
     const r = new SeededRandom(9);
-    const { spec, tensors } = writeAdapter(dir, (_, n) => new Float32Array(n).map(() => (r.next() * 2 - 1) * 0.2));
+    const { spec, tensors } = writeAdapter(cfg, dir, (_, n) => new Float32Array(n).map(() => (r.next() * 2 - 1) * 0.2));
     const adapted = await loadModelForInference({ baseModelDir, adapterDir: dir }, settings);
     const prompt = chatPrompt(model, conversation);
     const merged = await adapted.nextTokenLogits(prompt);
@@ -199,4 +185,32 @@ test('concurrent generations interleave up to the limit; beyond it they wait the
   await Promise.all([run(single, 'a'), run(single, 'b'), run(single, 'c')]);
   assert.equal(order.join(''), 'aaaaabbbbbccccc');
   await single.release();
+});
+
+test('a shared base runs adapters unmerged with the logits and tokens of the merged adapter', async () => {
+  const dirs = [0, 1].map(() => mkdtempSync(join(tmpdir(), 'tuneforge-lora-')));
+  try {
+    dirs.forEach((dir, i) => {
+      const r = new SeededRandom(20 + i);
+      writeAdapter(cfg, dir, (_, n) => new Float32Array(n).map(() => (r.next() * 2 - 1) * 0.2), 30 + i, i === 0 ? ['q_proj', 'k_proj', 'v_proj', 'o_proj'] : ['gate_proj', 'up_proj', 'down_proj', 'v_proj']);
+    });
+    const shared = await loadSharedBase(baseModelDir, settings);
+    const prompt = chatPrompt(model, conversation);
+    const bare = shared.withAdapter();
+    assert.ok(maxAbsDiff(await bare.nextTokenLogits(prompt), await model.nextTokenLogits(prompt)) < 1e-5);
+    for (const dir of dirs) {
+      const unmerged = shared.withAdapter(dir);
+      const merged = await loadModelForInference({ baseModelDir, adapterDir: dir }, settings);
+      const diff = maxAbsDiff(await unmerged.nextTokenLogits(prompt), await merged.nextTokenLogits(prompt));
+      assert.ok(diff < 2e-4, `max |Δ| ${diff}`);
+      const options = { maxTokens: 10, temperature: 0 };
+      const tokens = (await unmerged.generate(prompt, options)).tokenIds;
+      assert.deepEqual(tokens, (await merged.generate(prompt, options)).tokenIds);
+      await merged.release();
+    }
+    assert.notDeepEqual(await shared.withAdapter(dirs[0]).nextTokenLogits(prompt), await shared.withAdapter(dirs[1]).nextTokenLogits(prompt));
+    await shared.release();
+  } finally {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -3,7 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferenceHost } from '../../../src/engine/infer/thread.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadModelForInference, chatPrompt } from '../../../src/engine/infer/model.ts';
+import { readHfConfig } from '../../../src/engine/io/hf-model.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
+import { writeAdapter } from './fixtures.ts';
 
 const baseModelDir = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
 const conversation = [{ role: 'user' as const, content: 'What is two plus two?' }];
@@ -69,5 +75,34 @@ test('concurrent streams, abort, unload and unknown models', async () => {
     await assert.rejects(host.chatPrompt('tiny', conversation), /not loaded/);
   } finally {
     await host.close();
+  }
+});
+
+test('adapters loaded with shareBase run over one base and generate what their merged models do', async () => {
+  const { config } = readHfConfig(baseModelDir);
+  const dirs = [0, 1].map(() => mkdtempSync(join(tmpdir(), 'tuneforge-lora-')));
+  const host = new InferenceHost();
+  try {
+    dirs.forEach((dir, i) => {
+      const r = new SeededRandom(40 + i);
+      writeAdapter(config, dir, (_, n) => new Float32Array(n).map(() => (r.next() * 2 - 1) * 0.3), 50 + i);
+    });
+    const settings = { intraOpNumThreads: 1 };
+    await Promise.all([
+      host.load('ft-a', { baseModelDir, adapterDir: dirs[0] }, { ...settings, shareBase: true }),
+      host.load('ft-b', { baseModelDir, adapterDir: dirs[1] }, { ...settings, shareBase: true }),
+      host.load('merged-a', { baseModelDir, adapterDir: dirs[0] }, settings),
+      host.load('merged-b', { baseModelDir, adapterDir: dirs[1] }, settings),
+    ]);
+    const prompt = await host.chatPrompt('ft-a', conversation);
+    const options = { maxTokens: 12, temperature: 0.7, seed: 3 };
+    const [a, b, mergedA, mergedB] = await Promise.all(['ft-a', 'ft-b', 'merged-a', 'merged-b'].map((key) => host.generate(key, prompt, options)));
+    assert.deepEqual(a.tokenIds, mergedA.tokenIds);
+    assert.deepEqual(b.tokenIds, mergedB.tokenIds);
+    await host.unload('ft-a');
+    assert.deepEqual((await host.generate('ft-b', prompt, options)).tokenIds, b.tokenIds); // the base outlives one user
+  } finally {
+    await host.close();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }
 });
