@@ -39,6 +39,8 @@ export interface Config {
     inProcess: boolean;
     /** Extra Node flags for the training process (TRAIN_NODE_OPTIONS, e.g. --max-old-space-size=16384). */
     nodeArgs: string[];
+    /** `serve` trains jobs itself (EMBEDDED_WORKER, default on); off: only `worker` processes do. */
+    embeddedWorker: boolean;
   };
   /** Endpoints for fine_tuning.job.* webhooks (WEBHOOK_URLS, WEBHOOK_SECRET). */
   webhooks: WebhookEndpoint[];
@@ -97,6 +99,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       checkpointEverySteps: intFrom(env, 'CHECKPOINT_EVERY_STEPS', 10),
       inProcess: env.TRAIN_IN_PROCESS === '1' || env.TRAIN_IN_PROCESS === 'true',
       nodeArgs: (env.TRAIN_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean),
+      embeddedWorker: !['0', 'false', 'no', 'off'].includes((env.EMBEDDED_WORKER ?? '').trim().toLowerCase()),
     },
     webhooks: parseWebhookEndpoints(env),
     wandb: (() => {

@@ -45,14 +45,14 @@ function onSignals(stop: () => Promise<void>) {
 
 export const COMMANDS: Record<string, { describe: string; run: Command }> = {
   serve: {
-    describe: 'serve the API (HOST, PORT, DATA_DIR, MODELS_DIR, API_KEYS, ADMIN_API_KEYS)',
+    describe: 'serve the API and train jobs (HOST, PORT, DATA_DIR, MODELS_DIR, API_KEYS, EMBEDDED_WORKER…)',
     run: async () => {
       const config = loadConfig();
-      const runJob = defaultJobRunner(config);
+      const runJob = config.training.embeddedWorker ? defaultJobRunner(config) : undefined;
       const server = await startServer(config, { runJob });
       server.app.log.info(
         { url: `${server.url}/v1`, dataDir: config.dataDir, modelsDir: config.modelsDir, worker: Boolean(server.worker) },
-        'tuneforge serving with an embedded worker',
+        runJob ? 'tuneforge serving with an embedded worker' : 'tuneforge serving without a worker (EMBEDDED_WORKER=0): `npm run worker` trains the jobs',
       );
       onSignals(() => server.close());
     },

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { TrainOptions, TrainSpec } from '../../src/engine/contract.ts';
+import { applyJobAction } from '../../src/scheduler/job-events.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { Worker } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
@@ -70,5 +71,111 @@ describe('createTrainRunner', () => {
     assert.equal(csv, 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2,0.4,,\n2,1,0.6,1.5,0.5\n');
     assert.equal((await store.files.get(resultId))?.purpose, 'fine-tune-results');
     assert.equal((await store.models.get(done.fine_tuned_model!))?.dir, path.join(seen.outputDir, 'final'));
+  });
+
+  function tinyModels() {
+    const modelsDir = path.join(dataDir, 'models');
+    fs.mkdirSync(path.join(modelsDir, 'tiny-test'), { recursive: true });
+    fs.writeFileSync(path.join(modelsDir, 'tiny-test', 'config.json'), '{}');
+    return modelsDir;
+  }
+  const metrics = (step: number, total = 4) => ({ step, total_steps: total, train_loss: 5 - step, train_mean_token_accuracy: step / 10 });
+  const until = (signal: AbortSignal) =>
+    new Promise<never>((_, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+    });
+
+  it('a job run again after a pause records each step, checkpoint and engine message once', async () => {
+    const runs: (string | undefined)[] = [];
+    const train = async (spec: TrainSpec, { onEvent, signal }: TrainOptions) => {
+      runs.push(spec.resumeFrom);
+      const point = (step: number) => {
+        const dir = path.join(spec.outputDir, 'resume', `step-${step}`);
+        fs.mkdirSync(dir, { recursive: true });
+        return onEvent?.({ type: 'resume_point', step, dir });
+      };
+      await onEvent?.({ type: 'message', level: 'info', message: '4 steps of ≤1 examples' });
+      if (!spec.resumeFrom) {
+        await onEvent?.({ type: 'metrics', metrics: metrics(1), stepSeconds: 0.1 });
+        await point(1);
+        await onEvent?.({ type: 'metrics', metrics: metrics(2), stepSeconds: 0.1 });
+        await point(2);
+        await onEvent?.({ type: 'metrics', metrics: metrics(3), stepSeconds: 0.1 }); // re-run after the pause
+        await until(signal!);
+      }
+      await onEvent?.({ type: 'metrics', metrics: metrics(3), stepSeconds: 0.1 });
+      await point(3);
+      await onEvent?.({ type: 'metrics', metrics: metrics(4), stepSeconds: 0.1 });
+      await onEvent?.({ type: 'checkpoint', step: 4, dir: path.join(spec.outputDir, 'checkpoints', 'step-4'), metrics: metrics(4) });
+      return { trainedTokens: 40, steps: 4, finalDir: path.join(spec.outputDir, 'checkpoints', 'step-4'), finalMetrics: metrics(4) };
+    };
+    const job = await queuedJob(store, 'org-a');
+    worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
+    worker.start();
+    await waitFor(() => store.events.list(job.id, { limit: 1 }), (page) => page.data[0]?.type === 'metrics' && page.data[0].data?.step === 3);
+    await applyJobAction(store, job.id, 'pause');
+    await waitFor(async () => runs.length, () => true);
+    const paused = (await store.jobs.get(job.id))!;
+    const workDir = path.join(dataDir, 'jobs', job.id);
+    assert.equal(paused.resume_point, path.join(workDir, 'resume', 'step-2'));
+    assert.equal(fs.existsSync(path.join(workDir, 'resume', 'step-1')), false, 'older resume points are removed');
+    await applyJobAction(store, job.id, 'resume');
+    const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'succeeded' || j.status === 'failed');
+    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+    assert.deepEqual(runs, [undefined, path.join(workDir, 'resume', 'step-2')]);
+    const events = (await store.events.list(job.id, { limit: 100, order: 'asc' })).data;
+    assert.deepEqual(events.filter((e) => e.type === 'metrics').map((e) => e.data?.step), [1, 2, 3, 4]);
+    assert.equal(events.filter((e) => e.message === '4 steps of ≤1 examples').length, 1);
+    assert.equal(events.filter((e) => e.message === 'Training continues from its last resume point (step 2)').length, 1);
+    assert.equal(fs.existsSync(path.join(workDir, 'resume')), false, 'resume points go when the job succeeds');
+    const csv = fs.readFileSync(store.blobs.localPath(`files/${done.result_files[0]}`), 'utf8').trim().split('\n');
+    assert.equal(csv.length, 5);
+  });
+
+  it('records an epoch-end resume point only after that epoch’s checkpoint', async () => {
+    const seenResume: (string | null)[] = [];
+    let jobId = '';
+    const train = async (spec: TrainSpec, { onEvent }: TrainOptions) => {
+      const dir = path.join(spec.outputDir, 'resume', 'step-1');
+      await onEvent?.({ type: 'metrics', metrics: metrics(1, 2), stepSeconds: 0.1 });
+      await onEvent?.({ type: 'resume_point', step: 1, dir });
+      seenResume.push((await store.jobs.get(jobId))!.resume_point);
+      await onEvent?.({ type: 'checkpoint', step: 1, dir: path.join(spec.outputDir, 'ckpt-1'), metrics: metrics(1, 2) });
+      seenResume.push((await store.jobs.get(jobId))!.resume_point);
+      await onEvent?.({ type: 'metrics', metrics: metrics(2, 2), stepSeconds: 0.1 });
+      return { trainedTokens: 1, steps: 2, finalDir: path.join(spec.outputDir, 'ckpt-1'), finalMetrics: metrics(2, 2) };
+    };
+    const job = await queuedJob(store, 'org-a');
+    jobId = job.id;
+    worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
+    worker.start();
+    await waitFor(async () => (await store.jobs.get(job.id))!.status, (s) => s === 'succeeded' || s === 'failed');
+    assert.deepEqual(seenResume, [null, path.join(dataDir, 'jobs', job.id, 'resume', 'step-1')]);
+  });
+
+  it('engine errors name the job’s files, not server paths, with OpenAI’s error code', async () => {
+    const train = async (spec: TrainSpec) => {
+      throw new Error(`${spec.trainingFile}: example on line 3: content is not text`);
+    };
+    const job = await queuedJob(store, 'org-a');
+    worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
+    worker.start();
+    const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'failed' || j.status === 'succeeded');
+    assert.deepEqual(done.error, { code: 'invalid_training_file', param: 'training_file', message: 'training file file-x: example on line 3: content is not text' });
+    assert.equal(done.estimated_finish, null);
+  });
+
+  it('a NaN loss fails the job (training_diverged)', async () => {
+    const train = async (_spec: TrainSpec, { onEvent }: TrainOptions) => {
+      await onEvent?.({ type: 'metrics', metrics: { ...metrics(1), train_loss: NaN }, stepSeconds: 0.1 });
+      throw new Error('not reached');
+    };
+    const job = await queuedJob(store, 'org-a');
+    worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
+    worker.start();
+    const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'failed' || j.status === 'succeeded');
+    assert.equal(done.error?.code, 'training_diverged');
+    assert.match(done.error!.message, /NaN at step 1/);
   });
 });
