@@ -38,6 +38,8 @@ export interface InferenceModel {
   /** Prompt plus completion may not exceed this (max_position_embeddings). */
   readonly contextLength: number;
   generate(promptIds: number[], options?: GenerateOptions, onToken?: OnToken): Promise<GenerationResult>;
+  /** Compiles the step shapes of generations up to `positions` long (default: the context length). */
+  warmup(positions?: number): Promise<void>;
   /** Logits for the token after `ids` (one prefill; for tests and tools). */
   nextTokenLogits(ids: number[]): Promise<Float32Array>;
   release(): Promise<void>;
@@ -154,6 +156,7 @@ function modelOver(base: LoadedBase, adapter: StepAdapter | undefined, release: 
     eosTokenIds: base.eosTokenIds,
     contextLength: config.maxPositionEmbeddings,
     generate: (promptIds, options, onToken) => gate.run(() => generate(context, promptIds, options, onToken)),
+    warmup: (positions = config.maxPositionEmbeddings) => steps.warmup(positions, adapter?.rank ?? 0),
     nextTokenLogits: (ids) => steps.forward(steps.newCache(), ids, adapter),
     release,
   };

@@ -33,6 +33,8 @@ export interface HostLoadOptions extends InferenceOptions {
    * (`modelDir` does not apply: a full fine-tune has no base to share.)
    */
   shareBase?: boolean;
+  /** After loading, compile the step shapes in the background (first requests then skip compiling). */
+  warmup?: boolean;
 }
 
 /** What the server needs to know about a loaded model. */
@@ -199,7 +201,7 @@ function serveRequests(): void {
     switch (request.op) {
       case 'load': {
         const { key, source } = request;
-        const { shareBase, ...settings } = request.settings ?? {};
+        const { shareBase, warmup, ...settings } = request.settings ?? {};
         const previous = models.get(key);
         const loading = shareBase
           ? shared.acquire(key, source.baseModelDir, settings).then((base) => base.withAdapter(source.adapterDir))
@@ -209,6 +211,7 @@ function serveRequests(): void {
         loading.catch(() => models.get(key) === loading && models.delete(key));
         const loaded = await loading;
         if (previous) await (await previous.catch(() => null))?.release();
+        if (warmup) loaded.warmup().catch(() => {}); // a failure here resurfaces on first use
         return {
           architecture: loaded.config.architecture,
           vocabSize: loaded.config.vocabSize,

@@ -50,3 +50,12 @@ test('tied embeddings, sliding window, and a prompt longer than one prefill chun
   const ids = Array.from({ length: 530 }, (_, i) => (i * 13 + 1) % cfg.vocabSize);
   await checkCachedDecoding(cfg, f32(randomWeights(cfg, 9, false)), ids, 520, 1e-4);
 });
+
+test('warmup compiles every prefill bucket and the decode capacities up to the given length', async () => {
+  const cfg = tinyConfig();
+  const weights = f32(randomWeights(cfg, 1, false));
+  const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => weights.get(name)!), { intraOpNumThreads: 1 });
+  await steps.warmup(100);
+  assert.deepEqual(steps.compiledShapes, ['16x0', '32x0', '64x0', '128x0', '256x0', '512x0', '1x64', '1x128']);
+  await steps.release();
+});
