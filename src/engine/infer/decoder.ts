@@ -14,7 +14,7 @@
 //
 // Weights are laid out for this graph once at load (see `inferenceWeights`): linears transposed to
 // [in, out] so a one-token step is a plain GEMV in MLAS (no transposed-B packing per call), and
-// q|k|v and gate|up concatenated so each block runs three matmuls instead of seven.
+// q|k|v and gate|up concatenated so each block runs four matmuls instead of seven.
 
 import type { ModelConfig } from '../models/config.ts';
 import { Graph, type Tensor } from '../graph/ir.ts';
