@@ -232,7 +232,11 @@ export class Worker {
       estimated_finish: null,
       lease_expires_at: null,
     });
-    if (!finished) return; // cancelled at the very end: the API's status stands
+    if (!finished) {
+      // Cancelled at the very end: the API's status stands, and what the run wrote goes.
+      if ((await store.jobs.get(job.id))?.status === 'cancelled') await removeJobArtifacts(store, this.opts.dataDir, job.id);
+      return;
+    }
     await store.models.add({
       id: fineTunedModel,
       organization_id: job.organization_id,

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type OpenAI from 'openai';
 import { generateWebhookSecret } from '../../src/integrations/webhooks.ts';
+import { WandbLogger } from '../../src/integrations/wandb.ts';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import type { Config } from '../../src/config.ts';
@@ -22,13 +23,13 @@ export const VALID_JSONL = sample('demo-valid.jsonl').slice(0, 4).join('\n') + '
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
 /** A server with the real trainer (a child process per job) and fast leases. */
-export async function startTrainingServer(options: { env?: Record<string, string>; checkpointEverySteps?: number } = {}): Promise<TestServer> {
+export async function startTrainingServer(options: { env?: Record<string, string>; checkpointEverySteps?: number; wandb?: WandbLogger } = {}): Promise<TestServer> {
   const overrides: Partial<Config> & { env?: Record<string, string> } = {
     modelsDir: MODELS_DIR,
     queue: { leaseMs: 5_000, heartbeatMs: 50, pollMs: 50 },
     env: options.env,
   };
-  const runJob = createTrainRunner(trainInChildProcess, { modelsDir: MODELS_DIR, checkpointEverySteps: options.checkpointEverySteps ?? 2 });
+  const runJob = createTrainRunner(trainInChildProcess, { modelsDir: MODELS_DIR, checkpointEverySteps: options.checkpointEverySteps ?? 2, wandb: options.wandb });
   return startTestServer(overrides, { runJob });
 }
 
@@ -93,6 +94,40 @@ export async function webhookReceiver() {
     secret,
     received,
     env: { WEBHOOK_URLS: `http://127.0.0.1:${port}/hooks`, WEBHOOK_SECRET: secret },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A stand-in for W&B's HTTP API (upsertBucket, file_stream) that records what a job sends. */
+export async function fakeWandb() {
+  const posts: { path: string; body: any }[] = [];
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.on('data', (c) => (text += c));
+    req.on('end', () => {
+      const body = JSON.parse(text || '{}');
+      posts.push({ path: req.url!, body });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/graphql') {
+        const v = body.variables;
+        res.end(JSON.stringify({ data: { upsertBucket: { bucket: { id: 'b', name: v.name, displayName: v.displayName, historyLineCount: 0, project: { name: v.project, entity: { name: v.entity ?? 'me' } } }, inserted: true } } }));
+      } else res.end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    posts,
+    logger: new WandbLogger({ apiKey: 'test-key', baseUrl: `http://127.0.0.1:${port}`, flushIntervalMs: 50 }),
+    /** History lines sent for run `jobId`, parsed. */
+    history(jobId: string): Record<string, number>[] {
+      return posts
+        .filter((p) => p.path.endsWith(`/${jobId}/file_stream`) && p.body.files?.['wandb-history.jsonl'])
+        .flatMap((p) => p.body.files['wandb-history.jsonl'].content.map((line: string) => JSON.parse(line)));
+    },
+    finished(jobId: string) {
+      return posts.find((p) => p.path.endsWith(`/${jobId}/file_stream`) && p.body.complete === true)?.body;
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

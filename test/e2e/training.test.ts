@@ -14,23 +14,26 @@ import type { TestServer } from '../support/server.ts';
 import { waitFor } from '../support/server.ts';
 import {
   BASE_MODEL, MODELS_DIR, TERMINAL, allEvents, createJob, metricsEvents, startTrainingServer, uploadFiles, waitForStatus, waitForStep,
-  webhookReceiver,
+  fakeWandb, webhookReceiver,
 } from './support.ts';
 
 describe('training jobs end to end (real engine, tiny model)', () => {
   let server: TestServer;
   let hooks: Awaited<ReturnType<typeof webhookReceiver>>;
+  let wandb: Awaited<ReturnType<typeof fakeWandb>>;
   let files: { training: string; validation: string };
   const client = () => server.client();
 
   before(async () => {
     hooks = await webhookReceiver();
-    server = await startTrainingServer({ env: hooks.env });
+    wandb = await fakeWandb();
+    server = await startTrainingServer({ env: hooks.env, wandb: wandb.logger });
     files = await uploadFiles(client());
   });
   after(async () => {
     await server?.close();
     await hooks?.close();
+    await wandb?.close();
     assert.deepEqual(server.specFailures, []);
   });
 
@@ -189,7 +192,7 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     assert.deepEqual(webhooksFor(job.id), ['fine_tuning.job.failed']);
   });
 
-  it('integrations are validated when the job is created', async () => {
+  it('integrations are validated when the job is created, and W&B gets every step', async () => {
     await assert.rejects(
       createJob(client(), files, { n_epochs: 1, batch_size: 4 }, { integrations: [{ type: 'wandb', wandb: { project: 'bad/name' } }] }),
       (err: { status?: number; param?: string }) => err.status === 400 && typeof err.param === 'string' && err.param.startsWith('integrations'),
@@ -197,5 +200,12 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     const job = await createJob(client(), files, { n_epochs: 1, batch_size: 4 }, { integrations: [{ type: 'wandb', wandb: { project: 'tuneforge', tags: ['e2e'] } }] });
     assert.deepEqual(job.integrations, [{ type: 'wandb', wandb: { project: 'tuneforge', tags: ['e2e'] } }]);
     assert.equal((await waitForStatus(client(), job.id, TERMINAL)).status, 'succeeded');
+    await waitFor(async () => wandb.finished(job.id), (body) => body !== undefined);
+    const create = wandb.posts.find((p) => p.path === '/graphql' && p.body.variables.name === job.id)!;
+    assert.equal(create.body.variables.project, 'tuneforge');
+    assert.ok(create.body.variables.tags.includes('e2e'));
+    const metrics = await metricsEvents(client(), job.id);
+    assert.deepEqual(wandb.history(job.id).map((line) => [line._step, line.train_loss]), metrics.map((m) => [m.step, m.train_loss]));
+    assert.deepEqual(wandb.finished(job.id), { complete: true, exitcode: 0 });
   });
 });
