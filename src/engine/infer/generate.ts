@@ -22,6 +22,8 @@ export interface GenerateOptions {
   stop?: string[];
   presencePenalty?: number;
   frequencyPenalty?: number;
+  /** OpenAI's logit_bias: token id → value (−100…100) added to its logit before sampling. */
+  logitBias?: Record<number, number>;
   /** Report the log-probability of each generated token (under the model's raw distribution). */
   logprobs?: boolean;
   /** With logprobs: the k most likely alternatives at each position (0–20). */
@@ -111,6 +113,11 @@ export async function generate(
     presencePenalty: options.presencePenalty ?? 0,
     frequencyPenalty: options.frequencyPenalty ?? 0,
   };
+  const logitBias = Object.entries(options.logitBias ?? {}).map(([id, bias]) => {
+    const tokenId = Number(id);
+    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= vocabSize) throw new Error(`generate: logit_bias token ${id} is outside the vocabulary`);
+    return [tokenId, Math.max(-100, Math.min(100, bias))] as const;
+  });
   const topLogprobs = Math.max(0, Math.min(20, options.topLogprobs ?? 0));
   const wantLogprobs = options.logprobs === true || topLogprobs > 0;
   const rng = new SeededRandom(options.seed ?? randomInt(2 ** 32));
@@ -133,6 +140,7 @@ export async function generate(
 
     let logprob: TokenLogprob | undefined;
     const logp = wantLogprobs ? logSoftmax(logits) : null;
+    for (const [id, bias] of logitBias) logits[id] += bias;
     applyPenalties(logits, counts, sampling.presencePenalty, sampling.frequencyPenalty);
     const id = sampleToken(logits, sampling, rng);
     tokenIds.push(id);

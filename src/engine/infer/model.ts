@@ -200,6 +200,11 @@ export async function loadSharedBase(baseModelDir: string, settings: InferenceOp
   };
 }
 
+/** Prompt ids for a plain-text prompt (/v1/completions): the tokenizer's own special tokens (BOS) included. */
+export function textPrompt(model: InferenceModel, text: string): number[] {
+  return model.tokenizer.encode(text, { addSpecialTokens: true });
+}
+
 const formatters = new WeakMap<InferenceModel, ChatFormatter>();
 
 /** Prompt ids for a conversation through the model's chat template, ending with the assistant header. */

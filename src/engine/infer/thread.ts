@@ -7,6 +7,7 @@
 //                  (settings.shareBase: LoRA adapters of one base share its resident weights)
 //                  {op: 'generate', id, key, promptIds, options}  → {id, type: 'token', delta, info}*, then result
 //                  {op: 'chatPrompt', id, key, messages, tools}   → result: number[]
+//                  {op: 'textPrompt', id, key, text}              → result: number[]
 //                  {op: 'abort', id}  (the id of a generate)      → that generate replies with an error named AbortError
 //                  {op: 'unload', id, key}                        → result: null
 //   worker → main  {id, type: 'error', error: {name, message}} for any failed request.
@@ -16,7 +17,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ChatMessage, ToolDefinition } from '../data/chat-format.ts';
 import type { GenerateOptions, GenerationResult, OnToken, TokenInfo } from './generate.ts';
-import { chatPrompt, loadModelForInference, loadSharedBase, type InferenceModel as Model, type InferenceOptions, type SharedBaseModel } from './model.ts';
+import { chatPrompt, loadModelForInference, loadSharedBase, textPrompt, type InferenceModel as Model, type InferenceOptions, type SharedBaseModel } from './model.ts';
 
 const WORKER_MARK = 'tuneforge-inference-worker';
 
@@ -50,6 +51,7 @@ type Request =
   | { op: 'load'; id: number; key: string; source: ModelSourceMessage; settings?: HostLoadOptions }
   | { op: 'generate'; id: number; key: string; promptIds: number[]; options: Omit<GenerateOptions, 'signal'> }
   | { op: 'chatPrompt'; id: number; key: string; messages: ChatMessage[]; tools?: ToolDefinition[] }
+  | { op: 'textPrompt'; id: number; key: string; text: string }
   | { op: 'abort'; id: number }
   | { op: 'unload'; id: number; key: string };
 
@@ -106,6 +108,11 @@ export class InferenceHost {
   /** Prompt ids for a conversation through the model's chat template. */
   chatPrompt(key: string, messages: ChatMessage[], tools?: ToolDefinition[]): Promise<number[]> {
     return this.request({ op: 'chatPrompt', key, messages, tools });
+  }
+
+  /** Prompt ids for a plain-text prompt (/v1/completions), BOS included where the tokenizer adds one. */
+  textPrompt(key: string, text: string): Promise<number[]> {
+    return this.request({ op: 'textPrompt', key, text });
   }
 
   unload(key: string): Promise<void> {
@@ -234,6 +241,8 @@ function serveRequests(): void {
       }
       case 'chatPrompt':
         return chatPrompt(await model(request.key), request.messages, request.tools);
+      case 'textPrompt':
+        return textPrompt(await model(request.key), request.text);
       case 'unload': {
         const m = models.get(request.key);
         models.delete(request.key);

@@ -10,7 +10,7 @@ import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
 import { loraTargets } from '../../../src/engine/models/lora.ts';
-import { chatPrompt, loadModelForInference, loadSharedBase, type InferenceModel } from '../../../src/engine/infer/model.ts';
+import { chatPrompt, loadModelForInference, loadSharedBase, textPrompt, type InferenceModel } from '../../../src/engine/infer/model.ts';
 import { argmax } from '../../../src/engine/infer/sampling.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { fullForward, maxAbsDiff, writeAdapter } from './fixtures.ts';
@@ -213,4 +213,15 @@ test('a shared base runs adapters unmerged with the logits and tokens of the mer
   } finally {
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('logit_bias +100 forces a token; −100 bans one; textPrompt encodes plain text', async () => {
+  const prompt = textPrompt(model, 'The sky is');
+  assert.deepEqual(prompt, model.tokenizer.encode('The sky is', { addSpecialTokens: true }));
+  const forced = await model.generate(prompt, { maxTokens: 4, temperature: 1, seed: 1, logitBias: { 300: 100 } });
+  assert.deepEqual(forced.tokenIds, [300, 300, 300, 300]);
+  const greedy = await model.generate(prompt, { maxTokens: 1, temperature: 0 });
+  const banned = await model.generate(prompt, { maxTokens: 1, temperature: 0, logitBias: { [greedy.tokenIds[0]]: -100 } });
+  assert.notEqual(banned.tokenIds[0], greedy.tokenIds[0]);
+  await assert.rejects(model.generate(prompt, { logitBias: { 99999: 1 } }), /outside the vocabulary/);
 });

@@ -56,6 +56,8 @@ test('concurrent streams, abort, unload and unknown models', async () => {
   try {
     await host.load('tiny', { baseModelDir }, { intraOpNumThreads: 1 });
     const prompt = await host.chatPrompt('tiny', conversation);
+    const local = await loadModelForInference({ baseModelDir }, { intraOpNumThreads: 1 });
+    await local.release();
     const [a, b] = await Promise.all([
       host.generate('tiny', prompt, { maxTokens: 20, temperature: 0 }),
       host.generate('tiny', prompt, { maxTokens: 20, temperature: 0 }),
@@ -70,6 +72,7 @@ test('concurrent streams, abort, unload and unknown models', async () => {
     await assert.rejects(aborted, { name: 'AbortError' });
     assert.ok(streamed < 400);
 
+    assert.deepEqual(await host.textPrompt('tiny', 'Ahoy'), local.tokenizer.encode('Ahoy', { addSpecialTokens: true }));
     await assert.rejects(host.generate('nope', prompt), /model nope is not loaded/);
     await host.unload('tiny');
     await assert.rejects(host.chatPrompt('tiny', conversation), /not loaded/);
