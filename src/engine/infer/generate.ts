@@ -8,6 +8,7 @@ import { SeededRandom } from '../data/random.ts';
 import { applyPenalties, logSoftmax, sampleToken, topIndices } from './sampling.ts';
 import type { DecoderSteps, StepAdapter } from './steps.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
+import { JsonObjectConstraint } from './json-constraint.ts';
 
 export interface GenerateOptions {
   /** Most tokens to generate (default: up to the context length). */
@@ -24,6 +25,11 @@ export interface GenerateOptions {
   frequencyPenalty?: number;
   /** OpenAI's logit_bias: token id → value (−100…100) added to its logit before sampling. */
   logitBias?: Record<number, number>;
+  /**
+   * json_object: constrained decoding keeps the output a JSON object and ends generation when
+   * it closes. (json_schema is not enforced beyond that yet.)
+   */
+  responseFormat?: { type: 'text' | 'json_object' };
   /** Report the log-probability of each generated token (under the model's raw distribution). */
   logprobs?: boolean;
   /** With logprobs: the k most likely alternatives at each position (0–20). */
@@ -83,6 +89,21 @@ export interface GenerationContext {
   adapter?: StepAdapter;
 }
 
+const tokenBytesTables = new WeakMap<HfTokenizer, (Uint8Array | null)[]>();
+
+/** Each token's bytes for constrained decoding (null: special tokens, ids past the tokenizer). */
+function tokenBytesTable(tokenizer: HfTokenizer, vocabSize: number): (Uint8Array | null)[] {
+  let table = tokenBytesTables.get(tokenizer);
+  if (!table || table.length !== vocabSize) {
+    const special = new Set(tokenizer.specialTokens.map((t) => tokenizer.tokenToId(t)));
+    table = Array.from({ length: vocabSize }, (_, id) =>
+      id >= tokenizer.vocabSize || special.has(id) ? null : Uint8Array.from(tokenText(tokenizer, id).bytes),
+    );
+    tokenBytesTables.set(tokenizer, table);
+  }
+  return table;
+}
+
 function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('generation aborted', 'AbortError');
 }
@@ -124,6 +145,7 @@ export async function generate(
   const eos = new Set(context.eosTokenIds);
   const signal = options.signal;
 
+  const json = options.responseFormat?.type === 'json_object' ? new JsonObjectConstraint(tokenBytesTable(tokenizer, vocabSize)) : null;
   const decoder = new IncrementalDecoder(tokenizer, promptIds);
   const stops = new StopStrings(options.stop ?? []);
   const counts = new Map<number, number>();
@@ -142,7 +164,9 @@ export async function generate(
     const logp = wantLogprobs ? logSoftmax(logits) : null;
     for (const [id, bias] of logitBias) logits[id] += bias;
     applyPenalties(logits, counts, sampling.presencePenalty, sampling.frequencyPenalty);
+    json?.maskLogits(logits);
     const id = sampleToken(logits, sampling, rng);
+    json?.advance(id);
     tokenIds.push(id);
     counts.set(id, (counts.get(id) ?? 0) + 1);
     if (logp) {
@@ -159,9 +183,9 @@ export async function generate(
     } else {
       delta = stops.push(decoder.push(id));
       if (stops.stopped) finishReason = 'stop';
-      else if (tokenIds.length >= maxTokens) {
+      else if (json?.complete || tokenIds.length >= maxTokens) {
         delta += stops.push(decoder.flush());
-        finishReason = stops.stopped ? 'stop' : 'length';
+        finishReason = stops.stopped || json?.complete ? 'stop' : 'length';
         delta += stops.flush();
       }
     }

@@ -66,7 +66,7 @@ export function sampleToken(logits: Float32Array, settings: SamplingSettings, rn
     let u = rng.next() * mass;
     let last = -1;
     for (let i = 0; i < probs.length; i++) {
-      if (!keep(i)) continue;
+      if (!keep(i) || probs[i] === 0) continue;
       last = i;
       if ((u -= probs[i]) < 0) return i;
     }
@@ -75,7 +75,7 @@ export function sampleToken(logits: Float32Array, settings: SamplingSettings, rn
 
   let u = rng.next() * total;
   for (let i = 0; i < probs.length; i++) if ((u -= probs[i]) < 0) return i;
-  return argmax(logits); // only reachable through rounding at the very end
+  return argmax(logits); // only reachable through rounding at the very end (and never a −∞ token)
 }
 
 /**

@@ -122,10 +122,12 @@ function byteLevelTable(): Map<string, number> {
 
 /** A token's text and UTF-8 bytes, as OpenAI's logprobs report them. */
 export function tokenText(tokenizer: HfTokenizer, id: number): { token: string; bytes: number[] } {
-  const token = tokenizer.decode([id]);
+  let token = tokenizer.decode([id]);
+  // SentencePiece decoders drop the leading space of the first token; a token alone is always first.
+  const piece = tokenizer.idToToken(id) ?? '';
+  if (piece.startsWith('\u2581') && !token.startsWith(' ')) token = ' ' + token;
   if (!token.includes(REPLACEMENT)) return { token, bytes: [...Buffer.from(token, 'utf8')] };
   // Part of a multi-byte character: recover the raw bytes from the vocabulary entry.
-  const piece = tokenizer.idToToken(id) ?? '';
   const byteFallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
   if (byteFallback) return { token, bytes: [parseInt(byteFallback[1], 16)] };
   const table = byteLevelTable();
