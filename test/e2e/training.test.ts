@@ -134,6 +134,11 @@ describe('training jobs end to end (real engine, tiny model)', () => {
 
     const job = await createJob(client(), files, hp);
     await waitForStep(client(), job.id, 5);
+    const running = await client().fineTuning.jobs.retrieve(job.id);
+    assert.equal(running.status, 'running');
+    assert.equal(typeof running.estimated_finish, 'number', 'estimated_finish while running');
+    assert.ok(running.estimated_finish! >= running.created_at);
+    assert.equal(running.trained_tokens, null);
     const paused = await client().fineTuning.jobs.pause(job.id);
     assert.equal(paused.status, 'paused');
     assert.equal(paused.estimated_finish, null);
