@@ -4,8 +4,9 @@
 //
 // The recogniser runs over bytes, not characters, so that a token carrying half of a UTF-8
 // character is judged correctly (bytes ≥ 0x80 are only valid inside strings). Its state is a small
-// immutable record (the container stack is a string), so trying one token is: copy, feed its
-// bytes, keep or drop; the whole vocabulary is tried each step (a few ms for 50k tokens).
+// immutable record (the container stack is a string), so trying a token is: feed its bytes to a
+// copy, keep or drop. The vocabulary is walked as a byte trie, pruned at the first rejected byte;
+// inside strings, only tokens with a quote, backslash or control byte need trying.
 
 const enum Mode {
   Start, // before the top-level object: whitespace or '{'
@@ -149,15 +150,57 @@ function numberStep(s: State, b: number): State | null {
   }
 }
 
+/**
+ * The vocabulary as a byte trie, so that tokens sharing a prefix are checked together and a
+ * rejected byte prunes every token below it (outside strings almost every first byte is rejected).
+ */
+class ByteTrie {
+  /** Per node: child bytes and child nodes, parallel arrays; token ids ending at the node. */
+  readonly bytes: number[][] = [[]];
+  readonly children: number[][] = [[]];
+  readonly ids: number[][] = [[]];
+
+  constructor(tokenBytes: (Uint8Array | null)[]) {
+    tokenBytes.forEach((bytes, id) => {
+      if (!bytes || bytes.length === 0) return;
+      let node = 0;
+      for (const b of bytes) {
+        const at = this.bytes[node].indexOf(b);
+        if (at >= 0) node = this.children[node][at];
+        else {
+          const child = this.bytes.length;
+          this.bytes.push([]);
+          this.children.push([]);
+          this.ids.push([]);
+          this.bytes[node].push(b);
+          this.children[node].push(child);
+          node = child;
+        }
+      }
+      this.ids[node].push(id);
+    });
+  }
+}
+
 /** The constraint of one generation: which tokens may come next, and whether the object is done. */
 export class JsonObjectConstraint {
   private state: State = initial;
+  private readonly trie: ByteTrie;
+  /** Tokens that may sit anywhere inside a string and leave it open (no '"', '\\' or control bytes). */
+  private readonly plainInString: Uint8Array;
+  /** The other tokens: inside a string only these need simulating. */
+  private readonly notPlainInString: number[] = [];
 
   /**
    * `tokenBytes[id]`: the bytes a token adds to the text, or null for tokens that may never be
    * generated here (special tokens such as <|im_end|>; EOS is not needed, the closing brace ends).
    */
-  constructor(private readonly tokenBytes: (Uint8Array | null)[]) {}
+  constructor(private readonly tokenBytes: (Uint8Array | null)[]) {
+    this.trie = constraintTries.get(tokenBytes) ?? new ByteTrie(tokenBytes);
+    constraintTries.set(tokenBytes, this.trie);
+    this.plainInString = Uint8Array.from(tokenBytes, (bytes) => (bytes && bytes.length > 0 && bytes.every((b) => b >= 0x20 && b !== 0x22 && b !== 0x5c) ? 1 : 0));
+    tokenBytes.forEach((bytes, id) => bytes && bytes.length > 0 && !this.plainInString[id] && this.notPlainInString.push(id));
+  }
 
   get complete(): boolean {
     return this.state.mode === Mode.Done;
@@ -171,10 +214,29 @@ export class JsonObjectConstraint {
 
   /** Sets the logits of every token that would break the JSON to −∞. */
   maskLogits(logits: Float32Array): void {
-    for (let id = 0; id < logits.length; id++) {
-      const bytes = this.tokenBytes[id];
-      if (!bytes || bytes.length === 0 || !this.feed(this.state, bytes)) logits[id] = -Infinity;
+    const allowed = new Uint8Array(logits.length);
+    if (this.state.mode === Mode.String) {
+      // Inside a string (where most of a JSON answer's tokens go) most tokens need no check.
+      allowed.set(this.plainInString.subarray(0, logits.length));
+      for (const id of this.notPlainInString) if (this.feed(this.state, this.tokenBytes[id]!)) allowed[id] = 1;
+    } else {
+      const { bytes, children, ids } = this.trie;
+      const nodes: number[] = [0];
+      const states: State[] = [this.state];
+      while (nodes.length > 0) {
+        const node = nodes.pop()!;
+        const state = states.pop()!;
+        for (let k = 0; k < bytes[node].length; k++) {
+          const next = step(state, bytes[node][k]);
+          if (!next) continue;
+          const child = children[node][k];
+          for (const id of ids[child]) allowed[id] = 1;
+          nodes.push(child);
+          states.push(next);
+        }
+      }
     }
+    for (let id = 0; id < logits.length; id++) if (!allowed[id]) logits[id] = -Infinity;
   }
 
   advance(id: number): void {
@@ -183,6 +245,8 @@ export class JsonObjectConstraint {
     this.state = next;
   }
 }
+
+const constraintTries = new WeakMap<(Uint8Array | null)[], ByteTrie>();
 
 /** Whether `text` is accepted as a whole JSON object by the recogniser (for tests). */
 export function isCompleteJsonObject(text: string): boolean {
