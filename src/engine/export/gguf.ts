@@ -1,0 +1,246 @@
+// A Hugging Face Llama-family folder → a GGUF file llama.cpp loads, unquantized (F32 or F16), laid
+// out as llama.cpp's own convert_hf_to_gguf.py lays it out:
+//   - tensor names: embed_tokens → token_embd, layers.N.self_attn.{q,k,v,o}_proj → blk.N.attn_{q,k,v,output},
+//     mlp.{gate,up,down}_proj → blk.N.ffn_{gate,up,down}, input/post_attention_layernorm →
+//     blk.N.{attn,ffn}_norm, norm → output_norm, lm_head → output (absent when tied);
+//   - Q and K rows of Llama/Mistral permuted from HF's rotate-half RoPE layout (each head's first half
+//     of dimensions pairs with its second half) to GGML's interleaved layout (pairs of adjacent rows):
+//     within a head, row s·(d/2) + i moves to 2i + s. Qwen2 uses llama.cpp's NEOX RoPE, which is
+//     rotate-half already, so it is not permuted;
+//   - 1-D tensors (norms, biases) stay F32 when the rest is F16, as the converter keeps them;
+//   - the tokenizer as "gpt2" (byte-level BPE): tokens, token types, merges, special ids, the
+//     pre-tokenizer name llama.cpp knows, and the chat template.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ModelConfig } from '../models/config.ts';
+import { eosTokenIds } from '../models/config.ts';
+import type { Tensor } from '../io/safetensors.ts';
+import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
+
+export type GgufDtype = 'f32' | 'f16';
+
+type Json = Record<string, any>;
+
+/** llama.cpp's token types. */
+const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
+
+/** GGUF architecture name: llama.cpp runs Mistral as llama. */
+function ggufArchitecture(config: ModelConfig): 'llama' | 'qwen2' {
+  return config.architecture === 'qwen2' ? 'qwen2' : 'llama';
+}
+
+/**
+ * HF's rotate-half → GGML's interleaved rows, per head (as the converter's `permute`): reshape the
+ * [heads·d, cols] matrix to [heads, 2, d/2, cols], swap axes 1 and 2, flatten back. Also for biases
+ * (cols = 1).
+ */
+export function permuteForGgmlRope(data: Float32Array, rows: number, heads: number): Float32Array {
+  const cols = data.length / rows;
+  const headDim = rows / heads;
+  if (!Number.isInteger(cols) || !Number.isInteger(headDim) || headDim % 2 !== 0) {
+    throw new Error(`gguf export: cannot permute ${rows} rows into ${heads} heads`);
+  }
+  const half = headDim / 2;
+  const out = new Float32Array(data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let s = 0; s < 2; s++) {
+      for (let i = 0; i < half; i++) {
+        const from = (h * headDim + s * half + i) * cols;
+        const to = (h * headDim + 2 * i + s) * cols;
+        out.set(data.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}
+
+const LAYER_TENSORS: Record<string, string> = {
+  'self_attn.q_proj': 'attn_q',
+  'self_attn.k_proj': 'attn_k',
+  'self_attn.v_proj': 'attn_v',
+  'self_attn.o_proj': 'attn_output',
+  'mlp.gate_proj': 'ffn_gate',
+  'mlp.up_proj': 'ffn_up',
+  'mlp.down_proj': 'ffn_down',
+  input_layernorm: 'attn_norm',
+  post_attention_layernorm: 'ffn_norm',
+};
+
+/** The llama.cpp name of a HF tensor, or null for tensors GGUF does not carry (rotary caches). */
+export function ggufTensorName(hfName: string): string | null {
+  if (hfName === 'model.embed_tokens.weight') return 'token_embd.weight';
+  if (hfName === 'model.norm.weight') return 'output_norm.weight';
+  if (hfName === 'lm_head.weight') return 'output.weight';
+  const match = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hfName);
+  if (match) {
+    if (match[2].endsWith('rotary_emb')) return null;
+    const mapped = LAYER_TENSORS[match[2]];
+    if (!mapped) throw new Error(`gguf export: no llama.cpp name for ${hfName}`);
+    return `blk.${match[1]}.${mapped}.${match[3]}`;
+  }
+  if (hfName.endsWith('rotary_emb.inv_freq')) return null;
+  throw new Error(`gguf export: no llama.cpp name for ${hfName}`);
+}
+
+/** Which llama.cpp pre-tokenizer matches a tokenizer.json's pre_tokenizer. */
+function preTokenizerName(tokenizerJson: Json): string {
+  const pre = tokenizerJson.pre_tokenizer as Json | null;
+  if (!pre) return 'default';
+  if (pre.type === 'ByteLevel' && pre.use_regex !== false) return 'gpt-2';
+  if (pre.type === 'Sequence' && Array.isArray(pre.pretokenizers)) {
+    const parts = pre.pretokenizers as Json[];
+    const types = parts.map((p) => p.type).join(',');
+    // SmolLM/SmolLM2: digits split one by one, then GPT-2's byte-level regex.
+    if (types === 'Digits,ByteLevel' && parts[0].individual_digits === true && parts[1].use_regex !== false) return 'smollm';
+    const regex = String(parts[0]?.pattern?.Regex ?? '');
+    if (parts[0]?.type === 'Split') {
+      // Qwen2's pattern splits digits singly (\p{N}); Llama 3's groups up to three (\p{N}{1,3}).
+      if (regex.includes('\\p{N}{1,3}')) return 'llama-bpe';
+      if (regex.includes('[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|')) return 'qwen2';
+    }
+  }
+  return 'default';
+}
+
+/** Token list, types and merges as llama.cpp's "gpt2" tokenizer model expects them. */
+function tokenizerMetadata(tokenizerDir: string, config: ModelConfig): Map<string, GgufValue> {
+  const tokenizerJson = JSON.parse(readFileSync(join(tokenizerDir, 'tokenizer.json'), 'utf8')) as Json;
+  const configPath = join(tokenizerDir, 'tokenizer_config.json');
+  const tokenizerConfig = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Json) : {};
+  const model = tokenizerJson.model as Json;
+  if (model?.type !== 'BPE') throw new Error(`gguf export: tokenizer model ${String(model?.type)} is not supported (byte-level BPE only)`);
+
+  const byId = new Map<number, { text: string; type: number }>();
+  for (const [text, id] of Object.entries(model.vocab as Record<string, number>)) byId.set(id, { text, type: TOKEN_TYPE.NORMAL });
+  for (const added of (tokenizerJson.added_tokens ?? []) as Json[]) {
+    const looksSpecial = /^<\|.*\|>$/.test(added.content);
+    byId.set(added.id, { text: added.content, type: added.special || looksSpecial ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED });
+  }
+  const largest = Math.max(...byId.keys());
+  const vocabSize = Math.max(config.vocabSize, largest + 1);
+  const tokens: string[] = [];
+  const types: number[] = [];
+  for (let id = 0; id < vocabSize; id++) {
+    const entry = byId.get(id);
+    tokens.push(entry?.text ?? `[PAD${id}]`);
+    types.push(entry?.type ?? TOKEN_TYPE.UNUSED);
+  }
+  const merges = ((model.merges ?? []) as (string | string[])[]).map((m) => (Array.isArray(m) ? m.join(' ') : m));
+
+  const idOf = (value: unknown): number | null => {
+    const text = typeof value === 'string' ? value : value && typeof value === 'object' ? (value as Json).content : null;
+    if (typeof text !== 'string') return null;
+    const index = tokens.indexOf(text);
+    return index >= 0 ? index : null;
+  };
+  const eos = eosTokenIds(config);
+  const bos = idOf(tokenizerConfig.bos_token) ?? config.bosTokenId;
+  const eosId = idOf(tokenizerConfig.eos_token) ?? (eos.length > 0 ? eos[0] : null);
+  const pad = idOf(tokenizerConfig.pad_token) ?? config.padTokenId;
+  const unk = idOf(tokenizerConfig.unk_token);
+
+  const metadata = new Map<string, GgufValue>();
+  metadata.set('tokenizer.ggml.model', gguf.str('gpt2'));
+  metadata.set('tokenizer.ggml.pre', gguf.str(preTokenizerName(tokenizerJson)));
+  metadata.set('tokenizer.ggml.tokens', gguf.array(GgufType.STRING, tokens));
+  metadata.set('tokenizer.ggml.token_type', gguf.array(GgufType.INT32, types));
+  metadata.set('tokenizer.ggml.merges', gguf.array(GgufType.STRING, merges));
+  if (bos !== null) metadata.set('tokenizer.ggml.bos_token_id', gguf.u32(bos));
+  if (eosId !== null) metadata.set('tokenizer.ggml.eos_token_id', gguf.u32(eosId));
+  if (unk !== null) metadata.set('tokenizer.ggml.unknown_token_id', gguf.u32(unk));
+  if (pad !== null) metadata.set('tokenizer.ggml.padding_token_id', gguf.u32(pad));
+  metadata.set('tokenizer.ggml.add_bos_token', gguf.bool(tokenizerConfig.add_bos_token === true));
+  metadata.set('tokenizer.ggml.add_eos_token', gguf.bool(tokenizerConfig.add_eos_token === true));
+  let template: unknown = tokenizerConfig.chat_template;
+  if (Array.isArray(template)) template = (template.find((t: Json) => t.name === 'default') ?? template[0])?.template;
+  if (typeof template !== 'string' && existsSync(join(tokenizerDir, 'chat_template.jinja'))) template = readFileSync(join(tokenizerDir, 'chat_template.jinja'), 'utf8');
+  if (typeof template === 'string') metadata.set('tokenizer.chat_template', gguf.str(template));
+  return metadata;
+}
+
+/** Llama 3's per-dimension RoPE frequency factors, as the converter stores them (rope_freqs.weight). */
+function llama3RopeFactors(config: ModelConfig): Float32Array | null {
+  const scaling = config.ropeScaling;
+  if (scaling?.type !== 'llama3') return null;
+  const dim = config.headDim;
+  const factors = new Float32Array(dim / 2);
+  const lowWavelen = scaling.originalMaxPositionEmbeddings / scaling.lowFreqFactor;
+  const highWavelen = scaling.originalMaxPositionEmbeddings / scaling.highFreqFactor;
+  for (let i = 0; i < dim / 2; i++) {
+    const freq = 1 / config.ropeTheta ** ((2 * i) / dim);
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highWavelen) factors[i] = 1;
+    else if (wavelen > lowWavelen) factors[i] = scaling.factor;
+    else {
+      const smooth = (scaling.originalMaxPositionEmbeddings / wavelen - scaling.lowFreqFactor) / (scaling.highFreqFactor - scaling.lowFreqFactor);
+      factors[i] = 1 / ((1 - smooth) / scaling.factor + smooth);
+    }
+  }
+  return factors;
+}
+
+export interface GgufSource {
+  config: ModelConfig;
+  weights: Map<string, Tensor>;
+  /** Folder with tokenizer.json (and tokenizer_config.json). */
+  tokenizerDir: string;
+  /** general.name. */
+  name: string;
+}
+
+/** Writes `source` as an unquantized GGUF file. */
+export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufDtype): void {
+  const { config, weights } = source;
+  if (config.architecture !== 'llama' && config.architecture !== 'mistral' && config.architecture !== 'qwen2') {
+    throw new Error(`gguf export: architecture ${String(config.architecture)} is not supported`);
+  }
+  const arch = ggufArchitecture(config);
+  const permute = arch === 'llama';
+  const metadata = new Map<string, GgufValue>();
+  metadata.set('general.architecture', gguf.str(arch));
+  metadata.set('general.name', gguf.str(source.name));
+  metadata.set('general.file_type', gguf.u32(dtype === 'f32' ? 0 : 1));
+  metadata.set('general.alignment', gguf.u32(32));
+  metadata.set(`${arch}.vocab_size`, gguf.u32(config.vocabSize));
+  metadata.set(`${arch}.context_length`, gguf.u32(config.maxPositionEmbeddings));
+  metadata.set(`${arch}.embedding_length`, gguf.u32(config.hiddenSize));
+  metadata.set(`${arch}.block_count`, gguf.u32(config.numLayers));
+  metadata.set(`${arch}.feed_forward_length`, gguf.u32(config.intermediateSize));
+  metadata.set(`${arch}.attention.head_count`, gguf.u32(config.numHeads));
+  metadata.set(`${arch}.attention.head_count_kv`, gguf.u32(config.numKvHeads));
+  if (config.headDim !== config.hiddenSize / config.numHeads) {
+    metadata.set(`${arch}.attention.key_length`, gguf.u32(config.headDim));
+    metadata.set(`${arch}.attention.value_length`, gguf.u32(config.headDim));
+  }
+  metadata.set(`${arch}.rope.freq_base`, gguf.f32(config.ropeTheta));
+  metadata.set(`${arch}.rope.dimension_count`, gguf.u32(config.headDim));
+  metadata.set(`${arch}.attention.layer_norm_rms_epsilon`, gguf.f32(config.rmsNormEps));
+  if (config.ropeScaling?.type === 'linear') {
+    metadata.set(`${arch}.rope.scaling.type`, gguf.str('linear'));
+    metadata.set(`${arch}.rope.scaling.factor`, gguf.f32(config.ropeScaling.factor));
+  }
+  for (const [key, value] of tokenizerMetadata(source.tokenizerDir, config)) metadata.set(key, value);
+
+  const tensors: GgufTensor[] = [];
+  const ropeFactors = llama3RopeFactors(config);
+  if (ropeFactors) tensors.push({ name: 'rope_freqs.weight', shape: [ropeFactors.length], type: GgmlType.F32, data: ropeFactors });
+  const wide = dtype === 'f32' ? GgmlType.F32 : GgmlType.F16;
+  // The converter's order: embeddings, then each block, then the final norm and output.
+  const order = (name: string) => (name.startsWith('model.embed_tokens') ? -1 : name.startsWith('model.layers.') ? Number(name.split('.')[2]) : 1e9);
+  const names = [...weights.keys()].sort((a, b) => order(a) - order(b));
+  for (const hfName of names) {
+    const tensor = weights.get(hfName)!;
+    const name = ggufTensorName(hfName);
+    if (name === null) continue;
+    if (name === 'output.weight' && config.tieWordEmbeddings) continue;
+    let data = tensor.data;
+    if (permute && /\.attn_q\.(weight|bias)$/.test(name)) data = permuteForGgmlRope(data, tensor.shape[0], config.numHeads);
+    if (permute && /\.attn_k\.(weight|bias)$/.test(name)) data = permuteForGgmlRope(data, tensor.shape[0], config.numKvHeads);
+    tensors.push({ name, shape: tensor.shape, type: tensor.shape.length === 1 ? GgmlType.F32 : wide, data });
+  }
+  for (const required of ['token_embd.weight', 'output_norm.weight']) {
+    if (!tensors.some((t) => t.name === required)) throw new Error(`gguf export: the model has no ${required}`);
+  }
+  writeGguf(outFile, metadata, tensors);
+}

@@ -1,0 +1,130 @@
+// GGUF export of a fine-tuned tiny-llama (base + a LoRA adapter on every projection, Q and K
+// included, so the RoPE permutation matters): the file parses back with llama.cpp's names, shapes
+// and hyperparameters, and node-llama-cpp (llama.cpp 3.21.1's prebuilt CPU binary) loads it and
+// generates the same greedy tokens as our engine for the same prompt ids, and tokenizes text the same.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportGguf, exportMerged, permuteForGgmlRope } from '../../../src/engine/export/index.ts';
+import { readGguf, GgmlType } from '../../../src/engine/io/gguf.ts';
+import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
+import { chatPrompt, loadModelForInference, type InferenceModel } from '../../../src/engine/infer/model.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
+import { writeAdapter } from '../infer/fixtures.ts';
+
+const baseModelDir = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
+const ALL_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const work = mkdtempSync(join(tmpdir(), 'tuneforge-gguf-'));
+const adapterDir = join(work, 'adapter');
+const cfg = loadHfModel(baseModelDir).config;
+const rng = new SeededRandom(11);
+writeAdapter(cfg, adapterDir, (_name, n) => new Float32Array(n).map(() => (rng.next() * 2 - 1) * 0.3), 7, ALL_PROJECTIONS);
+
+let ours: InferenceModel;
+test.before(async () => {
+  ours = await loadModelForInference({ baseModelDir, adapterDir }, { intraOpNumThreads: 1 });
+});
+test.after(async () => {
+  await ours.release();
+  rmSync(work, { recursive: true, force: true });
+});
+
+test('permuteForGgmlRope moves each head from rotate-half to interleaved pairs', () => {
+  // 2 heads of dim 4, one column: head rows [x0 x1 | y0 y1] → [x0 y0 x1 y1].
+  const rows = Float32Array.from([0, 1, 2, 3, 10, 11, 12, 13]);
+  assert.deepEqual([...permuteForGgmlRope(rows, 8, 2)], [0, 2, 1, 3, 10, 12, 11, 13]);
+});
+
+test('GGUF structure: llama metadata, tokenizer, llama.cpp tensor names, permuted Q/K', () => {
+  const file = join(work, 'model-f16.gguf');
+  exportGguf(baseModelDir, file, { dtype: 'f16', adapterDir, name: 'ft:tiny-llama:test' });
+  const g = readGguf(file);
+  assert.equal(g.version, 3);
+  assert.equal(g.alignment, 32);
+  const m = g.metadata;
+  assert.equal(m.get('general.architecture'), 'llama');
+  assert.equal(m.get('general.name'), 'ft:tiny-llama:test');
+  assert.equal(m.get('llama.context_length'), 512);
+  assert.equal(m.get('llama.embedding_length'), 128);
+  assert.equal(m.get('llama.block_count'), 4);
+  assert.equal(m.get('llama.feed_forward_length'), 352);
+  assert.equal(m.get('llama.attention.head_count'), 4);
+  assert.equal(m.get('llama.attention.head_count_kv'), 2);
+  assert.equal(m.get('llama.rope.dimension_count'), 32);
+  assert.equal(m.get('llama.vocab_size'), 704);
+  assert.equal(m.get('llama.rope.freq_base'), 10000);
+  assert.ok(Math.abs(Number(m.get('llama.attention.layer_norm_rms_epsilon')) - 1e-5) < 1e-9);
+  assert.equal(m.get('tokenizer.ggml.model'), 'gpt2');
+  assert.equal(m.get('tokenizer.ggml.pre'), 'gpt-2');
+  const tokens = m.get('tokenizer.ggml.tokens') as string[];
+  assert.equal(tokens.length, 704);
+  assert.equal(tokens[679], '<|im_end|>');
+  const types = m.get('tokenizer.ggml.token_type') as number[];
+  assert.equal(types[679], 3); // control
+  assert.equal(types[680], 4); // <tool_call>: user-defined
+  assert.equal(types[703], 5); // padding id: unused
+  assert.equal((m.get('tokenizer.ggml.merges') as string[])[0], 't e');
+  assert.equal(m.get('tokenizer.ggml.eos_token_id'), 679);
+  assert.equal(m.get('tokenizer.ggml.bos_token_id'), 677);
+  assert.equal(m.get('tokenizer.ggml.padding_token_id'), 677);
+  assert.match(String(m.get('tokenizer.chat_template')), /<\|im_start\|>/);
+
+  const names = g.tensors.map((t) => t.name);
+  assert.equal(names.length, 1 + 4 * 9 + 2);
+  assert.deepEqual(names.slice(0, 2), ['token_embd.weight', 'blk.0.attn_norm.weight']);
+  for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down', 'attn_norm', 'ffn_norm']) assert.ok(names.includes(`blk.3.${n}.weight`), n);
+  assert.ok(names.includes('output_norm.weight') && names.includes('output.weight'));
+  const q = g.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!;
+  assert.deepEqual(q.dims, [128, 128]);
+  assert.equal(q.type, GgmlType.F16);
+  assert.deepEqual(g.tensors.find((t) => t.name === 'blk.0.attn_k.weight')!.dims, [128, 64]);
+  assert.equal(g.tensors.find((t) => t.name === 'blk.0.attn_norm.weight')!.type, GgmlType.F32);
+  for (const t of g.tensors) assert.equal(t.offset % 32, 0);
+
+  // The stored K is the merged HF K permuted per KV head (f16-rounded).
+  const merged = join(work, 'merged');
+  exportMerged(baseModelDir, adapterDir, merged, 'f32');
+  const hfK = loadHfModel(merged).weights.get('model.layers.0.self_attn.k_proj.weight')!;
+  const expected = permuteForGgmlRope(hfK.data, 64, 2);
+  const stored = g.readTensor('blk.0.attn_k.weight');
+  for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(stored[i] - expected[i]) <= 1e-3 * Math.max(1, Math.abs(expected[i])), `k[${i}]`);
+});
+
+test('node-llama-cpp loads the f32 GGUF and its greedy tokens match ours', async () => {
+  const file = join(work, 'model-f32.gguf');
+  exportGguf(baseModelDir, file, { dtype: 'f32', adapterDir });
+  const { getLlama } = await import('node-llama-cpp');
+  // Prebuilt CPU binary only: never download or compile (no network here, and no GPU).
+  const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
+  try {
+    const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+    const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
+    try {
+      const prompts = [
+        chatPrompt(ours, [{ role: 'user', content: 'What colour is the sky?' }]),
+        ours.tokenizer.encode('Arr, matey! The sea is'),
+      ];
+      for (const prompt of prompts) {
+        const expected = (await ours.generate(prompt, { maxTokens: 16, temperature: 0 })).tokenIds;
+        const sequence = context.getSequence();
+        const got: number[] = [];
+        for await (const token of sequence.evaluate(prompt as never[], { temperature: 0 })) {
+          got.push(Number(token));
+          if (got.length >= expected.length || ours.eosTokenIds.includes(Number(token))) break;
+        }
+        sequence.dispose();
+        assert.deepEqual(got, expected, `prompt ${ours.tokenizer.decode(prompt)}`);
+      }
+      // The tokenizer metadata tokenizes as tokenizer.json does (specials included).
+      const text = '<|im_start|>user\nHello there, 42 pirates!<|im_end|>\n';
+      assert.deepEqual(model.tokenize(text, true).map(Number), ours.tokenizer.encode(text));
+    } finally {
+      await context.dispose();
+      await model.dispose();
+    }
+  } finally {
+    await llama.dispose();
+  }
+});
