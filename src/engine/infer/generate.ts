@@ -8,6 +8,7 @@ import { SeededRandom } from '../data/random.ts';
 import { applyPenalties, logSoftmax, sampleToken, topIndices } from './sampling.ts';
 import type { DecoderSteps, StepAdapter } from './steps.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
+import { createTokenConstraint, type ConstraintSpec } from './constraints/index.ts';
 import { JsonObjectConstraint } from './json-constraint.ts';
 
 export interface GenerateOptions {
@@ -36,6 +37,11 @@ export interface GenerateOptions {
   topLogprobs?: number;
   /** Ends generation within one token; the promise then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Constrained decoding (e.g. JSON, constraints/): tokens that would break the constraint are
+   * masked out before sampling. Plain data, so it crosses to the worker thread.
+   */
+  constraint?: ConstraintSpec;
 }
 
 export interface TopLogprob {
@@ -144,6 +150,7 @@ export async function generate(
   const rng = new SeededRandom(options.seed ?? randomInt(2 ** 32));
   const eos = new Set(context.eosTokenIds);
   const signal = options.signal;
+  const constraint = options.constraint ? createTokenConstraint(options.constraint, tokenizer, context.eosTokenIds) : null;
 
   const json = options.responseFormat?.type === 'json_object' ? new JsonObjectConstraint(tokenBytesTable(tokenizer, vocabSize)) : null;
   const decoder = new IncrementalDecoder(tokenizer, promptIds);
@@ -165,7 +172,9 @@ export async function generate(
     for (const [id, bias] of logitBias) logits[id] += bias;
     applyPenalties(logits, counts, sampling.presencePenalty, sampling.frequencyPenalty);
     json?.maskLogits(logits);
+    constraint?.mask(logits, maxTokens - tokenIds.length);
     const id = sampleToken(logits, sampling, rng);
+    constraint?.accept(id);
     json?.advance(id);
     tokenIds.push(id);
     counts.set(id, (counts.get(id) ?? 0) + 1);
