@@ -13,6 +13,11 @@ export interface SessionSettings {
   intraOpNumThreads?: number;
   /** The CPU arena is faster but holds ~2.5× the memory. */
   enableCpuMemArena?: boolean;
+  /**
+   * ORT's memory pattern pre-plans one block per run. Off by default: measured on an 8-layer
+   * SmolLM2-shaped LoRA step, peak RSS 3.3 GB without it vs 6.1 GB with it, at similar CPU time.
+   */
+  enableMemPattern?: boolean;
   /** Write an ORT profile (JSON trace) with this file prefix, for benchmarks. */
   profilePrefix?: string;
 }
@@ -37,6 +42,7 @@ export class CompiledGraph {
       // Extended fusions (e.g. x·σ(x) → com.microsoft.QuickGelu) exist only for float32.
       graphOptimizationLevel: graph.float === 'float64' ? 'basic' : 'all',
       enableCpuMemArena: settings.enableCpuMemArena ?? true,
+      enableMemPattern: settings.enableMemPattern ?? false,
       ...(settings.profilePrefix ? { enableProfiling: true, profileFilePrefix: settings.profilePrefix } : {}),
     });
     const inputs = new Map(graph.inputs.map((t) => [t.name, { shape: t.shape, dtype: t.dtype }] as const));
