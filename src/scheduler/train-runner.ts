@@ -8,6 +8,7 @@
 // same losses. What those steps already recorded (metrics events, checkpoints, the engine's own
 // messages) is recorded once only: the runner skips what the job already has, so the event list of
 // a job that was paused or recovered reads exactly like that of an uninterrupted one.
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -49,6 +50,14 @@ async function baseModelDir(job: JobRecord, ctx: JobRunContext, modelsDir: strin
   const base = await findBaseModel(modelsDir, job.model);
   if (base) return base.dir;
   const tuned = await ctx.store.models.get(job.model, job.organization_id);
+  if (tuned?.dir && existsSync(path.join(tuned.dir, 'adapter_config.json'))) {
+    // The engine starts from a full HF folder; a LoRA fine-tune is an adapter on its base.
+    throw new JobError(
+      `${job.model} is a LoRA adapter on ${tuned.base_model}; fine-tuning it further is not supported yet. Fine-tune ${tuned.base_model} with the combined training data instead.`,
+      'model_not_supported',
+      'model',
+    );
+  }
   if (tuned?.dir) return tuned.dir;
   throw new JobError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
 }
