@@ -12,6 +12,7 @@ import { openStore, type Store } from '../store/index.ts';
 import { registerAuth } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { registerErrorHandling } from './errors.ts';
+import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
 import { checkpointRoutes } from './fine-tuning/checkpoints.ts';
 import { jobRoutes } from './fine-tuning/jobs.ts';
@@ -108,6 +109,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await jobRoutes(v1, ctx);
       await checkpointRoutes(v1, ctx);
       await modelRoutes(v1, ctx);
+      await exportRoutes(v1, ctx);
     },
     { prefix: '/v1' },
   );

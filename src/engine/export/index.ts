@@ -118,3 +118,5 @@ export function exportGguf(modelDir: string, outFile: string, options: GgufExpor
   const { config, weights } = mergedWeights(modelDir, options.adapterDir ?? null);
   writeModelGguf({ config, weights, tokenizerDir: modelDir, name: options.name ?? basename(modelDir) }, outFile, options.dtype);
 }
+
+export { runExport, runExportInWorker, EXPORT_FORMATS, type ExportFormat, type ExportJob } from './run.ts';

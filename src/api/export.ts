@@ -1,0 +1,185 @@
+// GET /v1/models/{model}/export?format=peft|safetensors|gguf[&dtype=f32|f16|bf16] — an extension to
+// OpenAI's API: the caller's fine-tuned model or checkpoint as one download. gguf is the GGUF file
+// itself (application/octet-stream); peft and safetensors are a tar of the folder
+// (application/x-tar) whose files sit under one directory named after the model:
+//   peft         adapter_config.json + adapter_model.safetensors (LoRA models only; 400 otherwise)
+//   safetensors  the base with the adapter merged in (or the full fine-tune): config.json,
+//                model.safetensors (sharded past 2 GiB), tokenizer and generation files
+//   gguf         one llama.cpp file, f32 or f16
+// dtype defaults to the base model's torch_dtype (gguf: f16 for half-precision bases, else f32).
+// The export runs in a worker thread into a temporary folder under DATA_DIR/exports, which is
+// removed once the response ends; exports run one at a time per server (each needs the model's
+// memory).
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { ApiError } from '../domain/errors.ts';
+import { findBaseModel } from '../store/base-models.ts';
+import type { Store } from '../store/index.ts';
+import { runExportInWorker, type ExportFormat, type ExportJob } from '../engine/export/run.ts';
+import type { MergedDtype } from '../engine/export/index.ts';
+import { tarDirectory, tarSize } from '../engine/export/tar.ts';
+import type { ApiContext } from './context.ts';
+
+export interface ExportSource {
+  /** The fine-tuned model's or checkpoint's name. */
+  id: string;
+  kind: 'model' | 'checkpoint';
+  /** LoRA: the adapter's folder and the base model's; full fine-tune: its own folder, adapterDir null. */
+  modelDir: string;
+  adapterDir: string | null;
+  baseModel: string;
+}
+
+const notFoundModel = (id: string, why = 'does not exist or you do not have access to it') =>
+  new ApiError(404, `The model '${id}' ${why}.`, 'invalid_request_error', 'model', 'model_not_found');
+
+/**
+ * The folders behind a fine-tuned model or checkpoint name, or a 404: another organization's model
+ * (when `organization` is given), a base model, an unknown name, or one whose files are gone.
+ */
+export async function resolveExportSource(store: Store, modelsDir: string, id: string, organization?: string): Promise<ExportSource> {
+  let dir: string | null = null;
+  let baseModel: string | undefined;
+  let kind: ExportSource['kind'] = 'model';
+  const model = await store.models.get(id, organization);
+  if (model) {
+    dir = model.dir;
+    baseModel = model.base_model;
+  } else {
+    const checkpoint = await store.checkpoints.getByName(id);
+    if (!checkpoint || (organization !== undefined && checkpoint.organization_id !== organization)) throw notFoundModel(id);
+    kind = 'checkpoint';
+    dir = checkpoint.dir;
+    baseModel = (await store.jobs.get(checkpoint.job_id))?.model;
+  }
+  if (!dir || !existsSync(dir)) throw notFoundModel(id, 'has no stored weights to export');
+  const isAdapter = existsSync(join(dir, 'adapter_config.json'));
+  if (!isAdapter) {
+    if (!existsSync(join(dir, 'config.json'))) throw notFoundModel(id, 'has no stored weights to export');
+    return { id, kind, modelDir: dir, adapterDir: null, baseModel: baseModel ?? '' };
+  }
+  const base = baseModel ? await findBaseModel(modelsDir, baseModel) : undefined;
+  let baseDir = base?.dir;
+  if (!baseDir) {
+    // The adapter records the base folder it was trained on; use it while it is still there.
+    const recorded = (JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
+    if (typeof recorded === 'string' && existsSync(join(recorded, 'config.json'))) baseDir = recorded;
+  }
+  if (!baseDir) throw notFoundModel(id, `cannot be exported: its base model '${baseModel ?? 'unknown'}' is no longer available`);
+  return { id, kind, modelDir: baseDir, adapterDir: dir, baseModel: baseModel ?? '' };
+}
+
+function torchDtypeOf(dir: string): string {
+  try {
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { torch_dtype?: unknown; dtype?: unknown };
+    return String(config.torch_dtype ?? config.dtype ?? 'float32');
+  } catch {
+    return 'float32';
+  }
+}
+
+/** The dtype an export uses when none is asked for: the base model's own precision. */
+export function defaultExportDtype(source: ExportSource, format: ExportFormat): MergedDtype {
+  const torch = torchDtypeOf(source.modelDir);
+  const half = torch === 'float16' ? 'f16' : torch === 'bfloat16' ? 'bf16' : 'f32';
+  if (format === 'gguf') return half === 'f32' ? 'f32' : 'f16';
+  return half;
+}
+
+/** Checks format/dtype against the model; a 400 in OpenAI's envelope when they do not fit. */
+export function exportJob(source: ExportSource, format: ExportFormat, dtype: string | undefined, outPath: string): ExportJob {
+  if (format === 'peft' && !source.adapterDir) {
+    throw new ApiError(400, `The model '${source.id}' is a full fine-tune, not a LoRA adapter: export it as 'safetensors' or 'gguf'.`, 'invalid_request_error', 'format', 'invalid_value');
+  }
+  if (dtype !== undefined) {
+    const allowed = format === 'gguf' ? ['f32', 'f16'] : format === 'safetensors' ? ['f32', 'f16', 'bf16'] : [];
+    if (!allowed.includes(dtype)) {
+      const message = allowed.length === 0 ? `'dtype' does not apply to format '${format}' (the adapter is exported as stored).` : `Invalid value for 'dtype': format '${format}' takes one of ${allowed.map((d) => `'${d}'`).join(', ')}.`;
+      throw new ApiError(400, message, 'invalid_request_error', 'dtype', 'invalid_value');
+    }
+  }
+  return {
+    format,
+    modelDir: source.modelDir,
+    adapterDir: source.adapterDir,
+    outPath,
+    dtype: (dtype as MergedDtype | undefined) ?? defaultExportDtype(source, format),
+    name: source.id,
+    baseModelName: source.baseModel || undefined,
+  };
+}
+
+/** A name safe in a file name and a Content-Disposition header: ft:a:b → ft-a-b. */
+export function exportFileStem(id: string): string {
+  return id.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|-+$/g, '') || 'model';
+}
+
+/** Runs tasks one at a time, in arrival order. */
+class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(task, task);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+interface ExportQuery {
+  format: ExportFormat;
+  dtype?: 'f32' | 'f16' | 'bf16';
+}
+
+export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
+  const { store, config } = ctx;
+  const queue = new SerialQueue();
+
+  app.get<{ Params: { model: string }; Querystring: ExportQuery }>(
+    '/models/:model/export',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          required: ['format'],
+          properties: {
+            format: { type: 'string', enum: ['peft', 'safetensors', 'gguf'] },
+            dtype: { type: 'string', enum: ['f32', 'f16', 'bf16'] },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      const { model: id } = request.params;
+      const { format, dtype } = request.query;
+      const source = await resolveExportSource(store, config.modelsDir, id, request.caller.organization);
+      const exportsDir = join(config.dataDir, 'exports');
+      mkdirSync(exportsDir, { recursive: true });
+      const work = mkdtempSync(join(exportsDir, 'tmp-'));
+      const stem = exportFileStem(id);
+      const outPath = format === 'gguf' ? join(work, `${stem}.gguf`) : join(work, `${stem}-${format}`);
+      const cleanup = () => rmSync(work, { recursive: true, force: true });
+      try {
+        const job = exportJob(source, format, dtype, outPath);
+        await queue.run(() => runExportInWorker(job));
+      } catch (error) {
+        cleanup();
+        throw error;
+      }
+      reply.raw.once('close', cleanup);
+      if (format === 'gguf') {
+        reply
+          .header('content-type', 'application/octet-stream')
+          .header('content-length', statSync(outPath).size)
+          .header('content-disposition', `attachment; filename="${stem}.gguf"`);
+        return reply.send(createReadStream(outPath));
+      }
+      const folder = `${stem}-${format}`;
+      reply
+        .header('content-type', 'application/x-tar')
+        .header('content-length', tarSize(outPath, { prefix: folder }))
+        .header('content-disposition', `attachment; filename="${folder}.tar"`);
+      return reply.send(tarDirectory(outPath, { prefix: folder }));
+    },
+  );
+}
