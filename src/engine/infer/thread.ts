@@ -144,7 +144,14 @@ export class InferenceHost {
     const pending = this.pending.get(reply.id);
     if (!pending) return;
     if (reply.type === 'token') {
-      pending.onToken?.(reply.delta, reply.info);
+      try {
+        pending.onToken?.(reply.delta, reply.info);
+      } catch (error) {
+        // A failing stream consumer (e.g. a closed HTTP response) ends its generation, not the host.
+        this.pending.delete(reply.id);
+        this.worker.postMessage({ op: 'abort', id: reply.id } satisfies Request);
+        pending.reject(error instanceof Error ? error : new Error(String(error)));
+      }
       return;
     }
     this.pending.delete(reply.id);

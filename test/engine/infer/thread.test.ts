@@ -71,6 +71,9 @@ test('concurrent streams, abort, unload and unknown models', async () => {
     });
     await assert.rejects(aborted, { name: 'AbortError' });
     assert.ok(streamed < 400);
+    // A consumer that throws ends its own generation with that error; the host keeps serving.
+    await assert.rejects(host.generate('tiny', prompt, { maxTokens: 50, temperature: 0 }, () => { throw new Error('client went away'); }), /client went away/);
+    assert.deepEqual((await host.generate('tiny', prompt, { maxTokens: 3, temperature: 0 })).tokenIds, a.tokenIds.slice(0, 3));
 
     assert.deepEqual(await host.textPrompt('tiny', 'Ahoy'), local.tokenizer.encode('Ahoy', { addSpecialTokens: true }));
     await assert.rejects(host.generate('nope', prompt), /model nope is not loaded/);
