@@ -14,7 +14,7 @@ import type { TestServer } from '../support/server.ts';
 import { waitFor } from '../support/server.ts';
 import {
   BASE_MODEL, MODELS_DIR, TERMINAL, allEvents, createJob, metricsEvents, startTrainingServer, uploadFiles, waitForStatus, waitForStep,
-  fakeWandb, webhookReceiver,
+  TRAIN_JSONL, fakeWandb, webhookReceiver,
 } from './support.ts';
 
 describe('training jobs end to end (real engine, tiny model)', () => {
@@ -199,6 +199,16 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     assert.equal(done.estimated_finish, null);
     const events = await allEvents(client(), job.id);
     assert.equal(events[events.length - 1].level, 'error');
+    await waitFor(async () => webhooksFor(job.id), (types) => types.length > 0);
+    assert.deepEqual(webhooksFor(job.id), ['fine_tuning.job.failed']);
+  });
+
+  it('a job failing file validation also sends fine_tuning.job.failed', async () => {
+    const bad = await client().files.create({ file: new File([TRAIN_JSONL.split('\n').slice(0, 3).join('\n') + '\n'], 'short.jsonl'), purpose: 'fine-tune' });
+    const job = await createJob(client(), { training: bad.id }, { n_epochs: 1, batch_size: 1 });
+    const done = await waitForStatus(client(), job.id, TERMINAL);
+    assert.equal(done.status, 'failed');
+    assert.equal(done.error?.code, 'invalid_n_examples');
     await waitFor(async () => webhooksFor(job.id), (types) => types.length > 0);
     assert.deepEqual(webhooksFor(job.id), ['fine_tuning.job.failed']);
   });
