@@ -9,7 +9,6 @@ import { applyPenalties, logSoftmax, sampleToken, topIndices } from './sampling.
 import type { DecoderSteps, StepAdapter } from './steps.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
 import { createTokenConstraint, type ConstraintSpec } from './constraints/index.ts';
-import { JsonObjectConstraint } from './json-constraint.ts';
 
 export interface GenerateOptions {
   /** Most tokens to generate (default: up to the context length). */
@@ -26,11 +25,6 @@ export interface GenerateOptions {
   frequencyPenalty?: number;
   /** OpenAI's logit_bias: token id → value (−100…100) added to its logit before sampling. */
   logitBias?: Record<number, number>;
-  /**
-   * json_object: constrained decoding keeps the output a JSON object and ends generation when
-   * it closes. (json_schema is not enforced beyond that yet.)
-   */
-  responseFormat?: { type: 'text' | 'json_object' };
   /** Report the log-probability of each generated token (under the model's raw distribution). */
   logprobs?: boolean;
   /** With logprobs: the k most likely alternatives at each position (0–20). */
@@ -95,21 +89,6 @@ export interface GenerationContext {
   adapter?: StepAdapter;
 }
 
-const tokenBytesTables = new WeakMap<HfTokenizer, (Uint8Array | null)[]>();
-
-/** Each token's bytes for constrained decoding (null: special tokens, ids past the tokenizer). */
-function tokenBytesTable(tokenizer: HfTokenizer, vocabSize: number): (Uint8Array | null)[] {
-  let table = tokenBytesTables.get(tokenizer);
-  if (!table || table.length !== vocabSize) {
-    const special = new Set(tokenizer.specialTokens.map((t) => tokenizer.tokenToId(t)));
-    table = Array.from({ length: vocabSize }, (_, id) =>
-      id >= tokenizer.vocabSize || special.has(id) ? null : Uint8Array.from(tokenText(tokenizer, id).bytes),
-    );
-    tokenBytesTables.set(tokenizer, table);
-  }
-  return table;
-}
-
 function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('generation aborted', 'AbortError');
 }
@@ -152,7 +131,6 @@ export async function generate(
   const signal = options.signal;
   const constraint = options.constraint ? createTokenConstraint(options.constraint, tokenizer, context.eosTokenIds) : null;
 
-  const json = options.responseFormat?.type === 'json_object' ? new JsonObjectConstraint(tokenBytesTable(tokenizer, vocabSize)) : null;
   const decoder = new IncrementalDecoder(tokenizer, promptIds);
   const stops = new StopStrings(options.stop ?? []);
   const counts = new Map<number, number>();
@@ -171,11 +149,9 @@ export async function generate(
     const logp = wantLogprobs ? logSoftmax(logits) : null;
     for (const [id, bias] of logitBias) logits[id] += bias;
     applyPenalties(logits, counts, sampling.presencePenalty, sampling.frequencyPenalty);
-    json?.maskLogits(logits);
     constraint?.mask(logits, maxTokens - tokenIds.length);
     const id = sampleToken(logits, sampling, rng);
     constraint?.accept(id);
-    json?.advance(id);
     tokenIds.push(id);
     counts.set(id, (counts.get(id) ?? 0) + 1);
     if (logp) {
@@ -192,9 +168,9 @@ export async function generate(
     } else {
       delta = stops.push(decoder.push(id));
       if (stops.stopped) finishReason = 'stop';
-      else if (json?.complete || tokenIds.length >= maxTokens) {
+      else if (tokenIds.length >= maxTokens) {
         delta += stops.push(decoder.flush());
-        finishReason = stops.stopped || json?.complete ? 'stop' : 'length';
+        finishReason = stops.stopped ? 'stop' : 'length';
         delta += stops.flush();
       }
     }
