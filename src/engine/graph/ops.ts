@@ -133,6 +133,7 @@ export function T(x: Tensor): Tensor {
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
   const g = x.graph;
   axis = norm(axis, x.rank);
+  if (start === 0 && end === x.shape[axis]) return x;
   const shape = [...x.shape];
   shape[axis] = end - start;
   const [y] = g.emit('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])], {}, [{ shape, dtype: x.dtype }], ([dy]) => {

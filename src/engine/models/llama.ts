@@ -95,20 +95,34 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const G = H / KV;
   const W = opts.weight;
 
-  // y = x Wᵀ (+ b) (+ (α/r) · dropout(x) Aᵀ Bᵀ)
-  const linear = (x: Tensor, path: string, inF: number, outF: number, bias: boolean): Tensor => {
-    let y = op.matmul(x, op.T(W(`${path}.weight`, [outF, inF])));
-    if (bias) y = op.add(y, W(`${path}.bias`, [outF]));
+  // y_i = x W_iᵀ (+ b_i) (+ (α/r) · dropout_i(x) A_iᵀ B_iᵀ) for the projections of one input
+  // (q/k/v; gate/up; o; down). Projections of the same input share one MatMul over their stacked
+  // weights, and so do their LoRA down-projections when no dropout gives each its own input:
+  // one larger product (and its backward) runs faster than several thin ones.
+  const linears = (x: Tensor, inF: number, mods: { path: string; outF: number }[], bias: boolean): Tensor[] => {
+    const stack = (ts: Tensor[]) => (ts.length > 1 ? op.concat(ts, 0) : ts[0]);
+    const split = (y: Tensor, widths: number[]) => {
+      let at = 0;
+      return widths.map((w) => op.slice(y, 1, at, (at += w)));
+    };
+    const y = op.matmul(x, op.T(stack(mods.map((m) => W(`${m.path}.weight`, [m.outF, inF])))));
+    const ys = split(y, mods.map((m) => m.outF));
+    if (bias) mods.forEach((m, i) => (ys[i] = op.add(ys[i], W(`${m.path}.bias`, [m.outF]))));
     const lora = opts.lora;
-    if (lora?.targets.has(path)) {
-      const mask = lora.dropoutMask?.(path, [N, inF]) ?? null;
-      const xd = mask ? op.mul(x, mask) : x;
-      const A = W(loraAName(path), [lora.rank, inF]);
-      const Bm = W(loraBName(path), [outF, lora.rank]);
-      // Scale the rank-r activations, not the [N, out] product: same math, fewer elements.
-      y = op.add(y, op.matmul(op.mul(op.matmul(xd, op.T(A)), lora.alpha / lora.rank), op.T(Bm)));
-    }
-    return y;
+    const targeted = mods.filter((m) => lora?.targets.has(m.path));
+    if (!lora || targeted.length === 0) return ys;
+    const r = lora.rank;
+    const A = (m: { path: string }) => W(loraAName(m.path), [r, inF]);
+    const masks = targeted.map((m) => lora.dropoutMask?.(m.path, [N, inF]) ?? null);
+    // Scale the rank-r activations, not the [N, out] products: same math, fewer elements.
+    const us = masks.every((mask) => mask === null)
+      ? split(op.mul(op.matmul(x, op.T(stack(targeted.map(A)))), lora.alpha / r), targeted.map(() => r))
+      : targeted.map((m, j) => op.mul(op.matmul(masks[j] ? op.mul(x, masks[j]!) : x, op.T(A(m))), lora.alpha / r));
+    targeted.forEach((m, j) => {
+      const i = mods.indexOf(m);
+      ys[i] = op.add(ys[i], op.matmul(us[j], op.T(W(loraBName(m.path), [m.outF, r]))));
+    });
+    return ys;
   };
 
   const tables = ropeTables(cfg, T);
@@ -129,19 +143,27 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     let h = rmsNorm(x, W(`${p}.input_layernorm.weight`, [D]), eps);
     const heads = (t: Tensor, groups: number) =>
       op.transpose(op.reshape(t, [B, T, KV, groups, hd]), [0, 2, 3, 1, 4]); // → [B, KV, groups, T, hd]
-    let q = heads(linear(h, `${p}.self_attn.q_proj`, D, H * hd, cfg.attentionBias), G);
-    let k = heads(linear(h, `${p}.self_attn.k_proj`, D, KV * hd, cfg.attentionBias), 1);
-    const v = heads(linear(h, `${p}.self_attn.v_proj`, D, KV * hd, cfg.attentionBias), 1);
+    const [qFlat, kFlat, vFlat] = linears(h, D, [
+      { path: `${p}.self_attn.q_proj`, outF: H * hd },
+      { path: `${p}.self_attn.k_proj`, outF: KV * hd },
+      { path: `${p}.self_attn.v_proj`, outF: KV * hd },
+    ], cfg.attentionBias);
+    let q = heads(qFlat, G);
+    let k = heads(kFlat, 1);
+    const v = heads(vFlat, 1);
     q = op.mul(rope(q, cos, sin), 1 / Math.sqrt(hd)); // scale q (T·hd) rather than scores (T·T)
     k = rope(k, cos, sin);
     const probs = op.softmax(op.add(op.matmul(q, op.T(k)), bias)); // [B, KV, G, T, T]
     const ctx = op.reshape(op.transpose(op.matmul(probs, v), [0, 3, 1, 2, 4]), [N, H * hd]);
-    x = op.add(x, linear(ctx, `${p}.self_attn.o_proj`, H * hd, D, cfg.outputBias));
+    x = op.add(x, linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0]);
     // --- SwiGLU MLP
     h = rmsNorm(x, W(`${p}.post_attention_layernorm.weight`, [D]), eps);
-    const gate = op.silu(linear(h, `${p}.mlp.gate_proj`, D, cfg.intermediateSize, cfg.mlpBias));
-    const up = linear(h, `${p}.mlp.up_proj`, D, cfg.intermediateSize, cfg.mlpBias);
-    x = op.add(x, linear(op.mul(gate, up), `${p}.mlp.down_proj`, cfg.intermediateSize, D, cfg.mlpBias));
+    const [gate, up] = linears(h, D, [
+      { path: `${p}.mlp.gate_proj`, outF: cfg.intermediateSize },
+      { path: `${p}.mlp.up_proj`, outF: cfg.intermediateSize },
+    ], cfg.mlpBias);
+    const down = linears(op.mul(op.silu(gate), up), cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
+    x = op.add(x, down[0]);
   }
 
   x = rmsNorm(x, W('model.norm.weight', [D]), eps);

@@ -34,6 +34,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const setup = modelSetup(model.config, spec.lora);
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
+  model.weights.clear(); // full fine-tuning replaces these arrays each step; don't pin the originals
   let state = freshOptimizerState(params);
   if (spec.resumeFrom) {
     const resumed = loadResumePoint(spec.resumeFrom, setup);

@@ -58,9 +58,9 @@ test('PEFT init: A ~ U(±1/√in), B = 0; names are HF module paths', () => {
   assert.throws(() => loraTargets(cfg, { ...spec, targetModules: ['c_attn'] }), /not in this model/);
 });
 
-test('LoRA A/B gradients with a dropout mask match finite differences (f64, one layer)', async () => {
+async function checkLoraGradients(modules: string[], dropoutOn: (path: string) => boolean) {
   const one = tinyConfig({ numLayers: 1 });
-  const targets = loraTargets(one, { ...spec, targetModules: ['q_proj', 'up_proj'] });
+  const targets = loraTargets(one, { ...spec, targetModules: modules });
   const w = randomWeights(one, 3);
   const r = rng(9);
   const mask = Float64Array.from({ length: T * 16 }, () => (r() < 0.2 ? 0 : 1.25));
@@ -83,9 +83,15 @@ test('LoRA A/B gradients with a dropout mask match finite differences (f64, one 
       const weight = (n: string, s: number[]) => op.reshape(byName.get(n)!, s);
       return llamaLogits(idsT.graph, one, { inputIds: idsT, positionIds: posT, segmentIds: segT }, {
         weight,
-        lora: { ...spec, dropout: 0.2, targets: new Set(targets.map((t) => t.path)), dropoutMask: (p) => (p.endsWith('q_proj') ? maskT : null) },
+        lora: { ...spec, dropout: 0.2, targets: new Set(targets.map((t) => t.path)), dropoutMask: (p) => (dropoutOn(p) ? maskT : null) },
       });
     },
     { maxProbes: 12 },
   );
-});
+}
+
+test('LoRA A/B gradients with a dropout mask match finite differences (f64, one layer)', () =>
+  checkLoraGradients(['q_proj', 'up_proj'], (p) => p.endsWith('q_proj')));
+
+test('LoRA gradients on stacked projections (q/k/v, gate/up, no dropout) match finite differences', () =>
+  checkLoraGradients(['q_proj', 'k_proj', 'v_proj', 'gate_proj', 'up_proj', 'down_proj'], () => false));
