@@ -88,6 +88,10 @@ export const COMMANDS: Record<string, { describe: string; run: Command }> = {
     describe: 'train the bundled tiny model on the pirate sample and compare it with the base model',
     run: async (args) => (await import('./demo.ts')).runDemo(args),
   },
+  export: {
+    describe: 'export a fine-tuned model or checkpoint: --model ft:… --format peft|safetensors|gguf --out PATH [--dtype]',
+    run: async (args) => (await import('./export.ts')).runExportCommand(args),
+  },
 };
 
 function usage(): string {
