@@ -15,6 +15,7 @@ import { registerErrorHandling } from './errors.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
 import { checkpointRoutes } from './fine-tuning/checkpoints.ts';
+import { graderRoutes, type GraderRouteOptions } from './fine-tuning/graders.ts';
 import { jobRoutes } from './fine-tuning/jobs.ts';
 import { modelRoutes } from './models.ts';
 import { uploadRoutes } from './uploads.ts';
@@ -30,6 +31,8 @@ export interface AppOptions {
   onJobQueued?: (jobId: string) => void;
   /** Called when a job ends; by default fine_tuning.job.* webhooks go to config.webhooks. */
   onJobFinished?: JobFinishedListener;
+  /** Grader models and python sandbox settings for /fine_tuning/alpha/graders (tests). */
+  graders?: GraderRouteOptions;
 }
 
 declare module 'fastify' {
@@ -108,6 +111,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await uploadRoutes(v1, ctx);
       await jobRoutes(v1, ctx);
       await checkpointRoutes(v1, ctx);
+      await graderRoutes(v1, ctx, options.graders);
       await modelRoutes(v1, ctx);
       await exportRoutes(v1, ctx);
     },
