@@ -14,6 +14,7 @@ import type { ApiContext } from './context.ts';
 import { registerErrorHandling } from './errors.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
+import { inferenceRoutes } from './inference.ts';
 import { checkpointRoutes } from './fine-tuning/checkpoints.ts';
 import { graderRoutes, type GraderRouteOptions } from './fine-tuning/graders.ts';
 import { jobRoutes } from './fine-tuning/jobs.ts';
@@ -113,6 +114,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       await checkpointRoutes(v1, ctx);
       await graderRoutes(v1, ctx, options.graders);
       await modelRoutes(v1, ctx);
+      await inferenceRoutes(v1, ctx); // /chat/completions, /completions
       await exportRoutes(v1, ctx);
     },
     { prefix: '/v1' },

@@ -1,0 +1,363 @@
+// Serving models over HTTP: what a `model` name means (a base model folder, a fine-tuned model — a
+// PEFT adapter over its base or full weights —, a checkpoint `…:ckpt-step-N`, or a checkpoint
+// another organization shared through permissions), one InferenceHost (worker thread) per server,
+// created on first use and closed with the server, and what /v1/chat/completions and
+// /v1/completions share: sampling parameters, server-sent events, aborting on disconnect.
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ApiError } from '../domain/errors.ts';
+import { parseFineTunedModelName } from '../domain/naming.ts';
+import { findBaseModel } from '../store/base-models.ts';
+import type { Store } from '../store/index.ts';
+import { InferenceHost, type ModelInfo, type ModelSourceMessage } from '../engine/infer/index.ts';
+import type { GenerateOptions } from '../engine/infer/index.ts';
+import type { ApiContext } from './context.ts';
+import { chatCompletionRoutes } from './chat-completions.ts';
+import { completionRoutes } from './completions.ts';
+
+/** A `model` name resolved to weights the host can load. */
+export interface ResolvedModel {
+  /** The name the caller used (echoed in responses). */
+  name: string;
+  /** The host's key for these weights. */
+  key: string;
+  source: ModelSourceMessage;
+  /** LoRA adapters (and bare bases) share one resident base model in the worker. */
+  shareBase: boolean;
+  /** The chat template text (tool-call syntax), null when the folder has none. */
+  chatTemplate: string | null;
+}
+
+export interface InferenceSettings {
+  /** Models kept loaded in the worker (least recently used beyond this are unloaded when idle). */
+  maxLoadedModels?: number;
+  /** Generations per model at once; more wait in FIFO order (the host's gate). */
+  maxConcurrentGenerations?: number;
+}
+
+export function modelNotFound(name: string): ApiError {
+  return new ApiError(404, `The model '${name}' does not exist or you do not have access to it.`, 'invalid_request_error', 'model', 'model_not_found');
+}
+
+/** The folder's chat template (tokenizer_config.json, or chat_template.jinja). */
+function readChatTemplate(dir: string): string | null {
+  try {
+    const config = JSON.parse(readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as { chat_template?: unknown };
+    const raw = config.chat_template;
+    if (typeof raw === 'string') return raw;
+    if (Array.isArray(raw)) {
+      const chosen = (raw as { name?: string; template?: string }[]).find((t) => t.name === 'default') ?? raw[0];
+      if (typeof chosen?.template === 'string') return chosen.template;
+    }
+  } catch {
+    // no config
+  }
+  const jinja = path.join(dir, 'chat_template.jinja');
+  return existsSync(jinja) ? readFileSync(jinja, 'utf8') : null;
+}
+
+export class InferenceService {
+  private host: InferenceHost | null = null;
+  /** Loaded (or loading) models in least-recently-used order, with their requests in flight. */
+  private readonly loaded = new Map<string, { info: Promise<ModelInfo>; users: number }>();
+  private readonly maxLoaded: number;
+  private readonly maxConcurrent: number;
+  private closed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly modelsDir: string,
+    settings: InferenceSettings = {},
+  ) {
+    this.maxLoaded = settings.maxLoadedModels ?? 8;
+    this.maxConcurrent = settings.maxConcurrentGenerations ?? 4;
+  }
+
+  /** The model `name` as `organization` may use it; anything else is a 404 model_not_found. */
+  async resolve(name: string, organization: string): Promise<ResolvedModel> {
+    const base = await findBaseModel(this.modelsDir, name);
+    if (base) return { name, key: `base:${base.dir}`, source: { baseModelDir: base.dir }, shareBase: true, chatTemplate: readChatTemplate(base.dir) };
+    const tuned = await this.store.models.get(name, organization);
+    if (tuned) return this.tunedModel(name, tuned.dir, tuned.base_model, organization);
+    const checkpoint = await this.store.checkpoints.getByName(name);
+    if (checkpoint && (checkpoint.organization_id === organization || (await this.store.permissions.find(name, organization)))) {
+      const job = await this.store.jobs.get(checkpoint.job_id);
+      const baseName = job?.model ?? parseFineTunedModelName(name)?.base;
+      if (!baseName) throw modelNotFound(name);
+      return this.tunedModel(name, checkpoint.dir, baseName, checkpoint.organization_id);
+    }
+    throw modelNotFound(name);
+  }
+
+  /** Weights in `dir` (a PEFT adapter or a full HF folder) trained from `baseName`. */
+  private async tunedModel(name: string, dir: string | null, baseName: string, owner: string): Promise<ResolvedModel> {
+    if (!dir) throw modelNotFound(name);
+    const baseDir = await this.baseDir(baseName, owner, 0);
+    if (!baseDir) throw modelNotFound(name);
+    if (existsSync(path.join(dir, 'adapter_config.json'))) {
+      return { name, key: `tuned:${dir}`, source: { baseModelDir: baseDir, adapterDir: dir }, shareBase: true, chatTemplate: readChatTemplate(baseDir) };
+    }
+    if (existsSync(path.join(dir, 'config.json'))) {
+      const tokenizerDir = existsSync(path.join(dir, 'tokenizer.json')) ? dir : baseDir;
+      return { name, key: `tuned:${dir}`, source: { baseModelDir: baseDir, modelDir: dir }, shareBase: false, chatTemplate: readChatTemplate(tokenizerDir) };
+    }
+    throw modelNotFound(name);
+  }
+
+  /**
+   * The HF folder a model was trained from: a base model, or a fine-tuned model with full
+   * weights (tuned again). A LoRA model tuned again trained over its own base folder.
+   */
+  private async baseDir(baseName: string, owner: string, depth: number): Promise<string | null> {
+    const base = await findBaseModel(this.modelsDir, baseName);
+    if (base) return base.dir;
+    const tuned = depth < 8 ? await this.store.models.get(baseName, owner) : undefined;
+    if (!tuned?.dir) return null;
+    if (existsSync(path.join(tuned.dir, 'config.json'))) return tuned.dir;
+    return this.baseDir(tuned.base_model, owner, depth + 1);
+  }
+
+  get inferenceHost(): InferenceHost {
+    if (this.closed) throw new ApiError(503, 'The server is shutting down.', 'server_error', null, 'server_shutting_down');
+    return (this.host ??= new InferenceHost());
+  }
+
+  /**
+   * Loads the model (once; later requests share it) and holds it loaded until `release`.
+   * Models nobody is using are unloaded, least recently used first, beyond maxLoadedModels.
+   */
+  async acquire(model: ResolvedModel): Promise<{ info: ModelInfo; release: () => void }> {
+    const host = this.inferenceHost;
+    let entry = this.loaded.get(model.key);
+    if (entry) this.loaded.delete(model.key); // re-inserted below: most recently used
+    else {
+      const info = host.load(model.key, model.source, { shareBase: model.shareBase, maxConcurrentGenerations: this.maxConcurrent });
+      entry = { info, users: 0 };
+      info.catch(() => this.loaded.get(model.key) === entry && this.loaded.delete(model.key));
+    }
+    this.loaded.set(model.key, entry);
+    entry.users++;
+    const held = entry;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      held.users--;
+      this.evict();
+    };
+    try {
+      return { info: await entry.info, release };
+    } catch (error) {
+      release();
+      throw new ApiError(500, `The model '${model.name}' could not be loaded: ${(error as Error).message}`, 'server_error', 'model', 'model_load_failed');
+    }
+  }
+
+  private evict(): void {
+    for (const [key, entry] of this.loaded) {
+      if (this.loaded.size <= this.maxLoaded) return;
+      if (entry.users > 0) continue;
+      this.loaded.delete(key);
+      void this.host?.unload(key).catch(() => {});
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const host = this.host;
+    this.host = null;
+    await host?.close();
+  }
+}
+
+/** Registers /chat/completions and /completions over one inference service (under /v1). */
+export async function inferenceRoutes(app: FastifyInstance, ctx: ApiContext, settings: InferenceSettings = {}) {
+  const service = new InferenceService(ctx.store, ctx.config.modelsDir, settings);
+  app.addHook('onClose', async () => service.close());
+  await chatCompletionRoutes(app, service);
+  await completionRoutes(app, service);
+}
+
+// ------------------------------------------------------------------------- request parameters
+
+export function invalid(param: string, message: string, code = 'invalid_value'): ApiError {
+  return new ApiError(400, message, 'invalid_request_error', param, code);
+}
+
+export type Body = Record<string, unknown>;
+
+export function requireObjectBody(body: unknown): Body {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw new ApiError(400, 'Invalid request: expected a JSON object body.', 'invalid_request_error', null, 'invalid_value');
+  }
+  return body as Body;
+}
+
+/** Unknown keys are a 400, as OpenAI answers them. */
+export function rejectUnknown(body: Body, known: readonly string[]): void {
+  const allowed = new Set(known);
+  for (const key of Object.keys(body)) {
+    if (!allowed.has(key)) throw invalid(key, `Unrecognized request argument supplied: ${key}`, 'unknown_parameter');
+  }
+}
+
+export function optionalNumber(body: Body, key: string, min: number, max: number, integer = false): number | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value) || (integer && !Number.isInteger(value))) {
+    throw invalid(key, `Invalid type for '${key}': expected ${integer ? 'an integer' : 'a number'}.`, 'invalid_type');
+  }
+  if (value < min || value > max) {
+    const range = max === Infinity ? `>= ${min}` : `between ${min} and ${max}`;
+    throw invalid(key, `Invalid '${key}': ${value}. It must be ${range}.`);
+  }
+  return value;
+}
+
+export function optionalBoolean(body: Body, key: string): boolean | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw invalid(key, `Invalid type for '${key}': expected a boolean.`, 'invalid_type');
+  return value;
+}
+
+export function requireModelName(body: Body): string {
+  const model = body.model;
+  if (model === undefined || model === null) throw invalid('model', "Missing required parameter: 'model'.", 'missing_required_parameter');
+  if (typeof model !== 'string' || model.length === 0) throw invalid('model', "Invalid type for 'model': expected a non-empty string.", 'invalid_type');
+  return model;
+}
+
+/** The sampling parameters both endpoints share (OpenAI's ranges). */
+export function samplingOptions(body: Body): GenerateOptions {
+  const options: GenerateOptions = {};
+  const temperature = optionalNumber(body, 'temperature', 0, 2);
+  if (temperature !== undefined) options.temperature = temperature;
+  const topP = optionalNumber(body, 'top_p', 0, 1);
+  if (topP !== undefined) options.topP = topP;
+  const presence = optionalNumber(body, 'presence_penalty', -2, 2);
+  if (presence !== undefined) options.presencePenalty = presence;
+  const frequency = optionalNumber(body, 'frequency_penalty', -2, 2);
+  if (frequency !== undefined) options.frequencyPenalty = frequency;
+  const seed = optionalNumber(body, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, true);
+  if (seed !== undefined) options.seed = seed;
+  const stop = body.stop;
+  if (stop !== undefined && stop !== null) {
+    const list = typeof stop === 'string' ? [stop] : stop;
+    if (!Array.isArray(list) || !list.every((s) => typeof s === 'string')) throw invalid('stop', "Invalid type for 'stop': expected a string or an array of strings.", 'invalid_type');
+    if (list.length > 4) throw invalid('stop', `Invalid 'stop': at most 4 stop sequences are allowed (got ${list.length}).`);
+    options.stop = list as string[];
+  }
+  const bias = body.logit_bias;
+  if (bias !== undefined && bias !== null) {
+    if (typeof bias !== 'object' || Array.isArray(bias)) throw invalid('logit_bias', "Invalid type for 'logit_bias': expected an object of token id → bias.", 'invalid_type');
+    const logitBias: Record<number, number> = {};
+    for (const [id, value] of Object.entries(bias)) {
+      if (!/^\d+$/.test(id)) throw invalid('logit_bias', `Invalid 'logit_bias': key '${id}' is not a token id.`);
+      if (typeof value !== 'number' || value < -100 || value > 100) throw invalid('logit_bias', `Invalid 'logit_bias': the bias of token ${id} must be a number between -100 and 100.`);
+      logitBias[Number(id)] = value;
+    }
+    options.logitBias = logitBias;
+  }
+  return options;
+}
+
+/** The seed of choice `index` of n: choices differ, and the same request seed repeats all of them. */
+export function choiceSeed(seed: number | undefined, index: number): number | undefined {
+  if (seed === undefined) return undefined;
+  return (((seed + index * 0x9e3779b1) % 2 ** 32) + 2 ** 32) % 2 ** 32;
+}
+
+/** `n`: 1…128 (OpenAI's bound). */
+export function choiceCount(body: Body): number {
+  return optionalNumber(body, 'n', 1, 128, true) ?? 1;
+}
+
+export function streamOptions(body: Body, stream: boolean): { includeUsage: boolean } {
+  const value = body.stream_options;
+  if (value === undefined || value === null) return { includeUsage: false };
+  if (!stream) throw invalid('stream_options', "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
+  if (typeof value !== 'object' || Array.isArray(value)) throw invalid('stream_options', "Invalid type for 'stream_options': expected an object.", 'invalid_type');
+  const v = value as Body;
+  for (const key of Object.keys(v)) {
+    if (key !== 'include_usage' && key !== 'include_obfuscation') throw invalid(`stream_options.${key}`, `Unrecognized request argument supplied: stream_options.${key}`, 'unknown_parameter');
+  }
+  const include = v.include_usage;
+  if (include !== undefined && typeof include !== 'boolean') throw invalid('stream_options.include_usage', "Invalid type for 'stream_options.include_usage': expected a boolean.", 'invalid_type');
+  return { includeUsage: include === true };
+}
+
+/** max_tokens must leave room in the context; absent, generation may run to its end. */
+export function tokenBudget(requested: number | undefined, promptTokens: number, info: ModelInfo, param: string): number {
+  const room = info.contextLength - promptTokens;
+  if (room < 1) {
+    throw invalid(param === 'prompt' ? 'prompt' : 'messages', `This model's maximum context length is ${info.contextLength} tokens. However, your prompt has ${promptTokens} tokens.`, 'context_length_exceeded');
+  }
+  if (requested === undefined) return room;
+  if (requested > room) {
+    throw invalid(param, `This model's maximum context length is ${info.contextLength} tokens. However, you requested ${promptTokens + requested} tokens (${promptTokens} in the prompt, ${requested} for the completion). Please reduce the prompt or the completion length.`, 'context_length_exceeded');
+  }
+  return requested;
+}
+
+export function responseId(prefix: string): string {
+  return prefix + randomBytes(18).toString('base64url').replace(/[-_]/g, 'x');
+}
+
+/** An AbortSignal that fires when the client goes away before the response is complete. */
+export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableEnded) controller.abort(Object.assign(new Error('client disconnected'), { name: 'AbortError' }));
+  };
+  reply.raw.once('close', onClose);
+  request.raw.once('aborted', onClose);
+  return controller.signal;
+}
+
+/** Server-sent events: `data: {json}\n\n` per chunk, `data: [DONE]` at the end. */
+export class EventStream {
+  constructor(private readonly reply: FastifyReply) {
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+  }
+
+  get open(): boolean {
+    return !this.reply.raw.writableEnded && !this.reply.raw.destroyed;
+  }
+
+  send(data: unknown): void {
+    if (this.open) this.reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  /** An error after the stream began: OpenAI's envelope as an event, then the end. */
+  fail(error: unknown): void {
+    const e = error instanceof ApiError ? error : new ApiError(500, 'The server had an error while processing your request.', 'server_error');
+    this.send(e.toJSON());
+    this.end();
+  }
+
+  end(): void {
+    if (!this.open) return;
+    this.reply.raw.write('data: [DONE]\n\n');
+    this.reply.raw.end();
+  }
+}
+
+/** Errors from the worker: an abort stays an abort, the rest become API errors. */
+export function generationError(error: unknown): unknown {
+  if (error instanceof ApiError) return error;
+  const e = error as Error;
+  if (e?.name === 'AbortError') return e;
+  if (/context is \d+|outside the vocabulary|must be at least/.test(e?.message ?? '')) return new ApiError(400, e.message, 'invalid_request_error', null, 'invalid_value');
+  return new ApiError(500, `Generation failed: ${e?.message ?? String(error)}`, 'server_error', null, 'generation_failed');
+}
+
+export const isAbort = (error: unknown) => (error as Error)?.name === 'AbortError';
