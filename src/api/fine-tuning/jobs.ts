@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { invalidParam, notFound } from '../../domain/errors.ts';
 import { parseJobMethod, resolveSeed, validateMetadata, validateSuffix, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
+import { validateGrader } from '../../graders/index.ts';
 import { newId, parseFineTunedModelName } from '../../domain/naming.ts';
 import { validateIntegrations } from '../../integrations/wandb.ts';
 import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
@@ -162,6 +163,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const body = request.body;
     const organization = request.caller.organization;
     const method = parseJobMethod(body);
+    if (method.type === 'reinforcement') validateGrader(method.grader, { param: 'method.reinforcement.grader' });
     const metadata = validateMetadata(body.metadata);
     const suffix = validateSuffix(body.suffix);
     const seed = resolveSeed(body.seed);
