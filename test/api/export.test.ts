@@ -3,7 +3,9 @@
 // tiny-llama: the tars unpack into folders our loader and PEFT reader load, the GGUF parses.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expectError, startTestServer, type TestServer } from '../support/server.ts';
@@ -128,5 +130,22 @@ describe('model export', () => {
     const exportsDir = join(server.dataDir, 'exports');
     mkdirSync(exportsDir, { recursive: true });
     assert.deepEqual(readdirSync(exportsDir), []);
+  });
+
+  it('CLI: tuneforge export reads DATA_DIR/MODELS_DIR and writes a GGUF file or a tar', async () => {
+    const run = promisify(execFile);
+    const cli = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+    const env = { ...process.env, DATA_DIR: server.dataDir, MODELS_DIR: server.modelsDir };
+    const exec = (...args: string[]) => run(process.execPath, ['--import', 'tsx', cli, 'export', ...args], { env });
+    const gguf = join(work, 'cli.gguf');
+    const { stdout } = await exec('--model', LORA_MODEL, '--format', 'gguf', '--out', gguf, '--dtype', 'f16');
+    assert.equal(JSON.parse(stdout.trim().split('\n').pop()!).msg, 'exported');
+    assert.equal(readGguf(gguf).metadata.get('general.file_type'), 1);
+    const tar = join(work, 'cli-merged.tar');
+    await exec('--model', FULL_CHECKPOINT, '--format', 'safetensors', '--out', tar);
+    assert.ok(extractTar(readFileSync(tar), join(work, 'cli-untar')).includes('cli-merged/model.safetensors'));
+    // --org limits the lookup to one organization's models, as the API does.
+    await assert.rejects(exec('--model', LORA_MODEL, '--format', 'gguf', '--out', join(work, 'x.gguf'), '--org', 'org-b'), /does not exist/);
+    assert.ok(!existsSync(join(work, 'x.gguf')));
   });
 });
