@@ -440,7 +440,6 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
         };
       }),
       usage: usage(results),
-      system_fingerprint: null,
     };
   }
 
@@ -450,7 +449,6 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     object: 'chat.completion.chunk' as const,
     created,
     model: model.name,
-    system_fingerprint: null,
     choices,
     ...(req.includeUsage ? { usage: null } : {}),
     ...extra,

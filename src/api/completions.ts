@@ -142,7 +142,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     const completion = results.reduce((sum, r) => sum + r.completionTokens, 0);
     return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
   };
-  const object = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion' as const, created, model: model.name, system_fingerprint: null, choices, ...extra });
+  const object = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion' as const, created, model: model.name, choices, ...extra });
 
   if (!req.stream) {
     let results: GenerationResult[];
