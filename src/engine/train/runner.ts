@@ -3,7 +3,7 @@
 
 import type { HostArray, SessionSettings } from '../runtime/session.ts';
 import { CompiledGraph } from '../runtime/session.ts';
-import { buildStepGraph, DEFAULT_ADAMW, names, type AdamWSettings, type ModelSetup, type StepKind, type StepShape } from './step.ts';
+import { buildStepGraph, DEFAULT_ADAMW, names, trainableSlots, type AdamWSettings, type ModelSetup, type Slot, type StepKind, type StepShape } from './step.ts';
 import type { Rng } from './rng.ts';
 
 /** One micro-batch, flattened row-major: every array has rows·seqLen entries. */
@@ -42,8 +42,34 @@ export function freshOptimizerState(params: Map<string, Float32Array>): Optimize
 
 const scalar = (x: number) => Float32Array.of(x);
 
+/** The flat vector of a packed slot: the members' own memory when they are consecutive views of one buffer. */
+function pack(slot: Slot, tensors: Map<string, Float32Array>): Float32Array {
+  if (!slot.members) return tensors.get(slot.name)!;
+  const parts = slot.members.map((n) => tensors.get(n)!);
+  const first = parts[0];
+  let at = first.byteOffset;
+  const contiguous = parts.every((p) => p.buffer === first.buffer && p.byteOffset === at && ((at += p.byteLength), true));
+  const total = parts.reduce((a, p) => a + p.length, 0);
+  if (contiguous) return new Float32Array(first.buffer, first.byteOffset, total);
+  const flat = new Float32Array(total);
+  let k = 0;
+  for (const p of parts) flat.set(p, (k += p.length) - p.length);
+  return flat;
+}
+
+/** Stores a slot's value: itself, or views of the flat vector for each member (no copies). */
+function unpack(slot: Slot, flat: Float32Array, into: Map<string, Float32Array>): void {
+  if (!slot.members) return void into.set(slot.name, flat);
+  let k = 0;
+  for (const n of slot.members) {
+    const len = into.get(n)!.length;
+    into.set(n, flat.subarray(k, (k += len)));
+  }
+}
+
 export class StepRunner {
   private readonly sessions = new Map<StepKind, Promise<CompiledGraph>>();
+  private readonly slots: Slot[];
 
   constructor(
     readonly setup: ModelSetup,
@@ -53,7 +79,13 @@ export class StepRunner {
     public state: OptimizerState,
     private readonly adamw: AdamWSettings = DEFAULT_ADAMW,
     private readonly settings: SessionSettings = {},
-  ) {}
+  ) {
+    this.slots = trainableSlots(setup);
+  }
+
+  private paramFeeds(): Record<string, HostArray> {
+    return Object.fromEntries(this.slots.map((s) => [s.name, pack(s, this.state.params)]));
+  }
 
   private session(kind: StepKind): Promise<CompiledGraph> {
     let s = this.sessions.get(kind);
@@ -100,18 +132,18 @@ export class StepRunner {
       bias_correction1: scalar(1 / (1 - Math.pow(this.adamw.beta1, t))),
       bias_correction2: scalar(1 / (1 - Math.pow(this.adamw.beta2, t))),
     };
-    for (const n of this.setup.trainable) {
-      feeds[names.m(n)] = this.state.m.get(n)!;
-      feeds[names.v(n)] = this.state.v.get(n)!;
+    for (const s of this.slots) {
+      feeds[names.m(s.name)] = pack(s, this.state.m);
+      feeds[names.v(s.name)] = pack(s, this.state.v);
     }
     return feeds;
   }
 
   private takeUpdate(out: Record<string, HostArray>): number {
-    for (const n of this.setup.trainable) {
-      this.state.params.set(n, out[names.newParam(n)] as Float32Array);
-      this.state.m.set(n, out[names.newM(n)] as Float32Array);
-      this.state.v.set(n, out[names.newV(n)] as Float32Array);
+    for (const s of this.slots) {
+      unpack(s, out[names.newParam(s.name)] as Float32Array, this.state.params);
+      unpack(s, out[names.newM(s.name)] as Float32Array, this.state.m);
+      unpack(s, out[names.newV(s.name)] as Float32Array, this.state.v);
     }
     this.state.step += 1;
     return (out.grad_norm as Float32Array)[0];
@@ -123,7 +155,7 @@ export class StepRunner {
    */
   async step(micro: MicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<StepResult> {
     const weightSum = micro.reduce((s, b) => s + b.lossWeights.reduce((a, w) => a + w, 0), 0);
-    const common = { inv_total_weight: scalar(weightSum > 0 ? 1 / weightSum : 0), ...Object.fromEntries(this.state.params) };
+    const common = { inv_total_weight: scalar(weightSum > 0 ? 1 / weightSum : 0), ...this.paramFeeds() };
     const sums: LossSums = { lossSum: 0, weightSum, correct: 0, counted: 0 };
     const add = (out: Record<string, HostArray>) => {
       sums.lossSum += (out.loss_sum as Float32Array)[0];
@@ -140,16 +172,16 @@ export class StepRunner {
 
     const acc = await this.session('accumulate');
     let grads: Record<string, HostArray> = {};
-    for (const n of this.setup.trainable) grads[names.gradIn(n)] = new Float32Array(this.state.params.get(n)!.length);
+    for (const s of this.slots) grads[names.gradIn(s.name)] = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
     for (const b of micro) {
       signal?.throwIfAborted(); // a long accumulation stops between micro-batches, state untouched
       const out = await acc.run({ ...common, ...grads, ...this.batchFeeds(b), ...this.dropoutFeeds(rng) });
       add(out);
-      grads = Object.fromEntries(this.setup.trainable.map((n) => [names.gradIn(n), out[names.grad(n)]]));
+      grads = Object.fromEntries(this.slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
     }
     const apply = await this.session('apply');
-    const applyFeeds: Record<string, HostArray> = { ...Object.fromEntries(this.state.params), ...this.optimizerFeeds(lr) };
-    for (const n of this.setup.trainable) applyFeeds[names.grad(n)] = grads[names.gradIn(n)];
+    const applyFeeds: Record<string, HostArray> = { ...this.paramFeeds(), ...this.optimizerFeeds(lr) };
+    for (const s of this.slots) applyFeeds[names.grad(s.name)] = grads[names.gradIn(s.name)];
     return { ...sums, gradNorm: this.takeUpdate(await apply.run(applyFeeds)) };
   }
 
@@ -158,7 +190,7 @@ export class StepRunner {
     const s = await this.session('eval');
     const sums: LossSums = { lossSum: 0, weightSum: 0, correct: 0, counted: 0 };
     for (const b of batches) {
-      const out = await s.run({ ...Object.fromEntries(this.state.params), ...this.batchFeeds(b) }, ['loss_sum', 'correct', 'counted']);
+      const out = await s.run({ ...this.paramFeeds(), ...this.batchFeeds(b) }, ['loss_sum', 'correct', 'counted']);
       sums.lossSum += (out.loss_sum as Float32Array)[0];
       sums.weightSum += b.lossWeights.reduce((a, w) => a + w, 0);
       sums.correct += (out.correct as Float32Array)[0];

@@ -16,7 +16,7 @@ export function modelSetup(cfg: ModelConfig, lora: LoraSpec | null): ModelSetup 
     shapes.set(loraBName(t.path), [t.outFeatures, lora.rank]);
     trainable.push(loraAName(t.path), loraBName(t.path));
   }
-  return { cfg, shapes, trainable, lora: { ...lora, targets } };
+  return { cfg, shapes, trainable, lora: { ...lora, targets }, packed: true };
 }
 
 /**

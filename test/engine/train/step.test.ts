@@ -29,7 +29,10 @@ test('AdamW with weight decay and clipping matches a JS reference on the graph g
   // Perturb B so every gradient is non-zero, then take the gradient from an accumulate graph.
   for (const [n, p] of r.state.params) if (n.includes('lora_B')) p.forEach((_, i) => (p[i] = Math.sin(i) * 0.1));
   const batch = memorisationBatch(SEQS, SEQ);
-  const acc = await CompiledGraph.compile(buildStepGraph(r.setup, r.shape, 'accumulate', adamw), { intraOpNumThreads: 1 });
+  // The reference gradients come from an unpacked graph (one input per tensor), which also checks
+  // that the runner's packed flat vector routes every tensor's gradient to the right place.
+  assert.equal(r.setup.packed, true);
+  const acc = await CompiledGraph.compile(buildStepGraph({ ...r.setup, packed: false }, r.shape, 'accumulate', adamw), { intraOpNumThreads: 1 });
   for (const [n, w] of base()) acc.setResident(n, w);
   const W = batch.lossWeights.reduce((a, b) => a + b, 0);
   const feeds: Record<string, Float32Array | BigInt64Array> = {
