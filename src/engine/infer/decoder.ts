@@ -36,7 +36,7 @@ export const stepNames = {
   inputIds: 'input_ids', // [T] int64
   cos: 'rope_cos', // [T, headDim / 2] for the tokens' absolute positions
   sin: 'rope_sin',
-  mask: 'attention_mask', // [T, C + T] additive: 0 = visible, −1e9 = hidden
+  mask: 'attention_mask', // [G·T, C + T] additive, 0 = visible, −1e9 = hidden; the [T, C + T] mask repeated per query head of a group
   lastRow: 'last_row', // [1] int64: which of the T rows to take logits from
   pastKey: (l: number) => `past_key.${l}`, // [kvHeads, C, headDim]
   pastValue: (l: number) => `past_value.${l}`,
@@ -254,6 +254,18 @@ function ropeKernel(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, head
   return x.graph.emit('RotaryEmbedding', [x, positions, cos, sin], { interleaved: 0, num_heads: heads }, [{ shape: x.shape, dtype: x.dtype }], undefined, 'com.microsoft')[0];
 }
 
+/** A reshape of a reshape is one reshape of the original (fewer nodes: each costs µs per step). */
+function reshape(x: Tensor, shape: number[]): Tensor {
+  const inner = x.producer;
+  return op.reshape(inner?.opType === 'Reshape' && inner.inputs[0] ? inner.inputs[0] : x, shape);
+}
+
+/** Splits the last axis of x into parts of the given sizes (one node, forward only). */
+function split(x: Tensor, sizes: number[]): Tensor[] {
+  const axis = x.rank - 1;
+  return x.graph.emit('Split', [x, x.graph.ints(sizes)], { axis }, sizes.map((n) => ({ shape: [...x.shape.slice(0, axis), n], dtype: x.dtype })));
+}
+
 /**
  * A transpose that only moves size-1 axes keeps the memory order: emit it as a reshape (free).
  * In a decode step (T = 1) every head/token transpose is of this kind.
@@ -261,7 +273,7 @@ function ropeKernel(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, head
 function permute(x: Tensor, perm: number[]): Tensor {
   const moved = perm.filter((axis) => x.shape[axis] !== 1);
   const kept = moved.every((axis, i) => i === 0 || moved[i - 1] < axis);
-  return kept ? op.reshape(x, perm.map((axis) => x.shape[axis])) : op.transpose(x, perm);
+  return kept ? reshape(x, perm.map((axis) => x.shape[axis])) : op.transpose(x, perm);
 }
 
 /** The step graph for one (T, C) bucket. All weights are graph inputs (fed once, kept resident). */
@@ -294,7 +306,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
   const cos = g.input(s.cos, [T, hd / 2]);
   const sin = g.input(s.sin, [T, hd / 2]);
   const rows = g.constant('int64', [1, T], Array.from({ length: T }, (_, t) => t));
-  const mask = g.input(s.mask, [T, C + T]);
+  const mask = g.input(s.mask, [G * T, C + T]);
   const lastRow = g.input(s.lastRow, [1], 'int64');
 
   let x = op.gather(W(n.embed), inputIds); // [T, D]
@@ -302,14 +314,15 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
     // --- attention over [cached | new] positions
     const h = rmsNormKernel(x, W(n.attnNorm(l)), eps);
     const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [T, (H + 2·KV)·hd]; q pre-scaled by 1/√hd
-    const roped = (from: number, heads: number) =>
-      ropeKernel(op.reshape(op.slice(qkv, 1, from, from + heads * hd), [1, T, heads * hd]), rows, cos, sin, heads);
+    // q and k share head size and positions, so one RotaryEmbedding ropes both (as H + KV heads).
+    const [qk, vRows] = split(qkv, [(H + KV) * hd, KV * hd]);
+    const [qRows, kRows] = split(reshape(ropeKernel(reshape(qk, [1, T, (H + KV) * hd]), rows, cos, sin, H + KV), [T, (H + KV) * hd]), [H * hd, KV * hd]);
     // q as [KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is one
     // batched matmul per k/v head with no repeat of K or V.
-    const q = op.reshape(permute(op.reshape(roped(0, H), [T, KV, G, hd]), [1, 2, 0, 3]), [KV, G * T, hd]);
-    const heads = (t: Tensor) => permute(op.reshape(t, [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
-    const k = heads(roped(H * hd, KV));
-    const v = heads(op.slice(qkv, 1, (H + KV) * hd, (H + 2 * KV) * hd));
+    const q = reshape(permute(reshape(qRows, [T, KV, G, hd]), [1, 2, 0, 3]), [KV, G * T, hd]);
+    const heads = (t: Tensor) => permute(reshape(t, [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
+    const k = heads(kRows);
+    const v = heads(vRows);
     g.output(s.newKey(l), k);
     g.output(s.newValue(l), v);
 
@@ -319,23 +332,26 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
     const pastValue = C > 0 ? g.input(s.pastValue(l), [KV, C, hd]) : null;
     const newScores = op.matmul(q, op.T(k)); // [KV, G·T, T]
     const scores = pastKey ? op.concat([op.matmul(q, op.T(pastKey)), newScores], 2) : newScores;
-    const masked = op.add(op.reshape(scores, [KV, G, T, C + T]), mask); // mask broadcasts over heads
-    const probs = op.reshape(op.softmax(masked), [KV, G * T, C + T]);
-    let context = op.matmul(pastValue ? op.slice(probs, 2, C, C + T) : probs, v); // [KV, G·T, hd]
-    if (pastValue) context = op.add(op.matmul(op.slice(probs, 2, 0, C), pastValue), context);
-    const merged = op.reshape(permute(op.reshape(context, [H, T, hd]), [1, 0, 2]), [T, H * hd]);
+    const probs = op.softmax(op.add(scores, mask)); // [KV, G·T, C + T]; the mask broadcasts over KV
+    let context: Tensor; // [KV, G·T, hd]
+    if (pastValue) {
+      const [pastProbs, newProbs] = split(probs, [C, T]);
+      context = op.add(op.matmul(pastProbs, pastValue), op.matmul(newProbs, v));
+    } else context = op.matmul(probs, v);
+    const merged = reshape(permute(reshape(context, [H, T, hd]), [1, 0, 2]), [T, H * hd]);
     x = op.add(x, linear(merged, n.o(l), n.oBias(l)));
 
     // --- SwiGLU MLP
     const h2 = rmsNormKernel(x, W(n.mlpNorm(l)), eps);
     const gateUp = linear(h2, n.gateUp(l), n.gateUpBias(l)); // [T, 2·I]
-    const gated = op.mul(op.silu(op.slice(gateUp, 1, 0, I)), op.slice(gateUp, 1, I, 2 * I));
+    const [gate, up] = split(gateUp, [I, I]);
+    const gated = op.mul(op.silu(gate), up);
     x = op.add(x, linear(gated, n.down(l), n.downBias(l)));
   }
 
   // Only the last real token's logits are needed to pick the next token.
-  const last = op.reshape(op.gather(x, lastRow), [1, D]);
+  const last = reshape(op.gather(x, lastRow), [1, D]);
   const logits = op.matmul(rmsNormKernel(last, W(n.finalNorm), eps), W(n.lmHead));
-  g.output(s.logits, op.reshape(logits, [cfg.vocabSize]));
+  g.output(s.logits, reshape(logits, [cfg.vocabSize]));
   return g;
 }

@@ -76,7 +76,7 @@ export class DecoderSteps {
       [stepNames.inputIds]: inputIds,
       [stepNames.cos]: cos,
       [stepNames.sin]: sin,
-      [stepNames.mask]: this.mask(T, C, past, count),
+      [stepNames.mask]: this.mask(T, C, past, count, this.cfg.numHeads / this.cfg.numKvHeads),
       [stepNames.lastRow]: BigInt64Array.of(BigInt(count - 1)),
     };
     for (let l = 0; l < this.cfg.numLayers && C > 0; l++) {
@@ -97,13 +97,14 @@ export class DecoderSteps {
   }
 
   /**
-   * Additive mask [T, C + T]. Query i (position past + i) sees cached slots j < past and new
-   * tokens k ≤ i, within the sliding window if the model has one. A padded row sees only itself,
-   * so its softmax stays finite.
+   * Additive mask [T, C + T], repeated for each of the `group` query heads that share a k/v head
+   * (the graph's score rows are (head in group, token)). Query i (position past + i) sees cached
+   * slots j < past and new tokens k ≤ i, within the sliding window if the model has one. A padded
+   * row sees only itself, so its softmax stays finite.
    */
-  private mask(T: number, C: number, past: number, count: number): Float32Array {
+  private mask(T: number, C: number, past: number, count: number, group: number): Float32Array {
     const width = C + T;
-    const mask = new Float32Array(T * width).fill(HIDDEN);
+    const mask = new Float32Array(group * T * width).fill(HIDDEN);
     const window = this.cfg.slidingWindow;
     for (let i = 0; i < T; i++) {
       const row = i * width;
@@ -116,6 +117,7 @@ export class DecoderSteps {
       for (let j = oldest; j < past; j++) mask[row + j] = 0;
       for (let k = Math.max(0, oldest - past); k <= i; k++) mask[row + C + k] = 0;
     }
+    for (let head = 1; head < group; head++) mask.copyWithin(head * T * width, 0, T * width);
     return mask;
   }
 
