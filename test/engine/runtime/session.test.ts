@@ -18,6 +18,9 @@ test('resident inputs stay by reference; unused inputs are pruned; missing feeds
   assert.deepEqual([...(await s.run({ x: Float32Array.from([1, 1]) })).y], [4, 6]);
   weights[0] = 10; // ORT reads the same memory: no copy was taken
   assert.deepEqual([...(await s.run({ x: Float32Array.from([1, 1]) })).y], [13, 6]);
+  // A view into a larger buffer is read from its own offset.
+  const big = Float32Array.from([9, 9, 9, 2, 0, 9]);
+  assert.deepEqual([...(await s.run({ x: big.subarray(3, 5) })).y], [20, 4]);
   await assert.rejects(s.run({}), /missing feed x/);
   await s.release();
 });
