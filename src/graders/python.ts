@@ -8,10 +8,10 @@
 //     the server's working directory) are covered by empty read-only tmpfs; RLIMIT_FSIZE = diskBytes;
 //   - has RLIMIT_CPU = cpuSeconds, RLIMIT_AS = memoryBytes, RLIMIT_NPROC, RLIMIT_NOFILE and no core
 //     files (`prlimit`), and is SIGKILLed (its whole process group and PID namespace) after
-//     wallSeconds;
+//     wallSeconds (and by `timeout` 5 s later, should the server itself have died);
 //   - gets the source and the JSON arguments on stdin and answers JSON on a duplicate of stdout
 //     (stdout itself goes to stderr, so prints cannot forge a result).
-// When any of this is unavailable (not Linux, not root, no unshare/setpriv/prlimit, no python3
+// When any of this is unavailable (not Linux, not root, no unshare/setpriv/prlimit/timeout, no python3
 // runnable by nobody), `pythonSandboxStatus` says why and python graders are refused (400), never run
 // with weaker isolation. Defaults follow OpenAI's published limits: 2 minutes, 2 GB RAM, 1 GB disk.
 
@@ -132,7 +132,7 @@ chown ${NOBODY}:${NOBODY} /tmp/grader
 cd /tmp/grader
 set +e
 setpriv --reuid=${NOBODY} --regid=${NOBODY} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all -- \
-  prlimit --cpu="$cpu" --as="$mem" --fsize="$disk" --nproc="$nproc" --nofile=64 --core=0 -- \
+  prlimit --cpu="$cpu:$((cpu + 1))" --as="$mem" --fsize="$disk" --nproc="$nproc" --nofile=64 --core=0 -- \
   env -i HOME=/tmp/grader TMPDIR=/tmp/grader PATH=/usr/bin:/bin LANG=C.UTF-8 "$python" -I -c "$runner"
 exit $?
 `;
@@ -208,7 +208,7 @@ function probe(options: PythonSandboxOptions): SandboxStatus {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     return { ok: false, reason: 'python graders need the server to run as root (to create network, PID and mount namespaces and drop to nobody)' };
   }
-  for (const tool of ['unshare', 'setpriv', 'prlimit']) {
+  for (const tool of ['unshare', 'setpriv', 'prlimit', 'timeout']) {
     if (!which(tool)) return { ok: false, reason: `python graders need '${tool}' (util-linux), which is not installed` };
   }
   const limits: PythonLimits = { ...DEFAULT_PYTHON_LIMITS, diskBytes: 16 * 1024 * 1024, memoryBytes: 512 * 1024 * 1024, cpuSeconds: 10 };
@@ -268,7 +268,9 @@ export async function runPythonSandbox(
 
 function runOnce(python: string, request: object, limits: PythonLimits, hidePaths: string[]): Promise<SandboxResult> {
   return new Promise((resolve) => {
-    const child = spawn('unshare', sandboxArgs(python, limits, hidePaths), { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    // `timeout` is a second guard: should this server die, the sandbox still ends shortly after its wall time.
+    const guard = String(Math.ceil(limits.wallSeconds) + 5);
+    const child = spawn('timeout', ['-s', 'KILL', guard, 'unshare', ...sandboxArgs(python, limits, hidePaths)], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let killedFor: string | null = null;
@@ -317,7 +319,7 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null, limits
   const sig = signal ?? (code !== null && code > 128 ? signalName(code - 128) : null);
   let why: string;
   if (sig === 'SIGXCPU') why = `killed after the CPU-time limit of ${limits.cpuSeconds} s`;
-  else if (sig === 'SIGKILL') why = `killed (SIGKILL; memory limit ${Math.round(limits.memoryBytes / 1024 / 1024)} MiB)`;
+  else if (sig === 'SIGKILL') why = `killed by SIGKILL (the CPU-time limit of ${limits.cpuSeconds} s or the memory limit of ${Math.round(limits.memoryBytes / 1024 / 1024)} MiB)`;
   else if (sig === 'SIGXFSZ') why = `killed: a file exceeded the disk limit of ${Math.round(limits.diskBytes / 1024 / 1024)} MiB`;
   else if (sig) why = `killed by ${sig}`;
   else why = `the grader exited (code ${code}) without a result`;
