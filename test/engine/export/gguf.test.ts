@@ -1,7 +1,8 @@
 // GGUF export of a fine-tuned tiny-llama (base + a LoRA adapter on every projection, Q and K
 // included, so the RoPE permutation matters): the file parses back with llama.cpp's names, shapes
-// and hyperparameters, and node-llama-cpp (llama.cpp 3.21.1's prebuilt CPU binary) loads it and
-// generates the same greedy tokens as our engine for the same prompt ids, and tokenizes text the same.
+// and hyperparameters, and node-llama-cpp 3.21.1 (its prebuilt CPU binary) loads it, generates the
+// same greedy tokens as our engine for the same prompt ids, and tokenizes text the same. Twice: with
+// a random adapter, and with one trained for real by train() on the pirate sample.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -92,39 +93,84 @@ test('GGUF structure: llama metadata, tokenizer, llama.cpp tensor names, permute
   for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(stored[i] - expected[i]) <= 1e-3 * Math.max(1, Math.abs(expected[i])), `k[${i}]`);
 });
 
+/** Greedy tokens of node-llama-cpp for each prompt (and its tokenization of `text`). */
+let llamaCpp: Promise<Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>> | null = null;
+test.after(async () => {
+  if (llamaCpp) await (await llamaCpp).dispose();
+});
+
+async function llamaCppGreedy(file: string, prompts: number[][], maxTokens: number[], eos: number[], text?: string) {
+  // gpu: false and build: 'never': the prebuilt CPU binary or an error, never a download or a compile.
+  llamaCpp ??= import('node-llama-cpp').then(({ getLlama }) => getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never }));
+  const llama = await llamaCpp;
+  const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
+  try {
+    const outputs: number[][] = [];
+    for (const [i, prompt] of prompts.entries()) {
+      const sequence = context.getSequence();
+      const got: number[] = [];
+      // yieldEogToken: llama.cpp otherwise ends silently at <|im_end|>, where ours returns it.
+      for await (const token of sequence.evaluate(prompt as never[], { temperature: 0, yieldEogToken: true })) {
+        got.push(Number(token));
+        if (got.length >= maxTokens[i] || eos.includes(Number(token))) break;
+      }
+      sequence.dispose();
+      outputs.push(got);
+    }
+    return { outputs, tokenized: text === undefined ? [] : model.tokenize(text, true).map(Number) };
+  } finally {
+    await context.dispose();
+    await model.dispose();
+  }
+}
+
 test('node-llama-cpp loads the f32 GGUF and its greedy tokens match ours', async () => {
   const file = join(work, 'model-f32.gguf');
   exportGguf(baseModelDir, file, { dtype: 'f32', adapterDir });
-  const { getLlama } = await import('node-llama-cpp');
-  // Prebuilt CPU binary only: never download or compile (no network here, and no GPU).
-  const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
+  const prompts = [
+    chatPrompt(ours, [{ role: 'user', content: 'What colour is the sky?' }]),
+    ours.tokenizer.encode('Arr, matey! The sea is'),
+  ];
+  const expected: number[][] = [];
+  for (const prompt of prompts) expected.push((await ours.generate(prompt, { maxTokens: 16, temperature: 0 })).tokenIds);
+  // The tokenizer metadata tokenizes as tokenizer.json does (special tokens included).
+  const text = '<|im_start|>user\nHello there, 42 pirates!<|im_end|>\n';
+  const got = await llamaCppGreedy(file, prompts, expected.map((e) => e.length), ours.eosTokenIds, text);
+  assert.deepEqual(got.outputs, expected);
+  assert.ok(expected.every((e) => e.length === 16), 'no early EOS: 16 tokens compared per prompt');
+  assert.deepEqual(got.tokenized, ours.tokenizer.encode(text));
+});
+
+test('a model fine-tuned for real (train() on the pirate sample, LoRA on Q/K/V/O/MLP): llama.cpp greedy equals ours', async () => {
+  const root = new URL('../../../', import.meta.url).pathname;
+  const { train } = await import('../../../src/engine/train/train.ts');
+  const result = await train({
+    baseModelDir,
+    method: 'supervised',
+    trainingFile: join(root, 'samples/demo-train.jsonl'),
+    hyperparameters: { n_epochs: 2, batch_size: 8, learning_rate_multiplier: 4 },
+    seed: 1,
+    lora: { rank: 8, alpha: 16, dropout: 0, targetModules: ALL_PROJECTIONS },
+    outputDir: join(work, 'trained'),
+  } as Parameters<typeof train>[0], {});
+  const tuned = await loadModelForInference({ baseModelDir, adapterDir: result.finalDir }, { intraOpNumThreads: 1 });
   try {
-    const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-    const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
-    try {
-      const prompts = [
-        chatPrompt(ours, [{ role: 'user', content: 'What colour is the sky?' }]),
-        ours.tokenizer.encode('Arr, matey! The sea is'),
-      ];
-      for (const prompt of prompts) {
-        const expected = (await ours.generate(prompt, { maxTokens: 16, temperature: 0 })).tokenIds;
-        const sequence = context.getSequence();
-        const got: number[] = [];
-        for await (const token of sequence.evaluate(prompt as never[], { temperature: 0 })) {
-          got.push(Number(token));
-          if (got.length >= expected.length || ours.eosTokenIds.includes(Number(token))) break;
-        }
-        sequence.dispose();
-        assert.deepEqual(got, expected, `prompt ${ours.tokenizer.decode(prompt)}`);
-      }
-      // The tokenizer metadata tokenizes as tokenizer.json does (specials included).
-      const text = '<|im_start|>user\nHello there, 42 pirates!<|im_end|>\n';
-      assert.deepEqual(model.tokenize(text, true).map(Number), ours.tokenizer.encode(text));
-    } finally {
-      await context.dispose();
-      await model.dispose();
-    }
+    const prompts = [
+      chatPrompt(tuned, [
+        { role: 'system', content: 'You are Captain Byte, a helpful pirate.' },
+        { role: 'user', content: 'What colour is the sky?' },
+      ]),
+      tuned.tokenizer.encode('Arr, matey! Yo ho ho! The'),
+    ];
+    const expected: number[][] = [];
+    for (const prompt of prompts) expected.push((await tuned.generate(prompt, { maxTokens: 24, temperature: 0 })).tokenIds);
+    assert.ok(expected[0].length + expected[1].length >= 24, `${expected.map((e) => tuned.tokenizer.decode(e))}`);
+    const file = join(work, 'trained.gguf');
+    exportGguf(baseModelDir, file, { dtype: 'f32', adapterDir: result.finalDir });
+    const got = await llamaCppGreedy(file, prompts, expected.map((e) => e.length), tuned.eosTokenIds);
+    assert.deepEqual(got.outputs, expected, expected.map((e) => tuned.tokenizer.decode(e)).join(' | '));
   } finally {
-    await llama.dispose();
+    await tuned.release();
   }
 });
