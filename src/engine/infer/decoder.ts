@@ -41,8 +41,9 @@ export const stepNames = {
   pastKey: (l: number) => `past_key.${l}`, // [kvHeads, C, headDim]
   pastValue: (l: number) => `past_value.${l}`,
   logits: 'logits', // [vocab]
-  newKey: (l: number) => `new_key.${l}`, // [kvHeads, T, headDim], after RoPE
-  newValue: (l: number) => `new_value.${l}`,
+  // [2·layers·kvHeads, T, headDim]: layer l's new K rows (after RoPE) at [2l·KV, (2l+1)·KV), its V
+  // rows next. One output, not 2·layers: each output costs a copy and a JS array per step.
+  newKeyValues: 'new_key_values',
 };
 
 /** Weight names of the inference layout (distinct from HF names: these are fused and transposed). */
@@ -309,6 +310,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
   const mask = g.input(s.mask, [G * T, C + T]);
   const lastRow = g.input(s.lastRow, [1], 'int64');
 
+  const newKeyValues: Tensor[] = [];
   let x = op.gather(W(n.embed), inputIds); // [T, D]
   for (let l = 0; l < cfg.numLayers; l++) {
     // --- attention over [cached | new] positions
@@ -323,8 +325,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
     const heads = (t: Tensor) => permute(reshape(t, [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
     const k = heads(kRows);
     const v = heads(vRows);
-    g.output(s.newKey(l), k);
-    g.output(s.newValue(l), v);
+    newKeyValues.push(k, v);
 
     // Scores against the cache and against the new tokens are computed apart and joined (small:
     // [KV, G·T, C + T]) rather than concatenating K itself, which would copy the whole cache.
@@ -353,5 +354,6 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
   const last = reshape(op.gather(x, lastRow), [1, D]);
   const logits = op.matmul(rmsNormKernel(last, W(n.finalNorm), eps), W(n.lmHead));
   g.output(s.logits, reshape(logits, [cfg.vocabSize]));
+  g.output(s.newKeyValues, op.concat(newKeyValues, 0));
   return g;
 }

@@ -86,11 +86,13 @@ export class DecoderSteps {
     // Adapter tensors are per-run inputs: ORT reads them in place, so switching adapters is free.
     if (adapter) for (const [name, data] of adapter.weights) feeds[name] = data;
     const out = await session.run(feeds);
+    const kv = out[stepNames.newKeyValues] as Float32Array;
+    const perLayer = this.cfg.numKvHeads * T * hd; // one layer's K (or V) rows
     const newKeys: Float32Array[] = [];
     const newValues: Float32Array[] = [];
     for (let l = 0; l < this.cfg.numLayers; l++) {
-      newKeys.push(out[stepNames.newKey(l)] as Float32Array);
-      newValues.push(out[stepNames.newValue(l)] as Float32Array);
+      newKeys.push(kv.subarray(2 * l * perLayer, (2 * l + 1) * perLayer));
+      newValues.push(kv.subarray((2 * l + 1) * perLayer, (2 * l + 2) * perLayer));
     }
     cache.append(newKeys, newValues, T, count);
     return out[stepNames.logits] as Float32Array;
