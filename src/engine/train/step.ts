@@ -1,9 +1,7 @@
-// The training-step graphs. One ONNX graph per step kind, built once per job:
-//   accumulate: forward + loss + backward; outputs grad_in + grad (gradient accumulation)
-//   update:     the same, then global-norm clipping and AdamW, all inside the graph; outputs the
-//               new trainable tensors and moments (only these cross back to JS)
-//   eval:       forward + loss terms (validation)
-// Gradients are of Σ w·nll / W_batch with W_batch fed per step, so micro-batches sum to the mean.
+// The training-step graphs, one ONNX graph (and ORT session) per kind, built once per job (see
+// StepKind). Frozen weights are plain inputs the runner keeps resident; only trainable tensors,
+// their AdamW moments and the batch cross the boundary. Gradients are of Σ w·nll / W_batch with
+// W_batch fed per step, so the micro-batches of an accumulated step sum to the batch mean.
 
 import { Graph, type FloatType, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
