@@ -45,6 +45,12 @@ test('random GQA config with qkv bias, untied head, llama3 rope scaling', async 
   await checkCachedDecoding(cfg, f32(randomWeights(cfg, 5, false)), ids, 19, 1e-4);
 });
 
+test('multi-head attention (no grouping) with every Llama bias (q/k/v/o and MLP), linear rope scaling', async () => {
+  const cfg = tinyConfig({ numHeads: 4, numKvHeads: 4, attentionBias: true, outputBias: true, mlpBias: true, ropeScaling: { type: 'linear', factor: 2 } });
+  const ids = Array.from({ length: 20 }, (_, i) => (i * 5 + 2) % cfg.vocabSize);
+  await checkCachedDecoding(cfg, f32(randomWeights(cfg, 3, false)), ids, 1, 1e-4);
+});
+
 test('tied embeddings, sliding window, and a prompt longer than one prefill chunk', async () => {
   const cfg = tinyConfig({ slidingWindow: 6, maxPositionEmbeddings: 1024 });
   const ids = Array.from({ length: 530 }, (_, i) => (i * 13 + 1) % cfg.vocabSize);
