@@ -191,11 +191,11 @@ function defaultHidePaths(options: PythonSandboxOptions): string[] {
 }
 
 /**
- * Whether python graders can run isolated here, probed once per interpreter choice by running the
- * full sandbox on a trivial check (synchronous: ~0.1 s, once).
+ * Whether python graders can run isolated here, probed once per interpreter choice and hidden paths
+ * by running the full sandbox on a trivial check (synchronous: ~0.1 s, once).
  */
 export function pythonSandboxStatus(options: PythonSandboxOptions = {}): SandboxStatus {
-  const key = JSON.stringify(candidatePythons(options.python));
+  const key = JSON.stringify([candidatePythons(options.python), defaultHidePaths(options)]);
   const cached = statusCache.get(key);
   if (cached) return cached;
   const status = probe(options);
@@ -218,7 +218,7 @@ function probe(options: PythonSandboxOptions): SandboxStatus {
       lastError = `${python} does not exist`;
       continue;
     }
-    const res = spawnSync('unshare', sandboxArgs(python, limits, []), {
+    const res = spawnSync('unshare', sandboxArgs(python, limits, defaultHidePaths(options)), {
       input: JSON.stringify({ mode: 'check', source: 'def grade(sample, item):\n    return 1.0\n' }),
       timeout: 20_000,
       encoding: 'utf8',
