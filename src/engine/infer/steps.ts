@@ -1,5 +1,5 @@
 // Runs the decoder one step at a time over a KvCache: prefill feeds the prompt (in chunks of at
-// most MAX_CHUNK tokens, each padded up to a power of two), decode feeds one token. Each (T, C)
+// most MAX_CHUNK tokens, each padded up to a compiled length), decode feeds one token. Each (T, C)
 // shape is compiled once, on first use, with every weight made resident in its session.
 
 import type { ModelConfig } from '../models/config.ts';
@@ -13,11 +13,17 @@ export const MAX_CHUNK = 512;
 const MIN_CHUNK = 16;
 const HIDDEN = -1e9;
 
+/**
+ * Prefill lengths that are compiled: powers of two and 1.5× them (16, 24, 32, 48, … 384, 512), so a
+ * padded prompt wastes at most a third of its step, with a dozen shapes to compile.
+ */
+const CHUNK_BUCKETS: number[] = [];
+for (let t = MIN_CHUNK; t <= MAX_CHUNK; t *= 2) CHUNK_BUCKETS.push(t, (3 * t) / 2);
+CHUNK_BUCKETS.splice(CHUNK_BUCKETS.indexOf(MAX_CHUNK) + 1);
+
 function chunkBucket(tokens: number): number {
   if (tokens === 1) return 1;
-  let t = MIN_CHUNK;
-  while (t < tokens) t *= 2;
-  return Math.min(t, MAX_CHUNK);
+  return CHUNK_BUCKETS.find((t) => t >= tokens) ?? MAX_CHUNK;
 }
 
 /** An unmerged LoRA adapter in the step layout (decoder.ts adapterWeights), fed per run. */
@@ -163,7 +169,7 @@ export class DecoderSteps {
    * pays for a compile in its time to first token.
    */
   async warmup(positions: number, loraRank = 0): Promise<void> {
-    for (let T = MIN_CHUNK; T <= MAX_CHUNK; T *= 2) await this.session({ newTokens: T, pastCapacity: 0, loraRank });
+    for (const T of CHUNK_BUCKETS) await this.session({ newTokens: T, pastCapacity: 0, loraRank });
     for (let C = capacityFor(1); C < 2 * positions; C *= 2) {
       await this.session({ newTokens: 1, pastCapacity: C, loraRank });
       if (C >= positions) break;
