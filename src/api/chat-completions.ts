@@ -361,7 +361,7 @@ interface Outcome {
 function outcomeOf(text: string, result: GenerationResult, syntax: ToolSyntax | null, req: ChatRequest): Outcome {
   if (syntax && req.tools && req.toolChoice !== 'none') {
     const { content, calls } = parseToolCalls(text, syntax, req.tools.map((t) => t.function.name));
-    if (calls.length > 0) return { content, calls, finishReason: result.finishReason === 'stop' ? 'tool_calls' : result.finishReason };
+    if (calls.length > 0) return { content, calls, finishReason: 'tool_calls' };
   }
   return { content: text, calls: [], finishReason: result.finishReason };
 }
@@ -470,7 +470,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       if (parsed.content) events.send(chunk([{ index, delta: { content: parsed.content }, logprobs: null, finish_reason: null }]));
       if (parsed.calls.length > 0) {
         events.send(chunk([{ index, delta: { tool_calls: toolCallsJson(parsed.calls).map((call, k) => ({ index: k, ...call })) }, logprobs: null, finish_reason: null }]));
-        if (finishReason === 'stop') finishReason = 'tool_calls';
+        finishReason = 'tool_calls';
       }
     }
     events.send(chunk([{ index, delta: {}, logprobs: null, finish_reason: finishReason }]));

@@ -7,6 +7,10 @@
 // is cut at its first character the grammar refuses, so the cost follows the number of allowed
 // prefixes, not the vocabulary size. Inside a JSON string, tokens free of `"`, `\` and control
 // characters all keep the state unchanged and are allowed in one go.
+//
+// Budget: a token is allowed only if the shortest completion after it (as the tokenizer splits
+// that text) still fits in the tokens left, so the document is complete by max_tokens; when no
+// token fits, the first token of the shortest completion is forced.
 
 import type { HfTokenizer } from '../../data/tokenizer.ts';
 import { JsonGrammar, type JsonSchema, type JsonState } from './json.ts';
@@ -100,20 +104,44 @@ class JsonConstraint implements TokenConstraint {
   private state: JsonState;
   private broken = false;
   private readonly eos: Set<number>;
+  /** Tokens of a completion text, by text (the same few texts recur all through a generation). */
+  private readonly tokenCounts = new Map<string, number>();
 
-  constructor(spec: ConstraintSpec, private readonly vocabulary: Vocabulary, eosTokenIds: number[]) {
+  constructor(spec: ConstraintSpec, private readonly vocabulary: Vocabulary, private readonly tokenizer: HfTokenizer, eosTokenIds: number[]) {
     this.grammar = new JsonGrammar(spec.schema ?? { type: 'object' });
     this.state = this.grammar.initial(spec.prefix ?? '', spec.suffix ?? '');
     this.eos = new Set(eosTokenIds);
+  }
+
+  /** How many tokens the shortest completion from `state` takes (its text as the tokenizer splits it). */
+  private closingTokens(state: JsonState): number {
+    const text = this.grammar.completion(state);
+    if (text === null) return Infinity;
+    if (text === '') return 0;
+    let count = this.tokenCounts.get(text);
+    if (count === undefined) this.tokenCounts.set(text, (count = this.tokenizer.encode(text).length));
+    return count;
   }
 
   mask(logits: Float32Array, remaining: number): void {
     if (this.broken) return;
     const allowed = new Uint8Array(logits.length);
     let any = this.collect(allowed, remaining - 1);
-    if (!any) any = this.collect(allowed, Infinity); // too few tokens left to finish: stay valid at least
+    if (!any) any = this.forceCompletion(allowed);
+    if (!any) any = this.collect(allowed, Infinity); // cannot finish in time: stay valid at least
     if (this.grammar.isComplete(this.state) || !any) for (const id of this.eos) if (id < allowed.length) allowed[id] = 1;
     for (let i = 0; i < logits.length; i++) if (!allowed[i]) logits[i] = -Infinity;
+  }
+
+  /** Tight on tokens: only the first token of the shortest completion. */
+  private forceCompletion(allowed: Uint8Array): boolean {
+    const text = this.grammar.completion(this.state);
+    if (!text) return false;
+    const first = this.tokenizer.encode(text)[0];
+    const piece = first === undefined ? null : this.vocabulary.texts[first];
+    if (piece == null || this.grammar.feed(this.state, piece) === undefined || first >= allowed.length) return false;
+    allowed[first] = 1;
+    return true;
   }
 
   /** Marks tokens that keep the text valid and completable within `budget` more tokens. */
@@ -124,7 +152,7 @@ class JsonConstraint implements TokenConstraint {
       for (const [c, child] of node.children) {
         const next = grammar.feedChar(state, c);
         if (next === undefined) continue;
-        if (child.ids.length > 0 && grammar.closingLength(next) <= budget) {
+        if (child.ids.length > 0 && (budget === Infinity || this.closingTokens(next) <= budget)) {
           for (const id of child.ids) if (id < allowed.length) allowed[id] = 1;
           any = true;
         }
@@ -132,7 +160,7 @@ class JsonConstraint implements TokenConstraint {
       }
     };
     if (grammar.inPlainString(this.state)) {
-      if (grammar.closingLength(this.state) <= budget) {
+      if (budget === Infinity || this.closingTokens(this.state) <= budget) {
         for (const id of this.vocabulary.plain) if (id < allowed.length) allowed[id] = 1;
         any ||= this.vocabulary.plain.length > 0;
       }
@@ -155,7 +183,7 @@ class JsonConstraint implements TokenConstraint {
 export function createTokenConstraint(spec: ConstraintSpec, tokenizer: HfTokenizer, eosTokenIds: number[]): TokenConstraint {
   switch (spec.type) {
     case 'json':
-      return new JsonConstraint(spec, vocabularyOf(tokenizer), eosTokenIds);
+      return new JsonConstraint(spec, vocabularyOf(tokenizer), tokenizer, eosTokenIds);
     default:
       throw new Error(`unknown constraint type ${JSON.stringify((spec as { type: unknown }).type)}`);
   }

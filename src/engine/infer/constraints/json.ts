@@ -16,9 +16,9 @@
 // A frame that completes without consuming the character (a number ends at the `,` after it)
 // pops and hands the character to the frame below.
 //
-// `closingLength(state)`: how many characters at least still complete the document. With one
-// token per character available (byte-level vocabularies have every byte), a generation that
-// keeps closingLength ≤ tokens left always ends as complete JSON, even from a random model.
+// `completion(state)`: the shortest text that completes the document. index.ts keeps the tokens
+// of that text within the tokens left, so a generation always ends as complete JSON within
+// max_tokens, even from a random model.
 //
 // Schema keywords honoured: type (string or list), properties, required, additionalProperties
 // (false, or a schema for free-form objects), items, minItems, maxItems, enum, const, anyOf /
@@ -30,6 +30,9 @@ type SchemaObject = { [key: string]: unknown };
 
 const MAX_WHITESPACE = 20; // per gap between tokens of the JSON text
 const MAX_DIGITS = 16; // per part of a number
+const IMPOSSIBLE = 1e6;
+/** Thrown inside frameCompletion when no completion exists (caught in completion()). */
+const UNREACHABLE = Symbol('unreachable');
 
 interface Prop {
   key: string;
@@ -70,7 +73,7 @@ const isDigit = (c: string) => c >= '0' && c <= '9';
 const isHex = (c: string) => /^[0-9a-fA-F]$/.test(c);
 
 export class JsonGrammar {
-  private readonly minLengths = new Map<JsonSchema, number>();
+  private readonly minTexts = new Map<JsonSchema, string | null>();
   private readonly plans = new Map<SchemaObject, ObjectPlan>();
 
   /** `schema`: the root (for $ref); undefined → any JSON object (json_object mode). */
@@ -121,9 +124,19 @@ export class JsonGrammar {
 
   /** The fewest characters that complete the document from `state`. */
   closingLength(state: JsonState): number {
-    let total = 0;
-    for (let s = state; s !== null; s = s.next) total += this.frameClosing(s.f);
-    return total;
+    return this.completion(state)?.length ?? IMPOSSIBLE;
+  }
+
+  /** The shortest text that completes the document from `state` ('' when complete; null: none exists). */
+  completion(state: JsonState): string | null {
+    let text = '';
+    try {
+      for (let s = state; s !== null; s = s.next) text += this.frameCompletion(s.f);
+    } catch (error) {
+      if (error === UNREACHABLE) return null;
+      throw error;
+    }
+    return text;
   }
 
   // ---------------------------------------------------------------------------------- schemas
@@ -188,50 +201,57 @@ export class JsonGrammar {
 
   /** The fewest characters of a value of `schema`. */
   minLength(schema: JsonSchema): number {
-    const known = this.minLengths.get(schema);
-    if (known !== undefined) return known;
-    this.minLengths.set(schema, 1e6); // a cycle through required members: effectively unreachable
-    const value = this.computeMinLength(schema);
-    this.minLengths.set(schema, value);
+    return this.minText(schema)?.length ?? IMPOSSIBLE;
+  }
+
+  /** The shortest value of `schema` as JSON text (null: none, e.g. a cycle through required members). */
+  minText(schema: JsonSchema): string | null {
+    if (this.minTexts.has(schema)) return this.minTexts.get(schema)!;
+    this.minTexts.set(schema, null); // while computing: a cycle back here has no finite value
+    const value = this.computeMinText(schema);
+    this.minTexts.set(schema, value);
     return value;
   }
 
-  private computeMinLength(schema: JsonSchema): number {
+  private computeMinText(schema: JsonSchema): string | null {
     const s = this.resolve(schema);
-    if (s === false) return 1e6;
-    if (s === true) return 1;
+    if (s === false) return null;
+    if (s === true) return '0';
+    const shortest = (texts: (string | null)[]) => texts.reduce<string | null>((best, t) => (t !== null && (best === null || t.length < best.length) ? t : best), null);
     const lits = this.literals(s);
-    if (lits) return Math.min(...lits.map((l) => l.length));
+    if (lits) return shortest(lits);
     const branches = this.branches(s);
-    if (branches) return Math.min(...branches.map((b) => this.minLength(b)));
-    let best = 1e6;
+    if (branches) return shortest(branches.map((b) => this.minText(b)));
+    const candidates: (string | null)[] = [];
     for (const t of this.types(s)) {
-      let n = 1e6;
-      if (t === 'string') n = 2;
-      else if (t === 'number' || t === 'integer') n = 1;
-      else if (t === 'boolean') n = 4;
-      else if (t === 'null') n = 4;
+      if (t === 'string') candidates.push('""');
+      else if (t === 'number' || t === 'integer') candidates.push('0');
+      else if (t === 'boolean') candidates.push('true');
+      else if (t === 'null') candidates.push('null');
       else if (t === 'array') {
         const min = typeof s.minItems === 'number' ? s.minItems : 0;
-        n = 2 + (min > 0 ? min * this.minLength((s.items as JsonSchema) ?? true) + (min - 1) : 0);
-      } else if (t === 'object') n = 1 + this.requiredCost(this.plan(s), 0, false) + 1;
-      best = Math.min(best, n);
+        const item = min > 0 ? this.minText((s.items as JsonSchema) ?? true) : '';
+        candidates.push(item === null ? null : '[' + Array(min).fill(item).join(',') + ']');
+      } else if (t === 'object') {
+        const members = this.requiredText(this.plan(s), 0, false);
+        candidates.push(members === null ? null : '{' + members + '}');
+      }
     }
-    return best;
+    return shortest(candidates);
   }
 
-  /** Characters of the required members from index `from` on (keys, colons, minimal values, commas). */
-  private requiredCost(plan: ObjectPlan, from: number, needComma: boolean): number {
-    if (!plan.props) return 0;
-    let total = 0;
-    let count = 0;
+  /** The required members from index `from` on, minimal (`"key":value`, comma separated). */
+  private requiredText(plan: ObjectPlan, from: number, needComma: boolean): string | null {
+    if (!plan.props) return '';
+    let text = '';
     for (let j = from; j < plan.props.length; j++) {
       const p = plan.props[j];
       if (!p.required) continue;
-      total += p.inner.length + 2 + 1 + this.minLength(p.schema);
-      count++;
+      const value = this.minText(p.schema);
+      if (value === null) return null;
+      text += (text || needComma ? ',' : '') + '"' + p.inner + '":' + value;
     }
-    return total + (count === 0 ? 0 : needComma ? count : count - 1);
+    return text;
   }
 
   /** Indices of the properties that may come next: from `next` up to and including the first required one. */
@@ -256,39 +276,42 @@ export class JsonGrammar {
     return false;
   }
 
-  private frameClosing(f: Frame): number {
+  private frameCompletion(f: Frame): string {
+    const or = (text: string | null): string => {
+      if (text === null) throw UNREACHABLE;
+      return text;
+    };
     switch (f.k) {
       case 'value':
-        return this.minLength(f.s);
+        return or(this.minText(f.s));
       case 'lit':
-        return Math.min(...f.options.map((o) => o.length - f.pos));
+        return f.options.map((o) => o.slice(f.pos)).reduce((a, b) => (b.length < a.length ? b : a));
       case 'str':
-        return f.esc === 0 ? 1 : f.esc < 0 ? 2 : f.esc + 1;
+        return f.esc === 0 ? '"' : f.esc < 0 ? 'n"' : '0'.repeat(f.esc) + '"';
       case 'num':
-        return this.accepting(f) ? 0 : 1;
+        return this.accepting(f) ? '' : '0';
       case 'arr': {
         const left = Math.max(0, f.min - f.count);
-        const item = this.minLength(f.items);
-        if (f.ph === 'first') return left === 0 ? 1 : left * item + (left - 1) + 1;
-        return left * (item + 1) + 1;
+        const item = left > 0 ? or(this.minText(f.items)) : '';
+        if (f.ph === 'first') return Array(left).fill(item).join(',') + ']';
+        return (',' + item).repeat(left) + ']';
       }
       case 'obj': {
         const { plan } = f;
         if (!plan.props) {
-          const value = this.minLength(plan.free);
-          if (f.ph === 'first' || f.ph === 'after') return 1;
-          if (f.ph === 'next') return 2 + 1 + value + 1;
-          return 1 + value + 1; // colon (a free key's string frame is above this one)
+          const value = or(this.minText(plan.free));
+          if (f.ph === 'first' || f.ph === 'after') return '}';
+          if (f.ph === 'next') return '"":' + value + '}';
+          return ':' + value + '}'; // colon (a free key's string frame is above this one)
         }
-        if (f.ph === 'first') return this.requiredCost(plan, f.next, false) + 1;
-        if (f.ph === 'after') return this.requiredCost(plan, f.next, true) + 1;
-        const member = (j: number, typed: number) =>
-          plan.props![j].inner.length + 2 - typed + 1 + this.minLength(plan.props![j].schema) + this.requiredCost(plan, j + 1, true) + 1;
-        if (f.ph === 'colon') return member(f.cur, plan.props[f.cur].inner.length + 2);
-        if (f.ph === 'next') return Math.min(...this.candidates(plan, f.next).map((j) => member(j, 0)));
-        // 'key': inside the quotes, f.key typed so far
-        const fits = this.candidates(plan, f.next).filter((j) => plan.props![j].inner.startsWith(f.key));
-        return fits.length ? Math.min(...fits.map((j) => member(j, 1 + f.key.length))) : 1e6;
+        if (f.ph === 'first') return or(this.requiredText(plan, f.next, false)) + '}';
+        if (f.ph === 'after') return or(this.requiredText(plan, f.next, true)) + '}';
+        const rest = (j: number) => ':' + or(this.minText(plan.props![j].schema)) + or(this.requiredText(plan, j + 1, true)) + '}';
+        if (f.ph === 'colon') return rest(f.cur);
+        const options = f.ph === 'next'
+          ? this.candidates(plan, f.next).map((j) => '"' + plan.props![j].inner + '"' + rest(j))
+          : this.candidates(plan, f.next).filter((j) => plan.props![j].inner.startsWith(f.key)).map((j) => plan.props![j].inner.slice(f.key.length) + '"' + rest(j));
+        return or(options.length ? options.reduce((a, b) => (b.length < a.length ? b : a)) : null);
       }
     }
   }
