@@ -6,10 +6,10 @@
 // - bleu: sacrebleu `sentence_bleu` / 100: clipped n-gram precisions n = 1…4, geometric mean, brevity
 //   penalty exp(1 − r/c) when the candidate is shorter; "exp" smoothing (an n-gram order with no match
 //   counts 1/(2^k · total) for its k-th such order) and effective order (orders the candidate is too
-//   short to have are left out), so that a short sentence is not 0 by construction. Tokens: words and
-//   single punctuation marks, case kept (close to sacrebleu's 13a tokenizer).
+//   short to have are left out), so that a short sentence is not 0 by construction. Tokens: sacrebleu's
+//   13a tokenizer, case kept.
 // - gleu: Google-BLEU (Wu et al. 2016; nltk `sentence_gleu`): all 1…4-grams of both texts,
-//   min(matches / candidate n-grams, matches / reference n-grams). Same tokens as bleu.
+//   min(matches / candidate n-grams, matches / reference n-grams). 13a tokens, as for bleu.
 // - meteor: METEOR (Banerjee & Lavie 2005; nltk `meteor_score` parameters α = 0.9, β = 3, γ = 0.5):
 //   unigram alignment, Fmean = P·R / (α·P + (1 − α)·R), penalty γ·(chunks / matches)^β,
 //   score Fmean·(1 − penalty). Exact (lower-cased) matching only: the stem and WordNet-synonym stages
@@ -38,9 +38,18 @@ export type EvaluationMetric = (typeof EVALUATION_METRICS)[number];
 
 // ------------------------------------------------------------------------------------ tokenizers
 
-/** Words (letters/digits/underscore runs) and single punctuation marks, case kept. */
+/**
+ * sacrebleu's 13a tokenizer (mteval-v13a): ASCII punctuation other than ' . , - becomes its own
+ * token; a period or comma does too unless it sits between digits (3.5, 1,000); a dash after a
+ * digit is split (2-3). Case is kept; apostrophes stay inside words.
+ */
 export function bleuTokens(text: string): string[] {
-  return text.match(/[\p{L}\p{N}_]+|[^\s\p{L}\p{N}_]/gu) ?? [];
+  let t = ` ${text.replace(/<skipped>/g, '').replace(/-\n/g, '').replace(/\n/g, ' ')} `;
+  t = t.replace(/([{-~[-` -&(-+:-@/])/g, ' $1 ');
+  t = t.replace(/([^0-9])([.,])/g, '$1 $2 ');
+  t = t.replace(/([.,])([^0-9])/g, ' $1 $2');
+  t = t.replace(/([0-9])(-)/g, '$1 $2 ');
+  return t.split(/\s+/).filter(Boolean);
 }
 
 /** rouge-score's tokenizer: lower-cased runs of letters and digits. */

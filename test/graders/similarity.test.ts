@@ -38,7 +38,9 @@ test('bleu: sentence BLEU with brevity penalty and exp smoothing (sacrebleu sent
   // Brevity penalty: a 3-token exact prefix of a 6-token reference, effective order 3.
   close(bleu('the cat is', 'the cat is on the mat'), Math.exp(1 - 6 / 3));
   assert.equal(bleu('', 'anything'), 0);
-  assert.deepEqual(bleuTokens("Hello, world! It's"), ['Hello', ',', 'world', '!', 'It', "'", 's']);
+  assert.deepEqual(bleuTokens("Hello, world! It's 3.5 (or 1,000) well-known 2-3."), [
+    'Hello', ',', 'world', '!', "It's", '3.5', '(', 'or', '1,000', ')', 'well-known', '2', '-', '3', '.',
+  ]);
 });
 
 test('gleu: min(n-gram precision, recall) over 1…4-grams (Wu et al., nltk sentence_gleu)', () => {
