@@ -10,3 +10,4 @@ export { InferenceHost, type HostLoadOptions, type ModelInfo, type ModelSourceMe
 export { DecoderSteps, MAX_CHUNK } from './steps.ts';
 export { KvCache } from './kv-cache.ts';
 export { buildDecoderStep, inferenceWeights, inferenceWeightShapes } from './decoder.ts';
+export type { ConstraintSpec, JsonSchema } from './constraints/index.ts';
