@@ -115,7 +115,7 @@ except BaseException:
 `;
 
 // Root inside the new namespaces: private mounts, then drop to nobody with limits. $1 disk bytes,
-// $2 python, $3 runner, $4… paths to hide. Not exec'd into python: the shell stays PID 1 of the
+// $2 python, $3 runner, $4 CPU seconds, $5 address-space bytes, $6 processes, $7… paths to hide. Not exec'd into python: the shell stays PID 1 of the
 // namespace so that python gets ordinary signal handling (RLIMIT_CPU's SIGXCPU).
 const SETUP = String.raw`
 set -e
