@@ -167,7 +167,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   }
 
   const events = new EventStream(reply);
-  const streamExtra = req.includeUsage ? { usage: null } : {};
+  const streamExtra = {}; // no `usage: null` on chunks: this endpoint's schema has no null usage
   const run = async (job: (typeof jobs)[number]) => {
     if (req.echo && job.prompt.text) events.send(object([{ index: job.index, text: job.prompt.text, logprobs: null, finish_reason: null }], streamExtra));
     let offset = req.echo ? job.prompt.text.length : 0;
