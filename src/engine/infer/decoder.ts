@@ -20,10 +20,15 @@ import type { ModelConfig } from '../models/config.ts';
 import { Graph, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 
-/** One compiled step: T new tokens (padded), C cached positions (0 = prefill from scratch). */
+/**
+ * One compiled step: B sequences, each with T new tokens (padded) and C cache slots (0 = prefill
+ * from scratch). Prefill is B = 1; batched decode is T = 1 over the B slots of a KvCache.
+ */
 export interface StepShape {
   newTokens: number;
   pastCapacity: number;
+  /** B (default 1). */
+  sequences?: number;
   /**
    * Rank of the unmerged LoRA path (0 or absent = none). With a rank, every linear also adds
    * (x·A)·B from per-run inputs, so many adapters can share one resident base (see adapterWeights).
@@ -33,16 +38,19 @@ export interface StepShape {
 
 /** Names of the step graph's inputs and outputs (the contract with the runner). */
 export const stepNames = {
-  inputIds: 'input_ids', // [T] int64
-  cos: 'rope_cos', // [T, headDim / 2] for the tokens' absolute positions
+  inputIds: 'input_ids', // [B·T] int64
+  cos: 'rope_cos', // [B·T, headDim / 2] for the tokens' absolute positions
   sin: 'rope_sin',
-  mask: 'attention_mask', // [G·T, C + T] additive, 0 = visible, −1e9 = hidden; the [T, C + T] mask repeated per query head of a group
-  lastRow: 'last_row', // [1] int64: which of the T rows to take logits from
-  pastKey: (l: number) => `past_key.${l}`, // [kvHeads, C, headDim]
+  // [B, G·T, C + T] additive, 0 = visible, −1e9 = hidden: per sequence, the [T, C + T] mask
+  // repeated for each query head of a group (score rows are (head in group, token))
+  mask: 'attention_mask',
+  lastRow: 'last_row', // [B] int64: which of the B·T rows to take each sequence's logits from
+  pastKey: (l: number) => `past_key.${l}`, // [B, kvHeads, C, headDim]
   pastValue: (l: number) => `past_value.${l}`,
-  logits: 'logits', // [vocab]
-  // [2·layers·kvHeads, T, headDim]: layer l's new K rows (after RoPE) at [2l·KV, (2l+1)·KV), its V
-  // rows next. One output, not 2·layers: each output costs a copy and a JS array per step.
+  logits: 'logits', // [B, vocab]
+  // [2·layers·B, kvHeads, T, headDim]: layer l's new K rows (after RoPE) for sequence b at
+  // 2l·B + b, its V rows at (2l + 1)·B + b. One output, not 2·layers: each output costs a copy
+  // and a JS array per step.
   newKeyValues: 'new_key_values',
 };
 
@@ -280,6 +288,8 @@ function permute(x: Tensor, perm: number[]): Tensor {
 /** The step graph for one (T, C) bucket. All weights are graph inputs (fed once, kept resident). */
 export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
   const { newTokens: T, pastCapacity: C } = shape;
+  const B = shape.sequences ?? 1;
+  const N = B * T; // rows of every activation
   const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I, rmsNormEps: eps } = cfg;
   const G = H / KV; // query heads per key/value head
   const g = new Graph('float32');
@@ -303,57 +313,56 @@ export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
     return y;
   };
 
-  const inputIds = g.input(s.inputIds, [T], 'int64');
-  const cos = g.input(s.cos, [T, hd / 2]);
-  const sin = g.input(s.sin, [T, hd / 2]);
-  const rows = g.constant('int64', [1, T], Array.from({ length: T }, (_, t) => t));
-  const mask = g.input(s.mask, [G * T, C + T]);
-  const lastRow = g.input(s.lastRow, [1], 'int64');
+  const inputIds = g.input(s.inputIds, [N], 'int64');
+  const cos = g.input(s.cos, [N, hd / 2]);
+  const sin = g.input(s.sin, [N, hd / 2]);
+  const rows = g.constant('int64', [1, N], Array.from({ length: N }, (_, t) => t));
+  const mask = reshape(g.input(s.mask, [B, G * T, C + T]), [B, 1, G * T, C + T]); // broadcasts over KV
+  const lastRow = g.input(s.lastRow, [B], 'int64');
 
   const newKeyValues: Tensor[] = [];
-  let x = op.gather(W(n.embed), inputIds); // [T, D]
+  let x = op.gather(W(n.embed), inputIds); // [B·T, D]
   for (let l = 0; l < cfg.numLayers; l++) {
     // --- attention over [cached | new] positions
     const h = rmsNormKernel(x, W(n.attnNorm(l)), eps);
-    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [T, (H + 2·KV)·hd]; q pre-scaled by 1/√hd
+    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [B·T, (H + 2·KV)·hd]; q pre-scaled by 1/√hd
     // q and k share head size and positions, so one RotaryEmbedding ropes both (as H + KV heads).
     const [qk, vRows] = split(qkv, [(H + KV) * hd, KV * hd]);
-    const [qRows, kRows] = split(reshape(ropeKernel(reshape(qk, [1, T, (H + KV) * hd]), rows, cos, sin, H + KV), [T, (H + KV) * hd]), [H * hd, KV * hd]);
-    // q as [KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is one
-    // batched matmul per k/v head with no repeat of K or V.
-    const q = reshape(permute(reshape(qRows, [T, KV, G, hd]), [1, 2, 0, 3]), [KV, G * T, hd]);
-    const heads = (t: Tensor) => permute(reshape(t, [T, KV, hd]), [1, 0, 2]); // [KV, T, hd]
+    const [qRows, kRows] = split(reshape(ropeKernel(reshape(qk, [1, N, (H + KV) * hd]), rows, cos, sin, H + KV), [N, (H + KV) * hd]), [H * hd, KV * hd]);
+    // q as [B, KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is
+    // one batched matmul per (sequence, k/v head) with no repeat of K or V.
+    const q = reshape(permute(reshape(qRows, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);
+    const heads = (t: Tensor) => permute(reshape(t, [B, T, KV, hd]), [0, 2, 1, 3]); // [B, KV, T, hd]
     const k = heads(kRows);
     const v = heads(vRows);
     newKeyValues.push(k, v);
 
     // Scores against the cache and against the new tokens are computed apart and joined (small:
-    // [KV, G·T, C + T]) rather than concatenating K itself, which would copy the whole cache.
-    const pastKey = C > 0 ? g.input(s.pastKey(l), [KV, C, hd]) : null;
-    const pastValue = C > 0 ? g.input(s.pastValue(l), [KV, C, hd]) : null;
-    const newScores = op.matmul(q, op.T(k)); // [KV, G·T, T]
-    const scores = pastKey ? op.concat([op.matmul(q, op.T(pastKey)), newScores], 2) : newScores;
-    const probs = op.softmax(op.add(scores, mask)); // [KV, G·T, C + T]; the mask broadcasts over KV
-    let context: Tensor; // [KV, G·T, hd]
+    // [B, KV, G·T, C + T]) rather than concatenating K itself, which would copy the whole cache.
+    const pastKey = C > 0 ? g.input(s.pastKey(l), [B, KV, C, hd]) : null;
+    const pastValue = C > 0 ? g.input(s.pastValue(l), [B, KV, C, hd]) : null;
+    const newScores = op.matmul(q, op.T(k)); // [B, KV, G·T, T]
+    const scores = pastKey ? op.concat([op.matmul(q, op.T(pastKey)), newScores], 3) : newScores;
+    const probs = op.softmax(op.add(scores, mask)); // [B, KV, G·T, C + T]
+    let context: Tensor; // [B, KV, G·T, hd]
     if (pastValue) {
       const [pastProbs, newProbs] = split(probs, [C, T]);
       context = op.add(op.matmul(pastProbs, pastValue), op.matmul(newProbs, v));
     } else context = op.matmul(probs, v);
-    const merged = reshape(permute(reshape(context, [H, T, hd]), [1, 0, 2]), [T, H * hd]);
+    const merged = reshape(permute(reshape(context, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [N, H * hd]);
     x = op.add(x, linear(merged, n.o(l), n.oBias(l)));
 
     // --- SwiGLU MLP
     const h2 = rmsNormKernel(x, W(n.mlpNorm(l)), eps);
-    const gateUp = linear(h2, n.gateUp(l), n.gateUpBias(l)); // [T, 2·I]
+    const gateUp = linear(h2, n.gateUp(l), n.gateUpBias(l)); // [B·T, 2·I]
     const [gate, up] = split(gateUp, [I, I]);
     const gated = op.mul(op.silu(gate), up);
     x = op.add(x, linear(gated, n.down(l), n.downBias(l)));
   }
 
-  // Only the last real token's logits are needed to pick the next token.
-  const last = reshape(op.gather(x, lastRow), [1, D]);
-  const logits = op.matmul(rmsNormKernel(last, W(n.finalNorm), eps), W(n.lmHead));
-  g.output(s.logits, reshape(logits, [cfg.vocabSize]));
+  // Only each sequence's last real token's logits are needed to pick its next token.
+  const last = op.gather(x, lastRow); // [B, D]
+  g.output(s.logits, op.matmul(rmsNormKernel(last, W(n.finalNorm), eps), W(n.lmHead)));
   g.output(s.newKeyValues, op.concat(newKeyValues, 0));
   return g;
 }
