@@ -121,7 +121,7 @@ export class Graph {
     const node: Node = { opType, domain, inputs, outputs: [], attrs, backward };
     node.outputs = outs.map((o) => new Tensor(this, this.fresh('t'), o.shape, o.dtype, node));
     this.nodes.push(node);
-    return node.outputs;
+    return [...node.outputs]; // a copy: callers may reuse the array, the node's must not change
   }
 }
 

@@ -158,13 +158,15 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   return y;
 }
 
-/** Splits axis 0 into consecutive parts of the given sizes; backward concatenates the gradients. */
-export function split(x: Tensor, sizes: number[]): Tensor[] {
+/** Splits `axis` into consecutive parts of the given sizes; backward concatenates the gradients. */
+export function split(x: Tensor, sizes: number[], axis = 0): Tensor[] {
   const g = x.graph;
-  if (sizes.reduce((a, b) => a + b, 0) !== x.shape[0]) throw new Error(`split [${x.shape}] into ${sizes}`);
-  const outs = sizes.map((n) => ({ shape: [n, ...x.shape.slice(1)], dtype: x.dtype }));
-  return g.emit('Split', [x, g.ints(sizes)], { axis: 0 }, outs, (dys) => [
-    concat(dys.map((d, i) => d ?? zeros(outs[i], g)), 0),
+  axis = norm(axis, x.rank);
+  if (sizes.length === 1) return [x];
+  if (sizes.reduce((a, b) => a + b, 0) !== x.shape[axis]) throw new Error(`split [${x.shape}] into ${sizes}`);
+  const outs = sizes.map((n) => ({ shape: x.shape.map((d, i) => (i === axis ? n : d)), dtype: x.dtype }));
+  return g.emit('Split', [x, g.ints(sizes)], { axis }, outs, (dys) => [
+    concat(dys.map((d, i) => d ?? zeros(outs[i], g)), axis),
   ]);
 }
 

@@ -101,10 +101,7 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   // one larger product (and its backward) runs faster than several thin ones.
   const linears = (x: Tensor, inF: number, mods: { path: string; outF: number }[], bias: boolean): Tensor[] => {
     const stack = (ts: Tensor[]) => (ts.length > 1 ? op.concat(ts, 0) : ts[0]);
-    const split = (y: Tensor, widths: number[]) => {
-      let at = 0;
-      return widths.map((w) => op.slice(y, 1, at, (at += w)));
-    };
+    const split = (y: Tensor, widths: number[]) => op.split(y, widths, 1);
     const y = op.matmul(x, op.T(stack(mods.map((m) => W(`${m.path}.weight`, [m.outF, inF])))));
     const ys = split(y, mods.map((m) => m.outF));
     if (bias) mods.forEach((m, i) => (ys[i] = op.add(ys[i], W(`${m.path}.bias`, [m.outF]))));

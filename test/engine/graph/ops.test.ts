@@ -91,3 +91,10 @@ test('split (and its backward when only some parts are used)', async () => {
     return op.concat([op.mul(a, 2), c], 0);
   });
 });
+
+test('split along a column axis', async () => {
+  await gradCheck([{ name: 'x', shape: [2, 7] }], (x) => {
+    const [a, b] = op.split(x, [3, 4], 1);
+    return op.concat([op.mul(b, a.graph.scalar(3)), op.exp(a)], 1);
+  });
+});
