@@ -44,75 +44,126 @@ export class DecoderSteps {
     private readonly settings: SessionSettings = {},
   ) {}
 
-  newCache(): KvCache {
-    return new KvCache(this.cfg);
+  /** A cache for one sequence, or for `slots` sequences decoded together (decodeBatch). */
+  newCache(slots = 1): KvCache {
+    return new KvCache(this.cfg, slots);
   }
 
-  /** Feeds `tokens` at the cache's next positions; returns the logits after the last of them. */
-  async forward(cache: KvCache, tokens: ArrayLike<number>, adapter?: StepAdapter): Promise<Float32Array> {
+  /**
+   * Feeds `tokens` at the next positions of the cache's slot `slot`; returns the logits after the
+   * last of them.
+   */
+  async forward(cache: KvCache, tokens: ArrayLike<number>, adapter?: StepAdapter, slot = 0): Promise<Float32Array> {
     if (tokens.length === 0) throw new Error('forward: no tokens');
     let logits: Float32Array | null = null;
     for (let at = 0; at < tokens.length; at += MAX_CHUNK) {
       const chunk = Array.from(tokens).slice(at, at + MAX_CHUNK);
-      logits = await this.step(cache, chunk, adapter);
+      logits = await this.step(cache, slot, chunk, adapter);
     }
     return logits!;
   }
 
-  private async step(cache: KvCache, tokens: number[], adapter: StepAdapter | undefined): Promise<Float32Array> {
+  /** One sequence's step over (a slot of) the cache: the prompt's chunks, or a single token. */
+  private async step(cache: KvCache, slot: number, tokens: number[], adapter: StepAdapter | undefined): Promise<Float32Array> {
     const count = tokens.length;
     const T = chunkBucket(count);
-    const past = cache.length;
+    const past = cache.lengths[slot];
     // Prefill from scratch needs no cache inputs; otherwise the cache must already hold `past`.
     if (past > 0) cache.reserve(past);
     const C = past === 0 ? 0 : cache.capacity;
     const session = await this.session({ newTokens: T, pastCapacity: C, loraRank: adapter?.rank ?? 0 });
-    const hd = this.cfg.headDim;
+    const group = this.cfg.numHeads / this.cfg.numKvHeads;
     this.ensureRope(past + T);
 
     const inputIds = new BigInt64Array(T);
     for (let i = 0; i < count; i++) inputIds[i] = BigInt(tokens[i]);
     // Padded rows get cos = sin = 0 (their k rows are zero); their outputs are never read.
-    const half = hd / 2;
+    const half = this.cfg.headDim / 2;
     const cos = new Float32Array(T * half);
     const sin = new Float32Array(T * half);
     cos.set(this.ropeCos.subarray(past * half, (past + count) * half));
     sin.set(this.ropeSin.subarray(past * half, (past + count) * half));
+    const mask = new Float32Array(group * T * (C + T));
+    this.fillMask(mask, T, C, past, count, group);
     const feeds: Record<string, HostArray> = {
       [stepNames.inputIds]: inputIds,
       [stepNames.cos]: cos,
       [stepNames.sin]: sin,
-      [stepNames.mask]: this.mask(T, C, past, count, this.cfg.numHeads / this.cfg.numKvHeads),
+      [stepNames.mask]: mask,
       [stepNames.lastRow]: BigInt64Array.of(BigInt(count - 1)),
     };
     for (let l = 0; l < this.cfg.numLayers && C > 0; l++) {
-      feeds[stepNames.pastKey(l)] = cache.keys[l];
-      feeds[stepNames.pastValue(l)] = cache.values[l];
+      feeds[stepNames.pastKey(l)] = cache.slotKeys(l, slot);
+      feeds[stepNames.pastValue(l)] = cache.slotValues(l, slot);
     }
     // Adapter tensors are per-run inputs: ORT reads them in place, so switching adapters is free.
     if (adapter) for (const [name, data] of adapter.weights) feeds[name] = data;
     const out = await session.run(feeds);
-    const kv = out[stepNames.newKeyValues] as Float32Array;
-    const perLayer = this.cfg.numKvHeads * T * hd; // one layer's K (or V) rows
-    const newKeys: Float32Array[] = [];
-    const newValues: Float32Array[] = [];
-    for (let l = 0; l < this.cfg.numLayers; l++) {
-      newKeys.push(kv.subarray(2 * l * perLayer, (2 * l + 1) * perLayer));
-      newValues.push(kv.subarray((2 * l + 1) * perLayer, (2 * l + 2) * perLayer));
-    }
-    cache.append(newKeys, newValues, T, count);
+    cache.append(slot, out[stepNames.newKeyValues] as Float32Array, 1, T, 0, count);
     return out[stepNames.logits] as Float32Array;
   }
 
   /**
-   * Additive mask [T, C + T], repeated for each of the `group` query heads that share a k/v head
-   * (the graph's score rows are (head in group, token)). Query i (position past + i) sees cached
-   * slots j < past and new tokens k ≤ i, within the sliding window if the model has one. A padded
-   * row sees only itself, so its softmax stays finite.
+   * One decode step for every slot of the cache at once: `tokens[slot]` is the token to feed to
+   * that slot's sequence, or null for a slot with nothing to do (its row is computed and thrown
+   * away). The weights are read once for all of them, which is what makes a step memory-bound
+   * GEMV cost about the same for several sequences as for one. Returns each fed slot's logits.
    */
-  private mask(T: number, C: number, past: number, count: number, group: number): Float32Array {
+  async decodeBatch(cache: KvCache, tokens: (number | null)[], adapter?: StepAdapter): Promise<(Float32Array | null)[]> {
+    const B = cache.slots;
+    if (tokens.length !== B) throw new Error(`decodeBatch: ${tokens.length} tokens for ${B} slots`);
+    cache.reserve(Math.max(1, ...cache.lengths));
+    const C = cache.capacity;
+    const session = await this.session({ newTokens: 1, pastCapacity: C, sequences: B, loraRank: adapter?.rank ?? 0 });
+    const group = this.cfg.numHeads / this.cfg.numKvHeads;
+    this.ensureRope(Math.max(...cache.lengths) + 1);
+    const half = this.cfg.headDim / 2;
+    const inputIds = new BigInt64Array(B);
+    const cos = new Float32Array(B * half);
+    const sin = new Float32Array(B * half);
+    const maskSize = group * (C + 1);
+    const mask = new Float32Array(B * maskSize);
+    for (let b = 0; b < B; b++) {
+      const token = tokens[b];
+      const past = cache.lengths[b];
+      this.fillMask(mask.subarray(b * maskSize, (b + 1) * maskSize), 1, C, past, token === null ? 0 : 1, group);
+      if (token === null) continue;
+      inputIds[b] = BigInt(token);
+      cos.set(this.ropeCos.subarray(past * half, (past + 1) * half), b * half);
+      sin.set(this.ropeSin.subarray(past * half, (past + 1) * half), b * half);
+    }
+    const feeds: Record<string, HostArray> = {
+      [stepNames.inputIds]: inputIds,
+      [stepNames.cos]: cos,
+      [stepNames.sin]: sin,
+      [stepNames.mask]: mask,
+      [stepNames.lastRow]: BigInt64Array.from({ length: B }, (_, b) => BigInt(b)),
+    };
+    for (let l = 0; l < this.cfg.numLayers; l++) {
+      feeds[stepNames.pastKey(l)] = cache.keys[l];
+      feeds[stepNames.pastValue(l)] = cache.values[l];
+    }
+    if (adapter) for (const [name, data] of adapter.weights) feeds[name] = data;
+    const out = await session.run(feeds);
+    const kv = out[stepNames.newKeyValues] as Float32Array;
+    const logits = out[stepNames.logits] as Float32Array;
+    const V = this.cfg.vocabSize;
+    return tokens.map((token, b) => {
+      if (token === null) return null;
+      cache.append(b, kv, B, 1, b, 1);
+      return logits.subarray(b * V, (b + 1) * V);
+    });
+  }
+
+  /**
+   * One sequence's additive mask [T, C + T] into `mask`, repeated for each of the `group` query
+   * heads that share a k/v head (the graph's score rows are (head in group, token)). Query i
+   * (position past + i) sees cached slots j < past and new tokens k ≤ i, within the sliding
+   * window if the model has one. A padded row sees only itself, so its softmax stays finite.
+   */
+  private fillMask(mask: Float32Array, T: number, C: number, past: number, count: number, group: number): void {
     const width = C + T;
-    const mask = new Float32Array(group * T * width).fill(HIDDEN);
+    mask.fill(HIDDEN);
     const window = this.cfg.slidingWindow;
     for (let i = 0; i < T; i++) {
       const row = i * width;
@@ -126,7 +177,6 @@ export class DecoderSteps {
       for (let k = Math.max(0, oldest - past); k <= i; k++) mask[row + C + k] = 0;
     }
     for (let head = 1; head < group; head++) mask.copyWithin(head * T * width, 0, T * width);
-    return mask;
   }
 
   private ensureRope(positions: number): void {
@@ -149,7 +199,7 @@ export class DecoderSteps {
   }
 
   private session(shape: StepShape): Promise<CompiledGraph> {
-    const key = `${shape.newTokens}x${shape.pastCapacity}${shape.loraRank ? `r${shape.loraRank}` : ''}`;
+    const key = `${shape.sequences && shape.sequences > 1 ? `${shape.sequences}*` : ''}${shape.newTokens}x${shape.pastCapacity}${shape.loraRank ? `r${shape.loraRank}` : ''}`;
     let session = this.sessions.get(key);
     if (!session) {
       session = (async () => {

@@ -65,3 +65,32 @@ test('warmup compiles every prefill bucket and the decode capacities up to the g
   assert.deepEqual(steps.compiledShapes, ['16x0', '24x0', '32x0', '48x0', '64x0', '96x0', '128x0', '192x0', '256x0', '384x0', '512x0', '1x64', '1x128']);
   await steps.release();
 });
+
+test('batched decode over cache slots gives each sequence the logits of its own single-sequence decode', async () => {
+  const cfg = tinyConfig({ architecture: 'qwen2', attentionBias: true, numHeads: 6, numKvHeads: 2, headDim: 8, hiddenSize: 24, slidingWindow: 40 });
+  const weights = f32(randomWeights(cfg, 4, false));
+  const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => weights.get(name)!), { intraOpNumThreads: 1 });
+  const prompts = [[3, 4, 5], Array.from({ length: 60 }, (_, i) => (i * 7) % cfg.vocabSize), [9]];
+  const batched = steps.newCache(3);
+  const alone = prompts.map(() => steps.newCache());
+  for (let b = 0; b < 3; b++) {
+    const together = await steps.forward(batched, prompts[b], undefined, b);
+    assert.ok(maxAbsDiff(together, await steps.forward(alone[b], prompts[b])) < 1e-5);
+  }
+  // Slot 1 sits out every third step; the 60-token prompt pushes the cache past 64 slots.
+  for (let t = 0; t < 12; t++) {
+    const tokens = [0, 1, 2].map((b) => (b === 1 && t % 3 === 2 ? null : (t * 5 + b) % cfg.vocabSize));
+    const logits = await steps.decodeBatch(batched, tokens);
+    for (let b = 0; b < 3; b++) {
+      const token = tokens[b];
+      if (token === null) {
+        assert.equal(logits[b], null);
+        continue;
+      }
+      const expected = await steps.forward(alone[b], [token]);
+      assert.ok(maxAbsDiff(logits[b]!, expected) < 1e-4, `step ${t} slot ${b}: ${maxAbsDiff(logits[b]!, expected)}`);
+    }
+  }
+  assert.deepEqual(batched.lengths, alone.map((c) => c.length));
+  await steps.release();
+});
