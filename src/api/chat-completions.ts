@@ -13,7 +13,7 @@ import type { ConstraintSpec, JsonSchema } from '../engine/infer/constraints/ind
 import { nowSeconds } from './context.ts';
 import {
   choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
-  rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
+  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
 
@@ -392,6 +392,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   } catch (error) {
     throw invalid('messages', `Invalid 'messages': the model's chat template could not render them: ${(error as Error).message}`);
   }
+  checkLogitBias(req.sampling, info);
   const maxTokens = tokenBudget(req.maxTokens, promptIds.length, info, req.maxTokensParam);
   const signal = disconnectSignal(request, reply);
   const eos = new Set(info.eosTokenIds);

@@ -8,7 +8,7 @@ import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogp
 import { nowSeconds } from './context.ts';
 import {
   choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
-  rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
+  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
 
@@ -123,6 +123,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     }),
   );
   for (const p of prompts) if (p.ids.length === 0) throw invalid('prompt', "Invalid 'prompt': it encodes to no tokens.");
+  checkLogitBias(req.sampling, info);
   const budgets = prompts.map((p) => tokenBudget(req.maxTokens, p.ids.length, info, 'max_tokens'));
   const signal = disconnectSignal(request, reply);
   const eos = new Set(info.eosTokenIds);

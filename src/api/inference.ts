@@ -264,6 +264,13 @@ export function samplingOptions(body: Body): GenerateOptions {
   return options;
 }
 
+/** logit_bias keys must be ids of the model's vocabulary. */
+export function checkLogitBias(options: GenerateOptions, info: ModelInfo): void {
+  for (const id of Object.keys(options.logitBias ?? {})) {
+    if (Number(id) >= info.vocabSize) throw invalid('logit_bias', `Invalid 'logit_bias': token id ${id} is outside this model's vocabulary (${info.vocabSize} tokens).`);
+  }
+}
+
 /** The seed of choice `index` of n: choices differ, and the same request seed repeats all of them. */
 export function choiceSeed(seed: number | undefined, index: number): number | undefined {
   if (seed === undefined) return undefined;

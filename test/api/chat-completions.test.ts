@@ -307,6 +307,7 @@ describe('POST /v1/chat/completions', () => {
     expectError(await post({ ...ok, tools: [{ type: 'custom', custom: { name: 'x' } }] }), 400, { param: 'tools[0].type' });
     expectError(await post({ ...ok, tools: [WEATHER_TOOL], tool_choice: { type: 'function', function: { name: 'nope' } } }), 400, { param: 'tool_choice' });
     expectError(await post({ ...ok, logit_bias: { abc: 1 } }), 400, { param: 'logit_bias' });
+    expectError(await post({ ...ok, logit_bias: { 99999: 1 }, stream: true }), 400, { param: 'logit_bias' });
     expectError(await post({ ...ok, suffix: 'x' }), 400, { param: 'suffix', code: 'unknown_parameter' });
     expectError(await post({ ...ok, model: 'no-such-model' }), 404, { param: 'model', code: 'model_not_found' });
   });
