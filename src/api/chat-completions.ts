@@ -327,11 +327,16 @@ function constraintFor(req: ChatRequest, syntax: ToolSyntax | null): ConstraintS
     if (syntax !== 'hermes') {
       throw invalid('tool_choice', "Invalid value for 'tool_choice': this model's chat template has no tool-call syntax that can be forced; use 'auto'.", 'unsupported_value');
     }
-    const names = forced.map((t) => t.function.name);
-    const parameters: JsonSchema = forced.length === 1 && forced[0].function.parameters ? (forced[0].function.parameters as JsonSchema) : { type: 'object' };
+    // {"name": …, "arguments": …} as the template writes calls; with several tools, one branch each,
+    // so the arguments follow the schema of the function named.
+    const call = (tool: ToolDefinition): JsonSchema => ({
+      type: 'object',
+      properties: { name: { const: tool.function.name }, arguments: (tool.function.parameters as JsonSchema | undefined) ?? { type: 'object' } },
+      required: ['name', 'arguments'],
+    });
     return {
       type: 'json',
-      schema: { type: 'object', properties: { name: { enum: names }, arguments: parameters }, required: ['name', 'arguments'] },
+      schema: forced.length === 1 ? call(forced[0]) : { anyOf: forced.map(call) },
       prefix: '<tool_call>\n',
       suffix: '\n</tool_call>',
     };

@@ -222,9 +222,16 @@ describe('POST /v1/chat/completions', () => {
       assert.equal(typeof args.city, 'string');
       assert.ok(Number.isInteger(args.days));
     }
-    // With several tools, "required" picks one of them (arguments: any JSON object).
-    const any = await chat({ seed: 4, max_tokens: 60, tools: [other, WEATHER_TOOL], tool_choice: 'required' });
-    assert.ok(['get_weather', 'hoist_sails'].includes((any.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.name));
+    // With several tools, "required" picks one of them, and its arguments follow that tool's schema.
+    const names = new Set<string>();
+    for (let seed = 0; seed < 6; seed++) {
+      const res = await chat({ seed, temperature: 1.5, max_tokens: 60, tools: [WEATHER_TOOL, { type: 'function', function: { name: 'hoist', parameters: { type: 'object', properties: { sails: { type: 'integer' } }, required: ['sails'] } } }], tool_choice: 'required' });
+      const call = res.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+      names.add(call.function.name);
+      const args = JSON.parse(call.function.arguments);
+      assert.deepEqual(Object.keys(args), call.function.name === 'hoist' ? ['sails'] : ['city', 'days'], call.function.arguments);
+    }
+    assert.equal(names.size, 2, [...names].join());
     // Streamed: the call arrives as a tool_calls delta, not as content.
     const stream = await a.chat.completions.create({
       model: BASE_MODEL, messages: ASK, seed: 3, max_tokens: 60, tools: [WEATHER_TOOL], tool_choice: 'required', stream: true,

@@ -57,6 +57,23 @@ describe('JSON grammar', () => {
     ]) assert.equal(verdict(g, bad), 'rejected', bad);
   });
 
+  it('anyOf: branches are followed side by side until the text picks one', () => {
+    const g = new JsonGrammar({
+      anyOf: [
+        { type: 'object', properties: { kind: { const: 'ship' }, guns: { type: 'integer' } }, required: ['kind', 'guns'] },
+        { type: 'object', properties: { kind: { const: 'island' }, palms: { type: 'array', items: { type: 'string' } } }, required: ['kind', 'palms'] },
+        { type: 'string' },
+      ],
+    });
+    assert.equal(verdict(g, '{"kind": "ship", "guns": 12}'), 'complete');
+    assert.equal(verdict(g, '{"kind": "island", "palms": ["a"]}'), 'complete');
+    assert.equal(verdict(g, '"parrot"'), 'complete');
+    assert.equal(verdict(g, '{"kind": "ship", "palms"'), 'rejected');
+    assert.equal(verdict(g, '{"kind": "island", "guns"'), 'rejected');
+    assert.equal(g.closingLength(g.initial()), 2); // ""
+    assert.equal(g.closingLength(g.feed(g.initial(), '{"kind": "i')!), 'sland","palms":[]}'.length);
+  });
+
   it('knows the fewest characters that complete a document', () => {
     const g = new JsonGrammar(PERSON);
     const minimal = '{"name":"","age":0,"tags":["a"],"ok":true,"note":"","nested":{"x":0}}';

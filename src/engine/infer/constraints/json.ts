@@ -22,7 +22,8 @@
 //
 // Schema keywords honoured: type (string or list), properties, required, additionalProperties
 // (false, or a schema for free-form objects), items, minItems, maxItems, enum, const, anyOf /
-// oneOf (the first branch whose first character fits), $ref to #/$defs, #/definitions or #.
+// oneOf (branches followed side by side until the text picks one; oneOf's exclusivity is not
+// checked), $ref to #/$defs, #/definitions or #.
 // Not enforced: pattern, format, minLength/maxLength, minimum/maximum, multipleOf, allOf, not.
 
 export type JsonSchema = boolean | { [key: string]: unknown };
@@ -59,8 +60,16 @@ export type Frame =
   | { k: 'obj'; plan: ObjectPlan; ph: 'first' | 'key' | 'colon' | 'after' | 'next'; next: number; cur: number; key: string; ws: number }
   | { k: 'arr'; items: JsonSchema; ph: 'first' | 'after'; count: number; min: number; max: number; ws: number };
 
-/** null: the document is complete. */
-export type JsonState = { f: Frame; next: JsonState } | null;
+/** What is still expected, innermost first; null: the document is complete. */
+type Stack = { f: Frame; next: Stack } | null;
+
+/**
+ * The stacks the text so far may be in: one, except under anyOf/oneOf, whose branches are
+ * followed side by side until the text tells them apart.
+ */
+export type JsonState = readonly Stack[];
+
+const MAX_ALTERNATIVES = 16;
 
 interface Step {
   /** Frames that replace the top one, first = new top. */
@@ -81,11 +90,11 @@ export class JsonGrammar {
 
   /** The state before any text: optional literal text, a value of the root schema, optional literal text. */
   initial(prefix = '', suffix = ''): JsonState {
-    let state: JsonState = null;
-    if (suffix) state = { f: { k: 'lit', options: [suffix], pos: 0 }, next: state };
-    state = { f: { k: 'value', s: this.root, ws: 0 }, next: state };
-    if (prefix) state = { f: { k: 'lit', options: [prefix], pos: 0 }, next: state };
-    return state;
+    let stack: Stack = null;
+    if (suffix) stack = { f: { k: 'lit', options: [suffix], pos: 0 }, next: stack };
+    stack = { f: { k: 'value', s: this.root, ws: 0 }, next: stack };
+    if (prefix) stack = { f: { k: 'lit', options: [prefix], pos: 0 }, next: stack };
+    return [stack];
   }
 
   /** The state after `text`, or undefined when no valid document starts that way. */
@@ -99,27 +108,32 @@ export class JsonGrammar {
   }
 
   feedChar(state: JsonState, c: string): JsonState | undefined {
-    let stack = state;
-    for (;;) {
-      if (stack === null) return undefined; // complete: nothing may follow
-      const step = this.step(stack.f, c);
-      if (!step) return undefined;
-      let rest: JsonState = stack.next;
+    const out: Stack[] = [];
+    for (const stack of state) {
+      this.feedStack(stack, c, out);
+      if (out.length >= MAX_ALTERNATIVES) break;
+    }
+    return out.length > 0 ? out : undefined;
+  }
+
+  private feedStack(stack: Stack, c: string, out: Stack[]): void {
+    if (stack === null) return; // complete: nothing may follow
+    for (const step of this.steps(stack.f, c)) {
+      let rest: Stack = stack.next;
       for (let i = step.push.length - 1; i >= 0; i--) rest = { f: step.push[i], next: rest };
-      if (step.consumed) return rest;
-      stack = rest;
+      if (step.consumed) out.push(rest);
+      else this.feedStack(rest, c, out);
     }
   }
 
   /** The document is complete (only end of text may follow). */
   isComplete(state: JsonState): boolean {
-    if (state === null) return true;
-    return state.next === null && this.accepting(state.f);
+    return state.some((stack) => stack === null || (stack.next === null && this.accepting(stack.f)));
   }
 
   /** Inside a string with no escape pending: any text without `"`, `\` or control characters keeps the state as it is. */
   inPlainString(state: JsonState): boolean {
-    return state !== null && state.f.k === 'str' && state.f.esc === 0;
+    return state.every((stack) => stack !== null && stack.f.k === 'str' && stack.f.esc === 0);
   }
 
   /** The fewest characters that complete the document from `state`. */
@@ -129,9 +143,18 @@ export class JsonGrammar {
 
   /** The shortest text that completes the document from `state` ('' when complete; null: none exists). */
   completion(state: JsonState): string | null {
+    let best: string | null = null;
+    for (const stack of state) {
+      const text = this.stackCompletion(stack);
+      if (text !== null && (best === null || text.length < best.length)) best = text;
+    }
+    return best;
+  }
+
+  private stackCompletion(stack: Stack): string | null {
     let text = '';
     try {
-      for (let s = state; s !== null; s = s.next) text += this.frameCompletion(s.f);
+      for (let s = stack; s !== null; s = s.next) text += this.frameCompletion(s.f);
     } catch (error) {
       if (error === UNREACHABLE) return null;
       throw error;
@@ -316,10 +339,14 @@ export class JsonGrammar {
     }
   }
 
-  private step(f: Frame, c: string): Step | null {
+  private steps(f: Frame, c: string): Step[] {
+    if (f.k === 'value') return this.stepValue(f, c);
+    const step = this.step(f, c);
+    return step ? [step] : [];
+  }
+
+  private step(f: Exclude<Frame, { k: 'value' }>, c: string): Step | null {
     switch (f.k) {
-      case 'value':
-        return this.stepValue(f, c);
       case 'lit': {
         const options = f.options.filter((o) => o.length > f.pos && o[f.pos] === c);
         if (options.length === 0) return this.accepting(f) ? { push: [], consumed: false } : null;
@@ -349,27 +376,25 @@ export class JsonGrammar {
     }
   }
 
-  private stepValue(f: Extract<Frame, { k: 'value' }>, c: string): Step | null {
-    if (WS.has(c)) return f.ws < MAX_WHITESPACE ? { push: [{ ...f, ws: f.ws + 1 }], consumed: true } : null;
-    const start = this.startValue(f.s, c);
-    return start ? { push: start, consumed: false } : null;
+  private stepValue(f: Extract<Frame, { k: 'value' }>, c: string): Step[] {
+    if (WS.has(c)) return f.ws < MAX_WHITESPACE ? [{ push: [{ ...f, ws: f.ws + 1 }], consumed: true }] : [];
+    return this.startValue(f.s, c).map((push) => ({ push, consumed: false }));
   }
 
-  /** The frame(s) for a value of `schema` whose first character is `c` (c not yet consumed), or null. */
-  private startValue(schema: JsonSchema, c: string): Frame[] | null {
+  /** The frames for a value of `schema` whose first character is `c` (not yet consumed): one list per branch that fits. */
+  private startValue(schema: JsonSchema, c: string, depth = 0): Frame[][] {
     const s = this.resolve(schema);
-    if (s === false) return null;
+    if (s === false) return [];
     const obj: SchemaObject = s === true ? {} : s;
     const lits = this.literals(obj);
-    if (lits) return lits.some((l) => l[0] === c) ? [{ k: 'lit', options: lits, pos: 0 }] : null;
+    if (lits) return lits.some((l) => l[0] === c) ? [[{ k: 'lit', options: lits, pos: 0 }]] : [];
     const branches = this.branches(obj);
-    if (branches) {
-      for (const b of branches) {
-        const start = this.startValue(b, c);
-        if (start) return start;
-      }
-      return null;
-    }
+    if (branches) return depth > 8 ? [] : branches.flatMap((b) => this.startValue(b, c, depth + 1));
+    const start = this.startTyped(obj, c);
+    return start ? [start] : [];
+  }
+
+  private startTyped(obj: SchemaObject, c: string): Frame[] | null {
     const types = this.types(obj);
     if (c === '{' && types.has('object')) return [{ k: 'lit', options: ['{'], pos: 0 }, { k: 'obj', plan: this.plan(obj), ph: 'first', next: 0, cur: -1, key: '', ws: 0 }];
     if (c === '[' && types.has('array')) {
