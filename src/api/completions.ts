@@ -101,9 +101,9 @@ export async function completionRoutes(app: FastifyInstance, service: InferenceS
   app.post('/completions', async (request: FastifyRequest, reply: FastifyReply) => {
     const req = parseRequest(request.body);
     const model = await service.resolve(req.model, request.caller.organization);
-    const { info, release } = await service.acquire(model);
+    const { info, key, release } = await service.acquire(model);
     try {
-      return await complete(request, reply, service, model, info, req);
+      return await complete(request, reply, service, { ...model, key }, info, req);
     } finally {
       release();
     }

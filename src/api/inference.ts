@@ -21,7 +21,7 @@ import { completionRoutes } from './completions.ts';
 export interface ResolvedModel {
   /** The name the caller used (echoed in responses). */
   name: string;
-  /** The host's key for these weights. */
+  /** These weights (one loaded copy per key). */
   key: string;
   source: ModelSourceMessage;
   /** LoRA adapters (and bare bases) share one resident base model in the worker. */
@@ -61,7 +61,8 @@ function readChatTemplate(dir: string): string | null {
 export class InferenceService {
   private host: InferenceHost | null = null;
   /** Loaded (or loading) models in least-recently-used order, with their requests in flight. */
-  private readonly loaded = new Map<string, { info: Promise<ModelInfo>; users: number }>();
+  private readonly loaded = new Map<string, { hostKey: string; info: Promise<ModelInfo>; users: number }>();
+  private loads = 0;
   private readonly maxLoaded: number;
   private readonly maxConcurrent: number;
   private closed = false;
@@ -128,13 +129,15 @@ export class InferenceService {
    * Loads the model (once; later requests share it) and holds it loaded until `release`.
    * Models nobody is using are unloaded, least recently used first, beyond maxLoadedModels.
    */
-  async acquire(model: ResolvedModel): Promise<{ info: ModelInfo; release: () => void }> {
+  async acquire(model: ResolvedModel): Promise<{ info: ModelInfo; key: string; release: () => void }> {
     const host = this.inferenceHost;
     let entry = this.loaded.get(model.key);
     if (entry) this.loaded.delete(model.key); // re-inserted below: most recently used
     else {
-      const info = host.load(model.key, model.source, { shareBase: model.shareBase, maxConcurrentGenerations: this.maxConcurrent });
-      entry = { info, users: 0 };
+      // A fresh host key per load: unloading an evicted copy never touches a newer one.
+      const hostKey = `${model.key}#${++this.loads}`;
+      const info = host.load(hostKey, model.source, { shareBase: model.shareBase, maxConcurrentGenerations: this.maxConcurrent });
+      entry = { hostKey, info, users: 0 };
       info.catch(() => this.loaded.get(model.key) === entry && this.loaded.delete(model.key));
     }
     this.loaded.set(model.key, entry);
@@ -148,7 +151,7 @@ export class InferenceService {
       this.evict();
     };
     try {
-      return { info: await entry.info, release };
+      return { info: await entry.info, key: held.hostKey, release };
     } catch (error) {
       release();
       throw new ApiError(500, `The model '${model.name}' could not be loaded: ${(error as Error).message}`, 'server_error', 'model', 'model_load_failed');
@@ -160,7 +163,7 @@ export class InferenceService {
       if (this.loaded.size <= this.maxLoaded) return;
       if (entry.users > 0) continue;
       this.loaded.delete(key);
-      void this.host?.unload(key).catch(() => {});
+      void this.host?.unload(entry.hostKey).catch(() => {});
     }
   }
 
@@ -175,7 +178,9 @@ export class InferenceService {
 /** Registers /chat/completions and /completions over one inference service (under /v1). */
 export async function inferenceRoutes(app: FastifyInstance, ctx: ApiContext, settings: InferenceSettings = {}) {
   const service = new InferenceService(ctx.store, ctx.config.modelsDir, settings);
-  app.addHook('onClose', async () => service.close());
+  // Before the server waits for open connections: streams in flight end (with an error event)
+  // instead of holding shutdown up until they finish.
+  app.addHook('preClose', async () => service.close());
   await chatCompletionRoutes(app, service);
   await completionRoutes(app, service);
 }

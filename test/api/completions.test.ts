@@ -119,6 +119,28 @@ describe('POST /v1/completions', () => {
     assert.deepEqual(server.specFailures, []);
   });
 
+  it('closing the server ends streams in flight (an error event, then [DONE])', async () => {
+    const other = await startTestServer({ modelsDir: MODELS_DIR });
+    const res = await fetch(`${other.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: BASE_MODEL, prompt: PROMPT, max_tokens: 480, stream: true, logit_bias: NO_EOS }),
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    const closing = other.close();
+    let text = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    await closing;
+    assert.match(text, /data: \[DONE\]\n\n$/);
+    const events = text.split('\n\n').filter((e) => e.startsWith('data: {'));
+    assert.ok('error' in JSON.parse(events.at(-1)!.slice(6)));
+  });
+
   it('a client that disconnects mid-stream does not hold up the next request', async () => {
     const controller = new AbortController();
     const res = await fetch(`${server.url}/v1/completions`, {
