@@ -7,6 +7,7 @@ import type { HfTokenizer } from '../data/tokenizer.ts';
 import { SeededRandom } from '../data/random.ts';
 import { applyPenalties, logSoftmax, sampleToken, topIndices } from './sampling.ts';
 import type { DecoderSteps, StepAdapter } from './steps.ts';
+import { soloSequence, type Sequence } from './batcher.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
 import { createTokenConstraint, type ConstraintSpec } from './constraints/index.ts';
 
@@ -87,6 +88,8 @@ export interface GenerationContext {
   contextLength: number;
   /** An unmerged LoRA adapter to run with (shared-base serving). */
   adapter?: StepAdapter;
+  /** Where a generation's decode steps run: a slot of a DecodeBatcher, or (default) its own cache. */
+  openSequence?: () => Sequence;
 }
 
 function abortError(signal: AbortSignal): unknown {
@@ -101,6 +104,21 @@ export async function generate(
   promptIds: number[],
   options: GenerateOptions = {},
   onToken?: OnToken,
+): Promise<GenerationResult> {
+  const sequence = context.openSequence?.() ?? soloSequence(context.steps, context.adapter);
+  try {
+    return await generateIn(sequence, context, promptIds, options, onToken);
+  } finally {
+    sequence.release();
+  }
+}
+
+async function generateIn(
+  sequence: Sequence,
+  context: GenerationContext,
+  promptIds: number[],
+  options: GenerateOptions,
+  onToken: OnToken | undefined,
 ): Promise<GenerationResult> {
   const { steps, tokenizer } = context;
   const vocabSize = steps.cfg.vocabSize;
@@ -138,9 +156,8 @@ export async function generate(
   const logprobs: TokenLogprob[] = [];
   let text = '';
 
-  const cache = steps.newCache();
   if (signal?.aborted) throw abortError(signal);
-  let logits = await steps.forward(cache, promptIds, context.adapter);
+  let logits = await sequence.prefill(promptIds);
   for (;;) {
     await nextTurn();
     if (signal?.aborted) throw abortError(signal);
@@ -186,6 +203,6 @@ export async function generate(
         ...(wantLogprobs ? { logprobs } : {}),
       };
     }
-    logits = await steps.forward(cache, [id], context.adapter);
+    logits = await sequence.next(id);
   }
 }

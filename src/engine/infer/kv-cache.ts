@@ -63,13 +63,13 @@ export class KvCache {
     this.capacity = capacity;
   }
 
-  /** Slot `slot`'s K of layer l as [1, kvHeads, capacity, headDim] (a view). */
-  slotKeys(l: number, slot: number): Float32Array {
-    return this.keys[l].subarray(slot * this.slotSize, (slot + 1) * this.slotSize);
+  /** K of layer l for slots [slot, slot + count) as [count, kvHeads, capacity, headDim] (a view). */
+  slotKeys(l: number, slot: number, count = 1): Float32Array {
+    return this.keys[l].subarray(slot * this.slotSize, (slot + count) * this.slotSize);
   }
 
-  slotValues(l: number, slot: number): Float32Array {
-    return this.values[l].subarray(slot * this.slotSize, (slot + 1) * this.slotSize);
+  slotValues(l: number, slot: number, count = 1): Float32Array {
+    return this.values[l].subarray(slot * this.slotSize, (slot + count) * this.slotSize);
   }
 
   /**

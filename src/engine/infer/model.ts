@@ -19,6 +19,7 @@ import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/ch
 import type { SessionSettings } from '../runtime/session.ts';
 import { adapterWeights, inferenceWeights } from './decoder.ts';
 import { DecoderSteps, type StepAdapter } from './steps.ts';
+import { DecodeBatcher } from './batcher.ts';
 import { generate, type GenerateOptions, type GenerationResult, type OnToken } from './generate.ts';
 
 export interface ModelSource {
@@ -93,6 +94,11 @@ export interface InferenceOptions extends SessionSettings {
    * FIFO order. Bounds KV-cache memory at this many caches (default 4).
    */
   maxConcurrentGenerations?: number;
+  /**
+   * Concurrent generations share decode steps (one batched step per token for all of them, see
+   * batcher.ts). Default true; false gives each generation its own cache and steps.
+   */
+  batchDecode?: boolean;
 }
 
 /** A FIFO gate: at most `limit` holders at a time. */
@@ -119,6 +125,8 @@ export async function loadModelForInference(source: ModelSource, settings: Infer
 }
 
 interface LoadedBase {
+  /** Generations at once (the gate's limit, and the slots of a DecodeBatcher); 0 slots = no batching. */
+  batchSlots: number;
   config: ModelConfig;
   tokenizer: HfTokenizer;
   eosTokenIds: number[];
@@ -141,15 +149,30 @@ function loadBase(source: ModelSource, settings: InferenceOptions): LoadedBase {
     weights.delete(name); // the HF copy can go as soon as its layer is converted
     return w.data;
   });
-  const { maxConcurrentGenerations = 4, ...sessionSettings } = settings;
+  const { maxConcurrentGenerations = 4, batchDecode = true, ...sessionSettings } = settings;
   const tokenizer = loadTokenizer(tokenizerDir);
   const eos = [...new Set([...eosTokenIds(config), ...generationConfigEos(tokenizerDir), ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
-  return { config, tokenizer, eosTokenIds: eos, steps: new DecoderSteps(config, layout, sessionSettings), gate: new Gate(maxConcurrentGenerations) };
+  return {
+    batchSlots: batchDecode && maxConcurrentGenerations > 1 ? maxConcurrentGenerations : 0,
+    config,
+    tokenizer,
+    eosTokenIds: eos,
+    steps: new DecoderSteps(config, layout, sessionSettings),
+    gate: new Gate(maxConcurrentGenerations),
+  };
 }
 
 function modelOver(base: LoadedBase, adapter: StepAdapter | undefined, release: () => Promise<void>): InferenceModel {
   const { config, tokenizer, steps, gate } = base;
-  const context = { steps, tokenizer, eosTokenIds: base.eosTokenIds, contextLength: config.maxPositionEmbeddings, adapter };
+  const batcher = base.batchSlots > 0 ? new DecodeBatcher(steps, base.batchSlots, adapter) : null;
+  const context = {
+    steps,
+    tokenizer,
+    eosTokenIds: base.eosTokenIds,
+    contextLength: config.maxPositionEmbeddings,
+    adapter,
+    ...(batcher ? { openSequence: () => batcher.open() } : {}),
+  };
   return {
     config,
     tokenizer,

@@ -104,19 +104,20 @@ export class DecoderSteps {
   }
 
   /**
-   * One decode step for every slot of the cache at once: `tokens[slot]` is the token to feed to
-   * that slot's sequence, or null for a slot with nothing to do (its row is computed and thrown
-   * away). The weights are read once for all of them, which is what makes a step memory-bound
-   * GEMV cost about the same for several sequences as for one. Returns each fed slot's logits.
+   * One decode step for the first B = tokens.length slots of the cache at once: `tokens[slot]` is
+   * the token to feed to that slot's sequence, or null for a slot with nothing to do (its row is
+   * computed and thrown away). The weights are read once for all of them, which is what makes a
+   * memory-bound decode step cost about the same for several sequences as for one. Returns each
+   * fed slot's logits.
    */
   async decodeBatch(cache: KvCache, tokens: (number | null)[], adapter?: StepAdapter): Promise<(Float32Array | null)[]> {
-    const B = cache.slots;
-    if (tokens.length !== B) throw new Error(`decodeBatch: ${tokens.length} tokens for ${B} slots`);
+    const B = tokens.length;
+    if (B > cache.slots) throw new Error(`decodeBatch: ${B} tokens for ${cache.slots} slots`);
     cache.reserve(Math.max(1, ...cache.lengths));
     const C = cache.capacity;
     const session = await this.session({ newTokens: 1, pastCapacity: C, sequences: B, loraRank: adapter?.rank ?? 0 });
     const group = this.cfg.numHeads / this.cfg.numKvHeads;
-    this.ensureRope(Math.max(...cache.lengths) + 1);
+    this.ensureRope(Math.max(...cache.lengths.slice(0, B)) + 1);
     const half = this.cfg.headDim / 2;
     const inputIds = new BigInt64Array(B);
     const cos = new Float32Array(B * half);
@@ -140,8 +141,8 @@ export class DecoderSteps {
       [stepNames.lastRow]: BigInt64Array.from({ length: B }, (_, b) => BigInt(b)),
     };
     for (let l = 0; l < this.cfg.numLayers; l++) {
-      feeds[stepNames.pastKey(l)] = cache.keys[l];
-      feeds[stepNames.pastValue(l)] = cache.values[l];
+      feeds[stepNames.pastKey(l)] = cache.slotKeys(l, 0, B);
+      feeds[stepNames.pastValue(l)] = cache.slotValues(l, 0, B);
     }
     if (adapter) for (const [name, data] of adapter.weights) feeds[name] = data;
     const out = await session.run(feeds);
