@@ -119,6 +119,32 @@ describe('POST /v1/completions', () => {
     assert.deepEqual(server.specFailures, []);
   });
 
+  it('garbage on both endpoints is a 4xx in the envelope, never a 5xx', async () => {
+    const msgs = [{ role: 'user', content: 'x' }];
+    const bodies: unknown[] = [
+      null, 'text', [], 5, {}, { model: {} }, { model: BASE_MODEL, messages: 'x' }, { model: BASE_MODEL, messages: [null] },
+      { model: BASE_MODEL, messages: [{ role: 'user', content: [null] }] }, { model: BASE_MODEL, messages: [{ role: 'assistant', tool_calls: [{}] }] },
+      { model: BASE_MODEL, messages: msgs, tools: [null] }, { model: BASE_MODEL, messages: msgs, tools: {} },
+      { model: BASE_MODEL, messages: msgs, tools: [{ type: 'function', function: { name: 'a b' } }] },
+      { model: BASE_MODEL, messages: msgs, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: 5 } } },
+      { model: BASE_MODEL, messages: msgs, response_format: 'json' }, { model: BASE_MODEL, messages: msgs, tools: [], tool_choice: {} },
+      { model: BASE_MODEL, messages: msgs, n: 'x' }, { model: BASE_MODEL, messages: msgs, seed: 1.5 }, { model: BASE_MODEL, messages: msgs, stream: 'yes' },
+      { model: BASE_MODEL, messages: msgs, stream: true, stream_options: 5 }, { model: BASE_MODEL, messages: msgs, stream: true, stream_options: { x: 1 } },
+      { model: BASE_MODEL, messages: msgs, logprobs: 'a' }, { model: BASE_MODEL, messages: msgs, stop: [1] }, { model: BASE_MODEL, messages: msgs, logit_bias: [] },
+      { model: BASE_MODEL, messages: msgs, max_completion_tokens: -1 }, { model: BASE_MODEL, messages: [{ role: 'user', content: 'x'.repeat(5000) }] },
+      { model: BASE_MODEL, prompt: {} }, { model: BASE_MODEL, prompt: [[]] }, { model: BASE_MODEL, prompt: [] }, { model: BASE_MODEL, prompt: 'x', max_tokens: 1e9 },
+      { model: BASE_MODEL, prompt: 'x'.repeat(5000) }, { model: BASE_MODEL, prompt: 'x', stream_options: { include_usage: true } },
+    ];
+    const raw = ['{', '\u0000', ''];
+    for (const path of ['/v1/chat/completions', '/v1/completions']) {
+      for (const body of [...bodies.map((b) => JSON.stringify(b)), ...raw]) {
+        const res = await server.request('POST', path, { body, headers: { 'content-type': 'application/json' } });
+        assert.ok(res.status >= 400 && res.status < 500, `${path} ${body.slice(0, 120)} → ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+        assertMatches('ErrorResponse', res.body);
+      }
+    }
+  });
+
   it('closing the server ends streams in flight (an error event, then [DONE])', async () => {
     const other = await startTestServer({ modelsDir: MODELS_DIR });
     const res = await fetch(`${other.url}/v1/completions`, {
