@@ -3,6 +3,7 @@
 // the tests check structure and determinism, not wording; a tiny job trained for real (a few
 // steps) supplies a fine-tuned model and a checkpoint, one shared with another organization.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type OpenAI from 'openai';
@@ -317,6 +318,19 @@ describe('POST /v1/chat/completions', () => {
     expectError(await post({ ...ok, logit_bias: { 99999: 1 }, stream: true }), 400, { param: 'logit_bias' });
     expectError(await post({ ...ok, suffix: 'x' }), 400, { param: 'suffix', code: 'unknown_parameter' });
     expectError(await post({ ...ok, model: 'no-such-model' }), 404, { param: 'model', code: 'model_not_found' });
+  });
+
+  it('serves a fine-tuned model with full weights (its own HF folder) like its base', async () => {
+    // A full fine-tune's folder holds config, weights and tokenizer; a copy of the base stands in.
+    const dir = path.join(server.dataDir, 'full-copy');
+    fs.cpSync(path.join(MODELS_DIR, BASE_MODEL), dir, { recursive: true });
+    const id = 'ft:tiny-llama:org-a::fullcopy';
+    await server.store.models.add({ id, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-none', base_model: BASE_MODEL, dir });
+    const greedy = { temperature: 0, max_tokens: 10 };
+    const [base, full] = [await chat(greedy), await chat({ ...greedy, model: id })];
+    assert.equal(full.model, id);
+    assert.equal(full.choices[0].message.content, base.choices[0].message.content);
+    await assert.rejects(chat({ ...greedy, model: id }, server.client(B)), (e: { status?: number }) => e.status === 404);
   });
 
   it('serves the fine-tuned model and its checkpoint; another org may use only what was shared with it', async () => {
