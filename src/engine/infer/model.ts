@@ -179,7 +179,7 @@ function modelOver(base: LoadedBase, adapter: StepAdapter | undefined, release: 
     eosTokenIds: base.eosTokenIds,
     contextLength: config.maxPositionEmbeddings,
     generate: (promptIds, options, onToken) => gate.run(() => generate(context, promptIds, options, onToken)),
-    warmup: (positions = config.maxPositionEmbeddings) => steps.warmup(positions, adapter?.rank ?? 0),
+    warmup: (positions = config.maxPositionEmbeddings) => steps.warmup(positions, adapter?.rank ?? 0, Math.max(1, base.batchSlots)),
     nextTokenLogits: (ids) => steps.forward(steps.newCache(), ids, adapter),
     release,
   };

@@ -219,10 +219,11 @@ export class DecoderSteps {
    * prefill bucket and every decode capacity (about 0.3 s each on SmolLM2-135M), so that no request
    * pays for a compile in its time to first token.
    */
-  async warmup(positions: number, loraRank = 0): Promise<void> {
+  async warmup(positions: number, loraRank = 0, batchSlots = 1): Promise<void> {
     for (const T of CHUNK_BUCKETS) await this.session({ newTokens: T, pastCapacity: 0, loraRank });
     for (let C = capacityFor(1); C < 2 * positions; C *= 2) {
-      await this.session({ newTokens: 1, pastCapacity: C, loraRank });
+      // Batched decode steps (B = 2 … batchSlots sequences) too, when generations share steps.
+      for (let B = 1; B <= batchSlots; B++) await this.session({ newTokens: 1, pastCapacity: C, sequences: B, loraRank });
       if (C >= positions) break;
     }
   }
