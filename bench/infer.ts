@@ -1,11 +1,14 @@
 // Inference speed on a Llama-shaped model with random weights (default: SmolLM2-135M's shape).
 //   npm run bench:infer -- --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3 --vocab 49152
-//                          --prompt 128 --gen 128 --runs 3 [--threads 2] [--arena 1]
+//                          --prompt 128 --gen 128 --runs 3 --batch 4 [--threads 2] [--arena 1]
 // Prints, after compiling each step shape once (reported separately as compile_s):
 //   ttft_ms          prompt → first token (prefill of --prompt tokens + one sampling), median of runs
 //   prefill_tok_s    prompt tokens per second in that prefill
 //   decode_tok_s     generated tokens per second over --gen greedy decode steps (KV cache), median
-//   sample_ms        top-p sampling of one token over the vocabulary (the JS part of a decode step)
+//   batch_decode_tok_s  tokens per second summed over --batch sequences decoding together
+//                    (one batched step per token for all of them, as concurrent requests do)
+//   sample_ms        top-p sampling of one token over the vocabulary (the JS part of a decode step;
+//                    random weights give a flat distribution, top-p's slowest case)
 // Absolute figures only for now; the node-llama-cpp comparison on the same weights comes later.
 
 import { parseArgs } from 'node:util';
@@ -18,7 +21,7 @@ import { SeededRandom } from '../src/engine/data/random.ts';
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(
-    ['layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'prompt', 'gen', 'runs', 'threads', 'arena', 'tied'].map((k) => [k, { type: 'string' as const }]),
+    ['layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'prompt', 'gen', 'runs', 'threads', 'arena', 'tied', 'batch'].map((k) => [k, { type: 'string' as const }]),
   ),
 });
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
@@ -81,14 +84,33 @@ for (let r = 0; r < runs; r++) {
   sampleMs.push((performance.now() - t0) / 10);
 }
 const ttftMs = median(ttft);
+
+// Batched decode: --batch sequences with the same prompt, one step per token for all.
+const batch = num('batch', 4);
+const batchRates: number[] = [];
+if (batch > 1) {
+  for (let r = 0; r < runs; r++) {
+    const cache = steps.newCache(batch);
+    let next = 0;
+    for (let b = 0; b < batch; b++) next = argmax(await steps.forward(cache, prompt, undefined, b));
+    if (r === 0) await steps.decodeBatch(cache, new Array(batch).fill(next)); // compile this shape
+    t0 = performance.now();
+    for (let i = 0; i < N; i++) {
+      const logits = await steps.decodeBatch(cache, new Array(batch).fill(next));
+      next = argmax(logits[0]!);
+    }
+    batchRates.push((batch * N) / ((performance.now() - t0) / 1000));
+  }
+}
 const shapes = steps.compiledShapes;
 await steps.release();
 
 console.log(`model: layers=${L} hidden=${D} inter=${I} heads=${H} kv=${KV} vocab=${V} tied=${cfg.tieWordEmbeddings} params=${(params / 1e6).toFixed(1)}M f32`);
 console.log(`threads=${num('threads', 2)} prompt=${P} gen=${N} runs=${runs} shapes=${shapes.join(',')}`);
-console.log(`compile_s=${compileSeconds.toFixed(2)} (first pass, includes compiling ${shapes.length} step shapes)`);
+console.log(`compile_s=${compileSeconds.toFixed(2)} (first pass: compiling the prefill and decode shapes, then running them)`);
 console.log(`ttft_ms=${ttftMs.toFixed(1)}`);
 console.log(`prefill_tok_s=${(P / (ttftMs / 1000)).toFixed(0)}`);
 console.log(`decode_tok_s=${median(decodeRates).toFixed(1)}`);
+if (batch > 1) console.log(`batch_decode_tok_s=${median(batchRates).toFixed(1)} (batch=${batch})`);
 console.log(`sample_ms=${median(sampleMs).toFixed(2)}`);
 console.log(`peak_rss_mb=${(process.resourceUsage().maxRSS / 1024).toFixed(0)}`);
