@@ -58,7 +58,8 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
   const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
   const train = tokenizeDataset(spec.trainingFile, formatter, context);
-  const valid = spec.validationFile ? tokenizeDataset(spec.validationFile, formatter, context) : null;
+  const validSet = spec.validationFile ? tokenizeDataset(spec.validationFile, formatter, context) : null;
+  const valid = validSet && validSet.examples.length > 0 ? validSet : null;
   if (train.examples.length === 0) throw new Error('the training file has no examples');
   const longest = Math.max(...[...train.examples, ...(valid?.examples ?? [])].map((e) => e.ids.length));
   const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
