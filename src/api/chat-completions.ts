@@ -423,6 +423,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       results = await Promise.all(Array.from({ length: req.n }, (_, i) => host.generate(model.key, promptIds, options(i))));
     } catch (error) {
       if (isAbort(error)) return reply; // the client left: nothing to answer
+      service.generationFailed(error);
       throw generationError(error);
     }
     return {
@@ -488,7 +489,10 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     events.end();
   } catch (error) {
     if (isAbort(error)) events.end();
-    else events.fail(generationError(error));
+    else {
+      service.generationFailed(error);
+      events.fail(generationError(error));
+    }
   }
   return reply;
 }

@@ -151,6 +151,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       results = await Promise.all(jobs.map((job) => host.generate(model.key, job.prompt.ids, options(job))));
     } catch (error) {
       if (isAbort(error)) return reply;
+      service.generationFailed(error);
       throw generationError(error);
     }
     return object(
@@ -187,7 +188,10 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     events.end();
   } catch (error) {
     if (isAbort(error)) events.end();
-    else events.fail(generationError(error));
+    else {
+      service.generationFailed(error);
+      events.fail(generationError(error));
+    }
   }
   return reply;
 }

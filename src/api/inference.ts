@@ -167,6 +167,19 @@ export class InferenceService {
     }
   }
 
+  /**
+   * A generation failed: when it was the worker itself that died (a crash, out of memory), the
+   * next request starts a fresh one instead of failing forever.
+   */
+  generationFailed(error: unknown): void {
+    const message = (error as Error)?.message ?? '';
+    if (this.closed || !/inference (worker exited|host is closed)/.test(message)) return;
+    const host = this.host;
+    this.host = null;
+    this.loaded.clear();
+    void host?.close().catch(() => {});
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const host = this.host;
