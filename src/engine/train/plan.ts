@@ -61,7 +61,7 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const validSet = spec.validationFile ? tokenizeDataset(spec.validationFile, formatter, context) : null;
   const valid = validSet && validSet.examples.length > 0 ? validSet : null;
   if (train.examples.length === 0) throw new Error('the training file has no examples');
-  const longest = Math.max(...[...train.examples, ...(valid?.examples ?? [])].map((e) => e.ids.length));
+  const longest = [...train.examples, ...(valid?.examples ?? [])].reduce((m, e) => Math.max(m, e.ids.length), 1);
   const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
   const padId = cfg.padTokenId ?? 0;
 
