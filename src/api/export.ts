@@ -10,7 +10,7 @@
 // The export runs in a worker thread into a temporary folder under DATA_DIR/exports, which is
 // removed once the response ends; exports run one at a time per server (each needs the model's
 // memory).
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../domain/errors.ts';
@@ -125,6 +125,19 @@ class SerialQueue {
   }
 }
 
+/** Temporary export folders a stopped process left behind (older than a day: never a live one). */
+function removeStaleExports(exportsDir: string) {
+  if (!existsSync(exportsDir)) return;
+  for (const name of readdirSync(exportsDir)) {
+    const path = join(exportsDir, name);
+    try {
+      if (name.startsWith('tmp-') && Date.now() - statSync(path).mtimeMs > 24 * 3600 * 1000) rmSync(path, { recursive: true, force: true });
+    } catch {
+      // raced with another process: nothing to do
+    }
+  }
+}
+
 interface ExportQuery {
   format: ExportFormat;
   dtype?: 'f32' | 'f16' | 'bf16';
@@ -133,6 +146,7 @@ interface ExportQuery {
 export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
   const queue = new SerialQueue();
+  removeStaleExports(join(config.dataDir, 'exports'));
 
   app.get<{ Params: { model: string }; Querystring: ExportQuery }>(
     '/models/:model/export',
@@ -159,14 +173,30 @@ export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
       const stem = exportFileStem(id);
       const outPath = format === 'gguf' ? join(work, `${stem}.gguf`) : join(work, `${stem}-${format}`);
       const cleanup = () => rmSync(work, { recursive: true, force: true });
+      // The folder goes when the response ends, or once the export finishes if the client left first.
+      let exporting = true;
+      let clientGone = false;
+      reply.raw.once('close', () => {
+        clientGone = true;
+        if (!exporting) cleanup();
+      });
       try {
         const job = exportJob(source, format, dtype, outPath);
-        await queue.run(() => runExportInWorker(job));
+        await queue.run(async () => {
+          if (!clientGone) await runExportInWorker(job);
+        });
       } catch (error) {
         cleanup();
         throw error;
+      } finally {
+        exporting = false;
       }
-      reply.raw.once('close', cleanup);
+      if (clientGone) {
+        cleanup();
+        reply.hijack(); // nobody to answer: end the request here
+        reply.raw.destroy();
+        return;
+      }
       if (format === 'gguf') {
         reply
           .header('content-type', 'application/octet-stream')

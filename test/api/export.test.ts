@@ -5,10 +5,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expectError, startTestServer, type TestServer } from '../support/server.ts';
+import { expectError, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { exportMerged } from '../../src/engine/export/index.ts';
 import { readGguf } from '../../src/engine/io/gguf.ts';
 import { loadHfModel } from '../../src/engine/io/hf-model.ts';
@@ -130,6 +132,18 @@ describe('model export', () => {
     const exportsDir = join(server.dataDir, 'exports');
     mkdirSync(exportsDir, { recursive: true });
     assert.deepEqual(readdirSync(exportsDir), []);
+  });
+
+  it('a client that leaves mid-export leaves nothing behind', async () => {
+    // A bare socket (fetch's pool would keep a spare connection open past the test).
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(`GET ${url(LORA_MODEL, '?format=safetensors')} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${A.key}\r\n\r\n`);
+    const exportsDir = join(server.dataDir, 'exports');
+    await waitFor(async () => (existsSync(exportsDir) ? readdirSync(exportsDir).length : 0), (n) => n > 0, 5);
+    socket.destroy();
+    await waitFor(async () => readdirSync(exportsDir).length, (n) => n === 0);
   });
 
   it('CLI: tuneforge export reads DATA_DIR/MODELS_DIR and writes a GGUF file or a tar', async () => {
