@@ -12,7 +12,7 @@ import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogp
 import type { ConstraintSpec, JsonSchema } from '../engine/infer/constraints/index.ts';
 import { nowSeconds } from './context.ts';
 import {
-  choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
+  abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
   checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
@@ -422,7 +422,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     try {
       results = await Promise.all(Array.from({ length: req.n }, (_, i) => host.generate(model.key, promptIds, options(i))));
     } catch (error) {
-      if (isAbort(error)) return reply; // the client left: nothing to answer
+      if (isAbort(error)) return abandon(reply); // the client left: nothing to answer
       service.generationFailed(error);
       throw generationError(error);
     }

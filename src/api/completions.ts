@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogprob } from '../engine/infer/index.ts';
 import { nowSeconds } from './context.ts';
 import {
-  choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
+  abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
   checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
@@ -150,7 +150,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     try {
       results = await Promise.all(jobs.map((job) => host.generate(model.key, job.prompt.ids, options(job))));
     } catch (error) {
-      if (isAbort(error)) return reply;
+      if (isAbort(error)) return abandon(reply);
       service.generationFailed(error);
       throw generationError(error);
     }

@@ -385,4 +385,11 @@ export function generationError(error: unknown): unknown {
   return new ApiError(500, `Generation failed: ${e?.message ?? String(error)}`, 'server_error', null, 'generation_failed');
 }
 
+/** The client is gone: Fastify stops waiting for a response, and the socket is let go. */
+export function abandon(reply: FastifyReply): FastifyReply {
+  reply.hijack();
+  if (!reply.raw.destroyed) reply.raw.destroy();
+  return reply;
+}
+
 export const isAbort = (error: unknown) => (error as Error)?.name === 'AbortError';

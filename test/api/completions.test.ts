@@ -181,5 +181,17 @@ describe('POST /v1/completions', () => {
     await reader.read().catch(() => {});
     const next = await complete({ max_tokens: 3 });
     assert.equal(next.choices.length, 1);
+
+    // The same without streaming: the request is let go, the server goes on serving.
+    const leaving = new AbortController();
+    const pending = fetch(`${server.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: BASE_MODEL, messages: [{ role: 'user', content: 'x' }], max_tokens: 480, logit_bias: NO_EOS }),
+      signal: leaving.signal,
+    });
+    setTimeout(() => leaving.abort(), 100);
+    await assert.rejects(pending, { name: 'AbortError' });
+    assert.equal((await complete({ max_tokens: 3 })).choices.length, 1);
   });
 });
