@@ -5,12 +5,12 @@
 // a random adapter, and with one trained for real by train() on the pirate sample.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportGguf, exportMerged, permuteForGgmlRope } from '../../../src/engine/export/index.ts';
 import { readGguf, GgmlType } from '../../../src/engine/io/gguf.ts';
-import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
+import { loadHfModel, saveHfModel } from '../../../src/engine/io/hf-model.ts';
 import { chatPrompt, loadModelForInference, type InferenceModel } from '../../../src/engine/infer/model.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { writeAdapter } from '../infer/fixtures.ts';
@@ -173,4 +173,60 @@ test('a model fine-tuned for real (train() on the pirate sample, LoRA on Q/K/V/O
   } finally {
     await tuned.release();
   }
+});
+
+/** A variant of tiny-llama: config fields patched, weights changed by `edit` (same tokenizer). */
+function variant(name: string, patch: Record<string, unknown>, edit: (w: Map<string, { shape: number[]; data: Float32Array }>) => void): string {
+  const dir = join(work, name);
+  const { rawConfig, weights } = loadHfModel(baseModelDir);
+  edit(weights);
+  saveHfModel(dir, { ...rawConfig, ...patch }, weights);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) copyFileSync(join(baseModelDir, f), join(dir, f));
+  return dir;
+}
+
+test('variants llama.cpp runs like ours: tied embeddings + Llama 3 RoPE scaling (rope_freqs), Qwen2 with q/k/v biases (no permutation)', async () => {
+  const r = new SeededRandom(5);
+  const tied = variant('tied-llama3', { tie_word_embeddings: true, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }, (w) => {
+    w.set('model.embed_tokens.weight', w.get('lm_head.weight')!);
+    w.delete('lm_head.weight');
+  });
+  const qwen2 = variant('qwen2', { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', rope_theta: 1000000 }, (w) => {
+    for (let l = 0; l < 4; l++) {
+      for (const [p, n] of [['q_proj', 128], ['k_proj', 64], ['v_proj', 64]] as const) {
+        w.set(`model.layers.${l}.self_attn.${p}.bias`, { shape: [n], data: new Float32Array(n).map(() => (r.next() * 2 - 1) * 0.5) });
+      }
+    }
+  });
+  for (const [dir, arch] of [[tied, 'llama'], [qwen2, 'qwen2']] as const) {
+    const model = await loadModelForInference({ baseModelDir: dir, adapterDir }, { intraOpNumThreads: 1 });
+    try {
+      const prompts = [chatPrompt(model, [{ role: 'user', content: 'Where is the treasure buried, captain?' }])];
+      const expected: number[][] = [];
+      for (const prompt of prompts) expected.push((await model.generate(prompt, { maxTokens: 16, temperature: 0 })).tokenIds);
+      const file = join(work, `${arch}-${expected[0][0]}.gguf`);
+      exportGguf(dir, file, { dtype: 'f32', adapterDir });
+      const g = readGguf(file);
+      assert.equal(g.metadata.get('general.architecture'), arch);
+      if (dir === tied) {
+        assert.ok(!g.tensors.some((t) => t.name === 'output.weight'), 'tied: no output tensor');
+        assert.deepEqual(g.tensors[0].name, 'rope_freqs.weight');
+      }
+      if (dir === qwen2) assert.ok(g.tensors.some((t) => t.name === 'blk.0.attn_q.bias'));
+      const got = await llamaCppGreedy(file, prompts, expected.map((e) => e.length), model.eosTokenIds);
+      assert.deepEqual(got.outputs, expected, dir);
+    } finally {
+      await model.release();
+    }
+  }
+});
+
+test('linear RoPE scaling is written as llama.cpp reads it', () => {
+  const dir = variant('linear', { rope_scaling: { type: 'linear', factor: 4 } }, () => {});
+  const file = join(work, 'linear.gguf');
+  exportGguf(dir, file, { dtype: 'f16' });
+  const g = readGguf(file);
+  assert.equal(g.metadata.get('llama.rope.scaling.type'), 'linear');
+  assert.equal(g.metadata.get('llama.rope.scaling.factor'), 4);
+  assert.ok(!g.tensors.some((t) => t.name === 'rope_freqs.weight'));
 });
