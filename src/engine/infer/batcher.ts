@@ -3,6 +3,10 @@
 // event loop go through one batched decode step (DecoderSteps.decodeBatch), so the weights are
 // read once per step for all of them instead of once per generation.
 //
+// Off by default (InferenceOptions.batchDecode): with weights fed as inputs, ORT's CPU MatMul
+// repacks the weights for every multi-row product, so today a batched step costs about as much
+// as its sequences' single steps. It pays once weights are prepacked (or the GEMM is ours).
+//
 // Slots are handed out lowest first, so the busy ones form a prefix and a step covers slots
 // [0, B) with B as small as it can be. A lone request takes the single-sequence step (a GEMV,
 // cheaper than a batch of one with idle rows). Every step — prefill or decode — runs in turn, so

@@ -96,7 +96,11 @@ export interface InferenceOptions extends SessionSettings {
   maxConcurrentGenerations?: number;
   /**
    * Concurrent generations share decode steps (one batched step per token for all of them, see
-   * batcher.ts). Default true; false gives each generation its own cache and steps.
+   * batcher.ts). Default false: on ORT's CPU provider a MatMul with more than one row repacks its
+   * weight operand on every call when weights are inputs (not prepacked initializers), so a
+   * step for 4 sequences costs about 4 single-sequence steps (bench:infer batch_decode_tok_s on
+   * the SmolLM2-135M shape: 16.5 vs 18.1 tok/s single, measured on a loaded machine); without
+   * batching, concurrent generations interleave token by token instead.
    */
   batchDecode?: boolean;
 }
@@ -149,7 +153,7 @@ function loadBase(source: ModelSource, settings: InferenceOptions): LoadedBase {
     weights.delete(name); // the HF copy can go as soon as its layer is converted
     return w.data;
   });
-  const { maxConcurrentGenerations = 4, batchDecode = true, ...sessionSettings } = settings;
+  const { maxConcurrentGenerations = 4, batchDecode = false, ...sessionSettings } = settings;
   const tokenizer = loadTokenizer(tokenizerDir);
   const eos = [...new Set([...eosTokenIds(config), ...generationConfigEos(tokenizerDir), ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
   return {

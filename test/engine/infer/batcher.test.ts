@@ -36,7 +36,7 @@ test('tokens fed in the same turn share one batched step; logits match solo sequ
 });
 
 test('concurrent generations with batched decoding produce what each produces alone', async () => {
-  const model = await loadModelForInference({ baseModelDir }, { intraOpNumThreads: 1 });
+  const model = await loadModelForInference({ baseModelDir }, { intraOpNumThreads: 1, batchDecode: true });
   const prompts = ['What colour is the sky?', 'What is two plus two?', 'Name a fish.'].map((q) => chatPrompt(model, [{ role: 'user', content: q }]));
   const options = (i: number) => ({ maxTokens: 16 + 4 * i, temperature: 0.9, seed: 100 + i, stop: i === 2 ? ['e'] : [] });
   const alone = [];
