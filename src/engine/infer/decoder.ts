@@ -10,7 +10,8 @@
 // every output, so returning the whole cache each token would cost more than computing it.
 //
 // Shapes are static (the IR has no symbolic dims), so a step is compiled per (T, C) bucket; the
-// cache capacity C doubles as generation goes on, and `mask` hides the unused slots.
+// cache capacity C doubles as generation goes on, and `mask` hides the unused slots. A step may
+// also carry B sequences at once (batched decode: B rows of T = 1 over B cache slots).
 //
 // Weights are laid out for this graph once at load (see `inferenceWeights`): linears transposed to
 // [in, out] so a one-token step is a plain GEMV in MLAS (no transposed-B packing per call), and
