@@ -21,6 +21,8 @@ const ADMIN_A = 'sk-admin-a';
 /** Both of tiny-llama's end tokens (<|im_end|>, <|endoftext|>) suppressed: generation runs to max_tokens. */
 const NO_EOS = { 677: -100, 679: -100 };
 const ASK = [{ role: 'user' as const, content: 'Ahoy! What be yer favourite ship?' }];
+const CITIES = ['Nassau', 'Tortuga', 'Havana', 'Kingston', 'Bristol', 'Lisbon', 'Cadiz', 'Boston', 'Salem', 'Dover', 'Calais', 'Brest'];
+const CITY_TOOL = { type: 'function' as const, function: { name: 'get_weather', description: 'Weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } };
 const WEATHER_TOOL = {
   type: 'function' as const,
   function: {
@@ -34,6 +36,7 @@ describe('POST /v1/chat/completions', () => {
   let server: TestServer;
   let a: OpenAI;
   let trained: Promise<{ model: string; checkpoint: string }>;
+  let toolTrained: Promise<string>;
 
   before(async () => {
     server = await startTrainingServer({
@@ -52,9 +55,26 @@ describe('POST /v1/chat/completions', () => {
       return { model: done.fine_tuned_model!, checkpoint: earlier.fine_tuned_model_checkpoint };
     })();
     trained.catch(() => {});
+    // A model taught to answer weather questions with a tool call (the template's <tool_call> syntax).
+    toolTrained = (async () => {
+      const lines = CITIES.map((city) => JSON.stringify({
+        tools: [CITY_TOOL],
+        messages: [{ role: 'user', content: `Weather in ${city}?` }, { role: 'assistant', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: JSON.stringify({ city }) } }] }],
+      }));
+      const file = await a.files.create({ file: new File([lines.join('\n') + '\n'], 'tools.jsonl'), purpose: 'fine-tune' });
+      const job = await a.fineTuning.jobs.create({
+        model: BASE_MODEL, training_file: file.id, seed: 7,
+        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 15, batch_size: 2, learning_rate_multiplier: 4 } } },
+      });
+      const done = await waitFor(() => a.fineTuning.jobs.retrieve(job.id), (j) => ['succeeded', 'failed', 'cancelled'].includes(j.status), 100);
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+      return done.fine_tuned_model!;
+    })();
+    toolTrained.catch(() => {});
   });
   after(async () => {
     await trained.catch(() => {});
+    await toolTrained.catch(() => {});
     await server?.close();
   });
 
@@ -250,6 +270,43 @@ describe('POST /v1/chat/completions', () => {
     assert.equal(finish, 'tool_calls');
     assert.equal(calls[0].function!.name, 'get_weather');
     assert.equal(typeof JSON.parse(calls[0].function!.arguments!).city, 'string', JSON.stringify(calls));
+  });
+
+  it('tools: a model fine-tuned to call a tool answers with tool_calls unforced (tool_choice auto), streamed too', async () => {
+    const model = await toolTrained;
+    let called = 0;
+    for (const city of CITIES.slice(0, 4)) {
+      const body = { model, messages: [{ role: 'user' as const, content: `Weather in ${city}?` }], tools: [CITY_TOOL], temperature: 0, max_tokens: 40 };
+      const res = await a.chat.completions.create(body);
+      const choice = res.choices[0];
+      if (choice.finish_reason !== 'tool_calls') {
+        assert.equal(choice.message.tool_calls, undefined);
+        continue;
+      }
+      called++;
+      assert.equal(choice.message.content, null);
+      const call = choice.message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+      assert.equal(call.function.name, 'get_weather');
+      assert.equal(typeof JSON.parse(call.function.arguments).city, 'string');
+      // The same answer streamed: a tool_calls delta, no <tool_call> text in the content.
+      let content = '';
+      let args = '';
+      let finish: string | null = null;
+      for await (const chunk of await a.chat.completions.create({ ...body, stream: true })) {
+        assertMatches('CreateChatCompletionStreamResponse', chunk);
+        content += chunk.choices[0]?.delta.content ?? '';
+        args += chunk.choices[0]?.delta.tool_calls?.[0]?.function?.arguments ?? '';
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+      }
+      assert.equal(content, '');
+      assert.equal(args, call.function.arguments);
+      assert.equal(finish, 'tool_calls');
+      // tool_choice none: the same text stays content.
+      const none = await a.chat.completions.create({ ...body, tool_choice: 'none' });
+      assert.match(none.choices[0].message.content!, /<tool_call>/);
+      assert.equal(none.choices[0].finish_reason, 'stop');
+    }
+    assert.ok(called >= 1, 'the tuned model called its tool for none of the questions');
   });
 
   it('tools: the template’s <tool_call> syntax is parsed from the raw output (known tools only)', () => {
