@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
+import { loadHfModel, saveHfModel } from '../../../src/engine/io/hf-model.ts';
 import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
@@ -224,4 +224,20 @@ test('logit_bias +100 forces a token; −100 bans one; textPrompt encodes plain 
   const banned = await model.generate(prompt, { maxTokens: 1, temperature: 0, logitBias: { [greedy.tokenIds[0]]: -100 } });
   assert.notEqual(banned.tokenIds[0], greedy.tokenIds[0]);
   await assert.rejects(model.generate(prompt, { logitBias: { 99999: 1 } }), /outside the vocabulary/);
+});
+
+test('a full fine-tune folder (modelDir) brings its own weights; the tokenizer falls back to the base', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tuneforge-full-'));
+  try {
+    // The base weights with lm_head doubled: logits double, and nothing in dir but config + weights.
+    const weights = new Map([...base.weights].map(([name, t]) => [name, name === 'lm_head.weight' ? { shape: t.shape, data: t.data.map((v) => 2 * v) } : t]));
+    saveHfModel(dir, base.rawConfig, weights);
+    const full = await loadModelForInference({ baseModelDir, modelDir: dir }, settings);
+    const prompt = chatPrompt(full, conversation);
+    const doubled = (await model.nextTokenLogits(prompt)).map((v) => 2 * v);
+    assert.ok(maxAbsDiff(await full.nextTokenLogits(prompt), doubled) < 1e-4);
+    await full.release();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
