@@ -149,6 +149,8 @@ interface ChatRequest {
   messages: ChatMessage[];
   tools?: ToolDefinition[];
   toolChoice: 'none' | 'auto' | 'required' | { name: string };
+  /** false: at most one tool call per answer (the first). */
+  parallelToolCalls: boolean;
   n: number;
   stream: boolean;
   includeUsage: boolean;
@@ -301,13 +303,14 @@ function parseRequest(raw: unknown): ChatRequest {
   if (topLogprobs !== undefined && !logprobs) throw invalid('top_logprobs', "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.");
   const maxCompletion = optionalNumber(body, 'max_completion_tokens', 1, Infinity, true);
   const maxTokens = optionalNumber(body, 'max_tokens', 1, Infinity, true);
-  optionalBoolean(body, 'parallel_tool_calls');
+  const parallelToolCalls = optionalBoolean(body, 'parallel_tool_calls') ?? true;
   const { tools, toolChoice } = parseTools(body);
   return {
     model,
     messages,
     tools,
     toolChoice,
+    parallelToolCalls,
     n: choiceCount(body),
     stream,
     includeUsage,
@@ -363,9 +366,14 @@ interface Outcome {
   finishReason: 'stop' | 'length' | 'tool_calls';
 }
 
+function toolCallsIn(text: string, syntax: ToolSyntax, req: ChatRequest) {
+  const parsed = parseToolCalls(text, syntax, req.tools!.map((t) => t.function.name));
+  return req.parallelToolCalls ? parsed : { ...parsed, calls: parsed.calls.slice(0, 1) };
+}
+
 function outcomeOf(text: string, result: GenerationResult, syntax: ToolSyntax | null, req: ChatRequest): Outcome {
   if (syntax && req.tools && req.toolChoice !== 'none') {
-    const { content, calls } = parseToolCalls(text, syntax, req.tools.map((t) => t.function.name));
+    const { content, calls } = toolCallsIn(text, syntax, req);
     if (calls.length > 0) return { content, calls, finishReason: 'tool_calls' };
   }
   return { content: text, calls: [], finishReason: result.finishReason };
@@ -473,7 +481,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     const rest = filter?.rest() ?? '';
     if (rest) {
       // Held back from the call opener on: the calls, or (when none parse) plain content after all.
-      const parsed = parseToolCalls(rest, syntax!, req.tools!.map((t) => t.function.name));
+      const parsed = toolCallsIn(rest, syntax!, req);
       if (parsed.content) events.send(chunk([{ index, delta: { content: parsed.content }, logprobs: null, finish_reason: null }]));
       if (parsed.calls.length > 0) {
         events.send(chunk([{ index, delta: { tool_calls: toolCallsJson(parsed.calls).map((call, k) => ({ index: k, ...call })) }, logprobs: null, finish_reason: null }]));
