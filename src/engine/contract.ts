@@ -11,6 +11,14 @@ export interface ResolvedHyperparameters {
   learning_rate_multiplier: number;
   /** DPO only. */
   beta?: number;
+  /** Reinforcement only: completions sampled per prompt = max(2, round(4 × compute_multiplier)). */
+  compute_multiplier?: number;
+  /** Reinforcement only: evaluate on the validation set every this many steps. */
+  eval_interval?: number;
+  /** Reinforcement only: completions sampled per validation prompt at each evaluation. */
+  eval_samples?: number;
+  /** Reinforcement only: accepted for compatibility; the engine's models do not reason. */
+  reasoning_effort?: string;
 }
 
 export interface LoraSettings {
@@ -38,6 +46,10 @@ export interface TrainSpec {
   resumeFrom?: string;
   /** Write a resumable step checkpoint every N optimizer steps (0 = only at epoch ends). */
   checkpointEverySteps?: number;
+  /** Reinforcement only: the job's grader, validated by the control plane; opaque here (see TrainOptions.grade). */
+  grader?: unknown;
+  /** Reinforcement only: most tokens sampled per completion (default: rft.ts DEFAULT_MAX_COMPLETION_TOKENS). */
+  maxCompletionTokens?: number;
 }
 
 export interface StepMetrics {
@@ -49,6 +61,13 @@ export interface StepMetrics {
   valid_mean_token_accuracy?: number;
   full_valid_loss?: number;
   full_valid_mean_token_accuracy?: number;
+  /** Reinforcement: mean and standard deviation of the rewards of this step's samples. */
+  train_reward_mean?: number;
+  train_reward_std?: number;
+  /** Reinforcement: mean reward on the validation prompts (at evaluation steps). */
+  valid_reward_mean?: number;
+  /** Reinforcement: mean per-token KL estimate of the policy from the reference. */
+  kl?: number;
 }
 
 export type TrainEvent =
@@ -63,6 +82,17 @@ export interface TrainOptions {
   /** Aborting stops training within seconds; `train` then rejects with an AbortError. */
   signal?: AbortSignal;
   onEvent?: (event: TrainEvent) => void | Promise<void>;
+  /**
+   * Reinforcement only: rewards for sampled completions, one per sample, in order. The control
+   * plane builds it from the job's grader (the engine knows nothing of graders).
+   */
+  grade?: (samples: RftSample[]) => Promise<number[]>;
+}
+
+/** A completion to grade: its text and the dataset line it answers (`{{item.KEY}}`). */
+export interface RftSample {
+  outputText: string;
+  item: Record<string, unknown>;
 }
 
 export interface TrainResult {

@@ -11,6 +11,7 @@ import { Rng } from './rng.ts';
 import { freshOptimizerState, StepRunner, type LossSums } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { DEFAULT_ADAMW } from './step.ts';
+import { trainReinforcement } from './rft.ts';
 
 const mean = (s: LossSums) => ({ loss: s.weightSum > 0 ? s.lossSum / s.weightSum : 0, acc: s.counted > 0 ? s.correct / s.counted : 0 });
 
@@ -21,6 +22,7 @@ function fingerprint(spec: TrainSpec): string {
 }
 
 export async function train(spec: TrainSpec, options: TrainOptions = {}): Promise<TrainResult> {
+  if (spec.method === 'reinforcement') return trainReinforcement(spec, options);
   if (spec.method !== 'supervised') throw new Error(`method ${spec.method} is not supported by this engine yet`);
   const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
   const checkAbort = () => {
