@@ -3,7 +3,7 @@
 
 import type { HostArray, SessionSettings } from '../runtime/session.ts';
 import { CompiledGraph } from '../runtime/session.ts';
-import { buildStepGraph, DEFAULT_ADAMW, names, trainableSlots, type AdamWSettings, type ModelSetup, type Slot, type StepKind, type StepShape } from './step.ts';
+import { buildStepGraph, DEFAULT_ADAMW, names, trainableSlots, type AdamWSettings, type ModelSetup, type Slot, type StepKind, type StepObjective, type StepShape } from './step.ts';
 import type { Rng } from './rng.ts';
 
 /** One micro-batch, flattened row-major: every array has rows·seqLen entries. */
@@ -69,7 +69,7 @@ function unpack(slot: Slot, flat: Float32Array, into: Map<string, Float32Array>)
 
 export class StepRunner {
   private readonly sessions = new Map<StepKind, Promise<CompiledGraph>>();
-  private readonly slots: Slot[];
+  protected readonly slots: Slot[];
 
   constructor(
     readonly setup: ModelSetup,
@@ -79,18 +79,20 @@ export class StepRunner {
     public state: OptimizerState,
     private readonly adamw: AdamWSettings = DEFAULT_ADAMW,
     private readonly settings: SessionSettings = {},
+    /** What the step graphs minimise (default: supervised cross-entropy; see dpo.ts). */
+    private readonly objective?: StepObjective,
   ) {
     this.slots = trainableSlots(setup);
   }
 
-  private paramFeeds(): Record<string, HostArray> {
+  protected paramFeeds(): Record<string, HostArray> {
     return Object.fromEntries(this.slots.map((s) => [s.name, pack(s, this.state.params)]));
   }
 
-  private session(kind: StepKind): Promise<CompiledGraph> {
+  protected session(kind: StepKind): Promise<CompiledGraph> {
     let s = this.sessions.get(kind);
     if (!s) {
-      s = CompiledGraph.compile(buildStepGraph(this.setup, this.shape, kind, this.adamw), this.settings).then((c) => {
+      s = CompiledGraph.compile(buildStepGraph(this.setup, this.shape, kind, this.adamw, this.objective), this.settings).then((c) => {
         for (const [name, data] of this.frozen) c.setResident(name, data);
         return c;
       });
@@ -99,7 +101,7 @@ export class StepRunner {
     return s;
   }
 
-  private batchFeeds(b: MicroBatch): Record<string, HostArray> {
+  protected batchFeeds(b: MicroBatch): Record<string, HostArray> {
     return {
       input_ids: b.inputIds,
       position_ids: b.positionIds,
@@ -116,7 +118,7 @@ export class StepRunner {
    * offset (a zero-copy view). Every mask is i.i.d. Bernoulli; masks of two modules at the same
    * position come from different pool entries, so they are independent too.
    */
-  private dropoutFeeds(rng: Rng | undefined): Record<string, HostArray> {
+  protected dropoutFeeds(rng: Rng | undefined): Record<string, HostArray> {
     const lora = this.setup.lora;
     if (!lora || lora.dropout <= 0) return {};
     if (!rng) throw new Error('LoRA dropout needs an rng');
@@ -133,7 +135,7 @@ export class StepRunner {
     return feeds;
   }
 
-  private optimizerFeeds(lr: number): Record<string, HostArray> {
+  protected optimizerFeeds(lr: number): Record<string, HostArray> {
     const t = this.state.step + 1;
     const feeds: Record<string, HostArray> = {
       lr: scalar(lr),
@@ -147,7 +149,7 @@ export class StepRunner {
     return feeds;
   }
 
-  private takeUpdate(out: Record<string, HostArray>): number {
+  protected takeUpdate(out: Record<string, HostArray>): number {
     for (const s of this.slots) {
       unpack(s, out[names.newParam(s.name)] as Float32Array, this.state.params);
       unpack(s, out[names.newM(s.name)] as Float32Array, this.state.m);

@@ -83,7 +83,22 @@ export const names = {
   dropout: (path: string) => `dropout:${path}`,
 };
 
-export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKind, adamw = DEFAULT_ADAMW): Graph {
+/**
+ * What a step graph minimises, given the model's logits [N, vocab] and the batch's labels and loss
+ * weights [N]: adds its own inputs and outputs to `g` and returns the summed loss to differentiate
+ * (the runner seeds it with `inv_total_weight`). Default: supervised cross-entropy; DPO has its own.
+ */
+export type StepObjective = (g: Graph, logits: Tensor, labels: Tensor, lossWeights: Tensor, kind: StepKind) => Tensor;
+
+export const supervisedObjective: StepObjective = (g, logits, labels, lossWeights) => {
+  const terms = crossEntropyTerms(logits, labels, lossWeights);
+  g.output('loss_sum', terms.weightedNll);
+  g.output('correct', terms.correct);
+  g.output('counted', terms.counted);
+  return terms.weightedNll;
+};
+
+export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKind, adamw = DEFAULT_ADAMW, objective: StepObjective = supervisedObjective): Graph {
   const g = new Graph(setup.float ?? 'float32');
   const shapeOf = (n: string) => setup.shapes.get(n)!;
   const slots = trainableSlots(setup);
@@ -125,14 +140,11 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
         }
       : undefined,
   });
-  const terms = crossEntropyTerms(logits, labels, lossWeights);
-  g.output('loss_sum', terms.weightedNll);
-  g.output('correct', terms.correct);
-  g.output('counted', terms.counted);
+  const lossSum = objective(g, logits, labels, lossWeights, kind);
   if (kind === 'eval') return g;
 
   const invTotalWeight = g.input('inv_total_weight', []);
-  const grads = gradients(terms.weightedNll, slotInputs, invTotalWeight).map((d, i) => {
+  const grads = gradients(lossSum, slotInputs, invTotalWeight).map((d, i) => {
     if (!d) throw new Error(`${slots[i].name} does not affect the loss`);
     return d;
   });
