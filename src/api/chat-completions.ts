@@ -407,7 +407,8 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   }
   checkLogitBias(req.sampling, info);
   const maxTokens = tokenBudget(req.maxTokens, promptIds.length, info, req.maxTokensParam);
-  const signal = disconnectSignal(request, reply);
+  const generations = disconnectSignal(request, reply);
+  const signal = generations.signal;
   const eos = new Set(info.eosTokenIds);
   const id = responseId('chatcmpl-');
   const created = nowSeconds();
@@ -431,6 +432,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       results = await Promise.all(Array.from({ length: req.n }, (_, i) => host.generate(model.key, promptIds, options(i))));
     } catch (error) {
       if (isAbort(error)) return abandon(reply); // the client left: nothing to answer
+      generations.abort(); // the other choices are of no use now
       service.generationFailed(error);
       throw generationError(error);
     }
@@ -498,6 +500,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   } catch (error) {
     if (isAbort(error)) events.end();
     else {
+      generations.abort(); // the other choices are of no use now
       service.generationFailed(error);
       events.fail(generationError(error));
     }

@@ -125,7 +125,8 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   for (const p of prompts) if (p.ids.length === 0) throw invalid('prompt', "Invalid 'prompt': it encodes to no tokens.");
   checkLogitBias(req.sampling, info);
   const budgets = prompts.map((p) => tokenBudget(req.maxTokens, p.ids.length, info, 'max_tokens'));
-  const signal = disconnectSignal(request, reply);
+  const generations = disconnectSignal(request, reply);
+  const signal = generations.signal;
   const eos = new Set(info.eosTokenIds);
   const id = responseId('cmpl-');
   const created = nowSeconds();
@@ -151,6 +152,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       results = await Promise.all(jobs.map((job) => host.generate(model.key, job.prompt.ids, options(job))));
     } catch (error) {
       if (isAbort(error)) return abandon(reply);
+      generations.abort(); // the other choices are of no use now
       service.generationFailed(error);
       throw generationError(error);
     }
@@ -189,6 +191,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   } catch (error) {
     if (isAbort(error)) events.end();
     else {
+      generations.abort(); // the other choices are of no use now
       service.generationFailed(error);
       events.fail(generationError(error));
     }

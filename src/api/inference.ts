@@ -331,15 +331,18 @@ export function responseId(prefix: string): string {
   return prefix + randomBytes(18).toString('base64url').replace(/[-_]/g, 'x');
 }
 
-/** An AbortSignal that fires when the client goes away before the response is complete. */
-export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+/**
+ * Aborts the request's generations when the client goes away before the response is complete
+ * (and, called by the handler, when one of them failed and the rest are of no use).
+ */
+export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortController {
   const controller = new AbortController();
   const onClose = () => {
     if (!reply.raw.writableEnded) controller.abort(Object.assign(new Error('client disconnected'), { name: 'AbortError' }));
   };
   reply.raw.once('close', onClose);
   request.raw.once('aborted', onClose);
-  return controller.signal;
+  return controller;
 }
 
 /** Server-sent events: `data: {json}\n\n` per chunk, `data: [DONE]` at the end. */
