@@ -159,6 +159,35 @@ function tokenizerMetadata(tokenizerDir: string, config: ModelConfig): Map<strin
   return metadata;
 }
 
+/** GPT-2's printable stand-ins for the 256 bytes, as byte-level BPE vocabularies spell them. */
+function byteLevelSymbols(): string[] {
+  const printable: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) printable.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) printable.push(b);
+  for (let b = 0xae; b <= 0xff; b++) printable.push(b);
+  const symbols = new Array<string>(256);
+  let extra = 0;
+  for (let b = 0; b < 256; b++) symbols[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + extra++);
+  return symbols;
+}
+
+function placeholderTokenizer(config: ModelConfig): Map<string, GgufValue> {
+  const tokens = byteLevelSymbols();
+  for (let id = tokens.length; id < config.vocabSize; id++) tokens.push(`[T${id}]`);
+  tokens.length = config.vocabSize;
+  const metadata = new Map<string, GgufValue>();
+  metadata.set('tokenizer.ggml.model', gguf.str('gpt2'));
+  metadata.set('tokenizer.ggml.pre', gguf.str('gpt-2'));
+  metadata.set('tokenizer.ggml.tokens', gguf.array(GgufType.STRING, tokens));
+  metadata.set('tokenizer.ggml.token_type', gguf.array(GgufType.INT32, tokens.map(() => TOKEN_TYPE.NORMAL)));
+  metadata.set('tokenizer.ggml.merges', gguf.array(GgufType.STRING, []));
+  const eos = eosTokenIds(config);
+  if (config.bosTokenId !== null) metadata.set('tokenizer.ggml.bos_token_id', gguf.u32(config.bosTokenId));
+  if (eos.length > 0) metadata.set('tokenizer.ggml.eos_token_id', gguf.u32(eos[0]));
+  metadata.set('tokenizer.ggml.add_bos_token', gguf.bool(false));
+  return metadata;
+}
+
 /** Llama 3's per-dimension RoPE frequency factors, as the converter stores them (rope_freqs.weight). */
 function llama3RopeFactors(config: ModelConfig): Float32Array | null {
   const scaling = config.ropeScaling;
@@ -183,8 +212,11 @@ function llama3RopeFactors(config: ModelConfig): Float32Array | null {
 export interface GgufSource {
   config: ModelConfig;
   weights: Map<string, Tensor>;
-  /** Folder with tokenizer.json (and tokenizer_config.json). */
-  tokenizerDir: string;
+  /**
+   * Folder with tokenizer.json (and tokenizer_config.json); null for a placeholder vocabulary of
+   * vocab_size tokens (the 256 byte-level symbols, then "[Tn]"), for benchmarks on random weights.
+   */
+  tokenizerDir: string | null;
   /** general.name. */
   name: string;
 }
@@ -220,7 +252,8 @@ export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufD
     metadata.set(`${arch}.rope.scaling.type`, gguf.str('linear'));
     metadata.set(`${arch}.rope.scaling.factor`, gguf.f32(config.ropeScaling.factor));
   }
-  for (const [key, value] of tokenizerMetadata(source.tokenizerDir, config)) metadata.set(key, value);
+  const tokenizer = source.tokenizerDir === null ? placeholderTokenizer(config) : tokenizerMetadata(source.tokenizerDir, config);
+  for (const [key, value] of tokenizer) metadata.set(key, value);
 
   const tensors: GgufTensor[] = [];
   const ropeFactors = llama3RopeFactors(config);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportGguf, exportMerged, permuteForGgmlRope } from '../../../src/engine/export/index.ts';
+import { exportGguf, exportMerged, permuteForGgmlRope, writeModelGguf } from '../../../src/engine/export/index.ts';
 import { readGguf, GgmlType } from '../../../src/engine/io/gguf.ts';
 import { loadHfModel, saveHfModel } from '../../../src/engine/io/hf-model.ts';
 import { chatPrompt, loadModelForInference, type InferenceModel } from '../../../src/engine/infer/model.ts';
@@ -104,7 +104,8 @@ async function llamaCppGreedy(file: string, prompts: number[][], maxTokens: numb
   llamaCpp ??= import('node-llama-cpp').then(({ getLlama }) => getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never }));
   const llama = await llamaCpp;
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 2 });
+  // One thread: llama.cpp's worker threads spin while they wait, which crawls on a busy 2-core machine.
+  const context = await model.createContext({ contextSize: 256, batchSize: 256, threads: 1 });
   try {
     const outputs: number[][] = [];
     for (const [i, prompt] of prompts.entries()) {
@@ -229,4 +230,24 @@ test('linear RoPE scaling is written as llama.cpp reads it', () => {
   assert.equal(g.metadata.get('llama.rope.scaling.type'), 'linear');
   assert.equal(g.metadata.get('llama.rope.scaling.factor'), 4);
   assert.ok(!g.tensors.some((t) => t.name === 'rope_freqs.weight'));
+});
+
+test('without a tokenizer (benchmarks on random weights): a placeholder vocabulary, and llama.cpp still generates as ours', async () => {
+  const { config, weights } = loadHfModel(baseModelDir);
+  const file = join(work, 'no-tokenizer.gguf');
+  writeModelGguf({ config, weights, tokenizerDir: null, name: 'bench' }, file, 'f32');
+  const g = readGguf(file);
+  const tokens = g.metadata.get('tokenizer.ggml.tokens') as string[];
+  assert.equal(tokens.length, 704);
+  assert.equal(new Set(tokens).size, 704);
+  assert.deepEqual(g.metadata.get('tokenizer.ggml.merges'), []);
+  const base = await loadModelForInference({ baseModelDir }, { intraOpNumThreads: 1 });
+  try {
+    const prompt = [678, 300, 301, 302, 400, 12, 678];
+    const expected = (await base.generate(prompt, { maxTokens: 12, temperature: 0 })).tokenIds;
+    const got = await llamaCppGreedy(file, [prompt], [expected.length], base.eosTokenIds);
+    assert.deepEqual(got.outputs[0], expected);
+  } finally {
+    await base.release();
+  }
 });
