@@ -151,6 +151,7 @@ export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
   app.get<{ Params: { model: string }; Querystring: ExportQuery }>(
     '/models/:model/export',
     {
+      exposeHeadRoute: false, // a HEAD would run the whole export for nothing
       schema: {
         querystring: {
           type: 'object',

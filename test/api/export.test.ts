@@ -71,6 +71,7 @@ describe('model export', () => {
     expectError(await server.request('GET', url(FULL_CHECKPOINT, '?format=safetensors'), B), 404, { code: 'model_not_found' });
     expectError(await server.request('GET', url('tiny-llama', '?format=gguf'), A), 404, { code: 'model_not_found' });
     expectError(await server.request('GET', url(EMPTY_MODEL, '?format=safetensors'), A), 404, { message: /no stored weights/ });
+    assert.equal((await server.request('HEAD', url(LORA_MODEL, '?format=gguf'), A)).status, 404); // no HEAD: it would export
   });
 
   it('400 for a missing or bad format, a dtype that does not fit, peft of a full fine-tune', async () => {
