@@ -68,6 +68,24 @@ export interface StepMetrics {
   valid_reward_mean?: number;
   /** Reinforcement: mean per-token KL estimate of the policy from the reference. */
   kl?: number;
+  /**
+   * DPO: rewards β·(log π − log π_ref) of the chosen and rejected responses (means over pairs),
+   * reward accuracy (share of pairs whose chosen reward is higher; also reported as
+   * *_mean_token_accuracy) and margin (chosen − rejected), on the step's training pairs, the
+   * validation window (valid_*) and the whole validation set at epoch ends (full_valid_*).
+   */
+  train_rewards_chosen?: number;
+  train_rewards_rejected?: number;
+  train_reward_accuracy?: number;
+  train_reward_margin?: number;
+  valid_rewards_chosen?: number;
+  valid_rewards_rejected?: number;
+  valid_reward_accuracy?: number;
+  valid_reward_margin?: number;
+  full_valid_rewards_chosen?: number;
+  full_valid_rewards_rejected?: number;
+  full_valid_reward_accuracy?: number;
+  full_valid_reward_margin?: number;
 }
 
 export type TrainEvent =

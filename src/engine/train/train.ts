@@ -12,10 +12,12 @@ import { freshOptimizerState, StepRunner, type LossSums } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { DEFAULT_ADAMW } from './step.ts';
 import { trainReinforcement } from './rft.ts';
+import { trainDpo } from './dpo.ts';
+import { trainingAborted, wantsResumePoint } from './pause.ts';
 
 const mean = (s: LossSums) => ({ loss: s.weightSum > 0 ? s.lossSum / s.weightSum : 0, acc: s.counted > 0 ? s.correct / s.counted : 0 });
 
-function fingerprint(spec: TrainSpec): string {
+export function fingerprint(spec: TrainSpec): string {
   const { baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method } = spec;
   const json = JSON.stringify({ baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method });
   return createHash('sha256').update(json).digest('hex').slice(0, 16);
@@ -23,6 +25,7 @@ function fingerprint(spec: TrainSpec): string {
 
 export async function train(spec: TrainSpec, options: TrainOptions = {}): Promise<TrainResult> {
   if (spec.method === 'reinforcement') return trainReinforcement(spec, options);
+  if (spec.method === 'dpo') return trainDpo(spec, options, { fingerprint });
   if (spec.method !== 'supervised') throw new Error(`method ${spec.method} is not supported by this engine yet`);
   const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
   const checkAbort = () => {
@@ -49,6 +52,14 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const validEvery = Math.max(1, Math.ceil(plan.totalSteps / 20));
   let metrics: StepMetrics | null = null;
   let finalDir = '';
+  let lastResumePoint = runner.state.step;
+  const writeResumePoint = async () => {
+    const step = runner.state.step;
+    const dir = join(spec.outputDir, 'resume', `step-${step}`);
+    saveResumePoint(dir, setup, runner.state, { step, fingerprint: fingerprint(spec) });
+    lastResumePoint = step;
+    await emit({ type: 'resume_point', step, dir });
+  };
   try {
     for (let step = runner.state.step; step < plan.totalSteps; step++) {
       checkAbort();
@@ -67,17 +78,18 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
       }
       await emit({ type: 'metrics', metrics, stepSeconds });
       const resumeDue = epochEnd || (spec.checkpointEverySteps ? (step + 1) % spec.checkpointEverySteps === 0 : false);
-      if (resumeDue && step + 1 < plan.totalSteps) {
-        const dir = join(spec.outputDir, 'resume', `step-${step + 1}`);
-        saveResumePoint(dir, setup, runner.state, { step: step + 1, fingerprint: fingerprint(spec) });
-        await emit({ type: 'resume_point', step: step + 1, dir });
-      }
+      if (resumeDue && step + 1 < plan.totalSteps) await writeResumePoint();
       if (epochEnd) {
         finalDir = join(spec.outputDir, 'checkpoints', `step-${step + 1}`);
         saveModelCheckpoint(finalDir, setup, runner.state, { dir: spec.baseModelDir, rawConfig: model.rawConfig });
         await emit({ type: 'checkpoint', step: step + 1, dir: finalDir, metrics });
       }
     }
+  } catch (err) {
+    if (!options.signal?.aborted) throw err;
+    // Pause: keep the steps done so far (the step in flight finished or left the state untouched).
+    if (wantsResumePoint(options.signal.reason) && runner.state.step > lastResumePoint && runner.state.step < plan.totalSteps) await writeResumePoint();
+    throw trainingAborted();
   } finally {
     await runner.release();
   }
