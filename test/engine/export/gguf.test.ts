@@ -171,6 +171,11 @@ test('a model fine-tuned for real (train() on the pirate sample, LoRA on Q/K/V/O
     exportGguf(baseModelDir, file, { dtype: 'f32', adapterDir: result.finalDir });
     const got = await llamaCppGreedy(file, prompts, expected.map((e) => e.length), tuned.eosTokenIds);
     assert.deepEqual(got.outputs, expected, expected.map((e) => tuned.tokenizer.decode(e)).join(' | '));
+    // At f16 the trained answer is confident enough to survive the rounding: the same chat reply.
+    const half = join(work, 'trained-f16.gguf');
+    exportGguf(baseModelDir, half, { dtype: 'f16', adapterDir: result.finalDir });
+    const gotHalf = await llamaCppGreedy(half, [prompts[0]], [expected[0].length], tuned.eosTokenIds);
+    assert.deepEqual(gotHalf.outputs[0], expected[0], `f16: ${tuned.tokenizer.decode(gotHalf.outputs[0])}`);
   } finally {
     await tuned.release();
   }
