@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { eosTokenIds } from '../models/config.ts';
 import type { Tensor } from '../io/safetensors.ts';
+import { loadTokenizer } from '../data/tokenizer.ts';
 import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
 
 export type GgufDtype = 'f32' | 'f16';
@@ -150,7 +151,9 @@ function tokenizerMetadata(tokenizerDir: string, config: ModelConfig): Map<strin
   if (eosId !== null) metadata.set('tokenizer.ggml.eos_token_id', gguf.u32(eosId));
   if (unk !== null) metadata.set('tokenizer.ggml.unknown_token_id', gguf.u32(unk));
   if (pad !== null) metadata.set('tokenizer.ggml.padding_token_id', gguf.u32(pad));
-  metadata.set('tokenizer.ggml.add_bos_token', gguf.bool(tokenizerConfig.add_bos_token === true));
+  // Whether encoding adds BOS: tokenizer_config's add_bos_token, or the post-processor's template
+  // (Llama 3 says so only there), as the tokenizer itself does it.
+  metadata.set('tokenizer.ggml.add_bos_token', gguf.bool(tokenizerConfig.add_bos_token === true || loadTokenizer(tokenizerDir).addsBos));
   metadata.set('tokenizer.ggml.add_eos_token', gguf.bool(tokenizerConfig.add_eos_token === true));
   let template: unknown = tokenizerConfig.chat_template;
   if (Array.isArray(template)) template = (template.find((t: Json) => t.name === 'default') ?? template[0])?.template;

@@ -5,7 +5,7 @@
 // a random adapter, and with one trained for real by train() on the pirate sample.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportGguf, exportMerged, permuteForGgmlRope, writeModelGguf } from '../../../src/engine/export/index.ts';
@@ -255,4 +255,22 @@ test('without a tokenizer (benchmarks on random weights): a placeholder vocabula
   } finally {
     await base.release();
   }
+});
+
+test('add_bos_token follows the tokenizer: a post-processor that prepends BOS (as Llama 3 does) turns it on', () => {
+  const dir = variant('bos-template', {}, () => {});
+  const tokenizer = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+  tokenizer.post_processor = {
+    type: 'TemplateProcessing',
+    single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+    pair: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+    special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [677], tokens: ['<|endoftext|>'] } },
+  };
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, bos_token: '<|endoftext|>' }));
+  const file = join(work, 'bos.gguf');
+  exportGguf(dir, file, { dtype: 'f16' });
+  assert.equal(readGguf(file).metadata.get('tokenizer.ggml.add_bos_token'), true);
+  assert.equal(readGguf(join(work, 'linear.gguf')).metadata.get('tokenizer.ggml.add_bos_token'), false);
 });
