@@ -1,7 +1,265 @@
-// Reinforcement fine-tuning (work in progress).
-import type { TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
+// Reinforcement fine-tuning (OpenAI's method.type "reinforcement"), GRPO-style:
+//   for each batch of prompts: sample k completions per prompt from the current policy
+//   (temperature 1), grade them (TrainOptions.grade: the control plane runs the job's grader),
+//   normalise the rewards within each prompt's group, and take one AdamW step on
+//     (1/G) Σ_i (1/T_i) Σ_t [ −A_i · log π(y_t) + β · KL_t(π ‖ π_ref) ]
+//   with the reference π_ref = the base model (LoRA: the same weights with the adapter off).
+// See rft-step.ts for how the supervised step graphs compute that gradient, rft-sampler.ts for
+// sampling from the current weights, rft-objective.ts for the numbers.
+//
+// Hyperparameters: k = max(2, round(4 × compute_multiplier)) samples per prompt; batch_size
+// prompts per step; n_epochs passes over the training prompts; learning rate = the supervised base
+// rate × learning_rate_multiplier (warmup 5%, linear decay); every eval_interval steps (and at the
+// last step) eval_samples completions per validation prompt are graded: valid_reward_mean.
+// reasoning_effort is accepted and has no effect (no reasoning models here).
+// Data order, sampling seeds and evaluation seeds are functions of (seed, step), so a resumed run
+// continues exactly as the original would have.
+
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import type { RftSample, StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
+import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
+import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
+import { readJsonlSync } from '../data/jsonl.ts';
+import { loadTokenizer } from '../data/tokenizer.ts';
+import { loadHfModel } from '../io/hf-model.ts';
+import { loadResumePoint, saveModelCheckpoint, saveResumePoint } from './checkpoint.ts';
+import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
+import { Rng } from './rng.ts';
+import { freshOptimizerState, type MicroBatch } from './runner.ts';
+import { initialTensors, modelSetup } from './setup.ts';
+import { DEFAULT_ADAMW, type ModelSetup } from './step.ts';
+import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
+import { PolicySampler, stopTokenIds } from './rft-sampler.ts';
+import { RftStepRunner } from './rft-step.ts';
+
+/** Most tokens per sampled completion unless the spec says otherwise. */
+export const DEFAULT_MAX_COMPLETION_TOKENS = 128;
+/** Weight of the KL penalty to the reference (GRPO's 0.04). */
+export const KL_BETA = 0.04;
+
+export function samplesPerPrompt(computeMultiplier = 1): number {
+  return Math.max(2, Math.round(4 * computeMultiplier));
+}
+
+export interface RftPrompt {
+  ids: number[];
+  /** The dataset line, for `{{item.KEY}}`. */
+  item: Record<string, unknown>;
+}
+
+/** Reinforcement lines: `messages` ending with a user turn (+ `tools`); prompt ids via the chat template. */
+export function loadPrompts(path: string, formatter: ChatFormatter, context: number): RftPrompt[] {
+  return readJsonlSync(path).map(({ line, value }) => {
+    const record = value as Record<string, unknown>;
+    if (!record || typeof record !== 'object' || !Array.isArray(record.messages)) {
+      throw new Error(`${path}: example on line ${line}: a reinforcement example needs "messages"`);
+    }
+    const ids = formatter.promptIds(record.messages as ChatMessage[], record.tools as ToolDefinition[] | undefined);
+    if (ids.length >= context) throw new Error(`${path}: example on line ${line}: the prompt has ${ids.length} tokens; the context is ${context}`);
+    return { ids, item: record };
+  });
+}
+
+function fingerprint(spec: TrainSpec): string {
+  const { baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens } = spec;
+  const json = JSON.stringify({ baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens });
+  return createHash('sha256').update(json).digest('hex').slice(0, 16);
+}
+
+const seedOf = (seed: number, label: string) => Math.floor(Rng.derive(seed, label).next() * 2 ** 32);
+
+interface Sampled {
+  prompt: RftPrompt;
+  completion: number[];
+  text: string;
+}
 
 export async function trainReinforcement(spec: TrainSpec, options: TrainOptions = {}): Promise<TrainResult> {
-  void options;
-  throw new Error(`method ${spec.method} is not supported by this engine yet`);
+  const grade = options.grade;
+  if (!grade) throw new Error('reinforcement training needs a grader (TrainOptions.grade)');
+  const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
+  const signal = options.signal;
+  const checkAbort = () => {
+    if (signal?.aborted) throw new DOMException('training aborted', 'AbortError');
+  };
+  const hp = spec.hyperparameters;
+  const k = samplesPerPrompt(hp.compute_multiplier);
+  const evalSamples = Math.max(1, hp.eval_samples ?? 1);
+
+  const model = loadHfModel(spec.baseModelDir);
+  const cfg = model.config;
+  const tokenizer = loadTokenizer(spec.baseModelDir);
+  const formatter = new ChatFormatter(tokenizer);
+  const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  const train = loadPrompts(spec.trainingFile, formatter, context);
+  const validAll = spec.validationFile ? loadPrompts(spec.validationFile, formatter, context) : [];
+  if (train.length === 0) throw new Error('the training file has no examples');
+  const longestPrompt = [...train, ...validAll].reduce((m, p) => Math.max(m, p.ids.length), 1);
+  const maxNew = Math.max(1, Math.min(spec.maxCompletionTokens ?? DEFAULT_MAX_COMPLETION_TOKENS, context - longestPrompt));
+  const seqLen = Math.min(context, Math.ceil((longestPrompt + maxNew) / 32) * 32);
+  const padId = cfg.padTokenId ?? 0;
+
+  const n = train.length;
+  const bs = Math.max(1, Math.min(hp.batch_size, n));
+  const stepsPerEpoch = Math.ceil(n / bs);
+  const totalSteps = stepsPerEpoch * hp.n_epochs;
+  const evalInterval = Math.max(1, hp.eval_interval ?? Math.ceil(stepsPerEpoch / 4));
+  const order = new Map<number, number[][]>();
+  const stepPrompts = (step: number): RftPrompt[] => {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    if (!order.has(epoch)) order.set(epoch, chunk(epochOrder(n, spec.seed, epoch), bs));
+    return order.get(epoch)![step % stepsPerEpoch].map((i) => train[i]);
+  };
+  const peak = baseLearningRate(cfg, spec.lora !== null) * hp.learning_rate_multiplier;
+  const warmup = Math.floor(0.05 * totalSteps);
+  const lr = (step: number) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup));
+
+  const setup: ModelSetup = modelSetup(cfg, spec.lora);
+  const base = new Map([...model.weights].map(([name, t]) => [name, t.data]));
+  model.weights.clear();
+  const { frozen, params } = initialTensors(setup, base, spec.seed);
+  // The reference: LoRA → a zero adapter over the same frozen base; full → the original weights
+  // (the runner replaces the arrays of its state on each step, so these stay untouched).
+  const reference = setup.lora ? new Map([...params].map(([name, p]) => [name, new Float32Array(p.length)])) : new Map(params);
+  let state = freshOptimizerState(params);
+  let trainedTokens = 0;
+  if (spec.resumeFrom) {
+    const resumed = loadResumePoint(spec.resumeFrom, setup);
+    if (resumed.meta.fingerprint !== fingerprint(spec)) throw new Error(`${spec.resumeFrom} was written for a different job`);
+    state = resumed.state;
+    trainedTokens = Number(resumed.meta.trainedTokens ?? 0);
+  }
+
+  const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), bs * k));
+  const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, DEFAULT_ADAMW);
+  const sampler = new PolicySampler(setup, setup.lora ? frozen : base, tokenizer, stopTokenIds(cfg, spec.baseModelDir, tokenizer));
+
+  const sampleAll = async (prompts: RftPrompt[], perPrompt: number, label: string): Promise<Sampled[]> => {
+    const out: Sampled[] = [];
+    for (let i = 0; i < prompts.length; i++) {
+      const prompt = prompts[i];
+      for (let j = 0; j < perPrompt; j++) {
+        checkAbort();
+        const room = Math.min(maxNew, seqLen - prompt.ids.length);
+        const r = await sampler.sample(prompt.ids, room, seedOf(spec.seed, `${label}-${i}-${j}`), signal);
+        out.push({ prompt, completion: r.tokenIds, text: r.text });
+      }
+    }
+    return out;
+  };
+  const rewardsOf = async (samples: Sampled[]): Promise<number[]> => {
+    const batch: RftSample[] = samples.map((s) => ({ outputText: s.text, item: s.prompt.item }));
+    const rewards = await grade(batch);
+    if (rewards.length !== samples.length) throw new Error(`the grader returned ${rewards.length} rewards for ${samples.length} samples`);
+    return rewards.map((r) => (Number.isFinite(r) ? r : 0));
+  };
+  const evaluate = async (): Promise<number> => {
+    // The same seeds at every evaluation: differences between evaluations are the policy's.
+    const samples = await sampleAll(validAll, evalSamples, 'eval');
+    return meanStd(await rewardsOf(samples)).mean;
+  };
+
+  await emit({
+    type: 'message',
+    level: 'info',
+    message: `${totalSteps} reinforcement steps of ${bs} prompts × ${k} samples (≤${maxNew} tokens each), rows of ${seqLen} tokens, ${setup.trainable.length} trainable tensors`,
+  });
+
+  let metrics: StepMetrics | null = null;
+  let finalDir = '';
+  try {
+    await sampler.refresh(runner.state.params);
+    if (validAll.length > 0 && runner.state.step === 0) {
+      await emit({ type: 'message', level: 'info', message: `Validation reward before training: ${(await evaluate()).toFixed(4)}` });
+    }
+    for (let step = runner.state.step; step < totalSteps; step++) {
+      checkAbort();
+      const t0 = performance.now();
+      const prompts = stepPrompts(step);
+      const samples = await sampleAll(prompts, k, `sample-${step}`);
+      const rewards = await rewardsOf(samples);
+      const advantages = groupAdvantages(rewards, k);
+
+      // Prompt + completion per sample, loss on the completion only; packed into rows.
+      const examples = samples.map((s) => {
+        const ids = Int32Array.from([...s.prompt.ids, ...s.completion]);
+        const weights = new Float32Array(ids.length);
+        weights.fill(1, s.prompt.ids.length);
+        return { ids, weights, promptLength: s.prompt.ids.length };
+      });
+      const tokens = samples.map((s) => s.completion.length);
+      const nllMean = new Float64Array(samples.length);
+      const klMean = new Float64Array(samples.length);
+      let hits = 0;
+      let counted = 0;
+      const micro: MicroBatch[] = [];
+      for (const group of chunk(packRows(examples.map((e) => e.ids.length), seqLen), rowsPerMicro)) {
+        while (group.length < rowsPerMicro) group.push([]);
+        const b = buildBatch(examples, group, seqLen, padId);
+        const sampleAt = new Int32Array(rowsPerMicro * seqLen).fill(-1);
+        group.forEach((row, r) => {
+          let offset = r * seqLen;
+          for (const i of row) {
+            const e = examples[i];
+            for (let t = e.promptLength - 1; t < e.ids.length - 1; t++) sampleAt[offset + t] = i;
+            offset += e.ids.length;
+          }
+        });
+        const batch: MicroBatch = {
+          inputIds: toBigInt64(b.inputIds),
+          positionIds: toBigInt64(b.positionIds),
+          segmentIds: toBigInt64(b.segmentIds),
+          labels: toBigInt64(b.targets),
+          lossWeights: b.lossWeights,
+        };
+        const policy = await runner.score(batch);
+        const ref = await runner.score(batch, reference);
+        const terms = rftTokenTerms(sampleAt, tokens, advantages, policy.nll, ref.nll, KL_BETA, { nllMean, klMean });
+        for (let p = 0; p < sampleAt.length; p++) {
+          if (sampleAt[p] < 0) continue;
+          hits += policy.hit[p];
+          counted++;
+        }
+        micro.push({ ...batch, lossWeights: terms.weights });
+      }
+      checkAbort();
+      await runner.step(micro, 1 / samples.length, lr(step), signal);
+      await sampler.refresh(runner.state.params);
+      trainedTokens += examples.reduce((a, e) => a + e.ids.length, 0);
+
+      const r = meanStd(rewards);
+      metrics = {
+        step: step + 1,
+        total_steps: totalSteps,
+        train_loss: rftObjective(advantages, nllMean, klMean, KL_BETA),
+        train_mean_token_accuracy: counted > 0 ? hits / counted : 0,
+        train_reward_mean: r.mean,
+        train_reward_std: r.std,
+        kl: meanStd([...klMean]).mean,
+      };
+      const last = step + 1 === totalSteps;
+      if (validAll.length > 0 && ((step + 1) % evalInterval === 0 || last)) metrics.valid_reward_mean = await evaluate();
+      const stepSeconds = (performance.now() - t0) / 1000;
+      await emit({ type: 'metrics', metrics, stepSeconds });
+
+      const epochEnd = (step + 1) % stepsPerEpoch === 0;
+      const resumeDue = epochEnd || (spec.checkpointEverySteps ? (step + 1) % spec.checkpointEverySteps === 0 : false);
+      if (resumeDue && !last) {
+        const dir = join(spec.outputDir, 'resume', `step-${step + 1}`);
+        saveResumePoint(dir, setup, runner.state, { step: step + 1, fingerprint: fingerprint(spec), trainedTokens });
+        await emit({ type: 'resume_point', step: step + 1, dir });
+      }
+      if (epochEnd) {
+        finalDir = join(spec.outputDir, 'checkpoints', `step-${step + 1}`);
+        saveModelCheckpoint(finalDir, setup, runner.state, { dir: spec.baseModelDir, rawConfig: model.rawConfig });
+        await emit({ type: 'checkpoint', step: step + 1, dir: finalDir, metrics });
+      }
+    }
+  } finally {
+    await runner.release();
+    await sampler.release();
+  }
+  if (!metrics) throw new Error('the resume point is already at the last step');
+  return { trainedTokens, steps: totalSteps, finalDir, finalMetrics: metrics };
 }
