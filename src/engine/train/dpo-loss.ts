@@ -41,6 +41,23 @@ export function sequenceLogps(logits: Tensor, labels: Tensor, weights: Tensor, r
   return op.reduceSum(op.reshape(op.neg(op.mul(nll, weights)), [rows, N / rows]), [1]);
 }
 
+export interface DpoTerms {
+  /** Σ pair weight · −log σ(margin): what the step differentiates. */
+  lossSum: Tensor;
+  /** β·(log π − log π_ref) per pair [P], chosen and rejected. */
+  chosenReward: Tensor;
+  rejectedReward: Tensor;
+}
+
+/** The DPO loss of P pairs from sequence log-probs [2P] (chosen rows first) and the reference [P]. */
+export function dpoTerms(logps: Tensor, refChosen: Tensor, refRejected: Tensor, pairWeights: Tensor, beta: number): DpoTerms {
+  const [P] = refChosen.shape;
+  const chosenReward = op.mul(op.sub(op.slice(logps, 0, 0, P), refChosen), beta);
+  const rejectedReward = op.mul(op.sub(op.slice(logps, 0, P, 2 * P), refRejected), beta);
+  const lossSum = op.sumAll(op.mul(op.neg(logSigmoid(op.sub(chosenReward, rejectedReward))), pairWeights));
+  return { lossSum, chosenReward, rejectedReward };
+}
+
 /**
  * Outputs: loss_sum (Σ pair weight · loss), rewards_chosen_sum and rewards_rejected_sum
  * (Σ pair weight · β·(log π − log π_ref)), correct (pairs whose chosen reward beats the rejected
@@ -49,19 +66,15 @@ export function sequenceLogps(logits: Tensor, labels: Tensor, weights: Tensor, r
 export function dpoObjective(beta: number, pairs: number): StepObjective {
   return (g: Graph, logits, labels, lossWeights) => {
     const logps = sequenceLogps(logits, labels, lossWeights, 2 * pairs);
-    g.output(dpoNames.logps, logps);
-    const refChosen = g.input(dpoNames.refChosen, [pairs]);
-    const refRejected = g.input(dpoNames.refRejected, [pairs]);
     const w = g.input(dpoNames.pairWeights, [pairs]);
-    const chosenReward = op.mul(op.sub(op.slice(logps, 0, 0, pairs), refChosen), beta);
-    const rejectedReward = op.mul(op.sub(op.slice(logps, 0, pairs, 2 * pairs), refRejected), beta);
-    const margin = op.sub(chosenReward, rejectedReward);
-    const lossSum = op.sumAll(op.mul(op.neg(logSigmoid(margin)), w));
-    g.output('loss_sum', lossSum);
-    g.output('rewards_chosen_sum', op.sumAll(op.mul(op.stopGradient(chosenReward), w)));
-    g.output('rewards_rejected_sum', op.sumAll(op.mul(op.stopGradient(rejectedReward), w)));
+    const t = dpoTerms(logps, g.input(dpoNames.refChosen, [pairs]), g.input(dpoNames.refRejected, [pairs]), w, beta);
+    g.output(dpoNames.logps, logps);
+    g.output('loss_sum', t.lossSum);
+    g.output('rewards_chosen_sum', op.sumAll(op.mul(op.stopGradient(t.chosenReward), w)));
+    g.output('rewards_rejected_sum', op.sumAll(op.mul(op.stopGradient(t.rejectedReward), w)));
+    const margin = op.sub(t.chosenReward, t.rejectedReward);
     g.output('correct', op.sumAll(op.mul(op.cast(op.greater(margin, g.scalar(0)), g.float), w)));
     g.output('counted', op.sumAll(w));
-    return lossSum;
+    return t.lossSum;
   };
 }
