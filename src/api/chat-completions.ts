@@ -13,7 +13,7 @@ import type { ConstraintSpec, JsonSchema } from '../engine/infer/constraints/ind
 import { nowSeconds } from './context.ts';
 import {
   abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
-  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
+  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, shuttingDown, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
 
@@ -429,8 +429,9 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   if (!req.stream) {
     let results: GenerationResult[];
     try {
-      results = await Promise.all(Array.from({ length: req.n }, (_, i) => host.generate(model.key, promptIds, options(i))));
+      results = await Promise.all(Array.from({ length: req.n }, (_, i) => service.generate(model.key, promptIds, options(i))));
     } catch (error) {
+      if (isAbort(error) && service.closing) throw shuttingDown();
       if (isAbort(error)) return abandon(reply); // the client left: nothing to answer
       generations.abort(); // the other choices are of no use now
       service.generationFailed(error);
@@ -478,7 +479,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       const lp = req.logprobs && info.logprob && !eos.has(info.tokenId) ? { content: [logprobEntry(info.logprob, req.topLogprobs)], refusal: null } : null;
       if (content || lp) events.send(chunk([{ index, delta: { content }, logprobs: lp, finish_reason: null }]));
     };
-    const result = await host.generate(model.key, promptIds, options(index), onToken);
+    const result = await service.generate(model.key, promptIds, options(index), onToken);
     let finishReason: Outcome['finishReason'] = result.finishReason;
     const rest = filter?.rest() ?? '';
     if (rest) {
@@ -498,7 +499,8 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     if (req.includeUsage) events.send(chunk([], { usage: usage(results) }));
     events.end();
   } catch (error) {
-    if (isAbort(error)) events.end();
+    if (isAbort(error) && service.closing) events.fail(shuttingDown());
+    else if (isAbort(error)) events.end();
     else {
       generations.abort(); // the other choices are of no use now
       service.generationFailed(error);

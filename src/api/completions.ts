@@ -8,7 +8,7 @@ import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogp
 import { nowSeconds } from './context.ts';
 import {
   abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
-  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
+  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, shuttingDown, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
 
@@ -149,8 +149,9 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   if (!req.stream) {
     let results: GenerationResult[];
     try {
-      results = await Promise.all(jobs.map((job) => host.generate(model.key, job.prompt.ids, options(job))));
+      results = await Promise.all(jobs.map((job) => service.generate(model.key, job.prompt.ids, options(job))));
     } catch (error) {
+      if (isAbort(error) && service.closing) throw shuttingDown();
       if (isAbort(error)) return abandon(reply);
       generations.abort(); // the other choices are of no use now
       service.generationFailed(error);
@@ -180,7 +181,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
       if (lp) offset += token.logprob!.token.length;
       if (delta || lp) events.send(object([{ index: job.index, text: delta, logprobs: lp, finish_reason: null }], streamExtra));
     };
-    const result = await host.generate(model.key, job.prompt.ids, options(job), onToken);
+    const result = await service.generate(model.key, job.prompt.ids, options(job), onToken);
     events.send(object([{ index: job.index, text: '', logprobs: null, finish_reason: result.finishReason }], streamExtra));
     return result;
   };
@@ -189,7 +190,8 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     if (req.includeUsage) events.send(object([], { usage: usage(results) }));
     events.end();
   } catch (error) {
-    if (isAbort(error)) events.end();
+    if (isAbort(error) && service.closing) events.fail(shuttingDown());
+    else if (isAbort(error)) events.end();
     else {
       generations.abort(); // the other choices are of no use now
       service.generationFailed(error);

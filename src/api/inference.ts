@@ -12,7 +12,7 @@ import { parseFineTunedModelName } from '../domain/naming.ts';
 import { findBaseModel } from '../store/base-models.ts';
 import type { Store } from '../store/index.ts';
 import { InferenceHost, type ModelInfo, type ModelSourceMessage } from '../engine/infer/index.ts';
-import type { GenerateOptions } from '../engine/infer/index.ts';
+import type { GenerateOptions, GenerationResult, OnToken } from '../engine/infer/index.ts';
 import type { ApiContext } from './context.ts';
 import { chatCompletionRoutes } from './chat-completions.ts';
 import { completionRoutes } from './completions.ts';
@@ -66,6 +66,10 @@ export class InferenceService {
   private readonly maxLoaded: number;
   private readonly maxConcurrent: number;
   private closed = false;
+  /** Aborts every generation when the server closes. */
+  private readonly shutdown = new AbortController();
+  /** Work in the worker (loads, generations): closing waits for it, since terminating a thread inside an ONNX Runtime call aborts the process. */
+  private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(
     private readonly store: Store,
@@ -136,7 +140,7 @@ export class InferenceService {
     else {
       // A fresh host key per load: unloading an evicted copy never touches a newer one.
       const hostKey = `${model.key}#${++this.loads}`;
-      const info = host.load(hostKey, model.source, { shareBase: model.shareBase, maxConcurrentGenerations: this.maxConcurrent });
+      const info = this.track(host.load(hostKey, model.source, { shareBase: model.shareBase, maxConcurrentGenerations: this.maxConcurrent }));
       entry = { hostKey, info, users: 0 };
       info.catch(() => this.loaded.get(model.key) === entry && this.loaded.delete(model.key));
     }
@@ -156,6 +160,24 @@ export class InferenceService {
       release();
       throw new ApiError(500, `The model '${model.name}' could not be loaded: ${(error as Error).message}`, 'server_error', 'model', 'model_load_failed');
     }
+  }
+
+  /** Whether the server is shutting down (generations then end as aborted). */
+  get closing(): boolean {
+    return this.closed;
+  }
+
+  /** Generates with the host; ends early when `options.signal` fires or the server closes. */
+  generate(key: string, promptIds: number[], options: GenerateOptions, onToken?: OnToken): Promise<GenerationResult> {
+    const signal = options.signal ? AbortSignal.any([options.signal, this.shutdown.signal]) : this.shutdown.signal;
+    return this.track(this.inferenceHost.generate(key, promptIds, { ...options, signal }, onToken));
+  }
+
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.inflight.add(work);
+    const done = () => this.inflight.delete(work);
+    work.then(done, done);
+    return work;
   }
 
   private evict(): void {
@@ -182,6 +204,8 @@ export class InferenceService {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.shutdown.abort();
+    await Promise.allSettled([...this.inflight]); // generations stop within a token
     const host = this.host;
     this.host = null;
     await host?.close();
@@ -394,5 +418,7 @@ export function abandon(reply: FastifyReply): FastifyReply {
   if (!reply.raw.destroyed) reply.raw.destroy();
   return reply;
 }
+
+export const shuttingDown = () => new ApiError(503, 'The server is shutting down; the generation was stopped.', 'server_error', null, 'server_shutting_down');
 
 export const isAbort = (error: unknown) => (error as Error)?.name === 'AbortError';
