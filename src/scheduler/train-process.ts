@@ -10,18 +10,25 @@
 //   child → parent  {type: 'event', seq, event}      the engine waits for the ack (back-pressure:
 //                                                    a checkpoint is recorded before training goes on)
 //                   {type: 'result', result} | {type: 'error', error: {name, message, code?}}
+//   reinforcement:  child {type: 'grade', id, samples} → parent runs options.grade → {type: 'graded', id, rewards | error}
+//                   (grading stays in the parent: the grader, its sandbox and grader models live there)
 // The child exits when its parent goes away (IPC disconnect), so a killed server leaves no trainer
 // behind; the job's lease then expires and another worker resumes it from its last resume point.
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../engine/contract.ts';
+import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../engine/contract.ts';
 
-type ToChild = { type: 'start'; spec: TrainSpec } | { type: 'ack'; seq: number } | { type: 'abort' };
+type ToChild =
+  | { type: 'start'; spec: TrainSpec }
+  | { type: 'ack'; seq: number }
+  | { type: 'abort' }
+  | { type: 'graded'; id: number; rewards?: number[]; error?: string };
 type SerializedError = { name: string; message: string; code?: string };
 type FromChild =
   | { type: 'event'; seq: number; event: TrainEvent }
   | { type: 'result'; result: TrainResult }
-  | { type: 'error'; error: SerializedError };
+  | { type: 'error'; error: SerializedError }
+  | { type: 'grade'; id: number; samples: RftSample[] };
 
 export interface ChildProcessOptions {
   /** After an abort, the child is killed if it has not stopped within this long (default 15 s). */
@@ -62,7 +69,7 @@ export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
   const killAfterMs = options.killAfterMs ?? 15_000;
   return (spec: TrainSpec, trainOptions: TrainOptions = {}): Promise<TrainResult> =>
     new Promise<TrainResult>((resolve, reject) => {
-      const { signal, onEvent } = trainOptions;
+      const { signal, onEvent, grade } = trainOptions;
       if (signal?.aborted) return reject(abortError(signal));
       const child: ChildProcess = fork(HOST_FILE, [], {
         execArgv: childExecArgv(options.nodeArgs),
@@ -107,6 +114,15 @@ export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
               }
               send({ type: 'ack', seq: message.seq });
             });
+            break;
+          case 'grade':
+            if (!grade) send({ type: 'graded', id: message.id, error: 'this trainer was given no grader' });
+            else {
+              grade(message.samples).then(
+                (rewards) => send({ type: 'graded', id: message.id, rewards }),
+                (err: unknown) => send({ type: 'graded', id: message.id, error: (err as Error)?.message ?? String(err) }),
+              );
+            }
             break;
           case 'result':
             outcome = { ok: true, result: message.result };
@@ -157,6 +173,8 @@ async function childMain(): Promise<void> {
   const controller = new AbortController();
   const acks = new Map<number, () => void>();
   let seq = 0;
+  const grading = new Map<number, { resolve: (rewards: number[]) => void; reject: (err: Error) => void }>();
+  let gradeSeq = 0;
   const post = (message: FromChild) =>
     new Promise<void>((resolve) => {
       if (!process.connected) return resolve();
@@ -172,7 +190,16 @@ async function childMain(): Promise<void> {
         controller.abort(new DOMException('training aborted', 'AbortError'));
         for (const release of acks.values()) release();
         acks.clear();
+        for (const pending of grading.values()) pending.reject(new DOMException('training aborted', 'AbortError'));
+        grading.clear();
         break;
+      case 'graded': {
+        const pending = grading.get(message.id);
+        grading.delete(message.id);
+        if (message.rewards) pending?.resolve(message.rewards);
+        else pending?.reject(new Error(`grading failed: ${message.error}`));
+        break;
+      }
       case 'ack':
         acks.get(message.seq)?.();
         acks.delete(message.seq);
@@ -195,6 +222,17 @@ async function childMain(): Promise<void> {
           await post({ type: 'event', seq: n, event });
           await acked;
         },
+        ...(spec.method === 'reinforcement'
+          ? {
+              grade: (samples: RftSample[]) =>
+                new Promise<number[]>((resolve, reject) => {
+                  if (controller.signal.aborted) return reject(new DOMException('training aborted', 'AbortError'));
+                  const id = ++gradeSeq;
+                  grading.set(id, { resolve, reject });
+                  void post({ type: 'grade', id, samples });
+                }),
+            }
+          : {}),
       });
       reply = { type: 'result', result };
     } catch (err) {
