@@ -9,9 +9,15 @@
 //                    (one batched step per token for all of them, as concurrent requests do)
 //   sample_ms        top-p sampling of one token over the vocabulary (the JS part of a decode step;
 //                    random weights give a flat distribution, top-p's slowest case)
-// Absolute figures only for now; the node-llama-cpp comparison on the same weights comes later.
+// Reference, same run, same weights at the same precision (f32): node-llama-cpp (llama.cpp) on a GGUF
+// written by our exporter, greedy, same prompt, same thread count; printed as llamacpp_* plus ratios.
+// --llamacpp 0 skips it.
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeModelGguf } from '../src/engine/export/index.ts';
 import type { ModelConfig } from '../src/engine/models/config.ts';
 import { llamaWeightShapes } from '../src/engine/models/llama.ts';
 import { inferenceWeights } from '../src/engine/infer/decoder.ts';
@@ -21,7 +27,7 @@ import { SeededRandom } from '../src/engine/data/random.ts';
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(
-    ['layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'prompt', 'gen', 'runs', 'threads', 'arena', 'tied', 'batch'].map((k) => [k, { type: 'string' as const }]),
+    ['layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'prompt', 'gen', 'runs', 'threads', 'arena', 'tied', 'batch', 'llamacpp'].map((k) => [k, { type: 'string' as const }]),
   ),
 });
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
@@ -45,8 +51,16 @@ for (const [name, shape] of llamaWeightShapes(cfg)) {
   hf.set(name, w);
 }
 const params = [...hf.values()].reduce((s, w) => s + w.length, 0);
+const threads = num('threads', 2);
+const ggufDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-bench-infer-'));
+const ggufFile = path.join(ggufDir, 'bench-f32.gguf');
+if (num('llamacpp', 1) === 1) {
+  const shapes = llamaWeightShapes(cfg);
+  const weights = new Map([...hf].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]));
+  writeModelGguf({ config: cfg, weights, tokenizerDir: null, name: 'bench' }, ggufFile, 'f32');
+}
 const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => hf.get(name)!), {
-  intraOpNumThreads: num('threads', 2),
+  intraOpNumThreads: threads,
   enableCpuMemArena: num('arena', 1) === 1,
 });
 hf.clear();
@@ -105,12 +119,53 @@ if (batch > 1) {
 const shapes = steps.compiledShapes;
 await steps.release();
 
+/** The same measurements with llama.cpp: time to first token, then greedy decode tokens/s. */
+async function llamaCppRuns(): Promise<{ ttftMs: number; decodeTokS: number } | null> {
+  if (!fs.existsSync(ggufFile)) return null;
+  const { getLlama } = await import('node-llama-cpp');
+  // gpu: false and build: 'never': the prebuilt CPU binary, never a download or a compile.
+  const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
+  const model = await llama.loadModel({ modelPath: ggufFile, gpuLayers: 0 });
+  const context = await model.createContext({ contextSize: P + N + 8, batchSize: P, threads });
+  const ttfts: number[] = [];
+  const rates: number[] = [];
+  try {
+    for (let r = 0; r <= runs; r++) {
+      const sequence = context.getSequence();
+      let count = 0;
+      let first = 0;
+      const start = performance.now();
+      for await (const _token of sequence.evaluate(prompt as never[], { temperature: 0, yieldEogToken: true })) {
+        if (count === 0) first = performance.now();
+        if (++count > N) break;
+      }
+      const end = performance.now();
+      sequence.dispose();
+      if (r === 0) continue; // warm-up
+      ttfts.push(first - start);
+      rates.push(N / ((end - first) / 1000));
+    }
+  } finally {
+    await context.dispose();
+    await model.dispose();
+    await llama.dispose();
+  }
+  return { ttftMs: median(ttfts), decodeTokS: median(rates) };
+}
+const reference = await llamaCppRuns();
+fs.rmSync(ggufDir, { recursive: true, force: true });
+
 console.log(`model: layers=${L} hidden=${D} inter=${I} heads=${H} kv=${KV} vocab=${V} tied=${cfg.tieWordEmbeddings} params=${(params / 1e6).toFixed(1)}M f32`);
-console.log(`threads=${num('threads', 2)} prompt=${P} gen=${N} runs=${runs} shapes=${shapes.join(',')}`);
+console.log(`threads=${threads} prompt=${P} gen=${N} runs=${runs} shapes=${shapes.join(',')}`);
 console.log(`compile_s=${compileSeconds.toFixed(2)} (first pass: compiling the prefill and decode shapes, then running them)`);
 console.log(`ttft_ms=${ttftMs.toFixed(1)}`);
 console.log(`prefill_tok_s=${(P / (ttftMs / 1000)).toFixed(0)}`);
 console.log(`decode_tok_s=${median(decodeRates).toFixed(1)}`);
 if (batch > 1) console.log(`batch_decode_tok_s=${median(batchRates).toFixed(1)} (batch=${batch})`);
 console.log(`sample_ms=${median(sampleMs).toFixed(2)}`);
+if (reference) {
+  const decode = median(decodeRates);
+  console.log(`llamacpp_ttft_ms=${reference.ttftMs.toFixed(1)} llamacpp_prefill_tok_s=${(P / (reference.ttftMs / 1000)).toFixed(0)} llamacpp_decode_tok_s=${reference.decodeTokS.toFixed(1)}`);
+  console.log(`ratio_vs_llamacpp: prefill=${(reference.ttftMs / ttftMs).toFixed(2)} decode=${(decode / reference.decodeTokS).toFixed(2)}`);
+}
 console.log(`peak_rss_mb=${(process.resourceUsage().maxRSS / 1024).toFixed(0)}`);
