@@ -18,6 +18,8 @@ import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
 import { blobKeys, type JobRecord } from '../store/index.ts';
 import { findBaseModel } from '../store/base-models.ts';
 import type { JobRunContext, JobRunner } from './worker.ts';
+import type { CallModel, PythonSandboxOptions } from '../graders/index.ts';
+import { jobGrader } from './rft-grading.ts';
 
 export type TrainFunction = (spec: TrainSpec, options: TrainOptions) => Promise<TrainResult>;
 
@@ -37,6 +39,12 @@ export interface TrainRunnerOptions {
   checkpointEverySteps?: number;
   /** Sends metrics to Weights & Biases for jobs whose `integrations` ask for it. */
   wandb?: WandbLogger;
+  /** Reinforcement: replaces our own inference for score_model/label_model graders (tests). */
+  graderCallModel?: (organization: string) => CallModel;
+  /** Reinforcement: the python grader sandbox (default: limits from PYTHON_GRADER_* env). */
+  graderPython?: PythonSandboxOptions;
+  /** Reinforcement: most tokens per sampled completion (default: the engine's). */
+  rftMaxCompletionTokens?: number;
 }
 
 /** A job error with OpenAI's {code, param}; the worker copies both into the job's `error`. */
@@ -70,6 +78,12 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: strin
     learning_rate_multiplier: hp.learning_rate_multiplier,
     ...(hp.beta !== undefined ? { beta: hp.beta } : {}),
   };
+  const rft = job.method.type === 'reinforcement' ? (job.method.reinforcement as { grader?: unknown } | undefined) : undefined;
+  if (rft) {
+    const h = hp as unknown as Record<string, unknown>;
+    for (const key of ['compute_multiplier', 'eval_interval', 'eval_samples'] as const) if (typeof h[key] === 'number') hyperparameters[key] = h[key] as number;
+    if (typeof h.reasoning_effort === 'string') hyperparameters.reasoning_effort = h.reasoning_effort;
+  }
   return {
     baseModelDir: modelDir,
     method: job.method.type as TrainSpec['method'],
@@ -81,10 +95,14 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: strin
     outputDir: ctx.workDir,
     ...(job.resume_point ? { resumeFrom: job.resume_point } : {}),
     ...(options.checkpointEverySteps !== undefined ? { checkpointEverySteps: options.checkpointEverySteps } : {}),
+    ...(rft ? { grader: rft.grader, ...(options.rftMaxCompletionTokens ? { maxCompletionTokens: options.rftMaxCompletionTokens } : {}) } : {}),
   };
 }
 
-const CHECKPOINT_METRICS = ['step', 'train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy'] as const;
+const CHECKPOINT_METRICS = [
+  'step', 'train_loss', 'train_mean_token_accuracy', 'valid_loss', 'valid_mean_token_accuracy', 'full_valid_loss', 'full_valid_mean_token_accuracy',
+  'train_reward_mean', 'valid_reward_mean', // reinforcement
+] as const;
 
 /** The metrics a checkpoint object shows (OpenAI's keys; no total_steps). */
 function checkpointMetrics(m: StepMetrics): Record<string, number> {
@@ -94,6 +112,8 @@ function checkpointMetrics(m: StepMetrics): Record<string, number> {
 }
 
 const CSV_COLUMNS = ['step', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_mean_token_accuracy'] as const;
+/** Reinforcement jobs' result CSV: OpenAI's five columns, then these. */
+const RFT_CSV_COLUMNS = ['train_reward_mean', 'train_reward_std', 'valid_reward_mean', 'kl'] as const;
 
 /** Every event of a job, oldest first. */
 async function allEvents(job: JobRecord, ctx: JobRunContext) {
@@ -113,10 +133,11 @@ async function resultCsv(job: JobRecord, ctx: JobRunContext): Promise<string> {
   const rows = new Map<number, Record<string, unknown>>();
   for (const e of await allEvents(job, ctx)) if (e.type === 'metrics' && e.data) rows.set(Number(e.data.step), e.data);
   const cell = (v: unknown) => (typeof v === 'number' ? String(v) : '');
-  const lines = [CSV_COLUMNS.join(',')];
+  const extra = job.method.type === 'reinforcement' ? RFT_CSV_COLUMNS : [];
+  const lines = [[...CSV_COLUMNS, ...extra].join(',')];
   for (const step of [...rows.keys()].sort((a, b) => a - b)) {
     const d = rows.get(step)!;
-    lines.push([step, cell(d.train_loss), cell(d.train_mean_token_accuracy), cell(d.valid_loss), cell(d.valid_mean_token_accuracy)].join(','));
+    lines.push([step, cell(d.train_loss), cell(d.train_mean_token_accuracy), cell(d.valid_loss), cell(d.valid_mean_token_accuracy), ...extra.map((k) => cell(d[k]))].join(','));
   }
   return lines.join('\n') + '\n';
 }
@@ -215,7 +236,10 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
           }
           if (!seen.metricSteps.has(m.step)) {
             seen.metricSteps.add(m.step);
-            await ctx.event(jobEvents.metrics(m));
+            const content = jobEvents.metrics(m);
+            // Method-specific metrics (DPO rewards, …) ride along after OpenAI's keys.
+            for (const [key, value] of Object.entries(m)) if (typeof value === 'number' && !(key in content.data)) content.data[key] = value;
+            await ctx.event(content);
             wandb?.log({ ...m });
           }
           await estimate(m, event.stepSeconds);
@@ -241,10 +265,21 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
       const step = /step-(\d+)$/.exec(job.resume_point)?.[1];
       await ctx.event({ level: 'info', type: 'message', message: `Training continues from its last resume point${step ? ` (step ${step})` : ''}`, data: {} });
     }
+    const grading = spec.method === 'reinforcement'
+      ? jobGrader(spec.grader, {
+          modelsDir: options.modelsDir,
+          store: ctx.store,
+          organization: job.organization_id,
+          callModel: options.graderCallModel?.(job.organization_id),
+          python: options.graderPython,
+          hidePaths: [ctx.workDir],
+        })
+      : null;
     let result: TrainResult;
     try {
-      result = await train(spec, { signal: ctx.signal, onEvent });
+      result = await train(spec, { signal: ctx.signal, onEvent, ...(grading ? { grade: grading.grade } : {}) });
     } catch (err) {
+      await grading?.close();
       if (ctx.signal.aborted) {
         // Cancelled: the W&B run ends too. Paused or handed back: it continues when the job does.
         const status = (await ctx.store.jobs.get(job.id))?.status;
@@ -255,6 +290,7 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
       await wandb?.finish('failed', { error: (described as Error).message });
       throw described;
     }
+    await grading?.close();
     // Resume points are only needed while the job can still continue.
     await removeDir(path.join(ctx.workDir, 'resume'));
     const csvId = await ctx.createResultFile('step_metrics.csv', Readable.from([Buffer.from(await resultCsv(job, ctx))]));
