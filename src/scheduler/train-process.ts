@@ -7,6 +7,8 @@
 //   parent → child  {type: 'start', spec}            once
 //                   {type: 'ack', seq}               after the parent handled event `seq`
 //                   {type: 'abort'}                  stop at the next step boundary
+//                   {type: 'abort', saveResumePoint}  pause: write a resume point first, and keep
+//                                                    sending events (acked) until it has
 //   child → parent  {type: 'event', seq, event}      the engine waits for the ack (back-pressure:
 //                                                    a checkpoint is recorded before training goes on)
 //                   {type: 'result', result} | {type: 'error', error: {name, message, code?}}
@@ -17,11 +19,12 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../engine/contract.ts';
+import { wantsResumePoint } from '../engine/train/pause.ts';
 
 type ToChild =
   | { type: 'start'; spec: TrainSpec }
   | { type: 'ack'; seq: number }
-  | { type: 'abort' }
+  | { type: 'abort'; saveResumePoint?: boolean }
   | { type: 'graded'; id: number; rewards?: number[]; error?: string };
 type SerializedError = { name: string; message: string; code?: string };
 type FromChild =
@@ -33,6 +36,8 @@ type FromChild =
 export interface ChildProcessOptions {
   /** After an abort, the child is killed if it has not stopped within this long (default 15 s). */
   killAfterMs?: number;
+  /** After a pause, which lets the step in flight finish and writes a resume point (default 10 min). */
+  pauseKillAfterMs?: number;
   /** Extra environment for the child (merged over process.env). */
   env?: Record<string, string>;
   /** Extra Node flags for the child, e.g. ['--max-old-space-size=8192']. */
@@ -61,12 +66,14 @@ function tailKeeper(max = 4000) {
 }
 
 function abortError(signal: AbortSignal): unknown {
+  if (wantsResumePoint(signal.reason)) return new DOMException('training paused', 'AbortError');
   return signal.reason ?? new DOMException('training aborted', 'AbortError');
 }
 
 /** Runs `train(spec)` in a child Node process; same contract as the engine's `train`. */
 export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
   const killAfterMs = options.killAfterMs ?? 15_000;
+  const pauseKillAfterMs = options.pauseKillAfterMs ?? 600_000;
   return (spec: TrainSpec, trainOptions: TrainOptions = {}): Promise<TrainResult> =>
     new Promise<TrainResult>((resolve, reject) => {
       const { signal, onEvent, grade } = trainOptions;
@@ -93,11 +100,11 @@ export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
       const send = (message: ToChild) => {
         if (child.connected) child.send(message, (err) => void err); // a dying child is handled by 'exit'
       };
-      const stop = () => {
-        send({ type: 'abort' });
-        if (!killTimer) killTimer = setTimeout(() => child.kill('SIGKILL'), killAfterMs).unref();
+      const stop = (pause = false) => {
+        send({ type: 'abort', ...(pause ? { saveResumePoint: true } : {}) });
+        if (!killTimer) killTimer = setTimeout(() => child.kill('SIGKILL'), pause ? pauseKillAfterMs : killAfterMs).unref();
       };
-      const onAbort = () => stop();
+      const onAbort = () => stop(wantsResumePoint(signal?.reason));
       signal?.addEventListener('abort', onAbort, { once: true });
 
       child.on('message', (message: FromChild) => {
@@ -187,7 +194,12 @@ async function childMain(): Promise<void> {
   process.on('message', (message: ToChild) => {
     switch (message.type) {
       case 'abort':
-        controller.abort(new DOMException('training aborted', 'AbortError'));
+        if (message.saveResumePoint) {
+          // Pause: the engine writes a resume point and its events still go to the parent, acked.
+          controller.abort({ saveResumePoint: true });
+          break;
+        }
+        if (!controller.signal.aborted) controller.abort(new DOMException('training aborted', 'AbortError'));
         for (const release of acks.values()) release();
         acks.clear();
         for (const pending of grading.values()) pending.reject(new DOMException('training aborted', 'AbortError'));
@@ -216,7 +228,7 @@ async function childMain(): Promise<void> {
       const result = await train(spec, {
         signal: controller.signal,
         onEvent: async (event) => {
-          if (controller.signal.aborted) return;
+          if (controller.signal.aborted && !wantsResumePoint(controller.signal.reason)) return;
           const n = ++seq;
           const acked = new Promise<void>((resolve) => acks.set(n, resolve));
           await post({ type: 'event', seq: n, event });

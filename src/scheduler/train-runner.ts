@@ -17,6 +17,7 @@ import { jobEvents } from '../domain/jobs.ts';
 import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
 import { blobKeys, type JobRecord } from '../store/index.ts';
 import { findBaseModel } from '../store/base-models.ts';
+import { wantsResumePoint } from '../engine/train/pause.ts';
 import type { JobRunContext, JobRunner } from './worker.ts';
 import type { CallModel, PythonSandboxOptions } from '../graders/index.ts';
 import { jobGrader } from './rft-grading.ts';
@@ -114,6 +115,11 @@ function checkpointMetrics(m: StepMetrics): Record<string, number> {
 const CSV_COLUMNS = ['step', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_mean_token_accuracy'] as const;
 /** Reinforcement jobs' result CSV: OpenAI's five columns, then these. */
 const RFT_CSV_COLUMNS = ['train_reward_mean', 'train_reward_std', 'valid_reward_mean', 'kl'] as const;
+/** DPO jobs' result CSV: OpenAI's five columns, then these (rewards on the step's pairs and the validation window). */
+const DPO_CSV_COLUMNS = [
+  'train_rewards_chosen', 'train_rewards_rejected', 'train_reward_accuracy', 'train_reward_margin',
+  'valid_rewards_chosen', 'valid_rewards_rejected', 'valid_reward_accuracy', 'valid_reward_margin',
+] as const;
 
 /** Every event of a job, oldest first. */
 async function allEvents(job: JobRecord, ctx: JobRunContext) {
@@ -133,7 +139,7 @@ async function resultCsv(job: JobRecord, ctx: JobRunContext): Promise<string> {
   const rows = new Map<number, Record<string, unknown>>();
   for (const e of await allEvents(job, ctx)) if (e.type === 'metrics' && e.data) rows.set(Number(e.data.step), e.data);
   const cell = (v: unknown) => (typeof v === 'number' ? String(v) : '');
-  const extra = job.method.type === 'reinforcement' ? RFT_CSV_COLUMNS : [];
+  const extra = job.method.type === 'dpo' ? DPO_CSV_COLUMNS : job.method.type === 'reinforcement' ? RFT_CSV_COLUMNS : [];
   const lines = [[...CSV_COLUMNS, ...extra].join(',')];
   for (const step of [...rows.keys()].sort((a, b) => a - b)) {
     const d = rows.get(step)!;
@@ -281,6 +287,8 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
     } catch (err) {
       await grading?.close();
       if (ctx.signal.aborted) {
+        // Paused: the engine wrote a resume point at the step it reached; the job continues from there.
+        if (wantsResumePoint(ctx.signal.reason)) await flushResume();
         // Cancelled: the W&B run ends too. Paused or handed back: it continues when the job does.
         const status = (await ctx.store.jobs.get(job.id))?.status;
         if (status === 'cancelled') await wandb?.finish('cancelled');

@@ -141,7 +141,13 @@ export class Worker {
     const heartbeat = async () => {
       if (controller.signal.aborted) return false;
       const ours = await renewLease(store, job.id, this.id, leaseMs);
-      if (!ours) controller.abort(new Error('job is no longer running on this worker'));
+      if (!ours && !controller.signal.aborted) {
+        // Paused through the API: the engine keeps the steps done so far in a resume point
+        // before it stops (SaveResumePointReason). Cancelled or lost: it just stops.
+        const now = await store.jobs.get(job.id);
+        const paused = now?.status === 'paused' && now.worker_id === this.id;
+        controller.abort(paused ? { saveResumePoint: true } : new Error('job is no longer running on this worker'));
+      }
       return ours;
     };
     const timer = setInterval(() => void heartbeat().catch(() => undefined), heartbeatMs);
@@ -171,7 +177,13 @@ export class Worker {
         const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints);
         return { checkpoint, pruned };
       },
-      setResumePoint: async (dir) => Boolean(await store.jobs.updateOwned(job.id, this.id, { resume_point: dir })),
+      setResumePoint: async (dir) => {
+        if (await store.jobs.updateOwned(job.id, this.id, { resume_point: dir })) return true;
+        // A job paused while this worker held it: the pause's own resume point is still ours to record.
+        const now = await store.jobs.get(job.id);
+        if (now?.status !== 'paused' || now.worker_id !== this.id) return false;
+        return Boolean(await store.jobs.update(job.id, { resume_point: dir }, ['paused']));
+      },
       setEstimatedFinish: async (at) => {
         await store.jobs.updateOwned(job.id, this.id, { estimated_finish: at });
       },
