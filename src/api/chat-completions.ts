@@ -382,13 +382,7 @@ function outcomeOf(text: string, result: GenerationResult, syntax: ToolSyntax | 
 export async function chatCompletionRoutes(app: FastifyInstance, service: InferenceService) {
   app.post('/chat/completions', async (request: FastifyRequest, reply: FastifyReply) => {
     const req = parseRequest(request.body);
-    const model = await service.resolve(req.model, request.caller.organization);
-    const { info, key, release } = await service.acquire(model);
-    try {
-      return await complete(request, reply, service, { ...model, key }, info, req);
-    } finally {
-      release();
-    }
+    return service.withModel(req.model, request.caller.organization, (model, info) => complete(request, reply, service, model, info, req));
   });
 }
 

@@ -100,13 +100,7 @@ function legacyLogprobs(logprobs: TokenLogprob[], start: number) {
 export async function completionRoutes(app: FastifyInstance, service: InferenceService) {
   app.post('/completions', async (request: FastifyRequest, reply: FastifyReply) => {
     const req = parseRequest(request.body);
-    const model = await service.resolve(req.model, request.caller.organization);
-    const { info, key, release } = await service.acquire(model);
-    try {
-      return await complete(request, reply, service, { ...model, key }, info, req);
-    } finally {
-      release();
-    }
+    return service.withModel(req.model, request.caller.organization, (model, info) => complete(request, reply, service, model, info, req));
   });
 }
 

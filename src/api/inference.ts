@@ -1,8 +1,8 @@
 // Serving models over HTTP: what a `model` name means (a base model folder, a fine-tuned model — a
 // PEFT adapter over its base or full weights —, a checkpoint `…:ckpt-step-N`, or a checkpoint
 // another organization shared through permissions), one InferenceHost (worker thread) per server,
-// created on first use and closed with the server, and what /v1/chat/completions and
-// /v1/completions share: sampling parameters, server-sent events, aborting on disconnect.
+// created on first use and closed with the server (the graders' score_model / label_model models
+// are served by it too), and what /v1/chat/completions and /v1/completions share: sampling parameters, server-sent events, aborting on disconnect.
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,7 +13,6 @@ import { findBaseModel } from '../store/base-models.ts';
 import type { Store } from '../store/index.ts';
 import { InferenceHost, type ModelInfo, type ModelSourceMessage } from '../engine/infer/index.ts';
 import type { GenerateOptions, GenerationResult, OnToken } from '../engine/infer/index.ts';
-import type { ApiContext } from './context.ts';
 import { chatCompletionRoutes } from './chat-completions.ts';
 import { completionRoutes } from './completions.ts';
 
@@ -94,6 +93,31 @@ export class InferenceService {
       return this.tunedModel(name, checkpoint.dir, baseName, checkpoint.organization_id);
     }
     throw modelNotFound(name);
+  }
+
+  /** Whether `organization` may use the model `name` (resolve's rules, without a 404). */
+  async exists(name: string, organization: string): Promise<boolean> {
+    try {
+      await this.resolve(name, organization);
+      return true;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Resolves `name` for `organization` and holds the model loaded while `use` runs; `use` gets it
+   * with `key` set to the host key of the loaded copy (for the host's requests and generate).
+   */
+  async withModel<T>(name: string, organization: string, use: (model: ResolvedModel, info: ModelInfo) => Promise<T>): Promise<T> {
+    const model = await this.resolve(name, organization);
+    const { info, key, release } = await this.acquire(model);
+    try {
+      return await use({ ...model, key }, info);
+    } finally {
+      release();
+    }
   }
 
   /** Weights in `dir` (a PEFT adapter or a full HF folder) trained from `baseName`. */
@@ -212,9 +236,11 @@ export class InferenceService {
   }
 }
 
-/** Registers /chat/completions and /completions over one inference service (under /v1). */
-export async function inferenceRoutes(app: FastifyInstance, ctx: ApiContext, settings: InferenceSettings = {}) {
-  const service = new InferenceService(ctx.store, ctx.config.modelsDir, settings);
+/**
+ * Registers /chat/completions and /completions (under /v1) over the server's inference service
+ * (the one the graders' score_model / label_model use too), closed with the server.
+ */
+export async function inferenceRoutes(app: FastifyInstance, service: InferenceService) {
   // Before the server waits for open connections: streams in flight end (with an error event)
   // instead of holding shutdown up until they finish.
   app.addHook('preClose', async () => service.close());

@@ -14,7 +14,7 @@ import type { ApiContext } from './context.ts';
 import { registerErrorHandling } from './errors.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
-import { inferenceRoutes } from './inference.ts';
+import { InferenceService, inferenceRoutes } from './inference.ts';
 import { checkpointRoutes } from './fine-tuning/checkpoints.ts';
 import { graderRoutes, type GraderRouteOptions } from './fine-tuning/graders.ts';
 import { jobRoutes } from './fine-tuning/jobs.ts';
@@ -106,15 +106,17 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(multipart, {
     limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },
   });
+  // One inference service (worker thread, loaded models) for completions and grader models.
+  const inference = new InferenceService(store, config.modelsDir);
   await app.register(
     async (v1) => {
       await fileRoutes(v1, ctx);
       await uploadRoutes(v1, ctx);
       await jobRoutes(v1, ctx);
       await checkpointRoutes(v1, ctx);
-      await graderRoutes(v1, ctx, options.graders);
+      await graderRoutes(v1, ctx, inference, options.graders);
       await modelRoutes(v1, ctx);
-      await inferenceRoutes(v1, ctx); // /chat/completions, /completions
+      await inferenceRoutes(v1, inference); // /chat/completions, /completions
       await exportRoutes(v1, ctx);
     },
     { prefix: '/v1' },
