@@ -321,7 +321,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions, hooks: Dp
   const refShape = { pairsPerMicro: plan.pairsPerMicro, seqLen: plan.seqLen, padId: plan.padId };
   const trainRef = await referenceLogps(setup, refWeights, plan.train.pairs, refShape);
   const validRef = plan.valid ? await referenceLogps(setup, refWeights, plan.valid.pairs, refShape) : null;
-  options.signal?.throwIfAborted();
+  if (options.signal?.aborted) throw trainingAborted(); // nothing trained yet: no resume point to keep
 
   let state = freshOptimizerState(params);
   if (spec.resumeFrom) {
