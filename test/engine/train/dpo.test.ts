@@ -171,3 +171,37 @@ test('pause: an abort with {saveResumePoint: true} writes a resume point at the 
     assert.deepEqual(resumed.losses, reference.losses.slice(2), method);
   }
 });
+
+test('DPO gradient accumulation over micro-batches equals one micro-batch of all the pairs', async () => {
+  const s = spec({ lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'up_proj'] } });
+  const model = loadHfModel(s.baseModelDir);
+  const plan = makeDpoPlan(s, model.config);
+  const setup = modelSetup(model.config, s.lora);
+  const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
+  const pairs = plan.train.pairs;
+  const ref = await referenceLogps(setup, initialTensors(setup, base, s.seed).frozen, pairs, { pairsPerMicro: 4, seqLen: plan.seqLen, padId: plan.padId });
+  const make = (P: number) => {
+    const { frozen, params } = initialTensors(setup, base, s.seed);
+    return new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, pairs: P }, frozen, freshOptimizerState(params), 0.1, undefined, { intraOpNumThreads: 1 });
+  };
+  const big = make(4);
+  const small = make(2);
+  const ids = [0, 1, 2, 3];
+  for (let step = 0; step < 3; step++) {
+    const a = await big.dpoStep([pairMicroBatch(pairs, ids, plan.seqLen, plan.padId, ref)], 0.01);
+      const b = await small.dpoStep([pairMicroBatch(pairs, [0, 1], plan.seqLen, plan.padId, ref), pairMicroBatch(pairs, [2, 3], plan.seqLen, plan.padId, ref)], 0.01);
+    assert.equal(a.pairs, 4);
+    assert.ok(Math.abs(a.lossSum - b.lossSum) < 1e-4, `step ${step}: ${a.lossSum} vs ${b.lossSum}`);
+    assert.ok(Math.abs(a.gradNorm - b.gradNorm) / a.gradNorm < 1e-3, `grad norm ${a.gradNorm} vs ${b.gradNorm}`);
+  }
+  const pa = big.state.params.get(setup.trainable[1])!;
+  const pb = small.state.params.get(setup.trainable[1])!;
+  let maxDiff = 0;
+  for (let i = 0; i < pa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pa[i] - pb[i]));
+  assert.ok(maxDiff < 1e-4, `params differ by ${maxDiff}`);
+  // Padding pairs carry no loss: three pairs and a padding one give the mean over three.
+  const padded = await big.dpoEvaluate([pairMicroBatch(pairs, [0, 1, 2, -1], plan.seqLen, plan.padId, ref)]);
+  assert.equal(padded.pairs, 3);
+  await big.release();
+  await small.release();
+});
