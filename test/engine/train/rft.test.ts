@@ -190,3 +190,30 @@ test('same seed → same samples and rewards', async () => {
   assert.deepEqual(b.log, a.log);
   assert.deepEqual(b.metrics, a.metrics);
 });
+
+test('a resumed run continues exactly; full fine-tuning trains too', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'rft-data-'));
+  const file = path.join(dir, 'train.jsonl');
+  writeFileSync(file, readFileSync(TRAIN, 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
+  const hyperparameters = { n_epochs: 1, batch_size: 2, learning_rate_multiplier: 1, compute_multiplier: 0.5 };
+  for (const lora of [undefined, null]) {
+    const run = async (over: Partial<TrainSpec>) => {
+      const metrics: StepMetrics[] = [];
+      const resumePoints: string[] = [];
+      await trainReinforcement(spec({ trainingFile: file, hyperparameters, checkpointEverySteps: 2, ...(lora === null ? { lora: null } : {}), ...over }), {
+        grade: gradeWith(),
+        onEvent: (e) => {
+          if (e.type === 'metrics') metrics.push(e.metrics);
+          if (e.type === 'resume_point') resumePoints.push(e.dir);
+        },
+      });
+      return { metrics, resumePoints };
+    };
+    const whole = await run({});
+    assert.deepEqual(whole.metrics.map((m) => m.step), [1, 2, 3, 4]);
+    assert.ok(whole.metrics.every((m) => Number.isFinite(m.train_loss) && m.kl! >= 0));
+    assert.ok(whole.metrics[3].kl! > 0, `${lora === null ? 'full' : 'LoRA'}: the policy moved away from the reference`);
+    const resumed = await run({ outputDir: mkdtempSync(path.join(tmpdir(), 'rft-')), resumeFrom: whole.resumePoints[0] });
+    assert.deepEqual(resumed.metrics, whole.metrics.slice(2), lora === null ? 'full fine-tuning' : 'LoRA');
+  }
+});
