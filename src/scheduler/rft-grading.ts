@@ -35,7 +35,7 @@ export interface JobGrader {
 }
 
 /** Grader models on our own inference engine, resolved like /v1/fine_tuning/alpha/graders/run does. */
-function ownCallModel(opts: RftGradingOptions): { callModel: CallModel; close: () => Promise<void> } {
+export function ownCallModel(opts: RftGradingOptions): { callModel: CallModel; close: () => Promise<void> } {
   let host: InferenceHost | null = null;
   const loaded = new Map<string, Promise<{ contextLength: number }>>();
   const resolve = async (name: string): Promise<{ key: string; source: ModelSourceMessage } | null> => {
