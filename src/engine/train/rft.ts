@@ -32,6 +32,7 @@ import { DEFAULT_ADAMW, type ModelSetup } from './step.ts';
 import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
 import { PolicySampler, stopTokenIds } from './rft-sampler.ts';
 import { RftStepRunner } from './rft-step.ts';
+import { trainingAborted, wantsResumePoint } from './pause.ts';
 
 /** Most tokens per sampled completion unless the spec says otherwise. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 128;
@@ -135,14 +136,15 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, DEFAULT_ADAMW);
   const sampler = new PolicySampler(setup, setup.lora ? frozen : base, tokenizer, stopTokenIds(cfg, spec.baseModelDir, tokenizer));
 
-  const sampleAll = async (prompts: RftPrompt[], perPrompt: number, label: string): Promise<Sampled[]> => {
+  /** `abortable` false: an evaluation after an update finishes, so the step's metrics are recorded before a pause. */
+  const sampleAll = async (prompts: RftPrompt[], perPrompt: number, label: string, abortable = true): Promise<Sampled[]> => {
     const out: Sampled[] = [];
     for (let i = 0; i < prompts.length; i++) {
       const prompt = prompts[i];
       for (let j = 0; j < perPrompt; j++) {
-        checkAbort();
+        if (abortable) checkAbort();
         const room = Math.min(maxNew, seqLen - prompt.ids.length);
-        const r = await sampler.sample(prompt.ids, room, seedOf(spec.seed, `${label}-${i}-${j}`), signal);
+        const r = await sampler.sample(prompt.ids, room, seedOf(spec.seed, `${label}-${i}-${j}`), abortable ? signal : undefined);
         out.push({ prompt, completion: r.tokenIds, text: r.text });
       }
     }
@@ -154,9 +156,9 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
     if (rewards.length !== samples.length) throw new Error(`the grader returned ${rewards.length} rewards for ${samples.length} samples`);
     return rewards.map((r) => (Number.isFinite(r) ? r : 0));
   };
-  const evaluate = async (): Promise<number> => {
+  const evaluate = async (abortable = true): Promise<number> => {
     // The same seeds at every evaluation: differences between evaluations are the policy's.
-    const samples = await sampleAll(validAll, evalSamples, 'eval');
+    const samples = await sampleAll(validAll, evalSamples, 'eval', abortable);
     return meanStd(await rewardsOf(samples)).mean;
   };
 
@@ -168,6 +170,14 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
 
   let metrics: StepMetrics | null = null;
   let finalDir = '';
+  let lastResumePoint = runner.state.step;
+  const writeResumePoint = async () => {
+    const step = runner.state.step;
+    const dir = join(spec.outputDir, 'resume', `step-${step}`);
+    saveResumePoint(dir, setup, runner.state, { step, fingerprint: fingerprint(spec), trainedTokens });
+    lastResumePoint = step;
+    await emit({ type: 'resume_point', step, dir });
+  };
   try {
     await sampler.refresh(runner.state.params);
     if (validAll.length > 0 && runner.state.step === 0) {
@@ -239,23 +249,24 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
         kl: meanStd([...klMean]).mean,
       };
       const last = step + 1 === totalSteps;
-      if (validAll.length > 0 && ((step + 1) % evalInterval === 0 || last)) metrics.valid_reward_mean = await evaluate();
+      if (validAll.length > 0 && ((step + 1) % evalInterval === 0 || last)) metrics.valid_reward_mean = await evaluate(false);
       const stepSeconds = (performance.now() - t0) / 1000;
       await emit({ type: 'metrics', metrics, stepSeconds });
 
       const epochEnd = (step + 1) % stepsPerEpoch === 0;
       const resumeDue = epochEnd || (spec.checkpointEverySteps ? (step + 1) % spec.checkpointEverySteps === 0 : false);
-      if (resumeDue && !last) {
-        const dir = join(spec.outputDir, 'resume', `step-${step + 1}`);
-        saveResumePoint(dir, setup, runner.state, { step: step + 1, fingerprint: fingerprint(spec), trainedTokens });
-        await emit({ type: 'resume_point', step: step + 1, dir });
-      }
+      if (resumeDue && !last) await writeResumePoint();
       if (epochEnd) {
         finalDir = join(spec.outputDir, 'checkpoints', `step-${step + 1}`);
         saveModelCheckpoint(finalDir, setup, runner.state, { dir: spec.baseModelDir, rawConfig: model.rawConfig });
         await emit({ type: 'checkpoint', step: step + 1, dir: finalDir, metrics });
       }
     }
+  } catch (err) {
+    if (!signal?.aborted) throw err;
+    // Pause: keep the steps done so far (an update is atomic: the step in flight finished or left the state untouched).
+    if (wantsResumePoint(signal.reason) && runner.state.step > lastResumePoint && runner.state.step < totalSteps) await writeResumePoint();
+    throw trainingAborted();
   } finally {
     await runner.release();
     await sampler.release();

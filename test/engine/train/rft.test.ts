@@ -217,3 +217,30 @@ test('a resumed run continues exactly; full fine-tuning trains too', async () =>
     assert.deepEqual(resumed.metrics, whole.metrics.slice(2), lora === null ? 'full fine-tuning' : 'LoRA');
   }
 });
+
+test('pause: a resume point at the step reached, and the resumed run matches an uninterrupted one', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'rft-data-'));
+  const file = path.join(dir, 'train.jsonl');
+  writeFileSync(file, readFileSync(TRAIN, 'utf8').split('\n').slice(0, 4).join('\n') + '\n');
+  const s = spec({ trainingFile: file, hyperparameters: { n_epochs: 2, batch_size: 2, learning_rate_multiplier: 1, compute_multiplier: 0.5 } });
+  const whole: StepMetrics[] = [];
+  await trainReinforcement({ ...s, outputDir: mkdtempSync(path.join(tmpdir(), 'rft-')) }, { grade: gradeWith(), onEvent: (e) => void (e.type === 'metrics' && whole.push(e.metrics)) });
+
+  const controller = new AbortController();
+  const resumePoints: { step: number; dir: string }[] = [];
+  await assert.rejects(
+    trainReinforcement(s, {
+      signal: controller.signal,
+      grade: gradeWith(),
+      onEvent: (e) => {
+        if (e.type === 'metrics' && e.metrics.step === 1) controller.abort({ saveResumePoint: true });
+        if (e.type === 'resume_point') resumePoints.push(e);
+      },
+    }),
+    { name: 'AbortError' },
+  );
+  assert.deepEqual(resumePoints.map((r) => r.step), [1]);
+  const rest: StepMetrics[] = [];
+  await trainReinforcement({ ...s, resumeFrom: resumePoints[0].dir }, { grade: gradeWith(), onEvent: (e) => void (e.type === 'metrics' && rest.push(e.metrics)) });
+  assert.deepEqual(rest, whole.slice(1));
+});
