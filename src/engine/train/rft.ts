@@ -97,7 +97,9 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const validAll = spec.validationFile ? loadPrompts(spec.validationFile, formatter, context) : [];
   if (train.length === 0) throw new Error('the training file has no examples');
   const longestPrompt = [...train, ...validAll].reduce((m, p) => Math.max(m, p.ids.length), 1);
-  const maxNew = Math.max(1, Math.min(spec.maxCompletionTokens ?? DEFAULT_MAX_COMPLETION_TOKENS, context - longestPrompt));
+  // Rows fit the longest prompt plus a full completion, up to the context; a prompt near the context
+  // gets the room left (at least one token), the others keep the full budget.
+  const maxNew = Math.max(1, Math.min(spec.maxCompletionTokens ?? DEFAULT_MAX_COMPLETION_TOKENS, context - 1));
   const seqLen = Math.min(context, Math.ceil((longestPrompt + maxNew) / 32) * 32);
   const padId = cfg.padTokenId ?? 0;
 

@@ -244,3 +244,27 @@ test('pause: a resume point at the step reached, and the resumed run matches an 
   await trainReinforcement({ ...s, resumeFrom: resumePoints[0].dir }, { grade: gradeWith(), onEvent: (e) => void (e.type === 'metrics' && rest.push(e.metrics)) });
   assert.deepEqual(rest, whole.slice(1));
 });
+
+test('prompts near the context get the room left; a prompt that fills it is an error naming its line', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'rft-data-'));
+  const line = (content: string) => JSON.stringify({ messages: [{ role: 'user', content }], letter: 'k' });
+  const long = (words: number) => Array.from({ length: words }, (_, i) => `w${i % 10}`).join(' ');
+  const file = path.join(dir, 'train.jsonl');
+  writeFileSync(file, [line('Shout a word with the letter k!'), line(long(250))].join('\n') + '\n');
+  const log: { text: string; reward: number }[] = [];
+  const metrics: StepMetrics[] = [];
+  const result = await trainReinforcement(spec({ trainingFile: file, hyperparameters: { n_epochs: 1, batch_size: 2, learning_rate_multiplier: 1, compute_multiplier: 0.5 } }), {
+    grade: gradeWith(log),
+    onEvent: (e) => void (e.type === 'metrics' && metrics.push(e.metrics)),
+  });
+  assert.equal(log.length, 4);
+  assert.equal(metrics.length, 1);
+  // The 508-token prompt's completions stop at the 512-token context (rows of 512 never overflow).
+  assert.ok(result.trainedTokens <= 2 * 512 + 2 * 64, `trained tokens ${result.trainedTokens}`);
+  const tooLong = path.join(dir, 'too-long.jsonl');
+  writeFileSync(tooLong, [line('hi'), line(long(600))].join('\n') + '\n');
+  await assert.rejects(
+    trainReinforcement(spec({ trainingFile: tooLong, hyperparameters: { n_epochs: 1, batch_size: 2, learning_rate_multiplier: 1 } }), { grade: gradeWith() }),
+    /too-long\.jsonl: example on line 2: the prompt has \d+ tokens; the context is 512/,
+  );
+});
