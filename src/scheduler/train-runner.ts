@@ -278,7 +278,9 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
           organization: job.organization_id,
           callModel: options.graderCallModel?.(job.organization_id),
           python: options.graderPython,
-          hidePaths: [ctx.workDir],
+          // Python grader code sees none of the server's data: DATA_DIR (= jobs/<id>/../..: every
+          // organization's files, the database) and the blob folder the training file comes from.
+          hidePaths: [path.resolve(ctx.workDir, '..', '..'), path.dirname(path.dirname(spec.trainingFile))],
         })
       : null;
     let result: TrainResult;

@@ -10,6 +10,9 @@ import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { RFT_GRADER, RFT_TRAIN, RFT_VALID } from '../../scripts/make-rft-data.ts';
 import { BASE_MODEL, MODELS_DIR, TERMINAL, allEvents, metricsEvents, waitForStatus } from './support.ts';
+import { pythonSandboxStatus, pythonLimitsFromEnv } from '../../src/graders/index.ts';
+
+const sandbox = pythonSandboxStatus({ limits: pythonLimitsFromEnv() });
 
 describe('reinforcement jobs end to end (real engine, tiny model)', () => {
   let server: TestServer;
@@ -70,5 +73,33 @@ describe('reinforcement jobs end to end (real engine, tiny model)', () => {
     assert.equal(header, 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,train_reward_mean,train_reward_std,valid_reward_mean,kl');
     assert.equal(rows.length, 3);
     for (const row of rows) assert.equal(row.split(',').length, 9);
+  });
+
+  it('a python grader job grades in the sandbox (server data hidden) and succeeds', { skip: sandbox.ok ? false : `python sandbox unavailable: ${!sandbox.ok && sandbox.reason}` }, async () => {
+    const training = await client().files.create({ file: new File([RFT_TRAIN.slice(0, 12).join('\n') + '\n'], 'rft-train.jsonl'), purpose: 'fine-tune' });
+    // Reward 1 for the letter, and 0.5 more if the server's data folder were readable (it must not be).
+    const source = [
+      'import os',
+      'def grade(sample, item):',
+      `    leak = 0.5 if os.path.exists(${JSON.stringify(server.dataDir)}) and len(os.listdir(${JSON.stringify(server.dataDir)})) > 0 else 0.0`,
+      '    return (1.0 if item["letter"] in sample["output_text"] else 0.0) + leak',
+    ].join('\n');
+    const created = await client().fineTuning.jobs.create({
+      model: BASE_MODEL,
+      training_file: training.id,
+      seed: 7,
+      method: {
+        type: 'reinforcement',
+        reinforcement: { grader: { type: 'python', name: 'letter', source }, hyperparameters: { n_epochs: 1, batch_size: 6, compute_multiplier: 0.5, reasoning_effort: 'default' } },
+      },
+    });
+    const job = await waitForStatus(client(), created.id, TERMINAL);
+    assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
+    const metrics = await metricsEvents(client(), job.id);
+    assert.deepEqual(metrics.map((m) => m.step), [1, 2]);
+    for (const m of metrics) {
+      assert.ok(m.train_reward_mean >= 0 && m.train_reward_mean <= 1, `no reward from a readable data folder: ${JSON.stringify(m)}`);
+      assert.equal(m.valid_reward_mean, undefined, 'no validation file: no evaluation');
+    }
   });
 });
