@@ -236,7 +236,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
         micro.push({ ...batch, lossWeights: terms.weights });
       }
       checkAbort();
-      await runner.step(micro, 1 / samples.length, lr(step), signal);
+      await runner.policyStep(micro, 1 / samples.length, lr(step), signal);
       await sampler.refresh(runner.state.params);
       trainedTokens += examples.reduce((a, e) => a + e.ids.length, 0);
 
