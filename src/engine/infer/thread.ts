@@ -10,9 +10,16 @@
 //                  {op: 'textPrompt', id, key, text}              → result: number[]
 //                  {op: 'abort', id}  (the id of a generate)      → that generate replies with an error named AbortError
 //                  {op: 'unload', id, key}                        → result: null
+//                  {op: 'close', id}  aborts every generation, waits for all work in the worker
+//                                     (loads, generations, warmups), releases every model → result: null
 //   worker → main  {id, type: 'error', error: {name, message}} for any failed request.
 // Requests to the worker run concurrently: each generate yields between tokens, so two streams
 // interleave token by token, each with its own KV cache.
+//
+// Closing: terminating the thread while ONNX Runtime works in it (a session.run, a session being
+// created) aborts the whole process ("terminate called after throwing an instance of
+// 'Napi::Error'"), so `close` first asks the worker to stop and release everything, and terminates
+// it only once the worker answered (it is idle then) or has already exited.
 
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ChatMessage, ToolDefinition } from '../data/chat-format.ts';
@@ -53,7 +60,8 @@ type Request =
   | { op: 'chatPrompt'; id: number; key: string; messages: ChatMessage[]; tools?: ToolDefinition[] }
   | { op: 'textPrompt'; id: number; key: string; text: string }
   | { op: 'abort'; id: number }
-  | { op: 'unload'; id: number; key: string };
+  | { op: 'unload'; id: number; key: string }
+  | { op: 'close'; id: number };
 
 type Reply =
   | { id: number; type: 'result'; value: unknown }
@@ -71,7 +79,10 @@ export class InferenceHost {
   private readonly worker: Worker;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** No new requests (close was called, or the worker died). */
   private closed = false;
+  private exited = false;
+  private closing: Promise<void> | null = null;
 
   constructor() {
     // The worker runs this same file. Under tsx, Node 20 does not carry the TypeScript loader into
@@ -84,7 +95,10 @@ export class InferenceHost {
     this.worker = new Worker(entry, { eval: true, workerData: { mark: WORKER_MARK } });
     this.worker.on('message', (reply: Reply) => this.receive(reply));
     this.worker.on('error', (error) => this.failAll(error));
-    this.worker.on('exit', (code) => this.failAll(new Error(`inference worker exited (code ${code})`)));
+    this.worker.on('exit', (code) => {
+      this.exited = true;
+      this.failAll(new Error(`inference worker exited (code ${code})`));
+    });
   }
 
   /** Loads a model under `key` (a later load with the same key replaces it). */
@@ -119,10 +133,23 @@ export class InferenceHost {
     return this.request({ op: 'unload', key });
   }
 
-  /** Stops the worker; pending requests reject. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops the worker: new requests reject at once, generations end as aborted, loads in progress
+   * finish; once the worker has released its models (and no ONNX Runtime call is running in it)
+   * it is terminated. Requests still pending then reject.
+   */
+  close(): Promise<void> {
+    return (this.closing ??= this.shutDown());
+  }
+
+  private async shutDown(): Promise<void> {
     this.closed = true;
+    if (!this.exited) {
+      const id = this.nextId++;
+      const done = new Promise((resolve, reject) => this.pending.set(id, { resolve: resolve as (value: never) => void, reject }));
+      this.worker.postMessage({ op: 'close', id } satisfies Request);
+      await done.catch(() => {}); // rejects when the worker exits first
+    }
     await this.worker.terminate();
   }
 
@@ -160,6 +187,7 @@ export class InferenceHost {
   }
 
   private failAll(error: Error): void {
+    // (The worker is gone: 'error' is an uncaught exception that ended it, 'exit' its end.)
     this.closed = true;
     for (const p of this.pending.values()) p.reject(error);
     this.pending.clear();
@@ -193,6 +221,13 @@ class SharedBases {
     return entry.base;
   }
 
+  /** Every base, used or not (the worker is closing). */
+  async releaseAll(): Promise<void> {
+    const entries = [...this.bases.values()];
+    this.bases.clear();
+    for (const entry of entries) await (await entry.base.catch(() => null))?.release();
+  }
+
   /** `key` no longer uses any shared base (but `keepDir`'s); a base nobody uses is released. */
   async drop(key: string, keepDir?: string): Promise<void> {
     for (const [dir, entry] of this.bases) {
@@ -208,8 +243,30 @@ function serveRequests(): void {
   const models = new Map<string, Promise<Model>>();
   const shared = new SharedBases();
   const aborts = new Map<number, AbortController>();
+  /** Work in progress (requests, background warmups): closing waits for all of it. */
+  const running = new Set<Promise<unknown>>();
+  const track = <T>(work: Promise<T>): Promise<T> => {
+    running.add(work);
+    const done = () => running.delete(work);
+    work.then(done, done);
+    return work;
+  };
   const send = (reply: Reply) => port.postMessage(reply);
   const model = (key: string) => models.get(key) ?? Promise.reject(new Error(`model ${key} is not loaded`));
+  const unload = async (key: string) => {
+    const m = models.get(key);
+    models.delete(key);
+    if (m) await (await m).release();
+    await shared.drop(key);
+  };
+  /** Everything stops and is released; the main thread terminates the worker after the reply. */
+  const close = async () => {
+    for (const controller of aborts.values()) controller.abort(abortError());
+    while (running.size > 0) await Promise.allSettled([...running]); // generations stop within a token
+    for (const key of [...models.keys()]) await unload(key).catch(() => {});
+    await shared.releaseAll();
+    return null;
+  };
 
   const handle = async (request: Request): Promise<unknown> => {
     switch (request.op) {
@@ -225,7 +282,7 @@ function serveRequests(): void {
         loading.catch(() => models.get(key) === loading && models.delete(key));
         const loaded = await loading;
         if (previous) await (await previous.catch(() => null))?.release();
-        if (warmup) loaded.warmup().catch(() => {}); // a failure here resurfaces on first use
+        if (warmup) void track(loaded.warmup().catch(() => {})); // a failure here resurfaces on first use
         return {
           architecture: loaded.config.architecture,
           vocabSize: loaded.config.vocabSize,
@@ -250,13 +307,11 @@ function serveRequests(): void {
         return chatPrompt(await model(request.key), request.messages, request.tools);
       case 'textPrompt':
         return textPrompt(await model(request.key), request.text);
-      case 'unload': {
-        const m = models.get(request.key);
-        models.delete(request.key);
-        if (m) await (await m).release();
-        await shared.drop(request.key);
+      case 'unload':
+        await unload(request.key);
         return null;
-      }
+      case 'close':
+        return close();
       case 'abort':
         aborts.get(request.id)?.abort(abortError());
         return undefined;
@@ -265,7 +320,7 @@ function serveRequests(): void {
 
   port.on('message', (request: Request) => {
     if (request.op === 'abort') return void handle(request);
-    handle(request).then(
+    (request.op === 'close' ? handle(request) : track(handle(request))).then(
       (value) => send({ id: request.id, type: 'result', value }),
       (error: unknown) => {
         const e = error instanceof Error ? error : new Error(String(error));

@@ -117,3 +117,29 @@ test('adapters loaded with shareBase run over one base and generate what their m
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('closing a host mid-generation or mid-load, 10 times, ends its requests without taking the process down', async () => {
+  // Terminating the thread inside an ONNX Runtime call (a step, a session being created) aborts
+  // the whole process (Napi::Error), so close() waits for the worker to stop and release its
+  // sessions first: a crash here ends this file. Even rounds close on the first streamed token,
+  // odd ones after a delay that lands in loading, prompting or generating.
+  const ended = (e: Error) => e.name === 'AbortError' || /inference (worker exited|host is closed)/.test(e.message);
+  for (let i = 0; i < 10; i++) {
+    const host = new InferenceHost();
+    let closed: Promise<void> | undefined;
+    const close = () => (closed ??= host.close());
+    const work = (async () => {
+      await host.load('tiny', { baseModelDir }, { intraOpNumThreads: 1 });
+      const prompt = await host.chatPrompt('tiny', conversation);
+      const options = (seed: number) => ({ temperature: 0.8, seed, logitBias: { 677: -100, 679: -100 } }); // EOS banned: runs to the context limit
+      const generations = [0, 1].map((j) => host.generate('tiny', prompt, options(i * 2 + j), () => void (i % 2 === 0 && close())));
+      const another = host.load('tiny-2', { baseModelDir }, { intraOpNumThreads: 1 }); // a load in flight too
+      await Promise.all([...generations, another]);
+    })();
+    if (i % 2 === 1) setTimeout(close, (i * 53) % 300);
+    await assert.rejects(work, ended);
+    await close();
+    await assert.rejects(host.chatPrompt('tiny', conversation), /inference host is closed/);
+    await host.close(); // again: a no-op
+  }
+});
