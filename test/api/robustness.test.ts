@@ -25,8 +25,14 @@ const ROUTES: [string, string][] = [
   ['POST', '/v1/fine_tuning/checkpoints/{id}/permissions'],
   ['GET', '/v1/fine_tuning/checkpoints/{id}/permissions'],
   ['DELETE', '/v1/fine_tuning/checkpoints/{id}/permissions/{id}'],
+  ['POST', '/v1/fine_tuning/alpha/graders/run'],
+  ['POST', '/v1/fine_tuning/alpha/graders/validate'],
+  ['GET', '/v1/models'],
   ['GET', '/v1/models/{id}'],
   ['DELETE', '/v1/models/{id}'],
+  ['GET', '/v1/models/{id}/export'],
+  ['POST', '/v1/chat/completions'],
+  ['POST', '/v1/completions'],
 ];
 
 const IDS = ['x', '%00', '..%2F..%2Fetc%2Fpasswd', 'ft%3Aa%3Ab%3A%3Ac', '%F0%9F%98%80', 'a'.repeat(900), "'%20OR%201=1--"];
