@@ -121,6 +121,8 @@ function parseHyperparameters(raw: unknown, type: MethodType, param: string): Re
     const value = given[key];
     out[key] = value === undefined || value === null ? 'auto' : check(value, `${param}.${key}`);
   }
+  // The job object's schema has no "auto" for reasoning_effort, and its default needs no dataset.
+  if (out.reasoning_effort === 'auto') out.reasoning_effort = AUTO_REASONING_EFFORT;
   return out;
 }
 
