@@ -12,8 +12,8 @@ import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogp
 import type { ConstraintSpec, JsonSchema } from '../engine/infer/constraints/index.ts';
 import { nowSeconds } from './context.ts';
 import {
-  abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
-  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, shuttingDown, streamOptions, tokenBudget,
+  abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, invalid, optionalBoolean, optionalNumber,
+  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
 
@@ -421,16 +421,8 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   const toolCallsJson = (calls: ParsedToolCall[]) => calls.map((c) => ({ id: callId(), type: 'function' as const, function: { name: c.name, arguments: c.arguments } }));
 
   if (!req.stream) {
-    let results: GenerationResult[];
-    try {
-      results = await Promise.all(Array.from({ length: req.n }, (_, i) => service.generate(model.key, promptIds, options(i))));
-    } catch (error) {
-      if (isAbort(error) && service.closing) throw shuttingDown();
-      if (isAbort(error)) return abandon(reply); // the client left: nothing to answer
-      generations.abort(); // the other choices are of no use now
-      service.generationFailed(error);
-      throw generationError(error);
-    }
+    const results = await service.settle(generations, () => Promise.all(Array.from({ length: req.n }, (_, i) => service.generate(model.key, promptIds, options(i)))));
+    if (!results) return abandon(reply); // the client left: nothing to answer
     return {
       id,
       object: 'chat.completion' as const,
@@ -489,17 +481,11 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     return result;
   };
   try {
-    const results = await Promise.all(Array.from({ length: req.n }, (_, i) => run(i)));
-    if (req.includeUsage) events.send(chunk([], { usage: usage(results) }));
+    const results = await service.settle(generations, () => Promise.all(Array.from({ length: req.n }, (_, i) => run(i))));
+    if (results && req.includeUsage) events.send(chunk([], { usage: usage(results) }));
     events.end();
   } catch (error) {
-    if (isAbort(error) && service.closing) events.fail(shuttingDown());
-    else if (isAbort(error)) events.end();
-    else {
-      generations.abort(); // the other choices are of no use now
-      service.generationFailed(error);
-      events.fail(generationError(error));
-    }
+    events.fail(error);
   }
   return reply;
 }

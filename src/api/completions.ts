@@ -7,8 +7,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogprob } from '../engine/infer/index.ts';
 import { nowSeconds } from './context.ts';
 import {
-  abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, generationError, invalid, isAbort, optionalBoolean, optionalNumber,
-  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, shuttingDown, streamOptions, tokenBudget,
+  abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, invalid, optionalBoolean, optionalNumber,
+  checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,
   type Body, type InferenceService, type ResolvedModel,
 } from './inference.ts';
 
@@ -141,16 +141,8 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   const object = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion' as const, created, model: model.name, choices, ...extra });
 
   if (!req.stream) {
-    let results: GenerationResult[];
-    try {
-      results = await Promise.all(jobs.map((job) => service.generate(model.key, job.prompt.ids, options(job))));
-    } catch (error) {
-      if (isAbort(error) && service.closing) throw shuttingDown();
-      if (isAbort(error)) return abandon(reply);
-      generations.abort(); // the other choices are of no use now
-      service.generationFailed(error);
-      throw generationError(error);
-    }
+    const results = await service.settle(generations, () => Promise.all(jobs.map((job) => service.generate(model.key, job.prompt.ids, options(job)))));
+    if (!results) return abandon(reply); // the client left: nothing to answer
     return object(
       results.map((result, i) => {
         const prefix = req.echo ? jobs[i].prompt.text : '';
@@ -180,17 +172,11 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     return result;
   };
   try {
-    const results = await Promise.all(jobs.map(run));
-    if (req.includeUsage) events.send(object([], { usage: usage(results) }));
+    const results = await service.settle(generations, () => Promise.all(jobs.map(run)));
+    if (results && req.includeUsage) events.send(object([], { usage: usage(results) }));
     events.end();
   } catch (error) {
-    if (isAbort(error) && service.closing) events.fail(shuttingDown());
-    else if (isAbort(error)) events.end();
-    else {
-      generations.abort(); // the other choices are of no use now
-      service.generationFailed(error);
-      events.fail(generationError(error));
-    }
+    events.fail(error);
   }
   return reply;
 }

@@ -186,15 +186,29 @@ export class InferenceService {
     }
   }
 
-  /** Whether the server is shutting down (generations then end as aborted). */
-  get closing(): boolean {
-    return this.closed;
-  }
-
   /** Generates with the host; ends early when `options.signal` fires or the server closes. */
   generate(key: string, promptIds: number[], options: GenerateOptions, onToken?: OnToken): Promise<GenerationResult> {
     const signal = options.signal ? AbortSignal.any([options.signal, this.shutdown.signal]) : this.shutdown.signal;
     return this.track(this.inferenceHost.generate(key, promptIds, { ...options, signal }, onToken));
+  }
+
+  /**
+   * Awaits a request's generations (`run` starts every choice): null when the client left (they
+   * ended as aborted). When one fails the others stop (`generations` aborts) and the failure comes
+   * out as an API error (generationError); a server shutting down is a 503 server_shutting_down.
+   */
+  async settle<T>(generations: AbortController, run: () => Promise<T>): Promise<T | null> {
+    try {
+      return await run();
+    } catch (error) {
+      if (isAbort(error)) {
+        if (this.closed) throw shuttingDown();
+        return null;
+      }
+      generations.abort(); // the other choices are of no use now
+      this.generationFailed(error);
+      throw generationError(error);
+    }
   }
 
   private track<T>(work: Promise<T>): Promise<T> {

@@ -118,11 +118,23 @@ export function extractJsonObject(text: string): Record<string, unknown> | null 
   return null;
 }
 
+/**
+ * The grader's input (rendered, `instruction` added to its system message) put to its model: the
+ * reply's text and what every outcome of the grader carries (token usage, the sampled model), or
+ * the outcome of a template or model failure.
+ */
 async function askModel(
   grader: ScoreModelGrader | LabelModelGrader,
-  messages: GraderModelMessage[],
+  ctx: TemplateContext,
+  instruction: string,
   deps: GraderDeps,
-): Promise<{ reply: GraderModelReply; usage: Record<string, TokenUsage> } | { error: LeafOutcome }> {
+): Promise<{ text: string; base: { usage: Record<string, TokenUsage>; sampledModel: string } } | { error: LeafOutcome }> {
+  let messages: GraderModelMessage[];
+  try {
+    messages = modelMessages(grader.input, ctx, instruction);
+  } catch (err) {
+    return { error: templateFailure(err) };
+  }
   if (!deps.callModel) {
     return { error: failed({ model_grader_server_error: true, model_grader_server_error_details: 'no grader model is available on this server' }, 'no grader model is available') };
   }
@@ -147,7 +159,7 @@ async function askModel(
     const { prompt_tokens, completion_tokens } = reply.usage;
     usage[model] = { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, cached_tokens: 0 };
   }
-  return { reply: { ...reply, model }, usage };
+  return { text: reply.text, base: { usage, sampledModel: model } };
 }
 
 async function runScoreModel(grader: ScoreModelGrader, ctx: TemplateContext, deps: GraderDeps): Promise<LeafOutcome> {
@@ -155,27 +167,20 @@ async function runScoreModel(grader: ScoreModelGrader, ctx: TemplateContext, dep
   const instruction =
     `Grade the response as instructed. Answer with only a JSON object of the form ` +
     `{"steps": [{"description": "...", "conclusion": "..."}], "result": <a number from ${lo} to ${hi}>}.`;
-  let messages: GraderModelMessage[];
-  try {
-    messages = modelMessages(grader.input, ctx, instruction);
-  } catch (err) {
-    return templateFailure(err);
-  }
-  const asked = await askModel(grader, messages, deps);
+  const asked = await askModel(grader, ctx, instruction, deps);
   if ('error' in asked) return asked.error;
-  const { reply, usage } = asked;
-  const json = extractJsonObject(reply.text);
+  const { text, base } = asked;
+  const json = extractJsonObject(text);
   let result: number | null = null;
   let steps: unknown;
   if (json) {
     steps = json.steps;
     if (typeof json.result === 'number' && Number.isFinite(json.result)) result = json.result;
-  } else if (/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(reply.text)) {
-    result = Number(reply.text.trim());
+  } else if (/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(text)) {
+    result = Number(text.trim());
   }
-  const base = { usage, sampledModel: reply.model ?? grader.model };
   if (result === null) {
-    return failed({ model_grader_parse_error: true }, `the grader model's answer has no numeric result: ${JSON.stringify(reply.text.slice(0, 200))}`, base);
+    return failed({ model_grader_parse_error: true }, `the grader model's answer has no numeric result: ${JSON.stringify(text.slice(0, 200))}`, base);
   }
   const reward = Math.min(hi, Math.max(lo, result));
   const scores: Record<string, unknown> = { result };
@@ -204,36 +209,33 @@ async function runLabelModel(grader: LabelModelGrader, ctx: TemplateContext, dep
     `Classify as instructed. Answer with only a JSON object {"result": "<label>"} where <label> is exactly one of: ` +
     grader.labels.map((l) => JSON.stringify(l)).join(', ') +
     '.';
-  let messages: GraderModelMessage[];
-  try {
-    messages = modelMessages(grader.input, ctx, instruction);
-  } catch (err) {
-    return templateFailure(err);
-  }
-  const asked = await askModel(grader, messages, deps);
+  const asked = await askModel(grader, ctx, instruction, deps);
   if ('error' in asked) return asked.error;
-  const { reply, usage } = asked;
-  const base = { usage, sampledModel: reply.model ?? grader.model };
-  const label = pickLabel(reply.text, grader.labels);
+  const { text, base } = asked;
+  const label = pickLabel(text, grader.labels);
   if (label === null) {
-    return failed({ model_grader_parse_error: true }, `the grader model's answer names none of the labels: ${JSON.stringify(reply.text.slice(0, 200))}`, base);
+    return failed({ model_grader_parse_error: true }, `the grader model's answer names none of the labels: ${JSON.stringify(text.slice(0, 200))}`, base);
   }
   return { reward: grader.passing_labels.includes(label) ? 1 : 0, errors: {}, scores: { label }, ...base };
 }
 
 // ------------------------------------------------------------------------------------ leaf graders
 
+/** The input and reference templates of a string_check or text_similarity grader, rendered. */
+function renderPair(grader: { input: string; reference: string }, ctx: TemplateContext): { input: string; reference: string } | { error: LeafOutcome } {
+  try {
+    return { input: renderTemplate(grader.input, ctx), reference: renderTemplate(grader.reference, ctx) };
+  } catch (err) {
+    return { error: templateFailure(err) };
+  }
+}
+
 async function runLeaf(grader: LeafGrader, ctx: TemplateContext, deps: GraderDeps): Promise<LeafOutcome> {
   switch (grader.type) {
     case 'string_check': {
-      let input: string;
-      let reference: string;
-      try {
-        input = renderTemplate(grader.input, ctx);
-        reference = renderTemplate(grader.reference, ctx);
-      } catch (err) {
-        return templateFailure(err);
-      }
+      const rendered = renderPair(grader, ctx);
+      if ('error' in rendered) return rendered.error;
+      const { input, reference } = rendered;
       let pass: boolean;
       switch (grader.operation) {
         case 'eq':
@@ -252,14 +254,9 @@ async function runLeaf(grader: LeafGrader, ctx: TemplateContext, deps: GraderDep
       return outcome(pass ? 1 : 0);
     }
     case 'text_similarity': {
-      let input: string;
-      let reference: string;
-      try {
-        input = renderTemplate(grader.input, ctx);
-        reference = renderTemplate(grader.reference, ctx);
-      } catch (err) {
-        return templateFailure(err);
-      }
+      const rendered = renderPair(grader, ctx);
+      if ('error' in rendered) return rendered.error;
+      const { input, reference } = rendered;
       const metric = grader.evaluation_metric;
       let score: number;
       if (metric === 'cosine') {

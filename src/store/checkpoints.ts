@@ -1,15 +1,10 @@
 import type { Db } from './database.ts';
 import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import type { CheckpointRow } from './schema.ts';
 
-export interface CheckpointRecord {
-  id: string;
-  job_id: string;
-  organization_id: string;
-  created_at: number;
-  fine_tuned_model_checkpoint: string;
-  step_number: number;
+/** A checkpoints row without its cursor, metrics parsed. */
+export interface CheckpointRecord extends Omit<CheckpointRow, 'seq' | 'metrics'> {
   metrics: Record<string, number>;
-  dir: string | null;
 }
 
 function fromRow(r: any): CheckpointRecord {

@@ -1,14 +1,8 @@
 import type { Db } from './database.ts';
+import type { ModelRow } from './schema.ts';
 
-/** A fine-tuned model registered when its job succeeds. */
-export interface FineTunedModelRecord {
-  id: string;
-  organization_id: string;
-  created_at: number;
-  job_id: string;
-  base_model: string;
-  dir: string | null;
-}
+/** A fine-tuned model registered when its job succeeds (a models row without its cursor). */
+export type FineTunedModelRecord = Omit<ModelRow, 'seq'>;
 
 const fromRow = ({ seq: _seq, ...r }: any): FineTunedModelRecord => ({ ...r, created_at: Number(r.created_at) });
 

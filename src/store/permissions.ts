@@ -1,12 +1,9 @@
 import type { Db } from './database.ts';
 import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import type { PermissionRow } from './schema.ts';
 
-export interface PermissionRecord {
-  id: string;
-  checkpoint: string;
-  project_id: string;
-  created_at: number;
-}
+/** A permissions row without its cursor. */
+export type PermissionRecord = Omit<PermissionRow, 'seq'>;
 
 const fromRow = ({ seq: _seq, ...r }: any): PermissionRecord => ({ ...r, created_at: Number(r.created_at) });
 
