@@ -1,5 +1,5 @@
 import type { Db } from './database.ts';
-import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 import type { CheckpointRow } from './schema.ts';
 
 /** A checkpoints row without its cursor, metrics parsed. */
@@ -30,14 +30,8 @@ export class CheckpointsRepository {
 
   /** Newest first. */
   async listForJob(jobId: string, page: PageRequest): Promise<Page<CheckpointRecord>> {
-    const order = page.order ?? 'desc';
-    let q = this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId);
-    if (page.after) {
-      const after = page.after;
-      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('checkpoints').select('seq').where('id', '=', after));
-    }
-    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
-    return toPage(rows.map(fromRow), page.limit);
+    const q = this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId);
+    return mapPage(await fetchPage(q, 'checkpoints', page), fromRow);
   }
 
   async listForOrganization(organizationId: string): Promise<CheckpointRecord[]> {

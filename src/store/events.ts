@@ -1,5 +1,5 @@
 import type { Db } from './database.ts';
-import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 
 export interface EventRecord {
   id: string;
@@ -24,22 +24,13 @@ export class EventsRepository {
 
   /** Newest first, as OpenAI lists events. */
   async list(jobId: string, page: PageRequest): Promise<Page<EventRecord>> {
-    const order = page.order ?? 'desc';
-    let q = this.db.selectFrom('events').selectAll().where('job_id', '=', jobId);
-    if (page.after) {
-      const after = page.after;
-      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('events').select('seq').where('id', '=', after));
-    }
-    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
-    return toPage(
-      rows.map(({ seq: _seq, ...r }) => ({
-        ...r,
-        created_at: Number(r.created_at),
-        level: r.level as EventRecord['level'],
-        type: r.type as EventRecord['type'],
-        data: r.data ? JSON.parse(r.data) : null,
-      })),
-      page.limit,
-    );
+    const q = this.db.selectFrom('events').selectAll().where('job_id', '=', jobId);
+    return mapPage(await fetchPage(q, 'events', page), ({ seq: _seq, ...r }) => ({
+      ...r,
+      created_at: Number(r.created_at),
+      level: r.level as EventRecord['level'],
+      type: r.type as EventRecord['type'],
+      data: r.data ? JSON.parse(r.data) : null,
+    }));
   }
 }

@@ -1,5 +1,5 @@
 import type { Db } from './database.ts';
-import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import { fetchPage, type Page, type PageRequest } from './pagination.ts';
 import type { FileRow, NewFileRow } from './schema.ts';
 
 export class FilesRepository {
@@ -18,15 +18,9 @@ export class FilesRepository {
   }
 
   async list(organizationId: string, page: PageRequest & { purpose?: string }): Promise<Page<FileRow>> {
-    const order = page.order ?? 'desc';
     let q = this.db.selectFrom('files').selectAll().where('organization_id', '=', organizationId);
     if (page.purpose) q = q.where('purpose', '=', page.purpose);
-    if (page.after) {
-      const after = page.after;
-      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('files').select('seq').where('id', '=', after));
-    }
-    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
-    return toPage(rows, page.limit);
+    return fetchPage(q, 'files', page);
   }
 
   async delete(id: string, organizationId: string): Promise<boolean> {

@@ -2,7 +2,7 @@
 // conditional update (`where status in …`), so concurrent API calls and workers cannot overwrite
 // each other: the loser learns it from the returned `undefined`.
 import type { Db } from './database.ts';
-import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 import type { JobRow, JobUpdate } from './schema.ts';
 
 export interface JobError {
@@ -136,7 +136,6 @@ export class JobsRepository {
     organizationId: string,
     page: PageRequest & { metadata?: Record<string, string> | null },
   ): Promise<Page<JobRecord>> {
-    const order = page.order ?? 'desc';
     let q = this.db.selectFrom('jobs').selectAll().where('organization_id', '=', organizationId);
     if (page.metadata === null) {
       q = q.where((eb) => eb.not(eb.exists(eb.selectFrom('job_metadata').select('key').whereRef('job_metadata.job_id', '=', 'jobs.id'))));
@@ -154,12 +153,7 @@ export class JobsRepository {
         );
       }
     }
-    if (page.after) {
-      const after = page.after;
-      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('jobs').select('seq').where('id', '=', after));
-    }
-    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
-    return toPage(rows.map(fromRow), page.limit);
+    return mapPage(await fetchPage(q, 'jobs', page), fromRow);
   }
 
   /** Applies `patch` only while the job's status is one of `fromStatuses` (any, when omitted). */

@@ -1,5 +1,7 @@
 // Cursor pagination shared by the repositories: `after` is an object id, order follows `seq`
 // (insertion order), and one extra row is fetched to learn `hasMore`.
+import type { SelectQueryBuilder } from 'kysely';
+import type { Database } from './schema.ts';
 export interface PageRequest {
   after?: string | null;
   limit: number;
@@ -15,4 +17,21 @@ export function toPage<T>(rows: T[], limit: number): Page<T> {
   return { data: rows.slice(0, limit), hasMore: rows.length > limit };
 }
 
+export function mapPage<T, U>(page: Page<T>, map: (row: T) => U): Page<U> {
+  return { data: page.data.map(map), hasMore: page.hasMore };
+}
+
 export const cursorOp = (order: 'asc' | 'desc') => (order === 'asc' ? '>' : '<');
+
+/** The tables listed page by page (each has `seq` and `id`). */
+type PagedTable = 'files' | 'jobs' | 'events' | 'checkpoints' | 'permissions';
+
+/** One page of `query` (a filtered select from `table`): after `page.after`'s row in `seq` order (newest first by default). */
+export async function fetchPage<T extends PagedTable, O>(query: SelectQueryBuilder<Database, T, O>, table: T, page: PageRequest): Promise<Page<O>> {
+  const order = page.order ?? 'desc';
+  const after = page.after;
+  // Kysely cannot resolve column references over a generic table; every PagedTable has these two.
+  let q = query as unknown as SelectQueryBuilder<Database, 'files', O>;
+  if (after) q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom(table as 'files').select('seq').where('id', '=', after));
+  return toPage(await q.orderBy('seq', order).limit(page.limit + 1).execute(), page.limit);
+}

@@ -1,5 +1,5 @@
 import type { Db } from './database.ts';
-import { cursorOp, toPage, type Page, type PageRequest } from './pagination.ts';
+import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 import type { PermissionRow } from './schema.ts';
 
 /** A permissions row without its cursor. */
@@ -16,15 +16,9 @@ export class PermissionsRepository {
   }
 
   async list(checkpoint: string, page: PageRequest & { projectId?: string }): Promise<Page<PermissionRecord>> {
-    const order = page.order ?? 'desc';
     let q = this.db.selectFrom('permissions').selectAll().where('checkpoint', '=', checkpoint);
     if (page.projectId) q = q.where('project_id', '=', page.projectId);
-    if (page.after) {
-      const after = page.after;
-      q = q.where('seq', cursorOp(order), (eb) => eb.selectFrom('permissions').select('seq').where('id', '=', after));
-    }
-    const rows = await q.orderBy('seq', order).limit(page.limit + 1).execute();
-    return toPage(rows.map(fromRow), page.limit);
+    return mapPage(await fetchPage(q, 'permissions', page), fromRow);
   }
 
   async find(checkpoint: string, projectId: string): Promise<PermissionRecord | undefined> {
