@@ -27,7 +27,7 @@ export interface JobRunContext {
   /** Renews the lease now; false when the job is no longer ours (the signal then fires too). */
   heartbeat(): Promise<boolean>;
   event(content: JobEventContent): Promise<void>;
-  /** Records a usable checkpoint (a row, an event, pruning to the newest 3); returns the pruned ones. */
+  /** Records a usable checkpoint (a row, an event, pruning to 3: the newest, or RFT's best); returns the pruned ones. */
   checkpoint(step: number, metrics: Record<string, number>, dir: string | null): Promise<{ checkpoint: CheckpointRecord; pruned: CheckpointRecord[] }>;
   /** Where to continue from after a pause or a lost worker; false when the job is no longer ours. */
   setResumePoint(dir: string): Promise<boolean>;
@@ -174,7 +174,8 @@ export class Worker {
           dir,
         });
         await appendEvent(store, job.id, jobEvents.checkpointCreated(step, checkpoint.fine_tuned_model_checkpoint));
-        const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints);
+        const bestBy = job.method.type === 'reinforcement' ? 'valid_reward_mean' : undefined;
+        const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints, bestBy);
         return { checkpoint, pruned };
       },
       setResumePoint: async (dir) => {

@@ -49,10 +49,17 @@ export class CheckpointsRepository {
     return row && fromRow(row);
   }
 
-  /** Removes a job's older checkpoints, keeping the newest `keep` (OpenAI keeps 3). */
-  async prune(jobId: string, keep: number): Promise<CheckpointRecord[]> {
-    const rows = (await this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId).orderBy('seq', 'desc').execute()).map(fromRow);
-    const dropped = rows.slice(keep);
+  /**
+   * Removes a job's checkpoints beyond `keep`. The newest always stays (it is the final model); the
+   * others kept are the newest ones, or with `bestBy` those with the highest value of that metric
+   * (OpenAI keeps reinforcement jobs' 3 best by valid_reward_mean; ties keep the newer).
+   */
+  async prune(jobId: string, keep: number, bestBy?: string): Promise<CheckpointRecord[]> {
+    const [newest, ...older] = (await this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId).orderBy('seq', 'desc').execute()).map(fromRow);
+    if (!newest) return [];
+    const score = (c: CheckpointRecord) => (bestBy !== undefined && Number.isFinite(c.metrics[bestBy]) ? c.metrics[bestBy] : -Infinity);
+    if (bestBy !== undefined) older.sort((a, b) => score(b) - score(a)); // stable: newer first among equals
+    const dropped = older.slice(Math.max(0, keep - 1));
     if (dropped.length > 0) {
       await this.db.deleteFrom('checkpoints').where('id', 'in', dropped.map((c) => c.id)).execute();
     }

@@ -20,6 +20,24 @@ describe('store repositories', () => {
     }
   });
 
+  it('prunes checkpoints to the newest, or to the newest plus the best by a metric', async () => {
+    const job = await queuedJob(store, 'org-a');
+    const rewards = [0.9, 0.1, 0.8, 0.2, 0.3];
+    for (const [i, reward] of rewards.entries()) {
+      const step = i + 1;
+      await store.checkpoints.add({
+        id: `ftckpt_${step}`, job_id: job.id, organization_id: 'org-a', created_at: step, step_number: step,
+        fine_tuned_model_checkpoint: `ft:m:org-a::x:ckpt-step-${step}`, metrics: { step, valid_reward_mean: reward }, dir: null,
+      });
+    }
+    const steps = async () => (await store.checkpoints.listForJob(job.id, { limit: 10 })).data.map((c) => c.step_number);
+    const pruned = await store.checkpoints.prune(job.id, 3, 'valid_reward_mean');
+    assert.deepEqual(pruned.map((c) => c.step_number).sort(), [2, 4]);
+    assert.deepEqual(await steps(), [5, 3, 1]); // the newest (final model), then the two best
+    await store.checkpoints.prune(job.id, 2);
+    assert.deepEqual(await steps(), [5, 3]);
+  });
+
   it('scopes reads by organization', async () => {
     const job = await queuedJob(store, 'org-a');
     assert.equal(await store.jobs.get(job.id, 'org-b'), undefined);
