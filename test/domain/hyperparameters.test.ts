@@ -110,7 +110,10 @@ test('parseJobMethod: reinforcement ranges and enum', () => {
   rejects400(rft({ reasoning_effort: 'extreme' }), `${p}.reasoning_effort`);
   for (const ok of ['default', 'low', 'medium', 'high', 'auto']) assert.doesNotThrow(rft({ reasoning_effort: ok }));
   // The job object's enum has no "auto": an absent or "auto" reasoning_effort shows as "default" at once.
-  for (const h of [{}, { reasoning_effort: 'auto' }]) assert.equal((rft(h)().hyperparameters as Record<string, unknown>).reasoning_effort, 'default');
+  for (const h of [{}, { reasoning_effort: 'auto' }]) {
+    const parsed = rft(h)();
+    assert.equal(parsed.type === 'reinforcement' && parsed.hyperparameters.reasoning_effort, 'default');
+  }
   rejects400(rft({ n_epochs: 0 }), `${p}.n_epochs`);
 });
 
