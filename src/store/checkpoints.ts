@@ -50,8 +50,8 @@ export class CheckpointsRepository {
   }
 
   /**
-   * Removes a job's checkpoints beyond `keep`. The newest always stays (it is the final model); the
-   * others kept are the newest ones, or with `bestBy` those with the highest value of that metric
+   * Removes a job's checkpoints beyond `keep`, in this order of keeping: the newest first (it is the
+   * final model), then the newer ones, or with `bestBy` those with the highest value of that metric
    * (OpenAI keeps reinforcement jobs' 3 best by valid_reward_mean; ties keep the newer).
    */
   async prune(jobId: string, keep: number, bestBy?: string): Promise<CheckpointRecord[]> {
@@ -59,7 +59,7 @@ export class CheckpointsRepository {
     if (!newest) return [];
     const score = (c: CheckpointRecord) => (bestBy !== undefined && Number.isFinite(c.metrics[bestBy]) ? c.metrics[bestBy] : -Infinity);
     if (bestBy !== undefined) older.sort((a, b) => score(b) - score(a)); // stable: newer first among equals
-    const dropped = older.slice(Math.max(0, keep - 1));
+    const dropped = [newest, ...older].slice(keep);
     if (dropped.length > 0) {
       await this.db.deleteFrom('checkpoints').where('id', 'in', dropped.map((c) => c.id)).execute();
     }

@@ -36,6 +36,8 @@ describe('store repositories', () => {
     assert.deepEqual(await steps(), [5, 3, 1]); // the newest (final model), then the two best
     await store.checkpoints.prune(job.id, 2);
     assert.deepEqual(await steps(), [5, 3]);
+    await store.checkpoints.prune(job.id, 0); // a cancelled job keeps none
+    assert.deepEqual(await steps(), []);
   });
 
   it('scopes reads by organization', async () => {
