@@ -307,37 +307,28 @@ export function stopGradient(x: Tensor): Tensor {
 // ---------------------------------------------------------------- loss
 
 /**
- * Per-row cross-entropy −log softmax(logits)[label]: logits [N, V], labels [N] int64 → nll [N], plus
- * the log-probabilities [N, V]. One ONNX SoftmaxCrossEntropyLoss node forward; the backward rule is
- * the textbook (softmax − onehot)·dy, written as exp(logp)·dy then a scatter-add of −dy at the
- * labels: three passes over [N, V] instead of the six that LogSoftmax + GatherElements rules take.
+ * Per-row cross-entropy −log softmax(logits)[label]: logits [N, V], labels [N] int64 → nll [N].
+ * Forward: LogSoftmax over the last axis + GatherElements at the labels. (ONNX's
+ * SoftmaxCrossEntropyLoss runs its LogSoftmax over axis 1 of [N, V, 1], 2–2.5× slower on
+ * [2048, 49152]: ~160–200 ms against ~75 ms.) The backward rule is the textbook
+ * (softmax − onehot)·dnll, written as exp(logp)·dnll then a scatter-add of −dnll at the labels: three
+ * passes over [N, V]. The gather's rule returns that gradient of the *logits* and LogSoftmax passes
+ * it through, which is exact because logp stays internal (the gather is its only consumer).
  */
-export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): { nll: Tensor; logp: Tensor } {
+export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): { nll: Tensor } {
   const g = logits.graph;
   const [N] = labels.shape;
-  const [nll, logp] = g.emit(
-    'SoftmaxCrossEntropyLoss',
-    [logits, labels],
-    { reduction: 'none' },
-    [{ shape: [N], dtype: logits.dtype }, { shape: logits.shape, dtype: logits.dtype }],
-    ([dy, dlogp]) => {
-      let dlogits: Tensor | null = null;
-      if (dy) {
-        const dyCol = reshape(dy, [N, 1]);
-        [dlogits] = g.emit(
-          'ScatterElements',
-          [mul(exp(logp), dyCol), reshape(labels, [N, 1]), neg(dyCol)],
-          { axis: 1, reduction: 'add' },
-          [{ shape: logits.shape, dtype: logits.dtype }],
-        );
-      }
-      if (dlogp) {
-        // The log-softmax rule, for callers that also use logp.
-        const d = sub(dlogp, mul(exp(logp), reduceSum(dlogp, [-1], true)));
-        dlogits = dlogits ? add(dlogits, d) : d;
-      }
-      return [dlogits, null];
-    },
-  );
-  return { nll, logp };
+  const [logp] = g.emit('LogSoftmax', [logits], { axis: -1 }, [{ shape: logits.shape, dtype: logits.dtype }], ([dlogits]) => [dlogits]);
+  const idx = reshape(labels, [N, 1]);
+  const [picked] = g.emit('GatherElements', [logp, idx], { axis: 1 }, [{ shape: [N, 1], dtype: logits.dtype }], ([dpicked]) => {
+    // d nll = −d picked: dlogits = exp(logp)·dnll − onehot·dnll.
+    const [dlogits] = g.emit(
+      'ScatterElements',
+      [mul(exp(logp), neg(dpicked!)), idx, dpicked!],
+      { axis: 1, reduction: 'add' },
+      [{ shape: logits.shape, dtype: logits.dtype }],
+    );
+    return [dlogits, null];
+  });
+  return { nll: neg(reshape(picked, [N])) };
 }
