@@ -10,7 +10,6 @@
 // rows; see dpo-loss.ts). A step takes `batch_size` pairs (a seeded shuffle per epoch, as for
 // supervised jobs) in as many micro-batches as it needs; learning rate and schedule as supervised.
 
-import { join } from 'node:path';
 import type { StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { loadHfModel } from '../io/hf-model.ts';
@@ -19,14 +18,15 @@ import { loadTokenizer } from '../data/tokenizer.ts';
 import { chunk, epochOrder } from '../data/batching.ts';
 import { tokenizePreferenceDataset, type PreferenceDataset, type TokenizedPair } from '../data/preference.ts';
 import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
-import { loadResumePoint, saveModelCheckpoint, saveResumePoint } from './checkpoint.ts';
+import { loadResumePoint } from './checkpoint.ts';
 import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
 import { Rng } from './rng.ts';
 import { freshOptimizerState, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { buildStepGraph, DEFAULT_ADAMW, type AdamWSettings, type ModelSetup, type StepShape } from './step.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
-import { trainingAborted, wantsResumePoint } from './pause.ts';
+import { trainingAborted } from './pause.ts';
+import { runTrainingLoop } from './loop.ts';
 
 /** OpenAI's default (and `auto`) β. */
 export const DEFAULT_BETA = 0.1;
@@ -335,48 +335,32 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions, hooks: Dp
 
   const trainBatches = (ids: number[][]) => ids.map((g) => pairMicroBatch(plan.train.pairs, g, plan.seqLen, plan.padId, trainRef));
   const validBatches = (ids: number[][]) => ids.map((g) => pairMicroBatch(plan.valid!.pairs, g, plan.seqLen, plan.padId, validRef!));
-  const validEvery = Math.max(1, Math.ceil(plan.totalSteps / 20));
-  let metrics: StepMetrics | null = null;
-  let finalDir = '';
-  let lastResumePoint = runner.state.step;
-  const writeResumePoint = async () => {
-    const step = runner.state.step;
-    const dir = join(spec.outputDir, 'resume', `step-${step}`);
-    saveResumePoint(dir, setup, runner.state, { step, fingerprint: hooks.fingerprint(spec) });
-    lastResumePoint = step;
-    await emit({ type: 'resume_point', step, dir });
-  };
-  try {
-    for (let step = runner.state.step; step < plan.totalSteps; step++) {
-      if (options.signal?.aborted) throw trainingAborted();
-      const t0 = performance.now();
+  const { metrics, finalDir } = await runTrainingLoop({
+    spec,
+    signal: options.signal,
+    emit,
+    totalSteps: plan.totalSteps,
+    stepsPerEpoch: plan.stepsPerEpoch,
+    setup,
+    state: () => runner.state,
+    rawConfig: model.rawConfig,
+    resumeMeta: () => ({ fingerprint: hooks.fingerprint(spec) }),
+    trainStep: async (step) => {
       const r = dpoMeans(await runner.dpoStep(trainBatches(plan.stepPairs(step)), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`), options.signal));
-      const stepSeconds = (performance.now() - t0) / 1000;
-      metrics = { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.rewardAccuracy, ...dpoMetrics('train', r) };
-      const epochEnd = (step + 1) % plan.stepsPerEpoch === 0;
-      if (plan.valid && ((step + 1) % validEvery === 0 || epochEnd)) {
-        Object.assign(metrics, dpoMetrics('valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs(step))))));
-      }
-      if (plan.valid && epochEnd) {
-        Object.assign(metrics, dpoMetrics('full_valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs())))));
-      }
-      await emit({ type: 'metrics', metrics, stepSeconds });
-      const resumeDue = epochEnd || (spec.checkpointEverySteps ? (step + 1) % spec.checkpointEverySteps === 0 : false);
-      if (resumeDue && step + 1 < plan.totalSteps) await writeResumePoint();
-      if (epochEnd) {
-        finalDir = join(spec.outputDir, 'checkpoints', `step-${step + 1}`);
-        saveModelCheckpoint(finalDir, setup, runner.state, { dir: spec.baseModelDir, rawConfig: model.rawConfig });
-        await emit({ type: 'checkpoint', step: step + 1, dir: finalDir, metrics });
-      }
-    }
-  } catch (err) {
-    if (!options.signal?.aborted) throw err;
-    if (wantsResumePoint(options.signal.reason) && runner.state.step > lastResumePoint && runner.state.step < plan.totalSteps) await writeResumePoint();
-    throw trainingAborted();
-  } finally {
-    await runner.release();
-  }
-  if (!metrics) throw new Error('the resume point is already at the last step');
+      return { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.rewardAccuracy, ...dpoMetrics('train', r) };
+    },
+    validation: plan.valid
+      ? {
+          every: Math.max(1, Math.ceil(plan.totalSteps / 20)),
+          alsoAt: 'epoch-end',
+          run: async (step, epochEnd) => ({
+            ...dpoMetrics('valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs(step))))),
+            ...(epochEnd ? dpoMetrics('full_valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs())))) : {}),
+          }),
+        }
+      : undefined,
+    release: () => runner.release(),
+  });
   return {
     trainedTokens: plan.train.tokenCount * spec.hyperparameters.n_epochs,
     steps: plan.totalSteps,

@@ -16,14 +16,13 @@
 // continues exactly as the original would have.
 
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
-import type { RftSample, StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
+import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
 import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
 import { readJsonlSync } from '../data/jsonl.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { loadHfModel } from '../io/hf-model.ts';
-import { loadResumePoint, saveModelCheckpoint, saveResumePoint } from './checkpoint.ts';
+import { loadResumePoint } from './checkpoint.ts';
 import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
 import { Rng } from './rng.ts';
 import { freshOptimizerState, type MicroBatch } from './runner.ts';
@@ -32,7 +31,7 @@ import { DEFAULT_ADAMW, type ModelSetup } from './step.ts';
 import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
 import { PolicySampler, stopTokenIds } from './rft-sampler.ts';
 import { RftStepRunner } from './rft-step.ts';
-import { trainingAborted, wantsResumePoint } from './pause.ts';
+import { runTrainingLoop } from './loop.ts';
 
 /** Most tokens per sampled completion unless the spec says otherwise. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 128;
@@ -170,24 +169,23 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
     message: `${totalSteps} reinforcement steps of ${bs} prompts × ${k} samples (≤${maxNew} tokens each), rows of ${seqLen} tokens, ${setup.trainable.length} trainable tensors`,
   });
 
-  let metrics: StepMetrics | null = null;
-  let finalDir = '';
-  let lastResumePoint = runner.state.step;
-  const writeResumePoint = async () => {
-    const step = runner.state.step;
-    const dir = join(spec.outputDir, 'resume', `step-${step}`);
-    saveResumePoint(dir, setup, runner.state, { step, fingerprint: fingerprint(spec), trainedTokens });
-    lastResumePoint = step;
-    await emit({ type: 'resume_point', step, dir });
-  };
-  try {
-    await sampler.refresh(runner.state.params);
-    if (validAll.length > 0 && runner.state.step === 0) {
-      await emit({ type: 'message', level: 'info', message: `Validation reward before training: ${(await evaluate()).toFixed(4)}` });
-    }
-    for (let step = runner.state.step; step < totalSteps; step++) {
-      checkAbort();
-      const t0 = performance.now();
+  const { metrics, finalDir } = await runTrainingLoop({
+    spec,
+    signal,
+    emit,
+    totalSteps,
+    stepsPerEpoch,
+    setup,
+    state: () => runner.state,
+    rawConfig: model.rawConfig,
+    resumeMeta: () => ({ fingerprint: fingerprint(spec), trainedTokens }),
+    start: async () => {
+      await sampler.refresh(runner.state.params);
+      if (validAll.length > 0 && runner.state.step === 0) {
+        await emit({ type: 'message', level: 'info', message: `Validation reward before training: ${(await evaluate()).toFixed(4)}` });
+      }
+    },
+    trainStep: async (step) => {
       const prompts = stepPrompts(step);
       const samples = await sampleAll(prompts, k, `sample-${step}`);
       const rewards = await rewardsOf(samples);
@@ -241,7 +239,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
       trainedTokens += examples.reduce((a, e) => a + e.ids.length, 0);
 
       const r = meanStd(rewards);
-      metrics = {
+      return {
         step: step + 1,
         total_steps: totalSteps,
         train_loss: rftObjective(advantages, nllMean, klMean, KL_BETA),
@@ -250,29 +248,15 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
         train_reward_std: r.std,
         kl: meanStd([...klMean]).mean,
       };
-      const last = step + 1 === totalSteps;
-      if (validAll.length > 0 && ((step + 1) % evalInterval === 0 || last)) metrics.valid_reward_mean = await evaluate(false);
-      const stepSeconds = (performance.now() - t0) / 1000;
-      await emit({ type: 'metrics', metrics, stepSeconds });
-
-      const epochEnd = (step + 1) % stepsPerEpoch === 0;
-      const resumeDue = epochEnd || (spec.checkpointEverySteps ? (step + 1) % spec.checkpointEverySteps === 0 : false);
-      if (resumeDue && !last) await writeResumePoint();
-      if (epochEnd) {
-        finalDir = join(spec.outputDir, 'checkpoints', `step-${step + 1}`);
-        saveModelCheckpoint(finalDir, setup, runner.state, { dir: spec.baseModelDir, rawConfig: model.rawConfig });
-        await emit({ type: 'checkpoint', step: step + 1, dir: finalDir, metrics });
-      }
-    }
-  } catch (err) {
-    if (!signal?.aborted) throw err;
-    // Pause: keep the steps done so far (an update is atomic: the step in flight finished or left the state untouched).
-    if (wantsResumePoint(signal.reason) && runner.state.step > lastResumePoint && runner.state.step < totalSteps) await writeResumePoint();
-    throw trainingAborted();
-  } finally {
-    await runner.release();
-    await sampler.release();
-  }
-  if (!metrics) throw new Error('the resume point is already at the last step');
+    },
+    validation:
+      validAll.length > 0
+        ? { every: evalInterval, alsoAt: 'last', timed: true, run: async () => ({ valid_reward_mean: await evaluate(false) }) }
+        : undefined,
+    release: async () => {
+      await runner.release();
+      await sampler.release();
+    },
+  });
   return { trainedTokens, steps: totalSteps, finalDir, finalMetrics: metrics };
 }
