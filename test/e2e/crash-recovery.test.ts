@@ -79,7 +79,11 @@ it('a server killed with SIGKILL mid-training recovers the job on restart, witho
   await waitForStep(client, job.id, 8); // resume points at steps 3 and 6 exist by now
   const before = await metricsEvents(client, job.id);
   assert.ok(before.length < 36, `killed at step ${before.length}`);
-  const trainers = execFileSync('ps', ['-o', 'pid=', '--ppid', String(first.child.pid)], { encoding: 'utf8' }).trim().split(/\s+/).filter(Boolean).map(Number);
+  // The server's training processes (other children, such as tsx's esbuild service, come and go).
+  const trainers = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(first.child.pid)], { encoding: 'utf8' })
+    .split('\n')
+    .filter((line) => line.includes('train-process'))
+    .map((line) => Number(line.trim().split(/\s+/)[0]));
   assert.equal(trainers.length, 1, 'one training process');
   first.child.kill('SIGKILL');
   await exited(first.child);
