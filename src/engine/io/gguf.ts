@@ -7,8 +7,8 @@
 // All little-endian. Tensors here are F32 or F16 (what an unquantized export needs); the reader is
 // for tests and tools that check what was written.
 
-import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
-import { encodeFromF32, decodeToF32 } from './safetensors.ts';
+import { closeSync, fstatSync, openSync, readSync, renameSync } from 'node:fs';
+import { encodeFromF32, decodeToF32, writeAll } from './safetensors.ts';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_VERSION = 3;
@@ -175,11 +175,6 @@ export function writeGguf(path: string, metadata: Map<string, GgufValue>, tensor
     closeSync(fd);
   }
   renameSync(temporary, path);
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
 }
 
 // ---------------------------------------------------------------------------------------------------

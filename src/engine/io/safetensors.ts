@@ -336,7 +336,8 @@ export function writeSafetensors(
   renameSync(temporary, path);
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+/** writeSync until every byte is written (it may write fewer than asked). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
   let done = 0;
   while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
 }
