@@ -21,7 +21,7 @@ import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/
 import { loadResumePoint } from './checkpoint.ts';
 import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
 import { Rng } from './rng.ts';
-import { freshOptimizerState, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
+import { freshOptimizerState, microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { buildStepGraph, DEFAULT_ADAMW, type AdamWSettings, type ModelSetup, type StepShape } from './step.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
@@ -206,11 +206,7 @@ export async function referenceLogps(
 
 function dpoFeeds(b: DpoMicroBatch): Record<string, HostArray> {
   return {
-    input_ids: b.inputIds,
-    position_ids: b.positionIds,
-    segment_ids: b.segmentIds,
-    labels: b.labels,
-    loss_weights: b.lossWeights,
+    ...microBatchFeeds(b),
     [dpoNames.refChosen]: b.refChosen,
     [dpoNames.refRejected]: b.refRejected,
     [dpoNames.pairWeights]: b.pairWeights,

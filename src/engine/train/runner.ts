@@ -67,6 +67,17 @@ function unpack(slot: Slot, flat: Float32Array, into: Map<string, Float32Array>)
   }
 }
 
+/** A micro-batch as the step graphs' data inputs. */
+export function microBatchFeeds(b: MicroBatch): Record<string, HostArray> {
+  return {
+    input_ids: b.inputIds,
+    position_ids: b.positionIds,
+    segment_ids: b.segmentIds,
+    labels: b.labels,
+    loss_weights: b.lossWeights,
+  };
+}
+
 export class StepRunner {
   private readonly sessions = new Map<StepKind, Promise<CompiledGraph>>();
   protected readonly slots: Slot[];
@@ -102,13 +113,7 @@ export class StepRunner {
   }
 
   protected batchFeeds(b: MicroBatch): Record<string, HostArray> {
-    return {
-      input_ids: b.inputIds,
-      position_ids: b.positionIds,
-      segment_ids: b.segmentIds,
-      labels: b.labels,
-      loss_weights: b.lossWeights,
-    };
+    return microBatchFeeds(b);
   }
 
   /**
