@@ -3,11 +3,13 @@
 // tensors, AdamW moments and the step counter. Data order and dropout masks are pure functions of
 // (seed, step), so the step is the whole data position and RNG state.
 
+import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors, type Tensor } from '../io/safetensors.ts';
 import { saveHfModel } from '../io/hf-model.ts';
 import { savePeftAdapter } from '../io/peft.ts';
+import type { TrainSpec } from '../contract.ts';
 import type { OptimizerState } from './runner.ts';
 import type { ModelSetup } from './step.ts';
 
@@ -36,8 +38,17 @@ export function saveResumePoint(dir: string, setup: ModelSetup, state: Optimizer
   writeFileSync(join(dir, STATE_FILE), JSON.stringify({ ...meta, step: state.step }, null, 2) + '\n');
 }
 
-export function loadResumePoint(dir: string, setup: ModelSetup): { state: OptimizerState; meta: ResumeMeta } {
+/** What defines a job's training run: a resume point written for another spec must not be applied. */
+export function specFingerprint(spec: TrainSpec): string {
+  const { baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens } = spec;
+  const json = JSON.stringify({ baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens });
+  return createHash('sha256').update(json).digest('hex').slice(0, 16);
+}
+
+/** Reads the resume point in `dir`, refusing one written for a different spec. */
+export function loadResumePoint(dir: string, setup: ModelSetup, spec: TrainSpec): { state: OptimizerState; meta: ResumeMeta } {
   const meta = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as ResumeMeta;
+  if (meta.fingerprint !== specFingerprint(spec)) throw new Error(`${dir} was written for a different job`);
   const { tensors } = readSafetensors(join(dir, TENSORS_FILE));
   const get = (k: string) => {
     const t = tensors.get(k);

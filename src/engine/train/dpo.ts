@@ -292,12 +292,8 @@ export function dpoMetrics(prefix: 'train' | 'valid' | 'full_valid', m: DpoMeans
   };
 }
 
-export interface DpoTrainHooks {
-  fingerprint(spec: TrainSpec): string;
-}
-
 /** train() for `method: 'dpo'`: the supervised loop's events, checkpoints and resume points, with the DPO loss. */
-export async function trainDpo(spec: TrainSpec, options: TrainOptions, hooks: DpoTrainHooks): Promise<TrainResult> {
+export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<TrainResult> {
   const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
   const beta = spec.hyperparameters.beta ?? DEFAULT_BETA;
   if (!(beta > 0)) throw new Error(`beta must be positive (got ${beta})`);
@@ -321,9 +317,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions, hooks: Dp
 
   let state = freshOptimizerState(params);
   if (spec.resumeFrom) {
-    const resumed = loadResumePoint(spec.resumeFrom, setup);
-    if (resumed.meta.fingerprint !== hooks.fingerprint(spec)) throw new Error(`${spec.resumeFrom} was written for a different job`);
-    state = resumed.state;
+    state = loadResumePoint(spec.resumeFrom, setup, spec).state;
   }
   const P = plan.pairsPerMicro;
   const runner = new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, pairs: P }, frozen, state, beta);
@@ -340,7 +334,6 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions, hooks: Dp
     setup,
     state: () => runner.state,
     rawConfig: model.rawConfig,
-    resumeMeta: () => ({ fingerprint: hooks.fingerprint(spec) }),
     trainStep: async (step) => {
       const r = dpoMeans(await runner.dpoStep(trainBatches(plan.stepPairs(step)), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`), options.signal));
       return { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.rewardAccuracy, ...dpoMetrics('train', r) };

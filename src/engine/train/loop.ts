@@ -6,7 +6,7 @@
 
 import { join } from 'node:path';
 import type { StepMetrics, TrainEvent, TrainSpec } from '../contract.ts';
-import { saveModelCheckpoint, saveResumePoint } from './checkpoint.ts';
+import { saveModelCheckpoint, saveResumePoint, specFingerprint } from './checkpoint.ts';
 import type { OptimizerState } from './runner.ts';
 import type { ModelSetup } from './step.ts';
 import { trainingAborted, wantsResumePoint } from './pause.ts';
@@ -32,8 +32,8 @@ export interface LoopOptions {
   state(): OptimizerState;
   /** Base model folder and config, for model checkpoints. */
   rawConfig: Record<string, unknown>;
-  /** Resume point metadata besides the step. */
-  resumeMeta(): { fingerprint: string; [k: string]: unknown };
+  /** Resume point metadata besides the step and the spec's fingerprint. */
+  resumeMeta?(): Record<string, unknown>;
   /** Work before the first step, under the loop's abort handling. */
   start?(): Promise<void>;
   /** One optimizer step (0-based): its metrics (`step`, `total_steps`, training fields). */
@@ -53,7 +53,7 @@ export async function runTrainingLoop(o: LoopOptions): Promise<{ metrics: StepMe
     const state = o.state();
     const step = state.step;
     const dir = join(spec.outputDir, 'resume', `step-${step}`);
-    saveResumePoint(dir, setup, state, { step, ...o.resumeMeta() });
+    saveResumePoint(dir, setup, state, { step, fingerprint: specFingerprint(spec), ...o.resumeMeta?.() });
     lastResumePoint = step;
     await emit({ type: 'resume_point', step, dir });
   };

@@ -15,7 +15,6 @@
 // Data order, sampling seeds and evaluation seeds are functions of (seed, step), so a resumed run
 // continues exactly as the original would have.
 
-import { createHash } from 'node:crypto';
 import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
 import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
@@ -59,12 +58,6 @@ export function loadPrompts(path: string, formatter: ChatFormatter, context: num
     if (ids.length >= context) throw new Error(`${path}: example on line ${line}: the prompt has ${ids.length} tokens; the context is ${context}`);
     return { ids, item: record };
   });
-}
-
-function fingerprint(spec: TrainSpec): string {
-  const { baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens } = spec;
-  const json = JSON.stringify({ baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens });
-  return createHash('sha256').update(json).digest('hex').slice(0, 16);
 }
 
 const seedOf = (seed: number, label: string) => Math.floor(Rng.derive(seed, label).next() * 2 ** 32);
@@ -127,8 +120,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   let state = freshOptimizerState(params);
   let trainedTokens = 0;
   if (spec.resumeFrom) {
-    const resumed = loadResumePoint(spec.resumeFrom, setup);
-    if (resumed.meta.fingerprint !== fingerprint(spec)) throw new Error(`${spec.resumeFrom} was written for a different job`);
+    const resumed = loadResumePoint(spec.resumeFrom, setup, spec);
     state = resumed.state;
     trainedTokens = Number(resumed.meta.trainedTokens ?? 0);
   }
@@ -178,7 +170,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
     setup,
     state: () => runner.state,
     rawConfig: model.rawConfig,
-    resumeMeta: () => ({ fingerprint: fingerprint(spec), trainedTokens }),
+    resumeMeta: () => ({ trainedTokens }),
     start: async () => {
       await sampler.refresh(runner.state.params);
       if (validAll.length > 0 && runner.state.step === 0) {

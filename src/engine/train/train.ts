@@ -1,7 +1,6 @@
 // train(spec, options): supervised fine-tuning of a HF Llama-family folder, LoRA or full.
 // See contract.ts for the seam. `session.run` blocks the thread: call this from a worker thread.
 
-import { createHash } from 'node:crypto';
 import type { StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { loadHfModel } from '../io/hf-model.ts';
 import { loadResumePoint } from './checkpoint.ts';
@@ -16,15 +15,9 @@ import { runTrainingLoop } from './loop.ts';
 
 const mean = (s: LossSums) => ({ loss: s.weightSum > 0 ? s.lossSum / s.weightSum : 0, acc: s.counted > 0 ? s.correct / s.counted : 0 });
 
-export function fingerprint(spec: TrainSpec): string {
-  const { baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method } = spec;
-  const json = JSON.stringify({ baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method });
-  return createHash('sha256').update(json).digest('hex').slice(0, 16);
-}
-
 export async function train(spec: TrainSpec, options: TrainOptions = {}): Promise<TrainResult> {
   if (spec.method === 'reinforcement') return trainReinforcement(spec, options);
-  if (spec.method === 'dpo') return trainDpo(spec, options, { fingerprint });
+  if (spec.method === 'dpo') return trainDpo(spec, options);
   if (spec.method !== 'supervised') throw new Error(`method ${spec.method} is not supported by this engine yet`);
   const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
 
@@ -38,9 +31,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   model.weights.clear(); // full fine-tuning replaces these arrays each step; don't pin the originals
   let state = freshOptimizerState(params);
   if (spec.resumeFrom) {
-    const resumed = loadResumePoint(spec.resumeFrom, setup);
-    if (resumed.meta.fingerprint !== fingerprint(spec)) throw new Error(`${spec.resumeFrom} was written for a different job`);
-    state = resumed.state;
+    state = loadResumePoint(spec.resumeFrom, setup, spec).state;
   }
   const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, DEFAULT_ADAMW);
   await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });
@@ -54,7 +45,6 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
     setup,
     state: () => runner.state,
     rawConfig: model.rawConfig,
-    resumeMeta: () => ({ fingerprint: fingerprint(spec) }),
     trainStep: async (step) => {
       const r = mean(await runner.step(plan.microBatches(step), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`), options.signal));
       return { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.acc };
