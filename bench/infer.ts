@@ -1,6 +1,6 @@
 // Inference speed on a Llama-shaped model with random weights (default: SmolLM2-135M's shape).
 //   npm run bench:infer -- --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3 --vocab 49152
-//                          --prompt 128 --gen 128 --runs 3 --batch 4 [--threads 2] [--arena 1]
+//                          --prompt 128 --gen 128 --runs 5 --batch 4 [--threads 2] [--arena 1]
 // Prints, after compiling each step shape once (reported separately as compile_s):
 //   ttft_ms          prompt → first token (prefill of --prompt tokens + one sampling), median of runs
 //   prefill_tok_s    prompt tokens per second in that prefill
@@ -10,7 +10,8 @@
 //   sample_ms        top-p sampling of one token over the vocabulary (the JS part of a decode step;
 //                    random weights give a flat distribution, top-p's slowest case)
 // Reference, same run, same weights at the same precision (f32): node-llama-cpp (llama.cpp) on a GGUF
-// written by our exporter, greedy, same prompt, same thread count; printed as llamacpp_* plus ratios.
+// written by our exporter, greedy, same prompt, same thread count, its runs alternating with ours;
+// printed as llamacpp_* plus ratios.
 // --llamacpp 0 skips it.
 
 import fs from 'node:fs';
@@ -33,7 +34,7 @@ const { values: a } = parseArgs({
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
 const [L, D, I, H, KV, V, P, N, runs] = [
   num('layers', 30), num('hidden', 576), num('inter', 1536), num('heads', 9), num('kv', 3),
-  num('vocab', 49152), num('prompt', 128), num('gen', 128), num('runs', 3),
+  num('vocab', 49152), num('prompt', 128), num('gen', 128), num('runs', 5),
 ];
 const cfg: ModelConfig = {
   architecture: 'llama', vocabSize: V, hiddenSize: D, intermediateSize: I, numLayers: L, numHeads: H, numKvHeads: KV,
@@ -78,6 +79,43 @@ let t0 = performance.now();
 }
 const compileSeconds = (performance.now() - t0) / 1000;
 
+/**
+ * The same measurements with llama.cpp: time to first token, then greedy decode tokens/s. Loaded
+ * once; `run()` is one measured generation, so the runs can alternate with ours (this machine's
+ * speed drifts by tens of percent over minutes; alternating keeps both sides under the same load).
+ */
+async function llamaCpp(): Promise<{ run: () => Promise<{ ttftMs: number; decodeTokS: number }>; dispose: () => Promise<void> } | null> {
+  if (!fs.existsSync(ggufFile)) return null;
+  const { getLlama } = await import('node-llama-cpp');
+  // gpu: false and build: 'never': the prebuilt CPU binary, never a download or a compile.
+  const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
+  const model = await llama.loadModel({ modelPath: ggufFile, gpuLayers: 0 });
+  const context = await model.createContext({ contextSize: P + N + 8, batchSize: P, threads });
+  const run = async () => {
+    const sequence = context.getSequence();
+    let count = 0;
+    let first = 0;
+    const start = performance.now();
+    for await (const _token of sequence.evaluate(prompt as never[], { temperature: 0, yieldEogToken: true })) {
+      if (count === 0) first = performance.now();
+      if (++count > N) break;
+    }
+    const end = performance.now();
+    sequence.dispose();
+    return { ttftMs: first - start, decodeTokS: N / ((end - first) / 1000) };
+  };
+  const dispose = async () => {
+    await context.dispose();
+    await model.dispose();
+    await llama.dispose();
+  };
+  return { run, dispose };
+}
+const reference = await llamaCpp();
+await reference?.run(); // warm-up
+const referenceTtft: number[] = [];
+const referenceRates: number[] = [];
+
 const ttft: number[] = [];
 const decodeRates: number[] = [];
 const sampleMs: number[] = [];
@@ -96,7 +134,13 @@ for (let r = 0; r < runs; r++) {
   t0 = performance.now();
   for (let i = 0; i < 10; i++) sampleToken(logits, sampling, rng);
   sampleMs.push((performance.now() - t0) / 10);
+  if (reference) {
+    const { ttftMs, decodeTokS } = await reference.run();
+    referenceTtft.push(ttftMs);
+    referenceRates.push(decodeTokS);
+  }
 }
+await reference?.dispose();
 const ttftMs = median(ttft);
 
 // Batched decode: --batch sequences with the same prompt, one step per token for all.
@@ -119,40 +163,6 @@ if (batch > 1) {
 const shapes = steps.compiledShapes;
 await steps.release();
 
-/** The same measurements with llama.cpp: time to first token, then greedy decode tokens/s. */
-async function llamaCppRuns(): Promise<{ ttftMs: number; decodeTokS: number } | null> {
-  if (!fs.existsSync(ggufFile)) return null;
-  const { getLlama } = await import('node-llama-cpp');
-  // gpu: false and build: 'never': the prebuilt CPU binary, never a download or a compile.
-  const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: 'error' as never });
-  const model = await llama.loadModel({ modelPath: ggufFile, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: P + N + 8, batchSize: P, threads });
-  const ttfts: number[] = [];
-  const rates: number[] = [];
-  try {
-    for (let r = 0; r <= runs; r++) {
-      const sequence = context.getSequence();
-      let count = 0;
-      let first = 0;
-      const start = performance.now();
-      for await (const _token of sequence.evaluate(prompt as never[], { temperature: 0, yieldEogToken: true })) {
-        if (count === 0) first = performance.now();
-        if (++count > N) break;
-      }
-      const end = performance.now();
-      sequence.dispose();
-      if (r === 0) continue; // warm-up
-      ttfts.push(first - start);
-      rates.push(N / ((end - first) / 1000));
-    }
-  } finally {
-    await context.dispose();
-    await model.dispose();
-    await llama.dispose();
-  }
-  return { ttftMs: median(ttfts), decodeTokS: median(rates) };
-}
-const reference = await llamaCppRuns();
 fs.rmSync(ggufDir, { recursive: true, force: true });
 
 console.log(`model: layers=${L} hidden=${D} inter=${I} heads=${H} kv=${KV} vocab=${V} tied=${cfg.tieWordEmbeddings} params=${(params / 1e6).toFixed(1)}M f32`);
@@ -165,7 +175,8 @@ if (batch > 1) console.log(`batch_decode_tok_s=${median(batchRates).toFixed(1)} 
 console.log(`sample_ms=${median(sampleMs).toFixed(2)}`);
 if (reference) {
   const decode = median(decodeRates);
-  console.log(`llamacpp_ttft_ms=${reference.ttftMs.toFixed(1)} llamacpp_prefill_tok_s=${(P / (reference.ttftMs / 1000)).toFixed(0)} llamacpp_decode_tok_s=${reference.decodeTokS.toFixed(1)}`);
-  console.log(`ratio_vs_llamacpp: prefill=${(reference.ttftMs / ttftMs).toFixed(2)} decode=${(decode / reference.decodeTokS).toFixed(2)}`);
+  const [refTtft, refDecode] = [median(referenceTtft), median(referenceRates)];
+  console.log(`llamacpp_ttft_ms=${refTtft.toFixed(1)} llamacpp_prefill_tok_s=${(P / (refTtft / 1000)).toFixed(0)} llamacpp_decode_tok_s=${refDecode.toFixed(1)}`);
+  console.log(`ratio_vs_llamacpp: prefill=${(refTtft / ttftMs).toFixed(2)} decode=${(decode / refDecode).toFixed(2)}`);
 }
 console.log(`peak_rss_mb=${(process.resourceUsage().maxRSS / 1024).toFixed(0)}`);
