@@ -42,6 +42,8 @@ export interface Config {
     /** `serve` trains jobs itself (EMBEDDED_WORKER, default on); off: only `worker` processes do. */
     embeddedWorker: boolean;
   };
+  /** How often the server removes expired files and uploads (FILE_SWEEP_INTERVAL_SECONDS; 0 = never). */
+  fileSweepIntervalSeconds: number;
   /** Endpoints for fine_tuning.job.* webhooks (WEBHOOK_URLS, WEBHOOK_SECRET). */
   webhooks: WebhookEndpoint[];
   /** Weights & Biases (WANDB_API_KEY, WANDB_BASE_URL); no key: jobs asking for W&B log nothing there. */
@@ -101,6 +103,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       nodeArgs: (env.TRAIN_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean),
       embeddedWorker: !['0', 'false', 'no', 'off'].includes((env.EMBEDDED_WORKER ?? '').trim().toLowerCase()),
     },
+    fileSweepIntervalSeconds: intFrom(env, 'FILE_SWEEP_INTERVAL_SECONDS', 300),
     webhooks: parseWebhookEndpoints(env),
     wandb: (() => {
       const { apiKey, baseUrl } = wandbOptionsFromEnv(env);

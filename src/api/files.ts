@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { invalidParam, notFound } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
+import { removeFile } from '../store/expiry.ts';
 import { blobKeys, type FileRow } from '../store/index.ts';
 import { nowSeconds, type ApiContext } from './context.ts';
 import { readMultipart } from './multipart.ts';
@@ -115,8 +116,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.delete<{ Params: { file_id: string } }>('/files/:file_id', async (request) => {
     const row = await ownFile(request.params.file_id, request.caller.organization);
-    await store.files.delete(row.id, request.caller.organization);
-    await store.blobs.remove(blobKeys.file(row.id));
+    await removeFile(store, row);
     return { id: row.id, object: 'file' as const, deleted: true };
   });
 }

@@ -1,5 +1,5 @@
 // The HTTP server: a Fastify app with OpenAI's routes under /v1, and `startServer`, which also
-// runs the embedded worker when a job runner (the training engine) is supplied.
+// runs the embedded worker when a job runner (the training engine) is supplied, and the expired-file sweep.
 import Fastify, { type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
 import { Ajv } from 'ajv';
@@ -8,9 +8,10 @@ import { validateDataset } from '../domain/datasets.ts';
 import { validateJobFiles, type DatasetValidator } from '../scheduler/file-validation.ts';
 import { Worker, type JobFinishedListener, type JobRunner } from '../scheduler/worker.ts';
 import { WebhookDispatcher } from '../integrations/webhooks.ts';
+import { startExpirySweeper } from '../store/expiry.ts';
 import { openStore, type Store } from '../store/index.ts';
 import { registerAuth } from './auth.ts';
-import type { ApiContext } from './context.ts';
+import { nowSeconds, type ApiContext } from './context.ts';
 import { registerErrorHandling } from './errors.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
@@ -34,6 +35,8 @@ export interface AppOptions {
   onJobFinished?: JobFinishedListener;
   /** Grader models and python sandbox settings for /fine_tuning/alpha/graders (tests). */
   graders?: GraderRouteOptions;
+  /** The clock (Unix seconds) for file expiry, in the store the app opens and in the sweep (tests). */
+  now?: () => number;
 }
 
 declare module 'fastify' {
@@ -46,7 +49,7 @@ declare module 'fastify' {
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const ownsStore = !options.store;
-  const store = options.store ?? (await openStore(config.dataDir));
+  const store = options.store ?? (await openStore(config.dataDir, { now: options.now }));
   const validate = options.validateDataset ?? (validateDataset as DatasetValidator);
 
   const app = Fastify({
@@ -174,6 +177,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   worker?.start();
+  const sweeper = startExpirySweeper(app.store, {
+    intervalSeconds: config.fileSweepIntervalSeconds,
+    now: options.now ?? nowSeconds,
+    log: app.log,
+  });
   return {
     url: `http://${host}:${port}`,
     app,
@@ -181,6 +189,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     worker,
     async close() {
       await worker?.stop();
+      await sweeper.stop();
       await app.close();
     },
   };

@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError, invalidParam, notFound } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
+import { discardUploadParts, expireUpload } from '../store/expiry.ts';
 import { blobKeys, type Store, type UploadRow } from '../store/index.ts';
 import { nowSeconds, type ApiContext } from './context.ts';
 import { checkUploadPurpose, cleanFilename, fileObject } from './files.ts';
@@ -54,20 +55,15 @@ const completeSchema = {
 export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
 
-  /** The caller's upload, marked expired first if its hour has passed. */
+  /** The caller's upload, marked expired first if its hour has passed (the sweep may not have run yet). */
   async function ownUpload(id: string, organization: string): Promise<UploadRow> {
     let row = await store.uploads.get(id, organization);
     if (!row) throw notFound('upload', id, 'upload_id');
     if (row.status === 'pending' && Number(row.expires_at) <= nowSeconds()) {
-      if (await store.uploads.updateIfStatus(id, 'pending', { status: 'expired' })) await discardParts(id);
+      await expireUpload(store, id);
       row = (await store.uploads.get(id, organization))!;
     }
     return row;
-  }
-
-  async function discardParts(uploadId: string) {
-    await store.blobs.remove(blobKeys.upload(uploadId));
-    await store.uploads.deleteParts(uploadId);
   }
 
   function requirePending(u: UploadRow) {
@@ -164,7 +160,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
         await store.blobs.remove(fileKey);
         requirePending((await store.uploads.get(upload.id))!);
       }
-      await discardParts(upload.id);
+      await discardUploadParts(store, upload.id);
       return uploadObject(store, (await store.uploads.get(upload.id))!);
     },
   );
@@ -175,7 +171,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
     if (!(await store.uploads.updateIfStatus(upload.id, 'pending', { status: 'cancelled' }))) {
       requirePending((await store.uploads.get(upload.id))!);
     }
-    await discardParts(upload.id);
+    await discardUploadParts(store, upload.id);
     return uploadObject(store, (await store.uploads.get(upload.id))!);
   });
 }

@@ -2,25 +2,61 @@ import type { Db } from './database.ts';
 import { fetchPage, type Page, type PageRequest } from './pagination.ts';
 import type { FileRow, NewFileRow } from './schema.ts';
 
+/** A job in any other status (validating_files, queued, running, paused) still needs its files. */
+const FINISHED_JOB_STATUSES = ['succeeded', 'failed', 'cancelled'];
+
 export class FilesRepository {
-  constructor(private readonly db: Db) {}
+  /** `now`: the clock (Unix seconds) that decides which files have expired. */
+  constructor(
+    private readonly db: Db,
+    private readonly now: () => number = () => Math.floor(Date.now() / 1000),
+  ) {}
 
   async insert(file: NewFileRow): Promise<FileRow> {
     await this.db.insertInto('files').values(file).execute();
-    return (await this.get(file.id))!;
+    return (await this.db.selectFrom('files').selectAll().where('id', '=', file.id).executeTakeFirst())!;
+  }
+
+  /** Files past `expires_at` read as absent at once, before any sweep removes them. */
+  private live() {
+    return this.db
+      .selectFrom('files')
+      .selectAll()
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', this.now())]));
   }
 
   /** With `organizationId`, another organization's file reads as absent. */
   async get(id: string, organizationId?: string): Promise<FileRow | undefined> {
-    let q = this.db.selectFrom('files').selectAll().where('id', '=', id);
+    let q = this.live().where('id', '=', id);
     if (organizationId !== undefined) q = q.where('organization_id', '=', organizationId);
     return q.executeTakeFirst();
   }
 
   async list(organizationId: string, page: PageRequest & { purpose?: string }): Promise<Page<FileRow>> {
-    let q = this.db.selectFrom('files').selectAll().where('organization_id', '=', organizationId);
+    let q = this.live().where('organization_id', '=', organizationId);
     if (page.purpose) q = q.where('purpose', '=', page.purpose);
     return fetchPage(q, 'files', page);
+  }
+
+  /** Files expired at `now` that no unfinished job still trains on: the sweep may remove them. */
+  async listRemovable(now: number): Promise<FileRow[]> {
+    return this.db
+      .selectFrom('files')
+      .selectAll()
+      .where('expires_at', '<=', now)
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            eb
+              .selectFrom('jobs')
+              .select('jobs.id')
+              .where('jobs.status', 'not in', FINISHED_JOB_STATUSES)
+              .where((j) => j.or([j('jobs.training_file', '=', j.ref('files.id')), j('jobs.validation_file', '=', j.ref('files.id'))])),
+          ),
+        ),
+      )
+      .orderBy('seq')
+      .execute();
   }
 
   async delete(id: string, organizationId: string): Promise<boolean> {

@@ -22,11 +22,12 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export async function openStore(dataDir: string): Promise<Store> {
+/** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
+export async function openStore(dataDir: string, options: { now?: () => number } = {}): Promise<Store> {
   const { db } = await openDatabase(dataDir);
   return {
     db,
-    files: new FilesRepository(db),
+    files: new FilesRepository(db, options.now),
     uploads: new UploadsRepository(db),
     jobs: new JobsRepository(db),
     events: new EventsRepository(db),

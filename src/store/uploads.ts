@@ -27,6 +27,11 @@ export class UploadsRepository {
     return Number(res.numUpdatedRows) > 0;
   }
 
+  /** Pending uploads whose lifetime ended at or before `now`. */
+  async listExpiredPending(now: number): Promise<UploadRow[]> {
+    return this.db.selectFrom('uploads').selectAll().where('status', '=', 'pending').where('expires_at', '<=', now).orderBy('seq').execute();
+  }
+
   async addPart(part: { id: string; upload_id: string; bytes: number; created_at: number }): Promise<UploadPartRow> {
     await this.db.insertInto('upload_parts').values(part).execute();
     return (await this.db.selectFrom('upload_parts').selectAll().where('id', '=', part.id).executeTakeFirst())!;
