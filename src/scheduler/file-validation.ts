@@ -38,7 +38,7 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
   const check = async (fileId: string, role: DatasetRole) => {
     const param = role === 'training' ? 'training_file' : 'validation_file';
     const code = role === 'training' ? 'invalid_training_file' : 'invalid_validation_file';
-    const file = await store.files.get(fileId, job.organization_id);
+    const file = await store.files.get(fileId, job.organization_id, true);
     if (!file) return { ok: false as const, error: { code, param, message: `The ${role} file ${fileId} was deleted before it could be validated.` } };
     const result = await validate(store.blobs.localPath(blobKeys.file(fileId)), { method: parsed.type, role });
     if (result.ok) return result;

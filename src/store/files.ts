@@ -25,9 +25,12 @@ export class FilesRepository {
       .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', this.now())]));
   }
 
-  /** With `organizationId`, another organization's file reads as absent. */
-  async get(id: string, organizationId?: string): Promise<FileRow | undefined> {
-    let q = this.live().where('id', '=', id);
+  /**
+   * With `organizationId`, another organization's file reads as absent. `includeExpired`: for a job
+   * created before its file expired (the sweep keeps such files until the job ends).
+   */
+  async get(id: string, organizationId?: string, includeExpired = false): Promise<FileRow | undefined> {
+    let q = (includeExpired ? this.db.selectFrom('files').selectAll() : this.live()).where('id', '=', id);
     if (organizationId !== undefined) q = q.where('organization_id', '=', organizationId);
     return q.executeTakeFirst();
   }

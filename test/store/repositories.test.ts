@@ -40,6 +40,17 @@ describe('store repositories', () => {
     assert.deepEqual(await steps(), []);
   });
 
+  it('reads an expired file as absent, except for the validation of a job created before it expired', async () => {
+    const past = Math.floor(Date.now() / 1000) - 10;
+    await store.files.insert({
+      id: 'file-expired', organization_id: 'org-a', filename: 'a.jsonl', purpose: 'fine-tune', bytes: 1,
+      created_at: past - 60, expires_at: past, status: 'processed', status_details: null,
+    });
+    assert.equal(await store.files.get('file-expired', 'org-a'), undefined);
+    assert.equal((await store.files.get('file-expired', 'org-a', true))?.id, 'file-expired');
+    assert.equal(await store.files.get('file-expired', 'org-b', true), undefined);
+  });
+
   it('scopes reads by organization', async () => {
     const job = await queuedJob(store, 'org-a');
     assert.equal(await store.jobs.get(job.id, 'org-b'), undefined);
