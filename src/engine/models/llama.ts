@@ -159,7 +159,7 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     // --- SwiGLU MLP
     h = rmsNorm(x, W(`${p}.post_attention_layernorm.weight`, [D]), eps);
     // gate and up are two products, not one stacked: on the SmolLM2-135M shape the stacked
-    // [N, 2·I] product, its split and its gradient's concat measured 5–15% slower (q|k|v, with
+    // [N, 2·I] product, its split and its gradient’s concat measured 3–15% slower (q|k|v, with
     // thin k and v, runs as fast stacked as apart, in fewer nodes).
     const [gate] = linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
     const [up] = linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
