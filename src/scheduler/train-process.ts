@@ -70,6 +70,16 @@ function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('training aborted', 'AbortError');
 }
 
+/**
+ * glibc settings for the training process, unless the environment sets its own. Each step hands
+ * ONNX Runtime's outputs (for full fine-tuning, 1.6 GB of weights and AdamW state) to new JS
+ * buffers; by default glibc maps the largest afresh every step (about 85k page faults on the
+ * SmolLM2-135M shape), while from the heap the freed ones are reused: measured, steps from the third
+ * on ran 0.5–1 s faster (12.3–13.0 s instead of 13.3–14.3 s) at the same peak RSS. The process ends
+ * with its job, so memory it does not give back to the system meanwhile costs nothing after.
+ */
+const CHILD_GLIBC_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295';
+
 /** Runs `train(spec)` in a child Node process; same contract as the engine's `train`. */
 export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
   const killAfterMs = options.killAfterMs ?? 15_000;
@@ -80,7 +90,7 @@ export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
       if (signal?.aborted) return reject(abortError(signal));
       const child: ChildProcess = fork(HOST_FILE, [], {
         execArgv: childExecArgv(options.nodeArgs),
-        env: { ...process.env, ...options.env, [CHILD_MARK]: '1' },
+        env: { GLIBC_TUNABLES: CHILD_GLIBC_TUNABLES, ...process.env, ...options.env, [CHILD_MARK]: '1' },
         stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
         serialization: 'advanced', // structured clone: typed arrays, NaN and Infinity survive
       });
