@@ -10,7 +10,7 @@ import { readSafetensors, writeSafetensors, type Tensor } from '../io/safetensor
 import { saveHfModel } from '../io/hf-model.ts';
 import { savePeftAdapter } from '../io/peft.ts';
 import type { TrainSpec } from '../contract.ts';
-import type { OptimizerState } from './runner.ts';
+import { freshOptimizerState, type OptimizerState } from './runner.ts';
 import type { ModelSetup } from './step.ts';
 
 const STATE_FILE = 'trainer_state.json';
@@ -45,8 +45,13 @@ export function specFingerprint(spec: TrainSpec): string {
   return createHash('sha256').update(json).digest('hex').slice(0, 16);
 }
 
+/** Where a run starts: the resume point `spec.resumeFrom`, or fresh AdamW state over `params`. */
+export function startingState(spec: TrainSpec, setup: ModelSetup, params: Map<string, Float32Array>): { state: OptimizerState; meta: ResumeMeta | null } {
+  return spec.resumeFrom ? loadResumePoint(spec.resumeFrom, setup, spec) : { state: freshOptimizerState(params), meta: null };
+}
+
 /** Reads the resume point in `dir`, refusing one written for a different spec. */
-export function loadResumePoint(dir: string, setup: ModelSetup, spec: TrainSpec): { state: OptimizerState; meta: ResumeMeta } {
+function loadResumePoint(dir: string, setup: ModelSetup, spec: TrainSpec): { state: OptimizerState; meta: ResumeMeta } {
   const meta = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as ResumeMeta;
   if (meta.fingerprint !== specFingerprint(spec)) throw new Error(`${dir} was written for a different job`);
   const { tensors } = readSafetensors(join(dir, TENSORS_FILE));

@@ -18,10 +18,10 @@ import { loadTokenizer } from '../data/tokenizer.ts';
 import { chunk, epochOrder } from '../data/batching.ts';
 import { tokenizePreferenceDataset, type PreferenceDataset, type TokenizedPair } from '../data/preference.ts';
 import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
-import { loadResumePoint } from './checkpoint.ts';
+import { startingState } from './checkpoint.ts';
 import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
 import { Rng } from './rng.ts';
-import { freshOptimizerState, microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
+import { microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { buildStepGraph, DEFAULT_ADAMW, type AdamWSettings, type ModelSetup, type StepShape } from './step.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
@@ -315,10 +315,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
   const validRef = plan.valid ? await referenceLogps(setup, refWeights, plan.valid.pairs, refShape) : null;
   if (options.signal?.aborted) throw trainingAborted(); // nothing trained yet: no resume point to keep
 
-  let state = freshOptimizerState(params);
-  if (spec.resumeFrom) {
-    state = loadResumePoint(spec.resumeFrom, setup, spec).state;
-  }
+  const { state } = startingState(spec, setup, params);
   const P = plan.pairsPerMicro;
   const runner = new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, pairs: P }, frozen, state, beta);
   await emit({ type: 'message', level: 'info', message: `DPO (beta ${beta}): ${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} preference pairs, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });

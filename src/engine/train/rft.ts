@@ -21,10 +21,10 @@ import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/bat
 import { readJsonlSync } from '../data/jsonl.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { loadHfModel } from '../io/hf-model.ts';
-import { loadResumePoint } from './checkpoint.ts';
+import { startingState } from './checkpoint.ts';
 import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
 import { Rng } from './rng.ts';
-import { freshOptimizerState, type MicroBatch } from './runner.ts';
+import type { MicroBatch } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { DEFAULT_ADAMW, type ModelSetup } from './step.ts';
 import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
@@ -117,13 +117,8 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   // The reference: LoRA → a zero adapter over the same frozen base; full → the original weights
   // (the runner replaces the arrays of its state on each step, so these stay untouched).
   const reference = setup.lora ? new Map([...params].map(([name, p]) => [name, new Float32Array(p.length)])) : new Map(params);
-  let state = freshOptimizerState(params);
-  let trainedTokens = 0;
-  if (spec.resumeFrom) {
-    const resumed = loadResumePoint(spec.resumeFrom, setup, spec);
-    state = resumed.state;
-    trainedTokens = Number(resumed.meta.trainedTokens ?? 0);
-  }
+  const { state, meta } = startingState(spec, setup, params);
+  let trainedTokens = Number(meta?.trainedTokens ?? 0);
 
   const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), bs * k));
   const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, DEFAULT_ADAMW);

@@ -3,10 +3,10 @@
 
 import type { StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { loadHfModel } from '../io/hf-model.ts';
-import { loadResumePoint } from './checkpoint.ts';
+import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
 import { Rng } from './rng.ts';
-import { freshOptimizerState, StepRunner, type LossSums } from './runner.ts';
+import { StepRunner, type LossSums } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { DEFAULT_ADAMW } from './step.ts';
 import { trainReinforcement } from './rft.ts';
@@ -29,10 +29,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
   model.weights.clear(); // full fine-tuning replaces these arrays each step; don't pin the originals
-  let state = freshOptimizerState(params);
-  if (spec.resumeFrom) {
-    state = loadResumePoint(spec.resumeFrom, setup, spec).state;
-  }
+  const { state } = startingState(spec, setup, params);
   const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, DEFAULT_ADAMW);
   await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });
 
