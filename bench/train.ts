@@ -6,15 +6,24 @@
 // FLOPs, peak RSS, and last `tokens_per_s=` (median step after one warm-up), comparable with the anchor.
 
 import { parseArgs } from 'node:util';
+import { spawnSync } from 'node:child_process';
 import type { ModelConfig } from '../src/engine/models/config.ts';
 import { StepRunner, freshOptimizerState, type MicroBatch } from '../src/engine/train/runner.ts';
 import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
-import { DEFAULT_ADAMW } from '../src/engine/train/step.ts';
+import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
 import { Rng } from '../src/engine/train/rng.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
 import { Graph } from '../src/engine/graph/ir.ts';
 import { matmul } from '../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../src/engine/runtime/session.ts';
+import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
+
+// Measure what a job's training process runs like: glibc tunables apply at process start, so
+// re-run this script with the training process's settings unless the environment sets its own.
+if (process.env.GLIBC_TUNABLES === undefined) {
+  const env = { ...process.env, GLIBC_TUNABLES: CHILD_GLIBC_TUNABLES };
+  process.exit(spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env }).status ?? 1);
+}
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(

@@ -72,13 +72,13 @@ function abortError(signal: AbortSignal): unknown {
 
 /**
  * glibc settings for the training process, unless the environment sets its own. Each step hands
- * ONNX Runtime's outputs (for full fine-tuning, 1.6 GB of weights and AdamW state) to new JS
- * buffers; by default glibc maps the largest afresh every step (about 85k page faults on the
- * SmolLM2-135M shape), while from the heap the freed ones are reused: measured, steps from the third
- * on ran 0.5–1 s faster (12.3–13.0 s instead of 13.3–14.3 s) at the same peak RSS. The process ends
- * with its job, so memory it does not give back to the system meanwhile costs nothing after.
+ * ONNX Runtime's outputs (for full fine-tuning, 0.54 GB of gradients) to new JS buffers; by default
+ * glibc maps the largest afresh every step, while from the heap the freed ones are reused: measured
+ * on the SmolLM2-135M shape, 29–89k page faults per step before, about 1k from the third step on.
+ * The process ends with its job, so memory it does not give back to the system meanwhile costs
+ * nothing after. (bench:train runs with the same settings.)
  */
-const CHILD_GLIBC_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295';
+export const CHILD_GLIBC_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295';
 
 /** Runs `train(spec)` in a child Node process; same contract as the engine's `train`. */
 export function createChildProcessTrainer(options: ChildProcessOptions = {}) {

@@ -206,6 +206,9 @@ export function reduceMean(x: Tensor, axes: number[], keepdims = false): Tensor 
 /** Sum of all elements, as a scalar. */
 export const sumAll = (x: Tensor): Tensor => reduceSum(x, x.shape.map((_, i) => i), false);
 
+/** Σ x² over all elements, as a scalar, in one pass (no backward rule: for gradient norms). */
+export const sumSquares = (x: Tensor): Tensor => x.graph.emit('ReduceSumSquare', [x], { keepdims: 0 }, [{ shape: [], dtype: x.dtype }])[0];
+
 // ---------------------------------------------------------------- linear algebra
 
 /** Batched matrix product with numpy broadcasting of the batch axes (both operands rank ≥ 2). */

@@ -23,7 +23,8 @@ import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts
 import { Rng } from './rng.ts';
 import { microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
-import { buildStepGraph, DEFAULT_ADAMW, type AdamWSettings, type ModelSetup, type StepShape } from './step.ts';
+import { buildStepGraph, type ModelSetup, type StepShape } from './step.ts';
+import { DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
 import { trainingAborted } from './pause.ts';
 import { runTrainingLoop } from './loop.ts';
@@ -181,7 +182,7 @@ export async function referenceLogps(
 ): Promise<Reference> {
   const P = shape.pairsPerMicro;
   const base: ModelSetup = { ...setup, lora: null, trainable: [], packed: false };
-  const graph = buildStepGraph(base, { rows: 2 * P, seqLen: shape.seqLen }, 'eval', DEFAULT_ADAMW, dpoObjective(1, P));
+  const graph = buildStepGraph(base, { rows: 2 * P, seqLen: shape.seqLen }, 'eval', dpoObjective(1, P));
   const session = await CompiledGraph.compile(graph, settings);
   const ref: Reference = { chosen: new Float32Array(pairs.length), rejected: new Float32Array(pairs.length) };
   try {
@@ -242,29 +243,9 @@ export class DpoRunner extends StepRunner {
   /** One optimizer step over the pairs of `micro`: the mean DPO loss of the step's pairs. */
   async dpoStep(micro: DpoMicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<DpoSums & { gradNorm: number }> {
     const pairs = micro.reduce((s, b) => s + b.pairWeights.reduce((a, w) => a + w, 0), 0);
-    const common = { inv_total_weight: Float32Array.of(pairs > 0 ? 1 / pairs : 0), ...this.paramFeeds() };
     const sums = { ...emptySums(), pairs };
-    if (micro.length === 1) {
-      const s = await this.session('update');
-      const out = await s.run({ ...common, ...this.batchFeeds(micro[0]), ...this.dropoutFeeds(rng), ...this.optimizerFeeds(lr) });
-      DpoRunner.add(sums, out);
-      return { ...sums, gradNorm: this.takeUpdate(out) };
-    }
-    const acc = await this.session('accumulate');
-    const gradName = (n: string) => `grad:${n}`;
-    const gradInName = (n: string) => `grad_in:${n}`;
-    let grads: Record<string, HostArray> = {};
-    for (const s of this.slots) grads[gradInName(s.name)] = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-    for (const b of micro) {
-      signal?.throwIfAborted();
-      const out = await acc.run({ ...common, ...grads, ...this.batchFeeds(b), ...this.dropoutFeeds(rng) });
-      DpoRunner.add(sums, out);
-      grads = Object.fromEntries(this.slots.map((s) => [gradInName(s.name), out[gradName(s.name)]]));
-    }
-    const apply = await this.session('apply');
-    const applyFeeds: Record<string, HostArray> = { ...this.paramFeeds(), ...this.optimizerFeeds(lr) };
-    for (const s of this.slots) applyFeeds[gradName(s.name)] = grads[gradInName(s.name)];
-    return { ...sums, gradNorm: this.takeUpdate(await apply.run(applyFeeds)) };
+    const gradNorm = await this.optimizerStep(micro, pairs > 0 ? 1 / pairs : 0, lr, (b) => ({ ...this.batchFeeds(b), ...this.dropoutFeeds(rng) }), (out) => DpoRunner.add(sums, out), signal);
+    return { ...sums, gradNorm };
   }
 
   /** DPO sums over `batches` with the current weights (no dropout, no update). */

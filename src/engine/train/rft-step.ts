@@ -7,7 +7,7 @@
 // is that of the weighted NLL  (1/G) Σ_i Σ_t w_t · nll_t(θ)  with constant per-token weights
 //   w_t = (A_i + β · (r_t − 1)) / T_i,
 // because ∂KL_t/∂nll_t = r_t − 1 and ∂(−A log π)/∂nll = A. So the supervised step graphs
-// (step.ts: weighted NLL, backward, clip, AdamW) do the update. This file adds the per-token
+// (step.ts: weighted NLL and its gradient) and the runner's AdamW do the update. This file adds the per-token
 // scores (the 'eval' graph of the RFT objective: nll and argmax hit at every position, for the
 // policy and the reference, to compute r_t), and a StepRunner whose update is normalised by a fed
 // 1/G instead of 1/Σw (signed weights can sum to ~0).
@@ -19,7 +19,8 @@ import type { Graph, Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import type { HostArray, SessionSettings } from '../runtime/session.ts';
 import { StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
-import { buildStepGraph, DEFAULT_ADAMW, names, supervisedObjective, type AdamWSettings, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
+import { buildStepGraph, supervisedObjective, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
+import { DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
 
 /** The setup with LoRA dropout switched off (see the header). */
 export function withoutDropout(setup: ModelSetup): ModelSetup {
@@ -43,7 +44,7 @@ export const rftStepObjective: StepObjective = (g: Graph, logits: Tensor, labels
 
 /** Forward only: per-token nll and hit (trainable tensors are inputs, so it scores any parameters). */
 export function buildTokenScoreGraph(setup: ModelSetup, shape: StepShape): Graph {
-  return buildStepGraph(withoutDropout(setup), shape, 'eval', DEFAULT_ADAMW, rftStepObjective);
+  return buildStepGraph(withoutDropout(setup), shape, 'eval', rftStepObjective);
 }
 
 /** Per-token scores of one micro-batch. */
@@ -51,8 +52,6 @@ export interface TokenScores {
   nll: Float32Array;
   hit: Float32Array;
 }
-
-const scalar = (x: number) => Float32Array.of(x);
 
 export class RftStepRunner extends StepRunner {
   constructor(setup: ModelSetup, shape: StepShape, frozen: Map<string, Float32Array>, state: OptimizerState, adamw: AdamWSettings = DEFAULT_ADAMW, settings: SessionSettings = {}) {
@@ -82,22 +81,6 @@ export class RftStepRunner extends StepRunner {
    * signed per-token weights). Returns the gradient norm before clipping.
    */
   async policyStep(micro: MicroBatch[], invNormaliser: number, lr: number, signal?: AbortSignal): Promise<number> {
-    const common = { inv_total_weight: scalar(invNormaliser), ...this.paramFeeds() };
-    if (micro.length === 1) {
-      const s = await this.session('update');
-      return this.takeUpdate(await s.run({ ...common, ...this.batchFeeds(micro[0]), ...this.optimizerFeeds(lr) }));
-    }
-    const acc = await this.session('accumulate');
-    let grads: Record<string, HostArray> = {};
-    for (const s of this.slots) grads[names.gradIn(s.name)] = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-    for (const b of micro) {
-      signal?.throwIfAborted(); // state untouched until the apply step
-      const out = await acc.run({ ...common, ...grads, ...this.batchFeeds(b) });
-      grads = Object.fromEntries(this.slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
-    }
-    const apply = await this.session('apply');
-    const feeds: Record<string, HostArray> = { ...this.paramFeeds(), ...this.optimizerFeeds(lr) };
-    for (const s of this.slots) feeds[names.grad(s.name)] = grads[names.gradIn(s.name)];
-    return this.takeUpdate(await apply.run(feeds));
+    return this.optimizerStep(micro, invNormaliser, lr, (b) => this.batchFeeds(b), () => {}, signal);
   }
 }

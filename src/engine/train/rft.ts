@@ -26,7 +26,8 @@ import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts
 import { Rng } from './rng.ts';
 import type { MicroBatch } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
-import { DEFAULT_ADAMW, type ModelSetup } from './step.ts';
+import type { ModelSetup } from './step.ts';
+import { DEFAULT_ADAMW } from './adamw.ts';
 import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
 import { PolicySampler, stopTokenIds } from './rft-sampler.ts';
 import { RftStepRunner } from './rft-step.ts';
@@ -114,9 +115,9 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const base = new Map([...model.weights].map(([name, t]) => [name, t.data]));
   model.weights.clear();
   const { frozen, params } = initialTensors(setup, base, spec.seed);
-  // The reference: LoRA → a zero adapter over the same frozen base; full → the original weights
-  // (the runner replaces the arrays of its state on each step, so these stay untouched).
-  const reference = setup.lora ? new Map([...params].map(([name, p]) => [name, new Float32Array(p.length)])) : new Map(params);
+  // The reference: LoRA → a zero adapter over the same frozen base; full → a copy of the original
+  // weights (the runner updates its state's arrays in place).
+  const reference = new Map([...params].map(([name, p]) => [name, setup.lora ? new Float32Array(p.length) : p.slice()]));
   const { state, meta } = startingState(spec, setup, params);
   let trainedTokens = Number(meta?.trainedTokens ?? 0);
 

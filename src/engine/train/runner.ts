@@ -1,9 +1,10 @@
 // Runs the step graphs: frozen weights resident in each session, trainable tensors and AdamW
-// moments owned here in JS and swapped for the graph's outputs after every optimizer step.
+// moments owned here in JS. The graphs return gradients; AdamW updates the state in place.
 
 import type { HostArray, SessionSettings } from '../runtime/session.ts';
 import { CompiledGraph } from '../runtime/session.ts';
-import { buildStepGraph, DEFAULT_ADAMW, names, trainableSlots, type AdamWSettings, type ModelSetup, type Slot, type StepKind, type StepObjective, type StepShape } from './step.ts';
+import { buildStepGraph, names, trainableSlots, type ModelSetup, type Slot, type StepKind, type StepObjective, type StepShape } from './step.ts';
+import { adamwStep, DEFAULT_ADAMW, type AdamWSettings, type AdamWTensor } from './adamw.ts';
 import type { Rng } from './rng.ts';
 
 /** One micro-batch, flattened row-major: every array has rows·seqLen entries. */
@@ -16,6 +17,7 @@ export interface MicroBatch {
   lossWeights: Float32Array;
 }
 
+/** What a runner trains. It updates the arrays in place: copy any you need to keep as they are. */
 export interface OptimizerState {
   /** Optimizer steps taken so far. */
   step: number;
@@ -57,14 +59,11 @@ function pack(slot: Slot, tensors: Map<string, Float32Array>): Float32Array {
   return flat;
 }
 
-/** Stores a slot's value: itself, or views of the flat vector for each member (no copies). */
-function unpack(slot: Slot, flat: Float32Array, into: Map<string, Float32Array>): void {
-  if (!slot.members) return void into.set(slot.name, flat);
+/** Views of a slot's flat vector, one per member (the slot itself when it is one tensor). */
+function members(slot: Slot, flat: Float32Array, lengthOf: (n: string) => number): [string, Float32Array][] {
+  if (!slot.members) return [[slot.name, flat]];
   let k = 0;
-  for (const n of slot.members) {
-    const len = into.get(n)!.length;
-    into.set(n, flat.subarray(k, (k += len)));
-  }
+  return slot.members.map((n) => [n, flat.subarray(k, (k += lengthOf(n)))]);
 }
 
 /** A micro-batch as the step graphs' data inputs. */
@@ -94,6 +93,10 @@ export class StepRunner {
     private readonly objective?: StepObjective,
   ) {
     this.slots = trainableSlots(setup);
+    // A packed slot's members become views of one flat vector, so feeding it copies nothing.
+    for (const s of this.slots) {
+      if (s.members) for (const [n, view] of members(s, pack(s, state.params), (n) => state.params.get(n)!.length)) state.params.set(n, view);
+    }
   }
 
   protected paramFeeds(): Record<string, HostArray> {
@@ -103,7 +106,7 @@ export class StepRunner {
   protected session(kind: StepKind): Promise<CompiledGraph> {
     let s = this.sessions.get(kind);
     if (!s) {
-      s = CompiledGraph.compile(buildStepGraph(this.setup, this.shape, kind, this.adamw, this.objective), this.settings).then((c) => {
+      s = CompiledGraph.compile(buildStepGraph(this.setup, this.shape, kind, this.objective), this.settings).then((c) => {
         for (const [name, data] of this.frozen) c.setResident(name, data);
         return c;
       });
@@ -140,28 +143,42 @@ export class StepRunner {
     return feeds;
   }
 
-  protected optimizerFeeds(lr: number): Record<string, HostArray> {
-    const t = this.state.step + 1;
-    const feeds: Record<string, HostArray> = {
-      lr: scalar(lr),
-      bias_correction1: scalar(1 / (1 - Math.pow(this.adamw.beta1, t))),
-      bias_correction2: scalar(1 / (1 - Math.pow(this.adamw.beta2, t))),
-    };
-    for (const s of this.slots) {
-      feeds[names.m(s.name)] = pack(s, this.state.m);
-      feeds[names.v(s.name)] = pack(s, this.state.v);
+  /**
+   * One optimizer step over `micro` (gradient accumulation when there are several): the gradient
+   * of Σ loss · `invNormaliser`, then AdamW. `feedsOf` gives a micro-batch's data feeds and
+   * `onOutput` sees each micro-batch's outputs (loss terms). Returns the gradient norm before
+   * clipping. An abort between micro-batches leaves the state untouched.
+   */
+  protected async optimizerStep(
+    micro: MicroBatch[],
+    invNormaliser: number,
+    lr: number,
+    feedsOf: (b: MicroBatch) => Record<string, HostArray>,
+    onOutput: (out: Record<string, HostArray>) => void,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    const common = { inv_total_weight: scalar(invNormaliser), ...this.paramFeeds() };
+    let out: Record<string, HostArray> = {};
+    for (const [i, b] of micro.entries()) {
+      if (i > 0) signal?.throwIfAborted();
+      const gradIn = i === 0 ? {} : Object.fromEntries(this.slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
+      const session = await this.session(i === 0 ? 'gradient' : 'accumulate');
+      out = await session.run({ ...common, ...gradIn, ...feedsOf(b) });
+      onOutput(out);
     }
-    return feeds;
-  }
-
-  protected takeUpdate(out: Record<string, HostArray>): number {
-    for (const s of this.slots) {
-      unpack(s, out[names.newParam(s.name)] as Float32Array, this.state.params);
-      unpack(s, out[names.newM(s.name)] as Float32Array, this.state.m);
-      unpack(s, out[names.newV(s.name)] as Float32Array, this.state.v);
-    }
+    const { params, m, v } = this.state;
+    const tensors: AdamWTensor[] = this.slots.flatMap((s) =>
+      members(s, out[names.grad(s.name)] as Float32Array, (n) => params.get(n)!.length).map(([n, grad]) => ({
+        param: params.get(n)!,
+        m: m.get(n)!,
+        v: v.get(n)!,
+        grad,
+        decay: this.setup.shapes.get(n)!.length >= 2,
+      })),
+    );
+    const norm = await adamwStep(tensors, (out.grad_norm_sq as Float32Array)[0], this.state.step + 1, lr, this.adamw);
     this.state.step += 1;
-    return (out.grad_norm as Float32Array)[0];
+    return norm;
   }
 
   /**
@@ -170,34 +187,13 @@ export class StepRunner {
    */
   async step(micro: MicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<StepResult> {
     const weightSum = micro.reduce((s, b) => s + b.lossWeights.reduce((a, w) => a + w, 0), 0);
-    const common = { inv_total_weight: scalar(weightSum > 0 ? 1 / weightSum : 0), ...this.paramFeeds() };
     const sums: LossSums = { lossSum: 0, weightSum, correct: 0, counted: 0 };
-    const add = (out: Record<string, HostArray>) => {
+    const gradNorm = await this.optimizerStep(micro, weightSum > 0 ? 1 / weightSum : 0, lr, (b) => ({ ...this.batchFeeds(b), ...this.dropoutFeeds(rng) }), (out) => {
       sums.lossSum += (out.loss_sum as Float32Array)[0];
       sums.correct += (out.correct as Float32Array)[0];
       sums.counted += (out.counted as Float32Array)[0];
-    };
-
-    if (micro.length === 1) {
-      const s = await this.session('update');
-      const out = await s.run({ ...common, ...this.batchFeeds(micro[0]), ...this.dropoutFeeds(rng), ...this.optimizerFeeds(lr) });
-      add(out);
-      return { ...sums, gradNorm: this.takeUpdate(out) };
-    }
-
-    const acc = await this.session('accumulate');
-    let grads: Record<string, HostArray> = {};
-    for (const s of this.slots) grads[names.gradIn(s.name)] = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-    for (const b of micro) {
-      signal?.throwIfAborted(); // a long accumulation stops between micro-batches, state untouched
-      const out = await acc.run({ ...common, ...grads, ...this.batchFeeds(b), ...this.dropoutFeeds(rng) });
-      add(out);
-      grads = Object.fromEntries(this.slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
-    }
-    const apply = await this.session('apply');
-    const applyFeeds: Record<string, HostArray> = { ...this.paramFeeds(), ...this.optimizerFeeds(lr) };
-    for (const s of this.slots) applyFeeds[names.grad(s.name)] = grads[names.gradIn(s.name)];
-    return { ...sums, gradNorm: this.takeUpdate(await apply.run(applyFeeds)) };
+    }, signal);
+    return { ...sums, gradNorm };
   }
 
   /** Loss sums over `batches` with the current weights (no dropout, no update). */

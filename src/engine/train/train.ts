@@ -8,7 +8,7 @@ import { makePlan } from './plan.ts';
 import { Rng } from './rng.ts';
 import { StepRunner, type LossSums } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
-import { DEFAULT_ADAMW } from './step.ts';
+import { DEFAULT_ADAMW } from './adamw.ts';
 import { trainReinforcement } from './rft.ts';
 import { trainDpo } from './dpo.ts';
 import { runTrainingLoop } from './loop.ts';
@@ -28,7 +28,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const setup = modelSetup(model.config, spec.lora);
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
-  model.weights.clear(); // full fine-tuning replaces these arrays each step; don't pin the originals
+  model.weights.clear();
   const { state } = startingState(spec, setup, params);
   const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, DEFAULT_ADAMW);
   await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StepRunner, freshOptimizerState, type MicroBatch } from '../../../src/engine/train/runner.ts';
 import { modelSetup, initialTensors } from '../../../src/engine/train/setup.ts';
-import { DEFAULT_ADAMW, names } from '../../../src/engine/train/step.ts';
+import { names } from '../../../src/engine/train/step.ts';
+import { DEFAULT_ADAMW } from '../../../src/engine/train/adamw.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { buildStepGraph } from '../../../src/engine/train/step.ts';
 import { Rng } from '../../../src/engine/train/rng.ts';
@@ -32,7 +33,7 @@ test('AdamW with weight decay and clipping matches a JS reference on the graph g
   // The reference gradients come from an unpacked graph (one input per tensor), which also checks
   // that the runner's packed flat vector routes every tensor's gradient to the right place.
   assert.equal(r.setup.packed, true);
-  const acc = await CompiledGraph.compile(buildStepGraph({ ...r.setup, packed: false }, r.shape, 'accumulate', adamw), { intraOpNumThreads: 1 });
+  const acc = await CompiledGraph.compile(buildStepGraph({ ...r.setup, packed: false }, r.shape, 'accumulate'), { intraOpNumThreads: 1 });
   for (const [n, w] of base()) acc.setResident(n, w);
   const W = batch.lossWeights.reduce((a, b) => a + b, 0);
   const feeds: Record<string, Float32Array | BigInt64Array> = {
