@@ -6,7 +6,7 @@
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // stacks each k/v head's group of query heads as rows, [B, kvHeads, group·T, headDim], so
 // grouped-query attention is one MatMul per k/v head (no repeat of k/v; their gradients come out
-// summed over the group).
+// summed over the group), and runs in query chunks that skip most of the causal mask's zeros.
 
 import type { ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
@@ -88,6 +88,9 @@ export function attentionBias(g: Graph, segmentIds: Tensor, slidingWindow: numbe
   return op.reshape(bias, [B, 1, 1, T, T]);
 }
 
+/** Query chunks of causal attention (see llamaLogits). */
+const ATTENTION_CHUNKS = 4;
+
 /** Logits [B·T, vocab] of a Llama-family decoder. */
 export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opts: LlamaOptions): Tensor {
   const [B, T] = inputs.inputIds.shape;
@@ -127,9 +130,19 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const sinTable = g.constant(g.float, [T, hd], tables.sin);
   const cos = op.reshape(op.gather(cosTable, inputs.positionIds), [B, 1, 1, T, hd]);
   const sin = op.reshape(op.gather(sinTable, inputs.positionIds), [B, 1, 1, T, hd]);
-  // Expanded once to the full score shape: ORT's Add is several times slower when it has to
-  // broadcast over the middle (head) axes than on equal shapes, and every layer adds this.
-  const bias = op.reshape(op.expand(attentionBias(g, inputs.segmentIds, cfg.slidingWindow), [B, KV, G, T, T]), [B, KV, G * T, T]);
+  // Causal attention by query chunks: a chunk's queries meet the keys up to the chunk's end only,
+  // so most of the masked-out upper triangle is never computed (4 chunks: 10/16 of the scores;
+  // measured on the SmolLM2-135M shape, attention's share of a full fine-tuning step fell 32%).
+  const chunkCount = Math.min(ATTENTION_CHUNKS, T);
+  const ends = Array.from({ length: chunkCount }, (_, c) => Math.round(((c + 1) * T) / chunkCount));
+  const starts = [0, ...ends.slice(0, -1)];
+  // Each chunk's bias, expanded once to its score shape: ORT's Add is several times slower when it
+  // has to broadcast over the middle (head) axes than on equal shapes, and every layer adds it.
+  const fullBias = attentionBias(g, inputs.segmentIds, cfg.slidingWindow); // [B, 1, 1, T, T]
+  const biases = ends.map((end, c) => {
+    const rows = op.slice(op.slice(fullBias, 3, starts[c], end), 4, 0, end);
+    return op.reshape(op.expand(rows, [B, KV, G, end - starts[c], end]), [B, KV, G * (end - starts[c]), end]);
+  });
 
   const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
   let x = op.reshape(op.gather(embed, inputs.inputIds), [N, D]);
@@ -150,11 +163,15 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const v = heads(vFlat, 1);
     q = op.mul(rope(q, cos, sin), 1 / Math.sqrt(hd)); // scale q (T·hd) rather than scores (T·T)
     k = rope(k, cos, sin);
-    // The G query heads of a k/v head stacked as rows, [B, KV, G·T, hd]: one product per k/v head
+    // The G query heads of a k/v head stacked as rows, [B, KV, G·Tc, hd]: one product per k/v head
     // instead of G broadcast ones, and K's and V's gradients come out summed over the group.
-    const rows = (t: Tensor) => op.reshape(t, [B, KV, t.shape[2] * T, hd]);
-    const probs = op.softmax(op.add(op.matmul(rows(q), op.T(rows(k))), bias)); // [B, KV, G·T, T]
-    const ctx = op.reshape(op.transpose(op.reshape(op.matmul(probs, rows(v)), [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [N, H * hd]);
+    const rows = (t: Tensor) => op.reshape(t, [B, KV, t.shape[2] * t.shape[3], hd]);
+    const ctxChunks = op.split(q, ends.map((end, c) => end - starts[c]), 3).map((qc, c) => {
+      const end = ends[c];
+      const probs = op.softmax(op.add(op.matmul(rows(qc), op.T(rows(op.slice(k, 3, 0, end)))), biases[c])); // [B, KV, G·Tc, end]
+      return op.reshape(op.matmul(probs, rows(op.slice(v, 3, 0, end))), qc.shape);
+    });
+    const ctx = op.reshape(op.transpose(chunkCount > 1 ? op.concat(ctxChunks, 3) : ctxChunks[0], [0, 3, 1, 2, 4]), [N, H * hd]);
     x = op.add(x, linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0]);
     // --- SwiGLU MLP
     h = rmsNorm(x, W(`${p}.post_attention_layernorm.weight`, [D]), eps);
