@@ -64,17 +64,34 @@ export function ropeTables(cfg: ModelConfig, T: number): { cos: Float64Array; si
   return { cos, sin };
 }
 
+/**
+ * x / √(mean(x²) + ε) · w over the last axis. Its backward is written out (like softmax's): with
+ * x̂ = x·r, r = 1/√(mean(x²) + ε) and d the gradient of x̂, dx = r·(d − x̂·mean(d ⊙ x̂)), which
+ * needs only [N, 1] broadcasts where the op-by-op rules materialised [N, D] expansions.
+ */
 export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
-  const meanSquare = op.reduceMean(op.mul(x, x), [-1], true);
-  return op.mul(op.mul(x, op.reciprocal(op.sqrt(op.add(meanSquare, eps)))), w);
+  const fixed = op.stopGradient(x);
+  const r = op.reciprocal(op.sqrt(op.add(op.reduceMean(op.mul(fixed, fixed), [-1], true), eps)));
+  const [normed] = x.graph.emit('Mul', [x, r], {}, [{ shape: x.shape, dtype: x.dtype }], ([d]) => [
+    op.mul(r, op.sub(d!, op.mul(normed, op.reduceMean(op.mul(d!, normed), [-1], true)))),
+    null,
+  ]);
+  return op.mul(normed, w);
 }
 
-/** HF's rotate_half convention: x·cos + [−x₂, x₁]·sin. */
-export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+/**
+ * HF's rotate_half RoPE, x·cos + [−x₂, x₁]·sin, computed as x·cos + [x₂, x₁]·sin± with the sign
+ * folded into the table: sin± = [−sin₁, sin₂] (see signedSin).
+ */
+export function rope(x: Tensor, cos: Tensor, sinSigned: Tensor): Tensor {
   const half = x.shape[x.rank - 1] / 2;
-  const x1 = op.slice(x, -1, 0, half);
-  const x2 = op.slice(x, -1, half, 2 * half);
-  return op.add(op.mul(x, cos), op.mul(op.concat([op.neg(x2), x1], -1), sin));
+  const [x1, x2] = op.split(x, [half, half], -1);
+  return op.add(op.mul(x, cos), op.mul(op.concat([x2, x1], -1), sinSigned));
+}
+
+/** A [T, hd] sin table with its first half of each row negated, for rope(). */
+function signedSin(sin: Float64Array, hd: number): Float64Array {
+  return sin.map((v, i) => (i % hd < hd / 2 ? -v : v));
 }
 
 /** Additive mask [B, 1, 1, T, T]: 0 where key j is visible from query i (causal, same segment, window). */
@@ -125,11 +142,14 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     return ys;
   };
 
+  // RoPE tables per position, [B, 1, 1, T, hd]; q's carry the 1/√hd of the attention scores
+  // (RoPE is linear), so neither q (T·hd) nor the scores (T·T) need a separate scaling.
   const tables = ropeTables(cfg, T);
-  const cosTable = g.constant(g.float, [T, hd], tables.cos);
-  const sinTable = g.constant(g.float, [T, hd], tables.sin);
-  const cos = op.reshape(op.gather(cosTable, inputs.positionIds), [B, 1, 1, T, hd]);
-  const sin = op.reshape(op.gather(sinTable, inputs.positionIds), [B, 1, 1, T, hd]);
+  const perPosition = (table: Float64Array, scale = 1) =>
+    op.reshape(op.gather(g.constant(g.float, [T, hd], table.map((v) => v * scale)), inputs.positionIds), [B, 1, 1, T, hd]);
+  const sin = signedSin(tables.sin, hd);
+  const [cosK, sinK] = [perPosition(tables.cos), perPosition(sin)];
+  const [cosQ, sinQ] = [perPosition(tables.cos, 1 / Math.sqrt(hd)), perPosition(sin, 1 / Math.sqrt(hd))];
   // Causal attention by query chunks: a chunk's queries meet the keys up to the chunk's end only,
   // so most of the masked-out upper triangle is never computed (4 chunks: 10/16 of the scores;
   // measured on the SmolLM2-135M shape, attention's share of a full fine-tuning step fell 32%).
@@ -161,8 +181,8 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     let q = heads(qFlat, G);
     let k = heads(kFlat, 1);
     const v = heads(vFlat, 1);
-    q = op.mul(rope(q, cos, sin), 1 / Math.sqrt(hd)); // scale q (T·hd) rather than scores (T·T)
-    k = rope(k, cos, sin);
+    q = rope(q, cosQ, sinQ);
+    k = rope(k, cosK, sinK);
     // The G query heads of a k/v head stacked as rows, [B, KV, G·Tc, hd]: one product per k/v head
     // instead of G broadcast ones, and K's and V's gradients come out summed over the group.
     const rows = (t: Tensor) => op.reshape(t, [B, KV, t.shape[2] * t.shape[3], hd]);
