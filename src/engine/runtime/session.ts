@@ -1,6 +1,6 @@
 // One ONNX Runtime session per compiled graph. Frozen tensors (base weights, RoPE tables) are
 // made resident once: ORT does not copy inputs, so feeding the same ort.Tensor each run is free.
-// Per-step feeds (batch, trainable tensors, optimizer state) are wrapped fresh each run.
+// Per-step feeds (batch, trainable tensors, gradients being accumulated) are wrapped fresh each run.
 
 import * as ort from 'onnxruntime-node';
 import type { DType, Graph, Shape } from '../graph/ir.ts';
