@@ -1,7 +1,7 @@
 // AdamW (Loshchilov & Hutter; torch.optim.AdamW) with global-norm clipping, applied on the host
-// and in place. The step graphs output gradients only: returning new weights and both moments from
-// ONNX Runtime instead meant copying three times the trainable bytes out of it every step, into
-// fresh memory (ENGINE-NOTES), where a gradient is one times and an in-place update allocates nothing.
+// and in place. The step graphs output gradients only: returning new weights and both moments
+// from ONNX Runtime instead meant copying three times the trainable bytes out of it every step,
+// into fresh memory, where a gradient is one times and an in-place update allocates nothing.
 
 import wabt from 'wabt';
 
@@ -49,7 +49,8 @@ export async function adamwStep(tensors: AdamWTensor[], gradNormSq: number, t: n
 }
 
 // The update is a few flops per 28 bytes moved, so it runs where it can use SIMD: a WebAssembly
-// kernel, f32 like torch's, four lanes at a time (2.5× a scalar JS loop on a 134M-parameter model).
+// kernel, f32 like torch's, four lanes at a time (0.29 s against 0.6–0.8 s for a scalar JS loop
+// over 134.5M parameters).
 // The tensors stay in JS memory (ONNX Runtime reads the weights from there); the kernel works on
 // L2-sized chunks copied in and out of its own memory.
 const KERNEL_WAT = `

@@ -7,10 +7,10 @@
 // is that of the weighted NLL  (1/G) Σ_i Σ_t w_t · nll_t(θ)  with constant per-token weights
 //   w_t = (A_i + β · (r_t − 1)) / T_i,
 // because ∂KL_t/∂nll_t = r_t − 1 and ∂(−A log π)/∂nll = A. So the supervised step graphs
-// (step.ts: weighted NLL and its gradient) and the runner's AdamW do the update. This file adds the per-token
-// scores (the 'eval' graph of the RFT objective: nll and argmax hit at every position, for the
-// policy and the reference, to compute r_t), and a StepRunner whose update is normalised by a fed
-// 1/G instead of 1/Σw (signed weights can sum to ~0).
+// (step.ts: weighted NLL and its gradient) and the runner's AdamW do the update. This file adds
+// the per-token scores (the 'eval' graph of the RFT objective: nll and argmax hit at every
+// position, for the policy and the reference, to compute r_t), and a StepRunner whose update is
+// normalised by a fed 1/G instead of 1/Σw (signed weights can sum to ~0).
 //
 // LoRA dropout is off in these graphs: the ratio r_t and the on-policy gradient are of the
 // policy that sampled, which has no dropout.
