@@ -244,7 +244,7 @@ export class DpoRunner extends StepRunner {
   async dpoStep(micro: DpoMicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<DpoSums & { gradNorm: number }> {
     const pairs = micro.reduce((s, b) => s + b.pairWeights.reduce((a, w) => a + w, 0), 0);
     const sums = { ...emptySums(), pairs };
-    const gradNorm = await this.optimizerStep(micro, pairs > 0 ? 1 / pairs : 0, lr, (b) => ({ ...this.batchFeeds(b), ...this.dropoutFeeds(rng) }), (out) => DpoRunner.add(sums, out), signal);
+    const gradNorm = await this.optimizerStep(micro, pairs > 0 ? 1 / pairs : 0, lr, rng, (out) => DpoRunner.add(sums, out), signal);
     return { ...sums, gradNorm };
   }
 

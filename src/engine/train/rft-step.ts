@@ -81,6 +81,6 @@ export class RftStepRunner extends StepRunner {
    * signed per-token weights). Returns the gradient norm before clipping.
    */
   async policyStep(micro: MicroBatch[], invNormaliser: number, lr: number, signal?: AbortSignal): Promise<number> {
-    return this.optimizerStep(micro, invNormaliser, lr, (b) => this.batchFeeds(b), () => {}, signal);
+    return this.optimizerStep(micro, invNormaliser, lr, undefined, () => {}, signal); // no dropout (see the header)
   }
 }

@@ -145,15 +145,15 @@ export class StepRunner {
 
   /**
    * One optimizer step over `micro` (gradient accumulation when there are several): the gradient
-   * of Σ loss · `invNormaliser`, then AdamW. `feedsOf` gives a micro-batch's data feeds and
-   * `onOutput` sees each micro-batch's outputs (loss terms). Returns the gradient norm before
-   * clipping. An abort between micro-batches leaves the state untouched.
+   * of Σ loss · `invNormaliser`, then AdamW. Each micro-batch is fed through `batchFeeds`, with
+   * dropout masks from `rng`; `onOutput` sees its outputs (loss terms). Returns the gradient norm
+   * before clipping. An abort between micro-batches leaves the state untouched.
    */
   protected async optimizerStep(
     micro: MicroBatch[],
     invNormaliser: number,
     lr: number,
-    feedsOf: (b: MicroBatch) => Record<string, HostArray>,
+    rng: Rng | undefined,
     onOutput: (out: Record<string, HostArray>) => void,
     signal?: AbortSignal,
   ): Promise<number> {
@@ -163,7 +163,7 @@ export class StepRunner {
       if (i > 0) signal?.throwIfAborted();
       const gradIn = i === 0 ? {} : Object.fromEntries(this.slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
       const session = await this.session(i === 0 ? 'gradient' : 'accumulate');
-      out = await session.run({ ...common, ...gradIn, ...feedsOf(b) });
+      out = await session.run({ ...common, ...gradIn, ...this.batchFeeds(b), ...this.dropoutFeeds(rng) });
       onOutput(out);
     }
     const { params, m, v } = this.state;
@@ -188,7 +188,7 @@ export class StepRunner {
   async step(micro: MicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<StepResult> {
     const weightSum = micro.reduce((s, b) => s + b.lossWeights.reduce((a, w) => a + w, 0), 0);
     const sums: LossSums = { lossSum: 0, weightSum, correct: 0, counted: 0 };
-    const gradNorm = await this.optimizerStep(micro, weightSum > 0 ? 1 / weightSum : 0, lr, (b) => ({ ...this.batchFeeds(b), ...this.dropoutFeeds(rng) }), (out) => {
+    const gradNorm = await this.optimizerStep(micro, weightSum > 0 ? 1 / weightSum : 0, lr, rng, (out) => {
       sums.lossSum += (out.loss_sum as Float32Array)[0];
       sums.correct += (out.correct as Float32Array)[0];
       sums.counted += (out.counted as Float32Array)[0];
