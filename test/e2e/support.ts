@@ -16,8 +16,9 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const MODELS_DIR = path.join(ROOT, 'models');
 export const BASE_MODEL = 'tiny-llama';
 const sample = (name: string) => fs.readFileSync(path.join(ROOT, 'samples', name), 'utf8').trim().split('\n');
+const DEMO_TRAIN = sample('demo-train.jsonl');
 /** 12 training examples (the minimum is 10) and 4 validation ones keep every job to seconds. */
-export const TRAIN_JSONL = sample('demo-train.jsonl').slice(0, 12).join('\n') + '\n';
+export const TRAIN_JSONL = DEMO_TRAIN.slice(0, 12).join('\n') + '\n';
 export const VALID_JSONL = sample('demo-valid.jsonl').slice(0, 4).join('\n') + '\n';
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
@@ -33,8 +34,10 @@ export async function startTrainingServer(options: { env?: Record<string, string
   return startTestServer(overrides, { runJob });
 }
 
-export async function uploadFiles(client: OpenAI) {
-  const training = await client.files.create({ file: new File([TRAIN_JSONL], 'train.jsonl'), purpose: 'fine-tune' });
+/** Uploads TRAIN_JSONL, or the whole demo training set (42 examples) for tests that need long epochs. */
+export async function uploadFiles(client: OpenAI, options: { allTrainingExamples?: boolean } = {}) {
+  const jsonl = options.allTrainingExamples ? DEMO_TRAIN.join('\n') + '\n' : TRAIN_JSONL;
+  const training = await client.files.create({ file: new File([jsonl], 'train.jsonl'), purpose: 'fine-tune' });
   const validation = await client.files.create({ file: new File([VALID_JSONL], 'valid.jsonl'), purpose: 'fine-tune' });
   return { training: training.id, validation: validation.id };
 }
