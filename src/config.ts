@@ -14,6 +14,8 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
+  /** PostgreSQL for the rows (DATABASE_URL); null: SQLite under dataDir. Blobs stay under dataDir. */
+  databaseUrl: string | null;
   modelsDir: string;
   /** Empty: no keys configured, one local organization, loopback only. */
   apiKeys: ApiKey[];
@@ -81,6 +83,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     host: env.HOST || '127.0.0.1',
     port: intFrom(env, 'PORT', 8000),
     dataDir: path.resolve(env.DATA_DIR || './data'),
+    databaseUrl: env.DATABASE_URL || null,
     modelsDir: path.resolve(env.MODELS_DIR || './models'),
     apiKeys,
     localOrganization: env.LOCAL_ORGANIZATION || 'org-local',

@@ -49,7 +49,7 @@ declare module 'fastify' {
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const ownsStore = !options.store;
-  const store = options.store ?? (await openStore(config.dataDir, { now: options.now }));
+  const store = options.store ?? (await openStore(config, { now: options.now }));
   const validate = options.validateDataset ?? (validateDataset as DatasetValidator);
 
   const app = Fastify({

@@ -141,7 +141,7 @@ export async function runDemo(args: string[]): Promise<void> {
   // The demo runs open on loopback: keys from the environment would only get in its way.
   const config = loadConfig(
     { host: '127.0.0.1', port: 0, dataDir, modelsDir },
-    { ...process.env, API_KEYS: '', ADMIN_API_KEYS: '', DATA_DIR: dataDir },
+    { ...process.env, API_KEYS: '', ADMIN_API_KEYS: '', DATA_DIR: dataDir, DATABASE_URL: '' },
   );
   console.log(bold('tuneforge demo') + dim(` — a real fine-tuning run on the bundled ${BASE_MODEL} (≈0.9 M parameters), on this CPU`));
   console.log(dim(`data in ${dataDir}`));

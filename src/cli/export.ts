@@ -32,7 +32,7 @@ export async function runExportCommand(args: string[]): Promise<void> {
   if (existsSync(out) && !(statSync(out).isDirectory() && readdirSync(out).length === 0)) throw new Error(`${out} already exists`);
 
   const config = loadConfig();
-  const store = await openStore(config.dataDir);
+  const store = await openStore(config);
   try {
     const source = await resolveExportSource(store, config.modelsDir, values.model, values.org);
     const asTar = format !== 'gguf' && out.endsWith('.tar');

@@ -1,6 +1,6 @@
 // tuneforge command line. Subcommands are registered in COMMANDS; add new ones (bench…) there.
 //   serve   the OpenAI-compatible API on HOST:PORT under /v1, with an embedded worker that trains
-//   worker  a worker alone, against the same DATA_DIR
+//   worker  a worker alone, against the same DATA_DIR (and DATABASE_URL)
 //   demo    the whole path on the bundled tiny model: upload, train, compare (cli/demo.ts)
 import { loadConfig, type Config } from '../config.ts';
 import { startServer, webhookListener } from '../api/server.ts';
@@ -45,7 +45,7 @@ function onSignals(stop: () => Promise<void>) {
 
 export const COMMANDS: Record<string, { describe: string; run: Command }> = {
   serve: {
-    describe: 'serve the API and train jobs (HOST, PORT, DATA_DIR, MODELS_DIR, API_KEYS, EMBEDDED_WORKER…)',
+    describe: 'serve the API and train jobs (HOST, PORT, DATA_DIR, DATABASE_URL, MODELS_DIR, API_KEYS, EMBEDDED_WORKER…)',
     run: async () => {
       const config = loadConfig();
       const runJob = config.training.embeddedWorker ? defaultJobRunner(config) : undefined;
@@ -58,11 +58,11 @@ export const COMMANDS: Record<string, { describe: string; run: Command }> = {
     },
   },
   worker: {
-    describe: 'run a worker against DATA_DIR (trains queued jobs)',
+    describe: 'run a worker against DATA_DIR and DATABASE_URL (trains queued jobs)',
     run: async () => {
       const config = loadConfig();
       const runJob = defaultJobRunner(config);
-      const store = await openStore(config.dataDir);
+      const store = await openStore(config);
       const webhooks = new WebhookDispatcher({ endpoints: config.webhooks, log: jsonLog });
       const worker = new Worker({
         store,

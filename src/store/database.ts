@@ -1,9 +1,10 @@
-// Opens the SQL database and brings its schema up to date. SQLite (better-sqlite3) under DATA_DIR
-// is the default; a PostgreSQL dialect would be another branch here, callers are unchanged.
+// Opens the SQL database and brings its schema up to date: PostgreSQL when DATABASE_URL names one,
+// else SQLite (better-sqlite3) under DATA_DIR. Callers see one Kysely API either way.
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, SqliteDialect } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
 import { migrationProvider, type SqlDialectName } from './migrations.ts';
 import type { Database } from './schema.ts';
 
@@ -14,7 +15,32 @@ export interface OpenedDatabase {
   dialect: SqlDialectName;
 }
 
-export async function openDatabase(dataDir: string): Promise<OpenedDatabase> {
+/** Where the store keeps its data: blobs always under `dataDir`; rows there too unless `databaseUrl` is set. */
+export interface StoreLocation {
+  dataDir: string;
+  /** `postgres://…` or `postgresql://…`; empty or absent: SQLite in `dataDir`. */
+  databaseUrl?: string | null;
+}
+
+const INT8_OID = 20;
+
+export async function openDatabase(location: StoreLocation): Promise<OpenedDatabase> {
+  const { dataDir, databaseUrl } = location;
+  if (databaseUrl) {
+    if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new Error(`DATABASE_URL must start with postgres:// or postgresql://`);
+    const pool = new pg.Pool({
+      connectionString: databaseUrl,
+      // bigint columns hold Unix seconds, byte counts and seq numbers, all well inside 2^53: read
+      // them as numbers (pg's default is strings), as SQLite does.
+      types: { getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser },
+    });
+    // An idle connection the server dropped is replaced at the next checkout; without a listener
+    // its 'error' event would end the process. Queries in flight report their own errors.
+    pool.on('error', () => {});
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    await migrate(db, 'postgres');
+    return { db, dialect: 'postgres' };
+  }
   fs.mkdirSync(dataDir, { recursive: true });
   const sqlite = new SQLite(path.join(dataDir, 'tuneforge.sqlite'));
   // WAL lets a separate worker process read while the server writes; busy_timeout waits for locks.

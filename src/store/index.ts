@@ -1,7 +1,8 @@
-// The store: SQL repositories plus the blob store, opened together under DATA_DIR.
+// The store: SQL repositories plus the blob store, opened together (rows in SQLite under DATA_DIR
+// or in PostgreSQL, blobs under DATA_DIR).
 import { FsBlobStore, type BlobStore } from './blobs.ts';
 import { CheckpointsRepository } from './checkpoints.ts';
-import { openDatabase, type Db } from './database.ts';
+import { openDatabase, type Db, type StoreLocation } from './database.ts';
 import { EventsRepository } from './events.ts';
 import { FilesRepository } from './files.ts';
 import { JobsRepository } from './jobs.ts';
@@ -23,18 +24,18 @@ export interface Store {
 }
 
 /** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
-export async function openStore(dataDir: string, options: { now?: () => number } = {}): Promise<Store> {
-  const { db } = await openDatabase(dataDir);
+export async function openStore(location: StoreLocation, options: { now?: () => number } = {}): Promise<Store> {
+  const { db, dialect } = await openDatabase(location);
   return {
     db,
     files: new FilesRepository(db, options.now),
     uploads: new UploadsRepository(db),
-    jobs: new JobsRepository(db),
+    jobs: new JobsRepository(db, dialect),
     events: new EventsRepository(db),
     checkpoints: new CheckpointsRepository(db),
     permissions: new PermissionsRepository(db),
     models: new ModelsRepository(db),
-    blobs: new FsBlobStore(dataDir),
+    blobs: new FsBlobStore(location.dataDir),
     close: () => db.destroy(),
   };
 }
@@ -46,6 +47,7 @@ export const blobKeys = {
   upload: (uploadId: string) => `uploads/${uploadId}`,
 };
 
+export type { StoreLocation } from './database.ts';
 export type { Page, PageRequest } from './pagination.ts';
 export type { JobRecord, JobMethod, JobError, JobPatch, NewJob } from './jobs.ts';
 export type { EventRecord } from './events.ts';

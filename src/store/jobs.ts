@@ -1,7 +1,9 @@
 // Fine-tuning jobs, their metadata index, and the queue's lease columns. Every state change is a
 // conditional update (`where status in …`), so concurrent API calls and workers cannot overwrite
 // each other: the loser learns it from the returned `undefined`.
+import { sql } from 'kysely';
 import type { Db } from './database.ts';
+import type { SqlDialectName } from './migrations.ts';
 import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 import type { JobRow, JobUpdate } from './schema.ts';
 
@@ -85,7 +87,10 @@ function toUpdate(patch: JobPatch): JobUpdate {
 }
 
 export class JobsRepository {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly dialect: SqlDialectName,
+  ) {}
 
   async insert(job: NewJob): Promise<JobRecord> {
     await this.db.transaction().execute(async (tx) => {
@@ -204,8 +209,8 @@ export class JobsRepository {
   }
 
   /**
-   * Takes queued job `id` for `workerId` in one statement: only if it is still queued and its
-   * organization has fewer than `maxRunningPerOrg` jobs running under a live lease.
+   * Takes queued job `id` for `workerId`: only if it is still queued and its organization has
+   * fewer than `maxRunningPerOrg` jobs running under a live lease.
    */
   async tryClaim(
     id: string,
@@ -213,30 +218,44 @@ export class JobsRepository {
     options: { now: number; leaseMs: number; maxRunningPerOrg: number },
   ): Promise<JobRecord | undefined> {
     const { now, leaseMs, maxRunningPerOrg } = options;
-    const res = await this.db
-      .updateTable('jobs')
-      .set((eb) => ({
-        status: 'running',
-        worker_id: workerId,
-        lease_expires_at: now + leaseMs,
-        attempts: eb('attempts', '+', 1),
-      }))
-      .where('id', '=', id)
-      .where('status', '=', 'queued')
-      .where(
-        (eb) =>
-          eb
-            .selectFrom('jobs as other')
-            .select((o) => o.fn.countAll<number>().as('n'))
-            .whereRef('other.organization_id', '=', 'jobs.organization_id')
-            .where('other.status', '=', 'running')
-            .where('other.lease_expires_at', '>=', now),
-        '<',
-        maxRunningPerOrg,
-      )
-      .executeTakeFirst();
-    if (Number(res.numUpdatedRows) === 0) return undefined;
-    return this.get(id);
+    const claim = async (db: Db) => {
+      const res = await db
+        .updateTable('jobs')
+        .set((eb) => ({
+          status: 'running',
+          worker_id: workerId,
+          lease_expires_at: now + leaseMs,
+          attempts: eb('attempts', '+', 1),
+        }))
+        .where('id', '=', id)
+        .where('status', '=', 'queued')
+        .where(
+          (eb) =>
+            eb
+              .selectFrom('jobs as other')
+              .select((o) => o.fn.countAll<number>().as('n'))
+              .whereRef('other.organization_id', '=', 'jobs.organization_id')
+              .where('other.status', '=', 'running')
+              .where('other.lease_expires_at', '>=', now),
+          '<',
+          maxRunningPerOrg,
+        )
+        .executeTakeFirst();
+      return Number(res.numUpdatedRows) > 0;
+    };
+    // SQLite runs one write at a time, so the single statement is enough. PostgreSQL runs
+    // concurrent claims side by side, each counting the organization's running jobs without seeing
+    // the others' claims: there, claims for one organization take turns on an advisory lock.
+    const claimed =
+      this.dialect === 'sqlite'
+        ? await claim(this.db)
+        : await this.db.transaction().execute(async (tx) => {
+            const job = await tx.selectFrom('jobs').select('organization_id').where('id', '=', id).executeTakeFirst();
+            if (!job) return false;
+            await sql`select pg_advisory_xact_lock(hashtext(${'tuneforge-claim:' + job.organization_id}))`.execute(tx);
+            return claim(tx);
+          });
+    return claimed ? this.get(id) : undefined;
   }
 
   /** Extends the lease; false when the job is no longer this worker's running job. */

@@ -1,21 +1,23 @@
 // The whole API surface driven by the official `openai` SDK over real HTTP; every JSON response
-// is validated against spec/openai-openapi.json by the test server's recording fetch.
+// is validated against spec/openai-openapi.json by the test server's recording fetch. It runs once
+// per SQL backend (SQLite, and PostgreSQL where TEST_DATABASE_URL is set).
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { toFile } from 'openai';
 import { BASE_MODEL, chatJsonl, startTestServer, waitFor, type TestServer } from '../support/server.ts';
+import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
 import { ScriptedRunner } from '../support/runners.ts';
 
 const KEYS = { a: 'sk-org-a-0123456789', b: 'sk-org-b-0123456789', admin: 'sk-admin-a-0123456789' };
 
-describe('openai SDK against tuneforge', () => {
+for (const backend of SQL_BACKENDS) describe(`openai SDK against tuneforge (${backend})`, { skip: skipUnless(backend) }, () => {
   let server: TestServer;
   const runner = new ScriptedRunner();
 
   before(async () => {
     server = await startTestServer(
-      { env: { API_KEYS: `${KEYS.a}:org-a,${KEYS.b}:org-b`, ADMIN_API_KEYS: `${KEYS.admin}:org-a` }, queue: { leaseMs: 10_000, heartbeatMs: 50, pollMs: 20 } },
+      { backend, env: { API_KEYS: `${KEYS.a}:org-a,${KEYS.b}:org-b`, ADMIN_API_KEYS: `${KEYS.admin}:org-a` }, queue: { leaseMs: 10_000, heartbeatMs: 50, pollMs: 20 } },
       { runJob: runner.runJob },
     );
   });

@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { claimNextJob, renewLease, requeueExpiredJobs } from '../../src/scheduler/queue.ts';
 import type { Store } from '../../src/store/index.ts';
+import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
-describe('job queue', () => {
+for (const backend of SQL_BACKENDS) describe(`job queue (${backend})`, { skip: skipUnless(backend) }, () => {
   let store: Store;
   let cleanup: () => Promise<void>;
-  beforeEach(async () => ({ store, cleanup } = await tempStore()));
+  beforeEach(async () => ({ store, cleanup } = await tempStore(backend)));
   afterEach(() => cleanup());
 
   const options = { leaseMs: 1000, maxRunningPerOrg: 2 };

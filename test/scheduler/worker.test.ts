@@ -8,14 +8,15 @@ import { Worker, type JobRunner } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
 import { ScriptedRunner } from '../support/runners.ts';
 import { waitFor } from '../support/server.ts';
+import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
-describe('worker', () => {
+for (const backend of SQL_BACKENDS) describe(`worker (${backend})`, { skip: skipUnless(backend) }, () => {
   let store: Store;
   let dataDir: string;
   let cleanup: () => Promise<void>;
   const workers: Worker[] = [];
-  beforeEach(async () => ({ store, dataDir, cleanup } = await tempStore()));
+  beforeEach(async () => ({ store, dataDir, cleanup } = await tempStore(backend)));
   afterEach(async () => {
     await Promise.all(workers.splice(0).map((w) => w.stop()));
     await cleanup();

@@ -1,18 +1,19 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { openStore, type Store } from '../../src/store/index.ts';
+import { openStore, type Store, type StoreLocation } from '../../src/store/index.ts';
+import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
-describe('store repositories', () => {
+for (const backend of SQL_BACKENDS) describe(`store repositories (${backend})`, { skip: skipUnless(backend) }, () => {
   let store: Store;
-  let dataDir: string;
+  let location: StoreLocation;
   let cleanup: () => Promise<void>;
-  beforeEach(async () => ({ store, dataDir, cleanup } = await tempStore()));
+  beforeEach(async () => ({ store, location, cleanup } = await tempStore(backend)));
   afterEach(() => cleanup());
 
   it('keeps data across reopen (migrations run once)', async () => {
     const job = await queuedJob(store, 'org-a', { metadata: { k: 'v' } });
-    const again = await openStore(dataDir);
+    const again = await openStore(location);
     try {
       assert.deepEqual((await again.jobs.get(job.id))?.metadata, { k: 'v' });
     } finally {
@@ -61,6 +62,18 @@ describe('store repositories', () => {
     const job = await queuedJob(store);
     assert.equal(await store.jobs.update(job.id, { status: 'succeeded' }, ['running']), undefined);
     assert.equal((await store.jobs.update(job.id, { status: 'cancelled' }, ['queued']))?.status, 'cancelled');
+  });
+
+  it('claims no more than the organization limit when different jobs are claimed at once', async () => {
+    const jobs = [];
+    for (let i = 0; i < 6; i++) jobs.push(await queuedJob(store, 'org-a'));
+    // Six queries at once first, so that a connection pool has six connections ready and the
+    // claims below really run side by side.
+    await Promise.all(jobs.map((job) => store.jobs.get(job.id)));
+    const now = Date.now();
+    const claims = await Promise.all(jobs.map((job, i) => store.jobs.tryClaim(job.id, `w${i}`, { now, leaseMs: 60_000, maxRunningPerOrg: 2 })));
+    assert.equal(claims.filter(Boolean).length, 2);
+    assert.equal(await store.jobs.countRunning('org-a', now), 2);
   });
 
   it('paginates jobs newest first with after/limit and filters on metadata pairs', async () => {

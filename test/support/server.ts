@@ -1,5 +1,6 @@
-// Starts a real server on port 0 with a temporary DATA_DIR and MODELS_DIR, and an `openai` SDK
-// client whose every response is validated against OpenAI's spec as it arrives.
+// Starts a real server on port 0 with a temporary DATA_DIR and MODELS_DIR (rows in SQLite, or in a
+// fresh PostgreSQL schema with `backend: 'postgres'`), and an `openai` SDK client whose every
+// response is validated against OpenAI's spec as it arrives.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -7,6 +8,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/api/server.ts';
+import { freshDatabase, type SqlBackend } from './database.ts';
 import { assertMatches, assertResponseMatches } from './openapi.ts';
 
 export interface TestServer extends RunningServer {
@@ -26,7 +28,7 @@ export interface TestServer extends RunningServer {
 export const BASE_MODEL = 'tiny-test';
 
 export async function startTestServer(
-  overrides: Partial<Config> & { env?: Record<string, string> } = {},
+  overrides: Partial<Config> & { env?: Record<string, string>; backend?: SqlBackend } = {},
   options: ServerOptions = {},
 ): Promise<TestServer> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-test-'));
@@ -34,8 +36,9 @@ export async function startTestServer(
   const modelsDir = path.join(root, 'models');
   fs.mkdirSync(path.join(modelsDir, BASE_MODEL), { recursive: true });
   fs.writeFileSync(path.join(modelsDir, BASE_MODEL, 'config.json'), JSON.stringify({ model_type: 'llama' }));
-  const { env = {}, ...configOverrides } = overrides;
-  const config = loadConfig({ host: '127.0.0.1', port: 0, dataDir, modelsDir, ...configOverrides }, { ...env });
+  const { env = {}, backend = 'sqlite', ...configOverrides } = overrides;
+  const database = await freshDatabase(backend);
+  const config = loadConfig({ host: '127.0.0.1', port: 0, dataDir, databaseUrl: database.url, modelsDir, ...configOverrides }, { ...env });
   const server = await startServer(config, { logger: false, ...options });
   const exchanges: TestServer['exchanges'] = [];
   const specFailures: string[] = [];
@@ -81,6 +84,7 @@ export async function startTestServer(
     },
     async close() {
       await server.close();
+      await database.drop();
       fs.rmSync(root, { recursive: true, force: true });
     },
   };

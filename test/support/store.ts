@@ -1,18 +1,26 @@
-// A fresh store in a temporary DATA_DIR, and queued jobs inserted directly (no HTTP).
+// A fresh store in a temporary DATA_DIR (rows in SQLite there, or in a fresh PostgreSQL schema),
+// and queued jobs inserted directly (no HTTP).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { newId } from '../../src/domain/naming.ts';
-import { openStore, type JobRecord, type Store } from '../../src/store/index.ts';
+import { openStore, type JobRecord, type Store, type StoreLocation } from '../../src/store/index.ts';
+import { freshDatabase, type SqlBackend } from './database.ts';
 
-export async function tempStore(): Promise<{ store: Store; dataDir: string; cleanup(): Promise<void> }> {
+export async function tempStore(
+  backend: SqlBackend = 'sqlite',
+): Promise<{ store: Store; dataDir: string; location: StoreLocation; cleanup(): Promise<void> }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-store-'));
-  const store = await openStore(dataDir);
+  const database = await freshDatabase(backend);
+  const location = { dataDir, databaseUrl: database.url };
+  const store = await openStore(location);
   return {
     store,
     dataDir,
+    location,
     async cleanup() {
       await store.close();
+      await database.drop();
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,44 @@
+// The SQL backends a store test runs against: SQLite always, PostgreSQL when TEST_DATABASE_URL
+// names a server (.ci/run starts one with scripts/start-test-postgres.sh). Each PostgreSQL store
+// gets a schema of its own, so tests never see each other's rows.
+import crypto from 'node:crypto';
+import pg from 'pg';
+
+export type SqlBackend = 'sqlite' | 'postgres';
+export const SQL_BACKENDS: readonly SqlBackend[] = ['sqlite', 'postgres'];
+
+const serverUrl = process.env.TEST_DATABASE_URL || null;
+
+/** For `describe(name, { skip })`: a reason when `backend` cannot run here, else false. */
+export const skipUnless = (backend: SqlBackend): string | false =>
+  backend === 'postgres' && !serverUrl ? 'TEST_DATABASE_URL is not set (scripts/start-test-postgres.sh prints one)' : false;
+
+export interface TestDatabase {
+  /** DATABASE_URL for the store: null for SQLite (a file under DATA_DIR). */
+  url: string | null;
+  drop(): Promise<void>;
+}
+
+/** An empty database for one store: for PostgreSQL, a fresh schema that the URL selects. */
+export async function freshDatabase(backend: SqlBackend): Promise<TestDatabase> {
+  if (backend === 'sqlite') return { url: null, drop: async () => {} };
+  if (!serverUrl) throw new Error(skipUnless(backend) as string);
+  const schema = `test_${crypto.randomBytes(6).toString('hex')}`;
+  await withClient((c) => c.query(`CREATE SCHEMA ${schema}`));
+  const url = new URL(serverUrl);
+  url.searchParams.set('options', `-c search_path=${schema}`);
+  return {
+    url: url.toString(),
+    drop: () => withClient((c) => c.query(`DROP SCHEMA ${schema} CASCADE`)).then(() => {}),
+  };
+}
+
+async function withClient<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: serverUrl! });
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.end();
+  }
+}
