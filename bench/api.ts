@@ -7,7 +7,8 @@
 //    default), in a child process so that its peak RSS is its own, against a plain streaming read
 //    of the same file (the I/O floor) measured in the same run.
 //
-// Flags: --connections 32 --seconds 8 --jobs 200 --file-mb 200
+// Flags: --connections 32 --seconds 8 --jobs 200 --file-mb 200. With DATABASE_URL set, the server keeps
+// its rows in that PostgreSQL database (use an empty one) instead of SQLite.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -57,7 +58,7 @@ async function bareRoute(body: unknown): Promise<{ url: string; close(): Promise
 async function benchHttp(root: string) {
   const modelsDir = path.resolve('models');
   const config = loadConfig(
-    { host: '127.0.0.1', port: 0, dataDir: path.join(root, 'data'), modelsDir },
+    { host: '127.0.0.1', port: 0, dataDir: path.join(root, 'data'), databaseUrl: process.env.DATABASE_URL || null, modelsDir },
     { API_KEYS: `${KEY}:org-bench` },
   );
   const server = await startServer(config, { logger: false });
@@ -92,7 +93,7 @@ async function benchHttp(root: string) {
     );
   }
   await server.close();
-  console.log(`HTTP, ${connections} connections, ${seconds} s each, ${jobCount} jobs stored (SQLite):`);
+  console.log(`HTTP, ${connections} connections, ${seconds} s each, ${jobCount} jobs stored (${config.databaseUrl ? 'PostgreSQL' : 'SQLite'}):`);
   for (const row of rows) console.log('  ' + row);
 }
 

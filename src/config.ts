@@ -28,6 +28,8 @@ export interface Config {
     uploadPartBytes: number;
     uploadExpirySeconds: number;
     maxRunningJobsPerOrg: number;
+    /** Jobs an organization may create in any 24 hours; 0: no limit. */
+    maxJobsPerOrgPerDay: number;
   };
   queue: {
     leaseMs: number;
@@ -94,6 +96,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       uploadPartBytes: intFrom(env, 'MAX_UPLOAD_PART_BYTES', 64 * MB),
       uploadExpirySeconds: intFrom(env, 'UPLOAD_EXPIRY_SECONDS', 3600),
       maxRunningJobsPerOrg: intFrom(env, 'MAX_RUNNING_JOBS_PER_ORG', 2),
+      maxJobsPerOrgPerDay: intFrom(env, 'MAX_JOBS_PER_DAY_PER_ORG', 0),
     },
     queue: {
       leaseMs: intFrom(env, 'JOB_LEASE_MS', 30_000),

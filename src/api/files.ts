@@ -22,6 +22,15 @@ export function checkUploadPurpose(purpose: string | undefined, param = 'purpose
   throw invalidParam(param, `Invalid value for '${param}': '${purpose}'. Supported values: 'fine-tune'.`, 'invalid_value');
 }
 
+/**
+ * Fine-tuning takes JSONL files and, as OpenAI, tells them by name: a 400 on `param` unless `filename`
+ * ends in .jsonl (any case). `subject` names the file in the message ("File file-…", "The file").
+ */
+export function requireJsonlName(filename: string, param: string, subject: string): void {
+  if (filename.toLowerCase().endsWith('.jsonl')) return;
+  throw invalidParam(param, `${subject} is named '${filename}', but fine-tuning takes JSONL files: the file must be a .jsonl file.`, 'invalid_file_format');
+}
+
 /** The OpenAI file object; `expires_at`/`status_details` are omitted when unset (the spec has no null). */
 export function fileObject(f: FileRow) {
   return {
@@ -59,6 +68,8 @@ export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
     try {
       if (!file) throw invalidParam('file', "Missing required parameter: 'file'.", 'missing_required_parameter');
       const purpose = checkUploadPurpose(fields.purpose);
+      const filename = cleanFilename(file.filename, `${id}.jsonl`);
+      if (purpose === 'fine-tune') requireJsonlName(filename, 'file', 'The file');
       const created = nowSeconds();
       let expiresAt: number | null = null;
       if (fields['expires_after[anchor]'] !== undefined || fields['expires_after[seconds]'] !== undefined) {
@@ -72,7 +83,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
       const row = await store.files.insert({
         id,
         organization_id: request.caller.organization,
-        filename: cleanFilename(file.filename, `${id}.jsonl`),
+        filename,
         purpose,
         bytes: file.stored.bytes,
         created_at: created,

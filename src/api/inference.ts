@@ -1,8 +1,9 @@
 // Serving models over HTTP: what a `model` name means (a base model folder, a fine-tuned model — a
 // PEFT adapter over its base or full weights —, a checkpoint `…:ckpt-step-N`, or a checkpoint
-// another organization shared through permissions), one InferenceHost (worker thread) per server,
-// created on first use and closed with the server (the graders' score_model / label_model models
-// are served by it too), and what /v1/chat/completions and /v1/completions share: sampling parameters, server-sent events, aborting on disconnect.
+// another organization shared through permissions, a job's final one under the model's own name),
+// one InferenceHost (worker thread) per server, created on first use and closed with the server
+// (the graders' score_model / label_model models are served by it too), and what
+// /v1/chat/completions and /v1/completions share: sampling parameters, server-sent events, aborting on disconnect.
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -19,7 +19,7 @@ export async function modelRoutes(app: FastifyInstance, ctx: ApiContext) {
     const tuned = (await store.models.list(organization)).map((m) => modelObject(m.id, m.created_at, m.organization_id));
     const tunedIds = new Set(tuned.map((m) => m.id));
     const checkpoints = (await store.checkpoints.listForOrganization(organization))
-      .filter((c) => !tunedIds.has(c.fine_tuned_model_checkpoint)) // the last checkpoint is the model itself
+      .filter((c) => !tunedIds.has(c.fine_tuned_model_checkpoint)) // a job's final checkpoint is its model: listed once
       .map((c) => modelObject(c.fine_tuned_model_checkpoint, c.created_at, c.organization_id));
     const shared: ReturnType<typeof modelObject>[] = [];
     for (const name of await store.permissions.sharedWith(organization)) {

@@ -6,7 +6,7 @@ import { newId } from '../domain/naming.ts';
 import { discardUploadParts, expireUpload } from '../store/expiry.ts';
 import { blobKeys, type Store, type UploadRow } from '../store/index.ts';
 import { nowSeconds, type ApiContext } from './context.ts';
-import { checkUploadPurpose, cleanFilename, fileObject } from './files.ts';
+import { checkUploadPurpose, cleanFilename, fileObject, requireJsonlName } from './files.ts';
 import { readMultipart } from './multipart.ts';
 
 async function uploadObject(store: Store, u: UploadRow) {
@@ -72,12 +72,15 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
     }
   }
 
-  app.post<{ Body: { filename: string; purpose: string; bytes: number; mime_type: string; expires_after?: { seconds: number } } }>(
+  app.post<{ Body: { filename: string; purpose: string; bytes: number; mime_type: string; expires_after?: { anchor: 'created_at'; seconds: number } } }>(
     '/uploads',
     { schema: { body: createUploadSchema } },
     async (request) => {
       const body = request.body;
       const purpose = checkUploadPurpose(body.purpose);
+      const filename = cleanFilename(body.filename, 'upload.jsonl');
+      // Refused now rather than after gigabytes of parts: the file it makes could not be used.
+      if (purpose === 'fine-tune') requireJsonlName(filename, 'filename', 'The upload');
       if (body.bytes > config.limits.uploadBytes) {
         throw invalidParam('bytes', `Invalid 'bytes': an upload can hold at most ${config.limits.uploadBytes} bytes.`, 'upload_too_large');
       }
@@ -85,7 +88,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
       const row = await store.uploads.insert({
         id: newId('upload_'),
         organization_id: request.caller.organization,
-        filename: cleanFilename(body.filename, 'upload.jsonl'),
+        filename,
         purpose,
         bytes: body.bytes,
         mime_type: body.mime_type,
@@ -94,6 +97,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
         // An upload's own lifetime is an hour, as OpenAI's; `expires_after` applies to the file it makes.
         expires_at: created + config.limits.uploadExpirySeconds,
         file_id: null,
+        file_expires_after: body.expires_after?.seconds ?? null,
       });
       return uploadObject(store, row);
     },
@@ -143,14 +147,16 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
         await store.blobs.remove(fileKey);
         throw invalidParam('md5', `The md5 checksum ${md5} does not match the uploaded content (${written.md5}).`, 'md5_mismatch');
       }
+      const created = nowSeconds();
       await store.files.insert({
         id: fileId,
         organization_id: upload.organization_id,
         filename: upload.filename,
         purpose: upload.purpose,
         bytes: written.bytes,
-        created_at: nowSeconds(),
-        expires_at: null,
+        created_at: created,
+        // Anchored at the file's created_at, as `expires_after` on POST /files is.
+        expires_at: upload.file_expires_after === null ? null : created + Number(upload.file_expires_after),
         status: 'processed',
         status_details: null,
       });

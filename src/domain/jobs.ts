@@ -82,6 +82,7 @@ export interface JobEventContent {
 }
 
 const info = (message: string, data: Record<string, unknown> = {}): JobEventContent => ({ level: 'info', type: 'message', message, data });
+const warn = (message: string): JobEventContent => ({ level: 'warn', type: 'message', message, data: {} });
 
 /** Losses as OpenAI prints them in metrics events: 2 decimals. */
 const formatLoss = (loss: number) => loss.toFixed(2);
@@ -95,6 +96,14 @@ export const jobEvents = {
         ? `Validating training file: ${trainingFileId} and validation file: ${validationFileId}`
         : `Validating training file: ${trainingFileId}`,
     ),
+
+  /**
+   * Something in a file that does not stop the job but may not be what the user meant, e.g.
+   * "Training file file-…: 3 example(s) have no user message (first: example 7)". `warning` is one of
+   * the datasets module's aggregated warnings (one per kind of problem, with its count).
+   */
+  datasetWarning: (role: 'training' | 'validation', fileId: string, warning: string) =>
+    warn(`${role === 'training' ? 'Training' : 'Validation'} file ${fileId}: ${warning}`),
 
   validated: () => info('Files validated, moving job to queued state'),
 
@@ -133,10 +142,5 @@ export const jobEvents = {
   resumed: () => info('The job has been resumed'),
 
   /** Recovery put a running job back in the queue because its worker stopped renewing its lease. */
-  requeued: (): JobEventContent => ({
-    level: 'warn',
-    type: 'message',
-    message: 'The worker running the job stopped responding; the job is back in the queue',
-    data: {},
-  }),
+  requeued: () => warn('The worker running the job stopped responding; the job is back in the queue'),
 };

@@ -54,7 +54,10 @@ export function fineTunedModelName(base: string, org: string, suffix: string | n
   return `ft:${rootBase}:${org}:${suffix ?? ''}:${shortIdForJob(jobId)}`;
 }
 
-/** The name of the checkpoint at `step` of a fine-tuned model: `{fineTunedName}:ckpt-step-{step}`. */
+/**
+ * The name of the checkpoint at `step` of a fine-tuned model: `{fineTunedName}:ckpt-step-{step}`.
+ * Only for checkpoints before the last: the last one is the model itself and has its name.
+ */
 export function checkpointModelName(fineTunedName: string, step: number): string {
   if (!Number.isInteger(step) || step < 0) throw new Error(`checkpoint step must be a non-negative integer (got ${step})`);
   return `${fineTunedName}:ckpt-step-${step}`;

@@ -2,21 +2,21 @@
 // process: each file is checked by the datasets module (streaming), then the job moves to
 // `queued` with its "auto" hyperparameters resolved, or to `failed` with error {code, param, message}.
 // Jobs left validating by a crash are validated again when the server starts (api/server.ts).
+// The datasets module's warnings (problems that do not stop the job) become `warn` job events.
+import type { DatasetFormat, DatasetRole } from '../domain/datasets.ts';
 import { parseJobMethod, resolveHyperparameters, type ParsedJobMethod } from '../domain/hyperparameters.ts';
 import { jobEvents } from '../domain/jobs.ts';
 import { blobKeys, type JobRecord, type Store } from '../store/index.ts';
 import { appendEvent, applyJobAction } from './job-events.ts';
 
-export type DatasetRole = 'training' | 'validation';
-
 export type DatasetValidation =
-  | { ok: true; nExamples: number; nTokensEstimate?: number; format?: string }
+  | { ok: true; nExamples: number; nTokensEstimate?: number; format?: DatasetFormat; warnings?: string[] }
   | { ok: false; error: { code: string; param: string | null; message: string; line?: number | null } };
 
 /** The datasets module's `validateDataset`, injected so tests and the API can choose it. */
 export type DatasetValidator = (
   filePath: string,
-  options: { method: 'supervised' | 'dpo' | 'reinforcement'; role: DatasetRole },
+  options: { method: 'supervised' | 'dpo' | 'reinforcement'; role: DatasetRole; trainingFormat?: DatasetFormat },
 ) => Promise<DatasetValidation>;
 
 /** The parsed (auto-bearing) method of a stored job, from its API form. */
@@ -35,14 +35,18 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
     }).catch(() => undefined); // cancelled meanwhile: nothing to do
   };
 
-  const check = async (fileId: string, role: DatasetRole) => {
+  const check = async (fileId: string, role: DatasetRole, trainingFormat?: DatasetFormat) => {
     const param = role === 'training' ? 'training_file' : 'validation_file';
     const code = role === 'training' ? 'invalid_training_file' : 'invalid_validation_file';
     const file = await store.files.get(fileId, job.organization_id, true);
     if (!file) return { ok: false as const, error: { code, param, message: `The ${role} file ${fileId} was deleted before it could be validated.` } };
-    const result = await validate(store.blobs.localPath(blobKeys.file(fileId)), { method: parsed.type, role });
+    const result = await validate(store.blobs.localPath(blobKeys.file(fileId)), { method: parsed.type, role, trainingFormat });
     if (result.ok) return result;
     return { ok: false as const, error: { code: result.error.code || code, param: result.error.param ?? param, message: result.error.message } };
+  };
+  // One event per kind of problem: the datasets module already aggregates them, with their counts.
+  const reportWarnings = async (fileId: string, role: DatasetRole, warnings: readonly string[] = []) => {
+    for (const warning of warnings) await appendEvent(store, jobId, jobEvents.datasetWarning(role, fileId, warning));
   };
 
   try {
@@ -50,9 +54,12 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
     if (!training.ok) return fail(training.error);
     let validation: DatasetValidation | undefined;
     if (job.validation_file) {
-      validation = await check(job.validation_file, 'validation');
+      // Validation examples are scored as training ones are: they must use the training file's format.
+      validation = await check(job.validation_file, 'validation', training.format);
       if (!validation.ok) return fail(validation.error);
     }
+    await reportWarnings(job.training_file, 'training', training.warnings);
+    if (job.validation_file && validation?.ok) await reportWarnings(job.validation_file, 'validation', validation.warnings);
     const resolved = resolveHyperparameters(parsed, { nExamples: training.nExamples, nTokens: training.nTokensEstimate ?? 0 });
     const settings = { ...(job.method[job.method.type] ?? {}), hyperparameters: resolved };
     await applyJobAction(store, jobId, 'validated', {

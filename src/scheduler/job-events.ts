@@ -34,11 +34,13 @@ export async function applyJobAction(
     if (!job) throw new ApiError(404, `No such fine-tuning job: '${jobId}'`, 'invalid_request_error', 'fine_tuning_job_id', 'fine_tuning_job_not_found');
     const status = nextStatus(job.status as JobStatus, action);
     const patch = typeof options.patch === 'function' ? options.patch(job) : (options.patch ?? {});
-    const updated = await store.jobs.update(jobId, { ...patch, status }, [job.status]);
-    if (updated) {
-      if (options.event) await appendEvent(store, jobId, options.event);
-      return updated;
-    }
+    // The status and its event land together: whoever sees the new status finds the event too.
+    const updated = await store.transaction(async (tx) => {
+      const changed = await tx.jobs.update(jobId, { ...patch, status }, [job.status]);
+      if (changed && options.event) await appendEvent(tx, jobId, options.event);
+      return changed;
+    });
+    if (updated) return updated;
   }
   throw new ApiError(409, `Fine-tuning job ${jobId} changed concurrently; retry the request.`, 'invalid_request_error', null, 'conflict');
 }

@@ -16,10 +16,12 @@ export interface ClaimOptions {
 export async function requeueExpiredJobs(store: Store, now = Date.now()): Promise<string[]> {
   const requeued: string[] = [];
   for (const job of await store.jobs.expiredLeases(now)) {
-    if (await store.jobs.requeueExpired(job.id, now)) {
-      requeued.push(job.id);
-      await appendEvent(store, job.id, jobEvents.requeued());
-    }
+    const done = await store.transaction(async (tx) => {
+      if (!(await tx.jobs.requeueExpired(job.id, now))) return false;
+      await appendEvent(tx, job.id, jobEvents.requeued());
+      return true;
+    });
+    if (done) requeued.push(job.id);
   }
   return requeued;
 }

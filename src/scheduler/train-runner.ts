@@ -254,7 +254,9 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
         case 'checkpoint': {
           if (!seen.checkpointSteps.has(event.step)) {
             seen.checkpointSteps.add(event.step);
-            const { pruned } = await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir);
+            // Every method's last step ends an epoch: its checkpoint is the final model.
+            const final = event.step === event.metrics.total_steps;
+            const { pruned } = await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir, { final });
             for (const old of pruned) if (old.dir && old.dir !== event.dir) await removeDir(old.dir);
           }
           if (pendingResume && pendingResume.step <= event.step) await flushResume();

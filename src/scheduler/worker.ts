@@ -27,8 +27,17 @@ export interface JobRunContext {
   /** Renews the lease now; false when the job is no longer ours (the signal then fires too). */
   heartbeat(): Promise<boolean>;
   event(content: JobEventContent): Promise<void>;
-  /** Records a usable checkpoint (a row, an event, pruning to 3: the newest, or RFT's best); returns the pruned ones. */
-  checkpoint(step: number, metrics: Record<string, number>, dir: string | null): Promise<{ checkpoint: CheckpointRecord; pruned: CheckpointRecord[] }>;
+  /**
+   * Records a usable checkpoint (a row, an event, pruning to 3: the newest, or RFT's best); returns
+   * the pruned ones. The `final` one, at the job's last step, is the fine-tuned model itself and is
+   * named `fineTunedModel`; earlier ones are `…:ckpt-step-N`.
+   */
+  checkpoint(
+    step: number,
+    metrics: Record<string, number>,
+    dir: string | null,
+    options: { final: boolean },
+  ): Promise<{ checkpoint: CheckpointRecord; pruned: CheckpointRecord[] }>;
   /** Where to continue from after a pause or a lost worker; false when the job is no longer ours. */
   setResumePoint(dir: string): Promise<boolean>;
   setEstimatedFinish(unixSeconds: number | null): Promise<void>;
@@ -162,13 +171,13 @@ export class Worker {
       event: async (content) => {
         await appendEvent(store, job.id, content);
       },
-      checkpoint: async (step, metrics, dir) => {
+      checkpoint: async (step, metrics, dir, { final }) => {
         const checkpoint = await store.checkpoints.add({
           id: newId('ftckpt_'),
           job_id: job.id,
           organization_id: job.organization_id,
           created_at: nowSeconds(),
-          fine_tuned_model_checkpoint: checkpointModelName(fineTunedModel, step),
+          fine_tuned_model_checkpoint: final ? fineTunedModel : checkpointModelName(fineTunedModel, step),
           step_number: step,
           metrics,
           dir,
@@ -227,8 +236,10 @@ export class Worker {
   private async afterAbort(job: JobRecord, signal: AbortSignal) {
     const { store } = this.opts;
     if (signal.reason instanceof StoppedError) {
-      const requeued = await store.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
-      if (requeued) await appendEvent(store, job.id, jobEvents.requeued());
+      await store.transaction(async (tx) => {
+        const requeued = await tx.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
+        if (requeued) await appendEvent(tx, job.id, jobEvents.requeued());
+      });
       return;
     }
     if ((await store.jobs.get(job.id))?.status === 'cancelled') await removeJobArtifacts(store, this.opts.dataDir, job.id);
@@ -236,30 +247,35 @@ export class Worker {
 
   private async succeed(job: JobRecord, fineTunedModel: string, result: JobRunResult) {
     const { store } = this.opts;
-    const finished = await store.jobs.updateOwned(job.id, this.id, {
-      status: 'succeeded',
-      fine_tuned_model: fineTunedModel,
-      finished_at: nowSeconds(),
-      trained_tokens: result.trainedTokens,
-      result_files: result.resultFiles ?? [],
-      estimated_finish: null,
-      lease_expires_at: null,
+    // One transaction: whoever sees `succeeded` finds the model and the closing events too.
+    const finished = await store.transaction(async (tx) => {
+      const updated = await tx.jobs.updateOwned(job.id, this.id, {
+        status: 'succeeded',
+        fine_tuned_model: fineTunedModel,
+        finished_at: nowSeconds(),
+        trained_tokens: result.trainedTokens,
+        result_files: result.resultFiles ?? [],
+        estimated_finish: null,
+        lease_expires_at: null,
+      });
+      if (!updated) return false;
+      await tx.models.add({
+        id: fineTunedModel,
+        organization_id: job.organization_id,
+        created_at: nowSeconds(),
+        job_id: job.id,
+        base_model: job.model,
+        dir: result.modelDir ?? null,
+      });
+      await appendEvent(tx, job.id, jobEvents.newModel(fineTunedModel));
+      await appendEvent(tx, job.id, jobEvents.succeeded());
+      return true;
     });
     if (!finished) {
       // Cancelled at the very end: the API's status stands, and what the run wrote goes.
       if ((await store.jobs.get(job.id))?.status === 'cancelled') await removeJobArtifacts(store, this.opts.dataDir, job.id);
       return;
     }
-    await store.models.add({
-      id: fineTunedModel,
-      organization_id: job.organization_id,
-      created_at: nowSeconds(),
-      job_id: job.id,
-      base_model: job.model,
-      dir: result.modelDir ?? null,
-    });
-    await appendEvent(store, job.id, jobEvents.newModel(fineTunedModel));
-    await appendEvent(store, job.id, jobEvents.succeeded());
     this.opts.onJobFinished?.(job.id, 'succeeded');
   }
 
@@ -272,15 +288,18 @@ export class Worker {
       param: typeof e?.param === 'string' ? e.param : null,
     };
     this.opts.log?.('job failed', { job: job.id, error });
-    const failed = await store.jobs.updateOwned(job.id, this.id, {
-      status: 'failed',
-      error,
-      finished_at: nowSeconds(),
-      estimated_finish: null,
-      lease_expires_at: null,
+    const failed = await store.transaction(async (tx) => {
+      const updated = await tx.jobs.updateOwned(job.id, this.id, {
+        status: 'failed',
+        error,
+        finished_at: nowSeconds(),
+        estimated_finish: null,
+        lease_expires_at: null,
+      });
+      if (updated) await appendEvent(tx, job.id, jobEvents.failed(error.message));
+      return updated;
     });
     if (!failed) return;
-    await appendEvent(store, job.id, jobEvents.failed(error.message));
     await removeResumePoints(this.opts.dataDir, job.id);
     this.opts.onJobFinished?.(job.id, 'failed');
   }

@@ -52,6 +52,11 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
   return { db, dialect: 'sqlite' };
 }
 
+/** Runs `fn` in a transaction, or within the caller's when `db` already is one (Kysely does not nest them). */
+export function inTransaction<T>(db: Db, fn: (tx: Db) => Promise<T>): Promise<T> {
+  return db.isTransaction ? fn(db) : db.transaction().execute(fn);
+}
+
 export async function migrate(db: Db, dialect: SqlDialectName): Promise<void> {
   const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
   const { error, results } = await migrator.migrateToLatest();

@@ -2,7 +2,7 @@
 // or in PostgreSQL, blobs under DATA_DIR).
 import { FsBlobStore, type BlobStore } from './blobs.ts';
 import { CheckpointsRepository } from './checkpoints.ts';
-import { openDatabase, type Db, type StoreLocation } from './database.ts';
+import { inTransaction, openDatabase, type Db, type StoreLocation } from './database.ts';
 import { EventsRepository } from './events.ts';
 import { FilesRepository } from './files.ts';
 import { JobsRepository } from './jobs.ts';
@@ -20,13 +20,19 @@ export interface Store {
   permissions: PermissionsRepository;
   models: ModelsRepository;
   blobs: BlobStore;
+  /**
+   * Runs `fn` with repositories bound to one transaction: readers see all of its writes or none
+   * (a job's status change together with its events). Blobs are not part of it.
+   */
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
 
 /** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
 export async function openStore(location: StoreLocation, options: { now?: () => number } = {}): Promise<Store> {
-  const { db, dialect } = await openDatabase(location);
-  return {
+  const { db: root, dialect } = await openDatabase(location);
+  const blobs = new FsBlobStore(location.dataDir);
+  const over = (db: Db): Store => ({
     db,
     files: new FilesRepository(db, options.now),
     uploads: new UploadsRepository(db),
@@ -35,9 +41,11 @@ export async function openStore(location: StoreLocation, options: { now?: () => 
     checkpoints: new CheckpointsRepository(db),
     permissions: new PermissionsRepository(db),
     models: new ModelsRepository(db),
-    blobs: new FsBlobStore(location.dataDir),
-    close: () => db.destroy(),
-  };
+    blobs,
+    transaction: (fn) => inTransaction(db, (tx) => fn(over(tx))),
+    close: () => root.destroy(),
+  });
+  return over(root);
 }
 
 /** Blob keys: derived from ids only. */

@@ -2,7 +2,7 @@
 // conditional update (`where status in …`), so concurrent API calls and workers cannot overwrite
 // each other: the loser learns it from the returned `undefined`.
 import { sql } from 'kysely';
-import type { Db } from './database.ts';
+import { inTransaction, type Db } from './database.ts';
 import type { SqlDialectName } from './migrations.ts';
 import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 import type { JobRow, JobUpdate } from './schema.ts';
@@ -93,7 +93,7 @@ export class JobsRepository {
   ) {}
 
   async insert(job: NewJob): Promise<JobRecord> {
-    await this.db.transaction().execute(async (tx) => {
+    await inTransaction(this.db, async (tx) => {
       await tx
         .insertInto('jobs')
         .values({
@@ -168,6 +168,17 @@ export class JobsRepository {
     const res = await q.executeTakeFirst();
     if (Number(res.numUpdatedRows) === 0) return undefined;
     return this.get(id);
+  }
+
+  /** How many jobs the organization created at or after `since` (Unix seconds), and the first one's time. */
+  async createdSince(organizationId: string, since: number): Promise<{ count: number; first: number | null }> {
+    const row = await this.db
+      .selectFrom('jobs')
+      .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('created_at').as('first')])
+      .where('organization_id', '=', organizationId)
+      .where('created_at', '>=', since)
+      .executeTakeFirstOrThrow();
+    return { count: Number(row.count), first: row.first === null ? null : Number(row.first) };
   }
 
   /** Every job in `status`, oldest first (recovery after a restart). */
@@ -249,7 +260,7 @@ export class JobsRepository {
     const claimed =
       this.dialect === 'sqlite'
         ? await claim(this.db)
-        : await this.db.transaction().execute(async (tx) => {
+        : await inTransaction(this.db, async (tx) => {
             const job = await tx.selectFrom('jobs').select('organization_id').where('id', '=', id).executeTakeFirst();
             if (!job) return false;
             await sql`select pg_advisory_xact_lock(hashtext(${'tuneforge-claim:' + job.organization_id}))`.execute(tx);

@@ -127,10 +127,17 @@ function initial(dialect: SqlDialectName): Migration {
   };
 }
 
+/** Uploads keep their `expires_after` until complete makes the file it applies to. */
+const uploadFileExpiry: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('uploads').addColumn('file_expires_after', 'bigint').execute();
+  },
+};
+
 export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect) };
+      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry };
     },
   };
 }

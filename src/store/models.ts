@@ -1,4 +1,4 @@
-import type { Db } from './database.ts';
+import { inTransaction, type Db } from './database.ts';
 import type { ModelRow } from './schema.ts';
 
 /** A fine-tuned model registered when its job succeeds (a models row without its cursor). */
@@ -26,8 +26,16 @@ export class ModelsRepository {
     return rows.map(fromRow);
   }
 
+  /**
+   * Deletes the model and its job's final checkpoint, which has the same name: left behind, that
+   * checkpoint would keep the name listed and servable.
+   */
   async delete(id: string, organizationId: string): Promise<boolean> {
-    const res = await this.db.deleteFrom('models').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
-    return Number(res.numDeletedRows) > 0;
+    return inTransaction(this.db, async (tx) => {
+      const res = await tx.deleteFrom('models').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
+      if (Number(res.numDeletedRows) === 0) return false;
+      await tx.deleteFrom('checkpoints').where('fine_tuned_model_checkpoint', '=', id).where('organization_id', '=', organizationId).execute();
+      return true;
+    });
   }
 }

@@ -27,6 +27,8 @@ export interface UploadsTable {
   created_at: number;
   expires_at: number;
   file_id: string | null;
+  /** `expires_after.seconds` from create: the file made on complete expires that long after its created_at. */
+  file_expires_after: number | null;
 }
 
 export interface UploadPartsTable {

@@ -51,8 +51,9 @@ describe('POST /v1/chat/completions', () => {
       const done = await waitFor(() => a.fineTuning.jobs.retrieve(job.id), (j) => ['succeeded', 'failed', 'cancelled'].includes(j.status), 100);
       assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
       const checkpoints = (await a.fineTuning.jobs.checkpoints.list(job.id)).data;
-      const earlier = checkpoints.find((c) => c.fine_tuned_model_checkpoint !== done.fine_tuned_model) ?? checkpoints[checkpoints.length - 1];
-      return { model: done.fine_tuned_model!, checkpoint: earlier.fine_tuned_model_checkpoint };
+      // One per epoch: the final one is the model itself, the earlier one a checkpoint of its own.
+      assert.deepEqual(checkpoints.map((c) => c.fine_tuned_model_checkpoint), [done.fine_tuned_model, `${done.fine_tuned_model}:ckpt-step-${checkpoints[1].step_number}`]);
+      return { model: done.fine_tuned_model!, checkpoint: checkpoints[1].fine_tuned_model_checkpoint };
     })();
     trained.catch(() => {});
     // A model taught to answer weather questions with a tool call (the template's <tool_call> syntax).
@@ -410,6 +411,20 @@ describe('POST /v1/chat/completions', () => {
     assert.equal(shared.choices[0].message.content, ckpt.choices[0].message.content);
     await assert.rejects(chat({ ...greedy, model: checkpoint }, server.client(C)), (e: { status?: number; code?: string | null }) => e.status === 404);
     await assert.rejects(chat({ ...greedy, model }, b), (e: { status?: number; code?: string | null }) => e.status === 404);
+
+    // The final checkpoint is the model: shared by the model's name, org-c chats and completes with it.
+    const c = server.client(C);
+    const shareFinal = await server.request('POST', `/v1/fine_tuning/checkpoints/${encodeURIComponent(model)}/permissions`, { key: ADMIN_A, ...json({ project_ids: ['org-c'] }) });
+    assert.equal(shareFinal.status, 200, JSON.stringify(shareFinal.body));
+    const sharedFinal = await chat({ ...greedy, model }, c);
+    assert.equal(sharedFinal.model, model);
+    assert.equal(sharedFinal.choices[0].message.content, tuned.choices[0].message.content);
+    const prompt = { model, prompt: 'Ahoy', max_tokens: 8, temperature: 0 };
+    const [own, theirs] = await Promise.all([a.completions.create(prompt), c.completions.create(prompt)]);
+    assert.equal(theirs.model, model);
+    assert.equal(theirs.choices[0].text, own.choices[0].text);
+    assert.deepEqual((await c.models.list()).data.filter((m) => m.id === model).map((m) => m.owned_by), ['org-a']);
+    assert.equal((await a.models.list()).data.filter((m) => m.id === model).length, 1, 'the model is listed once');
 
     // Streaming from the fine-tuned model equals its non-streamed answer.
     const stream = await a.chat.completions.create({ model, ...greedy, stream: true } as never) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>;

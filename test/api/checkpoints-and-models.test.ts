@@ -1,4 +1,4 @@
-// Checkpoint permissions (admin only) and model endpoints: the failures around them.
+// Checkpoint permissions (admin only) and model endpoints: the failures around them, and a model that is also its job's final checkpoint.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { BASE_MODEL, expectError, json, startTestServer, type TestServer } from '../support/server.ts';
@@ -9,17 +9,19 @@ const ADMIN_B = { key: 'sk-admin-b' };
 
 describe('checkpoint permissions and models: bad input', () => {
   let server: TestServer;
-  const checkpoint = 'ft:tiny-test:org-a:s:abcdefgh:ckpt-step-10';
+  const checkpoint = 'ft:tiny-test:org-a:s:abcdefgh:ckpt-step-5';
   const model = 'ft:tiny-test:org-a:s:abcdefgh';
   before(async () => {
     server = await startTestServer({
       env: { API_KEYS: 'sk-a:org-a,sk-b:org-b', ADMIN_API_KEYS: 'sk-admin-a:org-a,sk-admin-b:org-b' },
     });
-    // A finished job's outputs, as a worker records them.
-    await server.store.checkpoints.add({
-      id: 'ftckpt_test', job_id: 'ftjob-test', organization_id: 'org-a', created_at: 1, fine_tuned_model_checkpoint: checkpoint,
-      step_number: 10, metrics: { step: 10, train_loss: 0.5 }, dir: null,
-    });
+    // A finished job's outputs, as a worker records them: the final checkpoint has the model's name.
+    for (const [step, name] of [[5, checkpoint], [10, model]] as const) {
+      await server.store.checkpoints.add({
+        id: `ftckpt_test${step}`, job_id: 'ftjob-test', organization_id: 'org-a', created_at: 1, fine_tuned_model_checkpoint: name,
+        step_number: step, metrics: { step, train_loss: 0.5 }, dir: null,
+      });
+    }
     await server.store.models.add({ id: model, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-test', base_model: BASE_MODEL, dir: null });
   });
   after(() => server.close());
@@ -55,6 +57,18 @@ describe('checkpoint permissions and models: bad input', () => {
     const asc = await server.request('GET', `${permissions(checkpoint)}?order=ascending&limit=1`, ADMIN_A);
     assert.equal(asc.body.data[0].project_id, 'org-b');
     assert.equal(asc.body.has_more, true);
+  });
+
+  it('lists the model once (its final checkpoint is the model), and the earlier checkpoint', async () => {
+    const ids = (await server.request('GET', '/v1/models', A)).body.data.map((m: any) => m.id);
+    assert.equal(ids.filter((id: string) => id === model).length, 1);
+    assert.ok(ids.includes(checkpoint));
+    // The final checkpoint's permissions go by the model's name.
+    const shared = await server.request('POST', permissions(model), { ...ADMIN_A, ...json({ project_ids: ['org-b'] }) });
+    assert.equal(shared.status, 200);
+    const seenByB = (await server.request('GET', '/v1/models', { key: 'sk-b' })).body.data.filter((m: any) => m.id === model);
+    assert.deepEqual(seenByB.map((m: any) => m.owned_by), ['org-a']);
+    await server.request('DELETE', `${permissions(model)}/${shared.body.data[0].id}`, ADMIN_A);
   });
 
   it('models: 404 for unknown or foreign models, 403 for deleting a base model', async () => {

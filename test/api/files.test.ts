@@ -36,6 +36,18 @@ describe('files: bad input', () => {
     expectError(await server.request('POST', '/v1/files', { ...A, ...json({ purpose: 'fine-tune' }) }), 400);
   });
 
+  it('takes only .jsonl files for fine-tuning, in any case, and keeps no blob of a refused one', async () => {
+    const named = (name: string) => server.request('POST', '/v1/files', { ...A, ...form({ purpose: 'fine-tune' }, { field: 'file', name, content: '{}\n' }) });
+    for (const name of ['train.json', 'train.csv', 'train.jsonl.txt', 'jsonl']) {
+      expectError(await named(name), 400, { param: 'file', code: 'invalid_file_format', message: /must be a \.jsonl file/ });
+    }
+    const upper = await named('Train.JSONL');
+    assert.equal(upper.status, 200);
+    assert.equal(upper.body.filename, 'Train.JSONL');
+    await server.request('DELETE', `/v1/files/${upper.body.id}`, A);
+    assert.deepEqual(fs.readdirSync(path.join(server.dataDir, 'blobs', 'files')), [fileId]);
+  });
+
   it('answers 413 for a file over the limit and keeps no partial blob', async () => {
     expectError(await upload({ purpose: 'fine-tune' }, Buffer.alloc(5000, 'a')), 413);
     const blobs = path.join(server.dataDir, 'blobs', 'files');
@@ -65,7 +77,7 @@ describe('files: bad input', () => {
   });
 
   it('keeps user file names out of paths', async () => {
-    const res = await server.request('POST', '/v1/files', { ...A, ...form({ purpose: 'fine-tune' }, { field: 'file', name: '../../etc/passwd', content: '{}\n' }) });
+    const res = await server.request('POST', '/v1/files', { ...A, ...form({ purpose: 'fine-tune' }, { field: 'file', name: '../../etc/passwd.jsonl', content: '{}\n' }) });
     assert.equal(res.status, 200);
     assert.ok(fs.existsSync(path.join(server.dataDir, 'blobs', 'files', res.body.id)));
   });
@@ -97,12 +109,14 @@ describe('uploads: bad input', () => {
   const complete = (id: string, body: unknown) => server.request('POST', `/v1/uploads/${id}/complete`, { ...A, ...json(body) });
 
   it('validates the create request', async () => {
-    expectError(await server.request('POST', '/v1/uploads', { ...A, ...json({ filename: 'u', purpose: 'fine-tune', bytes: 1 }) }), 400, { param: 'mime_type' });
+    expectError(await server.request('POST', '/v1/uploads', { ...A, ...json({ filename: 'u.jsonl', purpose: 'fine-tune', bytes: 1 }) }), 400, { param: 'mime_type' });
     expectError(await create({ bytes: -1 }), 400, { param: 'bytes' });
     expectError(await create({ bytes: 'ten' }), 400, { param: 'bytes' });
     expectError(await create({ bytes: 5000 }), 400, { param: 'bytes' });
     expectError(await create({ purpose: 'batch' }), 400, { param: 'purpose' });
     expectError(await create({ extra: 1 }), 400, { param: 'extra' });
+    expectError(await create({ filename: 'u.csv' }), 400, { param: 'filename', code: 'invalid_file_format', message: /must be a \.jsonl file/ });
+    assert.equal((await create({ filename: 'U.JSONL' })).status, 200);
     expectError(await server.request('POST', '/v1/uploads', { ...A, body: '{"filename":', headers: { 'content-type': 'application/json' } }), 400, { code: 'invalid_json' });
   });
 
@@ -129,6 +143,23 @@ describe('uploads: bad input', () => {
     expectError(await server.request('POST', `/v1/uploads/${upload.id}/cancel`, A), 400, { code: 'upload_not_pending' });
   });
 
+  it('gives the completed file the expiry asked for on create, counted from the file’s created_at', async () => {
+    expectError(await create({ expires_after: { anchor: 'created_at', seconds: 60 } }), 400, { param: 'expires_after.seconds' });
+    expectError(await create({ expires_after: { anchor: 'last_active_at', seconds: 3600 } }), 400, { param: 'expires_after.anchor' });
+    const completed = async (body: Record<string, unknown>) => {
+      const { body: upload } = await create({ bytes: 3, ...body });
+      const p = (await part(upload.id, '{}\n')).body;
+      const done = await complete(upload.id, { part_ids: [p.id] });
+      assert.equal(done.status, 200, JSON.stringify(done.body));
+      return done.body.file;
+    };
+    const expiring = await completed({ expires_after: { anchor: 'created_at', seconds: 7200 } });
+    assert.equal(expiring.expires_at, expiring.created_at + 7200);
+    assert.deepEqual((await server.request('GET', `/v1/files/${expiring.id}`, A)).body, expiring);
+    const kept = await completed({});
+    assert.equal('expires_at' in kept, false);
+  });
+
   it('refuses parts after cancel, and hides uploads from other organizations', async () => {
     const { body: upload } = await create({});
     expectError(await part(upload.id, 'x', B), 404);
@@ -143,7 +174,7 @@ describe('uploads: expiry', () => {
   it('expires a pending upload after its lifetime', async () => {
     const server = await startTestServer({ env: { API_KEYS: 'sk-a:org-a', UPLOAD_EXPIRY_SECONDS: '0' } });
     try {
-      const { body: upload } = await server.request('POST', '/v1/uploads', { ...A, ...json({ filename: 'u', purpose: 'fine-tune', bytes: 1, mime_type: 'text/jsonl' }) });
+      const { body: upload } = await server.request('POST', '/v1/uploads', { ...A, ...json({ filename: 'u.jsonl', purpose: 'fine-tune', bytes: 1, mime_type: 'text/jsonl' }) });
       const res = await server.request('POST', `/v1/uploads/${upload.id}/parts`, { ...A, ...form({}, { field: 'data', name: 'b', content: 'x' }) });
       expectError(res, 400, { code: 'upload_not_pending', message: /expired/ });
     } finally {

@@ -2,6 +2,8 @@
 // (jobs stop at `queued`, as in a server with no trainer).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { toFile } from 'openai';
+import { ScriptedRunner } from '../support/runners.ts';
 import { BASE_MODEL, chatJsonl, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 
 const A = { key: 'sk-a' };
@@ -47,6 +49,20 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     });
     resultsFile = done.id;
     expectError(await create({ training_file: resultsFile }), 400, { param: 'training_file', code: 'invalid_file_purpose' });
+  });
+
+  it('takes only .jsonl files for training and validation', async () => {
+    // Uploads refuse such names now; a row stored before that rule still has one.
+    const csv = await server.store.files.insert({
+      id: 'file-csv00000000000000000000', organization_id: 'org-a', filename: 'train.csv', purpose: 'fine-tune',
+      bytes: 1, created_at: 1, expires_at: null, status: 'processed', status_details: null,
+    });
+    const message = /must be a \.jsonl file/;
+    expectError(await create({ training_file: csv.id }), 400, { param: 'training_file', code: 'invalid_file_format', message });
+    expectError(await create({ validation_file: csv.id }), 400, { param: 'validation_file', code: 'invalid_file_format', message });
+    const upper = await server.request('POST', '/v1/files', { ...A, ...form({ purpose: 'fine-tune' }, { field: 'file', name: 'TRAIN.JSONL', content: chatJsonl(12) }) });
+    assert.equal(upper.status, 200, JSON.stringify(upper.body));
+    assert.equal((await create({ training_file: upper.body.id })).status, 200);
   });
 
   it('rejects out-of-range hyperparameters, naming the param', async () => {
@@ -115,6 +131,59 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     assert.equal(j3.error.param, 'validation_file');
   });
 
+  it('fails a job whose validation file is not in the training file’s format', async () => {
+    const promptCompletion = await uploadFile(JSON.stringify({ prompt: 'Question?', completion: 'Answer.' }) + '\n');
+    const j1 = await settled((await create({ validation_file: promptCompletion })).body.id);
+    assert.equal(j1.status, 'failed');
+    assert.equal(j1.error.code, 'invalid_validation_file');
+    assert.equal(j1.error.param, 'validation_file');
+    assert.match(j1.error.message, /Example 1 uses the prompt\/completion format, but the training file uses the chat format/);
+
+    const preference = await uploadFile(
+      JSON.stringify({
+        input: { messages: [{ role: 'user', content: 'Hi' }] },
+        preferred_output: [{ role: 'assistant', content: 'Hello.' }],
+        non_preferred_output: [{ role: 'assistant', content: 'What?' }],
+      }) + '\n',
+    );
+    const j2 = await settled((await create({ validation_file: preference })).body.id);
+    assert.equal(j2.status, 'failed');
+    assert.equal(j2.error.code, 'invalid_validation_file');
+    assert.equal(j2.error.param, 'validation_file');
+    assert.match(j2.error.message, /Example 1 uses the preference format/);
+  });
+
+  it('reports dataset warnings as warn events, one per kind of problem', async () => {
+    // 12 examples: 3 without a user message, all without a system message, 1 with an unknown key.
+    const examples = chatJsonl(12).trim().split('\n').map((line) => JSON.parse(line));
+    const without = (example: any, role: string) => (example.messages = example.messages.filter((m: { role: string }) => m.role !== role));
+    for (const example of examples) without(example, 'system');
+    for (const i of [2, 5, 9]) without(examples[i], 'user');
+    examples[7].source = 'web';
+    const training = await uploadFile(examples.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const validation = await uploadFile(examples.slice(0, 2).map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const { body } = await create({ training_file: training, validation_file: validation });
+    assert.equal((await settled(body.id)).status, 'queued');
+    const events = (await server.request('GET', `/v1/fine_tuning/jobs/${body.id}/events?limit=100`, A)).body.data;
+    const warnings = events.filter((e: any) => e.level === 'warn');
+    assert.ok(warnings.every((e: any) => e.type === 'message' && e.object === 'fine_tuning.job.event'));
+    assert.deepEqual(warnings.map((e: any) => e.message).sort(), [
+      `Training file ${training}: 1 example(s) have keys other than messages, tools, parallel_tool_calls, functions, which are ignored (first: example 8)`,
+      `Training file ${training}: 12 example(s) have no system message (first: example 1)`,
+      `Training file ${training}: 3 example(s) have no user message (first: example 3)`,
+      `Validation file ${validation}: 2 example(s) have no system message (first: example 1)`,
+    ]);
+    // Reported before the job moves on (events are listed newest first).
+    const order = events.map((e: any) => e.message);
+    assert.ok(order.indexOf('Files validated, moving job to queued state') < order.indexOf(warnings[0].message));
+
+    // A clean file gives none.
+    const clean = (await create({})).body.id;
+    await settled(clean);
+    const cleanEvents = (await server.request('GET', `/v1/fine_tuning/jobs/${clean}/events`, A)).body.data;
+    assert.deepEqual(cleanEvents.filter((e: any) => e.level === 'warn'), []);
+  });
+
   it('answers 404 for unknown jobs and other organizations’ jobs', async () => {
     const { body } = await create({});
     for (const [id, auth] of [['ftjob-nope', A], [body.id, B]] as const) {
@@ -131,11 +200,15 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     const { body } = await create({});
     const queued = await settled(body.id);
     assert.equal(queued.status, 'queued');
+    assert.equal(queued.finished_at, null);
     expectError(await action(body.id, 'pause'), 400, { code: 'invalid_job_status', message: /Cannot pause a job with status queued/ });
     expectError(await action(body.id, 'resume'), 400, { code: 'invalid_job_status', message: /status queued/ });
     const cancelled = await action(body.id, 'cancel');
     assert.equal(cancelled.status, 200);
     assert.equal(cancelled.body.status, 'cancelled');
+    assert.equal(typeof cancelled.body.finished_at, 'number');
+    assert.ok(cancelled.body.finished_at >= queued.created_at);
+    assert.equal((await job(body.id)).finished_at, cancelled.body.finished_at);
     expectError(await action(body.id, 'cancel'), 400, { code: 'invalid_job_status', message: /already been cancelled/ });
     expectError(await action(body.id, 'resume'), 400, { code: 'invalid_job_status' });
     const events = await server.request('GET', `/v1/fine_tuning/jobs/${body.id}/events`, A);
@@ -150,6 +223,66 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     assert.ok(none.body.data.length > 0);
     assert.ok(none.body.data.every((j: any) => j.metadata === null));
     expectError(await server.request('GET', '/v1/fine_tuning/jobs?limit=0', A), 400, { param: 'limit' });
+  });
+});
+
+describe('fine-tuning jobs: cancelling a running job', () => {
+  it('sets finished_at, and the worker stopping the run leaves it', async () => {
+    const runner = new ScriptedRunner();
+    const server = await startTestServer(
+      { env: { API_KEYS: 'sk-a:org-a' }, queue: { leaseMs: 10_000, heartbeatMs: 50, pollMs: 20 } },
+      { runJob: runner.runJob },
+    );
+    try {
+      const client = server.client(A.key);
+      const file = await client.files.create({ file: await toFile(Buffer.from(chatJsonl(12)), 'train.jsonl'), purpose: 'fine-tune' });
+      const created = await client.fineTuning.jobs.create({ model: BASE_MODEL, training_file: file.id, metadata: { mode: 'hold' } });
+      await waitFor(async () => runner.isHolding(created.id), Boolean);
+      assert.equal((await client.fineTuning.jobs.retrieve(created.id)).finished_at, null);
+      const cancelled = await client.fineTuning.jobs.cancel(created.id);
+      assert.equal(cancelled.status, 'cancelled');
+      assert.equal(typeof cancelled.finished_at, 'number');
+      // The worker sees the cancel within a heartbeat and stops the run; it runs one job at a time, so
+      // once a later job has succeeded it is done with the cancelled one.
+      await waitFor(async () => runner.aborted.includes(created.id), Boolean);
+      const next = await client.fineTuning.jobs.create({ model: BASE_MODEL, training_file: file.id });
+      await waitFor(() => client.fineTuning.jobs.retrieve(next.id), (j) => j.status === 'succeeded');
+      const later = await client.fineTuning.jobs.retrieve(created.id);
+      assert.equal(later.status, 'cancelled');
+      assert.equal(later.finished_at, cancelled.finished_at);
+      assert.deepEqual(server.specFailures, []);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('fine-tuning jobs: daily limit per organization', () => {
+  it('answers 429 daily_rate_limit_exceeded past MAX_JOBS_PER_DAY_PER_ORG jobs in 24 hours', async () => {
+    const server = await startTestServer({ env: { API_KEYS: 'sk-a:org-a,sk-b:org-b', MAX_JOBS_PER_DAY_PER_ORG: '2' } });
+    try {
+      const upload = async (auth: { key: string }) =>
+        (await server.request('POST', '/v1/files', { ...auth, ...form({ purpose: 'fine-tune' }, { field: 'file', name: 't.jsonl', content: chatJsonl(12) }) })).body.id;
+      const create = (file: string, auth = A) => server.request('POST', '/v1/fine_tuning/jobs', { ...auth, ...json({ model: BASE_MODEL, training_file: file }) });
+      const fileA = await upload(A);
+      // A job created 25 hours ago no longer counts.
+      const dayAgo = Math.floor(Date.now() / 1000) - 25 * 3600;
+      await server.store.jobs.insert({
+        id: 'ftjob-old', organization_id: 'org-a', model: BASE_MODEL, training_file: fileA, validation_file: null, status: 'succeeded',
+        method: { type: 'supervised', supervised: {} }, suffix: null, seed: 1, metadata: null, integrations: null, created_at: dayAgo,
+      });
+      assert.equal((await create(fileA)).status, 200);
+      assert.equal((await create(fileA)).status, 200);
+      const refused = await create(fileA);
+      expectError(refused, 429, { code: 'daily_rate_limit_exceeded', param: null, message: /limit is 2\. Try again after \d{4}-/ });
+      assert.equal(refused.body.error.type, 'rate_limit_error');
+      const listed = await server.request('GET', '/v1/fine_tuning/jobs', A);
+      assert.equal(listed.body.data.length, 3, 'the refused request created nothing');
+      // Each organization has its own count.
+      assert.equal((await create(await upload(B), B)).status, 200);
+    } finally {
+      await server.close();
+    }
   });
 });
 

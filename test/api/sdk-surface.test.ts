@@ -120,13 +120,16 @@ for (const backend of SQL_BACKENDS) describe(`openai SDK against tuneforge (${ba
     const next = await a().fineTuning.jobs.listEvents(job.id, { limit: 2, after: page.data[1].id });
     assert.notEqual(next.data[0].id, page.data[1].id);
 
+    // The final checkpoint is the model itself (its name); earlier ones are …:ckpt-step-N.
     const checkpoints = await a().fineTuning.jobs.checkpoints.list(job.id);
     assert.deepEqual(checkpoints.data.map((c) => c.step_number), [4, 2]);
+    assert.equal(checkpoints.data[0].fine_tuned_model_checkpoint, fineTunedModel);
     checkpointName = checkpoints.data[1].fine_tuned_model_checkpoint;
     assert.equal(checkpointName, `${fineTunedModel}:ckpt-step-2`);
+    assert.ok(messages.includes(`Checkpoint created at step 4 with Snapshot ID: ${fineTunedModel}`));
 
     const models = (await a().models.list()).data.map((m) => m.id);
-    assert.ok(models.includes(fineTunedModel));
+    assert.equal(models.filter((id) => id === fineTunedModel).length, 1, 'the model is listed once');
     assert.ok(models.includes(checkpointName));
     assert.equal((await a().models.retrieve(fineTunedModel)).owned_by, 'org-a');
   });
@@ -186,6 +189,17 @@ for (const backend of SQL_BACKENDS) describe(`openai SDK against tuneforge (${ba
     assert.ok(!(await server.client(KEYS.b).models.list()).data.some((m) => m.id === checkpointName));
   });
 
+  it('shares the final checkpoint, which is the model itself, by the model’s name', async () => {
+    const admin = server.client(KEYS.admin);
+    const b = server.client(KEYS.b);
+    const [permission] = (await admin.fineTuning.checkpoints.permissions.create(fineTunedModel, { project_ids: ['org-b'] })).data;
+    const listed = (await b.models.list()).data.filter((m) => m.id === fineTunedModel);
+    assert.deepEqual(listed.map((m) => m.owned_by), ['org-a']);
+    assert.equal((await b.models.retrieve(fineTunedModel)).owned_by, 'org-a');
+    await assert.rejects(b.models.delete(fineTunedModel), { status: 404 });
+    await admin.fineTuning.checkpoints.permissions.delete(permission.id, { fine_tuned_model_checkpoint: fineTunedModel });
+  });
+
   it('keeps organizations apart', async () => {
     const b = server.client(KEYS.b);
     await assert.rejects(b.files.retrieve(trainingFileId), { status: 404 });
@@ -195,11 +209,19 @@ for (const backend of SQL_BACKENDS) describe(`openai SDK against tuneforge (${ba
     assert.equal((await b.files.list()).data.length, 0);
   });
 
-  it('deletes a fine-tuned model and a file', async () => {
+  it('deletes a fine-tuned model (its final checkpoint with it) and a file', async () => {
     const deleted = await a().models.delete(fineTunedModel);
     assert.deepEqual(deleted, { id: fineTunedModel, object: 'model', deleted: true });
     await assert.rejects(a().models.retrieve(fineTunedModel), { status: 404 });
+    await assert.rejects(a().models.delete(fineTunedModel), { status: 404 });
     await assert.rejects(a().models.delete(BASE_MODEL), { status: 403 });
+    // Under the model's name nothing is left: the earlier checkpoint stays a model of its own.
+    const models = (await a().models.list()).data.map((m) => m.id);
+    assert.ok(!models.includes(fineTunedModel));
+    assert.ok(models.includes(checkpointName));
+    const job = (await a().fineTuning.jobs.list({ metadata: { run: 'first' } })).data[0];
+    const checkpoints = await a().fineTuning.jobs.checkpoints.list(job.id);
+    assert.deepEqual(checkpoints.data.map((c) => c.fine_tuned_model_checkpoint), [checkpointName]);
 
     const file = await a().files.create({ file: await toFile(Buffer.from('{}\n'), 'x.jsonl'), purpose: 'fine-tune' });
     assert.deepEqual(await a().files.delete(file.id), { id: file.id, object: 'file', deleted: true });

@@ -56,7 +56,7 @@ describe('DPO job end to end (real engine, tiny model)', () => {
 
     const checkpoints = await client().fineTuning.jobs.checkpoints.list(job.id);
     assert.deepEqual(checkpoints.data.map((c) => c.step_number), [10, 5]);
-    assert.equal(checkpoints.data[0].fine_tuned_model_checkpoint, `${job.fine_tuned_model}:ckpt-step-10`);
+    assert.equal(checkpoints.data[0].fine_tuned_model_checkpoint, job.fine_tuned_model);
     assert.equal(typeof checkpoints.data[0].metrics.full_valid_loss, 'number');
 
     const csv = (await (await client().files.content(job.result_files[0])).text()).trim().split('\n');

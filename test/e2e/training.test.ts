@@ -87,26 +87,28 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     const second = await client().fineTuning.jobs.listEvents(job.id, { limit: 7, after: first.data[6].id });
     assert.deepEqual([...first.data, ...second.data].map((e) => e.id), [...events].reverse().slice(0, 7 + second.data.length).map((e) => e.id));
 
-    // A checkpoint per epoch, the last 3 kept, named …:ckpt-step-N, the newest being the model itself.
+    // A checkpoint per epoch, the last 3 kept, named …:ckpt-step-N, except the newest: the model itself, by its name.
     const checkpoints = await client().fineTuning.jobs.checkpoints.list(job.id);
     assert.deepEqual(checkpoints.data.map((c) => c.step_number), [12, 9, 6]);
+    assert.deepEqual(checkpoints.data.map((c) => c.fine_tuned_model_checkpoint), [job.fine_tuned_model, `${job.fine_tuned_model}:ckpt-step-9`, `${job.fine_tuned_model}:ckpt-step-6`]);
     for (const c of checkpoints.data) {
-      assert.equal(c.fine_tuned_model_checkpoint, `${job.fine_tuned_model}:ckpt-step-${c.step_number}`);
       assert.equal(c.metrics.step, c.step_number);
       assert.equal(typeof c.metrics.full_valid_loss, 'number');
     }
     const page = await client().fineTuning.jobs.checkpoints.list(job.id, { limit: 1, after: checkpoints.data[0].id });
     assert.deepEqual(page.data.map((c) => c.step_number), [9]);
     assert.equal(messages.filter((m) => m.startsWith('Checkpoint created at step')).length, 4);
+    assert.ok(messages.includes(`Checkpoint created at step 12 with Snapshot ID: ${job.fine_tuned_model}`));
 
     // The model and its checkpoints (except the last, which is the model) are models.
     const models = (await client().models.list()).data.map((m) => m.id);
-    assert.ok(models.includes(job.fine_tuned_model!));
+    assert.equal(models.filter((id) => id === job.fine_tuned_model).length, 1, 'the model is listed once');
     assert.ok(models.includes(`${job.fine_tuned_model}:ckpt-step-9`));
     assert.ok(!models.includes(`${job.fine_tuned_model}:ckpt-step-3`), 'pruned checkpoints are gone');
     assert.equal((await client().models.retrieve(job.fine_tuned_model!)).id, job.fine_tuned_model);
     const record = await server.store.models.get(job.fine_tuned_model!);
     assert.ok(record?.dir && fs.existsSync(path.join(record.dir, 'adapter_config.json')));
+    assert.equal(record.dir, (await server.store.checkpoints.getByName(job.fine_tuned_model!))?.dir, 'the model is its final checkpoint’s weights');
 
     // The result file: purpose fine-tune-results, a CSV row per step.
     assert.equal(job.result_files.length, 1);

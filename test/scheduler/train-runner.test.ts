@@ -22,7 +22,7 @@ describe('createTrainRunner', () => {
     await cleanup();
   });
 
-  it('builds the TrainSpec and records metrics, checkpoints, resume points and the result CSV', async () => {
+  it('builds the TrainSpec and records metrics, checkpoints (the last named as the model), resume points and the result CSV', async () => {
     const modelsDir = path.join(dataDir, 'models');
     fs.mkdirSync(path.join(modelsDir, 'tiny-test'), { recursive: true });
     fs.writeFileSync(path.join(modelsDir, 'tiny-test', 'config.json'), '{}');
@@ -31,8 +31,10 @@ describe('createTrainRunner', () => {
       seen = spec;
       assert.ok(signal);
       await onEvent?.({ type: 'message', level: 'info', message: 'Loading model' });
-      await onEvent?.({ type: 'metrics', metrics: { step: 1, total_steps: 2, train_loss: 2, train_mean_token_accuracy: 0.4 }, stepSeconds: 1 });
+      const m1 = { step: 1, total_steps: 2, train_loss: 2, train_mean_token_accuracy: 0.4 };
+      await onEvent?.({ type: 'metrics', metrics: m1, stepSeconds: 1 });
       await onEvent?.({ type: 'resume_point', step: 1, dir: path.join(spec.outputDir, 'resume-1') });
+      await onEvent?.({ type: 'checkpoint', step: 1, dir: path.join(spec.outputDir, 'ckpt-1'), metrics: m1 });
       const m2 = { step: 2, total_steps: 2, train_loss: 1, train_mean_token_accuracy: 0.6, valid_loss: 1.5, valid_mean_token_accuracy: 0.5 };
       await onEvent?.({ type: 'metrics', metrics: m2, stepSeconds: 1 });
       await onEvent?.({ type: 'checkpoint', step: 2, dir: path.join(spec.outputDir, 'ckpt-2'), metrics: m2 });
@@ -61,8 +63,10 @@ describe('createTrainRunner', () => {
     assert.ok(events.some((e) => e.message === 'Loading model'));
     const metrics = events.filter((e) => e.type === 'metrics');
     assert.deepEqual(metrics.map((e) => e.message), ['Step 1/2: training loss=2.00', 'Step 2/2: training loss=1.00, validation loss=1.50']);
-    const [checkpoint] = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
-    assert.equal(checkpoint.fine_tuned_model_checkpoint, `${done.fine_tuned_model}:ckpt-step-2`);
+    const [checkpoint, earlier] = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
+    assert.equal(checkpoint.fine_tuned_model_checkpoint, done.fine_tuned_model, 'the checkpoint at the last step is the model itself');
+    assert.equal(earlier.fine_tuned_model_checkpoint, `${done.fine_tuned_model}:ckpt-step-1`);
+    assert.ok(events.some((e) => e.message === `Checkpoint created at step 2 with Snapshot ID: ${done.fine_tuned_model}`));
     assert.equal(checkpoint.metrics.total_steps, undefined);
     assert.equal(checkpoint.metrics.valid_loss, 1.5);
 
@@ -131,6 +135,8 @@ describe('createTrainRunner', () => {
     assert.equal(fs.existsSync(path.join(workDir, 'resume')), false, 'resume points go when the job succeeds');
     const csv = fs.readFileSync(store.blobs.localPath(`files/${done.result_files[0]}`), 'utf8').trim().split('\n');
     assert.equal(csv.length, 5);
+    const checkpoints = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
+    assert.deepEqual(checkpoints.map((c) => c.fine_tuned_model_checkpoint), [done.fine_tuned_model], 'the resumed run’s last checkpoint is the model');
   });
 
   it('records an epoch-end resume point only after that epoch’s checkpoint', async () => {

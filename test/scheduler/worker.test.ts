@@ -31,9 +31,9 @@ for (const backend of SQL_BACKENDS) describe(`worker (${backend})`, { skip: skip
   const statusOf = async (id: string) => (await store.jobs.get(id))!.status;
   const messages = async (id: string) => (await store.events.list(id, { limit: 100, order: 'asc' })).data.map((e) => e.message);
 
-  it('runs a job to success: model registered, checkpoints pruned to 3, events in order', async () => {
+  it('runs a job to success: model registered, checkpoints pruned to 3, the final one named as the model, events in order', async () => {
     const runJob: JobRunner = async (_job, ctx) => {
-      for (const step of [1, 2, 3, 4]) await ctx.checkpoint(step, { step, train_loss: 1 / step }, null);
+      for (const step of [1, 2, 3, 4]) await ctx.checkpoint(step, { step, train_loss: 1 / step }, null, { final: step === 4 });
       return { trainedTokens: 99, resultFiles: [], modelDir: '/somewhere' };
     };
     const job = await queuedJob(store, 'org-a', { suffix: 'sfx' });
@@ -47,7 +47,11 @@ for (const backend of SQL_BACKENDS) describe(`worker (${backend})`, { skip: skip
     assert.equal(model?.dir, '/somewhere');
     const checkpoints = await store.checkpoints.listForJob(job.id, { limit: 10 });
     assert.deepEqual(checkpoints.data.map((c) => c.step_number), [4, 3, 2]);
+    const name = done.fine_tuned_model!;
+    assert.deepEqual(checkpoints.data.map((c) => c.fine_tuned_model_checkpoint), [name, `${name}:ckpt-step-3`, `${name}:ckpt-step-2`]);
     const log = await messages(job.id);
+    assert.ok(log.includes(`Checkpoint created at step 4 with Snapshot ID: ${name}`));
+    assert.ok(log.includes(`Checkpoint created at step 3 with Snapshot ID: ${name}:ckpt-step-3`));
     assert.equal(log[0], 'Fine-tuning job started');
     assert.deepEqual(log.slice(-2), [`New fine-tuned model created: ${done.fine_tuned_model}`, 'The job has successfully completed']);
   });

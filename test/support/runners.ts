@@ -5,12 +5,12 @@ import { jobEvents } from '../../src/domain/jobs.ts';
 import type { JobRunContext, JobRunner } from '../../src/scheduler/worker.ts';
 import type { JobRecord } from '../../src/store/index.ts';
 
-/** Emits `steps` metrics events and a checkpoint every 2 steps, writes a result file, succeeds. */
+/** Emits `steps` metrics events and a checkpoint every 2 steps (the last is final), writes a result file, succeeds. */
 export async function runInstantly(_job: JobRecord, ctx: JobRunContext, steps = 4) {
   for (let step = 1; step <= steps; step++) {
     const metrics = { step, total_steps: steps, train_loss: 1 / step, train_mean_token_accuracy: 0.5 + step / (2 * steps) };
     await ctx.event(jobEvents.metrics(metrics));
-    if (step % 2 === 0) await ctx.checkpoint(step, { step, train_loss: metrics.train_loss, train_mean_token_accuracy: metrics.train_mean_token_accuracy }, null);
+    if (step % 2 === 0) await ctx.checkpoint(step, { step, train_loss: metrics.train_loss, train_mean_token_accuracy: metrics.train_mean_token_accuracy }, null, { final: step === steps });
   }
   const csv = await ctx.createResultFile('step_metrics.csv', Readable.from([Buffer.from('step,train_loss\n1,1\n')]));
   return { trainedTokens: 1234, resultFiles: [csv] };

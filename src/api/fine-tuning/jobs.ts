@@ -1,7 +1,7 @@
 // /v1/fine_tuning/jobs: create, list (metadata filter), retrieve, cancel, pause, resume, events,
 // checkpoints. Request rules live in domain/; this module parses, checks ownership and serializes.
 import type { FastifyInstance } from 'fastify';
-import { invalidParam, notFound } from '../../domain/errors.ts';
+import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
 import { parseJobMethod, resolveSeed, validateMetadata, validateSuffix, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
 import { validateGrader } from '../../graders/index.ts';
@@ -12,6 +12,7 @@ import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
 import { findBaseModel } from '../../store/base-models.ts';
 import type { CheckpointRecord, EventRecord, JobMethod, JobRecord } from '../../store/index.ts';
 import { nowSeconds, type ApiContext } from '../context.ts';
+import { requireJsonlName } from '../files.ts';
 import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
 
 export function jobObject(job: JobRecord) {
@@ -136,6 +137,8 @@ function metadataFilter(query: Record<string, unknown>): Record<string, string> 
   return Object.keys(filter).length ? filter : undefined;
 }
 
+const DAY_SECONDS = 24 * 3600;
+
 export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
 
@@ -151,6 +154,24 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     if (file.purpose !== 'fine-tune') {
       throw invalidParam(param, `File ${fileId} has purpose '${file.purpose}'; fine-tuning needs files uploaded with purpose 'fine-tune'.`, 'invalid_file_purpose');
     }
+    // Uploads refuse other names now, but files stored before that rule still hold them.
+    requireJsonlName(file.filename, param, `File ${fileId}`);
+  }
+
+  /** OpenAI's 429 `daily_rate_limit_exceeded`, counted over the last 24 hours (MAX_JOBS_PER_DAY_PER_ORG). */
+  async function checkDailyLimit(organization: string, now: number) {
+    const limit = config.limits.maxJobsPerOrgPerDay;
+    if (limit === 0) return;
+    const { count, first } = await store.jobs.createdSince(organization, now - DAY_SECONDS + 1);
+    if (count < limit) return;
+    const retryAt = new Date((first! + DAY_SECONDS) * 1000).toISOString();
+    throw new ApiError(
+      429,
+      `Your organization has created ${count} fine-tuning jobs in the last 24 hours; the limit is ${limit}. Try again after ${retryAt}.`,
+      'rate_limit_error',
+      null,
+      'daily_rate_limit_exceeded',
+    );
   }
 
   async function ownJob(id: string, organization: string) {
@@ -171,6 +192,8 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     await checkModel(body.model, organization);
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
+    const now = nowSeconds();
+    await checkDailyLimit(organization, now);
 
     const id = newId('ftjob-');
     const job = await store.jobs.insert({
@@ -185,7 +208,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
       seed,
       metadata,
       integrations,
-      created_at: nowSeconds(),
+      created_at: now,
     });
     await appendEvent(store, id, jobEvents.created(id));
     await appendEvent(store, id, jobEvents.validating(job.training_file, job.validation_file));
@@ -212,7 +235,8 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const before = await ownJob(request.params.id, organizationId);
     const job = await applyJobAction(store, request.params.id, 'cancel', {
       organizationId,
-      patch: { estimated_finish: null },
+      // Ended now, as succeeded and failed jobs are; the worker writes only while the job is running.
+      patch: { estimated_finish: null, finished_at: nowSeconds() },
       event: jobEvents.cancelled(),
     });
     // A running job's worker stops within a heartbeat and removes what it wrote; otherwise (queued,
