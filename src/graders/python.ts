@@ -13,13 +13,14 @@
 //     (stdout itself goes to stderr, so prints cannot forge a result).
 // When any of this is unavailable (not Linux, not root, no unshare/setpriv/prlimit/timeout, no python3
 // runnable by nobody), `pythonSandboxStatus` says why and python graders are refused (400), never run
-// with weaker isolation. Defaults follow OpenAI's published limits: 2 minutes, 2 GB RAM, 1 GB disk.
+// with weaker isolation. Defaults follow OpenAI's published limits: 2 minutes, 2 GB RAM, 1 GB disk,
+// 2 CPUs (RLIMIT_CPU counts every thread's time, so 2 CPUs for 2 minutes is 240 CPU seconds).
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 
 export interface PythonLimits {
-  /** RLIMIT_CPU. Default 120. */
+  /** RLIMIT_CPU, summed over threads. Default 240: 2 CPUs for the 2-minute wall time. */
   cpuSeconds: number;
   /** Killed after this long. Default 120. */
   wallSeconds: number;
@@ -34,7 +35,7 @@ export interface PythonLimits {
 }
 
 export const DEFAULT_PYTHON_LIMITS: PythonLimits = {
-  cpuSeconds: 120,
+  cpuSeconds: 240,
   wallSeconds: 120,
   memoryBytes: 2 * 1024 ** 3,
   diskBytes: 1024 ** 3,
