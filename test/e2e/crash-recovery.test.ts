@@ -3,15 +3,14 @@
 // lease expires, the new embedded worker claims it, continues from its last resume point
 // (CHECKPOINT_EVERY_STEPS) and succeeds, with exactly one metrics event per step.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { after, it } from 'node:test';
 import OpenAI from 'openai';
 import { waitFor } from '../support/server.ts';
-import { ROOT, TERMINAL, allEvents, createJob, metricsEvents, uploadFiles, waitForStatus, waitForStep } from './support.ts';
+import { TERMINAL, allEvents, createJob, metricsEvents, spawnCli, uploadFiles, waitForStatus, waitForStep } from './support.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-crash-'));
 const dataDir = path.join(root, 'data');
@@ -22,42 +21,17 @@ after(() => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-/** Starts `serve` as its own process; resolves with its URL once it listens. */
+/** Starts `serve` as its own process on the shared DATA_DIR, with short leases; resolves once it listens. */
 async function serve(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), 'serve'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      DATA_DIR: dataDir,
-      MODELS_DIR: path.join(ROOT, 'models'),
-      API_KEYS: '',
-      ADMIN_API_KEYS: '',
-      WEBHOOK_URLS: '',
-      JOB_LEASE_MS: '1500',
-      JOB_HEARTBEAT_MS: '100',
-      JOB_POLL_MS: '100',
-      CHECKPOINT_EVERY_STEPS: '3',
-      LOG_LEVEL: 'info',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
+  const started = await spawnCli('serve', {
+    DATA_DIR: dataDir,
+    JOB_LEASE_MS: '1500',
+    JOB_HEARTBEAT_MS: '100',
+    JOB_POLL_MS: '100',
+    CHECKPOINT_EVERY_STEPS: '3',
   });
-  children.push(child);
-  const lines = readline.createInterface({ input: child.stdout! });
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`serve exited early (code ${code})`)));
-    lines.on('line', (line) => {
-      try {
-        const entry = JSON.parse(line);
-        if (typeof entry.url === 'string' && entry.url.endsWith('/v1')) resolve(entry.url);
-      } catch {
-        // not a log line
-      }
-    });
-  });
-  lines.on('line', () => {}); // keep draining the logs
-  return { child, url };
+  children.push(started.child);
+  return started;
 }
 
 const alive = (pid: number) => {

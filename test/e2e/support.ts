@@ -1,8 +1,10 @@
 // Shared by the end-to-end tests: a real server whose embedded worker trains the bundled tiny model
 // in a child process, the official SDK, tiny jobs on the pirate sample, and a webhook receiver.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type OpenAI from 'openai';
 import { generateWebhookSecret } from '../../src/integrations/webhooks.ts';
@@ -77,6 +79,45 @@ export async function waitForStep(client: OpenAI, jobId: string, step: number) {
     ({ page, job }) => TERMINAL.includes(job.status) || page.data.some((e) => e.type === 'metrics' && (e.data as { step: number }).step >= step),
     30,
   );
+}
+
+/**
+ * Starts `tuneforge <command>` as its own process (node + tsx) on the bundled models, with `env` over
+ * a base that keeps the caller's environment out (keys, webhooks, database). Resolves once it is up:
+ * `serve` with its API URL, `worker` once it said it started. The caller kills `child`.
+ */
+export async function spawnCli(command: 'serve' | 'worker', env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), command], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      MODELS_DIR: MODELS_DIR,
+      DATABASE_URL: '',
+      API_KEYS: '',
+      ADMIN_API_KEYS: '',
+      WEBHOOK_URLS: '',
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = readline.createInterface({ input: child.stdout! });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`${command} exited early (code ${code})`)));
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line);
+        if (command === 'serve' && typeof entry.url === 'string' && entry.url.endsWith('/v1')) resolve(entry.url);
+        if (command === 'worker' && entry.msg === 'worker started') resolve('');
+      } catch {
+        // not a log line
+      }
+    });
+  });
+  lines.on('line', () => {}); // keep draining the logs
+  return { child, url };
 }
 
 /** A local endpoint that records webhook deliveries. */
