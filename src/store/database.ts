@@ -62,6 +62,7 @@ export async function migrate(db: Db, dialect: SqlDialectName): Promise<void> {
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
-    throw new Error(`Database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
+    // No failed migration: the database could not be reached or locked (a wrong DATABASE_URL, say).
+    throw new Error(failed ? `Database migration ${failed.migrationName} failed: ${String(error)}` : `Could not open the database: ${String(error)}`);
   }
 }
