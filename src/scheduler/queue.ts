@@ -36,7 +36,12 @@ export async function claimNextJob(store: Store, workerId: string, options: Clai
   const skippedOrgs = new Set<string>();
   for (const candidate of await store.jobs.claimCandidates(100)) {
     if (skippedOrgs.has(candidate.organization_id)) continue;
-    const claimed = await store.jobs.tryClaim(candidate.id, workerId, { now, leaseMs: options.leaseMs, maxRunningPerOrg: options.maxRunningPerOrg });
+    // A first claim starts the job: `running` and "Fine-tuning job started" land together.
+    const claimed = await store.transaction(async (tx) => {
+      const job = await tx.jobs.tryClaim(candidate.id, workerId, { now, leaseMs: options.leaseMs, maxRunningPerOrg: options.maxRunningPerOrg });
+      if (job?.attempts === 1) await appendEvent(tx, job.id, jobEvents.started());
+      return job;
+    });
     if (claimed) return claimed;
     // Still queued: its organization is at its limit, so skip that organization's other jobs.
     // Otherwise another worker took it first: the next candidate may still be free.

@@ -216,7 +216,6 @@ export class Worker {
     };
 
     try {
-      if (job.attempts === 1) await appendEvent(store, job.id, jobEvents.started());
       const result = await runJob(job, ctx);
       if (controller.signal.aborted) return this.afterAbort(job, controller.signal);
       await this.succeed(job, fineTunedModel, result);
