@@ -12,6 +12,9 @@ interface AjvErrorLike {
   params: Record<string, any>;
 }
 
+/** PostgreSQL's SQLSTATE for a NUL byte in text. */
+const PG_CHARACTER_NOT_IN_REPERTOIRE = '22021';
+
 const TYPE_BY_STATUS: Record<number, ErrorType> = {
   401: 'invalid_request_error',
   403: 'permission_error',
@@ -44,6 +47,11 @@ export function validationError(errors: AjvErrorLike[]): ApiError {
 
 export function toApiError(error: unknown): ApiError | null {
   if (error instanceof ApiError) return error;
+  // PostgreSQL refusing a NUL character that reached a query by another way (a model name in a
+  // chat request, say): the request's text, not our bug.
+  if ((error as { code?: unknown })?.code === PG_CHARACTER_NOT_IN_REPERTOIRE) {
+    return new ApiError(400, 'Invalid request: text must not contain NUL characters (\\u0000).', 'invalid_request_error', null, 'invalid_value');
+  }
   if (error instanceof BlobTooLargeError) {
     return new ApiError(413, `File is too large: the limit is ${error.limit} bytes.`, 'invalid_request_error', null, 'file_too_large');
   }
@@ -67,6 +75,38 @@ export function toApiError(error: unknown): ApiError | null {
     return new ApiError(status, e.message, TYPE_BY_STATUS[status] ?? 'invalid_request_error', null, null);
   }
   return null;
+}
+
+/** The dotted path of the first string holding a NUL character in `value` ('' for `value` itself), or null. */
+function nulPath(value: unknown, path = ''): string | null {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : null;
+  if (value === null || typeof value !== 'object') return null;
+  for (const [key, item] of Object.entries(value)) {
+    const found = nulPath(item, path ? `${path}.${key}` : key);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+/** Routes whose bodies carry model text (prompts, stop strings, samples), where a NUL is data. */
+const FREE_TEXT_ROUTES = ['/v1/chat/completions', '/v1/completions', '/v1/fine_tuning/alpha/graders/'];
+
+/**
+ * No id, name or stored value of this API needs a NUL character (U+0000), and PostgreSQL text cannot
+ * hold one: a request with one in its path, query or JSON body (but model text) is a 400 naming
+ * where, on every backend.
+ */
+export function rejectNulCharacters(app: FastifyInstance) {
+  app.addHook('preValidation', async (request) => {
+    const route = request.routeOptions.url ?? '';
+    const freeText = FREE_TEXT_ROUTES.some((prefix) => route.startsWith(prefix));
+    for (const part of [request.params, request.query, freeText ? undefined : request.body]) {
+      const param = nulPath(part);
+      if (param !== null) {
+        throw new ApiError(400, `Invalid '${param}': text must not contain NUL characters (\\u0000).`, 'invalid_request_error', param || null, 'invalid_value');
+      }
+    }
+  });
 }
 
 export function registerErrorHandling(app: FastifyInstance) {

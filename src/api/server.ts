@@ -12,7 +12,7 @@ import { startExpirySweeper } from '../store/expiry.ts';
 import { openStore, type Store } from '../store/index.ts';
 import { registerAuth } from './auth.ts';
 import { nowSeconds, type ApiContext } from './context.ts';
-import { registerErrorHandling } from './errors.ts';
+import { registerErrorHandling, rejectNulCharacters } from './errors.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
 import { InferenceService, inferenceRoutes } from './inference.ts';
@@ -105,6 +105,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
 
   registerErrorHandling(app);
+  rejectNulCharacters(app);
   registerAuth(app, config);
   await app.register(multipart, {
     limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },

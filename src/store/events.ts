@@ -17,7 +17,8 @@ export class EventsRepository {
   async add(event: EventRecord): Promise<EventRecord> {
     await this.db
       .insertInto('events')
-      .values({ ...event, data: event.data === null ? null : JSON.stringify(event.data) })
+      // Messages may quote what a user's file or grader printed; PostgreSQL text cannot hold NUL.
+      .values({ ...event, message: event.message.replaceAll('\u0000', '\ufffd'), data: event.data === null ? null : JSON.stringify(event.data) })
       .execute();
     return event;
   }

@@ -1,7 +1,9 @@
-// Bad input never yields a 5xx: every route, fed garbage, answers a 4xx in OpenAI's envelope.
+// Bad input never yields a 5xx: every route, fed garbage, answers a 4xx in OpenAI's envelope, on
+// each SQL backend (PostgreSQL refuses NUL characters in text, where SQLite stores them).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { form, startTestServer, type TestServer } from '../support/server.ts';
+import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { BASE_MODEL, form, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { assertMatches } from '../support/openapi.ts';
 
 const ROUTES: [string, string][] = [
@@ -47,10 +49,10 @@ const BODIES: { body?: BodyInit; headers?: Record<string, string> }[] = [
   { body: 'not multipart', headers: { 'content-type': 'multipart/form-data; boundary=zzz' } },
 ];
 
-describe('robustness', () => {
+for (const backend of SQL_BACKENDS) describe(`robustness (${backend})`, { skip: skipUnless(backend) }, () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer({ env: {} });
+    server = await startTestServer({ backend, env: {} });
   });
   after(() => server.close());
 
@@ -70,6 +72,43 @@ describe('robustness', () => {
       }
     }
     assert.ok(checked > 500);
+  });
+
+  it('refuses NUL characters in request text, naming where', async () => {
+    const metadata = await server.request('POST', '/v1/fine_tuning/jobs', {
+      body: JSON.stringify({ model: 'm', training_file: 'file-x', metadata: { k: 'a\u0000b' } }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(metadata.status, 400);
+    assert.equal(metadata.body.error.param, 'metadata.k');
+    // Model text may hold one (a stop string, say); a model name cannot.
+    const chat = await server.request('POST', '/v1/chat/completions', {
+      body: JSON.stringify({ model: 'ft:x\u0000', messages: [{ role: 'user', content: 'a\u0000b' }] }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.ok(chat.status === 400 || chat.status === 404, JSON.stringify(chat.body));
+    const query = await server.request('GET', '/v1/fine_tuning/jobs?after=a%00b');
+    assert.equal(query.status, 400);
+    assert.equal(query.body.error.param, 'after');
+  });
+
+  it('fails a job whose training file holds NUL characters with the file error, never leaving it validating', async () => {
+    const lines = Array.from({ length: 12 }, (_, i) =>
+      JSON.stringify({ messages: [{ role: i === 3 ? 'us\u0000er' : 'user', content: `q\u0000${i}` }, { role: 'assistant', content: 'a' }] }),
+    );
+    const upload = await server.request('POST', '/v1/files', form({ purpose: 'fine-tune' }, { field: 'file', name: 't.jsonl', content: lines.join('\n') + '\n' }));
+    assert.equal(upload.status, 200, JSON.stringify(upload.body));
+    const created = await server.request('POST', '/v1/fine_tuning/jobs', {
+      body: JSON.stringify({ model: BASE_MODEL, training_file: upload.body.id }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const job = await waitFor(() => server.request('GET', `/v1/fine_tuning/jobs/${created.body.id}`).then((r) => r.body), (j) => j.status !== 'validating_files');
+    assert.equal(job.status, 'failed');
+    assert.equal(job.error.code, 'invalid_training_file');
+    assert.match(job.error.message, /Example 4/);
+    const events = await server.request('GET', `/v1/fine_tuning/jobs/${created.body.id}/events`);
+    assert.equal(events.body.data[0].message, `The job failed: ${job.error.message}`);
   });
 
   it('rejects multipart garbage on JSON routes and JSON on multipart routes', async () => {
