@@ -6,12 +6,15 @@ set -euo pipefail
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
 
-if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+servers() { ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null; }
+if [ -z "$(servers)" ]; then
   echo 'installing postgresql (apt-get)…' >&2
   as_root apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >&2
+  # env: sudo's env_reset would drop a plain DEBIAN_FRONTEND=… prefix.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
 fi
-version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+# The newest version with a server (a client-only package also adds a version folder).
+version=$(servers | sort -V | tail -1 | cut -d/ -f5)
 if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main"' | grep -q .; then
   as_root pg_createcluster "$version" main >&2
 fi

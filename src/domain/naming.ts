@@ -56,7 +56,7 @@ export function fineTunedModelName(base: string, org: string, suffix: string | n
 
 /**
  * The name of the checkpoint at `step` of a fine-tuned model: `{fineTunedName}:ckpt-step-{step}`.
- * Only for checkpoints before the last: the last one is the model itself and has its name.
+ * The last one becomes the model itself when its job succeeds, and takes the model's name then.
  */
 export function checkpointModelName(fineTunedName: string, step: number): string {
   if (!Number.isInteger(step) || step < 0) throw new Error(`checkpoint step must be a non-negative integer (got ${step})`);

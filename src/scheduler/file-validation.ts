@@ -45,8 +45,8 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
     return { ok: false as const, error: { code: result.error.code || code, param: result.error.param ?? param, message: result.error.message } };
   };
   // One event per kind of problem: the datasets module already aggregates them, with their counts.
-  const reportWarnings = async (fileId: string, role: DatasetRole, warnings: readonly string[] = []) => {
-    for (const warning of warnings) await appendEvent(store, jobId, jobEvents.datasetWarning(role, fileId, warning));
+  const reportWarnings = async (tx: Store, fileId: string, role: DatasetRole, warnings: readonly string[] = []) => {
+    for (const warning of warnings) await appendEvent(tx, jobId, jobEvents.datasetWarning(role, fileId, warning));
   };
 
   try {
@@ -58,19 +58,22 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
       validation = await check(job.validation_file, 'validation', training.format);
       if (!validation.ok) return fail(validation.error);
     }
-    await reportWarnings(job.training_file, 'training', training.warnings);
-    if (job.validation_file && validation?.ok) await reportWarnings(job.validation_file, 'validation', validation.warnings);
     const resolved = resolveHyperparameters(parsed, { nExamples: training.nExamples, nTokens: training.nTokensEstimate ?? 0 });
     const settings = { ...(job.method[job.method.type] ?? {}), hyperparameters: resolved };
-    await applyJobAction(store, jobId, 'validated', {
-      patch: {
-        method: { ...job.method, [job.method.type]: settings },
-        dataset: {
-          training: { examples: training.nExamples, tokens: training.nTokensEstimate ?? null, format: training.format ?? null },
-          validation: validation?.ok ? { examples: validation.nExamples, tokens: validation.nTokensEstimate ?? null, format: validation.format ?? null } : null,
+    // The warnings land with the move to `queued`, or not at all (a job cancelled meanwhile).
+    await store.transaction(async (tx) => {
+      await reportWarnings(tx, job.training_file, 'training', training.warnings);
+      if (job.validation_file && validation?.ok) await reportWarnings(tx, job.validation_file, 'validation', validation.warnings);
+      await applyJobAction(tx, jobId, 'validated', {
+        patch: {
+          method: { ...job.method, [job.method.type]: settings },
+          dataset: {
+            training: { examples: training.nExamples, tokens: training.nTokensEstimate ?? null, format: training.format ?? null },
+            validation: validation?.ok ? { examples: validation.nExamples, tokens: validation.nTokensEstimate ?? null, format: validation.format ?? null } : null,
+          },
         },
-      },
-      event: jobEvents.validated(),
+        event: jobEvents.validated(),
+      });
     });
   } catch (err) {
     // A validator crash is our bug, not the user's file: fail the job but say so plainly.

@@ -28,9 +28,9 @@ export interface JobRunContext {
   heartbeat(): Promise<boolean>;
   event(content: JobEventContent): Promise<void>;
   /**
-   * Records a usable checkpoint (a row, an event, pruning to 3: the newest, or RFT's best); returns
-   * the pruned ones. The `final` one, at the job's last step, is the fine-tuned model itself and is
-   * named `fineTunedModel`; earlier ones are `…:ckpt-step-N`.
+   * Records a usable checkpoint `…:ckpt-step-N` (a row, an event, pruning to 3: the newest, or RFT's
+   * best); returns the pruned ones. The `final` one, at the job's last step, becomes the fine-tuned
+   * model itself when the job succeeds: it is renamed `fineTunedModel` and announced then.
    */
   checkpoint(
     step: number,
@@ -177,12 +177,12 @@ export class Worker {
           job_id: job.id,
           organization_id: job.organization_id,
           created_at: nowSeconds(),
-          fine_tuned_model_checkpoint: final ? fineTunedModel : checkpointModelName(fineTunedModel, step),
+          fine_tuned_model_checkpoint: checkpointModelName(fineTunedModel, step),
           step_number: step,
           metrics,
           dir,
         });
-        await appendEvent(store, job.id, jobEvents.checkpointCreated(step, checkpoint.fine_tuned_model_checkpoint));
+        if (!final) await appendEvent(store, job.id, jobEvents.checkpointCreated(step, checkpoint.fine_tuned_model_checkpoint));
         const bestBy = job.method.type === 'reinforcement' ? 'valid_reward_mean' : undefined;
         const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints, bestBy);
         return { checkpoint, pruned };
@@ -258,6 +258,14 @@ export class Worker {
         lease_expires_at: null,
       });
       if (!updated) return false;
+      // The newest checkpoint is the final step's (every method checkpoints its last step): it is the
+      // model, so it takes the model's name. Renamed only now, so a job that fails never leaves a
+      // checkpoint named like a model that does not exist.
+      const [last] = (await tx.checkpoints.listForJob(job.id, { limit: 1 })).data;
+      if (last) {
+        await tx.checkpoints.rename(last.id, fineTunedModel);
+        await appendEvent(tx, job.id, jobEvents.checkpointCreated(last.step_number, fineTunedModel));
+      }
       await tx.models.add({
         id: fineTunedModel,
         organization_id: job.organization_id,

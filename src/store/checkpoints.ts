@@ -28,6 +28,10 @@ export class CheckpointsRepository {
     return checkpoint;
   }
 
+  async rename(id: string, name: string): Promise<void> {
+    await this.db.updateTable('checkpoints').set({ fine_tuned_model_checkpoint: name }).where('id', '=', id).execute();
+  }
+
   /** Newest first. */
   async listForJob(jobId: string, page: PageRequest): Promise<Page<CheckpointRecord>> {
     const q = this.db.selectFrom('checkpoints').selectAll().where('job_id', '=', jobId);

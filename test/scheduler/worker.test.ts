@@ -67,6 +67,19 @@ for (const backend of SQL_BACKENDS) describe(`worker (${backend})`, { skip: skip
     assert.match((await messages(job.id)).at(-1)!, /The job failed: ran out of memory/);
   });
 
+  it('a job failing after its final checkpoint keeps it as a step checkpoint, with no model of that name', async () => {
+    const job = await queuedJob(store);
+    startWorker(async (_job, ctx) => {
+      await ctx.checkpoint(2, { step: 2, train_loss: 0.5 }, null, { final: true });
+      throw new Error('could not write the result file');
+    });
+    await waitFor(() => statusOf(job.id), (s) => s === 'failed');
+    const [checkpoint] = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
+    assert.match(checkpoint.fine_tuned_model_checkpoint, /:ckpt-step-2$/);
+    assert.equal(await store.checkpoints.getByName(checkpoint.fine_tuned_model_checkpoint.replace(/:ckpt-step-2$/, '')), undefined);
+    assert.equal((await store.models.list('org-a')).length, 0);
+  });
+
   it('cancel reaches the running job’s AbortSignal and the cancelled status stands', async () => {
     const runner = new ScriptedRunner();
     const job = await queuedJob(store, 'org-a', { metadata: { mode: 'hold' } });
