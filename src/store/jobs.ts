@@ -256,17 +256,26 @@ export class JobsRepository {
     };
     // SQLite runs one write at a time, so the single statement is enough. PostgreSQL runs
     // concurrent claims side by side, each counting the organization's running jobs without seeing
-    // the others' claims: there, claims for one organization take turns on an advisory lock.
+    // the others' claims: there, claims for one organization take turns.
     const claimed =
       this.dialect === 'sqlite'
         ? await claim(this.db)
         : await inTransaction(this.db, async (tx) => {
             const job = await tx.selectFrom('jobs').select('organization_id').where('id', '=', id).executeTakeFirst();
             if (!job) return false;
-            await sql`select pg_advisory_xact_lock(hashtext(${'tuneforge-claim:' + job.organization_id}))`.execute(tx);
+            await new JobsRepository(tx, this.dialect).lockOrganization(job.organization_id, 'claim');
             return claim(tx);
           });
     return claimed ? this.get(id) : undefined;
+  }
+
+  /**
+   * Inside a transaction: until it ends, other transactions taking the same lock for the same
+   * organization wait. PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: it runs one
+   * write transaction at a time (callers write before they read).
+   */
+  async lockOrganization(organizationId: string, purpose: 'claim' | 'create'): Promise<void> {
+    if (this.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${`tuneforge-${purpose}:${organizationId}`}))`.execute(this.db);
   }
 
   /** Extends the lease; false when the job is no longer this worker's running job. */

@@ -10,7 +10,7 @@ import { validateIntegrations } from '../../integrations/wandb.ts';
 import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
 import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
 import { findBaseModel } from '../../store/base-models.ts';
-import type { CheckpointRecord, EventRecord, JobMethod, JobRecord } from '../../store/index.ts';
+import type { CheckpointRecord, EventRecord, JobMethod, JobRecord, Store } from '../../store/index.ts';
 import { nowSeconds, type ApiContext } from '../context.ts';
 import { requireJsonlName } from '../files.ts';
 import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
@@ -158,16 +158,19 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     requireJsonlName(file.filename, param, `File ${fileId}`);
   }
 
-  /** OpenAI's 429 `daily_rate_limit_exceeded`, counted over the last 24 hours (MAX_JOBS_PER_DAY_PER_ORG). */
-  async function checkDailyLimit(organization: string, now: number) {
+  /**
+   * OpenAI's 429 `daily_rate_limit_exceeded` (MAX_JOBS_PER_DAY_PER_ORG, over the last 24 hours),
+   * checked after the new job's insert in the same transaction: throwing rolls it back.
+   */
+  async function checkDailyLimit(tx: Store, organization: string, now: number) {
     const limit = config.limits.maxJobsPerOrgPerDay;
     if (limit === 0) return;
-    const { count, first } = await store.jobs.createdSince(organization, now - DAY_SECONDS + 1);
-    if (count < limit) return;
+    const { count, first } = await tx.jobs.createdSince(organization, now - DAY_SECONDS + 1);
+    if (count <= limit) return;
     const retryAt = new Date((first! + DAY_SECONDS) * 1000).toISOString();
     throw new ApiError(
       429,
-      `Your organization has created ${count} fine-tuning jobs in the last 24 hours; the limit is ${limit}. Try again after ${retryAt}.`,
+      `Your organization has created ${count - 1} fine-tuning jobs in the last 24 hours; the limit is ${limit}. Try again after ${retryAt}.`,
       'rate_limit_error',
       null,
       'daily_rate_limit_exceeded',
@@ -192,26 +195,31 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     await checkModel(body.model, organization);
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
-    const now = nowSeconds();
-    await checkDailyLimit(organization, now);
 
     const id = newId('ftjob-');
-    const job = await store.jobs.insert({
-      id,
-      organization_id: organization,
-      model: body.model,
-      training_file: body.training_file,
-      validation_file: body.validation_file ?? null,
-      status: 'validating_files',
-      method: methodObject(method),
-      suffix,
-      seed,
-      metadata,
-      integrations,
-      created_at: now,
+    const now = nowSeconds();
+    const job = await store.transaction(async (tx) => {
+      // One organization's creations take turns, so each counts the others' jobs (daily limit).
+      await tx.jobs.lockOrganization(organization, 'create');
+      const job = await tx.jobs.insert({
+        id,
+        organization_id: organization,
+        model: body.model,
+        training_file: body.training_file,
+        validation_file: body.validation_file ?? null,
+        status: 'validating_files',
+        method: methodObject(method),
+        suffix,
+        seed,
+        metadata,
+        integrations,
+        created_at: now,
+      });
+      await checkDailyLimit(tx, organization, now);
+      await appendEvent(tx, id, jobEvents.created(id));
+      await appendEvent(tx, id, jobEvents.validating(job.training_file, job.validation_file));
+      return job;
     });
-    await appendEvent(store, id, jobEvents.created(id));
-    await appendEvent(store, id, jobEvents.validating(job.training_file, job.validation_file));
     ctx.startFileValidation(id);
     return jobObject(job);
   });
