@@ -13,6 +13,7 @@ import { openStore, type Store } from '../store/index.ts';
 import { registerAuth } from './auth.ts';
 import { nowSeconds, type ApiContext } from './context.ts';
 import { registerErrorHandling, rejectNulCharacters } from './errors.ts';
+import { opsRoutes } from './ops.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
 import { InferenceService, inferenceRoutes } from './inference.ts';
@@ -107,6 +108,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   registerErrorHandling(app);
   rejectNulCharacters(app);
   registerAuth(app, config);
+  await opsRoutes(app, ctx); // /health, /metrics; its request timing hook covers every route
   await app.register(multipart, {
     limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },
   });

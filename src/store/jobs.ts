@@ -181,6 +181,12 @@ export class JobsRepository {
     return { count: Number(row.count), first: row.first === null ? null : Number(row.first) };
   }
 
+  /** How many jobs there are in each status (statuses without jobs are absent). */
+  async countByStatus(): Promise<Record<string, number>> {
+    const rows = await this.db.selectFrom('jobs').select((eb) => ['status', eb.fn.countAll<number>().as('n')]).groupBy('status').execute();
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+  }
+
   /** Every job in `status`, oldest first (recovery after a restart). */
   async listByStatus(status: string): Promise<JobRecord[]> {
     const rows = await this.db.selectFrom('jobs').selectAll().where('status', '=', status).orderBy('seq').execute();
