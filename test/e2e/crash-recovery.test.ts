@@ -1,19 +1,20 @@
 // Crash recovery with real processes: `tuneforge serve` (node + tsx, a temporary DATA_DIR, short
-// leases) is killed with SIGKILL mid-training and started again on the same DATA_DIR. The job's
-// lease expires, the new embedded worker claims it, continues from its last resume point
-// (CHECKPOINT_EVERY_STEPS) and succeeds, with exactly one metrics event per step.
+// leases) is killed with SIGKILL mid-training and started again on the same DATA_DIR and database
+// (SQLite, and PostgreSQL where TEST_DATABASE_URL is set). The job's lease expires, the new
+// embedded worker claims it, continues from its last resume point (CHECKPOINT_EVERY_STEPS) and
+// succeeds, with exactly one metrics event per step.
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
+import { SQL_BACKENDS, freshDatabase, skipUnless, type TestDatabase } from '../support/database.ts';
 import { waitFor } from '../support/server.ts';
 import { TERMINAL, allEvents, createJob, metricsEvents, spawnCli, uploadFiles, waitForStatus, waitForStep } from './support.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-crash-'));
-const dataDir = path.join(root, 'data');
 const children: ChildProcess[] = [];
 
 after(() => {
@@ -21,10 +22,10 @@ after(() => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-/** Starts `serve` as its own process on the shared DATA_DIR, with short leases; resolves once it listens. */
-async function serve(): Promise<{ child: ChildProcess; url: string }> {
+/** Starts `serve` as its own process on `store`, with short leases; resolves once it listens. */
+async function serve(store: { DATA_DIR: string; DATABASE_URL: string }): Promise<{ child: ChildProcess; url: string }> {
   const started = await spawnCli('serve', {
-    DATA_DIR: dataDir,
+    ...store,
     JOB_LEASE_MS: '1500',
     JOB_HEARTBEAT_MS: '100',
     JOB_POLL_MS: '100',
@@ -45,8 +46,18 @@ const alive = (pid: number) => {
 
 const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
-it('a server killed with SIGKILL mid-training recovers the job on restart, without losing or repeating events', async () => {
-  const first = await serve();
+for (const backend of SQL_BACKENDS) {
+  describe(`crash recovery (${backend})`, { skip: skipUnless(backend) }, () => {
+    let database: TestDatabase;
+    before(async () => (database = await freshDatabase(backend)));
+    after(() => database?.drop());
+    it('a server killed with SIGKILL mid-training recovers the job on restart, without losing or repeating events', () =>
+      killAndRecover({ DATA_DIR: path.join(root, backend), DATABASE_URL: database.url ?? '' }));
+  });
+}
+
+async function killAndRecover(store: { DATA_DIR: string; DATABASE_URL: string }) {
+  const first = await serve(store);
   let client = new OpenAI({ apiKey: 'unused', baseURL: first.url, maxRetries: 0 });
   const files = await uploadFiles(client);
   const job = await createJob(client, files, { n_epochs: 3, batch_size: 1 });
@@ -64,7 +75,7 @@ it('a server killed with SIGKILL mid-training recovers the job on restart, witho
   // The orphaned trainer notices its parent is gone and exits: nothing trains the job twice.
   await waitFor(async () => trainers.filter(alive), (left) => left.length === 0);
 
-  const second = await serve();
+  const second = await serve(store);
   client = new OpenAI({ apiKey: 'unused', baseURL: second.url, maxRetries: 0 });
   const done = await waitForStatus(client, job.id, TERMINAL);
   assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
@@ -88,4 +99,4 @@ it('a server killed with SIGKILL mid-training recovers the job on restart, witho
 
   second.child.kill('SIGTERM');
   await exited(second.child);
-});
+}
