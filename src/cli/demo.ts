@@ -207,7 +207,7 @@ export async function runDemo(args: string[]): Promise<void> {
           progress.say(`${e.level === 'error' ? red('✗') : dim('·')} ${e.message}`);
         }
       }
-      const left = job.estimated_finish ? job.estimated_finish - Date.now() / 1000 : null;
+      const left = job.status === 'succeeded' ? 0 : job.estimated_finish ? job.estimated_finish - Date.now() / 1000 : null;
       if (total > 0) progress.draw(step, total, losses.get(step) ?? null, validLoss, left);
       if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'cancelled') break;
       await new Promise((r) => setTimeout(r, 400));
