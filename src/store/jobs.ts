@@ -86,6 +86,11 @@ function toUpdate(patch: JobPatch): JobUpdate {
   return out;
 }
 
+/** PostgreSQL: until `db`'s transaction ends, others taking this organization's lock for `purpose` wait. */
+async function advisoryOrganizationLock(db: Db, organizationId: string, purpose: 'claim' | 'create'): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtext(${`tuneforge-${purpose}:${organizationId}`}))`.execute(db);
+}
+
 export class JobsRepository {
   constructor(
     private readonly db: Db,
@@ -269,7 +274,7 @@ export class JobsRepository {
         : await inTransaction(this.db, async (tx) => {
             const job = await tx.selectFrom('jobs').select('organization_id').where('id', '=', id).executeTakeFirst();
             if (!job) return false;
-            await new JobsRepository(tx, this.dialect).lockOrganization(job.organization_id, 'claim');
+            await advisoryOrganizationLock(tx, job.organization_id, 'claim');
             return claim(tx);
           });
     return claimed ? this.get(id) : undefined;
@@ -281,7 +286,7 @@ export class JobsRepository {
    * write transaction at a time (callers write before they read).
    */
   async lockOrganization(organizationId: string, purpose: 'claim' | 'create'): Promise<void> {
-    if (this.dialect === 'postgres') await sql`select pg_advisory_xact_lock(hashtext(${`tuneforge-${purpose}:${organizationId}`}))`.execute(this.db);
+    if (this.dialect === 'postgres') await advisoryOrganizationLock(this.db, organizationId, purpose);
   }
 
   /** Extends the lease; false when the job is no longer this worker's running job. */
