@@ -8,14 +8,14 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { toFile } from 'openai';
 import { loadConfig } from '../../src/config.ts';
 import { sweepExpired } from '../../src/store/expiry.ts';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { BASE_MODEL, chatJsonl, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 
 const A = { key: 'sk-a' };
 const HOUR = 3600;
 const NEVER_EXISTED = 'file-neverexisted000000000';
 
-for (const backend of SQL_BACKENDS) describe(`file expiry (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('file expiry', (backend) => {
   let server: TestServer;
   let offset = 0;
   const now = () => Math.floor(Date.now() / 1000) + offset;

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { toFile } from 'openai';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { ScriptedRunner } from '../support/runners.ts';
 import { BASE_MODEL, chatJsonl, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 
@@ -258,7 +258,7 @@ describe('fine-tuning jobs: cancelling a running job', () => {
   });
 });
 
-for (const backend of SQL_BACKENDS) describe(`fine-tuning jobs: daily limit per organization (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('fine-tuning jobs: daily limit per organization', (backend) => {
   it('answers 429 daily_rate_limit_exceeded past MAX_JOBS_PER_DAY_PER_ORG jobs in 24 hours', async () => {
     const server = await startTestServer({ backend, env: { API_KEYS: 'sk-a:org-a,sk-b:org-b', MAX_JOBS_PER_DAY_PER_ORG: '2' } });
     try {

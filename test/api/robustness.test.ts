@@ -1,8 +1,8 @@
 // Bad input never yields a 5xx: every route, fed garbage, answers a 4xx in OpenAI's envelope, on
 // each SQL backend (PostgreSQL refuses NUL characters in text, where SQLite stores them).
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { after, before, it } from 'node:test';
+import { describeOnEachBackend } from '../support/database.ts';
 import { BASE_MODEL, form, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { assertMatches } from '../support/openapi.ts';
 
@@ -49,7 +49,7 @@ const BODIES: { body?: BodyInit; headers?: Record<string, string> }[] = [
   { body: 'not multipart', headers: { 'content-type': 'multipart/form-data; boundary=zzz' } },
 ];
 
-for (const backend of SQL_BACKENDS) describe(`robustness (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('robustness', (backend) => {
   let server: TestServer;
   before(async () => {
     server = await startTestServer({ backend, env: {} });

@@ -3,15 +3,15 @@
 // per SQL backend (SQLite, and PostgreSQL where TEST_DATABASE_URL is set).
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { toFile } from 'openai';
 import { BASE_MODEL, chatJsonl, startTestServer, waitFor, type TestServer } from '../support/server.ts';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { ScriptedRunner } from '../support/runners.ts';
 
 const KEYS = { a: 'sk-org-a-0123456789', b: 'sk-org-b-0123456789', admin: 'sk-admin-a-0123456789' };
 
-for (const backend of SQL_BACKENDS) describe(`openai SDK against tuneforge (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('openai SDK against tuneforge', (backend) => {
   let server: TestServer;
   const runner = new ScriptedRunner();
 

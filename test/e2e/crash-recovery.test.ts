@@ -8,9 +8,9 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import OpenAI from 'openai';
-import { SQL_BACKENDS, freshDatabase, skipUnless, type TestDatabase } from '../support/database.ts';
+import { describeOnEachBackend, freshDatabase, type TestDatabase } from '../support/database.ts';
 import { waitFor } from '../support/server.ts';
 import { TERMINAL, allEvents, createJob, metricsEvents, spawnCli, uploadFiles, waitForStatus, waitForStep } from './support.ts';
 
@@ -46,15 +46,13 @@ const alive = (pid: number) => {
 
 const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
-for (const backend of SQL_BACKENDS) {
-  describe(`crash recovery (${backend})`, { skip: skipUnless(backend) }, () => {
-    let database: TestDatabase;
-    before(async () => (database = await freshDatabase(backend)));
-    after(() => database?.drop());
-    it('a server killed with SIGKILL mid-training recovers the job on restart, without losing or repeating events', () =>
-      killAndRecover({ DATA_DIR: path.join(root, backend), DATABASE_URL: database.url ?? '' }));
-  });
-}
+describeOnEachBackend('crash recovery', (backend) => {
+  let database: TestDatabase;
+  before(async () => (database = await freshDatabase(backend)));
+  after(() => database?.drop());
+  it('a server killed with SIGKILL mid-training recovers the job on restart, without losing or repeating events', () =>
+    killAndRecover({ DATA_DIR: path.join(root, backend), DATABASE_URL: database.url ?? '' }));
+});
 
 async function killAndRecover(store: { DATA_DIR: string; DATABASE_URL: string }) {
   const first = await serve(store);

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { afterEach, beforeEach, it } from 'node:test';
 import { claimNextJob, renewLease, requeueExpiredJobs } from '../../src/scheduler/queue.ts';
 import type { Store } from '../../src/store/index.ts';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
-for (const backend of SQL_BACKENDS) describe(`job queue (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('job queue', (backend) => {
   let store: Store;
   let cleanup: () => Promise<void>;
   beforeEach(async () => ({ store, cleanup } = await tempStore(backend)));

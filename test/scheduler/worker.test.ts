@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { afterEach, beforeEach, it } from 'node:test';
 import { jobEvents } from '../../src/domain/jobs.ts';
 import { applyJobAction } from '../../src/scheduler/job-events.ts';
 import { claimNextJob } from '../../src/scheduler/queue.ts';
@@ -8,10 +8,10 @@ import { Worker, type JobRunner } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
 import { ScriptedRunner } from '../support/runners.ts';
 import { waitFor } from '../support/server.ts';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
-for (const backend of SQL_BACKENDS) describe(`worker (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('worker', (backend) => {
   let store: Store;
   let dataDir: string;
   let cleanup: () => Promise<void>;

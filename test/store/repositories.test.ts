@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { afterEach, beforeEach, it } from 'node:test';
 import { openStore, type Store, type StoreLocation } from '../../src/store/index.ts';
-import { SQL_BACKENDS, skipUnless } from '../support/database.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
-for (const backend of SQL_BACKENDS) describe(`store repositories (${backend})`, { skip: skipUnless(backend) }, () => {
+describeOnEachBackend('store repositories', (backend) => {
   let store: Store;
   let location: StoreLocation;
   let cleanup: () => Promise<void>;

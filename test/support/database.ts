@@ -2,16 +2,22 @@
 // names a server (.ci/run starts one with scripts/start-test-postgres.sh). Each PostgreSQL store
 // gets a schema of its own, so tests never see each other's rows.
 import crypto from 'node:crypto';
+import { describe } from 'node:test';
 import pg from 'pg';
 
 export type SqlBackend = 'sqlite' | 'postgres';
-export const SQL_BACKENDS: readonly SqlBackend[] = ['sqlite', 'postgres'];
+const SQL_BACKENDS: readonly SqlBackend[] = ['sqlite', 'postgres'];
 
 const serverUrl = process.env.TEST_DATABASE_URL || null;
 
-/** For `describe(name, { skip })`: a reason when `backend` cannot run here, else false. */
-export const skipUnless = (backend: SqlBackend): string | false =>
+/** A reason when `backend` cannot run here, else false. */
+const skipUnless = (backend: SqlBackend): string | false =>
   backend === 'postgres' && !serverUrl ? 'TEST_DATABASE_URL is not set (scripts/start-test-postgres.sh prints one)' : false;
+
+/** `describe(title (backend), body)` once per backend, skipped where that backend cannot run. */
+export function describeOnEachBackend(title: string, body: (backend: SqlBackend) => void): void {
+  for (const backend of SQL_BACKENDS) describe(`${title} (${backend})`, { skip: skipUnless(backend) }, () => body(backend));
+}
 
 export interface TestDatabase {
   /** DATABASE_URL for the store: null for SQLite (a file under DATA_DIR). */
