@@ -15,8 +15,9 @@ export function gradients(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | nu
 
   // Forward sweep: which tensors depend on any of `wrt`?
   const live = new Set<Tensor>(wrt);
+  const inputsOf = (n: (typeof nodes)[number]) => n.gradientInputs ?? n.inputs;
   for (const n of nodes) {
-    if (n.inputs.some((t) => t && live.has(t))) for (const o of n.outputs) live.add(o);
+    if (inputsOf(n).some((t) => t && live.has(t))) for (const o of n.outputs) live.add(o);
   }
   if (!live.has(y)) return wrt.map(() => null);
 
@@ -30,10 +31,10 @@ export function gradients(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | nu
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
     if (!n.outputs.some((o) => grad.has(o))) continue;
-    if (!n.inputs.some((t) => t && live.has(t))) continue;
+    if (!inputsOf(n).some((t) => t && live.has(t))) continue;
     if (!n.backward) throw new Error(`no backward rule for ${n.opType} on the path to the loss`);
     const dxs = n.backward(n.outputs.map((o) => grad.get(o) ?? null));
-    n.inputs.forEach((t, k) => {
+    inputsOf(n).forEach((t, k) => {
       const d = dxs[k];
       if (t && d && live.has(t)) accumulate(t, d);
     });

@@ -29,6 +29,11 @@ export interface Node {
   outputs: Tensor[];
   attrs: Record<string, AttrValue>;
   backward?: BackwardRule;
+  /**
+   * What autodiff differentiates this node with respect to, when not its ONNX inputs (see
+   * customGradient in ops.ts); `backward` then returns one gradient per entry here.
+   */
+  gradientInputs?: Tensor[];
 }
 
 export class Tensor {

@@ -308,6 +308,17 @@ export function min(a: Tensor, b: Tensor): Tensor {
   return a.graph.emit('Min', [a, b], {}, [{ shape: broadcastShapes(a.shape, b.shape), dtype: a.dtype }])[0];
 }
 
+/**
+ * `y`, computed from `xs` by any nodes, as one op whose backward is `rule` (dy → one gradient per
+ * x): autodiff differentiates an Identity of `y` with respect to `xs` and never walks the nodes
+ * between, so the rule alone decides what the backward keeps and what it recomputes.
+ */
+export function customGradient(xs: Tensor[], y: Tensor, rule: (dy: Tensor) => (Tensor | null)[]): Tensor {
+  const [out] = y.graph.emit('Identity', [y], {}, [{ shape: y.shape, dtype: y.dtype }], ([dy]) => rule(dy!));
+  out.producer!.gradientInputs = xs;
+  return out;
+}
+
 /** Cuts gradient flow (like torch's detach). */
 export function stopGradient(x: Tensor): Tensor {
   return x.graph.emit('Identity', [x], {}, [{ shape: x.shape, dtype: x.dtype }], () => [null])[0];

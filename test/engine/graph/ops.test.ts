@@ -101,3 +101,13 @@ test('split along a column axis', async () => {
     return op.concat([op.mul(b, a.graph.scalar(3)), op.exp(a)], 1);
   });
 });
+
+test('customGradient: the rule, not the nodes between, differentiates the op', async () => {
+  // y = x² built from nodes whose own rules would give nothing (x enters through stopGradient);
+  // the rule 2x·dy must reach x, and w (used by the rule only through its value) gets its own.
+  await gradCheck([{ name: 'x', shape: [2, 3] }, { name: 'w', shape: [3] }], (x, w) => {
+    const fixed = op.stopGradient(x);
+    const y = op.mul(op.mul(fixed, fixed), w);
+    return op.customGradient([x, w], y, (dy) => [op.mul(dy, op.mul(op.mul(x, w), 2)), op.reduceSum(op.mul(dy, op.mul(x, x)), [0])]);
+  });
+});
