@@ -8,7 +8,7 @@ const [mode, file] = process.argv.slice(2);
 const started = process.hrtime.bigint();
 let result: string | undefined;
 if (mode === 'validate') {
-  const report = await validateDataset(file, { method: 'supervised', role: 'training' });
+  const report = await validateDataset(fs.createReadStream(file), { method: 'supervised', role: 'training' });
   result = report.ok ? `ok, ${report.nExamples} examples` : `failed: ${report.error.message}`;
 } else {
   let bytes = 0;

@@ -18,8 +18,8 @@
 // Blank lines are skipped, a UTF-8 BOM at the start and CRLF line ends are accepted; bytes that are not
 // UTF-8 are an error naming their line. Unknown top-level keys of chat/preference lines are ignored
 // with a warning.
-import { createReadStream } from 'node:fs';
-import { isUtf8 } from 'node:buffer';
+// The engine's JSONL reader (pure: it splits the bytes this function is given), the one training uses.
+import { JsonlLineTooLongError, JsonlSyntaxError, jsonlLines, jsonlText, parseJsonl } from '../engine/data/jsonl.ts';
 
 export type DatasetMethod = 'supervised' | 'dpo' | 'reinforcement';
 export type DatasetRole = 'training' | 'validation';
@@ -51,17 +51,14 @@ export const MIN_TRAINING_EXAMPLES = 10;
 export const MIN_VALIDATION_EXAMPLES = 1;
 export const MAX_REINFORCEMENT_EXAMPLES: Record<DatasetRole, number> = { training: 50_000, validation: 1_000 };
 
-const READ_CHUNK_BYTES = 1024 * 1024;
-const NEWLINE = 0x0a;
-const CARRIAGE_RETURN = 0x0d;
-const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
-
 /**
- * Checks a JSONL training or validation file against OpenAI's rules for `method`. Examples are numbered
- * by their line in the file (blank lines are skipped but still counted), so "Example 7" is line 7 in an
- * editor. Stops at the first bad example. Rejects (throws) only when the file cannot be read.
+ * Checks a JSONL training or validation file, given as its bytes (`chunks`: the caller opens the file,
+ * this module does no I/O), against OpenAI's rules for `method`. Lines are cut by the engine's JSONL
+ * reader, the one training uses too, so whatever passes here trains. Examples are numbered by their
+ * line in the file (blank lines are skipped but still counted), so "Example 7" is line 7 in an editor.
+ * Stops at the first bad example. Rejects (throws) only when `chunks` does (the file cannot be read).
  */
-export async function validateDataset(filePath: string, options: DatasetValidationOptions): Promise<DatasetValidationResult> {
+export async function validateDataset(chunks: AsyncIterable<Buffer>, options: DatasetValidationOptions): Promise<DatasetValidationResult> {
   const { method, role } = options;
   const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
   const param = role === 'training' ? 'training_file' : 'validation_file';
@@ -75,68 +72,23 @@ export async function validateDataset(filePath: string, options: DatasetValidati
 
   const state = new FileState(method, options.trainingFormat ?? null);
   let lineNumber = 0;
-  /** Checks one line (without its '\n'); returns an error message, or null when the line is fine. */
-  const checkLine = (bytes: Buffer): string | null => {
-    lineNumber++;
-    let line = bytes;
-    if (lineNumber === 1 && line.subarray(0, 3).equals(UTF8_BOM)) line = line.subarray(3);
-    if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) line = line.subarray(0, line.length - 1);
-    if (isBlank(line)) return null;
-    if (!isUtf8(line)) return `Invalid file format. Example ${lineNumber} is not valid UTF-8`;
-    const text = line.toString('utf8');
-    let example: unknown;
-    try {
-      example = JSON.parse(text);
-    } catch (err) {
-      return `Invalid file format. Example ${lineNumber} is not valid JSON (${truncate((err as Error).message, 160)})`;
-    }
-    try {
-      state.addExample(example, lineNumber, text.length);
-    } catch (err) {
-      if (err instanceof ExampleProblem) return `Invalid file format. ${err.message}`;
-      throw err;
-    }
-    return null;
-  };
-
-  // Lines are cut out of the read chunks by hand: a line spanning chunks is held as a list of slices
-  // and joined once, so memory is bounded by maxLineBytes plus one chunk.
-  const pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const stream = createReadStream(filePath, { highWaterMark: READ_CHUNK_BYTES });
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      let start = 0;
-      for (;;) {
-        const newline = chunk.indexOf(NEWLINE, start);
-        const end = newline === -1 ? chunk.length : newline;
-        if (pendingBytes + (end - start) > maxLineBytes) {
-          return formatError(`Invalid file format. Example ${lineNumber + 1} is longer than the limit of ${maxLineBytes} bytes per line`, lineNumber + 1);
-        }
-        if (newline === -1) {
-          if (end > start) {
-            pending.push(chunk.subarray(start));
-            pendingBytes += end - start;
-          }
-          break;
-        }
-        const piece = chunk.subarray(start, newline);
-        const line = pending.length === 0 ? piece : Buffer.concat([...pending, piece], pendingBytes + piece.length);
-        pending.length = 0;
-        pendingBytes = 0;
-        const problem = checkLine(line);
-        if (problem) return formatError(problem, lineNumber);
-        if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
-        start = newline + 1;
-      }
+    for await (const line of jsonlLines(chunks, maxLineBytes)) {
+      lineNumber = line.line;
+      const text = jsonlText(line);
+      state.addExample(parseJsonl(line.line, text), line.line, text.length);
+      if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
     }
-  } finally {
-    stream.destroy();
-  }
-  if (pendingBytes > 0) {
-    const problem = checkLine(Buffer.concat(pending, pendingBytes));
-    if (problem) return formatError(problem, lineNumber);
-    if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
+  } catch (err) {
+    if (err instanceof JsonlLineTooLongError) {
+      return formatError(`Invalid file format. Example ${err.line} is longer than the limit of ${maxLineBytes} bytes per line`, err.line);
+    }
+    if (err instanceof JsonlSyntaxError) {
+      const what = err.problem === 'utf8' ? 'is not valid UTF-8' : `is not valid JSON (${truncate(err.detail, 160)})`;
+      return formatError(`Invalid file format. Example ${err.line} ${what}`, err.line);
+    }
+    if (err instanceof ExampleProblem) return formatError(`Invalid file format. ${err.message}`, lineNumber);
+    throw err;
   }
 
   const minExamples = role === 'training' ? MIN_TRAINING_EXAMPLES : MIN_VALIDATION_EXAMPLES;
@@ -150,11 +102,6 @@ export async function validateDataset(filePath: string, options: DatasetValidati
 
 const tooManyExamples = (roleName: string, max: number) =>
   `${roleName} file has more than ${max} examples, but reinforcement fine-tuning allows at most ${max} examples`;
-
-function isBlank(line: Buffer): boolean {
-  for (const byte of line) if (byte !== 0x20 && byte !== 0x09 && byte !== CARRIAGE_RETURN) return false;
-  return true;
-}
 
 const truncate = (s: string, max: number) => (s.length > max ? `${s.slice(0, max)}…` : s);
 

@@ -15,7 +15,7 @@ export type DatasetValidation =
 
 /** The datasets module's `validateDataset`, injected so tests and the API can choose it. */
 export type DatasetValidator = (
-  filePath: string,
+  chunks: AsyncIterable<Buffer>,
   options: { method: 'supervised' | 'dpo' | 'reinforcement'; role: DatasetRole; trainingFormat?: DatasetFormat },
 ) => Promise<DatasetValidation>;
 
@@ -40,7 +40,7 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
     const code = role === 'training' ? 'invalid_training_file' : 'invalid_validation_file';
     const file = await store.files.get(fileId, job.organization_id, true);
     if (!file) return { ok: false as const, error: { code, param, message: `The ${role} file ${fileId} was deleted before it could be validated.` } };
-    const result = await validate(store.blobs.localPath(blobKeys.file(fileId)), { method: parsed.type, role, trainingFormat });
+    const result = await validate(store.blobs.read(blobKeys.file(fileId)), { method: parsed.type, role, trainingFormat });
     if (result.ok) return result;
     return { ok: false as const, error: { code: result.error.code || code, param: result.error.param ?? param, message: result.error.message } };
   };

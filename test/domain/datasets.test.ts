@@ -1,6 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +32,7 @@ const assistant = (content: unknown = 'Hello') => ({ role: 'assistant', content 
 const withBadLine = (bad: unknown) => writeFile([...chatLines(9), typeof bad === 'string' ? bad : json(bad)]);
 
 async function expectOk(path: string, options = TRAIN_SFT) {
-  const result = await validateDataset(path, options);
+  const result = await validateDataset(createReadStream(path), options);
   assert.ok(result.ok, JSON.stringify(result));
   return result as Extract<DatasetValidationResult, { ok: true }>;
 }
@@ -42,7 +42,7 @@ async function expectError(
   expected: { code?: string; param?: string; line: number | null; message: RegExp | string },
   options = TRAIN_SFT,
 ) {
-  const result = await validateDataset(path, options);
+  const result = await validateDataset(createReadStream(path), options);
   assert.equal(result.ok, false, `expected an error, got ${JSON.stringify(result)}`);
   const { error } = result as Extract<DatasetValidationResult, { ok: false }>;
   assert.equal(error.code, expected.code ?? (options.role === 'training' ? 'invalid_training_file' : 'invalid_validation_file'));
@@ -241,7 +241,7 @@ test('a 100 MB line is rejected with its line number, without reading it whole',
 });
 
 test('a missing file rejects (it is not a format error)', async () => {
-  await assert.rejects(validateDataset(join(dir, 'nope.jsonl'), TRAIN_SFT), /ENOENT/);
+  await assert.rejects(validateDataset(createReadStream(join(dir, 'nope.jsonl')), TRAIN_SFT), /ENOENT/);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ test('a large file is streamed with bounded memory', async () => {
     const baseline = process.memoryUsage().rss;
     let peak = baseline;
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
-    const result = await validateDataset(path, TRAIN_SFT);
+    const result = await validateDataset(createReadStream(path), TRAIN_SFT);
     clearInterval(sampler);
     assert.ok(result.ok);
     assert.equal(result.nExamples, examples);

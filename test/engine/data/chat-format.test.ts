@@ -193,6 +193,19 @@ test('the demo dataset tokenizes: nothing truncated, the weight-0 turn untrained
   assert.equal(short.tokenCount, 160);
 });
 
+test('a dataset saved with a UTF-8 byte-order mark and CRLF line ends trains as the same examples', (t) => {
+  // Editors on Windows save JSONL this way; file validation accepts it, so training must read it too.
+  const dir = mkdtempSync(join(tmpdir(), 'tuneforge-bom-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const plainPath = join(ROOT, 'samples', 'demo-train.jsonl');
+  const bomPath = join(dir, 'bom.jsonl');
+  writeFileSync(bomPath, '\uFEFF' + readFileSync(plainPath, 'utf8').split('\n').join('\r\n'));
+  const plain = tokenizeDataset(plainPath, formatter, 512);
+  const withBom = tokenizeDataset(bomPath, formatter, 512);
+  assert.equal(withBom.examples.length, 42);
+  assert.deepEqual(withBom.examples.map((e) => [...e.ids]), plain.examples.map((e) => [...e.ids]));
+});
+
 test('promptIds: the conversation so far plus the assistant header, for generation', () => {
   const ids = formatter.promptIds([{ role: 'user', content: 'Hi' }]);
   assert.equal(tokenizer.decode(ids), '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
