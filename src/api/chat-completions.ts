@@ -7,9 +7,7 @@
 // (engine/infer/constraints), so the content always parses and follows the schema's structure.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { randomBytes } from 'node:crypto';
-import type { ChatMessage, ToolDefinition } from '../engine/data/chat-format.ts';
-import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogprob } from '../engine/infer/index.ts';
-import type { ConstraintSpec, JsonSchema } from '../engine/infer/constraints/index.ts';
+import type { ChatMessage, ConstraintSpec, GenerateOptions, GenerationResult, JsonSchema, ModelInfo, TokenInfo, TokenLogprob, ToolDefinition } from '../engine/index.ts';
 import { nowSeconds } from './context.ts';
 import {
   abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, invalid, optionalBoolean, optionalNumber,

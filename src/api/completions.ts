@@ -4,7 +4,7 @@
 // server-sent text_completion objects. `suffix` (fill-in-the-middle) is refused: the models served
 // here have no infill format.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogprob } from '../engine/infer/index.ts';
+import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogprob } from '../engine/index.ts';
 import { nowSeconds } from './context.ts';
 import {
   abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, invalid, optionalBoolean, optionalNumber,

@@ -16,9 +16,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../domain/errors.ts';
 import { findBaseModel } from '../store/base-models.ts';
 import type { Store } from '../store/index.ts';
-import { runExportInWorker, type ExportFormat, type ExportJob } from '../engine/export/run.ts';
-import type { MergedDtype } from '../engine/export/index.ts';
-import { tarDirectory, tarSize } from '../engine/export/tar.ts';
+import { runExportInWorker, tarDirectory, tarSize, type ExportFormat, type ExportJob, type MergedDtype } from '../engine/index.ts';
 import type { ApiContext } from './context.ts';
 
 export interface ExportSource {

@@ -242,7 +242,7 @@ export async function runDemo(args: string[]): Promise<void> {
 
 /** The same held-out questions to the base and the fine-tuned model, greedy decoding. */
 async function compare(server: RunningServer, fineTunedModel: string, modelsDir: string) {
-  const { loadModelForInference, chatPrompt } = await import('../engine/infer/model.ts');
+  const { loadModelForInference, chatPrompt } = await import('../engine/index.ts');
   const record = await server.store.models.get(fineTunedModel);
   if (!record?.dir) throw new Error(`no folder recorded for ${fineTunedModel}`);
   const baseModelDir = path.join(modelsDir, BASE_MODEL);

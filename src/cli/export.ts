@@ -8,8 +8,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import { openStore } from '../store/index.ts';
 import { exportFileStem, exportJob, resolveExportSource } from '../api/export.ts';
-import { EXPORT_FORMATS, runExport, type ExportFormat } from '../engine/export/run.ts';
-import { tarDirectory } from '../engine/export/tar.ts';
+import { EXPORT_FORMATS, runExport, tarDirectory, type ExportFormat } from '../engine/index.ts';
 
 const USAGE = 'usage: tuneforge export --model ft:… --format peft|safetensors|gguf --out PATH [--dtype f32|f16|bf16] [--org ORG]';
 

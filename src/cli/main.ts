@@ -21,7 +21,7 @@ const jsonLog: Log = (msg, extra) => console.log(JSON.stringify({ msg, ...extra 
  */
 export function defaultJobRunner(config: Config, log: Log = jsonLog): JobRunner {
   const train: TrainFunction = config.training.inProcess
-    ? async (spec, options) => (await import('../engine/train/train.ts')).train(spec, options)
+    ? async (spec, options) => (await import('../engine/index.ts')).train(spec, options)
     : createChildProcessTrainer({ nodeArgs: config.training.nodeArgs });
   return createTrainRunner(train, {
     modelsDir: config.modelsDir,

@@ -1,6 +1,6 @@
 // The fine-tuning job state machine, and the events a job emits, worded as OpenAI's.
 import { ApiError } from './errors.ts';
-import type { StepMetrics } from '../engine/contract.ts';
+import type { StepMetrics } from '../engine/index.ts';
 
 export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
 export const JOB_STATUSES: readonly JobStatus[] = ['validating_files', 'queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled'];

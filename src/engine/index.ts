@@ -15,3 +15,23 @@ export { DEFAULT_ADAMW, type AdamWSettings } from './train/adamw.ts';
 export { StepRunner, freshOptimizerState, type MicroBatch, type OptimizerState } from './train/runner.ts';
 export { modelSetup, initialTensors } from './train/setup.ts';
 export { baseLearningRate, makePlan } from './train/plan.ts';
+
+// What the control plane (src/api, src/scheduler, src/domain, src/cli) uses: it reaches the engine
+// only through this file (.dependency-cruiser.cjs).
+export { wantsResumePoint } from './train/pause.ts';
+export type { ChatMessage, ToolDefinition } from './data/chat-format.ts';
+export {
+  InferenceHost,
+  type ConstraintSpec,
+  type GenerateOptions,
+  type GenerationResult,
+  type JsonSchema,
+  type ModelInfo,
+  type ModelSourceMessage,
+  type OnToken,
+  type TokenInfo,
+  type TokenLogprob,
+} from './infer/index.ts';
+export { loadModelForInference, chatPrompt } from './infer/model.ts';
+export { EXPORT_FORMATS, runExport, runExportInWorker, type ExportFormat, type ExportJob, type MergedDtype } from './export/index.ts';
+export { tarDirectory, tarSize } from './export/tar.ts';

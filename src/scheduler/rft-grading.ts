@@ -8,8 +8,7 @@
 // Grader models sample at temperature 0 unless the grader says otherwise (repeatable rewards).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { RftSample } from '../engine/contract.ts';
-import { InferenceHost, type ModelSourceMessage } from '../engine/infer/index.ts';
+import { InferenceHost, type ModelSourceMessage, type RftSample } from '../engine/index.ts';
 import { pythonLimitsFromEnv, runGrader, type CallModel, type GraderDeps, type GraderModelReply, type PythonSandboxOptions } from '../graders/index.ts';
 import { findBaseModel } from '../store/base-models.ts';
 import type { Store } from '../store/index.ts';
