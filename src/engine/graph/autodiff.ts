@@ -1,7 +1,7 @@
 // Reverse-mode autodiff: walk the nodes between `wrt` and `y` backwards, calling each node's
 // backward rule and summing the gradients of tensors used more than once.
 
-import { Tensor } from './ir.ts';
+import { Tensor, type BackwardRule } from './ir.ts';
 import { add } from './ops.ts';
 
 /**
@@ -31,13 +31,27 @@ export function gradients(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | nu
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
     if (!n.outputs.some((o) => grad.has(o))) continue;
-    if (!inputsOf(n).some((t) => t && live.has(t))) continue;
+    const wanted = inputsOf(n).map((t) => !!t && live.has(t));
+    if (!wanted.some(Boolean)) continue;
     if (!n.backward) throw new Error(`no backward rule for ${n.opType} on the path to the loss`);
-    const dxs = n.backward(n.outputs.map((o) => grad.get(o) ?? null));
+    const dxs = n.backward(n.outputs.map((o) => grad.get(o) ?? null), wanted);
     inputsOf(n).forEach((t, k) => {
       const d = dxs[k];
-      if (t && d && live.has(t)) accumulate(t, d);
+      if (t && d && wanted[k]) accumulate(t, d);
     });
   }
   return wrt.map((t) => grad.get(t) ?? null);
+}
+
+/**
+ * A composite op: `y`, computed by any nodes from `inputs`, gets `rule` as its backward (autodiff
+ * differentiates an Identity of `y` with respect to `inputs` and never walks the nodes between), so
+ * the rule alone decides what the backward keeps and what it recomputes. It sees y's gradient and,
+ * per input, whether that input's gradient is wanted.
+ */
+export function customGradient(y: Tensor, inputs: Tensor[], rule: (dy: Tensor, wanted: boolean[]) => (Tensor | null)[]): Tensor {
+  const backward: BackwardRule = ([dy], wanted) => (dy ? rule(dy, wanted) : inputs.map(() => null));
+  const [out] = y.graph.emit('Identity', [y], {}, [{ shape: y.shape, dtype: y.dtype }], backward);
+  out.producer!.gradientInputs = inputs;
+  return out;
 }

@@ -18,9 +18,10 @@ export interface ConstData {
 
 /**
  * A backward rule: given the gradients of a node's outputs (null where nothing flows back),
- * return one gradient per input (null for inputs that are not differentiable).
+ * return one gradient per input (null for inputs that are not differentiable). `wanted` says,
+ * per input, whether the loss's gradient needs it (a rule may skip building the others).
  */
-export type BackwardRule = (dys: (Tensor | null)[]) => (Tensor | null)[];
+export type BackwardRule = (dys: (Tensor | null)[], wanted: boolean[]) => (Tensor | null)[];
 
 export interface Node {
   opType: string;
@@ -31,7 +32,7 @@ export interface Node {
   backward?: BackwardRule;
   /**
    * What autodiff differentiates this node with respect to, when not its ONNX inputs (see
-   * customGradient in ops.ts); `backward` then returns one gradient per entry here.
+   * customGradient in autodiff.ts); `backward` then returns one gradient per entry here.
    */
   gradientInputs?: Tensor[];
 }
