@@ -59,6 +59,16 @@ export function statusesAllowing(action: JobAction): JobStatus[] {
 }
 
 /**
+ * Where `action` leads: every action has one target status. The store writes a status change only as
+ * `where status in from … set status = to`, so no other change can reach the database.
+ */
+export function transitionOf(action: JobAction): { from: JobStatus[]; to: JobStatus } {
+  const targets = new Set(Object.values(TRANSITIONS[action]));
+  if (targets.size !== 1) throw new Error(`job action ${action} must lead to one status`);
+  return { from: statusesAllowing(action), to: [...targets][0]! };
+}
+
+/**
  * The status after `action`, or a 400 `invalid_job_status` that says why the action is not possible
  * (e.g. "Cannot pause a job with status queued; only jobs with status running can be paused.").
  */

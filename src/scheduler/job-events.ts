@@ -1,6 +1,8 @@
-// Appending job events and applying state-machine actions to stored jobs. Shared by the API
-// (cancel/pause/resume), file validation and workers, so every transition goes through one place.
-import { nextStatus, type JobAction, type JobEventContent, type JobStatus } from '../domain/jobs.ts';
+// Appending job events and applying lifecycle actions to stored jobs on behalf of a request: the API
+// (cancel/pause/resume) and file validation. Workers and the queue move the jobs they hold with the
+// store's `transition`, `tryClaim` and `requeueExpired`, which take their statuses from the same
+// lifecycle (domain/jobs.ts).
+import { nextStatus, type JobAction, type JobEventContent } from '../domain/jobs.ts';
 import { ApiError } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
 import type { JobPatch, JobRecord, Store } from '../store/index.ts';
@@ -32,11 +34,11 @@ export async function applyJobAction(
   for (let attempt = 0; attempt < 5; attempt++) {
     const job = await store.jobs.get(jobId, options.organizationId);
     if (!job) throw new ApiError(404, `No such fine-tuning job: '${jobId}'`, 'invalid_request_error', 'fine_tuning_job_id', 'fine_tuning_job_not_found');
-    const status = nextStatus(job.status as JobStatus, action);
+    nextStatus(job.status, action); // a 400 saying why, when `action` is not possible
     const patch = typeof options.patch === 'function' ? options.patch(job) : (options.patch ?? {});
     // The status and its event land together: whoever sees the new status finds the event too.
     const updated = await store.transaction(async (tx) => {
-      const changed = await tx.jobs.update(jobId, { ...patch, status }, [job.status]);
+      const changed = await tx.jobs.transition(jobId, action, patch, { status: job.status });
       if (changed && options.event) await appendEvent(tx, jobId, options.event);
       return changed;
     });

@@ -1,8 +1,9 @@
 // A worker: claims queued jobs one at a time and runs each with an injected `JobRunner` (the
 // training engine behind `createTrainRunner`, or a stand-in in tests). While a job runs, a timer
 // renews its lease; when the renewal fails (the job was cancelled or paused through the API, or
-// the lease was lost) the runner's AbortSignal fires. The worker records the outcome; it never
-// overwrites a status the API set meanwhile (every write is conditional on still owning the job).
+// the lease was lost) the runner's AbortSignal fires. The worker records the outcome by an action of
+// the job's lifecycle (domain/jobs.ts: succeed, fail, requeue); it never overwrites a status the API
+// set meanwhile (every write is conditional on the job still running under this worker).
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -93,6 +94,11 @@ export class Worker {
       keepCheckpoints: 3,
       ...options,
     };
+  }
+
+  /** What the worker's own status changes expect: the job still running, under this worker. */
+  private get holding() {
+    return { status: 'running' as const, workerId: this.id };
   }
 
   /** Polls the queue until `stop()`. */
@@ -236,7 +242,7 @@ export class Worker {
     const { store } = this.opts;
     if (signal.reason instanceof StoppedError) {
       await store.transaction(async (tx) => {
-        const requeued = await tx.jobs.updateOwned(job.id, this.id, { status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null });
+        const requeued = await tx.jobs.transition(job.id, 'requeue', { worker_id: null, lease_expires_at: null, estimated_finish: null }, this.holding);
         if (requeued) await appendEvent(tx, job.id, jobEvents.requeued());
       });
       return;
@@ -248,15 +254,14 @@ export class Worker {
     const { store } = this.opts;
     // One transaction: whoever sees `succeeded` finds the model and the closing events too.
     const finished = await store.transaction(async (tx) => {
-      const updated = await tx.jobs.updateOwned(job.id, this.id, {
-        status: 'succeeded',
+      const updated = await tx.jobs.transition(job.id, 'succeed', {
         fine_tuned_model: fineTunedModel,
         finished_at: nowSeconds(),
         trained_tokens: result.trainedTokens,
         result_files: result.resultFiles ?? [],
         estimated_finish: null,
         lease_expires_at: null,
-      });
+      }, this.holding);
       if (!updated) return false;
       // The newest checkpoint is the final step's (every method checkpoints its last step): it is the
       // model, so it takes the model's name. Renamed only now, so a job that fails never leaves a
@@ -296,13 +301,7 @@ export class Worker {
     };
     this.opts.log?.('job failed', { job: job.id, error });
     const failed = await store.transaction(async (tx) => {
-      const updated = await tx.jobs.updateOwned(job.id, this.id, {
-        status: 'failed',
-        error,
-        finished_at: nowSeconds(),
-        estimated_finish: null,
-        lease_expires_at: null,
-      });
+      const updated = await tx.jobs.transition(job.id, 'fail', { error, finished_at: nowSeconds(), estimated_finish: null, lease_expires_at: null }, this.holding);
       if (updated) await appendEvent(tx, job.id, jobEvents.failed(error.message));
       return updated;
     });

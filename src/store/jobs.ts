@@ -1,7 +1,10 @@
-// Fine-tuning jobs, their metadata index, and the queue's lease columns. Every state change is a
-// conditional update (`where status in …`), so concurrent API calls and workers cannot overwrite
-// each other: the loser learns it from the returned `undefined`.
+// Fine-tuning jobs, their metadata index, and the queue's lease columns. A status changes only by an
+// action of the lifecycle in domain/jobs.ts (`transition`, and the queue's claim and requeue, which
+// ask the lifecycle too), as a conditional update (`where status in …`): concurrent API calls and
+// workers cannot overwrite each other (the loser learns it from the returned `undefined`), and no
+// status the lifecycle does not allow can be written.
 import { sql } from 'kysely';
+import { transitionOf, type JobAction, type JobStatus } from '../domain/jobs.ts';
 import { inTransaction, type Db } from './database.ts';
 import type { SqlDialectName } from './migrations.ts';
 import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
@@ -23,7 +26,7 @@ export interface JobRecord {
   model: string;
   training_file: string;
   validation_file: string | null;
-  status: string;
+  status: JobStatus;
   method: JobMethod;
   suffix: string | null;
   seed: number;
@@ -48,10 +51,11 @@ export type NewJob = Pick<
   'id' | 'organization_id' | 'model' | 'training_file' | 'validation_file' | 'status' | 'method' | 'suffix' | 'seed' | 'metadata' | 'integrations' | 'created_at'
 >;
 
+/** What may change beside a job's status; the status itself changes only through `transition`. */
 export type JobPatch = Partial<
   Pick<
     JobRecord,
-    | 'status' | 'method' | 'error' | 'fine_tuned_model' | 'finished_at' | 'trained_tokens' | 'estimated_finish'
+    | 'method' | 'error' | 'fine_tuned_model' | 'finished_at' | 'trained_tokens' | 'estimated_finish'
     | 'result_files' | 'dataset' | 'worker_id' | 'lease_expires_at' | 'resume_point'
   >
 >;
@@ -61,6 +65,7 @@ const json = (v: unknown) => (v === null || v === undefined ? null : JSON.string
 function fromRow(row: JobRow): JobRecord {
   return {
     ...row,
+    status: row.status as JobStatus,
     seq: Number(row.seq),
     seed: Number(row.seed),
     created_at: Number(row.created_at),
@@ -78,6 +83,8 @@ function fromRow(row: JobRow): JobRecord {
 }
 
 function toUpdate(patch: JobPatch): JobUpdate {
+  // Types keep `status` out of a patch; this keeps it out of one built without them.
+  if (Object.hasOwn(patch, 'status')) throw new Error('a job status changes only through an action of its lifecycle (JobsRepository.transition)');
   const out: JobUpdate = {};
   for (const [k, v] of Object.entries(patch)) {
     if (v === undefined) continue;
@@ -166,10 +173,31 @@ export class JobsRepository {
     return mapPage(await fetchPage(q, 'jobs', page), fromRow);
   }
 
-  /** Applies `patch` only while the job's status is one of `fromStatuses` (any, when omitted). */
-  async update(id: string, patch: JobPatch, fromStatuses?: readonly string[]): Promise<JobRecord | undefined> {
+  /** Applies `patch` (no status: see `transition`) only while the job's status is one of `whileStatus` (any, when omitted). */
+  async update(id: string, patch: JobPatch, whileStatus?: readonly JobStatus[]): Promise<JobRecord | undefined> {
     let q = this.db.updateTable('jobs').set(toUpdate(patch)).where('id', '=', id);
-    if (fromStatuses) q = q.where('status', 'in', fromStatuses);
+    if (whileStatus) q = q.where('status', 'in', whileStatus);
+    const res = await q.executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) return undefined;
+    return this.get(id);
+  }
+
+  /**
+   * Moves the job by `action` of its lifecycle (domain/jobs.ts), applying `patch` in the same
+   * statement: only while its status is one `action` leaves from and, when given, is `expected.status`
+   * and the job is held by `expected.workerId`. Undefined when it was not.
+   */
+  async transition(
+    id: string,
+    action: JobAction,
+    patch: JobPatch = {},
+    expected: { status?: JobStatus; workerId?: string } = {},
+  ): Promise<JobRecord | undefined> {
+    const { from, to } = transitionOf(action);
+    const fromStatuses = expected.status === undefined ? from : from.filter((status) => status === expected.status);
+    if (fromStatuses.length === 0) return undefined;
+    let q = this.db.updateTable('jobs').set({ ...toUpdate(patch), status: to }).where('id', '=', id).where('status', 'in', fromStatuses);
+    if (expected.workerId !== undefined) q = q.where('worker_id', '=', expected.workerId);
     const res = await q.executeTakeFirst();
     if (Number(res.numUpdatedRows) === 0) return undefined;
     return this.get(id);
@@ -193,7 +221,7 @@ export class JobsRepository {
   }
 
   /** Every job in `status`, oldest first (recovery after a restart). */
-  async listByStatus(status: string): Promise<JobRecord[]> {
+  async listByStatus(status: JobStatus): Promise<JobRecord[]> {
     const rows = await this.db.selectFrom('jobs').selectAll().where('status', '=', status).orderBy('seq').execute();
     return rows.map(fromRow);
   }
@@ -218,20 +246,21 @@ export class JobsRepository {
     return rows.map(fromRow);
   }
 
-  /** Puts a running job whose lease expired before `now` back in the queue; false if it was not. */
+  /** Puts a running job whose lease expired before `now` back in the queue (`requeue`); false if it was not. */
   async requeueExpired(id: string, now: number): Promise<boolean> {
+    const requeue = transitionOf('requeue');
     const res = await this.db
       .updateTable('jobs')
-      .set({ status: 'queued', worker_id: null, lease_expires_at: null, estimated_finish: null })
+      .set({ status: requeue.to, worker_id: null, lease_expires_at: null, estimated_finish: null })
       .where('id', '=', id)
-      .where('status', '=', 'running')
+      .where('status', 'in', requeue.from)
       .where('lease_expires_at', '<', now)
       .executeTakeFirst();
     return Number(res.numUpdatedRows) > 0;
   }
 
   /**
-   * Takes queued job `id` for `workerId`: only if it is still queued and its organization has
+   * Takes queued job `id` for `workerId` (`start`): only if it is still queued and its organization has
    * fewer than `maxRunningPerOrg` jobs running under a live lease.
    */
   async tryClaim(
@@ -240,17 +269,18 @@ export class JobsRepository {
     options: { now: number; leaseMs: number; maxRunningPerOrg: number },
   ): Promise<JobRecord | undefined> {
     const { now, leaseMs, maxRunningPerOrg } = options;
+    const start = transitionOf('start');
     const claim = async (db: Db) => {
       const res = await db
         .updateTable('jobs')
         .set((eb) => ({
-          status: 'running',
+          status: start.to,
           worker_id: workerId,
           lease_expires_at: now + leaseMs,
           attempts: eb('attempts', '+', 1),
         }))
         .where('id', '=', id)
-        .where('status', '=', 'queued')
+        .where('status', 'in', start.from)
         .where(
           (eb) =>
             eb
@@ -301,7 +331,7 @@ export class JobsRepository {
     return Number(res.numUpdatedRows) > 0;
   }
 
-  /** Applies `patch` only while `workerId` still holds the running job. */
+  /** Applies `patch` (no status: see `transition`) only while `workerId` still holds the running job. */
   async updateOwned(id: string, workerId: string, patch: JobPatch): Promise<JobRecord | undefined> {
     const res = await this.db
       .updateTable('jobs')

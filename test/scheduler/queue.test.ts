@@ -69,14 +69,14 @@ describeOnEachBackend('job queue', (backend) => {
     assert.equal((await claimNextJob(store, 'w1', limit))?.id, a1.id);
     assert.equal((await claimNextJob(store, 'w2', limit))?.id, b1.id);
     assert.equal(await claimNextJob(store, 'w3', limit), undefined);
-    await store.jobs.update(a1.id, { status: 'succeeded' }, ['running']);
+    await store.jobs.transition(a1.id, 'succeed');
     assert.equal((await claimNextJob(store, 'w3', limit))?.id, a2.id);
   });
 
   it('does not renew a lease on a job that was cancelled or paused', async () => {
     const job = await queuedJob(store);
     await claimNextJob(store, 'w1', options);
-    await store.jobs.update(job.id, { status: 'paused' }, ['running']);
+    await store.jobs.transition(job.id, 'pause');
     assert.equal(await renewLease(store, job.id, 'w1', 1000), false);
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, it } from 'node:test';
-import { openStore, type Store, type StoreLocation } from '../../src/store/index.ts';
+import { canTransition, JOB_STATUSES, nextStatus, type JobAction } from '../../src/domain/jobs.ts';
+import { openStore, type JobPatch, type Store, type StoreLocation } from '../../src/store/index.ts';
 import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
@@ -58,10 +59,36 @@ describeOnEachBackend('store repositories', (backend) => {
     assert.equal((await store.jobs.get(job.id, 'org-a'))?.id, job.id);
   });
 
-  it('applies status changes only from the expected statuses', async () => {
+  it('writes a status only by an action its lifecycle allows from the status the job has', async () => {
+    const actions: JobAction[] = ['validated', 'invalid', 'start', 'succeed', 'fail', 'cancel', 'pause', 'resume', 'requeue'];
+    for (const status of JOB_STATUSES) {
+      for (const action of actions) {
+        const job = await queuedJob(store, 'org-a', { status });
+        const moved = await store.jobs.transition(job.id, action);
+        const now = (await store.jobs.get(job.id))!.status;
+        if (canTransition(status, action)) {
+          assert.equal(moved?.status, nextStatus(status, action), `${action} from ${status}`);
+          assert.equal(now, nextStatus(status, action));
+        } else {
+          assert.equal(moved, undefined, `${action} from ${status} is not in the lifecycle`);
+          assert.equal(now, status);
+        }
+      }
+    }
+    // The status a caller expects, and the worker holding the job, guard the change too.
     const job = await queuedJob(store);
-    assert.equal(await store.jobs.update(job.id, { status: 'succeeded' }, ['running']), undefined);
-    assert.equal((await store.jobs.update(job.id, { status: 'cancelled' }, ['queued']))?.status, 'cancelled');
+    assert.equal(await store.jobs.transition(job.id, 'cancel', {}, { status: 'running' }), undefined);
+    assert.equal((await store.jobs.transition(job.id, 'cancel', {}, { status: 'queued' }))?.status, 'cancelled');
+  });
+
+  it('refuses a status written around the lifecycle', async () => {
+    const job = await queuedJob(store);
+    const around = { status: 'succeeded' } as JobPatch;
+    await assert.rejects(store.jobs.update(job.id, around), /lifecycle/);
+    await assert.rejects(store.jobs.update(job.id, { ...around, estimated_finish: 1 }, ['queued']), /lifecycle/);
+    await assert.rejects(store.jobs.updateOwned(job.id, 'w1', around), /lifecycle/);
+    await assert.rejects(store.jobs.transition(job.id, 'cancel', around), /lifecycle/);
+    assert.equal((await store.jobs.get(job.id))?.status, 'queued');
   });
 
   it('claims no more than the organization limit when different jobs are claimed at once', async () => {
