@@ -87,19 +87,26 @@ describe('POST /v1/completions', () => {
     const whole = await complete(body);
     const stream = await client.completions.create({ model: BASE_MODEL, prompt: PROMPT, ...body, stream: true, stream_options: { include_usage: true } });
     const texts = ['', ''];
+    const finishReasons: (string | null)[][] = [[], []];
     let usage: OpenAI.CompletionUsage | null | undefined;
     for await (const chunk of stream) {
-      // The spec's CreateCompletionResponse (shared by streamed chunks) wants a finish_reason on
-      // every choice; OpenAI streams null until the last one, and so do we.
-      const checked = { ...chunk, choices: chunk.choices.map((c) => ({ ...c, finish_reason: c.finish_reason ?? 'stop' })) };
-      assertMatches('CreateCompletionResponse', checked);
-      if (chunk.choices.length > 0 && chunk.choices[0].finish_reason === null) assert.equal(chunk.choices[0].finish_reason, null);
+      assertMatches('CreateCompletionStreamChunk', chunk);
       assert.equal(chunk.object, 'text_completion');
       if (chunk.choices.length === 0) usage = chunk.usage;
-      for (const c of chunk.choices) texts[c.index] += c.text;
+      for (const c of chunk.choices) {
+        texts[c.index] += c.text;
+        finishReasons[c.index].push(c.finish_reason);
+      }
     }
     assert.deepEqual(texts, whole.choices.map((c) => c.text));
     assert.deepEqual(usage, whole.usage);
+    // Non-streamed, every choice says why it ended; streamed, only each choice's last chunk does,
+    // and says the same.
+    for (const [index, reasons] of finishReasons.entries()) {
+      assert.ok(['stop', 'length'].includes(whole.choices[index].finish_reason), `choice ${index}: ${whole.choices[index].finish_reason}`);
+      assert.ok(reasons.length >= 2, `choice ${index}: ${reasons.length} chunks`);
+      assert.deepEqual(reasons, [...reasons.slice(0, -1).map(() => null), whole.choices[index].finish_reason], `choice ${index}`);
+    }
   });
 
   it('bad input is a 400 naming the parameter; unknown models are a 404', async () => {

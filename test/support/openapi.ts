@@ -18,10 +18,17 @@ type Json = any;
  *   status enum lacks.
  * - ListFilesResponse.first_id/last_id: null for an empty list, as in every other list schema of the
  *   spec (an empty list has no first id).
+ * - CreateCompletionStreamChunk (not in the spec): CreateCompletionResponse says streamed chunks share
+ *   its shape, but OpenAI streams `finish_reason: null` until a choice's last chunk, as its chat chunk
+ *   schema says. Streamed completions are checked against this copy, where null is allowed.
  */
 function applyKnownDeviations(schemas: Record<string, Json>) {
   schemas.FineTuningJob.properties.status.enum.push('paused');
   for (const key of ['first_id', 'last_id']) schemas.ListFilesResponse.properties[key].type = ['string', 'null'];
+  const chunk = structuredClone(schemas.CreateCompletionResponse);
+  const finishReason = chunk.properties.choices.items.properties.finish_reason;
+  chunk.properties.choices.items.properties.finish_reason = { ...finishReason, type: ['string', 'null'], enum: [...finishReason.enum, null] };
+  schemas.CreateCompletionStreamChunk = chunk;
 }
 
 const isOnlyNullable = (s: Json) =>
@@ -62,7 +69,7 @@ function normalise(node: Json): Json {
   return out;
 }
 
-let cached: { ajv: Ajv2020; spec: Json; validators: Map<string, ValidateFunction> } | null = null;
+let cached: { ajv: Ajv2020; spec: Json; schemas: Record<string, Json>; validators: Map<string, ValidateFunction> } | null = null;
 
 function load() {
   if (cached) return cached;
@@ -71,15 +78,15 @@ function load() {
   applyKnownDeviations(schemas);
   const ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
   ajv.addSchema({ $id: 'openai', components: { schemas } });
-  cached = { ajv, spec, validators: new Map() };
+  cached = { ajv, spec, schemas, validators: new Map() };
   return cached;
 }
 
 function validatorFor(schemaName: string): ValidateFunction {
-  const { ajv, validators } = load();
+  const { ajv, schemas, validators } = load();
   const known = validators.get(schemaName);
   if (known) return known;
-  if (!load().spec.components.schemas[schemaName]) throw new Error(`No schema ${schemaName} in the spec`);
+  if (!schemas[schemaName]) throw new Error(`No schema ${schemaName} in the spec`);
   const compiled = ajv.compile({ $ref: `openai#/components/schemas/${schemaName}` });
   validators.set(schemaName, compiled);
   return compiled;
