@@ -19,7 +19,7 @@
 // UTF-8 are an error naming their line. Unknown top-level keys of chat/preference lines are ignored
 // with a warning.
 // The engine's JSONL reader (pure: it splits the bytes this function is given), the one training uses.
-import { JsonlLineTooLongError, JsonlSyntaxError, jsonlLines, jsonlText, parseJsonl } from '../engine/data/jsonl.ts';
+import { JsonlLineTooLongError, JsonlSyntaxError, jsonlLines, jsonlText, parseJsonl } from '../engine/index.ts';
 
 export type DatasetMethod = 'supervised' | 'dpo' | 'reinforcement';
 export type DatasetRole = 'training' | 'validation';
