@@ -2,7 +2,7 @@
 //   x = embed(ids)
 //   for each layer:  x = x + o_proj(attention(rope(q), rope(k), v))   on rmsnorm(x)
 //                    x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))  on h = rmsnorm(x)
-//   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied)
+//   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied; training applies it in token chunks)
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // stacks each k/v head's group of query heads as rows, [B, kvHeads, group·T, headDim], so
 // grouped-query attention is one MatMul per k/v head (no repeat of k/v; their gradients come out
@@ -108,8 +108,23 @@ export function attentionBias(g: Graph, segmentIds: Tensor, slidingWindow: numbe
 /** Query chunks of causal attention (see llamaLogits). */
 const ATTENTION_CHUNKS = 4;
 
-/** Logits [B·T, vocab] of a Llama-family decoder. */
+/** The end of the decoder: final hidden states [N, D] (after the final norm) and the LM head's weight [vocab, D]. */
+export interface LmHead {
+  hidden: Tensor;
+  weight: Tensor;
+}
+
+/**
+ * Logits [B·T, vocab] of a Llama-family decoder. The step graphs stop at llamaHidden instead and
+ * apply the head in token chunks with their loss (train/loss.ts), so [N, vocab] never exists whole.
+ */
 export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opts: LlamaOptions): Tensor {
+  const { hidden, weight } = llamaHidden(g, cfg, inputs, opts);
+  return op.matmul(hidden, op.T(weight));
+}
+
+/** The decoder up to its LM head (see LmHead). */
+export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opts: LlamaOptions): LmHead {
   const [B, T] = inputs.inputIds.shape;
   const N = B * T;
   const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, rmsNormEps: eps } = cfg;
@@ -204,9 +219,8 @@ export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     x = op.add(x, down[0]);
   }
 
-  x = rmsNorm(x, W('model.norm.weight', [D]), eps);
-  const head = cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]);
-  return op.matmul(x, op.T(head));
+  const hidden = rmsNorm(x, W('model.norm.weight', [D]), eps);
+  return { hidden, weight: cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]) };
 }
 
 /** HF weight names and shapes this model reads (the base model, without LoRA). */

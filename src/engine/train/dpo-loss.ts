@@ -9,7 +9,9 @@
 
 import type { Graph, Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
+import type { LmHead } from '../models/llama.ts';
 import type { StepObjective } from './step.ts';
+import { tokenScores } from './loss.ts';
 
 /**
  * log σ(z), stable for any z: min(z, 0) − log(1 + exp(−|z|)), written with `where` so that no
@@ -35,8 +37,8 @@ export const dpoNames = {
 };
 
 /** Sequence log-probs [2P] of the rows: Σ_t w_t · log p(label_t). */
-export function sequenceLogps(logits: Tensor, labels: Tensor, weights: Tensor, rows: number): Tensor {
-  const { nll } = op.softmaxCrossEntropy(logits, labels);
+export function sequenceLogps(head: LmHead, labels: Tensor, weights: Tensor, rows: number): Tensor {
+  const { nll } = tokenScores(head, labels);
   const [N] = labels.shape;
   return op.reduceSum(op.reshape(op.neg(op.mul(nll, weights)), [rows, N / rows]), [1]);
 }
@@ -64,8 +66,8 @@ export function dpoTerms(logps: Tensor, refChosen: Tensor, refRejected: Tensor, 
  * one), counted (Σ pair weights), and sequence_logps.
  */
 export function dpoObjective(beta: number, pairs: number): StepObjective {
-  return (g: Graph, logits, labels, lossWeights) => {
-    const logps = sequenceLogps(logits, labels, lossWeights, 2 * pairs);
+  return (g: Graph, head, labels, lossWeights) => {
+    const logps = sequenceLogps(head, labels, lossWeights, 2 * pairs);
     const w = g.input(dpoNames.pairWeights, [pairs]);
     const t = dpoTerms(logps, g.input(dpoNames.refChosen, [pairs]), g.input(dpoNames.refRejected, [pairs]), w, beta);
     g.output(dpoNames.logps, logps);

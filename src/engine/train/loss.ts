@@ -1,9 +1,82 @@
-// Masked, weighted next-token cross-entropy and mean token accuracy.
+// The LM head with the per-token loss, in token chunks, and the supervised loss terms on top.
+// Logits [N, vocab] and their gradient never exist whole (151,936 × 2,048 floats is 1.2 GB each):
+// each chunk's logits live only while its nll, argmax hit and ∂nll/∂hidden = (softmax − onehot)·W
+// are taken from them; the backward scales that saved [C, D] gradient by the incoming one, and only
+// a trainable head weight (full fine-tuning) has its chunks' logits recomputed, from the saved
+// log-sum-exp, to accumulate ∂W chunk by chunk.
 // The loss is returned as a weighted *sum*; the step divides by the whole batch's weight (fed as a
 // scalar), so micro-batches of a gradient-accumulation step add up to the exact batch mean.
 
 import type { Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
+import { customGradient } from '../graph/autodiff.ts';
+import type { LmHead } from '../models/llama.ts';
+
+/** Logits per head chunk: 2²⁵ (128 MB in float32): 512 rows at SmolLM2's 49,152 vocab, 256 at Qwen2.5's 151,936. */
+const CHUNK_LOGITS = 2 ** 25;
+
+/** Rows per head chunk for a vocabulary: a power of two, at least 64. */
+export function headChunkRows(vocab: number): number {
+  return 2 ** Math.max(6, Math.floor(Math.log2(CHUNK_LOGITS / vocab)));
+}
+
+export interface TokenScores {
+  /** −log p(label_t), [N]; differentiable with respect to the hidden states and the head weight. */
+  nll: Tensor;
+  /** [label_t is the argmax] as 0/1, [N] (no gradient). */
+  hit: Tensor;
+}
+
+/** Per-token nll and argmax hits of `labels` [N] int64 under the head, `chunkRows` tokens at a time. */
+export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkRows(head.weight.shape[0])): TokenScores {
+  const { hidden, weight } = head;
+  const g = hidden.graph;
+  const [N] = labels.shape;
+  const sizes = Array.from({ length: Math.ceil(N / chunkRows) }, (_, c) => Math.min(chunkRows, N - c * chunkRows));
+  const hs = op.split(hidden, sizes, 0);
+  const idxs = op.split(op.reshape(labels, [N, 1]), sizes, 0);
+  const minusOnes = (rows: number) => g.constant(g.float, [rows, 1], new Array(rows).fill(-1));
+  const rowMax = (x: Tensor) => g.emit('ReduceMax', [x, g.ints([1])], { keepdims: 1 }, [{ shape: [x.shape[0], 1], dtype: g.float }])[0];
+  // exp(logp) − onehot(label), in place of a fresh [C, V] mask.
+  const minusOnehot = (probs: Tensor, idx: Tensor) =>
+    g.emit('ScatterElements', [probs, idx, minusOnes(idx.shape[0])], { axis: 1, reduction: 'add' }, [{ shape: probs.shape, dtype: g.float }])[0];
+
+  const chunks = hs.map((h, c) => {
+    const idx = idxs[c];
+    const logits = op.matmul(h, op.T(weight)); // [C, V]
+    const logp = g.emit('LogSoftmax', [logits], { axis: -1 }, [{ shape: logits.shape, dtype: g.float }])[0];
+    const pickedLogp = op.gatherElements(logp, idx, 1);
+    const pickedLogit = op.gatherElements(logits, idx, 1);
+    return {
+      nll: op.neg(pickedLogp),
+      // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
+      hit: op.cast(op.not(op.less(pickedLogit, rowMax(logits))), g.float),
+      lse: op.sub(pickedLogit, pickedLogp),
+      dHidden: op.matmul(minusOnehot(op.exp(logp), idx), weight), // [C, D]
+    };
+  });
+  const joined = (key: 'nll' | 'hit' | 'dHidden') => (chunks.length > 1 ? op.concat(chunks.map((k) => k[key]), 0) : chunks[0][key]);
+  const dHidden = joined('dHidden');
+
+  // ∂W = Σ_chunks ((softmax − onehot) ⊙ dnll)ᵀ h, the logits recomputed from h and the saved
+  // log-sum-exp. Gemm, not MatMul: ORT's common-subexpression elimination would otherwise merge it
+  // with the forward's product and keep every chunk's logits alive until the backward.
+  const weightGradient = (dnll: Tensor): Tensor => {
+    const dnlls = op.split(op.reshape(dnll, [N, 1]), sizes, 0);
+    return hs
+      .map((h, c) => {
+        const logits = g.emit('Gemm', [h, weight], { transB: 1 }, [{ shape: [h.shape[0], weight.shape[0]], dtype: g.float }])[0];
+        const dlogits = minusOnehot(op.exp(op.sub(logits, chunks[c].lse)), idxs[c]);
+        return op.matmul(op.T(dlogits), op.mul(h, dnlls[c])); // [V, D]
+      })
+      .reduce((a, b) => op.add(a, b));
+  };
+  const nll = customGradient(op.reshape(joined('nll'), [N]), [hidden, weight], (dnll, [hiddenWanted, weightWanted]) => [
+    hiddenWanted ? op.mul(dHidden, op.reshape(dnll, [N, 1])) : null,
+    weightWanted ? weightGradient(dnll) : null,
+  ]);
+  return { nll, hit: op.reshape(joined('hit'), [N]) };
+}
 
 export interface LossTerms {
   /** Σ_t w_t · −log p(label_t). */
@@ -14,16 +87,10 @@ export interface LossTerms {
   counted: Tensor;
 }
 
-/** logits [N, V], labels [N] int64 (any valid id where w = 0), weights [N] float. */
-export function crossEntropyTerms(logits: Tensor, labels: Tensor, weights: Tensor): LossTerms {
-  const g = logits.graph;
-  const { nll } = op.softmaxCrossEntropy(logits, labels);
-  const weightedNll = op.sumAll(op.mul(nll, weights));
+/** The head's hidden states [N, D], labels [N] int64 (any valid id where w = 0), weights [N] float. */
+export function crossEntropyTerms(head: LmHead, labels: Tensor, weights: Tensor, chunkRows?: number): LossTerms {
+  const g = labels.graph;
+  const { nll, hit } = tokenScores(head, labels, chunkRows);
   const counts = op.cast(op.greater(weights, g.scalar(0)), g.float);
-  // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
-  const [N] = labels.shape;
-  const picked = op.gatherElements(logits, op.reshape(labels, [N, 1]), 1);
-  const max = g.emit('ReduceMax', [logits, g.ints([1])], { keepdims: 1 }, [{ shape: [N, 1], dtype: g.float }])[0];
-  const hit = op.reshape(op.cast(op.not(op.less(picked, max)), g.float), [N]);
-  return { weightedNll, correct: op.sumAll(op.mul(hit, counts)), counted: op.sumAll(counts) };
+  return { weightedNll: op.sumAll(op.mul(nll, weights)), correct: op.sumAll(op.mul(hit, counts)), counted: op.sumAll(counts) };
 }

@@ -17,7 +17,9 @@
 
 import type { Graph, Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
+import type { LmHead } from '../models/llama.ts';
 import type { HostArray, SessionSettings } from '../runtime/session.ts';
+import { tokenScores } from './loss.ts';
 import { StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { buildStepGraph, supervisedObjective, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
 import { DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
@@ -31,14 +33,11 @@ export function withoutDropout(setup: ModelSetup): ModelSetup {
  * Training kinds: the supervised weighted NLL (the weights carry advantages and the KL term).
  * 'eval': per position nll = −log p(label) and hit = [label is the argmax], both [N].
  */
-export const rftStepObjective: StepObjective = (g: Graph, logits: Tensor, labels: Tensor, lossWeights: Tensor, kind) => {
-  if (kind !== 'eval') return supervisedObjective(g, logits, labels, lossWeights, kind);
-  const [N] = labels.shape;
-  const { nll } = op.softmaxCrossEntropy(logits, labels);
+export const rftStepObjective: StepObjective = (g: Graph, head: LmHead, labels: Tensor, lossWeights: Tensor, kind) => {
+  if (kind !== 'eval') return supervisedObjective(g, head, labels, lossWeights, kind);
+  const { nll, hit } = tokenScores(head, labels);
   g.output('nll', nll);
-  const picked = op.gatherElements(logits, op.reshape(labels, [N, 1]), 1);
-  const max = g.emit('ReduceMax', [logits, g.ints([1])], { keepdims: 1 }, [{ shape: [N, 1], dtype: g.float }])[0];
-  g.output('hit', op.reshape(op.cast(op.not(op.less(picked, max)), g.float), [N]));
+  g.output('hit', hit);
   return op.sumAll(op.mul(nll, lossWeights));
 };
 

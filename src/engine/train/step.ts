@@ -8,7 +8,7 @@ import { Graph, type FloatType, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { gradients } from '../graph/autodiff.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { llamaLogits } from '../models/llama.ts';
+import { llamaHidden, type LmHead } from '../models/llama.ts';
 import type { LoraModule, LoraSpec } from '../models/lora.ts';
 import { crossEntropyTerms } from './loss.ts';
 
@@ -65,14 +65,15 @@ export const names = {
 };
 
 /**
- * What a step graph minimises, given the model's logits [N, vocab] and the batch's labels and loss
- * weights [N]: adds its own inputs and outputs to `g` and returns the summed loss to differentiate
- * (the runner seeds it with `inv_total_weight`). Default: supervised cross-entropy; DPO has its own.
+ * What a step graph minimises, given the model's head (final hidden states and head weight: the
+ * objective applies it in token chunks, see loss.ts) and the batch's labels and loss weights [N]:
+ * adds its own inputs and outputs to `g` and returns the summed loss to differentiate (the runner
+ * seeds it with `inv_total_weight`). Default: supervised cross-entropy; DPO has its own.
  */
-export type StepObjective = (g: Graph, logits: Tensor, labels: Tensor, lossWeights: Tensor, kind: StepKind) => Tensor;
+export type StepObjective = (g: Graph, head: LmHead, labels: Tensor, lossWeights: Tensor, kind: StepKind) => Tensor;
 
-export const supervisedObjective: StepObjective = (g, logits, labels, lossWeights) => {
-  const terms = crossEntropyTerms(logits, labels, lossWeights);
+export const supervisedObjective: StepObjective = (g, head, labels, lossWeights) => {
+  const terms = crossEntropyTerms(head, labels, lossWeights);
   g.output('loss_sum', terms.weightedNll);
   g.output('correct', terms.correct);
   g.output('counted', terms.counted);
@@ -107,7 +108,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
   };
   const lora = setup.lora;
   const dropout = kind !== 'eval' && lora && lora.dropout > 0;
-  const logits = llamaLogits(g, setup.cfg, inputs, {
+  const head = llamaHidden(g, setup.cfg, inputs, {
     weight,
     lora: lora
       ? {
@@ -117,7 +118,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
         }
       : undefined,
   });
-  const lossSum = objective(g, logits, labels, lossWeights, kind);
+  const lossSum = objective(g, head, labels, lossWeights, kind);
   if (kind === 'eval') return g;
 
   const invTotalWeight = g.input('inv_total_weight', []);

@@ -6,7 +6,7 @@ import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import * as op from '../../../src/engine/graph/ops.ts';
 import { gradients } from '../../../src/engine/graph/autodiff.ts';
 import { CompiledGraph, type HostArray } from '../../../src/engine/runtime/session.ts';
-import { llamaLogits, llamaWeightShapes } from '../../../src/engine/models/llama.ts';
+import { llamaHidden, llamaLogits, llamaWeightShapes } from '../../../src/engine/models/llama.ts';
 import { crossEntropyTerms } from '../../../src/engine/train/loss.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { rng } from '../graph/gradcheck.ts';
@@ -28,14 +28,13 @@ function build(cfg: ModelConfig, withLoss: boolean) {
     segmentIds: g.input('segment_ids', [B, T], 'int64'),
   };
   const weights = new Map<string, Tensor>();
-  const logits = llamaLogits(g, cfg, inputs, {
-    weight: (name, shape) => weights.get(name) ?? weights.set(name, g.input(name, shape)).get(name)!,
-  });
+  const weight = (name: string, shape: number[]) => weights.get(name) ?? weights.set(name, g.input(name, shape)).get(name)!;
   if (!withLoss) {
-    g.output('logits', logits);
+    g.output('logits', llamaLogits(g, cfg, inputs, { weight }));
     return { g, weights };
   }
-  const terms = crossEntropyTerms(logits, g.input('labels', [B * T], 'int64'), g.input('loss_weights', [B * T]));
+  // The chunked head, in chunks that do not divide B·T.
+  const terms = crossEntropyTerms(llamaHidden(g, cfg, inputs, { weight }), g.input('labels', [B * T], 'int64'), g.input('loss_weights', [B * T]), 5);
   g.output('loss', terms.weightedNll);
   const names = [...weights.keys()];
   const grads = gradients(terms.weightedNll, names.map((n) => weights.get(n)!));

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as op from '../../../src/engine/graph/ops.ts';
 import type { Tensor } from '../../../src/engine/graph/ir.ts';
-import { llamaLogits, llamaWeightShapes } from '../../../src/engine/models/llama.ts';
+import { llamaHidden, llamaWeightShapes } from '../../../src/engine/models/llama.ts';
 import { dpoTerms, logSigmoid, sequenceLogps } from '../../../src/engine/train/dpo-loss.ts';
 import { DpoRunner, dpoMeans, makeDpoPlan, pairMicroBatch, referenceLogps } from '../../../src/engine/train/dpo.ts';
 import { freshOptimizerState } from '../../../src/engine/train/runner.ts';
@@ -80,8 +80,8 @@ test('DPO loss through a tiny Llama: gradient of weights and LoRA-free forward v
     (inputIds, positionIds, segmentIds, lbl, lw, rc, rr, pw, ...ws) => {
       const g = inputIds.graph;
       const byName = new Map<string, Tensor>(shapes.map(([name], i) => [name, ws[i]]));
-      const logits = llamaLogits(g, cfg, { inputIds, positionIds, segmentIds }, { weight: (n) => byName.get(n)! });
-      return dpoTerms(sequenceLogps(logits, lbl, lw, rows), rc, rr, pw, 0.5).lossSum;
+      const head = llamaHidden(g, cfg, { inputIds, positionIds, segmentIds }, { weight: (n) => byName.get(n)! });
+      return dpoTerms(sequenceLogps(head, lbl, lw, rows), rc, rr, pw, 0.5).lossSum;
     },
     { tol: 1e-5, maxProbes: 12 },
   );

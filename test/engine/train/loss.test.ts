@@ -1,42 +1,66 @@
-// Masked weighted cross-entropy and mean token accuracy against a plain JS computation.
+// The chunked LM head with its loss: masked weighted cross-entropy and mean token accuracy against
+// a plain JS computation, and its custom backward against finite differences (f64) at several
+// chunk sizes, including a token count that the chunk does not divide.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph } from '../../../src/engine/graph/ir.ts';
+import * as op from '../../../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
-import { crossEntropyTerms } from '../../../src/engine/train/loss.ts';
-import { rng } from '../graph/gradcheck.ts';
+import { crossEntropyTerms, headChunkRows, tokenScores } from '../../../src/engine/train/loss.ts';
+import { gradCheck, randn, rng } from '../graph/gradcheck.ts';
 
-test('crossEntropyTerms: Σ w·nll, argmax hits and counted tokens under the mask', async () => {
-  const N = 6, V = 5;
-  const r = rng(2);
-  const logits = Float32Array.from({ length: N * V }, () => r() * 4 - 2);
-  const labels = BigInt64Array.from([0n, 1n, 2n, 3n, 4n, 0n]);
-  // Make rows 0 and 3 hits.
-  logits[0 * V + 0] = 5;
-  logits[3 * V + 3] = 5;
-  const weights = Float32Array.from([1, 0.5, 0, 1, 2, 0]);
-  const g = new Graph();
-  const t = crossEntropyTerms(g.input('z', [N, V]), g.input('y', [N], 'int64'), g.input('w', [N]));
-  g.output('nll', t.weightedNll);
-  g.output('correct', t.correct);
-  g.output('counted', t.counted);
-  const s = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
-  const out = await s.run({ z: logits, y: labels, w: weights });
-  let nll = 0, correct = 0, counted = 0;
-  for (let i = 0; i < N; i++) {
-    const row = [...logits.slice(i * V, (i + 1) * V)];
-    const max = Math.max(...row);
-    const lse = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
-    const label = Number(labels[i]);
-    nll += weights[i] * (lse - row[label]);
-    if (weights[i] > 0) {
-      counted++;
-      if (row.indexOf(max) === label) correct++;
+const N = 7, D = 3, V = 5;
+const labels = BigInt64Array.from([0n, 1n, 2n, 3n, 4n, 0n, 2n]);
+
+for (const chunkRows of [2, 3, 7, 64]) {
+  test(`crossEntropyTerms in chunks of ${chunkRows}: Σ w·nll, argmax hits and counted tokens under the mask`, async () => {
+    const r = rng(2);
+    const hidden = Float32Array.from(randn(N * D, r, 2));
+    const weight = Float32Array.from(randn(V * D, r, 2));
+    const logitsAt = (i: number) => Array.from({ length: V }, (_, v) => [0, 1, 2].reduce((a, d) => a + hidden[i * D + d] * weight[v * D + d], 0));
+    const weights = Float32Array.from([1, 0.5, 0, 1, 2, 0, 1]);
+    const g = new Graph();
+    const head = { hidden: g.input('h', [N, D]), weight: g.input('w', [V, D]) };
+    const t = crossEntropyTerms(head, g.input('y', [N], 'int64'), g.input('lw', [N]), chunkRows);
+    g.output('nll', t.weightedNll);
+    g.output('correct', t.correct);
+    g.output('counted', t.counted);
+    const s = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
+    const out = await s.run({ h: hidden, w: weight, y: labels, lw: weights });
+    let nll = 0, correct = 0, counted = 0;
+    for (let i = 0; i < N; i++) {
+      const row = logitsAt(i);
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
+      const label = Number(labels[i]);
+      nll += weights[i] * (lse - row[label]);
+      if (weights[i] > 0) {
+        counted++;
+        if (row.indexOf(max) === label) correct++;
+      }
     }
-  }
-  assert.ok(Math.abs((out.nll as Float32Array)[0] - nll) < 1e-4);
-  assert.equal((out.correct as Float32Array)[0], correct);
-  assert.equal((out.counted as Float32Array)[0], counted);
-  assert.equal(correct, 2);
-  await s.release();
+    assert.ok(Math.abs((out.nll as Float32Array)[0] - nll) < 1e-4, `${(out.nll as Float32Array)[0]} vs ${nll}`);
+    assert.equal((out.correct as Float32Array)[0], correct);
+    assert.equal((out.counted as Float32Array)[0], counted);
+    await s.release();
+  });
+
+  test(`tokenScores in chunks of ${chunkRows}: ∂nll/∂hidden and ∂nll/∂W = finite differences (f64)`, async () => {
+    const specs = (checkWeight: boolean) => [
+      { name: 'h', shape: [N, D] },
+      { name: 'w', shape: [V, D], check: checkWeight },
+      { name: 'y', shape: [N], dtype: 'int64' as const, data: labels },
+    ];
+    await gradCheck(specs(true), (h, w, y) => tokenScores({ hidden: h, weight: w }, y, chunkRows).nll);
+    // A frozen head (LoRA): only the hidden states' gradient is built.
+    await gradCheck(specs(false), (h, w, y) => tokenScores({ hidden: h, weight: w }, y, chunkRows).nll);
+    // The head tied to an embedding that also feeds the hidden states: both gradients add up.
+    await gradCheck(specs(true), (h, w, y) => tokenScores({ hidden: op.add(h, op.slice(w, 0, 0, 1)), weight: w }, y, chunkRows).nll);
+  });
+}
+
+test('head chunks: 512 rows at a 49,152 vocabulary, 256 at 151,936, never under 64', () => {
+  assert.equal(headChunkRows(49152), 512);
+  assert.equal(headChunkRows(151936), 128);
+  assert.equal(headChunkRows(10_000_000), 64);
 });
