@@ -1,0 +1,165 @@
+// Causal self-attention as one op with its own backward: FlashAttention-2's algorithm in the graph
+// IR. The forward runs over tiles (a block of queries × a chunk of the keys they may see) with an
+// online softmax and keeps only the context and each row's log-sum-exp; the backward recomputes
+// each tile's probabilities from them, P = exp(S − lse). What a layer keeps for the backward is
+// O(T) instead of the O(T²) probabilities, and a tile's [G·Tq, Tk] scores are the largest transient.
+//
+// Layout: q [B, KV, G, T, hd] (RoPE'd and scaled by 1/√hd), k and v [B, KV, 1, T, hd]. A tile
+// stacks the G query heads of a k/v head as rows, [B, KV, G·Tq, hd]: grouped-query attention is
+// one product per k/v head, and K's and V's gradients come out summed over the group.
+
+import type { Tensor } from '../graph/ir.ts';
+import * as op from '../graph/ops.ts';
+import { customGradient } from '../graph/autodiff.ts';
+import { afterGradient } from '../graph/checkpoint.ts';
+
+export interface AttentionTiling {
+  /** Most queries per block. */
+  queryBlock: number;
+  /** Most keys per tile; a block that sees more runs an online softmax over several chunks. */
+  keyBlock: number;
+}
+
+/**
+ * 4 query blocks up to T = 2048 (at T = 512 the scheme tuned before tiling: 10/16 of the scores
+ * computed, big enough products), then blocks of 512 queries, so the masked-out share keeps falling
+ * as T grows; a tile sees at most 4096 keys, bounding its transient [G·Tq, Tk] scores.
+ */
+export function defaultTiling(T: number): AttentionTiling {
+  return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096 };
+}
+
+interface KeyChunk {
+  start: number;
+  end: number;
+  /** [B, 1, 1, Tq, Tk]: 0 where the key is visible from the query, −1e9 where masked. */
+  bias: Tensor;
+}
+
+interface QueryBlock {
+  start: number;
+  end: number;
+  keys: KeyChunk[];
+}
+
+/** The tiles of one batch's causal attention and their masks, built once and shared by every layer. */
+export interface AttentionPlan {
+  blocks: QueryBlock[];
+}
+
+/** [start, end) split into ⌈length / most⌉ near-equal parts. */
+function parts(start: number, end: number, most: number): [number, number][] {
+  const n = Math.max(1, Math.ceil((end - start) / most));
+  const at = (i: number) => start + Math.round((i * (end - start)) / n);
+  return Array.from({ length: n }, (_, i) => [at(i), at(i + 1)]);
+}
+
+const range = (start: number, end: number, shift = 0) => Array.from({ length: end - start }, (_, i) => start + i + shift);
+
+/**
+ * Tiles for segment ids [B, T]: a query attends to keys at or before it with the same segment id
+ * (packed examples) and, with a sliding window W, fewer than W positions back. Tiles entirely in
+ * the future or entirely outside the window are never built.
+ */
+export function attentionPlan(segmentIds: Tensor, slidingWindow: number | null, tiling: AttentionTiling = defaultTiling(segmentIds.shape[1])): AttentionPlan {
+  const g = segmentIds.graph;
+  const [B, T] = segmentIds.shape;
+  const segments = (start: number, end: number, shape: number[]) => op.reshape(op.slice(segmentIds, 1, start, end), shape);
+  const blocks = parts(0, T, tiling.queryBlock).map(([qs, qe]): QueryBlock => {
+    const Tq = qe - qs;
+    const lo = slidingWindow ? Math.max(0, qs - slidingWindow + 1) : 0;
+    const keys = parts(lo, qe, tiling.keyBlock).map(([ks, ke]): KeyChunk => {
+      const Tk = ke - ks;
+      let visible = op.equal(segments(qs, qe, [B, 1, 1, Tq, 1]), segments(ks, ke, [B, 1, 1, 1, Tk]));
+      const keyAt = g.constant('int64', [1, Tk], range(ks, ke));
+      // Masks only where the tile crosses them: the diagonal (key after query), the window's edge.
+      if (ke - 1 > qs) visible = op.and(visible, op.less(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, 1))));
+      if (slidingWindow && qe - 1 - ks >= slidingWindow) {
+        visible = op.and(visible, op.greater(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, -slidingWindow))));
+      }
+      return { start: ks, end: ke, bias: op.where(visible, g.scalar(0), g.scalar(-1e9)) };
+    });
+    return { start: qs, end: qe, keys };
+  });
+  return { blocks };
+}
+
+const rowMax = (x: Tensor) => x.graph.emit('ReduceMax', [x, x.graph.ints([-1])], { keepdims: 1 }, [{ shape: [...x.shape.slice(0, -1), 1], dtype: x.dtype }])[0];
+const max = (a: Tensor, b: Tensor) => a.graph.emit('Max', [a, b], {}, [{ shape: a.shape, dtype: a.dtype }])[0];
+const rowSum = (x: Tensor) => op.reduceSum(x, [-1], true);
+
+/** softmax(q kᵀ + mask) v over the plan's tiles: [B, KV, G, T, hd]. */
+export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan): Tensor {
+  const [B, KV, G, , hd] = q.shape;
+  // Rows [start, end) of a [B, KV, groups, T, hd] tensor as [B, KV, groups·(end − start), hd].
+  const rows = (t: Tensor, start: number, end: number) => op.reshape(op.slice(t, 3, start, end), [B, KV, t.shape[2] * (end - start), hd]);
+  const unrows = (t: Tensor) => op.reshape(t, [B, KV, G, t.shape[2] / G, hd]);
+  // A tile's masked scores S = q kᵀ + bias, [B, KV, G·Tq, Tk].
+  const scores = (qRows: Tensor, kRows: Tensor, bias: Tensor) => {
+    const [Tq, Tk] = [qRows.shape[2] / G, kRows.shape[2]];
+    return op.reshape(op.add(op.reshape(op.matmul(qRows, op.T(kRows)), [B, KV, G, Tq, Tk]), bias), [B, KV, G * Tq, Tk]);
+  };
+
+  // Forward, per query block: running max m, sum l and unnormalised context acc over its key chunks.
+  const lses: Tensor[] = [];
+  const contexts = plan.blocks.map((block) => {
+    const qi = rows(q, block.start, block.end);
+    let m: Tensor | null = null;
+    let l: Tensor | null = null;
+    let acc: Tensor | null = null;
+    for (const chunk of block.keys) {
+      const s = scores(qi, rows(k, chunk.start, chunk.end), chunk.bias);
+      const mNew: Tensor = m ? max(m, rowMax(s)) : rowMax(s);
+      const e = op.exp(op.sub(s, mNew));
+      const pv = op.matmul(e, rows(v, chunk.start, chunk.end));
+      if (m && l && acc) {
+        const rescale = op.exp(op.sub(m, mNew));
+        l = op.add(op.mul(l, rescale), rowSum(e));
+        acc = op.add(op.mul(acc, rescale), pv);
+      } else {
+        l = rowSum(e);
+        acc = pv;
+      }
+      m = mNew;
+    }
+    lses.push(op.add(m!, op.log(l!)));
+    return op.div(acc!, l!);
+  });
+  const o = plan.blocks.length > 1 ? op.concat(contexts.map(unrows), 3) : unrows(contexts[0]);
+
+  return customGradient(o, [q, k, v], (dO) => {
+    // The backward reads q, k, v through afterGradient: otherwise ORT's CSE merges its slices and
+    // recomputed scores with the forward's and keeps those alive until here.
+    const [qAgain, kAgain, vAgain] = [q, k, v].map((t) => afterGradient(t, dO));
+    const dq: Tensor[] = [];
+    const dkv = new Map<string, { start: number; end: number; dk: Tensor; dv: Tensor }>();
+    plan.blocks.forEach((block, i) => {
+      const qi = rows(qAgain, block.start, block.end);
+      const dOi = rows(dO, block.start, block.end);
+      const delta = rowSum(op.mul(dOi, rows(o, block.start, block.end))); // rowsum(dO ⊙ O)
+      let dqi: Tensor | null = null;
+      for (const chunk of block.keys) {
+        const [kj, vj] = [rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
+        const p = op.exp(op.sub(scores(qi, kj, chunk.bias), lses[i]));
+        const ds = op.mul(p, op.sub(op.matmul(dOi, op.T(vj)), delta));
+        const dk = op.matmul(op.T(ds), qi);
+        const dv = op.matmul(op.T(p), dOi);
+        const part = op.matmul(ds, kj);
+        dqi = dqi ? op.add(dqi, part) : part;
+        const key = `${chunk.start}:${chunk.end}`;
+        const seen = dkv.get(key);
+        dkv.set(key, seen ? { ...seen, dk: op.add(seen.dk, dk), dv: op.add(seen.dv, dv) } : { start: chunk.start, end: chunk.end, dk, dv });
+      }
+      dq.push(unrows(dqi!));
+    });
+    // Each key range's gradients, zero-padded to all T keys, summed.
+    const T = q.shape[3];
+    const padded = (t: Tensor, start: number, end: number) => {
+      const pads = [0, 0, start, 0, 0, 0, T - end, 0];
+      return start === 0 && end === T ? t : t.graph.emit('Pad', [t, t.graph.ints(pads)], {}, [{ shape: [B, KV, T, hd], dtype: t.dtype }])[0];
+    };
+    const total = (pick: (r: { start: number; end: number; dk: Tensor; dv: Tensor }) => Tensor) =>
+      op.reshape([...dkv.values()].map((r) => padded(pick(r), r.start, r.end)).reduce((a, b) => op.add(a, b)), [B, KV, 1, T, hd]);
+    return [dq.length > 1 ? op.concat(dq, 3) : dq[0], total((r) => r.dk), total((r) => r.dv)];
+  });
+}
