@@ -1,4 +1,4 @@
-// Training steps on the tiny model: AdamW/clipping against a JS reference, accumulation
+// Training steps on the tiny model: several AdamW/clipping steps against a float64 reference, accumulation
 // equivalence, loss going down on a memorisation set (LoRA and full), determinism.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,52 +24,74 @@ function runner(spec: LoraSpec | null, rows: number, adamw = DEFAULT_ADAMW, seed
   return new StepRunner(setup, { rows, seqLen: SEQ }, frozen, freshOptimizerState(params), adamw, { intraOpNumThreads: 1 });
 }
 
-test('AdamW with weight decay and clipping matches a JS reference on the graph gradients', async () => {
+/**
+ * Several runner steps against AdamW written out in float64 (torch.optim.AdamW after
+ * clip_grad_norm_; torch-adamw.test.ts checks the kernel against torch itself), on gradients from
+ * an unpacked accumulate graph at the runner's current weights. From the second step the moments
+ * carry history, so the clip coefficient and the bias corrections no longer cancel as they do in a
+ * first step (where the update is ±lr·sign(g)): this checks what the runner feeds the kernel, the
+ * step counter, the norm and which tensors decay.
+ */
+async function checkAdamWSteps(spec: LoraSpec | null) {
   const adamw = { ...DEFAULT_ADAMW, weightDecay: 0.1, maxGradNorm: 0.05 };
-  const r = runner(lora, 4, adamw);
-  // Perturb B so every gradient is non-zero, then take the gradient from an accumulate graph.
+  const r = runner(spec, 4, adamw);
+  // LoRA: perturb B so every gradient is non-zero.
   for (const [n, p] of r.state.params) if (n.includes('lora_B')) p.forEach((_, i) => (p[i] = Math.sin(i) * 0.1));
   const batch = memorisationBatch(SEQS, SEQ);
   // The reference gradients come from an unpacked graph (one input per tensor), which also checks
   // that the runner's packed flat vector routes every tensor's gradient to the right place.
-  assert.equal(r.setup.packed, true);
+  assert.equal(!!r.setup.packed, spec !== null);
   const acc = await CompiledGraph.compile(buildStepGraph({ ...r.setup, packed: false }, r.shape, 'accumulate'), { intraOpNumThreads: 1 });
-  for (const [n, w] of base()) acc.setResident(n, w);
+  if (spec) for (const [n, w] of base()) acc.setResident(n, w);
   const W = batch.lossWeights.reduce((a, b) => a + b, 0);
   const feeds: Record<string, Float32Array | BigInt64Array> = {
     input_ids: batch.inputIds, position_ids: batch.positionIds, segment_ids: batch.segmentIds,
     labels: batch.labels, loss_weights: batch.lossWeights, inv_total_weight: Float32Array.of(1 / W),
   };
-  for (const [n, p] of r.state.params) {
-    feeds[n] = p;
-    feeds[names.gradIn(n)] = new Float32Array(p.length);
-  }
-  const grads = await acc.run(feeds);
-  const before = new Map([...r.state.params].map(([n, p]) => [n, Float32Array.from(p)]));
-  const lr = 0.01;
-  const res = await r.step([batch], lr);
+  const zeros = () => new Map(r.setup.trainable.map((n) => [n, new Float64Array(r.state.params.get(n)!.length)]));
+  const [m, v] = [zeros(), zeros()];
+  const { beta1, beta2, eps } = adamw;
+  const decayed = new Set<string>();
+  for (const [i, lr] of [0.01, 0.004, 0.02].entries()) {
+    const t = i + 1;
+    for (const [n, p] of r.state.params) {
+      feeds[n] = Float32Array.from(p);
+      feeds[names.gradIn(n)] = new Float32Array(p.length);
+    }
+    const grads = await acc.run(feeds);
+    const res = await r.step([batch], lr);
 
-  let normSq = 0;
-  for (const n of r.setup.trainable) for (const x of grads[names.grad(n)] as Float32Array) normSq += x * x;
-  const norm = Math.sqrt(normSq);
-  assert.ok(Math.abs(res.gradNorm - norm) / norm < 1e-4, `grad norm ${res.gradNorm} vs ${norm}`);
-  assert.ok(norm > adamw.maxGradNorm, 'the test should exercise clipping');
-  const coef = Math.min(1, adamw.maxGradNorm / (norm + 1e-6));
-  for (const n of r.setup.trainable) {
-    const g = grads[names.grad(n)] as Float32Array;
-    const p0 = before.get(n)!;
-    const p1 = r.state.params.get(n)!;
-    for (let i = 0; i < p0.length; i++) {
-      const gi = g[i] * coef;
-      const m = (1 - adamw.beta1) * gi;
-      const v = (1 - adamw.beta2) * gi * gi;
-      const expected = p0[i] * (1 - lr * adamw.weightDecay) - (lr * (m / (1 - adamw.beta1))) / (Math.sqrt(v / (1 - adamw.beta2)) + adamw.eps);
-      assert.ok(Math.abs(p1[i] - expected) < 1e-5, `${n}[${i}]: ${p1[i]} vs ${expected}`);
+    let normSq = 0;
+    for (const n of r.setup.trainable) for (const x of grads[names.grad(n)] as Float32Array) normSq += x * x;
+    const norm = Math.sqrt(normSq);
+    assert.ok(Math.abs(res.gradNorm - norm) / norm < 1e-4, `step ${t}: grad norm ${res.gradNorm} vs ${norm}`);
+    assert.ok(norm > adamw.maxGradNorm, 'the test should exercise clipping');
+    const coef = Math.min(1, adamw.maxGradNorm / (norm + 1e-6));
+    for (const n of r.setup.trainable) {
+      const g = grads[names.grad(n)] as Float32Array;
+      const p0 = feeds[n] as Float32Array;
+      const p1 = r.state.params.get(n)!;
+      // Decoupled decay on matrices only (HF's Trainer: no biases or norms).
+      const wd = r.setup.shapes.get(n)!.length >= 2 ? adamw.weightDecay : 0;
+      if (wd) decayed.add(n);
+      const [mn, vn] = [m.get(n)!, v.get(n)!];
+      for (let k = 0; k < p0.length; k++) {
+        const gk = g[k] * coef;
+        mn[k] = beta1 * mn[k] + (1 - beta1) * gk;
+        vn[k] = beta2 * vn[k] + (1 - beta2) * gk * gk;
+        const expected = p0[k] * (1 - lr * wd) - ((lr / (1 - beta1 ** t)) * mn[k]) / (Math.sqrt(vn[k] / (1 - beta2 ** t)) + eps);
+        assert.ok(Math.abs(p1[k] - expected) < 1e-5, `step ${t}: ${n}[${k}]: ${p1[k]} vs ${expected}`);
+      }
     }
   }
+  if (!spec) assert.ok(decayed.size < r.setup.trainable.length, 'full fine-tuning has tensors without decay (norms)');
   await acc.release();
   await r.release();
-});
+}
+
+test('AdamW steps with clipping and weight decay on LoRA match float64 AdamW on the graph gradients', () => checkAdamWSteps(lora));
+
+test('AdamW steps with clipping and weight decay on full fine-tuning match float64 AdamW on the graph gradients', () => checkAdamWSteps(null));
 
 test('gradient accumulation over micro-batches equals one big batch', async () => {
   const big = runner(lora, 4);
