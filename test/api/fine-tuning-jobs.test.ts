@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { toFile } from 'openai';
 import { describeOnEachBackend } from '../support/database.ts';
-import { ScriptedRunner } from '../support/runners.ts';
+import { NonTrainingRunner } from '../support/runners.ts';
 import { BASE_MODEL, chatJsonl, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 
 const A = { key: 'sk-a' };
@@ -229,7 +229,7 @@ describe('fine-tuning jobs: bad input and transitions', () => {
 
 describe('fine-tuning jobs: cancelling a running job', () => {
   it('sets finished_at, and the worker stopping the run leaves it', async () => {
-    const runner = new ScriptedRunner();
+    const runner = new NonTrainingRunner();
     const server = await startTestServer(
       { env: { API_KEYS: 'sk-a:org-a' }, queue: { leaseMs: 10_000, heartbeatMs: 50, pollMs: 20 } },
       { runJob: runner.runJob },

@@ -7,13 +7,13 @@ import { after, before, it } from 'node:test';
 import { toFile } from 'openai';
 import { BASE_MODEL, chatJsonl, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { describeOnEachBackend } from '../support/database.ts';
-import { ScriptedRunner } from '../support/runners.ts';
+import { MADE_UP_RESULT_CSV, NonTrainingRunner, madeUpMetrics } from '../support/runners.ts';
 
 const KEYS = { a: 'sk-org-a-0123456789', b: 'sk-org-b-0123456789', admin: 'sk-admin-a-0123456789' };
 
 describeOnEachBackend('openai SDK against tuneforge', (backend) => {
   let server: TestServer;
-  const runner = new ScriptedRunner();
+  const runner = new NonTrainingRunner();
 
   before(async () => {
     server = await startTestServer(
@@ -96,9 +96,12 @@ describeOnEachBackend('openai SDK against tuneforge', (backend) => {
     assert.equal(typeof hp?.learning_rate_multiplier, 'number');
     assert.deepEqual(job.hyperparameters, hp);
     assert.match(job.fine_tuned_model ?? '', /^ft:tiny-test:org-a:mine:[A-Za-z0-9]{8}$/);
-    assert.equal(job.trained_tokens, 1234);
-    assert.equal(job.result_files.length, 1);
-    assert.equal((await a().files.retrieve(job.result_files[0])).purpose, 'fine-tune-results');
+    // The runner trains nothing: its numbers are made up, and the API must pass them on as they were.
+    assert.equal(job.trained_tokens, runner.reported.get(job.id)!.trainedTokens);
+    assert.deepEqual(job.result_files, runner.reported.get(job.id)!.resultFiles);
+    const resultFile = await a().files.retrieve(job.result_files[0]);
+    assert.deepEqual([resultFile.purpose, resultFile.filename], ['fine-tune-results', 'step_metrics.csv']);
+    assert.equal(await (await a().files.content(resultFile.id)).text(), MADE_UP_RESULT_CSV);
     fineTunedModel = job.fine_tuned_model!;
 
     const events = await a().fineTuning.jobs.listEvents(job.id, { limit: 50 });
@@ -113,7 +116,10 @@ describeOnEachBackend('openai SDK against tuneforge', (backend) => {
     ]) {
       assert.ok(messages.includes(expected), `missing event: ${expected}`);
     }
-    assert.ok(events.data.some((e) => e.type === 'metrics' && /^Step 4\/4: training loss=/.test(e.message)));
+    // Each step's metrics as an event, the loss printed as OpenAI does (2 decimals), newest first.
+    const metricsEvents = events.data.filter((e) => e.type === 'metrics');
+    assert.deepEqual(metricsEvents.map((e) => e.message), ['Step 4/4: training loss=0.25', 'Step 3/4: training loss=0.33', 'Step 2/4: training loss=0.50', 'Step 1/4: training loss=1.00']);
+    assert.deepEqual(metricsEvents.map((e) => e.data), [4, 3, 2, 1].map((step) => madeUpMetrics(step, 4)));
     const page = await a().fineTuning.jobs.listEvents(job.id, { limit: 2 });
     assert.equal(page.data.length, 2);
     assert.equal(page.has_more, true);
@@ -123,6 +129,7 @@ describeOnEachBackend('openai SDK against tuneforge', (backend) => {
     // The final checkpoint is the model itself (its name); earlier ones are …:ckpt-step-N.
     const checkpoints = await a().fineTuning.jobs.checkpoints.list(job.id);
     assert.deepEqual(checkpoints.data.map((c) => c.step_number), [4, 2]);
+    assert.deepEqual(checkpoints.data.map((c) => c.metrics.train_loss), [0.25, 0.5]);
     assert.equal(checkpoints.data[0].fine_tuned_model_checkpoint, fineTunedModel);
     checkpointName = checkpoints.data[1].fine_tuned_model_checkpoint;
     assert.equal(checkpointName, `${fineTunedModel}:ckpt-step-2`);
@@ -155,7 +162,9 @@ describeOnEachBackend('openai SDK against tuneforge', (backend) => {
     assert.equal(resumed.status, 'queued');
     await waitFor(async () => runner.timesStarted(job.id) === 2 && runner.isHolding(job.id), Boolean);
     runner.release(job.id);
-    assert.equal((await waitForStatus(job.id, ['succeeded'])).status, 'succeeded');
+    const finished = await waitForStatus(job.id, ['succeeded']);
+    assert.equal(finished.status, 'succeeded');
+    assert.equal(finished.trained_tokens, runner.reported.get(job.id)!.trainedTokens, 'what the run that finished reported');
   });
 
   it('cancels a running job and its signal fires', async () => {

@@ -6,7 +6,7 @@ import { applyJobAction } from '../../src/scheduler/job-events.ts';
 import { claimNextJob } from '../../src/scheduler/queue.ts';
 import { Worker, type JobRunner } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
-import { ScriptedRunner } from '../support/runners.ts';
+import { NonTrainingRunner } from '../support/runners.ts';
 import { waitFor } from '../support/server.ts';
 import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
@@ -81,7 +81,7 @@ describeOnEachBackend('worker', (backend) => {
   });
 
   it('cancel reaches the running job’s AbortSignal and the cancelled status stands', async () => {
-    const runner = new ScriptedRunner();
+    const runner = new NonTrainingRunner();
     const job = await queuedJob(store, 'org-a', { metadata: { mode: 'hold' } });
     startWorker(runner.runJob);
     await waitFor(async () => runner.isHolding(job.id), Boolean);
@@ -94,7 +94,7 @@ describeOnEachBackend('worker', (backend) => {
   });
 
   it('a stopping worker hands its job back to the queue for another worker', async () => {
-    const runner = new ScriptedRunner();
+    const runner = new NonTrainingRunner();
     const job = await queuedJob(store, 'org-a', { metadata: { mode: 'hold' } });
     const first = startWorker(runner.runJob, { workerId: 'first' });
     await waitFor(async () => runner.isHolding(job.id), Boolean);
@@ -111,7 +111,7 @@ describeOnEachBackend('worker', (backend) => {
     const job = await queuedJob(store);
     // A worker claims it and dies without ever renewing its short lease.
     await claimNextJob(store, 'dead', { leaseMs: 1, maxRunningPerOrg: 2 });
-    const runner = new ScriptedRunner();
+    const runner = new NonTrainingRunner();
     startWorker(runner.runJob, { workerId: 'alive' });
     await waitFor(() => statusOf(job.id), (s) => s === 'succeeded');
     const log = await messages(job.id);
