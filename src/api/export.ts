@@ -14,8 +14,7 @@ import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, read
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../domain/errors.ts';
-import { findBaseModel } from '../store/base-models.ts';
-import type { Store } from '../store/index.ts';
+import { ModelNotFoundError, type CatalogueModel, type ModelCatalogue } from '../models/catalogue.ts';
 import { runExportInWorker, tarDirectory, tarSize, type ExportFormat, type ExportJob, type MergedDtype } from '../engine/index.ts';
 import type { ApiContext } from './context.ts';
 
@@ -33,39 +32,22 @@ const notFoundModel = (id: string, why = 'does not exist or you do not have acce
   new ApiError(404, `The model '${id}' ${why}.`, 'invalid_request_error', 'model', 'model_not_found');
 
 /**
- * The folders behind a fine-tuned model or checkpoint name, or a 404: another organization's model
- * (when `organization` is given), a base model, an unknown name, or one whose files are gone.
+ * The folders behind a fine-tuned model or checkpoint name, or a 404: a base model, an unknown
+ * name, a checkpoint another organization shared (it may be used, not taken away), or one whose
+ * files are gone. `organization` undefined: any organization's (the operator's CLI).
  */
-export async function resolveExportSource(store: Store, modelsDir: string, id: string, organization?: string): Promise<ExportSource> {
-  let dir: string | null = null;
-  let baseModel: string | undefined;
-  let kind: ExportSource['kind'] = 'model';
-  const model = await store.models.get(id, organization);
-  if (model) {
-    dir = model.dir;
-    baseModel = model.base_model;
-  } else {
-    const checkpoint = await store.checkpoints.getByName(id);
-    if (!checkpoint || (organization !== undefined && checkpoint.organization_id !== organization)) throw notFoundModel(id);
-    kind = 'checkpoint';
-    dir = checkpoint.dir;
-    baseModel = (await store.jobs.get(checkpoint.job_id))?.model;
+export async function resolveExportSource(catalogue: ModelCatalogue, id: string, organization?: string): Promise<ExportSource> {
+  let model: CatalogueModel;
+  try {
+    model = await catalogue.resolve(id, organization);
+  } catch (error) {
+    if (!(error instanceof ModelNotFoundError)) throw error;
+    if (error.reason === 'no_weights') throw notFoundModel(id, 'has no stored weights to export');
+    if (error.reason === 'parent_unavailable') throw notFoundModel(id, `cannot be exported: its base model '${error.parent ?? 'unknown'}' is no longer available`);
+    throw notFoundModel(id);
   }
-  if (!dir || !existsSync(dir)) throw notFoundModel(id, 'has no stored weights to export');
-  const isAdapter = existsSync(join(dir, 'adapter_config.json'));
-  if (!isAdapter) {
-    if (!existsSync(join(dir, 'config.json'))) throw notFoundModel(id, 'has no stored weights to export');
-    return { id, kind, modelDir: dir, adapterDir: null, baseModel: baseModel ?? '' };
-  }
-  const base = baseModel ? await findBaseModel(modelsDir, baseModel) : undefined;
-  let baseDir = base?.dir;
-  if (!baseDir) {
-    // The adapter records the base folder it was trained on; use it while it is still there.
-    const recorded = (JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
-    if (typeof recorded === 'string' && existsSync(join(recorded, 'config.json'))) baseDir = recorded;
-  }
-  if (!baseDir) throw notFoundModel(id, `cannot be exported: its base model '${baseModel ?? 'unknown'}' is no longer available`);
-  return { id, kind, modelDir: baseDir, adapterDir: dir, baseModel: baseModel ?? '' };
+  if (model.kind === 'base' || model.shared) throw notFoundModel(id);
+  return { id, kind: model.kind === 'checkpoint' ? 'checkpoint' : 'model', modelDir: model.modelDir, adapterDir: model.adapterDir, baseModel: model.parent ?? '' };
 }
 
 function torchDtypeOf(dir: string): string {
@@ -142,7 +124,7 @@ interface ExportQuery {
 }
 
 export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
-  const { store, config } = ctx;
+  const { catalogue, config } = ctx;
   const queue = new SerialQueue();
   removeStaleExports(join(config.dataDir, 'exports'));
 
@@ -165,7 +147,7 @@ export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
     async (request, reply) => {
       const { model: id } = request.params;
       const { format, dtype } = request.query;
-      const source = await resolveExportSource(store, config.modelsDir, id, request.caller.organization);
+      const source = await resolveExportSource(catalogue, id, request.caller.organization);
       const exportsDir = join(config.dataDir, 'exports');
       mkdirSync(exportsDir, { recursive: true });
       const work = mkdtempSync(join(exportsDir, 'tmp-'));

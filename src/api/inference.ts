@@ -5,15 +5,10 @@
 // (the graders' score_model / label_model models are served by it too), and what
 // /v1/chat/completions and /v1/completions share: sampling parameters, server-sent events, aborting on disconnect.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../domain/errors.ts';
-import { parseFineTunedModelName } from '../domain/naming.ts';
-import { findBaseModel } from '../store/base-models.ts';
-import type { Store } from '../store/index.ts';
-import { InferenceHost, type ModelInfo, type ModelSourceMessage } from '../engine/infer/index.ts';
-import type { GenerateOptions, GenerationResult, OnToken } from '../engine/infer/index.ts';
+import { inferenceSource, ModelNotFoundError, type CatalogueModel, type ModelCatalogue } from '../models/catalogue.ts';
+import { EngineError, InferenceHost, type GenerateOptions, type GenerationResult, type ModelInfo, type ModelSourceMessage, type OnToken } from '../engine/index.ts';
 import { chatCompletionRoutes } from './chat-completions.ts';
 import { completionRoutes } from './completions.ts';
 
@@ -41,23 +36,6 @@ export function modelNotFound(name: string): ApiError {
   return new ApiError(404, `The model '${name}' does not exist or you do not have access to it.`, 'invalid_request_error', 'model', 'model_not_found');
 }
 
-/** The folder's chat template (tokenizer_config.json, or chat_template.jinja). */
-function readChatTemplate(dir: string): string | null {
-  try {
-    const config = JSON.parse(readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as { chat_template?: unknown };
-    const raw = config.chat_template;
-    if (typeof raw === 'string') return raw;
-    if (Array.isArray(raw)) {
-      const chosen = (raw as { name?: string; template?: string }[]).find((t) => t.name === 'default') ?? raw[0];
-      if (typeof chosen?.template === 'string') return chosen.template;
-    }
-  } catch {
-    // no config
-  }
-  const jinja = path.join(dir, 'chat_template.jinja');
-  return existsSync(jinja) ? readFileSync(jinja, 'utf8') : null;
-}
-
 export class InferenceService {
   private host: InferenceHost | null = null;
   /** Loaded (or loading) models in least-recently-used order, with their requests in flight. */
@@ -72,8 +50,7 @@ export class InferenceService {
   private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(
-    private readonly store: Store,
-    private readonly modelsDir: string,
+    private readonly catalogue: ModelCatalogue,
     settings: InferenceSettings = {},
   ) {
     this.maxLoaded = settings.maxLoadedModels ?? 8;
@@ -82,29 +59,18 @@ export class InferenceService {
 
   /** The model `name` as `organization` may use it; anything else is a 404 model_not_found. */
   async resolve(name: string, organization: string): Promise<ResolvedModel> {
-    const base = await findBaseModel(this.modelsDir, name);
-    if (base) return { name, key: `base:${base.dir}`, source: { baseModelDir: base.dir }, shareBase: true, chatTemplate: readChatTemplate(base.dir) };
-    const tuned = await this.store.models.get(name, organization);
-    if (tuned) return this.tunedModel(name, tuned.dir, tuned.base_model, organization);
-    const checkpoint = await this.store.checkpoints.getByName(name);
-    if (checkpoint && (checkpoint.organization_id === organization || (await this.store.permissions.find(name, organization)))) {
-      const job = await this.store.jobs.get(checkpoint.job_id);
-      const baseName = job?.model ?? parseFineTunedModelName(name)?.base;
-      if (!baseName) throw modelNotFound(name);
-      return this.tunedModel(name, checkpoint.dir, baseName, checkpoint.organization_id);
+    let model: CatalogueModel;
+    try {
+      model = await this.catalogue.resolve(name, organization);
+    } catch (error) {
+      throw error instanceof ModelNotFoundError ? modelNotFound(name) : error;
     }
-    throw modelNotFound(name);
+    return { name, ...inferenceSource(model), chatTemplate: model.chatTemplate };
   }
 
   /** Whether `organization` may use the model `name` (resolve's rules, without a 404). */
   async exists(name: string, organization: string): Promise<boolean> {
-    try {
-      await this.resolve(name, organization);
-      return true;
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404) return false;
-      throw error;
-    }
+    return (await this.catalogue.find(name, organization)) !== null;
   }
 
   /**
@@ -119,34 +85,6 @@ export class InferenceService {
     } finally {
       release();
     }
-  }
-
-  /** Weights in `dir` (a PEFT adapter or a full HF folder) trained from `baseName`. */
-  private async tunedModel(name: string, dir: string | null, baseName: string, owner: string): Promise<ResolvedModel> {
-    if (!dir) throw modelNotFound(name);
-    const baseDir = await this.baseDir(baseName, owner, 0);
-    if (!baseDir) throw modelNotFound(name);
-    if (existsSync(path.join(dir, 'adapter_config.json'))) {
-      return { name, key: `tuned:${dir}`, source: { baseModelDir: baseDir, adapterDir: dir }, shareBase: true, chatTemplate: readChatTemplate(baseDir) };
-    }
-    if (existsSync(path.join(dir, 'config.json'))) {
-      const tokenizerDir = existsSync(path.join(dir, 'tokenizer.json')) ? dir : baseDir;
-      return { name, key: `tuned:${dir}`, source: { baseModelDir: baseDir, modelDir: dir }, shareBase: false, chatTemplate: readChatTemplate(tokenizerDir) };
-    }
-    throw modelNotFound(name);
-  }
-
-  /**
-   * The HF folder a model was trained from: a base model, or a fine-tuned model with full
-   * weights (tuned again). A LoRA model tuned again trained over its own base folder.
-   */
-  private async baseDir(baseName: string, owner: string, depth: number): Promise<string | null> {
-    const base = await findBaseModel(this.modelsDir, baseName);
-    if (base) return base.dir;
-    const tuned = depth < 8 ? await this.store.models.get(baseName, owner) : undefined;
-    if (!tuned?.dir) return null;
-    if (existsSync(path.join(tuned.dir, 'config.json'))) return tuned.dir;
-    return this.baseDir(tuned.base_model, owner, depth + 1);
   }
 
   get inferenceHost(): InferenceHost {
@@ -233,8 +171,8 @@ export class InferenceService {
    * next request starts a fresh one instead of failing forever.
    */
   generationFailed(error: unknown): void {
-    const message = (error as Error)?.message ?? '';
-    if (this.closed || !/inference (worker exited|host is closed)/.test(message)) return;
+    const workerGone = error instanceof EngineError && (error.code === 'inference_worker_exited' || error.code === 'inference_host_closed');
+    if (this.closed || !workerGone) return;
     const host = this.host;
     this.host = null;
     this.loaded.clear();
@@ -449,7 +387,9 @@ export function generationError(error: unknown): unknown {
   if (error instanceof ApiError) return error;
   const e = error as Error;
   if (e?.name === 'AbortError') return e;
-  if (/context is \d+|outside the vocabulary|must be at least/.test(e?.message ?? '')) return new ApiError(400, e.message, 'invalid_request_error', null, 'invalid_value');
+  if (error instanceof EngineError && (error.code === 'invalid_prompt' || error.code === 'invalid_generate_options')) {
+    return new ApiError(400, error.message, 'invalid_request_error', null, 'invalid_value');
+  }
   return new ApiError(500, `Generation failed: ${e?.message ?? String(error)}`, 'server_error', null, 'generation_failed');
 }
 

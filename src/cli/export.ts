@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import { openStore } from '../store/index.ts';
+import { ModelCatalogue } from '../models/catalogue.ts';
 import { exportFileStem, exportJob, resolveExportSource } from '../api/export.ts';
 import { EXPORT_FORMATS, runExport, tarDirectory, type ExportFormat } from '../engine/index.ts';
 
@@ -33,7 +34,7 @@ export async function runExportCommand(args: string[]): Promise<void> {
   const config = loadConfig();
   const store = await openStore(config);
   try {
-    const source = await resolveExportSource(store, config.modelsDir, values.model, values.org);
+    const source = await resolveExportSource(new ModelCatalogue(store, config.modelsDir), values.model, values.org);
     const asTar = format !== 'gguf' && out.endsWith('.tar');
     // Written next to the target and moved into place when complete.
     const work = mkdtempSync(join(dirname(out), `.${basename(out)}.tmp-`));

@@ -19,6 +19,8 @@ export { baseLearningRate, makePlan } from './train/plan.ts';
 // What the control plane (src/api, src/scheduler, src/domain, src/cli) uses: it reaches the engine
 // only through this file (.dependency-cruiser.cjs).
 export { wantsResumePoint } from './train/pause.ts';
+export { EngineError, deserializeError, serializeError, type EngineErrorCode, type SerializedError } from './errors.ts';
+export { readChatTemplate } from './data/tokenizer.ts';
 export type { ChatMessage, ToolDefinition } from './data/chat-format.ts';
 export {
   InferenceHost,

@@ -2,15 +2,12 @@
 // with the job's grader by src/graders' runGrader, in the worker process (a child-process trainer
 // asks its parent, see train-process.ts). Grader errors on a sample score 0, as in /graders/run.
 //
-// score_model / label_model graders are served by our own inference: a base model of MODELS_DIR
-// or one of the job organization's fine-tuned models (LoRA adapter over its base, or full
-// weights), loaded in an inference worker thread on first use and closed when the job ends.
+// score_model / label_model graders are served by our own inference: any model the job's
+// organization may use (models/catalogue.ts), loaded in an inference worker thread on first use and closed when the job ends.
 // Grader models sample at temperature 0 unless the grader says otherwise (repeatable rewards).
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { InferenceHost, type ModelSourceMessage, type RftSample } from '../engine/index.ts';
+import { InferenceHost, type RftSample } from '../engine/index.ts';
 import { pythonLimitsFromEnv, runGrader, type CallModel, type GraderDeps, type GraderModelReply, type PythonSandboxOptions } from '../graders/index.ts';
-import { findBaseModel } from '../store/base-models.ts';
+import { inferenceSource, ModelCatalogue } from '../models/catalogue.ts';
 import type { Store } from '../store/index.ts';
 
 const DEFAULT_MAX_TOKENS = 512;
@@ -37,20 +34,11 @@ export interface JobGrader {
 export function ownCallModel(opts: RftGradingOptions): { callModel: CallModel; close: () => Promise<void> } {
   let host: InferenceHost | null = null;
   const loaded = new Map<string, Promise<{ contextLength: number }>>();
-  const resolve = async (name: string): Promise<{ key: string; source: ModelSourceMessage } | null> => {
-    const base = await findBaseModel(opts.modelsDir, name);
-    if (base) return { key: `base:${base.dir}`, source: { baseModelDir: base.dir } };
-    const tuned = await opts.store.models.get(name, opts.organization);
-    if (!tuned?.dir) return null;
-    const tunedBase = await findBaseModel(opts.modelsDir, tuned.base_model);
-    if (!tunedBase) return null;
-    if (existsSync(path.join(tuned.dir, 'adapter_config.json'))) return { key: `tuned:${tuned.dir}`, source: { baseModelDir: tunedBase.dir, adapterDir: tuned.dir } };
-    if (existsSync(path.join(tuned.dir, 'config.json'))) return { key: `tuned:${tuned.dir}`, source: { baseModelDir: tunedBase.dir, modelDir: tuned.dir } };
-    return null;
-  };
+  const catalogue = new ModelCatalogue(opts.store, opts.modelsDir);
   const callModel: CallModel = async (model, messages, sampling): Promise<GraderModelReply> => {
-    const resolved = await resolve(model);
-    if (!resolved) throw new Error(`the model '${model}' is not available`);
+    const found = await catalogue.find(model, opts.organization);
+    if (!found) throw new Error(`the model '${model}' is not available`);
+    const resolved = inferenceSource(found);
     host ??= new InferenceHost();
     let info = loaded.get(resolved.key);
     if (!info) loaded.set(resolved.key, (info = host.load(resolved.key, resolved.source)));

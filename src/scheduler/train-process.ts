@@ -12,21 +12,21 @@
 //   child → parent  {type: 'event', seq, event}      the engine waits for the ack (back-pressure:
 //                                                    a checkpoint is recorded before training goes on)
 //                   {type: 'result', result} | {type: 'error', error: {name, message, code?}}
+//                   (an EngineError keeps its code: engine/errors.ts)
 //   reinforcement:  child {type: 'grade', id, samples} → parent runs options.grade → {type: 'graded', id, rewards | error}
 //                   (grading stays in the parent: the grader, its sandbox and grader models live there)
 // The child exits when its parent goes away (IPC disconnect), so a killed server leaves no trainer
 // behind; the job's lease then expires and another worker resumes it from its last resume point.
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../engine/contract.ts';
-import { wantsResumePoint } from '../engine/train/pause.ts';
+import { deserializeError, serializeError, wantsResumePoint, type RftSample, type SerializedError, type TrainEvent, type TrainOptions, type TrainResult, type TrainSpec } from '../engine/index.ts';
+import { JobError } from './job-error.ts';
 
 type ToChild =
   | { type: 'start'; spec: TrainSpec }
   | { type: 'ack'; seq: number }
   | { type: 'abort'; saveResumePoint?: boolean }
   | { type: 'graded'; id: number; rewards?: number[]; error?: string };
-type SerializedError = { name: string; message: string; code?: string };
 type FromChild =
   | { type: 'event'; seq: number; event: TrainEvent }
   | { type: 'result'; result: TrainResult }
@@ -146,7 +146,7 @@ export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
             break;
           case 'error': {
             const e = message.error;
-            const error = e.name === 'AbortError' ? new DOMException(e.message, 'AbortError') : Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
+            const error = e.name === 'AbortError' ? new DOMException(e.message, 'AbortError') : deserializeError(e);
             outcome = { ok: false, error };
             break;
           }
@@ -168,7 +168,7 @@ export function createChildProcessTrainer(options: ChildProcessOptions = {}) {
           const how = sig ? `was killed by ${sig}` : `exited with code ${code}`;
           const hint = sig === 'SIGKILL' ? ' (most likely out of memory: try a smaller batch_size or a smaller model)' : '';
           const last = stderr.text ? `: ${stderr.text.split('\n').slice(-5).join(' | ')}` : '';
-          reject(Object.assign(new Error(`The training process ${how}${hint}${last}`), { code: sig === 'SIGKILL' ? 'out_of_memory' : 'training_process_crashed' }));
+          reject(new JobError(`The training process ${how}${hint}${last}`, sig === 'SIGKILL' ? 'out_of_memory' : 'training_process_crashed'));
         });
       };
       child.on('exit', (code, sig) => finish(code, sig));
@@ -186,7 +186,7 @@ export const trainInChildProcess = createChildProcessTrainer();
 // The child side
 
 async function childMain(): Promise<void> {
-  const { train } = await import('../engine/train/train.ts');
+  const { train } = await import('../engine/index.ts');
   const controller = new AbortController();
   const acks = new Map<number, () => void>();
   let seq = 0;
@@ -258,15 +258,8 @@ async function childMain(): Promise<void> {
       });
       reply = { type: 'result', result };
     } catch (err) {
-      const e = err as { name?: string; message?: string; code?: unknown };
-      reply = {
-        type: 'error',
-        error: {
-          name: controller.signal.aborted ? 'AbortError' : String(e?.name ?? 'Error'),
-          message: String(e?.message ?? err),
-          ...(typeof e?.code === 'string' ? { code: e.code } : {}),
-        },
-      };
+      const error = serializeError(err);
+      reply = { type: 'error', error: controller.signal.aborted ? { name: 'AbortError', message: error.message } : error };
     }
     await post(reply);
     process.exit(0);

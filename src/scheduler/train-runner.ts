@@ -8,16 +8,18 @@
 // same losses. What those steps already recorded (metrics events, checkpoints, the engine's own
 // messages) is recorded once only: the runner skips what the job already has, so the event list of
 // a job that was paused or recovered reads exactly like that of an uninterrupted one.
-import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import type { LoraSettings, StepMetrics, ResolvedHyperparameters, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../engine/contract.ts';
+import { JobError } from './job-error.ts';
+import {
+  EngineError, wantsResumePoint,
+  type EngineErrorCode, type LoraSettings, type StepMetrics, type ResolvedHyperparameters, type TrainEvent, type TrainOptions, type TrainResult, type TrainSpec,
+} from '../engine/index.ts';
 import { jobEvents } from '../domain/jobs.ts';
 import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
 import { blobKeys, type JobRecord } from '../store/index.ts';
-import { findBaseModel } from '../store/base-models.ts';
-import { wantsResumePoint } from '../engine/train/pause.ts';
+import { ModelCatalogue } from '../models/catalogue.ts';
 import type { JobRunContext, JobRunner } from './worker.ts';
 import type { CallModel, PythonSandboxOptions } from '../graders/index.ts';
 import { jobGrader } from './rft-grading.ts';
@@ -46,29 +48,23 @@ export interface TrainRunnerOptions {
   graderPython?: PythonSandboxOptions;
   /** Reinforcement: most tokens per sampled completion (default: the engine's). */
   rftMaxCompletionTokens?: number;
+  /** Most bytes a job's training may use (TRAIN_MEMORY_LIMIT_MB); jobs estimated over it fail with insufficient_memory. */
+  memoryLimitBytes?: number;
 }
 
-/** A job error with OpenAI's {code, param}; the worker copies both into the job's `error`. */
-export class JobError extends Error {
-  constructor(message: string, readonly code: string, readonly param: string | null = null) {
-    super(message);
-  }
-}
-
+/** The full Hugging Face folder the job trains from: a base model's, or a full fine-tune's. */
 async function baseModelDir(job: JobRecord, ctx: JobRunContext, modelsDir: string): Promise<string> {
-  const base = await findBaseModel(modelsDir, job.model);
-  if (base) return base.dir;
-  const tuned = await ctx.store.models.get(job.model, job.organization_id);
-  if (tuned?.dir && existsSync(path.join(tuned.dir, 'adapter_config.json'))) {
-    // The engine starts from a full HF folder; a LoRA fine-tune is an adapter on its base.
+  const model = await new ModelCatalogue(ctx.store, modelsDir).find(job.model, job.organization_id);
+  if (!model) throw new JobError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
+  if (model.adapterDir) {
+    // The engine starts from a full HF folder; a LoRA fine-tune is an adapter on its parent.
     throw new JobError(
-      `${job.model} is a LoRA adapter on ${tuned.base_model}; fine-tuning it further is not supported yet. Fine-tune ${tuned.base_model} with the combined training data instead.`,
+      `${job.model} is a LoRA adapter on ${model.parent}; fine-tuning it further is not supported yet. Fine-tune ${model.parent} with the combined training data instead.`,
       'model_not_supported',
       'model',
     );
   }
-  if (tuned?.dir) return tuned.dir;
-  throw new JobError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
+  return model.modelDir;
 }
 
 export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: string, options: TrainRunnerOptions): TrainSpec {
@@ -96,6 +92,7 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: strin
     outputDir: ctx.workDir,
     ...(job.resume_point ? { resumeFrom: job.resume_point } : {}),
     ...(options.checkpointEverySteps !== undefined ? { checkpointEverySteps: options.checkpointEverySteps } : {}),
+    ...(options.memoryLimitBytes ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
     ...(rft ? { grader: rft.grader, ...(options.rftMaxCompletionTokens ? { maxCompletionTokens: options.rftMaxCompletionTokens } : {}) } : {}),
   };
 }
@@ -162,24 +159,25 @@ async function alreadyRecorded(job: JobRecord, ctx: JobRunContext) {
 
 const removeDir = (dir: string) => fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
 
-/** Paths of the server's blob store mean nothing to the user: name the job's files instead. */
-function describeTrainError(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
+/** The job errors of the engine's codes (OpenAI's code and param); any other failure is training_failed. */
+const JOB_ERRORS: Partial<Record<EngineErrorCode, { code: string; param: string }>> = {
+  invalid_training_file: { code: 'invalid_training_file', param: 'training_file' },
+  invalid_validation_file: { code: 'invalid_validation_file', param: 'validation_file' },
+  insufficient_memory: { code: 'insufficient_memory', param: 'method' },
+};
+
+/** A training failure as the job's error; paths of the server's blob store become the job's file ids. */
+function jobErrorOf(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
   if (!(err instanceof Error) || err instanceof JobError || err.name === 'AbortError') return err;
+  const replacements: [string | undefined, string][] = [
+    [spec.validationFile, `validation file ${job.validation_file}`],
+    [spec.trainingFile, `training file ${job.training_file}`],
+    [spec.outputDir, '<job folder>'],
+  ];
   let message = err.message;
-  let code = typeof (err as { code?: unknown }).code === 'string' ? String((err as { code?: unknown }).code) : 'training_failed';
-  let param: string | null = null;
-  if (spec.validationFile && message.includes(spec.validationFile)) {
-    message = message.split(spec.validationFile).join(`validation file ${job.validation_file}`);
-    [code, param] = ['invalid_validation_file', 'validation_file'];
-  }
-  if (message.includes(spec.trainingFile)) {
-    message = message.split(spec.trainingFile).join(`training file ${job.training_file}`);
-    [code, param] = ['invalid_training_file', 'training_file'];
-  } else if (/training file has no examples/.test(message)) {
-    [code, param] = ['invalid_training_file', 'training_file'];
-  }
-  message = message.split(spec.outputDir).join('<job folder>');
-  return new JobError(message, code, param);
+  for (const [path, name] of replacements) if (path) message = message.split(path).join(name);
+  const mapped = err instanceof EngineError ? JOB_ERRORS[err.code] : undefined;
+  return new JobError(message, mapped?.code ?? 'training_failed', mapped?.param ?? null);
 }
 
 export function createTrainRunner(train: TrainFunction, options: TrainRunnerOptions): JobRunner {
@@ -298,7 +296,7 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
         if (status === 'cancelled') await wandb?.finish('cancelled');
         throw err;
       }
-      const described = describeTrainError(err, job, spec);
+      const described = jobErrorOf(err, job, spec);
       await wandb?.finish('failed', { error: (described as Error).message });
       throw described;
     }

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, describe, test } from 'node:test';
+import { after, afterEach, describe, test } from 'node:test';
 import { ApiError } from '../../src/domain/errors.ts';
 import { WandbLogger, validateIntegrations, wandbOptionsFromEnv, type WandbLoggerOptions } from '../../src/integrations/wandb.ts';
+import { FAKE_WANDB_API_KEY, startFakeWandb as startFake, type FakeWandb, type FakeWandbBehaviour, type Recorded } from '../support/fake-wandb.ts';
 
 // ---------------------------------------------------------------------------------------------
 // validateIntegrations
@@ -66,74 +65,9 @@ describe('validateIntegrations', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// A fake W&B on 127.0.0.1 that records every request
+// WandbLogger against a fake W&B that refuses what W&B would refuse (test/support/fake-wandb.ts)
 
-interface Recorded {
-  method: string;
-  path: string;
-  authorization: string | undefined;
-  body: any;
-}
-
-interface FakeWandbBehaviour {
-  /** Entity W&B answers when the request names none (the key's default entity). */
-  defaultEntity?: string;
-  historyLineCount?: number;
-  /** Statuses for the next file_stream requests, then 200. */
-  fileStreamStatuses?: number[];
-  /** Answer the GraphQL request with this status / with GraphQL errors. */
-  graphqlStatus?: number;
-  graphqlErrors?: boolean;
-  /** Delay before answering the GraphQL request. */
-  graphqlDelayMs?: number;
-}
-
-async function startFakeWandb(behaviour: FakeWandbBehaviour = {}) {
-  const requests: Recorded[] = [];
-  const fileStreamStatuses = [...(behaviour.fileStreamStatuses ?? [])];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null');
-      requests.push({ method: req.method!, path: req.url!, authorization: req.headers.authorization, body });
-      const json = (status: number, value: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
-      if (req.url === '/graphql') {
-        setTimeout(() => answerGraphql(body, json), behaviour.graphqlDelayMs ?? 0);
-      } else if (/^\/files\/[^/]+\/[^/]+\/[^/]+\/file_stream$/.test(req.url!)) {
-        const status = fileStreamStatuses.shift() ?? 200;
-        json(status, status === 200 ? { exitcode: null, limits: {} } : { error: 'unavailable' });
-      } else {
-        json(404, { error: 'not found' });
-      }
-    });
-  });
-
-  /** upsertBucket's answer: the bucket with its project and (given or default) entity. */
-  function answerGraphql(body: any, json: (status: number, value: unknown) => void) {
-    if (behaviour.graphqlStatus) return json(behaviour.graphqlStatus, { error: 'nope' });
-    if (behaviour.graphqlErrors) return json(200, { errors: [{ message: 'permission denied' }], data: { upsertBucket: null } });
-    const v = body.variables;
-    const bucket = {
-      id: 'UnVuOjE=',
-      name: v.name,
-      displayName: v.displayName,
-      historyLineCount: behaviour.historyLineCount ?? 0,
-      project: { name: v.project, entity: { name: v.entity ?? behaviour.defaultEntity ?? 'default-entity' } },
-    };
-    json(200, { data: { upsertBucket: { bucket, inserted: true } } });
-  }
-
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    requests,
-    fileStreams: () => requests.filter((r) => r.path.endsWith('/file_stream')),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
-const API_KEY = 'local-0123456789abcdef0123456789abcdef01234567';
+const API_KEY = FAKE_WANDB_API_KEY;
 const BASIC = `Basic ${Buffer.from(`api:${API_KEY}`).toString('base64')}`;
 const FAST: WandbLoggerOptions = { flushIntervalMs: 5, requestTimeoutMs: 2000 };
 
@@ -151,9 +85,19 @@ async function waitFor(condition: () => boolean, timeoutMs = 5000) {
 
 describe('WandbLogger', () => {
   const cleanups: (() => Promise<void>)[] = [];
+  const fakes: FakeWandb[] = [];
   after(async () => {
     for (const cleanup of cleanups) await cleanup();
   });
+  // Whatever a test checks, everything sent must be what W&B takes.
+  afterEach(() => {
+    for (const fake of fakes.splice(0)) assert.deepEqual(fake.refused, [], 'requests W&B would refuse');
+  });
+  async function startFakeWandb(behaviour: FakeWandbBehaviour = {}) {
+    const fake = await startFake(behaviour);
+    fakes.push(fake);
+    return fake;
+  }
 
   test('creates the run, streams history in batches, then summary and completion, all with the key', async () => {
     const wandb = await startFakeWandb();

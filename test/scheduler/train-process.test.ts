@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { TrainEvent, TrainSpec } from '../../src/engine/contract.ts';
+import { EngineError } from '../../src/engine/index.ts';
 import { createChildProcessTrainer, trainInChildProcess } from '../../src/scheduler/train-process.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -61,6 +62,18 @@ describe('trainInChildProcess', () => {
 
   it('an engine error comes back as the error', async () => {
     await assert.rejects(trainInChildProcess(spec({ baseModelDir: path.join(tmp, 'no-such-model') }), {}), (err: Error) => err.name !== 'AbortError' && /no-such-model/.test(err.message));
+  });
+
+  it('an engine error keeps its code across the process boundary', async () => {
+    const badFile = path.join(tmp, 'bad.jsonl');
+    fs.writeFileSync(badFile, '{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n');
+    const rejection = await trainInChildProcess(spec({ validationFile: badFile }), {}).then(
+      () => assert.fail('training on a bad validation file succeeded'),
+      (err: unknown) => err,
+    );
+    assert.ok(rejection instanceof EngineError, String(rejection));
+    assert.equal(rejection.code, 'invalid_validation_file');
+    assert.match(rejection.message, /bad\.jsonl: line 2/);
   });
 
   it('a failing event handler stops training and is the error', async () => {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { TrainOptions, TrainSpec } from '../../src/engine/contract.ts';
 import { applyJobAction } from '../../src/scheduler/job-events.ts';
+import { EngineError } from '../../src/engine/index.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { Worker } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
@@ -162,14 +163,25 @@ describe('createTrainRunner', () => {
 
   it('engine errors name the job’s files, not server paths, with OpenAI’s error code', async () => {
     const train = async (spec: TrainSpec) => {
-      throw new Error(`${spec.trainingFile}: example on line 3: content is not text`);
+      throw new EngineError('invalid_validation_file', `${spec.validationFile}: example on line 3: content is not text`);
+    };
+    const job = await queuedJob(store, 'org-a', { validation_file: 'file-v' });
+    worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
+    worker.start();
+    const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'failed' || j.status === 'succeeded');
+    assert.deepEqual(done.error, { code: 'invalid_validation_file', param: 'validation_file', message: 'validation file file-v: example on line 3: content is not text' });
+    assert.equal(done.estimated_finish, null);
+  });
+
+  it('an error’s code decides, not its wording: one that only names the training file is training_failed', async () => {
+    const train = async (spec: TrainSpec) => {
+      throw new Error(`${spec.trainingFile}: the training file has no examples`);
     };
     const job = await queuedJob(store, 'org-a');
     worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
     worker.start();
     const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'failed' || j.status === 'succeeded');
-    assert.deepEqual(done.error, { code: 'invalid_training_file', param: 'training_file', message: 'training file file-x: example on line 3: content is not text' });
-    assert.equal(done.estimated_finish, null);
+    assert.deepEqual(done.error, { code: 'training_failed', param: null, message: 'training file file-x: the training file has no examples' });
   });
 
   it('a NaN loss fails the job (training_diverged)', async () => {

@@ -5,11 +5,10 @@ import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
 import { parseJobMethod, resolveSeed, validateMetadata, validateSuffix, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
 import { validateGrader } from '../../graders/index.ts';
-import { newId, parseFineTunedModelName } from '../../domain/naming.ts';
+import { newId } from '../../domain/naming.ts';
 import { validateIntegrations } from '../../integrations/wandb.ts';
 import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
 import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
-import { findBaseModel } from '../../store/base-models.ts';
 import type { CheckpointRecord, EventRecord, JobMethod, JobRecord, Store } from '../../store/index.ts';
 import { nowSeconds, type ApiContext } from '../context.ts';
 import { requireJsonlName } from '../files.ts';
@@ -142,10 +141,10 @@ const DAY_SECONDS = 24 * 3600;
 export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
 
+  /** A base model or one of the organization's fine-tuned models (not a checkpoint). */
   async function checkModel(model: string, organization: string) {
-    if (await findBaseModel(config.modelsDir, model)) return;
-    if (parseFineTunedModelName(model) && (await store.models.get(model, organization))) return;
-    throw invalidParam('model', `Model ${model} is not available for fine-tuning or does not exist.`, 'model_not_available');
+    const found = await ctx.catalogue.find(model, organization);
+    if (!found || found.kind === 'checkpoint') throw invalidParam('model', `Model ${model} is not available for fine-tuning or does not exist.`, 'model_not_available');
   }
 
   async function checkFile(fileId: string, organization: string, param: 'training_file' | 'validation_file') {

@@ -111,12 +111,22 @@ function findChatTemplate(dir: string, tokenizerConfig: Json): string | null {
   return null;
 }
 
+/** A folder's tokenizer_config.json ({} when it has none). */
+export function readTokenizerConfig(dir: string): Json {
+  const configPath = join(dir, 'tokenizer_config.json');
+  return existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Json) : {};
+}
+
+/** The chat template of a HF model folder without loading its tokenizer (null: it has none). */
+export function readChatTemplate(dir: string): string | null {
+  return findChatTemplate(dir, readTokenizerConfig(dir));
+}
+
 /** Load tokenizer.json and tokenizer_config.json from a HF model folder. */
 export function loadTokenizer(dir: string): HfTokenizer {
   const tokenizerPath = join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath)) throw new Error(`${dir}: no tokenizer.json`);
   const tokenizerJson = JSON.parse(readFileSync(tokenizerPath, 'utf8')) as Json;
-  const configPath = join(dir, 'tokenizer_config.json');
-  const tokenizerConfig = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Json) : {};
+  const tokenizerConfig = readTokenizerConfig(dir);
   return new HfTokenizer(new Tokenizer(tokenizerJson, tokenizerConfig), tokenizerConfig, findChatTemplate(dir, tokenizerConfig));
 }

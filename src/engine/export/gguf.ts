@@ -11,12 +11,12 @@
 //   - the tokenizer as "gpt2" (byte-level BPE): tokens, token types, merges, special ids, the
 //     pre-tokenizer name llama.cpp knows, and the chat template.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { eosTokenIds } from '../models/config.ts';
 import type { Tensor } from '../io/safetensors.ts';
-import { loadTokenizer } from '../data/tokenizer.ts';
+import { loadTokenizer, readTokenizerConfig } from '../data/tokenizer.ts';
 import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
 
 export type GgufDtype = 'f32' | 'f16';
@@ -107,8 +107,7 @@ function preTokenizerName(tokenizerJson: Json): string {
 /** Token list, types and merges as llama.cpp's "gpt2" tokenizer model expects them. */
 function tokenizerMetadata(tokenizerDir: string, config: ModelConfig): Map<string, GgufValue> {
   const tokenizerJson = JSON.parse(readFileSync(join(tokenizerDir, 'tokenizer.json'), 'utf8')) as Json;
-  const configPath = join(tokenizerDir, 'tokenizer_config.json');
-  const tokenizerConfig = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Json) : {};
+  const tokenizerConfig = readTokenizerConfig(tokenizerDir) as Json;
   const model = tokenizerJson.model as Json;
   if (model?.type !== 'BPE') throw new Error(`gguf export: tokenizer model ${String(model?.type)} is not supported (byte-level BPE only)`);
 
@@ -153,12 +152,10 @@ function tokenizerMetadata(tokenizerDir: string, config: ModelConfig): Map<strin
   if (pad !== null) metadata.set('tokenizer.ggml.padding_token_id', gguf.u32(pad));
   // Whether encoding adds BOS: tokenizer_config's add_bos_token, or the post-processor's template
   // (Llama 3 says so only there), as the tokenizer itself does it.
-  metadata.set('tokenizer.ggml.add_bos_token', gguf.bool(tokenizerConfig.add_bos_token === true || loadTokenizer(tokenizerDir).addsBos));
+  const tokenizer = loadTokenizer(tokenizerDir);
+  metadata.set('tokenizer.ggml.add_bos_token', gguf.bool(tokenizerConfig.add_bos_token === true || tokenizer.addsBos));
   metadata.set('tokenizer.ggml.add_eos_token', gguf.bool(tokenizerConfig.add_eos_token === true));
-  let template: unknown = tokenizerConfig.chat_template;
-  if (Array.isArray(template)) template = (template.find((t: Json) => t.name === 'default') ?? template[0])?.template;
-  if (typeof template !== 'string' && existsSync(join(tokenizerDir, 'chat_template.jinja'))) template = readFileSync(join(tokenizerDir, 'chat_template.jinja'), 'utf8');
-  if (typeof template === 'string') metadata.set('tokenizer.chat_template', gguf.str(template));
+  if (tokenizer.chatTemplate !== null) metadata.set('tokenizer.chat_template', gguf.str(tokenizer.chatTemplate));
   return metadata;
 }
 

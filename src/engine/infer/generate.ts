@@ -10,6 +10,7 @@ import type { DecoderSteps, StepAdapter } from './steps.ts';
 import { soloSequence, type Sequence } from './batcher.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
 import { createTokenConstraint, type ConstraintSpec } from './constraints/index.ts';
+import { EngineError } from '../errors.ts';
 
 export interface GenerateOptions {
   /** Most tokens to generate (default: up to the context length). */
@@ -122,15 +123,15 @@ async function generateIn(
 ): Promise<GenerationResult> {
   const { steps, tokenizer } = context;
   const vocabSize = steps.cfg.vocabSize;
-  if (promptIds.length === 0) throw new Error('generate: the prompt is empty');
+  if (promptIds.length === 0) throw new EngineError('invalid_prompt', 'generate: the prompt is empty');
   for (const id of promptIds) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new Error(`generate: token id ${id} is outside the vocabulary`);
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new EngineError('invalid_prompt', `generate: token id ${id} is outside the vocabulary`);
   }
   if (promptIds.length >= context.contextLength) {
-    throw new Error(`generate: the prompt has ${promptIds.length} tokens; this model's context is ${context.contextLength}`);
+    throw new EngineError('invalid_prompt', `generate: the prompt has ${promptIds.length} tokens; this model's context is ${context.contextLength}`);
   }
   const maxTokens = Math.min(options.maxTokens ?? Infinity, context.contextLength - promptIds.length);
-  if (!(maxTokens >= 1)) throw new Error('generate: maxTokens must be at least 1');
+  if (!(maxTokens >= 1)) throw new EngineError('invalid_generate_options', 'generate: maxTokens must be at least 1');
   const sampling = {
     temperature: options.temperature ?? 1,
     topP: options.topP ?? 1,
@@ -139,7 +140,7 @@ async function generateIn(
   };
   const logitBias = Object.entries(options.logitBias ?? {}).map(([id, bias]) => {
     const tokenId = Number(id);
-    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= vocabSize) throw new Error(`generate: logit_bias token ${id} is outside the vocabulary`);
+    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= vocabSize) throw new EngineError('invalid_generate_options', `generate: logit_bias token ${id} is outside the vocabulary`);
     return [tokenId, Math.max(-100, Math.min(100, bias))] as const;
   });
   const topLogprobs = Math.max(0, Math.min(20, options.topLogprobs ?? 0));

@@ -12,7 +12,8 @@
 //                  {op: 'unload', id, key}                        → result: null
 //                  {op: 'close', id}  aborts every generation, waits for all work in the worker
 //                                     (loads, generations, warmups), releases every model → result: null
-//   worker → main  {id, type: 'error', error: {name, message}} for any failed request.
+//   worker → main  {id, type: 'error', error: {name, message, code?}} for any failed request (an
+//                  EngineError keeps its code: see ../errors.ts).
 // Requests to the worker run concurrently: each generate yields between tokens, so two streams
 // interleave token by token, each with its own KV cache.
 //
@@ -23,6 +24,7 @@
 
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ChatMessage, ToolDefinition } from '../data/chat-format.ts';
+import { EngineError, deserializeError, serializeError, type SerializedError } from '../errors.ts';
 import type { GenerateOptions, GenerationResult, OnToken, TokenInfo } from './generate.ts';
 import { chatPrompt, loadModelForInference, loadSharedBase, textPrompt, type InferenceModel as Model, type InferenceOptions, type SharedBaseModel } from './model.ts';
 
@@ -66,7 +68,7 @@ type Request =
 type Reply =
   | { id: number; type: 'result'; value: unknown }
   | { id: number; type: 'token'; delta: string; info: TokenInfo }
-  | { id: number; type: 'error'; error: { name: string; message: string } };
+  | { id: number; type: 'error'; error: SerializedError };
 
 interface Pending {
   resolve: (value: never) => void;
@@ -94,10 +96,10 @@ export class InferenceHost {
       : `import(${self});`;
     this.worker = new Worker(entry, { eval: true, workerData: { mark: WORKER_MARK } });
     this.worker.on('message', (reply: Reply) => this.receive(reply));
-    this.worker.on('error', (error) => this.failAll(error));
+    this.worker.on('error', (error) => this.failAll(new EngineError('inference_worker_exited', `inference worker failed: ${error.message}`)));
     this.worker.on('exit', (code) => {
       this.exited = true;
-      this.failAll(new Error(`inference worker exited (code ${code})`));
+      this.failAll(new EngineError('inference_worker_exited', `inference worker exited (code ${code})`));
     });
   }
 
@@ -158,7 +160,7 @@ export class InferenceHost {
   }
 
   private requestWithId<T>(message: DistributiveOmit<Request, 'id'>, onToken?: OnToken): { id: number; promise: Promise<T> } {
-    if (this.closed) return { id: 0, promise: Promise.reject(new Error('inference host is closed')) };
+    if (this.closed) return { id: 0, promise: Promise.reject(new EngineError('inference_host_closed', 'inference host is closed')) };
     const id = this.nextId++;
     const promise = new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (value: never) => void, reject, onToken });
@@ -183,7 +185,7 @@ export class InferenceHost {
     }
     this.pending.delete(reply.id);
     if (reply.type === 'result') pending.resolve(reply.value as never);
-    else pending.reject(Object.assign(new Error(reply.error.message), { name: reply.error.name }));
+    else pending.reject(deserializeError(reply.error));
   }
 
   private failAll(error: Error): void {
@@ -322,10 +324,7 @@ function serveRequests(): void {
     if (request.op === 'abort') return void handle(request);
     (request.op === 'close' ? handle(request) : track(handle(request))).then(
       (value) => send({ id: request.id, type: 'result', value }),
-      (error: unknown) => {
-        const e = error instanceof Error ? error : new Error(String(error));
-        send({ id: request.id, type: 'error', error: { name: e.name, message: e.message } });
-      },
+      (error: unknown) => send({ id: request.id, type: 'error', error: serializeError(error) }),
     );
   });
 }

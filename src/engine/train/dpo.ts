@@ -28,6 +28,7 @@ import { DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
 import { trainingAborted } from './pause.ts';
 import { runTrainingLoop } from './loop.ts';
+import { EngineError, readingDataset } from '../errors.ts';
 
 /** OpenAI's default (and `auto`) β. */
 export const DEFAULT_BETA = 0.1;
@@ -130,10 +131,11 @@ export interface DpoPlan {
 export function makeDpoPlan(spec: TrainSpec, cfg: ModelConfig): DpoPlan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
   const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
-  const train = tokenizePreferenceDataset(spec.trainingFile, formatter, context);
-  const validSet = spec.validationFile ? tokenizePreferenceDataset(spec.validationFile, formatter, context) : null;
+  const train = readingDataset('training', () => tokenizePreferenceDataset(spec.trainingFile, formatter, context));
+  const validationFile = spec.validationFile;
+  const validSet = validationFile ? readingDataset('validation', () => tokenizePreferenceDataset(validationFile, formatter, context)) : null;
   const valid = validSet && validSet.pairs.length > 0 ? validSet : null;
-  if (train.pairs.length === 0) throw new Error('the training file has no examples');
+  if (train.pairs.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   let longest = 1;
   for (const p of [...train.pairs, ...(valid?.pairs ?? [])]) longest = Math.max(longest, p.chosen.ids.length, p.rejected.ids.length);
   const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);

@@ -9,6 +9,7 @@ import { loadTokenizer } from '../data/tokenizer.ts';
 import { tokenizeDataset, type TokenizedDataset } from '../data/dataset.ts';
 import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
 import type { MicroBatch } from './runner.ts';
+import { EngineError, readingDataset } from '../errors.ts';
 
 /** Longest context the engine trains at (longer examples are truncated). */
 export const MAX_CONTEXT = 2048;
@@ -57,10 +58,11 @@ export function baseLearningRate(cfg: ModelConfig, lora: boolean): number {
 export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
   const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
-  const train = tokenizeDataset(spec.trainingFile, formatter, context);
-  const validSet = spec.validationFile ? tokenizeDataset(spec.validationFile, formatter, context) : null;
+  const train = readingDataset('training', () => tokenizeDataset(spec.trainingFile, formatter, context));
+  const validationFile = spec.validationFile;
+  const validSet = validationFile ? readingDataset('validation', () => tokenizeDataset(validationFile, formatter, context)) : null;
   const valid = validSet && validSet.examples.length > 0 ? validSet : null;
-  if (train.examples.length === 0) throw new Error('the training file has no examples');
+  if (train.examples.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   const longest = [...train.examples, ...(valid?.examples ?? [])].reduce((m, e) => Math.max(m, e.ids.length), 1);
   const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
   const padId = cfg.padTokenId ?? 0;

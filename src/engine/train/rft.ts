@@ -32,6 +32,7 @@ import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-obj
 import { PolicySampler, stopTokenIds } from './rft-sampler.ts';
 import { RftStepRunner } from './rft-step.ts';
 import { runTrainingLoop } from './loop.ts';
+import { EngineError, readingDataset } from '../errors.ts';
 
 /** Most tokens per sampled completion unless the spec says otherwise. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 128;
@@ -86,9 +87,10 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const tokenizer = loadTokenizer(spec.baseModelDir);
   const formatter = new ChatFormatter(tokenizer);
   const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
-  const train = loadPrompts(spec.trainingFile, formatter, context);
-  const validAll = spec.validationFile ? loadPrompts(spec.validationFile, formatter, context) : [];
-  if (train.length === 0) throw new Error('the training file has no examples');
+  const train = readingDataset('training', () => loadPrompts(spec.trainingFile, formatter, context));
+  const validationFile = spec.validationFile;
+  const validAll = validationFile ? readingDataset('validation', () => loadPrompts(validationFile, formatter, context)) : [];
+  if (train.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   const longestPrompt = [...train, ...validAll].reduce((m, p) => Math.max(m, p.ids.length), 1);
   // Rows fit the longest prompt plus a full completion, up to the context; a prompt near the context
   // gets the room left (at least one token), the others keep the full budget.

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InferenceHost } from '../../../src/engine/infer/thread.ts';
+import { EngineError } from '../../../src/engine/errors.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,6 +82,11 @@ test('concurrent streams, abort, unload and unknown models', async () => {
     assert.deepEqual((await host.generate('tiny', prompt, { maxTokens: 3, temperature: 0 })).tokenIds, a.tokenIds.slice(0, 3));
 
     assert.deepEqual(await host.textPrompt('tiny', 'Ahoy'), local.tokenizer.encode('Ahoy', { addSpecialTokens: true }));
+    // A refused request comes back from the worker as an EngineError with its code (callers act on
+    // the code, never on the wording).
+    const refused = await host.generate('tiny', [999_999]).then(() => assert.fail('an id outside the vocabulary was accepted'), (err: unknown) => err);
+    assert.ok(refused instanceof EngineError, String(refused));
+    assert.equal(refused.code, 'invalid_prompt');
     await assert.rejects(host.generate('nope', prompt), /model nope is not loaded/);
     await host.unload('tiny');
     await assert.rejects(host.chatPrompt('tiny', conversation), /not loaded/);
@@ -123,7 +129,7 @@ test('closing a host mid-generation or mid-load, 10 times, ends its requests wit
   // the whole process (Napi::Error), so close() waits for the worker to stop and release its
   // sessions first: a crash here ends this file. Even rounds close on the first streamed token,
   // odd ones after a delay that lands in loading, prompting or generating.
-  const ended = (e: Error) => e.name === 'AbortError' || /inference (worker exited|host is closed)/.test(e.message);
+  const ended = (e: Error) => e.name === 'AbortError' || (e instanceof EngineError && (e.code === 'inference_worker_exited' || e.code === 'inference_host_closed'));
   for (let i = 0; i < 10; i++) {
     const host = new InferenceHost();
     let closed: Promise<void> | undefined;
@@ -139,7 +145,7 @@ test('closing a host mid-generation or mid-load, 10 times, ends its requests wit
     if (i % 2 === 1) setTimeout(close, (i * 53) % 300);
     await assert.rejects(work, ended);
     await close();
-    await assert.rejects(host.chatPrompt('tiny', conversation), /inference host is closed/);
+    await assert.rejects(host.chatPrompt('tiny', conversation), { name: 'EngineError', code: 'inference_host_closed' });
     await host.close(); // again: a no-op
   }
 });
