@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SeededRandom } from '../src/engine/data/random.ts';
 import { saveHfModel } from '../src/engine/io/hf-model.ts';
-import type { Tensor } from '../src/engine/io/safetensors.ts';
+import type { HostTensor } from '../src/engine/io/safetensors.ts';
 import { byteLevelTokenizerJson, trainByteLevelBpe, type SpecialToken } from './lib/byte-level-bpe.ts';
 import { demoExamples, writeDemoData } from './make-demo-data.ts';
 
@@ -100,22 +100,22 @@ function tokenizerCorpus(): string[] {
   return [TOOLS_PREAMBLE, TOOLS_POSTAMBLE, 'tool', ...general, ...dialogue];
 }
 
-function randomNormal(rng: SeededRandom, shape: number[], std: number): Tensor {
+function randomNormal(rng: SeededRandom, shape: number[], std: number): HostTensor {
   const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
   for (let i = 0; i < data.length; i++) data[i] = rng.nextNormal() * std;
   return { shape, data };
 }
 
-function ones(n: number): Tensor {
+function ones(n: number): HostTensor {
   return { shape: [n], data: new Float32Array(n).fill(1) };
 }
 
 /** Llama's initialisation (N(0, initializer_range) for every matrix, ones for the norms), but for the head. */
-function initialWeights(vocabSize: number, initializerRange: number): Map<string, Tensor> {
+function initialWeights(vocabSize: number, initializerRange: number): Map<string, HostTensor> {
   const { hiddenSize: h, intermediateSize: m, numLayers, numHeads, numKvHeads } = ARCHITECTURE;
   const headDim = h / numHeads;
   const rng = new SeededRandom(SEED);
-  const weights = new Map<string, Tensor>();
+  const weights = new Map<string, HostTensor>();
   const normal = (shape: number[]) => randomNormal(rng, shape, initializerRange);
   weights.set('model.embed_tokens.weight', normal([vocabSize, h]));
   for (let i = 0; i < numLayers; i++) {

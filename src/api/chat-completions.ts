@@ -8,7 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { ChatMessage, ConstraintSpec, GenerateOptions, GenerationResult, JsonSchema, ModelInfo, TokenInfo, TokenLogprob, ToolDefinition } from '../engine/index.ts';
-import { nowSeconds } from './context.ts';
+import { nowSeconds } from '../domain/clock.ts';
 import {
   abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, invalid, optionalBoolean, optionalNumber,
   checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,

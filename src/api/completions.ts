@@ -5,7 +5,7 @@
 // here have no infill format.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { GenerateOptions, GenerationResult, ModelInfo, TokenInfo, TokenLogprob } from '../engine/index.ts';
-import { nowSeconds } from './context.ts';
+import { nowSeconds } from '../domain/clock.ts';
 import {
   abandon, choiceCount, choiceSeed, disconnectSignal, EventStream, invalid, optionalBoolean, optionalNumber,
   checkLogitBias, rejectUnknown, requireModelName, requireObjectBody, responseId, samplingOptions, streamOptions, tokenBudget,

@@ -13,5 +13,3 @@ export interface ApiContext {
   /** A job ended (succeeded, failed, cancelled): webhooks go out. */
   onJobFinished(jobId: string, status: 'succeeded' | 'failed' | 'cancelled'): void;
 }
-
-export const nowSeconds = () => Math.floor(Date.now() / 1000);

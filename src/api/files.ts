@@ -4,7 +4,8 @@ import { invalidParam, notFound } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
 import { removeFile } from '../store/expiry.ts';
 import { blobKeys, type FileRow } from '../store/index.ts';
-import { nowSeconds, type ApiContext } from './context.ts';
+import { nowSeconds } from '../domain/clock.ts';
+import type { ApiContext } from './context.ts';
 import { readMultipart } from './multipart.ts';
 import { listObject, pageQuerySchema } from './pagination.ts';
 
@@ -100,7 +101,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.get<{ Querystring: { after?: string; limit: number; order: 'asc' | 'desc'; purpose?: string } }>(
     '/files',
-    { schema: { querystring: pageQuerySchema(10000, 10000, { order: { type: 'string', enum: ['asc', 'desc'], default: 'desc' }, purpose: { type: 'string' } }) } },
+    { schema: { querystring: pageQuerySchema('file-', 10000, 10000, { order: { type: 'string', enum: ['asc', 'desc'], default: 'desc' }, purpose: { type: 'string' } }) } },
     async (request) => {
       const { after, limit, order, purpose } = request.query;
       const page = await store.files.list(request.caller.organization, { after, limit, order, purpose });

@@ -5,7 +5,8 @@ import { ApiError, invalidParam, notFound } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
 import { discardUploadParts, expireUpload } from '../store/expiry.ts';
 import { blobKeys, type Store, type UploadRow } from '../store/index.ts';
-import { nowSeconds, type ApiContext } from './context.ts';
+import { nowSeconds } from '../domain/clock.ts';
+import type { ApiContext } from './context.ts';
 import { checkUploadPurpose, cleanFilename, fileObject, requireJsonlName } from './files.ts';
 import { readMultipart } from './multipart.ts';
 

@@ -36,7 +36,7 @@ type NoAuto<T> = { [K in keyof T]: Exclude<T[K], Auto> };
 export type ResolvedSupervisedHyperparameters = NoAuto<SupervisedHyperparameters>;
 export type ResolvedDpoHyperparameters = NoAuto<DpoHyperparameters>;
 export type ResolvedReinforcementHyperparameters = NoAuto<ReinforcementHyperparameters>;
-export type ResolvedHyperparameters =
+export type ResolvedJobHyperparameters =
   | ResolvedSupervisedHyperparameters
   | ResolvedDpoHyperparameters
   | ResolvedReinforcementHyperparameters;
@@ -252,7 +252,7 @@ const orAuto = <T>(value: T | Auto, auto: () => T): T => (value === 'auto' ? aut
 export function resolveHyperparameters(
   parsed: ParsedJobMethod,
   dataset: { nExamples: number; nTokens: number },
-): ResolvedHyperparameters {
+): ResolvedJobHyperparameters {
   const { nExamples } = dataset;
   const h = parsed.hyperparameters;
   const batch_size = orAuto(h.batch_size, () => autoBatchSize(nExamples));

@@ -165,7 +165,7 @@ export interface WandbJobInfo {
 }
 
 /** A step's metrics as the job's `metrics` events carry them: `step` plus named numbers. */
-export type StepMetrics = { step?: number } & Record<string, unknown>;
+export type WandbMetrics = { step?: number } & Record<string, unknown>;
 
 export type JobOutcome = 'succeeded' | 'failed' | 'cancelled';
 
@@ -175,7 +175,7 @@ export interface WandbJobLog {
    * disabled, not requested, or unreachable). Nothing needs to wait for it. */
   readonly started: Promise<number>;
   /** Queues one step's metrics; they are sent in batches once the run exists. */
-  log(metrics: StepMetrics): void;
+  log(metrics: WandbMetrics): void;
   /** Sends what is queued, the summary, and marks the runs finished (exit code 0 only on success). */
   finish(outcome: JobOutcome, summary?: Record<string, unknown>): Promise<void>;
 }
@@ -378,7 +378,7 @@ class WandbRun {
     }
   }
 
-  log(metrics: StepMetrics): void {
+  log(metrics: WandbMetrics): void {
     if (this.finished || this.stopped) return;
     const now = this.logger.settings.now();
     const step = typeof metrics.step === 'number' && Number.isFinite(metrics.step) ? metrics.step : this.nextStep;

@@ -5,6 +5,7 @@
 // The datasets module's warnings (problems that do not stop the job) become `warn` job events.
 import type { DatasetFormat, DatasetRole } from '../domain/datasets.ts';
 import { parseJobMethod, resolveHyperparameters, type ParsedJobMethod } from '../domain/hyperparameters.ts';
+import { nowSeconds } from '../domain/clock.ts';
 import { jobEvents } from '../domain/jobs.ts';
 import { blobKeys, type JobRecord, type Store } from '../store/index.ts';
 import { appendEvent, applyJobAction } from './job-events.ts';
@@ -30,7 +31,7 @@ export async function validateJobFiles(store: Store, validate: DatasetValidator,
   const parsed = parsedMethodOf(job);
   const fail = async (error: { code: string; param: string | null; message: string }) => {
     await applyJobAction(store, jobId, 'invalid', {
-      patch: { error, finished_at: Math.floor(Date.now() / 1000) },
+      patch: { error, finished_at: nowSeconds() },
       event: jobEvents.failed(error.message),
     }).catch(() => undefined); // cancelled meanwhile: nothing to do
   };

@@ -3,11 +3,10 @@
 // store's `transition`, `tryClaim` and `requeueExpired`, which take their statuses from the same
 // lifecycle (domain/jobs.ts).
 import { nextStatus, type JobAction, type JobEventContent } from '../domain/jobs.ts';
+import { nowSeconds } from '../domain/clock.ts';
 import { ApiError } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
 import type { JobPatch, JobRecord, Store } from '../store/index.ts';
-
-export const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 export async function appendEvent(store: Store, jobId: string, content: JobEventContent) {
   return store.events.add({

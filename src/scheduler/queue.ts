@@ -8,16 +8,16 @@ import { appendEvent } from './job-events.ts';
 export interface ClaimOptions {
   leaseMs: number;
   maxRunningPerOrg: number;
-  /** Injectable clock (ms) for tests. */
-  now?: number;
+  /** Injectable clock (Unix milliseconds, the lease's unit) for tests. */
+  nowMs?: number;
 }
 
 /** Returns running jobs with an expired lease to the queue, with a warning event each. */
-export async function requeueExpiredJobs(store: Store, now = Date.now()): Promise<string[]> {
+export async function requeueExpiredJobs(store: Store, nowMs = Date.now()): Promise<string[]> {
   const requeued: string[] = [];
-  for (const job of await store.jobs.expiredLeases(now)) {
+  for (const job of await store.jobs.expiredLeases(nowMs)) {
     const done = await store.transaction(async (tx) => {
-      if (!(await tx.jobs.requeueExpired(job.id, now))) return false;
+      if (!(await tx.jobs.requeueExpired(job.id, nowMs))) return false;
       await appendEvent(tx, job.id, jobEvents.requeued());
       return true;
     });
@@ -31,14 +31,14 @@ export async function requeueExpiredJobs(store: Store, now = Date.now()): Promis
  * (a conditional update: two workers never get the same job). Undefined when there is none.
  */
 export async function claimNextJob(store: Store, workerId: string, options: ClaimOptions): Promise<JobRecord | undefined> {
-  const now = options.now ?? Date.now();
-  await requeueExpiredJobs(store, now);
+  const nowMs = options.nowMs ?? Date.now();
+  await requeueExpiredJobs(store, nowMs);
   const skippedOrgs = new Set<string>();
   for (const candidate of await store.jobs.claimCandidates(100)) {
     if (skippedOrgs.has(candidate.organization_id)) continue;
     // A first claim starts the job: `running` and "Fine-tuning job started" land together.
     const claimed = await store.transaction(async (tx) => {
-      const job = await tx.jobs.tryClaim(candidate.id, workerId, { now, leaseMs: options.leaseMs, maxRunningPerOrg: options.maxRunningPerOrg });
+      const job = await tx.jobs.tryClaim(candidate.id, workerId, { nowMs, leaseMs: options.leaseMs, maxRunningPerOrg: options.maxRunningPerOrg });
       if (job?.attempts === 1) await appendEvent(tx, job.id, jobEvents.started());
       return job;
     });
@@ -51,6 +51,6 @@ export async function claimNextJob(store: Store, workerId: string, options: Clai
 }
 
 /** Renews the lease; false when the job is no longer this worker's running job (cancelled, paused, lost). */
-export async function renewLease(store: Store, jobId: string, workerId: string, leaseMs: number, now = Date.now()): Promise<boolean> {
-  return store.jobs.renewLease(jobId, workerId, now + leaseMs);
+export async function renewLease(store: Store, jobId: string, workerId: string, leaseMs: number, nowMs = Date.now()): Promise<boolean> {
+  return store.jobs.renewLease(jobId, workerId, nowMs + leaseMs);
 }

@@ -13,7 +13,8 @@ import { jobEvents, type JobEventContent } from '../domain/jobs.ts';
 import { checkpointModelName, fineTunedModelName, newId } from '../domain/naming.ts';
 import { blobKeys, type CheckpointRecord, type JobRecord, type Store } from '../store/index.ts';
 import { jobWorkDir, removeJobArtifacts, removeResumePoints } from './job-artifacts.ts';
-import { appendEvent, nowSeconds } from './job-events.ts';
+import { nowSeconds } from '../domain/clock.ts';
+import { appendEvent } from './job-events.ts';
 import { claimNextJob, renewLease } from './queue.ts';
 
 export interface JobRunContext {
@@ -242,7 +243,7 @@ export class Worker {
     const { store } = this.opts;
     if (signal.reason instanceof StoppedError) {
       await store.transaction(async (tx) => {
-        const requeued = await tx.jobs.transition(job.id, 'requeue', { worker_id: null, lease_expires_at: null, estimated_finish: null }, this.holding);
+        const requeued = await tx.jobs.transition(job.id, 'requeue', { worker_id: null, lease_expires_at_ms: null, estimated_finish: null }, this.holding);
         if (requeued) await appendEvent(tx, job.id, jobEvents.requeued());
       });
       return;
@@ -260,7 +261,7 @@ export class Worker {
         trained_tokens: result.trainedTokens,
         result_files: result.resultFiles ?? [],
         estimated_finish: null,
-        lease_expires_at: null,
+        lease_expires_at_ms: null,
       }, this.holding);
       if (!updated) return false;
       // The newest checkpoint is the final step's (every method checkpoints its last step): it is the
@@ -301,7 +302,7 @@ export class Worker {
     };
     this.opts.log?.('job failed', { job: job.id, error });
     const failed = await store.transaction(async (tx) => {
-      const updated = await tx.jobs.transition(job.id, 'fail', { error, finished_at: nowSeconds(), estimated_finish: null, lease_expires_at: null }, this.holding);
+      const updated = await tx.jobs.transition(job.id, 'fail', { error, finished_at: nowSeconds(), estimated_finish: null, lease_expires_at_ms: null }, this.holding);
       if (updated) await appendEvent(tx, job.id, jobEvents.failed(error.message));
       return updated;
     });

@@ -1,15 +1,14 @@
+import { nowSeconds } from '../domain/clock.ts';
+import { TERMINAL_STATUSES } from '../domain/jobs.ts';
 import type { Db } from './database.ts';
 import { fetchPage, type Page, type PageRequest } from './pagination.ts';
 import type { FileRow, NewFileRow } from './schema.ts';
-
-/** A job in any other status (validating_files, queued, running, paused) still needs its files. */
-const FINISHED_JOB_STATUSES = ['succeeded', 'failed', 'cancelled'];
 
 export class FilesRepository {
   /** `now`: the clock (Unix seconds) that decides which files have expired. */
   constructor(
     private readonly db: Db,
-    private readonly now: () => number = () => Math.floor(Date.now() / 1000),
+    private readonly now: () => number = nowSeconds,
   ) {}
 
   async insert(file: NewFileRow): Promise<FileRow> {
@@ -53,7 +52,7 @@ export class FilesRepository {
             eb
               .selectFrom('jobs')
               .select('jobs.id')
-              .where('jobs.status', 'not in', FINISHED_JOB_STATUSES)
+              .where('jobs.status', 'not in', TERMINAL_STATUSES) // an unfinished job still needs its files
               .where((j) => j.or([j('jobs.training_file', '=', j.ref('files.id')), j('jobs.validation_file', '=', j.ref('files.id'))])),
           ),
         ),

@@ -57,7 +57,7 @@ export const blobKeys = {
 
 export type { StoreLocation } from './database.ts';
 export type { Page, PageRequest } from './pagination.ts';
-export type { JobRecord, JobMethod, JobError, JobPatch, NewJob } from './jobs.ts';
+export type { JobRecord, JobMethod, JobErrorDetails, JobPatch, NewJob } from './jobs.ts';
 export type { EventRecord } from './events.ts';
 export type { CheckpointRecord } from './checkpoints.ts';
 export type { PermissionRecord } from './permissions.ts';

@@ -10,7 +10,8 @@ import type { SqlDialectName } from './migrations.ts';
 import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
 import type { JobRow, JobUpdate } from './schema.ts';
 
-export interface JobError {
+/** A failed job's `error` as OpenAI shows it (scheduler/job-error.ts's JobError is what a run throws). */
+export interface JobErrorDetails {
   code: string;
   message: string;
   param: string | null;
@@ -32,7 +33,7 @@ export interface JobRecord {
   seed: number;
   metadata: Record<string, string> | null;
   integrations: unknown[] | null;
-  error: JobError | null;
+  error: JobErrorDetails | null;
   fine_tuned_model: string | null;
   finished_at: number | null;
   trained_tokens: number | null;
@@ -41,7 +42,7 @@ export interface JobRecord {
   created_at: number;
   dataset: Record<string, unknown> | null;
   worker_id: string | null;
-  lease_expires_at: number | null;
+  lease_expires_at_ms: number | null;
   attempts: number;
   resume_point: string | null;
 }
@@ -56,7 +57,7 @@ export type JobPatch = Partial<
   Pick<
     JobRecord,
     | 'method' | 'error' | 'fine_tuned_model' | 'finished_at' | 'trained_tokens' | 'estimated_finish'
-    | 'result_files' | 'dataset' | 'worker_id' | 'lease_expires_at' | 'resume_point'
+    | 'result_files' | 'dataset' | 'worker_id' | 'lease_expires_at_ms' | 'resume_point'
   >
 >;
 
@@ -72,7 +73,7 @@ function fromRow(row: JobRow): JobRecord {
     finished_at: row.finished_at === null ? null : Number(row.finished_at),
     trained_tokens: row.trained_tokens === null ? null : Number(row.trained_tokens),
     estimated_finish: row.estimated_finish === null ? null : Number(row.estimated_finish),
-    lease_expires_at: row.lease_expires_at === null ? null : Number(row.lease_expires_at),
+    lease_expires_at_ms: row.lease_expires_at_ms === null ? null : Number(row.lease_expires_at_ms),
     method: JSON.parse(row.method),
     metadata: row.metadata ? JSON.parse(row.metadata) : null,
     integrations: row.integrations ? JSON.parse(row.integrations) : null,
@@ -121,7 +122,7 @@ export class JobsRepository {
           result_files: '[]',
           dataset: null,
           worker_id: null,
-          lease_expires_at: null,
+          lease_expires_at_ms: null,
           attempts: 0,
           resume_point: null,
         })
@@ -234,27 +235,27 @@ export class JobsRepository {
     return rows.map(fromRow);
   }
 
-  /** Running jobs whose worker stopped renewing the lease before `now`. */
-  async expiredLeases(now: number): Promise<JobRecord[]> {
+  /** Running jobs whose worker stopped renewing the lease before `nowMs`. */
+  async expiredLeases(nowMs: number): Promise<JobRecord[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .selectAll()
       .where('status', '=', 'running')
-      .where('lease_expires_at', '<', now)
+      .where('lease_expires_at_ms', '<', nowMs)
       .orderBy('seq')
       .execute();
     return rows.map(fromRow);
   }
 
-  /** Puts a running job whose lease expired before `now` back in the queue (`requeue`); false if it was not. */
-  async requeueExpired(id: string, now: number): Promise<boolean> {
+  /** Puts a running job whose lease expired before `nowMs` back in the queue (`requeue`); false if it was not. */
+  async requeueExpired(id: string, nowMs: number): Promise<boolean> {
     const requeue = transitionOf('requeue');
     const res = await this.db
       .updateTable('jobs')
-      .set({ status: requeue.to, worker_id: null, lease_expires_at: null, estimated_finish: null })
+      .set({ status: requeue.to, worker_id: null, lease_expires_at_ms: null, estimated_finish: null })
       .where('id', '=', id)
       .where('status', 'in', requeue.from)
-      .where('lease_expires_at', '<', now)
+      .where('lease_expires_at_ms', '<', nowMs)
       .executeTakeFirst();
     return Number(res.numUpdatedRows) > 0;
   }
@@ -266,9 +267,9 @@ export class JobsRepository {
   async tryClaim(
     id: string,
     workerId: string,
-    options: { now: number; leaseMs: number; maxRunningPerOrg: number },
+    options: { nowMs: number; leaseMs: number; maxRunningPerOrg: number },
   ): Promise<JobRecord | undefined> {
-    const { now, leaseMs, maxRunningPerOrg } = options;
+    const { nowMs, leaseMs, maxRunningPerOrg } = options;
     const start = transitionOf('start');
     const claim = async (db: Db) => {
       const res = await db
@@ -276,7 +277,7 @@ export class JobsRepository {
         .set((eb) => ({
           status: start.to,
           worker_id: workerId,
-          lease_expires_at: now + leaseMs,
+          lease_expires_at_ms: nowMs + leaseMs,
           attempts: eb('attempts', '+', 1),
         }))
         .where('id', '=', id)
@@ -288,7 +289,7 @@ export class JobsRepository {
               .select((o) => o.fn.countAll<number>().as('n'))
               .whereRef('other.organization_id', '=', 'jobs.organization_id')
               .where('other.status', '=', 'running')
-              .where('other.lease_expires_at', '>=', now),
+              .where('other.lease_expires_at_ms', '>=', nowMs),
           '<',
           maxRunningPerOrg,
         )
@@ -320,10 +321,10 @@ export class JobsRepository {
   }
 
   /** Extends the lease; false when the job is no longer this worker's running job. */
-  async renewLease(id: string, workerId: string, leaseUntil: number): Promise<boolean> {
+  async renewLease(id: string, workerId: string, leaseUntilMs: number): Promise<boolean> {
     const res = await this.db
       .updateTable('jobs')
-      .set({ lease_expires_at: leaseUntil })
+      .set({ lease_expires_at_ms: leaseUntilMs })
       .where('id', '=', id)
       .where('worker_id', '=', workerId)
       .where('status', '=', 'running')
@@ -344,13 +345,13 @@ export class JobsRepository {
     return this.get(id);
   }
 
-  async countRunning(organizationId: string, now: number): Promise<number> {
+  async countRunning(organizationId: string, nowMs: number): Promise<number> {
     const row = await this.db
       .selectFrom('jobs')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('organization_id', '=', organizationId)
       .where('status', '=', 'running')
-      .where('lease_expires_at', '>=', now)
+      .where('lease_expires_at_ms', '>=', nowMs)
       .executeTakeFirstOrThrow();
     return Number(row.n);
   }

@@ -134,10 +134,20 @@ const uploadFileExpiry: Migration = {
   },
 };
 
+/** The lease is the one time kept in milliseconds (heartbeats are seconds apart): its name says so. */
+const leaseUnit: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('jobs').renameColumn('lease_expires_at', 'lease_expires_at_ms').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('jobs').renameColumn('lease_expires_at_ms', 'lease_expires_at').execute();
+  },
+};
+
 export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry };
+      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit };
     },
   };
 }

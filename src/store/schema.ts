@@ -68,7 +68,7 @@ export interface JobsTable {
   dataset: string | null;
   /** Queue: the worker holding the job and until when (ms since epoch). */
   worker_id: string | null;
-  lease_expires_at: number | null;
+  lease_expires_at_ms: number | null;
   /** Queue: how many times a worker has claimed the job. */
   attempts: number;
   /** Engine-written folder to continue from after a pause or a lost worker. */

@@ -35,14 +35,14 @@ describeOnEachBackend('job queue', (backend) => {
   it('re-queues a job whose lease expired and lets another worker take it', async () => {
     const t = 1_000_000_000_000;
     const job = await queuedJob(store);
-    assert.equal((await claimNextJob(store, 'dead-worker', { ...options, now: t }))?.id, job.id);
+    assert.equal((await claimNextJob(store, 'dead-worker', { ...options, nowMs: t }))?.id, job.id);
     // Within the lease: nobody else gets it.
-    assert.equal(await claimNextJob(store, 'w2', { ...options, now: t + 500 }), undefined);
+    assert.equal(await claimNextJob(store, 'w2', { ...options, nowMs: t + 500 }), undefined);
     // Heartbeats keep it alive past the first deadline.
     assert.equal(await renewLease(store, job.id, 'dead-worker', 1000, t + 900), true);
-    assert.equal(await claimNextJob(store, 'w2', { ...options, now: t + 1500 }), undefined);
+    assert.equal(await claimNextJob(store, 'w2', { ...options, nowMs: t + 1500 }), undefined);
     // Then the worker dies: once the lease runs out the job goes back to the queue.
-    const reclaimed = await claimNextJob(store, 'w2', { ...options, now: t + 2500 });
+    const reclaimed = await claimNextJob(store, 'w2', { ...options, nowMs: t + 2500 });
     assert.equal(reclaimed?.id, job.id);
     assert.equal(reclaimed?.worker_id, 'w2');
     assert.equal(reclaimed?.attempts, 2);
@@ -55,7 +55,7 @@ describeOnEachBackend('job queue', (backend) => {
   it('requeueExpiredJobs leaves live leases alone', async () => {
     const t = 2_000_000_000_000;
     const job = await queuedJob(store);
-    await claimNextJob(store, 'w1', { ...options, now: t });
+    await claimNextJob(store, 'w1', { ...options, nowMs: t });
     assert.deepEqual(await requeueExpiredJobs(store, t + 999), []);
     assert.deepEqual(await requeueExpiredJobs(store, t + 1001), [job.id]);
     assert.equal((await store.jobs.get(job.id))?.status, 'queued');

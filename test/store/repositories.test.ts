@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, it } from 'node:test';
 import { canTransition, JOB_STATUSES, nextStatus, type JobAction } from '../../src/domain/jobs.ts';
+import { Migrator, sql } from 'kysely';
+import { migrationProvider } from '../../src/store/migrations.ts';
 import { openStore, type JobPatch, type Store, type StoreLocation } from '../../src/store/index.ts';
 import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
@@ -53,6 +55,23 @@ describeOnEachBackend('store repositories', (backend) => {
     assert.equal(await store.files.get('file-expired', 'org-b', true), undefined);
   });
 
+  it("renames the lease column after its unit and keeps a running job's lease", async () => {
+    const job = await queuedJob(store, 'org-a', { status: 'running', worker_id: 'w1' });
+    const lease = Date.now() + 30_000;
+    // Back to the schema before the rename, with a lease written under the old name.
+    const migrator = new Migrator({ db: store.db, provider: migrationProvider(backend) });
+    const { error } = await migrator.migrateTo('0002_upload_file_expiry');
+    assert.equal(error, undefined);
+    await sql`update jobs set lease_expires_at = ${lease} where id = ${job.id}`.execute(store.db);
+    const again = await openStore(location);
+    try {
+      assert.equal((await again.jobs.get(job.id))?.lease_expires_at_ms, lease);
+      assert.equal(await again.jobs.countRunning('org-a', lease - 1), 1);
+    } finally {
+      await again.close();
+    }
+  });
+
   it('scopes reads by organization', async () => {
     const job = await queuedJob(store, 'org-a');
     assert.equal(await store.jobs.get(job.id, 'org-b'), undefined);
@@ -98,7 +117,7 @@ describeOnEachBackend('store repositories', (backend) => {
     // claims below really run side by side.
     await Promise.all(jobs.map((job) => store.jobs.get(job.id)));
     const now = Date.now();
-    const claims = await Promise.all(jobs.map((job, i) => store.jobs.tryClaim(job.id, `w${i}`, { now, leaseMs: 60_000, maxRunningPerOrg: 2 })));
+    const claims = await Promise.all(jobs.map((job, i) => store.jobs.tryClaim(job.id, `w${i}`, { nowMs: now, leaseMs: 60_000, maxRunningPerOrg: 2 })));
     assert.equal(claims.filter(Boolean).length, 2);
     assert.equal(await store.jobs.countRunning('org-a', now), 2);
   });

@@ -5,7 +5,8 @@ import { notFound } from '../../domain/errors.ts';
 import { newId } from '../../domain/naming.ts';
 import type { PermissionRecord } from '../../store/index.ts';
 import { requireAdmin } from '../auth.ts';
-import { nowSeconds, type ApiContext } from '../context.ts';
+import { nowSeconds } from '../../domain/clock.ts';
+import type { ApiContext } from '../context.ts';
 import { listObject, pageQuerySchema } from '../pagination.ts';
 
 export function permissionObject(p: PermissionRecord) {

@@ -10,7 +10,8 @@ import { validateIntegrations } from '../../integrations/wandb.ts';
 import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
 import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
 import type { CheckpointRecord, EventRecord, JobMethod, JobRecord, Store } from '../../store/index.ts';
-import { nowSeconds, type ApiContext } from '../context.ts';
+import { nowSeconds } from '../../domain/clock.ts';
+import type { ApiContext } from '../context.ts';
 import { requireJsonlName } from '../files.ts';
 import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
 
@@ -225,7 +226,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.get<{ Querystring: PageQuery & Record<string, unknown> }>(
     '/fine_tuning/jobs',
-    { schema: { querystring: { ...pageQuerySchema(20, 100), additionalProperties: true } } },
+    { schema: { querystring: { ...pageQuerySchema('ftjob-', 20, 100), additionalProperties: true } } },
     async (request) => {
       const { after, limit } = request.query;
       const page = await store.jobs.list(request.caller.organization, { after, limit, metadata: metadataFilter(request.query) });
@@ -248,7 +249,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     });
     // A running job's worker stops within a heartbeat and removes what it wrote; otherwise (queued,
     // paused, or a worker that died) nothing writes the job's files any more: remove them now.
-    const workerAlive = before.status === 'running' && (before.lease_expires_at ?? 0) >= Date.now();
+    const workerAlive = before.status === 'running' && (before.lease_expires_at_ms ?? 0) >= Date.now();
     if (!workerAlive) {
       await removeJobArtifacts(store, config.dataDir, job.id).catch((err) => request.log.warn({ err, job: job.id }, 'could not remove the artifacts of a cancelled job'));
     }
@@ -276,7 +277,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.get<{ Params: { id: string }; Querystring: PageQuery }>(
     '/fine_tuning/jobs/:id/events',
-    { schema: { querystring: pageQuerySchema(20, 100) } },
+    { schema: { querystring: pageQuerySchema('ftevent-', 20, 100) } },
     async (request) => {
       const job = await ownJob(request.params.id, request.caller.organization);
       const page = await store.events.list(job.id, { after: request.query.after, limit: request.query.limit });
@@ -286,7 +287,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.get<{ Params: { id: string }; Querystring: PageQuery }>(
     '/fine_tuning/jobs/:id/checkpoints',
-    { schema: { querystring: pageQuerySchema(10, 100) } },
+    { schema: { querystring: pageQuerySchema('ftckpt_', 10, 100) } },
     async (request) => {
       const job = await ownJob(request.params.id, request.caller.organization);
       const page = await store.checkpoints.listForJob(job.id, { after: request.query.after, limit: request.query.limit });

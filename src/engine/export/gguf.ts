@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { eosTokenIds } from '../models/config.ts';
-import type { Tensor } from '../io/safetensors.ts';
+import type { HostTensor } from '../io/safetensors.ts';
 import { loadTokenizer, readTokenizerConfig } from '../data/tokenizer.ts';
 import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
 
@@ -211,7 +211,7 @@ function llama3RopeFactors(config: ModelConfig): Float32Array | null {
 
 export interface GgufSource {
   config: ModelConfig;
-  weights: Map<string, Tensor>;
+  weights: Map<string, HostTensor>;
   /**
    * Folder with tokenizer.json (and tokenizer_config.json); null for a placeholder vocabulary of
    * vocab_size tokens (the 256 byte-level symbols, then "[Tn]"), for benchmarks on random weights.

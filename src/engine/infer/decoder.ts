@@ -26,7 +26,7 @@ import * as op from '../graph/ops.ts';
  * One compiled step: B sequences, each with T new tokens (padded) and C cache slots (0 = prefill
  * from scratch). Prefill is B = 1; batched decode is T = 1 over the B slots of a KvCache.
  */
-export interface StepShape {
+export interface DecoderStepShape {
   newTokens: number;
   pastCapacity: number;
   /** B (default 1). */
@@ -298,7 +298,7 @@ function permute(x: Tensor, perm: number[]): Tensor {
 }
 
 /** The step graph for one (T, C) bucket. All weights are graph inputs (fed once, kept resident). */
-export function buildDecoderStep(cfg: ModelConfig, shape: StepShape): Graph {
+export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Graph {
   const { newTokens: T, pastCapacity: C } = shape;
   const B = shape.sequences ?? 1;
   const N = B * T; // rows of every activation

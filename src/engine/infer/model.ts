@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
 import { eosTokenIds } from '../models/config.ts';
 import { llamaWeightShapes } from '../models/llama.ts';
-import { loadHfModel, type Tensor } from '../io/hf-model.ts';
+import { loadHfModel } from '../io/hf-model.ts';
+import type { HostTensor } from '../io/safetensors.ts';
 import { loadPeftAdapter, loraPairs, type PeftAdapter } from '../io/peft.ts';
 import { loadTokenizer, type HfTokenizer } from '../data/tokenizer.ts';
 import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
@@ -52,7 +53,7 @@ function loraScale(adapter: PeftAdapter, r: number): number {
 }
 
 /** Adds (α/r)·B·A of every adapted module to its base weight, in place. */
-export function mergeLoraAdapter(weights: Map<string, Tensor>, adapterDir: string): void {
+export function mergeLoraAdapter(weights: Map<string, HostTensor>, adapterDir: string): void {
   const adapter = loadPeftAdapter(adapterDir);
   for (const [module, { A, B }] of loraPairs(adapter.tensors)) {
     const base = weights.get(`${module}.weight`);

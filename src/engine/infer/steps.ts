@@ -5,7 +5,7 @@
 import type { ModelConfig } from '../models/config.ts';
 import { ropeTables } from '../models/llama.ts';
 import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
-import { buildDecoderStep, stepNames, type StepShape } from './decoder.ts';
+import { buildDecoderStep, stepNames, type DecoderStepShape } from './decoder.ts';
 import { KvCache, capacityFor } from './kv-cache.ts';
 
 /** Longest prefill chunk: attention within a chunk is [T, T] per head, so keep T moderate. */
@@ -199,7 +199,7 @@ export class DecoderSteps {
     this.ropePositions = n;
   }
 
-  private session(shape: StepShape): Promise<CompiledGraph> {
+  private session(shape: DecoderStepShape): Promise<CompiledGraph> {
     const key = `${shape.sequences && shape.sequences > 1 ? `${shape.sequences}*` : ''}${shape.newTokens}x${shape.pastCapacity}${shape.loraRank ? `r${shape.loraRank}` : ''}`;
     let session = this.sessions.get(key);
     if (!session) {

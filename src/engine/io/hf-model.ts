@@ -5,9 +5,8 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseHfConfig, type ModelConfig } from '../models/config.ts';
-import { SafetensorsFile, storedBytes, writeSafetensors, type FloatDtype, type Tensor } from './safetensors.ts';
+import { SafetensorsFile, storedBytes, writeSafetensors, type FloatDtype, type HostTensor } from './safetensors.ts';
 
-export type { Tensor } from './safetensors.ts';
 
 export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -16,7 +15,7 @@ export interface HfModel {
   config: ModelConfig;
   /** config.json as written, for saving a fine-tuned copy with the same fields. */
   rawConfig: Record<string, unknown>;
-  weights: Map<string, Tensor>;
+  weights: Map<string, HostTensor>;
 }
 
 export function readHfConfig(dir: string): { config: ModelConfig; rawConfig: Record<string, unknown> } {
@@ -49,7 +48,7 @@ export interface LoadOptions {
 /** Load config and all weights of a HF folder, widened to f32, one tensor at a time. */
 export function loadHfModel(dir: string, options: LoadOptions = {}): HfModel {
   const { config, rawConfig } = readHfConfig(dir);
-  const weights = new Map<string, Tensor>();
+  const weights = new Map<string, HostTensor>();
   for (const path of listWeightFiles(dir)) {
     const file = SafetensorsFile.open(path);
     try {
@@ -79,7 +78,7 @@ const TORCH_DTYPE: Record<FloatDtype, string> = { F32: 'float32', F16: 'float16'
 export function saveHfModel(
   dir: string,
   rawConfig: Record<string, unknown>,
-  weights: Map<string, Tensor>,
+  weights: Map<string, HostTensor>,
   dtype: FloatDtype = 'F32',
   options: SaveOptions = {},
 ): void {
@@ -87,7 +86,7 @@ export function saveHfModel(
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...rawConfig, torch_dtype: TORCH_DTYPE[dtype] }, null, 2) + '\n');
 
-  const shards: [string, Tensor][][] = [[]];
+  const shards: [string, HostTensor][][] = [[]];
   let shardBytes = 0;
   let totalBytes = 0;
   for (const entry of weights) {

@@ -5,7 +5,7 @@
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readSafetensors, writeSafetensors, type FloatDtype, type Tensor } from './safetensors.ts';
+import { readSafetensors, writeSafetensors, type FloatDtype, type HostTensor } from './safetensors.ts';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -37,7 +37,7 @@ function withPrefix(name: string): string {
 export function savePeftAdapter(
   dir: string,
   settings: PeftAdapterSettings,
-  tensors: Map<string, Tensor>,
+  tensors: Map<string, HostTensor>,
   dtype: FloatDtype = 'F32',
 ): void {
   mkdirSync(dir, { recursive: true });
@@ -64,7 +64,7 @@ export function savePeftAdapter(
     use_rslora: false,
   };
   writeFileSync(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(adapterConfig, null, 2) + '\n');
-  const stored = new Map<string, Tensor>();
+  const stored = new Map<string, HostTensor>();
   for (const [name, tensor] of tensors) stored.set(withPrefix(name), tensor);
   writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), stored, { dtype, metadata: { format: 'pt' } });
 }
@@ -74,7 +74,7 @@ export interface PeftAdapter {
   /** adapter_config.json as read. */
   rawConfig: Record<string, unknown>;
   /** Keys exactly as stored ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"). */
-  tensors: Map<string, Tensor>;
+  tensors: Map<string, HostTensor>;
 }
 
 export function loadPeftAdapter(dir: string): PeftAdapter {
@@ -97,8 +97,8 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
  * Group an adapter's tensors per module: "model.layers.0.self_attn.q_proj" → {A, B}.
  * Handles keys with or without PEFT's ".default" adapter name.
  */
-export function loraPairs(tensors: Map<string, Tensor>): Map<string, { A: Tensor; B: Tensor }> {
-  const partial = new Map<string, { A?: Tensor; B?: Tensor }>();
+export function loraPairs(tensors: Map<string, HostTensor>): Map<string, { A: HostTensor; B: HostTensor }> {
+  const partial = new Map<string, { A?: HostTensor; B?: HostTensor }>();
   for (const [name, tensor] of tensors) {
     const match = /^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(name);
     if (!match) continue;
@@ -106,7 +106,7 @@ export function loraPairs(tensors: Map<string, Tensor>): Map<string, { A: Tensor
     entry[match[2] as 'A' | 'B'] = tensor;
     partial.set(match[1], entry);
   }
-  const pairs = new Map<string, { A: Tensor; B: Tensor }>();
+  const pairs = new Map<string, { A: HostTensor; B: HostTensor }>();
   for (const [module, { A, B }] of partial) {
     if (!A || !B) throw new Error(`LoRA adapter: module ${module} lacks lora_${A ? 'B' : 'A'}`);
     pairs.set(module, { A, B });

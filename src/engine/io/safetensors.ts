@@ -12,7 +12,8 @@ export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 
 /** The dtypes the engine writes. */
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
 
-export interface Tensor {
+/** A tensor's shape and f32 values in memory, as files hold them (graph/ir.ts's Tensor is a graph's symbolic one). */
+export interface HostTensor {
   shape: number[];
   data: Float32Array;
 }
@@ -244,7 +245,7 @@ export class SafetensorsFile {
   }
 
   /** One tensor widened to f32. */
-  read(name: string): Tensor {
+  read(name: string): HostTensor {
     const info = this.info(name);
     return { shape: [...info.shape], data: decodeToF32(this.readBytes(name), info.dtype) };
   }
@@ -262,10 +263,10 @@ export class SafetensorsFile {
 }
 
 /** Read every tensor of a file as f32. */
-export function readSafetensors(path: string): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function readSafetensors(path: string): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
   const file = SafetensorsFile.open(path);
   try {
-    const tensors = new Map<string, Tensor>();
+    const tensors = new Map<string, HostTensor>();
     for (const name of file.tensors.keys()) tensors.set(name, file.read(name));
     return { tensors, metadata: file.metadata };
   } finally {
@@ -288,7 +289,7 @@ export interface WriteOptions {
  */
 export function writeSafetensors(
   path: string,
-  tensors: Map<string, Tensor> | Iterable<[string, Tensor]>,
+  tensors: Map<string, HostTensor> | Iterable<[string, HostTensor]>,
   options: WriteOptions = {},
 ): void {
   const dtype = options.dtype ?? 'F32';

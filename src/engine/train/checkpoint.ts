@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readSafetensors, writeSafetensors, type Tensor } from '../io/safetensors.ts';
+import { readSafetensors, writeSafetensors, type HostTensor } from '../io/safetensors.ts';
 import { saveHfModel } from '../io/hf-model.ts';
 import { savePeftAdapter } from '../io/peft.ts';
 import type { TrainSpec } from '../contract.ts';
@@ -24,11 +24,11 @@ export interface ResumeMeta {
   [k: string]: unknown;
 }
 
-const tensorOf = (setup: ModelSetup, name: string, data: Float32Array): Tensor => ({ shape: [...setup.shapes.get(name)!], data });
+const tensorOf = (setup: ModelSetup, name: string, data: Float32Array): HostTensor => ({ shape: [...setup.shapes.get(name)!], data });
 
 export function saveResumePoint(dir: string, setup: ModelSetup, state: OptimizerState, meta: ResumeMeta): void {
   mkdirSync(dir, { recursive: true });
-  const tensors = new Map<string, Tensor>();
+  const tensors = new Map<string, HostTensor>();
   for (const n of setup.trainable) {
     tensors.set(`param/${n}`, tensorOf(setup, n, state.params.get(n)!));
     tensors.set(`m/${n}`, tensorOf(setup, n, state.m.get(n)!));

@@ -46,8 +46,8 @@ export function buildTokenScoreGraph(setup: ModelSetup, shape: StepShape): Graph
   return buildStepGraph(withoutDropout(setup), shape, 'eval', rftStepObjective);
 }
 
-/** Per-token scores of one micro-batch. */
-export interface TokenScores {
+/** Per-token scores of one micro-batch, as values (loss.ts's TokenScores are the graph's tensors). */
+export interface TokenScoreValues {
   nll: Float32Array;
   hit: Float32Array;
 }
@@ -69,7 +69,7 @@ export class RftStepRunner extends StepRunner {
   }
 
   /** Per-token nll and argmax hits of `batch` under `params` (default: the current trainable tensors). */
-  async score(batch: MicroBatch, params: Map<string, Float32Array> = this.state.params): Promise<TokenScores> {
+  async score(batch: MicroBatch, params: Map<string, Float32Array> = this.state.params): Promise<TokenScoreValues> {
     const s = await this.session('eval');
     const out = await s.run({ ...this.feedsOf(params), ...this.batchFeeds(batch) }, ['nll', 'hit']);
     return { nll: out.nll as Float32Array, hit: out.hit as Float32Array };

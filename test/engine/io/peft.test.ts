@@ -4,13 +4,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPeftAdapter, loraKey, loraPairs, savePeftAdapter } from '../../../src/engine/io/peft.ts';
-import { SafetensorsFile, type Tensor } from '../../../src/engine/io/safetensors.ts';
+import { SafetensorsFile, type HostTensor } from '../../../src/engine/io/safetensors.ts';
 
 test('PEFT adapter round-trip with PEFT key names, shapes and config', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tuneforge-peft-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const rank = 4, hidden = 8, kvOut = 4;
-  const tensors = new Map<string, Tensor>();
+  const tensors = new Map<string, HostTensor>();
   for (let layer = 0; layer < 2; layer++) {
     tensors.set(`model.layers.${layer}.self_attn.q_proj.lora_A.weight`, { shape: [rank, hidden], data: new Float32Array(rank * hidden).map((_, i) => i / 10 + layer) });
     tensors.set(`model.layers.${layer}.self_attn.q_proj.lora_B.weight`, { shape: [hidden, rank], data: new Float32Array(hidden * rank).fill(0.5) });

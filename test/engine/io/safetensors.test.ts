@@ -11,7 +11,7 @@ import {
   bf16BitsToF32,
   readSafetensors,
   writeSafetensors,
-  type Tensor,
+  type HostTensor,
 } from '../../../src/engine/io/safetensors.ts';
 import { loadHfModel, saveHfModel, INDEX_FILE } from '../../../src/engine/io/hf-model.ts';
 
@@ -56,7 +56,7 @@ test('bf16 conversion rounds to nearest even', () => {
 for (const dtype of ['F32', 'F16', 'BF16'] as const) {
   test(`safetensors round-trip in ${dtype}`, (t) => {
     const dir = tempDir(t);
-    const tensors = new Map<string, Tensor>([
+    const tensors = new Map<string, HostTensor>([
       ['a.weight', { shape: [3, 5], data: seq(15) }],
       ['b.bias', { shape: [7], data: seq(7, 0.01) }],
       ['scalar', { shape: [], data: new Float32Array([2.5]) }],
@@ -105,7 +105,7 @@ test('HF folder: single file and sharded index load the same weights', (t) => {
     architectures: ['LlamaForCausalLM'], hidden_size: 8, intermediate_size: 16, num_attention_heads: 2,
     num_key_value_heads: 1, num_hidden_layers: 1, vocab_size: 11, rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2,
   };
-  const weights = new Map<string, Tensor>([
+  const weights = new Map<string, HostTensor>([
     ['model.embed_tokens.weight', { shape: [11, 8], data: seq(88) }],
     ['model.layers.0.self_attn.q_proj.weight', { shape: [8, 8], data: seq(64, 0.1) }],
     ['model.layers.0.mlp.up_proj.weight', { shape: [16, 8], data: seq(128, 0.2) }],
