@@ -11,7 +11,8 @@ torch.nn.utils.clip_grad_norm_. Everything is computed in float64 and stored as 
 Run: npm run fixtures:torch   (needs Debian's python3-torch: apt-get install python3-torch)
 Output, byte-identical on every run with the same torch:
   qwen2-tiny/            a small Qwen2-style model (config.json, model.safetensors) drawn from a fixed seed
-  <model>-<mode>.safetensors   per case: lora:* (LoRA weights used), logits, grad:<trainable name>
+  <model>-<mode>.safetensors   per case: lora:* (LoRA weights used), dropout:* (LoRA dropout masks
+                               used), logits, grad:<trainable name>
   adamw.safetensors      initial params, the gradient of every step, params after every step, final moments
   manifest.json          the batch, LoRA settings, losses, AdamW settings and per-step norms
 """
@@ -109,7 +110,8 @@ def repeat_kv(x, n_rep):  # [B, KV, T, hd] → [B, KV·n_rep, T, hd]
 
 
 def forward(cfg, w, lora, batch):
-    """Logits [B·T, V]. w: name → tensor; lora: None or dict(rank, alpha, targets, weights)."""
+    """Logits [B·T, V]. w: name → tensor; lora: None or dict(rank, alpha, targets, weights, masks),
+    masks: module path → inverted-dropout mask [B·T, in] (0 or 1/(1 − p)), or none without dropout."""
     ids, pos, seg = batch['input_ids'], batch['position_ids'], batch['segment_ids']
     B, T = ids.shape
     H, KV, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
@@ -120,7 +122,9 @@ def forward(cfg, w, lora, batch):
             y = y + w[f'{path}.bias']
         if lora and path.rsplit('.', 1)[1] in lora['targets']:  # PEFT's lora.Linear.forward
             a, b = lora['weights'][f'{path}.lora_A.weight'], lora['weights'][f'{path}.lora_B.weight']
-            y = y + (x @ a.T) @ b.T * (lora['alpha'] / lora['rank'])
+            mask = lora['masks'].get(path)
+            dropped = x * mask.reshape(x.shape) if mask is not None else x  # lora_dropout(x)
+            y = y + (dropped @ a.T) @ b.T * (lora['alpha'] / lora['rank'])
         return y
 
     # A token attends to earlier tokens of its own packed example (padding is its own segment).
@@ -259,6 +263,22 @@ def lora_weights(cfg, w, spec, gen):
     return out
 
 
+def dropout_masks(cfg, spec, batch, gen):
+    """PEFT's lora_dropout on each targeted module's input as fixed masks, so the engine can be fed
+    the same: 0 or 1/(1 − p) per element of [B·T, in]."""
+    if spec['dropout'] == 0:
+        return {}
+    n = batch['rows'] * batch['seqLen']
+    inputs = {'o_proj': cfg.heads * cfg.head_dim, 'down_proj': cfg.inter}
+    masks = {}
+    for l in range(cfg.layers):
+        for name in MODULES:
+            if name in spec['targets']:
+                keep = torch.rand(n, inputs.get(name, cfg.hidden), generator=gen) >= spec['dropout']
+                masks[f'model.layers.{l}.{MODULES[name]}.{name}'] = keep.to(torch.float32) / (1 - spec['dropout'])
+    return masks
+
+
 # ---------------------------------------------------------------------------------------------
 # Cases
 
@@ -274,7 +294,9 @@ def model_case(name, model_dir, mode, lora_spec, seed):
     if mode == 'lora':
         lw = lora_weights(cfg, w, lora_spec, gen)
         stored += [(f'lora:{n}', t) for n, t in lw]
-        lora = dict(lora_spec, weights={n: t.to(DT).requires_grad_() for n, t in lw})
+        masks = dropout_masks(cfg, lora_spec, batch, gen)
+        stored += [(f'dropout:{path}', m) for path, m in masks.items()]
+        lora = dict(lora_spec, weights={n: t.to(DT).requires_grad_() for n, t in lw}, masks={p: m.to(DT) for p, m in masks.items()})
         trainable = lora['weights']
     else:
         for t in w.values():
@@ -288,7 +310,7 @@ def model_case(name, model_dir, mode, lora_spec, seed):
     write_safetensors(os.path.join(OUT, f'{name}-{mode}.safetensors'), stored)
     case = {'model': os.path.relpath(model_dir, ROOT), 'mode': mode, 'batch': batch, 'loss': loss.item()}
     if lora_spec and mode == 'lora':
-        case['lora'] = {'rank': lora_spec['rank'], 'alpha': lora_spec['alpha'], 'targetModules': lora_spec['targets']}
+        case['lora'] = {'rank': lora_spec['rank'], 'alpha': lora_spec['alpha'], 'dropout': lora_spec['dropout'], 'targetModules': lora_spec['targets']}
     return f'{name}-{mode}', case
 
 
@@ -336,8 +358,8 @@ def main():
     write_safetensors(os.path.join(qwen_dir, 'model.safetensors'), qwen2_weights(Config(QWEN2_TINY), torch.Generator().manual_seed(2)))
 
     tiny_dir = os.path.join(ROOT, 'models', 'tiny-llama')
-    all_linear = {'rank': 4, 'alpha': 8, 'targets': list(MODULES)}  # scale 2
-    some = {'rank': 2, 'alpha': 5, 'targets': ['q_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj']}  # scale 2.5
+    all_linear = {'rank': 4, 'alpha': 8, 'dropout': 0.0, 'targets': list(MODULES)}  # scale 2
+    some = {'rank': 2, 'alpha': 5, 'dropout': 0.25, 'targets': ['q_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj']}  # scale 2.5
     cases = dict([
         model_case('tiny-llama', tiny_dir, 'full', None, 11),
         model_case('tiny-llama', tiny_dir, 'lora', all_linear, 12),

@@ -3,15 +3,13 @@
 // float32 graphs at the full level, whose fusions nothing else checks. Here the step graphs are
 // built and compiled the way StepRunner does it (float32, default session settings, LoRA tensors
 // packed into one flat vector; a gradient graph, then an accumulate graph for a second
-// micro-batch) and compared with float64 references on the same inputs: PyTorch's values for the
-// four torch cases, and the engine's own float64 graph where LoRA dropout masks are fed.
+// micro-batch) and compared with PyTorch's float64 values (see torch-model.test.ts) on the same
+// inputs, LoRA dropout masks included.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CompiledGraph, type HostArray } from '../../../src/engine/runtime/session.ts';
 import { buildStepGraph, names, trainableSlots, type ModelSetup, type StepShape } from '../../../src/engine/train/step.ts';
 import { microBatchFeeds, type MicroBatch } from '../../../src/engine/train/runner.ts';
-import { modelSetup } from '../../../src/engine/train/setup.ts';
-import { Rng } from '../../../src/engine/train/rng.ts';
 import { assertClose, CASES, loadCase, rowsOf } from './torch-fixtures.ts';
 
 // Float32 against a float64 reference: rounding in float32 (2⁻²⁴ ≈ 6e-8 per operation) grows
@@ -32,14 +30,12 @@ interface Probe {
 }
 
 /**
- * Gradients of Σ w·nll / Σ w over `micro`, from the runner's graphs: `gradient` for the first
- * micro-batch, `accumulate` (fed the running sum) for the rest. `extraFeeds` adds per-micro-batch
- * inputs (dropout masks).
+ * Gradients of Σ w·nll / Σ w over `micro` (each with its dropout masks), from the runner's graphs:
+ * `gradient` for the first micro-batch, `accumulate` (fed the running sum) for the rest.
  */
 async function trainingGradients(
   p: Probe,
-  micro: MicroBatch[],
-  extraFeeds: (i: number) => Record<string, HostArray> = () => ({}),
+  micro: { batch: MicroBatch; dropoutFeeds: Record<string, Float32Array> }[],
 ): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
   const slots = trainableSlots(p.setup);
   const sizeOf = (n: string) => p.setup.shapes.get(n)!.reduce((a, b) => a * b, 1);
@@ -50,14 +46,14 @@ async function trainingGradients(
     return out;
   };
   const paramFeeds = Object.fromEntries(slots.map((s) => [s.name, flat(s.members ?? [s.name])]));
-  const weightSum = micro.reduce((a, b) => a + b.lossWeights.reduce((x, w) => x + w, 0), 0);
+  const weightSum = micro.reduce((a, m) => a + m.batch.lossWeights.reduce((x, w) => x + w, 0), 0);
   let out: Record<string, HostArray> = {};
   let lossSum = 0;
-  for (const [i, b] of micro.entries()) {
+  for (const [i, { batch, dropoutFeeds }] of micro.entries()) {
     const session = await CompiledGraph.compile(buildStepGraph(p.setup, p.shape, i === 0 ? 'gradient' : 'accumulate'));
     for (const [n, w] of p.frozen) session.setResident(n, w);
     const gradIn = i === 0 ? {} : Object.fromEntries(slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
-    out = await session.run({ ...paramFeeds, ...gradIn, ...microBatchFeeds(b), ...extraFeeds(i), inv_total_weight: Float32Array.of(1 / weightSum) });
+    out = await session.run({ ...paramFeeds, ...gradIn, ...microBatchFeeds(batch), ...dropoutFeeds, inv_total_weight: Float32Array.of(1 / weightSum) });
     lossSum += (out.loss_sum as Float32Array)[0];
     await session.release();
   }
@@ -78,10 +74,10 @@ for (const key of CASES) {
     const frozen = lora ? c.base : new Map<string, Float32Array>();
     const half = c.shape.rows / 2;
     const runs = {
-      whole: await trainingGradients({ setup: c.setup, shape: c.shape, frozen, params: c.params }, [c.batch]),
+      whole: await trainingGradients({ setup: c.setup, shape: c.shape, frozen, params: c.params }, [c]),
       accumulated: await trainingGradients({ setup: c.setup, shape: { ...c.shape, rows: half }, frozen, params: c.params }, [
-        rowsOf(c.batch, c.shape.seqLen, 0, half),
-        rowsOf(c.batch, c.shape.seqLen, half, c.shape.rows),
+        rowsOf(c, 0, half),
+        rowsOf(c, half, c.shape.rows),
       ]),
     };
     for (const [how, run] of Object.entries(runs)) {
@@ -90,35 +86,3 @@ for (const key of CASES) {
     }
   });
 }
-
-test('LoRA with dropout: the float32 training graph matches the float64 graph on the same masks', async () => {
-  const c = loadCase('qwen2-tiny-lora');
-  const spec = { rank: 2, alpha: 5, dropout: 0.25, targetModules: ['all-linear'] };
-  const setup = modelSetup(c.cfg, spec);
-  // A non-zero start for every adapter, so A's gradients are not zero.
-  const rng = new Rng(9);
-  const params = new Map(setup.trainable.map((n) => [n, Float32Array.from({ length: setup.shapes.get(n)!.reduce((a, b) => a * b, 1) }, () => (rng.next() - 0.5) * 0.2)]));
-  const N = c.shape.rows * c.shape.seqLen;
-  const masks = Object.fromEntries(setup.lora!.targets.map((t) => [
-    names.dropout(t.path),
-    Float32Array.from({ length: N * t.inFeatures }, () => (rng.next() < spec.dropout ? 0 : 1 / (1 - spec.dropout))),
-  ]));
-  const f32 = await trainingGradients({ setup, shape: c.shape, frozen: c.base, params }, [c.batch], () => masks);
-
-  const wide = (m: Map<string, Float32Array>) => new Map([...m].map(([n, w]) => [n, Float64Array.from(w)]));
-  const reference = { ...setup, packed: false, float: 'float64' as const };
-  const g = await CompiledGraph.compile(buildStepGraph(reference, c.shape, 'gradient'), { intraOpNumThreads: 1 });
-  const weightSum = c.batch.lossWeights.reduce((a, w) => a + w, 0);
-  const feeds: Record<string, HostArray> = {
-    ...microBatchFeeds(c.batch),
-    loss_weights: Float64Array.from(c.batch.lossWeights),
-    inv_total_weight: Float64Array.of(1 / weightSum),
-    ...Object.fromEntries(Object.entries(masks).map(([n, m]) => [n, Float64Array.from(m)])),
-  };
-  for (const [n, w] of [...wide(c.base), ...wide(params)]) if (g.wants(n)) feeds[n] = w;
-  const out = await g.run(feeds);
-  await g.release();
-  const loss = (out.loss_sum as Float64Array)[0] / weightSum;
-  assert.ok(Math.abs(f32.loss - loss) <= LOSS_TOL * loss, `loss ${f32.loss} vs float64 ${loss}`);
-  for (const n of setup.trainable) assertClose(`dropout grad ${n}`, f32.grads.get(n)!, out[names.grad(n)] as Float64Array, GRAD_TOL);
-});

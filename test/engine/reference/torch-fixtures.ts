@@ -7,7 +7,7 @@ import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
 import { readSafetensors } from '../../../src/engine/io/safetensors.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { modelSetup } from '../../../src/engine/train/setup.ts';
-import type { ModelSetup } from '../../../src/engine/train/step.ts';
+import { names, type ModelSetup } from '../../../src/engine/train/step.ts';
 import type { MicroBatch } from '../../../src/engine/train/runner.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..', '..');
@@ -28,7 +28,7 @@ interface CaseJson {
   mode: 'full' | 'lora';
   batch: BatchJson;
   loss: number;
-  lora?: { rank: number; alpha: number; targetModules: string[] };
+  lora?: { rank: number; alpha: number; dropout: number; targetModules: string[] };
 }
 
 export interface AdamWJson {
@@ -54,6 +54,8 @@ export interface TorchCase {
   /** Trainable tensors by name: the LoRA weights torch used, or the base weights themselves. */
   params: Map<string, Float32Array>;
   batch: MicroBatch;
+  /** LoRA's inverted-dropout masks [rows·seqLen, in] torch used, as the step graphs' feeds (none without dropout). */
+  dropoutFeeds: Record<string, Float32Array>;
   shape: { rows: number; seqLen: number };
   /** Σ w·nll / Σ w. */
   loss: number;
@@ -71,7 +73,7 @@ export function loadCase(key: string): TorchCase {
   const c = manifest.cases[key];
   const model = loadHfModel(join(ROOT, c.model));
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
-  const setup = modelSetup(model.config, c.lora ? { ...c.lora, dropout: 0 } : null);
+  const setup = modelSetup(model.config, c.lora ?? null);
   const { tensors } = readSafetensors(join(FIXTURES, `${key}.safetensors`));
   const params = c.lora ? prefixed(tensors, 'lora') : base;
   const grads = prefixed(tensors, 'grad');
@@ -91,6 +93,7 @@ export function loadCase(key: string): TorchCase {
       labels: ints(b.labels),
       lossWeights: Float32Array.from(flat(b.loss_weights)),
     },
+    dropoutFeeds: Object.fromEntries([...prefixed(tensors, 'dropout')].map(([path, m]) => [names.dropout(path), m])),
     shape: { rows: b.rows, seqLen: b.seqLen },
     loss: c.loss,
     logits: tensors.get('logits')!.data,
@@ -98,10 +101,16 @@ export function loadCase(key: string): TorchCase {
   };
 }
 
-/** Rows [from, to) of a micro-batch. */
-export function rowsOf(b: MicroBatch, seqLen: number, from: number, to: number): MicroBatch {
-  const s = <T extends BigInt64Array | Float32Array>(a: T) => a.slice(from * seqLen, to * seqLen) as T;
-  return { inputIds: s(b.inputIds), positionIds: s(b.positionIds), segmentIds: s(b.segmentIds), labels: s(b.labels), lossWeights: s(b.lossWeights) };
+/** Rows [from, to) of a case's batch and of its dropout masks: a micro-batch of it. */
+export function rowsOf(c: TorchCase, from: number, to: number): { batch: MicroBatch; dropoutFeeds: Record<string, Float32Array> } {
+  const T = c.shape.seqLen;
+  const s = <A extends BigInt64Array | Float32Array>(a: A, width = 1) => a.slice(from * T * width, to * T * width) as A;
+  const b = c.batch;
+  const N = c.shape.rows * T;
+  return {
+    batch: { inputIds: s(b.inputIds), positionIds: s(b.positionIds), segmentIds: s(b.segmentIds), labels: s(b.labels), lossWeights: s(b.lossWeights) },
+    dropoutFeeds: Object.fromEntries(Object.entries(c.dropoutFeeds).map(([n, m]) => [n, s(m, m.length / N)])),
+  };
 }
 
 /**

@@ -1,17 +1,17 @@
 // The whole model against PyTorch (issue 16, item 1): the bundled tiny Llama and a Qwen2-style
-// variant (qkv biases, GQA 4:1, tied head), LoRA and full fine-tuning, on one batch with padding,
-// packed rows and fractional loss weights. The engine's graphs run in float64 here, so any
+// variant (qkv biases, GQA 4:1, tied head), LoRA (its dropout too, as fixed masks) and full
+// fine-tuning, on one batch with padding, packed rows and fractional loss weights. The engine's graphs run in float64 here, so any
 // difference beyond rounding is a difference in the math (RMSNorm, RoPE, GQA, LoRA scale, loss
 // weighting, packing masks, gradients); the float32 graphs that train are checked against the same
 // numbers in production-graph.test.ts.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph, type HostArray } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
 import { buildStepGraph, names } from '../../../src/engine/train/step.ts';
 import { microBatchFeeds } from '../../../src/engine/train/runner.ts';
 import { assertClose, CASES, loadCase, type TorchCase } from './torch-fixtures.ts';
-import assert from 'node:assert/strict';
 
 // The fixtures are float64 results stored as float32, so they carry a relative rounding error of
 // 2⁻²⁴ ≈ 6e-8; both sides compute in float64 from the same float32 weights (measured: worst 8e-8
@@ -34,9 +34,10 @@ async function logitsF64(c: TorchCase): Promise<Float64Array> {
   const weights = new Map<string, Tensor>();
   const weight = (n: string, s: number[]) => weights.get(n) ?? weights.set(n, g.input(n, s)).get(n)!;
   const lora = c.setup.lora;
-  g.output('logits', llamaLogits(g, c.cfg, inputs, { weight, lora: lora ? { ...lora, targets: new Set(lora.targets.map((t) => t.path)) } : undefined }));
+  const dropoutMask = lora && lora.dropout > 0 ? (path: string, s: number[]) => g.input(names.dropout(path), s) : undefined;
+  g.output('logits', llamaLogits(g, c.cfg, inputs, { weight, lora: lora ? { ...lora, targets: new Set(lora.targets.map((t) => t.path)), dropoutMask } : undefined }));
   const s = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
-  const feeds: Record<string, HostArray> = { ...microBatchFeeds(c.batch) };
+  const feeds = f64Feeds({ ...microBatchFeeds(c.batch), ...c.dropoutFeeds });
   for (const [n, w] of [...c.base, ...c.params]) if (s.wants(n)) feeds[n] = f64(w);
   const out = (await s.run(feeds)).logits as Float64Array;
   await s.release();
@@ -52,7 +53,7 @@ for (const key of CASES) {
     const g = buildStepGraph({ ...c.setup, packed: false, float: 'float64' }, c.shape, 'gradient');
     const s = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
     const weightSum = c.batch.lossWeights.reduce((a, w) => a + w, 0);
-    const feeds = f64Feeds({ ...microBatchFeeds(c.batch), inv_total_weight: Float32Array.of(1 / weightSum) });
+    const feeds = f64Feeds({ ...microBatchFeeds(c.batch), ...c.dropoutFeeds, inv_total_weight: Float32Array.of(1 / weightSum) });
     for (const [n, w] of [...c.base, ...c.params]) if (s.wants(n)) feeds[n] = f64(w);
     const out = await s.run(feeds);
     await s.release();
