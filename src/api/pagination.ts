@@ -1,4 +1,6 @@
 // OpenAI list objects and the `after`/`limit` query parameters shared by list endpoints.
+import type { IdPrefix } from '../domain/naming.ts';
+
 export function listObject<T extends { id: string }>(data: T[], hasMore: boolean) {
   return {
     object: 'list' as const,
@@ -9,12 +11,16 @@ export function listObject<T extends { id: string }>(data: T[], hasMore: boolean
   };
 }
 
-/** Querystring schema for `after` + `limit` (default and maximum per endpoint). */
-export function pageQuerySchema(defaultLimit: number, maxLimit: number, extra: Record<string, unknown> = {}) {
+/**
+ * Querystring schema for `after` + `limit` (default and maximum per endpoint). `after` must be an id
+ * of the listed objects (`idPrefix` and base62, as newId makes them): anything else is a 400 naming
+ * `after`, not an empty page.
+ */
+export function pageQuerySchema(idPrefix: IdPrefix, defaultLimit: number, maxLimit: number, extra: Record<string, unknown> = {}) {
   return {
     type: 'object',
     properties: {
-      after: { type: 'string' },
+      after: { type: 'string', pattern: `^${idPrefix}[0-9A-Za-z]+$` },
       limit: { type: 'integer', minimum: 1, maximum: maxLimit, default: defaultLimit },
       ...extra,
     },

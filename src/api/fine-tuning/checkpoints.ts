@@ -63,7 +63,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext) {
     '/fine_tuning/checkpoints/:checkpoint/permissions',
     {
       schema: {
-        querystring: pageQuerySchema(10, 100, {
+        querystring: pageQuerySchema('cp_', 10, 100, {
           order: { type: 'string', enum: ['ascending', 'descending'], default: 'descending' },
           project_id: { type: 'string' },
         }),
