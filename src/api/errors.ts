@@ -1,7 +1,10 @@
 // Every failure leaves the server in OpenAI's envelope {"error":{message,type,param,code}}:
-// domain ApiErrors, Fastify's own (schema validation, 404, 413, malformed JSON) and anything
-// unexpected (500, logged). Client mistakes keep their 4xx status; only our bugs are 5xx.
-import type { FastifyError, FastifyInstance } from 'fastify';
+// domain ApiErrors, Fastify's own (schema validation, 404, 413, malformed JSON and URLs, multipart
+// limits), Node's HTTP parser's (headers too large, not HTTP) and anything unexpected (500, logged).
+// Client mistakes keep their 4xx status; only our bugs are 5xx.
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError, type ErrorType } from '../domain/errors.ts';
 import { BlobTooLargeError } from '../store/index.ts';
 
@@ -69,6 +72,14 @@ export function toApiError(error: unknown): ApiError | null {
       return new ApiError(415, `Unsupported Content-Type: ${e.message}`, 'invalid_request_error', null, 'unsupported_media_type');
     case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
       return new ApiError(400, 'This endpoint expects a multipart/form-data body.', 'invalid_request_error', null, 'invalid_content_type');
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FILES_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return new ApiError(413, `The multipart body has too many parts (${e.message}): send one file and the documented fields.`, 'invalid_request_error', null, 'too_many_parts');
+    case 'FST_ERR_BAD_URL':
+      return new ApiError(400, `Invalid URL: ${e.message}.`, 'invalid_request_error', null, 'invalid_url');
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new ApiError(414, 'Invalid URL: a path parameter is longer than any id or model name.', 'invalid_request_error', null, 'url_too_long');
   }
   const status = typeof e?.statusCode === 'number' ? e.statusCode : 500;
   if (status >= 400 && status < 500) {
@@ -109,14 +120,43 @@ export function rejectNulCharacters(app: FastifyInstance) {
   });
 }
 
+/**
+ * The error handler, and Fastify's `frameworkErrors` option (a URL it cannot route: malformed
+ * percent-encoding, a path parameter over maxParamLength).
+ */
+export function sendError(error: unknown, request: FastifyRequest, reply: FastifyReply) {
+  const apiError = toApiError(error);
+  if (apiError) return reply.status(apiError.status).send(apiError.toJSON());
+  request.log.error({ err: error }, 'unhandled error');
+  const internal = new ApiError(500, 'The server had an error while processing your request.', 'server_error');
+  return reply.status(500).send(internal.toJSON());
+}
+
+/**
+ * Fastify's `clientErrorHandler` option: Node's HTTP parser refused the request before Fastify saw
+ * it (headers too large, not HTTP, a body shorter than its Content-Length), so the answer is written
+ * to the socket, which then closes.
+ */
+export function sendClientError(error: NodeJS.ErrnoException, socket: Duplex) {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const apiError =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? new ApiError(431, 'The request headers are too large.', 'invalid_request_error', null, 'headers_too_large')
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new ApiError(408, 'The request did not arrive in time.', 'invalid_request_error', null, 'request_timeout')
+        : new ApiError(400, 'The request is not valid HTTP/1.1.', 'invalid_request_error', null, 'invalid_http_request');
+  const body = JSON.stringify(apiError.toJSON());
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(error);
+}
+
 export function registerErrorHandling(app: FastifyInstance) {
-  app.setErrorHandler((error, request, reply) => {
-    const apiError = toApiError(error);
-    if (apiError) return reply.status(apiError.status).send(apiError.toJSON());
-    request.log.error({ err: error }, 'unhandled error');
-    const internal = new ApiError(500, 'The server had an error while processing your request.', 'server_error');
-    return reply.status(500).send(internal.toJSON());
-  });
+  app.setErrorHandler(sendError);
   app.setNotFoundHandler((request, reply) => {
     const err = new ApiError(404, `Invalid URL (${request.method} ${request.url.split('?')[0]})`, 'invalid_request_error', null, 'unknown_url');
     return reply.status(404).send(err.toJSON());

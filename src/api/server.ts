@@ -13,7 +13,7 @@ import { openStore, type Store } from '../store/index.ts';
 import { registerAuth } from './auth.ts';
 import { nowSeconds } from '../domain/clock.ts';
 import type { ApiContext } from './context.ts';
-import { registerErrorHandling, rejectNulCharacters } from './errors.ts';
+import { registerErrorHandling, rejectNulCharacters, sendClientError, sendError } from './errors.ts';
 import { opsRoutes } from './ops.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
@@ -58,6 +58,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger: options.logger ?? { level: config.logLevel },
     bodyLimit: config.limits.jsonBodyBytes,
     routerOptions: { maxParamLength: 1000 }, // fine-tuned model and checkpoint names are long
+    // What Fastify and Node's HTTP parser refuse before any route runs: OpenAI's envelope too.
+    frameworkErrors: sendError,
+    clientErrorHandler: sendClientError,
   });
   // Query strings and path params arrive as text and are coerced to their declared types; JSON
   // bodies are not (a string where a number belongs is a 400). Unknown keys are an error, never

@@ -1,9 +1,10 @@
 // Bad input never yields a 5xx: every route, fed garbage, answers a 4xx in OpenAI's envelope, on
 // each SQL backend (PostgreSQL refuses NUL characters in text, where SQLite stores them).
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
 import { describeOnEachBackend } from '../support/database.ts';
-import { BASE_MODEL, form, startTestServer, waitFor, type TestServer } from '../support/server.ts';
+import { BASE_MODEL, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { assertMatches } from '../support/openapi.ts';
 
 const ROUTES: [string, string][] = [
@@ -116,5 +117,73 @@ describeOnEachBackend('robustness', (backend) => {
     assert.ok(multipartOnJson.status >= 400 && multipartOnJson.status < 500);
     const jsonOnMultipart = await server.request('POST', '/v1/files', { body: '{}', headers: { 'content-type': 'application/json' } });
     assert.equal(jsonOnMultipart.status, 400);
+  });
+});
+
+/** Sends `text` as is on a fresh connection and parses the answer (Node's HTTP client would refuse to send it). */
+function rawRequest(serverUrl: string, text: string, timeoutMs = 10_000): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(new URL(serverUrl).port), '127.0.0.1', () => socket.end(text));
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs} ms to ${JSON.stringify(text.slice(0, 60))}`)));
+    let answer = '';
+    socket.on('data', (chunk) => (answer += chunk));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(answer)?.[1]);
+      const text = answer.slice(answer.indexOf('\r\n\r\n') + 4);
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // not JSON: expectError says so
+      }
+      resolve({ status, body });
+    });
+  });
+}
+
+describe("what the framework refuses before a route runs", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ env: { MAX_JSON_BODY_BYTES: '1000' } });
+  });
+  after(() => server.close());
+
+  it('answers in the envelope: URLs, methods, bodies, content types, multipart limits', async () => {
+    expectError(await server.request('GET', `/v1/files/${'a'.repeat(1100)}`), 414, { code: 'url_too_long' });
+    expectError(await server.request('GET', '/v1/files/%zz'), 400, { code: 'invalid_url' });
+    expectError(await server.request('GET', '/v1/nothing'), 404, { code: 'unknown_url' });
+    expectError(await server.request('PUT', '/v1/files'), 404, { code: 'unknown_url', message: /PUT \/v1\/files/ });
+    expectError(await server.request('POST', '/v1/fine_tuning/jobs', json({ model: 'x'.repeat(2000) })), 413, { code: 'request_too_large' });
+    expectError(await server.request('POST', '/v1/fine_tuning/jobs', { body: '<job/>', headers: { 'content-type': 'application/xml' } }), 415, { code: 'unsupported_media_type' });
+    expectError(await server.request('POST', '/v1/fine_tuning/jobs', { body: '{"model":', headers: { 'content-type': 'application/json' } }), 400, { code: 'invalid_json' });
+    const twoFiles = form({ purpose: 'fine-tune' }, { field: 'file', name: 'a.jsonl', content: '{}' });
+    twoFiles.body.append('file', new Blob(['{}']), 'b.jsonl');
+    expectError(await server.request('POST', '/v1/files', twoFiles), 413, { code: 'too_many_parts' });
+  });
+
+  it("answers in the envelope what Node's HTTP parser refuses", async () => {
+    const hugeHeader = `x-padding: ${'a'.repeat(20_000)}\r\n`;
+    expectError(await rawRequest(server.url, `GET /v1/files HTTP/1.1\r\nHost: x\r\n${hugeHeader}\r\n`), 431, { code: 'headers_too_large' });
+    expectError(await rawRequest(server.url, 'NOT HTTP AT ALL\r\n\r\n'), 400, { code: 'invalid_http_request' });
+  });
+
+  it("refuses an 'after' that is not an id of the listed kind on every listing, naming after", async () => {
+    const listings = [
+      ['/v1/files', 'file-'],
+      ['/v1/fine_tuning/jobs', 'ftjob-'],
+      ['/v1/fine_tuning/jobs/ftjob-abc/events', 'ftevent-'],
+      ['/v1/fine_tuning/jobs/ftjob-abc/checkpoints', 'ftckpt_'],
+      ['/v1/fine_tuning/checkpoints/ft:tiny-test:org::abcd1234:ckpt-step-1/permissions', 'cp_'],
+    ];
+    for (const [listing, prefix] of listings) {
+      for (const after of ['nope', prefix === 'file-' ? 'ftjob-abc' : 'file-abc', `${prefix}a-b`, prefix]) {
+        expectError(await server.request('GET', `${listing}?after=${encodeURIComponent(after)}`), 400, { param: 'after', code: 'invalid_value' });
+      }
+    }
+    // A well-formed id that names nothing is still an empty page, not an error.
+    const unknown = await server.request('GET', '/v1/files?after=file-abc123');
+    assert.equal(unknown.status, 200, JSON.stringify(unknown.body));
+    assert.deepEqual(unknown.body.data, []);
   });
 });
