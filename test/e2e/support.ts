@@ -12,6 +12,7 @@ import { WandbLogger } from '../../src/integrations/wandb.ts';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import type { Config } from '../../src/config.ts';
+import { startFakeWandb } from '../support/fake-wandb.ts';
 import { startTestServer, waitFor, type TestServer } from '../support/server.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -26,13 +27,17 @@ export const VALID_JSONL = sample('demo-valid.jsonl').slice(0, 4).join('\n') + '
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
 /** A server with the real trainer (a child process per job) and fast leases. */
-export async function startTrainingServer(options: { env?: Record<string, string>; checkpointEverySteps?: number; wandb?: WandbLogger } = {}): Promise<TestServer> {
+export async function startTrainingServer(
+  options: { env?: Record<string, string>; checkpointEverySteps?: number; wandb?: WandbLogger; memoryLimitBytes?: number } = {},
+): Promise<TestServer> {
   const overrides: Partial<Config> & { env?: Record<string, string> } = {
     modelsDir: MODELS_DIR,
     queue: { leaseMs: 5_000, heartbeatMs: 50, pollMs: 50 },
     env: options.env,
   };
-  const runJob = createTrainRunner(trainInChildProcess, { modelsDir: MODELS_DIR, checkpointEverySteps: options.checkpointEverySteps ?? 2, wandb: options.wandb });
+  const runJob = createTrainRunner(trainInChildProcess, {
+    modelsDir: MODELS_DIR, checkpointEverySteps: options.checkpointEverySteps ?? 2, wandb: options.wandb, memoryLimitBytes: options.memoryLimitBytes,
+  });
   return startTestServer(overrides, { runJob });
 }
 
@@ -142,36 +147,8 @@ export async function webhookReceiver() {
   };
 }
 
-/** A stand-in for W&B's HTTP API (upsertBucket, file_stream) that records what a job sends. */
+/** The fake W&B that refuses what W&B would (test/support/fake-wandb.ts), and a logger sending to it. */
 export async function fakeWandb() {
-  const posts: { path: string; body: any }[] = [];
-  const server = http.createServer((req, res) => {
-    let text = '';
-    req.on('data', (c) => (text += c));
-    req.on('end', () => {
-      const body = JSON.parse(text || '{}');
-      posts.push({ path: req.url!, body });
-      res.writeHead(200, { 'content-type': 'application/json' });
-      if (req.url === '/graphql') {
-        const v = body.variables;
-        res.end(JSON.stringify({ data: { upsertBucket: { bucket: { id: 'b', name: v.name, displayName: v.displayName, historyLineCount: 0, project: { name: v.project, entity: { name: v.entity ?? 'me' } } }, inserted: true } } }));
-      } else res.end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    posts,
-    logger: new WandbLogger({ apiKey: 'test-key', baseUrl: `http://127.0.0.1:${port}`, flushIntervalMs: 50 }),
-    /** History lines sent for run `jobId`, parsed. */
-    history(jobId: string): Record<string, number>[] {
-      return posts
-        .filter((p) => p.path.endsWith(`/${jobId}/file_stream`) && p.body.files?.['wandb-history.jsonl'])
-        .flatMap((p) => p.body.files['wandb-history.jsonl'].content.map((line: string) => JSON.parse(line)));
-    },
-    finished(jobId: string) {
-      return posts.find((p) => p.path.endsWith(`/${jobId}/file_stream`) && p.body.complete === true)?.body;
-    },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  const fake = await startFakeWandb();
+  return { ...fake, logger: new WandbLogger({ apiKey: fake.apiKey, baseUrl: fake.baseUrl, flushIntervalMs: 50 }) };
 }

@@ -224,11 +224,12 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     assert.deepEqual(job.integrations, [{ type: 'wandb', wandb: { project: 'tuneforge', tags: ['e2e'] } }]);
     assert.equal((await waitForStatus(client(), job.id, TERMINAL)).status, 'succeeded');
     await waitFor(async () => wandb.finished(job.id), (body) => body !== undefined);
-    const create = wandb.posts.find((p) => p.path === '/graphql' && p.body.variables.name === job.id)!;
+    const create = wandb.requests.find((p) => p.path === '/graphql' && p.body.variables.name === job.id)!;
     assert.equal(create.body.variables.project, 'tuneforge');
     assert.ok(create.body.variables.tags.includes('e2e'));
     const metrics = await metricsEvents(client(), job.id);
     assert.deepEqual(wandb.history(job.id).map((line) => [line._step, line.train_loss]), metrics.map((m) => [m.step, m.train_loss]));
     assert.deepEqual(wandb.finished(job.id), { complete: true, exitcode: 0 });
+    assert.deepEqual(wandb.refused, [], 'requests W&B would refuse');
   });
 });
