@@ -1,5 +1,7 @@
 // Service configuration, read once from the environment. Everything else receives a Config value,
 // so tests build one with `loadConfig({ ...overrides })` instead of touching process.env.
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseWebhookEndpoints, type WebhookEndpoint } from './integrations/webhooks.ts';
 import { wandbOptionsFromEnv } from './integrations/wandb.ts';
@@ -45,6 +47,12 @@ export interface Config {
     nodeArgs: string[];
     /** `serve` trains jobs itself (EMBEDDED_WORKER, default on); off: only `worker` processes do. */
     embeddedWorker: boolean;
+    /**
+     * Most memory a job's training may use (TRAIN_MEMORY_LIMIT_MB; default: this machine's or
+     * container's memory less a margin; 0 = no check): a job estimated to need more fails at once
+     * with insufficient_memory.
+     */
+    memoryLimitMb: number;
   };
   /** How often the server removes expired files and uploads (FILE_SWEEP_INTERVAL_SECONDS; 0 = never). */
   fileSweepIntervalSeconds: number;
@@ -79,6 +87,26 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number
   return n;
 }
 
+/** The machine's memory, or the container's limit when lower (cgroup v2, then v1). */
+function availableMemoryBytes(): number {
+  let limit = os.totalmem();
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    try {
+      const value = Number(fs.readFileSync(file, 'utf8').trim()); // 'max' (no limit) reads as NaN
+      if (Number.isFinite(value) && value > 0) limit = Math.min(limit, value);
+    } catch {
+      // not in a cgroup of that version
+    }
+  }
+  return limit;
+}
+
+/** Available memory less room for the server and the system: 10%, at least 1 GB. */
+function defaultTrainMemoryLimitMb(): number {
+  const available = availableMemoryBytes();
+  return Math.max(0, Math.floor((available - Math.max(1024 * MB, 0.1 * available)) / MB));
+}
+
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const apiKeys = [...parseKeyList(env.API_KEYS, false), ...parseKeyList(env.ADMIN_API_KEYS, true)];
   const base: Config = {
@@ -108,6 +136,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       inProcess: env.TRAIN_IN_PROCESS === '1' || env.TRAIN_IN_PROCESS === 'true',
       nodeArgs: (env.TRAIN_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean),
       embeddedWorker: !['0', 'false', 'no', 'off'].includes((env.EMBEDDED_WORKER ?? '').trim().toLowerCase()),
+      memoryLimitMb: intFrom(env, 'TRAIN_MEMORY_LIMIT_MB', defaultTrainMemoryLimitMb()),
     },
     fileSweepIntervalSeconds: intFrom(env, 'FILE_SWEEP_INTERVAL_SECONDS', 300),
     webhooks: parseWebhookEndpoints(env),

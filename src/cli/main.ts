@@ -26,6 +26,7 @@ export function defaultJobRunner(config: Config, log: Log = jsonLog): JobRunner 
   return createTrainRunner(train, {
     modelsDir: config.modelsDir,
     checkpointEverySteps: config.training.checkpointEverySteps,
+    memoryLimitBytes: config.training.memoryLimitMb * 1024 * 1024,
     wandb: new WandbLogger({ ...config.wandb, log }),
   });
 }

@@ -46,6 +46,11 @@ export interface TrainSpec {
   resumeFrom?: string;
   /** Write a resumable step checkpoint every N optimizer steps (0 = only at epoch ends). */
   checkpointEverySteps?: number;
+  /**
+   * Most bytes the training process may use: a job whose step is estimated to need more fails at
+   * once with EngineError 'insufficient_memory' (see train/memory-estimate.ts). Absent: no check.
+   */
+  memoryLimitBytes?: number;
   /** Reinforcement only: the job's grader, validated by the control plane; opaque here (see TrainOptions.grade). */
   grader?: unknown;
   /** Reinforcement only: most tokens sampled per completion (default: rft.ts DEFAULT_MAX_COMPLETION_TOKENS). */

@@ -160,10 +160,10 @@ async function alreadyRecorded(job: JobRecord, ctx: JobRunContext) {
 const removeDir = (dir: string) => fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
 
 /** The job errors of the engine's codes (OpenAI's code and param); any other failure is training_failed. */
-const JOB_ERRORS: Partial<Record<EngineErrorCode, { code: string; param: string }>> = {
+const JOB_ERRORS: Partial<Record<EngineErrorCode, { code: string; param: string | null }>> = {
   invalid_training_file: { code: 'invalid_training_file', param: 'training_file' },
   invalid_validation_file: { code: 'invalid_validation_file', param: 'validation_file' },
-  insufficient_memory: { code: 'insufficient_memory', param: 'method' },
+  insufficient_memory: { code: 'insufficient_memory', param: null },
 };
 
 /** A training failure as the job's error; paths of the server's blob store become the job's file ids. */

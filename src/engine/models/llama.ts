@@ -4,15 +4,17 @@
 //                    x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))  on h = rmsnorm(x)
 //   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied; training applies it in token chunks)
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
-// stacks each k/v head's group of query heads as rows, [B, kvHeads, group·T, headDim], so
-// grouped-query attention is one MatMul per k/v head (no repeat of k/v; their gradients come out
-// summed over the group), and runs in query chunks that skip most of the causal mask's zeros.
+// is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
+// layer. With `recompute`, each decoder layer keeps only its input and recomputes the rest in the
+// backward (graph/checkpoint.ts).
 
 import type { ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
 import type { Graph, Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
+import { checkpoint } from '../graph/checkpoint.ts';
+import { attentionPlan, causalAttention, type AttentionTiling } from './attention.ts';
 
 export interface LlamaInputs {
   /** [B, T] int64 token ids. */
@@ -32,6 +34,10 @@ export interface LlamaOptions {
     /** Inverted-dropout mask [N, in] (0 or 1/(1−p)) for a module, or null for no dropout. */
     dropoutMask?: (path: string, shape: number[]) => Tensor | null;
   };
+  /** Recompute each decoder layer's inside in the backward instead of keeping it (default off). */
+  recompute?: boolean;
+  /** Attention tiles (default: defaultTiling in attention.ts). */
+  attentionTiling?: AttentionTiling;
 }
 
 /** cos/sin tables [T, headDim] for positions 0..T−1, honouring rope_theta and rope_scaling. */
@@ -94,20 +100,6 @@ function signedSin(sin: Float64Array, hd: number): Float64Array {
   return sin.map((v, i) => (i % hd < hd / 2 ? -v : v));
 }
 
-/** Additive mask [B, 1, 1, T, T]: 0 where key j is visible from query i (causal, same segment, window). */
-export function attentionBias(g: Graph, segmentIds: Tensor, slidingWindow: number | null): Tensor {
-  const [B, T] = segmentIds.shape;
-  const causal = new Uint8Array(T * T);
-  for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) causal[i * T + j] = slidingWindow && i - j >= slidingWindow ? 0 : 1;
-  const sameSegment = op.equal(op.reshape(segmentIds, [B, T, 1]), op.reshape(segmentIds, [B, 1, T]));
-  const visible = op.and(sameSegment, g.constant('bool', [T, T], causal));
-  const bias = op.where(visible, g.scalar(0), g.scalar(-1e9));
-  return op.reshape(bias, [B, 1, 1, T, T]);
-}
-
-/** Query chunks of causal attention (see llamaLogits). */
-const ATTENTION_CHUNKS = 4;
-
 /** The end of the decoder: final hidden states [N, D] (after the final norm) and the LM head's weight [vocab, D]. */
 export interface LmHead {
   hidden: Tensor;
@@ -130,6 +122,12 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, rmsNormEps: eps } = cfg;
   const G = H / KV;
   const W = opts.weight;
+  // Each module's dropout mask, asked for once (a recomputed layer reads the same masks again).
+  const masksByPath = new Map<string, Tensor | null>();
+  const dropoutMask = (path: string, inF: number) => {
+    if (!masksByPath.has(path)) masksByPath.set(path, opts.lora?.dropoutMask?.(path, [N, inF]) ?? null);
+    return masksByPath.get(path)!;
+  };
 
   // y_i = x W_iᵀ (+ b_i) (+ (α/r) · dropout_i(x) A_iᵀ B_iᵀ) for the projections of one input
   // (q/k/v; o; gate; up; down). Projections listed together share one MatMul over their stacked
@@ -145,7 +143,7 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     if (!lora || targeted.length === 0) return ys;
     const r = lora.rank;
     const A = (m: { path: string }) => W(loraAName(m.path), [r, inF]);
-    const masks = targeted.map((m) => lora.dropoutMask?.(m.path, [N, inF]) ?? null);
+    const masks = targeted.map((m) => dropoutMask(m.path, inF));
     // Scale the rank-r activations, not the [N, out] products: same math, fewer elements.
     const us = masks.every((mask) => mask === null)
       ? split(op.mul(op.matmul(x, op.T(stack(targeted.map(A)))), lora.alpha / r), targeted.map(() => r))
@@ -165,24 +163,12 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const sin = signedSin(tables.sin, hd);
   const [cosK, sinK] = [perPosition(tables.cos), perPosition(sin)];
   const [cosQ, sinQ] = [perPosition(tables.cos, 1 / Math.sqrt(hd)), perPosition(sin, 1 / Math.sqrt(hd))];
-  // Causal attention by query chunks: a chunk's queries meet the keys up to the chunk's end only,
-  // so most of the masked-out upper triangle is never computed (4 chunks: 10/16 of the scores;
-  // measured on the SmolLM2-135M shape, attention's share of a full fine-tuning step fell 32%).
-  const chunkCount = Math.min(ATTENTION_CHUNKS, T);
-  const ends = Array.from({ length: chunkCount }, (_, c) => Math.round(((c + 1) * T) / chunkCount));
-  const starts = [0, ...ends.slice(0, -1)];
-  // Each chunk's bias, expanded once to its score shape: ORT's Add is several times slower when it
-  // has to broadcast over the middle (head) axes than on equal shapes, and every layer adds it.
-  const fullBias = attentionBias(g, inputs.segmentIds, cfg.slidingWindow); // [B, 1, 1, T, T]
-  const biases = ends.map((end, c) => {
-    const rows = op.slice(op.slice(fullBias, 3, starts[c], end), 4, 0, end);
-    return op.reshape(op.expand(rows, [B, KV, G, end - starts[c], end]), [B, KV, G * (end - starts[c]), end]);
-  });
+  const plan = attentionPlan(inputs.segmentIds, cfg.slidingWindow, opts.attentionTiling);
 
   const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
   let x = op.reshape(op.gather(embed, inputs.inputIds), [N, D]);
 
-  for (let l = 0; l < cfg.numLayers; l++) {
+  const layer = (l: number, x: Tensor): Tensor => {
     const p = `model.layers.${l}`;
     // --- attention
     let h = rmsNorm(x, W(`${p}.input_layernorm.weight`, [D]), eps);
@@ -193,20 +179,9 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
       { path: `${p}.self_attn.k_proj`, outF: KV * hd },
       { path: `${p}.self_attn.v_proj`, outF: KV * hd },
     ], cfg.attentionBias);
-    let q = heads(qFlat, G);
-    let k = heads(kFlat, 1);
-    const v = heads(vFlat, 1);
-    q = rope(q, cosQ, sinQ);
-    k = rope(k, cosK, sinK);
-    // The G query heads of a k/v head stacked as rows, [B, KV, G·Tc, hd]: one product per k/v head
-    // instead of G broadcast ones, and K's and V's gradients come out summed over the group.
-    const rows = (t: Tensor) => op.reshape(t, [B, KV, t.shape[2] * t.shape[3], hd]);
-    const ctxChunks = op.split(q, ends.map((end, c) => end - starts[c]), 3).map((qc, c) => {
-      const end = ends[c];
-      const probs = op.softmax(op.add(op.matmul(rows(qc), op.T(rows(op.slice(k, 3, 0, end)))), biases[c])); // [B, KV, G·Tc, end]
-      return op.reshape(op.matmul(probs, rows(op.slice(v, 3, 0, end))), qc.shape);
-    });
-    const ctx = op.reshape(op.transpose(chunkCount > 1 ? op.concat(ctxChunks, 3) : ctxChunks[0], [0, 3, 1, 2, 4]), [N, H * hd]);
+    const q = rope(heads(qFlat, G), cosQ, sinQ);
+    const k = rope(heads(kFlat, 1), cosK, sinK);
+    const ctx = op.reshape(op.transpose(causalAttention(q, k, heads(vFlat, 1), plan), [0, 3, 1, 2, 4]), [N, H * hd]);
     x = op.add(x, linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0]);
     // --- SwiGLU MLP
     h = rmsNorm(x, W(`${p}.post_attention_layernorm.weight`, [D]), eps);
@@ -216,8 +191,9 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const [gate] = linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
     const [up] = linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
     const down = linears(op.mul(op.silu(gate), up), cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
-    x = op.add(x, down[0]);
-  }
+    return op.add(x, down[0]);
+  };
+  for (let l = 0; l < cfg.numLayers; l++) x = opts.recompute ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
 
   const hidden = rmsNorm(x, W('model.norm.weight', [D]), eps);
   return { hidden, weight: cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]) };

@@ -23,6 +23,7 @@ import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts
 import { Rng } from './rng.ts';
 import { microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
+import { ensureStepFits } from './memory-estimate.ts';
 import { buildStepGraph, type ModelSetup, type StepShape } from './step.ts';
 import { DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
@@ -286,6 +287,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training pairs were truncated to ${plan.seqLen} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training pairs have a response with no tokens left` });
   const setup = modelSetup(model.config, spec.lora);
+  ensureStepFits(spec, setup, { rows: 2 * plan.pairsPerMicro, seqLen: plan.seqLen }, dpoObjective(beta, plan.pairsPerMicro));
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
   model.weights.clear();

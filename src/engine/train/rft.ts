@@ -26,6 +26,7 @@ import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts
 import { Rng } from './rng.ts';
 import type { MicroBatch } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
+import { ensureStepFits } from './memory-estimate.ts';
 import type { ModelSetup } from './step.ts';
 import { DEFAULT_ADAMW } from './adamw.ts';
 import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
@@ -124,6 +125,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   let trainedTokens = Number(meta?.trainedTokens ?? 0);
 
   const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), bs * k));
+  ensureStepFits(spec, setup, { rows: rowsPerMicro, seqLen });
   const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, DEFAULT_ADAMW);
   const sampler = new PolicySampler(setup, setup.lora ? frozen : base, tokenizer, stopTokenIds(cfg, spec.baseModelDir, tokenizer));
 

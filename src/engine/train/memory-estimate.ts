@@ -1,0 +1,163 @@
+// A training step's peak memory and time, predicted before any session exists, from the step
+// graph itself: the graph is built (no weights needed) and run on paper in its node order, the
+// order ORT's sequential executor follows, each tensor freed after its last consumer. So the
+// estimate follows whatever the graph does (chunked head, attention tiling, recomputation) with no
+// per-op formulas to keep in step. The host side adds what the runner keeps in JS: frozen weights,
+// trainable tensors, AdamW's two moments and the returned gradients. The constants below were fitted
+// against peak RSS of `npm run bench:estimate` runs (see that script).
+
+import { Graph, type Node, type Tensor } from '../graph/ir.ts';
+import { reachableNodes } from '../graph/onnx.ts';
+import { matmul } from '../graph/ops.ts';
+import { CompiledGraph } from '../runtime/session.ts';
+import { EngineError } from '../errors.ts';
+import type { TrainSpec } from '../contract.ts';
+import { buildStepGraph, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
+
+/** Node, ONNX Runtime and the process's own allocations, before any model. */
+const RUNTIME_BYTES = 0.45e9;
+/** ORT's arena and allocator slack over the graph's live tensors. */
+const GRAPH_OVERHEAD = 1.15;
+/** Whole-step time over the time its matrix products take at the calibrated rate. */
+const STEP_OVER_MATMUL = 1.6;
+
+const BYTES: Record<string, number> = { float32: 4, float64: 8, int64: 8, bool: 1 };
+const bytesOf = (t: Tensor) => t.size * BYTES[t.dtype];
+
+/** Ops whose output ORT gives the input's buffer (or, for a transposed matmul operand, fuses away). */
+function aliases(n: Node, consumers: Map<Tensor, Node[]>): boolean {
+  if (['Reshape', 'Identity', 'Squeeze', 'Unsqueeze'].includes(n.opType)) return true;
+  return n.opType === 'Transpose' && (consumers.get(n.outputs[0]) ?? []).every((c) => c.opType === 'MatMul' || c.opType === 'Gemm');
+}
+
+export interface GraphCost {
+  /** Most bytes of intermediate tensors alive at once (graph inputs are the host's). */
+  peakBytes: number;
+  /** 2·m·k·n over every matrix product. */
+  matmulFlops: number;
+}
+
+/** Runs the graph on paper: peak live bytes in node order, and the matrix products' FLOPs. */
+export function graphCost(graph: Graph): GraphCost {
+  const nodes = reachableNodes(graph);
+  const consumers = new Map<Tensor, Node[]>();
+  for (const n of nodes) for (const t of n.inputs) if (t) consumers.set(t, [...(consumers.get(t) ?? []), n]);
+  // Each tensor's buffer: its own, or (for an alias) its source's.
+  const buffer = new Map<Tensor, Tensor>();
+  const root = (t: Tensor) => buffer.get(t) ?? t;
+  const lastUse = new Map<Tensor, number>();
+  nodes.forEach((n, i) => {
+    if (aliases(n, consumers) && n.inputs[0]) buffer.set(n.outputs[0], root(n.inputs[0]));
+    for (const t of n.inputs) if (t) lastUse.set(root(t), i);
+  });
+  for (const t of graph.outputs) lastUse.set(root(t), Infinity);
+  let live = graph.initializers.reduce((s, c) => s + bytesOf(c.tensor), 0);
+  let peakBytes = live;
+  let matmulFlops = 0;
+  nodes.forEach((n, i) => {
+    for (const o of n.outputs) if (root(o) === o) live += bytesOf(o);
+    peakBytes = Math.max(peakBytes, live);
+    for (const o of n.outputs) if (root(o) === o && !lastUse.has(o)) live -= bytesOf(o); // never read
+    for (const t of new Set(n.inputs.map((x) => x && root(x)))) if (t?.producer && lastUse.get(t) === i) live -= bytesOf(t);
+    if (n.opType === 'MatMul' || n.opType === 'Gemm') {
+      const [a] = n.inputs;
+      const k = n.opType === 'Gemm' && n.attrs.transA ? a!.shape[0] : a!.shape[a!.rank - 1];
+      matmulFlops += 2 * n.outputs[0].size * k;
+    }
+  });
+  return { peakBytes, matmulFlops };
+}
+
+export interface StepEstimate {
+  /** Predicted peak resident memory of the training process. */
+  peakBytes: number;
+  /** Of which: frozen weights, trainable tensors with AdamW moments and gradients, the step graph. */
+  hostBytes: number;
+  graphBytes: number;
+  /** Predicted seconds per micro-batch at `matmulGflops`. */
+  stepSeconds: number;
+  matmulFlops: number;
+}
+
+/** The estimate for micro-batches of `shape` (a supervised step unless `objective` says otherwise). */
+export function estimateStep(setup: ModelSetup, shape: StepShape, matmulGflops: number, objective?: StepObjective): StepEstimate {
+  const cost = graphCost(buildStepGraph({ ...setup, float: 'float32' }, shape, 'gradient', objective));
+  const trainable = new Set(setup.trainable);
+  let frozen = 0, trained = 0;
+  for (const [name, s] of setup.shapes) {
+    const n = 4 * s.reduce((a, b) => a * b, 1);
+    if (trainable.has(name)) trained += n;
+    else frozen += n;
+  }
+  const hostBytes = frozen + 4 * trained; // parameters, m, v, and the gradients returned to JS
+  const graphBytes = GRAPH_OVERHEAD * cost.peakBytes;
+  return {
+    peakBytes: RUNTIME_BYTES + hostBytes + graphBytes,
+    hostBytes,
+    graphBytes,
+    stepSeconds: (STEP_OVER_MATMUL * cost.matmulFlops) / (matmulGflops * 1e9),
+    matmulFlops: cost.matmulFlops,
+  };
+}
+
+/** GFLOP/s of one float32 matrix product on this machine now, at the engine's thread count. */
+export async function measureMatmulGflops(threads = 2): Promise<number> {
+  const [m, k, n] = [2048, 576, 1536];
+  const g = new Graph();
+  g.output('y', matmul(g.input('a', [m, k]), g.input('b', [k, n])));
+  const s = await CompiledGraph.compile(g, { intraOpNumThreads: threads });
+  const feeds = { a: new Float32Array(m * k).fill(0.5), b: new Float32Array(k * n).fill(0.25) };
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    await s.run(feeds);
+    best = Math.min(best, performance.now() - t);
+  }
+  await s.release();
+  return (2 * m * k * n) / (best / 1000) / 1e9;
+}
+
+/**
+ * Recomputation (per-layer activation checkpointing) for 'auto': on exactly when the step
+ * without it would not fit `limitBytes`.
+ */
+export function autoRecompute(estimateWith: (recompute: boolean) => StepEstimate, limitBytes: number): boolean {
+  return estimateWith(false).peakBytes > limitBytes;
+}
+
+/** The largest micro-batch (rows × seqLen, rows first, then shorter rows) that fits, or null. */
+export function largestFitting(fits: (shape: StepShape) => boolean, shape: StepShape): StepShape | null {
+  for (let rows = shape.rows - 1; rows >= 1; rows--) if (fits({ rows, seqLen: shape.seqLen })) return { rows, seqLen: shape.seqLen };
+  for (let seqLen = Math.floor(shape.seqLen / 2 / 32) * 32; seqLen >= 32; seqLen = Math.floor(seqLen / 2 / 32) * 32) {
+    if (fits({ rows: 1, seqLen })) return { rows: 1, seqLen };
+  }
+  return null;
+}
+
+const GB = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+
+/**
+ * Fails with `insufficient_memory` when a step of `shape` is predicted to need more than
+ * `limitBytes`, naming the estimate, the limit and the largest micro-batch that would fit.
+ */
+export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes: number, objective?: StepObjective): StepEstimate {
+  const estimate = (s: StepShape) => estimateStep(setup, s, 1, objective);
+  const need = estimate(shape);
+  if (need.peakBytes <= limitBytes) return need;
+  const fitting = largestFitting((s) => estimate(s).peakBytes <= limitBytes, shape);
+  const what = `${shape.rows} × ${shape.seqLen} tokens`;
+  const advice = !fitting
+    ? `Even one row of 32 tokens would not fit: the model's weights and optimizer state alone need ${GB(estimate({ rows: 1, seqLen: 32 }).peakBytes)}; use LoRA or a smaller model.`
+    : fitting.rows < shape.rows
+      ? `${fitting.rows} row${fitting.rows > 1 ? 's' : ''} of ${fitting.seqLen} tokens per micro-batch would fit: use a smaller batch_size.`
+      : `Rows of ${fitting.seqLen} tokens would fit: use shorter examples (fewer tokens each).`;
+  throw new EngineError(
+    'insufficient_memory',
+    `Training needs an estimated ${GB(need.peakBytes)} of memory for micro-batches of ${what}, over this worker's limit of ${GB(limitBytes)}. ${advice}`,
+  );
+}
+
+/** checkStepMemory against the spec's memory limit, when it sets one. */
+export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): void {
+  if (spec.memoryLimitBytes !== undefined) checkStepMemory(setup, shape, spec.memoryLimitBytes, objective);
+}

@@ -1,0 +1,82 @@
+// The memory and time estimate: the paper run of a graph frees tensors after their last use, the
+// estimate grows with every dimension that costs memory, and a step that does not fit fails with
+// insufficient_memory naming the estimate, the limit and a micro-batch that would fit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Graph } from '../../../src/engine/graph/ir.ts';
+import * as op from '../../../src/engine/graph/ops.ts';
+import { EngineError } from '../../../src/engine/errors.ts';
+import { modelSetup } from '../../../src/engine/train/setup.ts';
+import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
+import type { ModelConfig } from '../../../src/engine/models/config.ts';
+import {
+  autoRecompute, checkStepMemory, estimateStep, graphCost, largestFitting, type StepEstimate,
+} from '../../../src/engine/train/memory-estimate.ts';
+import { tinyConfig } from '../models/llama-fixtures.ts';
+
+test('graphCost: tensors live from their node to their last use; reshapes share their source', () => {
+  const g = new Graph();
+  const x = g.input('x', [1000]); // the host's: not counted
+  const a = op.exp(x); // 4 kB
+  const b = op.reshape(op.exp(a), [10, 100]); // +4 kB (the reshape shares it); a is freed after
+  const c = op.sumAll(op.mul(b, b)); // +4 kB for b⊙b while b lives, then b goes
+  g.output('c', c);
+  const cost = graphCost(g);
+  // Peak: b (4 kB) and b⊙b (4 kB) at once, or a and exp(a): 8 kB (plus the 4-byte scalar constants' share).
+  assert.ok(cost.peakBytes >= 8000 && cost.peakBytes < 8100, `${cost.peakBytes}`);
+  const mm = new Graph();
+  mm.output('y', op.matmul(mm.input('p', [8, 16]), op.T(mm.input('w', [32, 16]))));
+  assert.equal(graphCost(mm).matmulFlops, 2 * 8 * 16 * 32);
+});
+
+const lora = { rank: 4, alpha: 8, dropout: 0, targetModules: ALL_LINEAR };
+const peak = (cfg: ModelConfig, rows: number, seqLen: number, withLora = true) =>
+  estimateStep(modelSetup(cfg, withLora ? lora : null), { rows, seqLen }, 100).peakBytes;
+
+test('the estimate grows with rows, row length, layers, width and vocabulary; full fine-tuning needs more than LoRA', () => {
+  const cfg = tinyConfig({ maxPositionEmbeddings: 512 });
+  assert.ok(peak(cfg, 2, 64) > peak(cfg, 1, 64));
+  assert.ok(peak(cfg, 1, 128) > peak(cfg, 1, 64));
+  assert.ok(peak(tinyConfig({ numLayers: 4 }), 1, 64) > peak(cfg, 1, 64));
+  assert.ok(peak(tinyConfig({ hiddenSize: 32, headDim: 8 }), 1, 64) > peak(cfg, 1, 64));
+  assert.ok(peak(tinyConfig({ vocabSize: 4096 }), 1, 64) > peak(cfg, 1, 64));
+  assert.ok(peak(cfg, 1, 64, false) > peak(cfg, 1, 64, true));
+  const e = estimateStep(modelSetup(cfg, lora), { rows: 2, seqLen: 64 }, 100);
+  const faster = estimateStep(modelSetup(cfg, lora), { rows: 2, seqLen: 64 }, 200);
+  assert.ok(e.stepSeconds > 0 && Math.abs(faster.stepSeconds * 2 - e.stepSeconds) < 1e-12);
+});
+
+test('largestFitting: fewer rows first, then shorter rows, else nothing', () => {
+  const tokensUnder = (n: number) => (s: { rows: number; seqLen: number }) => s.rows * s.seqLen <= n;
+  assert.deepEqual(largestFitting(tokensUnder(1024), { rows: 4, seqLen: 512 }), { rows: 2, seqLen: 512 });
+  assert.deepEqual(largestFitting(tokensUnder(600), { rows: 1, seqLen: 2048 }), { rows: 1, seqLen: 512 });
+  assert.equal(largestFitting(() => false, { rows: 4, seqLen: 512 }), null);
+});
+
+test('a step over the limit fails with insufficient_memory, naming the estimate, the limit and what would fit', () => {
+  // A vocabulary large enough that rows dominate the graph's memory.
+  const cfg = tinyConfig({ vocabSize: 20_000, maxPositionEmbeddings: 512 });
+  const setup = modelSetup(cfg, lora);
+  const one = estimateStep(setup, { rows: 1, seqLen: 256 }, 1).peakBytes;
+  const four = estimateStep(setup, { rows: 4, seqLen: 256 }, 1).peakBytes;
+  assert.ok(four > one);
+  assert.equal(checkStepMemory(setup, { rows: 4, seqLen: 256 }, four).peakBytes, four); // fits exactly
+  const limit = (one + four) / 2;
+  assert.throws(
+    () => checkStepMemory(setup, { rows: 4, seqLen: 256 }, limit),
+    (e: unknown) =>
+      e instanceof EngineError &&
+      e.code === 'insufficient_memory' &&
+      e.message.includes(`estimated ${(four / 1e9).toFixed(2)} GB`) &&
+      e.message.includes(`limit of ${(limit / 1e9).toFixed(2)} GB`) &&
+      /\d rows? of 256 tokens per micro-batch would fit: use a smaller batch_size/.test(e.message),
+  );
+  assert.throws(() => checkStepMemory(setup, { rows: 1, seqLen: 32 }, 1e6), /Even one row of 32 tokens would not fit/);
+});
+
+test('recompute auto: on exactly when the step without it would not fit', () => {
+  const estimate = (without: number, withIt: number) => (recompute: boolean) => ({ peakBytes: recompute ? withIt : without }) as StepEstimate;
+  assert.equal(autoRecompute(estimate(5e9, 3e9), 4e9), true);
+  assert.equal(autoRecompute(estimate(3e9, 2e9), 4e9), false);
+  assert.equal(autoRecompute(estimate(4e9, 2e9), 4e9), false);
+});
