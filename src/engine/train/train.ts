@@ -2,7 +2,8 @@
 // See contract.ts for the seam. `session.run` blocks the thread: call this from a worker thread.
 
 import type { StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
-import { loadHfModel } from '../io/hf-model.ts';
+import { loadHfModel, readHfConfig } from '../io/hf-model.ts';
+import { ensureStepFits } from './memory-estimate.ts';
 import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
 import { Rng } from './rng.ts';
@@ -21,11 +22,13 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   if (spec.method !== 'supervised') throw new Error(`method ${spec.method} is not supported by this engine yet`);
   const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
 
-  const model = loadHfModel(spec.baseModelDir);
-  const plan = makePlan(spec, model.config);
+  const { config } = readHfConfig(spec.baseModelDir);
+  const plan = makePlan(spec, config);
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.seqLen} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
-  const setup = modelSetup(model.config, spec.lora);
+  const setup = modelSetup(config, spec.lora);
+  ensureStepFits(spec, setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
+  const model = loadHfModel(spec.baseModelDir);
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
   model.weights.clear();
