@@ -327,3 +327,35 @@ describe('WandbLogger', () => {
     assert.equal(WandbLogger.fromEnv({ WANDB_API_KEY: API_KEY }).enabled, true);
   });
 });
+
+describe('the fake W&B', () => {
+  test('refuses what W&B would: wrong key, unknown field, mistyped variable, unknown run, malformed stream', async () => {
+    const fake = await startFake();
+    try {
+      const post = async (path: string, body: unknown, headers: Record<string, string> = {}) =>
+        (await fetch(fake.baseUrl + path, { method: 'POST', headers: { authorization: BASIC, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })).status;
+      const upsert = (input: string, variables: Record<string, unknown>) =>
+        post('/graphql', { query: `mutation ($name: String, $project: String) { upsertBucket(input: {${input}}) { bucket { name } } }`, variables });
+      assert.equal(await upsert('name: $name, modelName: $project', { name: 'r', project: 'p' }), 200);
+      assert.deepEqual(fake.refused, []);
+
+      assert.equal(await post('/graphql', { query: '{ viewer { id } }' }, { authorization: `Bearer ${API_KEY}` }), 401);
+      assert.equal(await upsert('name: $name, projectName: $project', { name: 'r', project: 'p' }), 400);
+      assert.equal(await upsert('name: $name, modelName: $project', { name: 7, project: 'p' }), 400);
+      assert.equal(await upsert('name: $name', { name: 'r', project: 'p' }), 400); // $project declared, never used
+      const stream = (body: unknown, run = 'r') => post(`/files/default-entity/p/${run}/file_stream`, body);
+      const row = (extra: Record<string, unknown>) => JSON.stringify({ _step: 0, _runtime: 1, _timestamp: 1e9, ...extra });
+      assert.equal(await stream({ files: { 'wandb-history.jsonl': { offset: 0, content: [row({ loss: 1 })] } } }), 200);
+      assert.equal(await stream({ complete: true, exitcode: 0 }, 'never-upserted'), 404);
+      assert.equal(await stream({ files: { 'wandb-history.jsonl': { offset: '0', content: [row({})] } } }), 400);
+      assert.equal(await stream({ files: { 'wandb-history.jsonl': { offset: 0, content: [JSON.stringify({ loss: 1 })] } } }), 400);
+      assert.equal(await stream({ files: { 'wandb-summary.json': { offset: 3, content: ['{}'] } } }), 400);
+      assert.equal(await stream({ complete: true }), 400);
+      assert.equal(await stream({ complete: false, failed: false, extra: 1 }), 400);
+      assert.equal(await post('/files/default-entity/p/r/file_stream', { complete: true, exitcode: 0 }, { 'content-type': 'text/plain' }), 400);
+      assert.equal(fake.refused.length, 11, fake.refused.join('\n'));
+    } finally {
+      await fake.close();
+    }
+  });
+});
