@@ -6,14 +6,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { pythonSandboxStatus, type CallModel, type PythonSandboxOptions } from '../../src/graders/index.ts';
+import type { CallModel, PythonSandboxOptions } from '../../src/graders/index.ts';
 import { assertMatches } from '../support/openapi.ts';
+import { pythonSandboxSkip } from '../support/python-sandbox.ts';
 import { expectError, json, startTestServer, type TestServer } from '../support/server.ts';
 
 const python: PythonSandboxOptions = {
   limits: { wallSeconds: 2, cpuSeconds: 1, memoryBytes: 256 * 1024 * 1024, diskBytes: 8 * 1024 * 1024 },
 };
-const pythonSkip = pythonSandboxStatus(python).ok ? false : 'python sandbox unavailable here';
+const pythonSkip = pythonSandboxSkip(python);
 
 const judgeCalls: { model: string; organization: string }[] = [];
 const judge = (organization: string): CallModel => async (model, messages) => {

@@ -10,9 +10,9 @@ import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { RFT_GRADER, RFT_TRAIN, RFT_VALID } from '../../scripts/make-rft-data.ts';
 import { BASE_MODEL, MODELS_DIR, TERMINAL, allEvents, metricsEvents, waitForStatus } from './support.ts';
-import { pythonSandboxStatus, pythonLimitsFromEnv } from '../../src/graders/index.ts';
+import { pythonLimitsFromEnv } from '../../src/graders/index.ts';
+import { pythonSandboxSkip } from '../support/python-sandbox.ts';
 
-const sandbox = pythonSandboxStatus({ limits: pythonLimitsFromEnv() });
 
 describe('reinforcement jobs end to end (real engine, tiny model)', () => {
   let server: TestServer;
@@ -75,7 +75,7 @@ describe('reinforcement jobs end to end (real engine, tiny model)', () => {
     for (const row of rows) assert.equal(row.split(',').length, 9);
   });
 
-  it('a python grader job grades in the sandbox (server data hidden) and succeeds', { skip: sandbox.ok ? false : `python sandbox unavailable: ${!sandbox.ok && sandbox.reason}` }, async () => {
+  it('a python grader job grades in the sandbox (server data hidden) and succeeds', { skip: pythonSandboxSkip({ limits: pythonLimitsFromEnv() }) }, async () => {
     const training = await client().files.create({ file: new File([RFT_TRAIN.slice(0, 12).join('\n') + '\n'], 'rft-train.jsonl'), purpose: 'fine-tune' });
     // Reward 1 for the letter, and 0.5 more if the server's data folder were readable (it must not be).
     const source = [

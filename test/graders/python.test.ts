@@ -2,15 +2,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { pythonSandboxStatus, runGrader, type PythonSandboxOptions, type RunGraderResponse } from '../../src/graders/index.ts';
+import { pythonSandboxSkip, sandboxExpected } from '../support/python-sandbox.ts';
 
 const python: PythonSandboxOptions = {
   limits: { wallSeconds: 2, cpuSeconds: 1, memoryBytes: 256 * 1024 * 1024, diskBytes: 8 * 1024 * 1024 },
   hidePaths: [process.cwd()],
 };
-const available = pythonSandboxStatus(python);
-const skip = available.ok ? false : `python sandbox unavailable here: ${!available.ok && available.reason}`;
+const skip = pythonSandboxSkip(python);
+/** A file of the server's folder (this checkout, wherever it is): the grader must not see or touch it. */
+const serverFile = path.join(process.cwd(), 'package.json');
 
 const grade = (source: string, item: unknown = { label: 'Paris' }, modelSample = 'Paris') =>
   runGrader({ type: 'python', name: 'py', source }, { item, modelSample }, { python });
@@ -20,6 +24,11 @@ function assertFailed(res: RunGraderResponse, details: RegExp) {
   assert.equal(res.metadata.errors.python_grader_runtime_error, true);
   assert.match(String(res.metadata.errors.python_grader_runtime_error_details), details);
 }
+
+test('the sandbox starts on Linux as root (as in CI)', { skip: sandboxExpected ? false : 'not Linux as root' }, () => {
+  const status = pythonSandboxStatus(python);
+  assert.ok(status.ok, !status.ok ? status.reason : '');
+});
 
 test('a correct grader: reward from grade(sample, item); prints do not forge the result', { skip }, async () => {
   const res = await grade(
@@ -82,17 +91,22 @@ test('a grader that writes too much to disk fails; outside its tmpfs it cannot w
     await grade('def grade(sample, item):\n    for k in range(16):\n        with open("part%d" % k, "wb") as f:\n            f.write(b"x" * 4 * 1024 * 1024)\n    return 1\n'),
     /No space left|File too large/,
   );
-  for (const where of ['/var/tmp/x', '/dev/shm/x', `${process.cwd()}/escape.txt`, '/etc/escape']) {
+  for (const where of ['/var/tmp/x', '/dev/shm/x', '/etc/escape']) {
     assertFailed(await grade(`def grade(sample, item):\n    open(${JSON.stringify(where)}, "w").write("x")\n    return 1\n`), /Read-only|Permission denied/);
   }
+  // The server's folder is covered (read-only) or, under /tmp, not there at all: either way nothing lands.
+  const escape = path.join(process.cwd(), 'escape.txt');
+  assertFailed(await grade(`def grade(sample, item):\n    open(${JSON.stringify(escape)}, "w").write("x")\n    return 1\n`), /Read-only|Permission denied|No such file/);
+  assert.ok(!fs.existsSync(escape), 'the grader wrote into the server folder');
 });
 
 test('the grader runs as nobody, sees no host processes and none of the server folder; its children die with it', { skip }, async () => {
+  assert.ok(fs.existsSync(serverFile));
   const res = await grade(
     'import os\n' +
       'def grade(sample, item):\n' +
       '    assert os.getuid() == 65534 and os.geteuid() == 65534\n' +
-      `    assert os.listdir(${JSON.stringify(process.cwd())}) == []\n` +
+      `    assert not os.path.exists(${JSON.stringify(serverFile)})\n` +
       '    pids = [p for p in os.listdir("/proc") if p.isdigit()]\n' +
       '    assert len(pids) < 10, pids\n' +
       '    return 1\n',

@@ -5,13 +5,13 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jobGrader, ownCallModel } from '../../src/scheduler/rft-grading.ts';
-import { pythonSandboxStatus, type CallModel, type PythonSandboxOptions } from '../../src/graders/index.ts';
+import type { CallModel, PythonSandboxOptions } from '../../src/graders/index.ts';
 import type { Store } from '../../src/store/index.ts';
+import { pythonSandboxSkip } from '../support/python-sandbox.ts';
 
 const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models');
 const noStore = { models: { get: async () => undefined } } as unknown as Store;
 const python: PythonSandboxOptions = { limits: { wallSeconds: 5, cpuSeconds: 2, memoryBytes: 256 * 1024 * 1024, diskBytes: 8 * 1024 * 1024 }, hidePaths: [process.cwd()] };
-const available = pythonSandboxStatus(python);
 const samples = [
   { outputText: 'Arr, the sky be blue', item: { answer: 'blue' } },
   { outputText: 'green', item: { answer: 'blue' } },
@@ -42,7 +42,7 @@ test('string_check, text_similarity and multi rewards, in sample order; grading 
   await g2.close();
 });
 
-test('python grader in its sandbox', { skip: available.ok ? false : `python sandbox unavailable: ${!available.ok && available.reason}` }, async () => {
+test('python grader in its sandbox', { skip: pythonSandboxSkip(python) }, async () => {
   const source = 'def grade(sample, item):\n    return 1.0 if item.get("answer", "?") in sample["output_text"] else 0.25\n';
   const g = jobGrader({ type: 'python', name: 'py', source }, { modelsDir: MODELS_DIR, store: noStore, organization: 'org-local', python });
   assert.deepEqual(await g.grade(samples), [1, 0.25, 1, 0.25, 0.25]);
