@@ -11,11 +11,12 @@ import type { ModelConfig } from '../src/engine/models/config.ts';
 import { StepRunner, freshOptimizerState, type MicroBatch } from '../src/engine/train/runner.ts';
 import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
-import { Rng } from '../src/engine/train/rng.ts';
+import { SeededRandom } from '../src/engine/data/random.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
 import { Graph } from '../src/engine/graph/ir.ts';
 import { matmul } from '../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../src/engine/runtime/session.ts';
+import { estimateStep } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
@@ -44,7 +45,7 @@ const cfg: ModelConfig = {
   padTokenId: 0, torchDtype: 'float32',
 };
 
-const rng = new Rng(0);
+const rng = new SeededRandom(0);
 const setup = modelSetup(cfg, mode === 'lora' ? { rank: R, alpha: 2 * R, dropout: 0, targetModules: ALL_LINEAR } : null);
 const base = new Map<string, Float32Array>();
 for (const [name, shape] of setup.shapes) {
@@ -94,7 +95,10 @@ async function matmulGflops(): Promise<number> {
   await s.release();
   return (2 * 4096 * 576 * 1536) / (best / 1000) / 1e9;
 }
-console.log(`calibration: matmul 4096×576×1536 at ${(await matmulGflops()).toFixed(1)} GFLOP/s`);
+const calibratedGflops = await matmulGflops();
+console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1)} GFLOP/s`);
+// The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures.
+const estimate = estimateStep(setup, { rows: B, seqLen: T }, calibratedGflops);
 
 // Wall time is what counts; CPU time / threads is shown too, because on a shared machine it
 // estimates what the step would take with both cores to itself.
@@ -119,5 +123,9 @@ console.log(`cpu_s=${med(cpuTimes).toFixed(2)} tokens_per_s_if_cores_were_free�
 const rssGb = (process.resourceUsage().maxRSS * 1024) / 1e9;
 console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} trainable=${setup.trainable.reduce((s, k) => s + params.get(k)!.length, 0)}`);
 console.log(`step_s=${median.toFixed(3)} gflops=${(flops / median / 1e9).toFixed(1)} peak_rss_gb=${rssGb.toFixed(2)}`);
+console.log(
+  `estimate_peak_gb=${(estimate.peakBytes / 1e9).toFixed(2)} (host ${(estimate.hostBytes / 1e9).toFixed(2)}, graph ${(estimate.graphBytes / 1e9).toFixed(2)}) ` +
+    `measured/estimate=${((rssGb * 1e9) / estimate.peakBytes).toFixed(2)} estimate_step_s=${estimate.stepSeconds.toFixed(3)} measured/estimate=${(median / estimate.stepSeconds).toFixed(2)}`,
+);
 console.log(`tokens_per_s=${(n / median).toFixed(1)}`);
 await runner.release();
