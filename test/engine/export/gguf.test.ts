@@ -334,7 +334,7 @@ test('linear RoPE scaling is written as llama.cpp reads it', () => {
   assert.ok(!g.tensors.some((t) => t.name === 'rope_freqs.weight'));
 });
 
-test('without a tokenizer (benchmarks on random weights): a placeholder vocabulary, and llama.cpp still generates as ours', async () => {
+test('without a tokenizer (benchmarks on random weights): a placeholder vocabulary, and llama.cpp still computes as ours', async () => {
   const { config, weights } = loadHfModel(baseModelDir);
   const file = join(work, 'no-tokenizer.gguf');
   writeModelGguf({ config, weights, tokenizerDir: null, name: 'bench' }, file, 'f32');
@@ -349,6 +349,7 @@ test('without a tokenizer (benchmarks on random weights): a placeholder vocabula
     const expected = (await base.generate(prompt, { maxTokens: 12, temperature: 0 })).tokenIds;
     const got = await llamaCppGreedy(file, [prompt], [expected.length], base.eosTokenIds);
     assert.deepEqual(got.outputs[0], expected);
+    await assertLogprobsMatchLlamaCpp(file, base, [prompt], [expected]);
   } finally {
     await base.release();
   }
