@@ -89,9 +89,10 @@ export async function waitForStep(client: OpenAI, jobId: string, step: number) {
 /**
  * Starts `tuneforge <command>` as its own process (node + tsx) on the bundled models, with `env` over
  * a base that keeps the caller's environment out (keys, webhooks, database). Resolves once it is up:
- * `serve` with its API URL, `worker` once it said it started. The caller kills `child`.
+ * `serve` with its API URL, `worker` once it said it started; a process not up within
+ * `startTimeoutMs` is killed and the call fails. The caller kills `child`.
  */
-export async function spawnCli(command: 'serve' | 'worker', env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+export async function spawnCli(command: 'serve' | 'worker', env: Record<string, string>, startTimeoutMs = 120_000): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), command], {
     cwd: ROOT,
     env: {
@@ -109,8 +110,13 @@ export async function spawnCli(command: 'serve' | 'worker', env: Record<string, 
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = readline.createInterface({ input: child.stdout! });
+  let timer: NodeJS.Timeout | undefined;
   const url = await new Promise<string>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`${command} exited early (code ${code})`)));
+    timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${command} did not start within ${startTimeoutMs / 1000} s`));
+    }, startTimeoutMs);
     lines.on('line', (line) => {
       try {
         const entry = JSON.parse(line);
@@ -120,7 +126,7 @@ export async function spawnCli(command: 'serve' | 'worker', env: Record<string, 
         // not a log line
       }
     });
-  });
+  }).finally(() => clearTimeout(timer));
   lines.on('line', () => {}); // keep draining the logs
   return { child, url };
 }

@@ -107,11 +107,19 @@ export function chatJsonl(n: number, tag = 'x'): string {
   return lines.join('\n') + '\n';
 }
 
-/** Polls `read` until `done` holds (no timing assertions: the test's own timeout bounds it). */
-export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean, intervalMs = 20): Promise<T> {
+/**
+ * Polls `read` until `done` holds, and fails with the last value read once `timeoutMs` has passed
+ * (a deadline, not a timing assertion: generous, and shorter than the runner's --test-timeout, so
+ * that a stuck wait says what it was waiting on).
+ */
+export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean, intervalMs = 20, timeoutMs = 300_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await read();
     if (done(value)) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`waitFor: still not done after ${timeoutMs / 1000} s; last value read: ${JSON.stringify(value)?.slice(0, 2000)}`);
+    }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
