@@ -25,6 +25,7 @@ const TYPE_BY_STATUS: Record<number, ErrorType> = {
   429: 'rate_limit_error',
 };
 
+/** The param an error is about, as OpenAI writes it: `messages[0].content`. */
 function paramOf(err: AjvErrorLike): string | null {
   const path = err.instancePath
     .split('/')
@@ -32,20 +33,49 @@ function paramOf(err: AjvErrorLike): string | null {
     .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
   if (err.keyword === 'required') path.push(err.params.missingProperty);
   if (err.keyword === 'additionalProperties') path.push(err.params.additionalProperty);
-  return path.length ? path.join('.') : null;
+  return path.reduce<string | null>((param, key) => (/^\d+$/.test(key) && param !== null ? `${param}[${key}]` : param === null ? key : `${param}.${key}`), null);
 }
 
-/** One Ajv error (the first) as an OpenAI-style 400. */
+const UNIONS = new Set(['oneOf', 'anyOf']);
+const A_TYPE: Record<string, string> = { integer: 'an integer', number: 'a number', string: 'a string', boolean: 'a boolean', object: 'an object', array: 'an array' };
+
+/**
+ * The error to report. Ajv stops at the first failing keyword, listing before it the first error of
+ * each branch it tried (an if/then: the branch's; a oneOf/anyOf: every branch's). A value that fits
+ * none of a union's forms is reported at the union, by the branch that got furthest: one that
+ * failed on a rule (too many items) rather than on its type.
+ */
+function reported(errors: AjvErrorLike[]): AjvErrorLike {
+  const trimmed = errors.filter((e) => e.keyword !== 'if');
+  const last = trimmed[trimmed.length - 1];
+  if (!last || !UNIONS.has(last.keyword)) return trimmed[0] ?? errors[0];
+  const inside = trimmed.slice(0, -1).filter((e) => e.instancePath.startsWith(last.instancePath));
+  const atUnion = inside.filter((e) => e.instancePath === last.instancePath && !UNIONS.has(e.keyword));
+  const rule = atUnion.find((e) => e.keyword !== 'type');
+  if (rule) return rule;
+  if (atUnion.length === inside.length) {
+    const types = [...new Set(atUnion.flatMap((e) => String(e.params.type).split(',')))];
+    return { keyword: 'type', instancePath: last.instancePath, params: { type: types.join(',') } };
+  }
+  // Its type fits a form, its contents do not: no one branch's complaint is the right one.
+  return { ...last, message: 'it fits none of the forms this parameter takes' };
+}
+
+/** An Ajv error as an OpenAI-style 400 (codes as OpenAI's: missing_required_parameter, unknown_parameter, invalid_type, invalid_value). */
 export function validationError(errors: AjvErrorLike[]): ApiError {
-  const first = errors[0];
+  const first = reported(errors);
   const param = paramOf(first);
   let message: string;
-  if (first.keyword === 'required') message = `Missing required parameter: '${param}'.`;
-  else if (first.keyword === 'additionalProperties') message = `Unrecognized request argument supplied: ${param}`;
-  else if (first.keyword === 'enum') message = `Invalid value for '${param}': expected one of ${first.params.allowedValues.map((v: unknown) => `'${v}'`).join(', ')}.`;
+  let code = 'invalid_value';
+  if (first.keyword === 'required') [message, code] = [`Missing required parameter: '${param}'.`, 'missing_required_parameter'];
+  else if (first.keyword === 'additionalProperties') [message, code] = [`Unrecognized request argument supplied: ${param}`, 'unknown_parameter'];
   else if (param === null) message = `Invalid request: ${first.message ?? 'invalid value'} (expected a JSON object body).`;
-  else message = `Invalid '${param}': ${first.message ?? 'invalid value'}.`;
-  return new ApiError(400, message, 'invalid_request_error', param, first.keyword === 'required' ? 'missing_required_parameter' : 'invalid_value');
+  else if (first.keyword === 'enum') message = `Invalid value for '${param}': expected one of ${first.params.allowedValues.map((v: unknown) => `'${v}'`).join(', ')}.`;
+  else if (first.keyword === 'type') {
+    const expected = String(first.params.type).split(',').filter((t) => t !== 'null').map((t) => A_TYPE[t] ?? t);
+    [message, code] = [`Invalid type for '${param}': expected ${expected.join(' or ')}.`, 'invalid_type'];
+  } else message = `Invalid '${param}': ${first.message ?? 'invalid value'}.`;
+  return new ApiError(400, message, 'invalid_request_error', param, code);
 }
 
 export function toApiError(error: unknown): ApiError | null {

@@ -17,7 +17,9 @@ import { registerErrorHandling, rejectNulCharacters, sendClientError, sendError 
 import { opsRoutes } from './ops.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
-import { InferenceService, inferenceRoutes } from './inference.ts';
+import { inferenceRoutes } from './inference/index.ts';
+import { InferenceService } from './inference/service.ts';
+import { ModelCatalogue } from '../models/catalogue.ts';
 import { checkpointRoutes } from './fine-tuning/checkpoints.ts';
 import { graderRoutes, type GraderRouteOptions } from './fine-tuning/graders.ts';
 import { jobRoutes } from './fine-tuning/jobs.ts';
@@ -91,6 +93,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const ctx: ApiContext = {
     config,
     store,
+    catalogue: new ModelCatalogue(store, config.modelsDir),
     onJobFinished,
     startFileValidation(jobId) {
       const run = validateJobFiles(store, validate, jobId)
@@ -117,7 +120,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },
   });
   // One inference service (worker thread, loaded models) for completions and grader models.
-  const inference = new InferenceService(store, config.modelsDir);
+  const inference = new InferenceService(ctx.catalogue);
   await app.register(
     async (v1) => {
       await fileRoutes(v1, ctx);

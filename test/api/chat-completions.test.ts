@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import type OpenAI from 'openai';
 import { loadTokenizer } from '../../src/engine/data/tokenizer.ts';
 import { ChatFormatter } from '../../src/engine/data/chat-format.ts';
-import { parseToolCalls, toolSyntaxOf } from '../../src/api/chat-completions.ts';
+import { parseToolCalls, toolSyntaxOf } from '../../src/api/inference/tool-calls.ts';
 import { assertMatches } from '../support/openapi.ts';
 import { expectError, json, waitFor, type TestServer } from '../support/server.ts';
 import { BASE_MODEL, MODELS_DIR, createJob, startTrainingServer, uploadFiles } from '../e2e/support.ts';

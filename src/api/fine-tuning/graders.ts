@@ -21,7 +21,7 @@ import {
   type PythonSandboxOptions,
 } from '../../graders/index.ts';
 import type { ApiContext } from '../context.ts';
-import type { InferenceService } from '../inference.ts';
+import type { InferenceService } from '../inference/service.ts';
 
 export interface GraderRouteOptions {
   /** Replaces our own inference for grader models (tests). */

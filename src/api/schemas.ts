@@ -1,0 +1,137 @@
+// Route schemas from OpenAI's own description of its API (spec/openai-openapi.json), so a request's
+// shape is checked the way OpenAI documents it and a bad one is a 400 naming the param (errors.ts).
+// The spec is OpenAPI 3.1 with 3.0 habits, so a component is turned into a plain JSON Schema for
+// Fastify's Ajv first: $refs inlined, `nullable` → a null type, allOf parts merged into one object,
+// tagged unions (a oneOf told apart by a `type` or `role` value) → one branch per tag value, so an
+// error comes from the branch the request meant; documentation and vendor keywords dropped, and
+// `default`s too (Ajv would write them into the body).
+import { readFileSync } from 'node:fs';
+
+type Json = Record<string, any>;
+
+const spec = JSON.parse(readFileSync(new URL('../../spec/openai-openapi.json', import.meta.url), 'utf8')) as Json;
+const components = spec.components.schemas as Record<string, Json>;
+
+/** Keywords that document or generate code, not validate (`format`: the spec's are not JSON Schema's). */
+const DROPPED = new Set(['description', 'title', 'example', 'examples', 'default', 'deprecated', 'discriminator', 'format', 'readOnly', 'writeOnly', 'externalDocs']);
+
+export interface SchemaPatch {
+  /** Replaces these top-level properties' schemas (where tuneforge accepts more, or less, than the spec says). */
+  properties?: Record<string, Json>;
+}
+
+/**
+ * The request body schema of a spec component (e.g. CreateChatCompletionRequest): its properties,
+ * the spec's required ones, and no others (an unknown one is a 400 `unknown_parameter`).
+ */
+export function specRequestSchema(component: string, patch: SchemaPatch = {}): Json {
+  const schema = plain({ $ref: `#/components/schemas/${component}` }, []);
+  if (schema.type !== 'object' || !schema.properties) throw new Error(`${component} is not an object schema`);
+  return { ...schema, properties: { ...schema.properties, ...patch.properties }, additionalProperties: false };
+}
+
+/** `node` as plain JSON Schema; `refs` are the components being inlined (a recursive one stops there, as any value). */
+function plain(node: unknown, refs: string[]): any {
+  if (Array.isArray(node)) return node.map((n) => plain(n, refs));
+  if (!node || typeof node !== 'object') return node;
+  const n = node as Json;
+  if (typeof n.$ref === 'string') {
+    const name = n.$ref.split('/').pop()!;
+    return refs.includes(name) ? {} : plain(components[name], [...refs, name]);
+  }
+  let out: Json = {};
+  for (const [key, value] of Object.entries(n)) {
+    if (DROPPED.has(key) || key.startsWith('x-')) continue;
+    // Property names are data, not keywords: keep them all.
+    out[key] = key === 'properties' ? Object.fromEntries(Object.entries(value as Json).map(([k, v]) => [k, plain(v, refs)])) : plain(value, refs);
+  }
+  out = withoutNullable(out);
+  if (Array.isArray(out.allOf)) out = mergedAllOf(out);
+  if (Array.isArray(out.anyOf)) out = simpleNullable(out);
+  if (Array.isArray(out.oneOf)) out = taggedUnion(out);
+  return out;
+}
+
+/** OpenAPI 3.0's `nullable: true` and boolean exclusive bounds, in JSON Schema's words. */
+function withoutNullable(node: Json): Json {
+  const out = { ...node };
+  for (const [bound, keyword] of [['minimum', 'exclusiveMinimum'], ['maximum', 'exclusiveMaximum']] as const) {
+    if (typeof out[keyword] !== 'boolean') continue;
+    if (out[keyword] && typeof out[bound] === 'number') {
+      out[keyword] = out[bound];
+      delete out[bound];
+    } else delete out[keyword];
+  }
+  if (out.nullable !== true) {
+    delete out.nullable;
+    return out;
+  }
+  delete out.nullable;
+  if (Array.isArray(out.enum) && !out.enum.includes(null)) out.enum = [...out.enum, null];
+  if (typeof out.type === 'string') out.type = [out.type, 'null'];
+  else if (Array.isArray(out.type)) out.type = out.type.includes('null') ? out.type : [...out.type, 'null'];
+  else return { anyOf: [out, { type: 'null' }] };
+  return out;
+}
+
+/** allOf parts that are all objects: one object with every part's properties and required ones. */
+function mergedAllOf(node: Json): Json {
+  const { allOf, ...rest } = node;
+  const parts = allOf as Json[];
+  if (!parts.every((p) => p.type === 'object' || (p.properties && !p.type))) return node;
+  const merged: Json = { ...rest, type: 'object', properties: {} };
+  const required = new Set<string>();
+  for (const part of parts) {
+    Object.assign(merged.properties, part.properties);
+    for (const name of part.required ?? []) required.add(name);
+  }
+  if (required.size > 0) merged.required = [...required];
+  return merged;
+}
+
+/** anyOf [X, null] with X of one simple type: X with null added to its type, so errors name X's rule. */
+function simpleNullable(node: Json): Json {
+  const { anyOf, ...rest } = node;
+  const branches = anyOf as Json[];
+  const others = branches.filter((b) => !(b.type === 'null' && Object.keys(b).length === 1));
+  if (others.length !== 1 || branches.length !== 2 || typeof others[0].type !== 'string' || others[0].anyOf || others[0].oneOf) return node;
+  const only = others[0];
+  return { ...rest, ...only, type: [only.type, 'null'], ...(Array.isArray(only.enum) ? { enum: [...only.enum, null] } : {}) };
+}
+
+/** The property whose constant value tells a oneOf's object branches apart, if there is one. */
+function tagOf(branches: Json[]): string | null {
+  if (!branches.every((b) => b.type === 'object' && b.properties)) return null;
+  const first = branches[0];
+  for (const name of Object.keys(first.properties)) {
+    const values = branches.map((b) => tagValues(b.properties[name]));
+    if (values.every((v) => v !== null) && new Set(values.flat()).size === values.flat().length) return name;
+  }
+  return null;
+}
+
+function tagValues(schema: Json | undefined): unknown[] | null {
+  if (!schema) return null;
+  if ('const' in schema) return [schema.const];
+  if (Array.isArray(schema.enum) && schema.enum.length > 0 && schema.enum.every((v: unknown) => typeof v === 'string')) return schema.enum;
+  return null;
+}
+
+/**
+ * A oneOf of objects told apart by one property (a `type`, a `role`): the tag is checked first
+ * (naming every allowed value), then only the branch that tag selects.
+ */
+function taggedUnion(node: Json): Json {
+  const { oneOf, ...rest } = node;
+  const branches = oneOf as Json[];
+  const tag = tagOf(branches);
+  if (!tag) return node;
+  const values = branches.flatMap((b) => tagValues(b.properties[tag])!);
+  return {
+    ...rest,
+    type: 'object',
+    required: [tag],
+    properties: { [tag]: { enum: values } },
+    allOf: branches.map((branch) => ({ if: { properties: { [tag]: { enum: tagValues(branch.properties[tag]) } } }, then: branch })),
+  };
+}
