@@ -1,12 +1,16 @@
 // Training-step throughput on a Llama-shaped model with random weights (default: SmolLM2-135M).
 //   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
 //                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
+//                          [--recompute on|off|auto] [--memory-limit-gb G]
+// --recompute auto (default) asks the memory estimate, as a job does, against --memory-limit-gb
+// (default: 90% of this machine's memory). --steps 0 runs the warm-up step only (peak RSS).
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
 // (LoRA on all seven linears like ../shared/anchors/torch_llama_step.py). Prints GFLOP/s of model
 // FLOPs, peak RSS, and last `tokens_per_s=` (median step after one warm-up), comparable with the anchor.
 
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import type { ModelConfig } from '../src/engine/models/config.ts';
 import { StepRunner, freshOptimizerState, type MicroBatch } from '../src/engine/train/runner.ts';
 import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
@@ -16,7 +20,7 @@ import { ALL_LINEAR } from '../src/engine/models/lora.ts';
 import { Graph } from '../src/engine/graph/ir.ts';
 import { matmul } from '../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../src/engine/runtime/session.ts';
-import { estimateStep } from '../src/engine/train/memory-estimate.ts';
+import { autoRecompute, estimateStep } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
@@ -28,7 +32,7 @@ if (process.env.GLIBC_TUNABLES === undefined) {
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(
-    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile'].map((k) => [k, { type: 'string' as const }]),
+    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb'].map((k) => [k, { type: 'string' as const }]),
   ),
 });
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
@@ -46,7 +50,13 @@ const cfg: ModelConfig = {
 };
 
 const rng = new SeededRandom(0);
-const setup = modelSetup(cfg, mode === 'lora' ? { rank: R, alpha: 2 * R, dropout: 0, targetModules: ALL_LINEAR } : null);
+const modelOnly = modelSetup(cfg, mode === 'lora' ? { rank: R, alpha: 2 * R, dropout: 0, targetModules: ALL_LINEAR } : null);
+const policy = (a.recompute as string | undefined) ?? 'auto';
+if (!['on', 'off', 'auto'].includes(policy)) throw new Error(`--recompute must be on, off or auto, got ${policy}`);
+const limitBytes = num('memory-limit-gb', (0.9 * os.totalmem()) / 1e9) * 1e9;
+const estimateWith = (recompute: boolean) => estimateStep({ ...modelOnly, recompute }, { rows: B, seqLen: T }, 1);
+const setup = { ...modelOnly, recompute: policy === 'auto' ? autoRecompute(estimateWith, limitBytes) : policy === 'on' };
+console.log(`recompute=${setup.recompute ? 'on' : 'off'} (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB)`);
 const base = new Map<string, Float32Array>();
 for (const [name, shape] of setup.shapes) {
   if (name.includes('.lora_')) continue;
@@ -116,11 +126,15 @@ for (let s = 0; s <= steps; s++) {
   if (s > 0) times.push(dt), cpuTimes.push(cpuS);
   console.log(`step ${s}${s === 0 ? ' (warm-up, includes graph build + session creation)' : ''}: ${dt.toFixed(2)} s wall, ${cpuS.toFixed(2)} s cpu, ${(pageFaults / 1e3).toFixed(0)}k page faults, loss ${(r.lossSum / r.weightSum).toFixed(4)}`);
 }
+const rssGb = (process.resourceUsage().maxRSS * 1024) / 1e9;
+if (steps === 0) {
+  console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} peak_rss_gb=${rssGb.toFixed(2)} (warm-up step only)`);
+  process.exit(0);
+}
 const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 const median = med(times);
 const threads = num('threads', 2);
 console.log(`cpu_s=${med(cpuTimes).toFixed(2)} tokens_per_s_if_cores_were_free≈${(n / (med(cpuTimes) / threads)).toFixed(1)}`);
-const rssGb = (process.resourceUsage().maxRSS * 1024) / 1e9;
 console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} trainable=${setup.trainable.reduce((s, k) => s + params.get(k)!.length, 0)}`);
 console.log(`step_s=${median.toFixed(3)} gflops=${(flops / median / 1e9).toFixed(1)} peak_rss_gb=${rssGb.toFixed(2)}`);
 console.log(

@@ -53,6 +53,8 @@ export interface Config {
      * with insufficient_memory.
      */
     memoryLimitMb: number;
+    /** Per-layer activation recomputation (TRAIN_RECOMPUTE: on, off, or auto = on when a job would not fit without it). */
+    recompute: 'on' | 'off' | 'auto';
   };
   /** How often the server removes expired files and uploads (FILE_SWEEP_INTERVAL_SECONDS; 0 = never). */
   fileSweepIntervalSeconds: number;
@@ -77,6 +79,13 @@ export function parseKeyList(value: string | undefined, admin: boolean): ApiKey[
       if (at <= 0 || at === pair.length - 1) throw new Error(`Bad API key entry '${pair}': expected key:org`);
       return { key: pair.slice(0, at), organization: pair.slice(at + 1), admin };
     });
+}
+
+function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = (env[name] ?? '').trim();
+  if (raw === '') return fallback;
+  if (!allowed.includes(raw as T)) throw new Error(`${name} must be one of ${allowed.join(', ')}, got '${raw}'`);
+  return raw as T;
 }
 
 function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -137,6 +146,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       nodeArgs: (env.TRAIN_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean),
       embeddedWorker: !['0', 'false', 'no', 'off'].includes((env.EMBEDDED_WORKER ?? '').trim().toLowerCase()),
       memoryLimitMb: intFrom(env, 'TRAIN_MEMORY_LIMIT_MB', defaultTrainMemoryLimitMb()),
+      recompute: oneOf(env, 'TRAIN_RECOMPUTE', ['on', 'off', 'auto'] as const, 'auto'),
     },
     fileSweepIntervalSeconds: intFrom(env, 'FILE_SWEEP_INTERVAL_SECONDS', 300),
     webhooks: parseWebhookEndpoints(env),

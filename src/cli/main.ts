@@ -27,6 +27,7 @@ export function defaultJobRunner(config: Config, log: Log = jsonLog): JobRunner 
     modelsDir: config.modelsDir,
     checkpointEverySteps: config.training.checkpointEverySteps,
     memoryLimitBytes: config.training.memoryLimitMb * 1024 * 1024,
+    recompute: config.training.recompute,
     wandb: new WandbLogger({ ...config.wandb, log }),
   });
 }

@@ -29,6 +29,9 @@ export interface LoraSettings {
   targetModules: string[];
 }
 
+/** Whether training recomputes each decoder layer in the backward instead of keeping its activations. */
+export type RecomputePolicy = 'on' | 'off' | 'auto';
+
 export interface TrainSpec {
   /** Absolute path of a Hugging Face model folder (config.json, *.safetensors, tokenizer files). */
   baseModelDir: string;
@@ -51,6 +54,8 @@ export interface TrainSpec {
    * once with EngineError 'insufficient_memory' (see train/memory-estimate.ts). Absent: no check.
    */
   memoryLimitBytes?: number;
+  /** Per-layer activation recomputation: 'auto' (default) turns it on when the step would not fit memoryLimitBytes without it. */
+  recompute?: RecomputePolicy;
   /** Reinforcement only: the job's grader, validated by the control plane; opaque here (see TrainOptions.grade). */
   grader?: unknown;
   /** Reinforcement only: most tokens sampled per completion (default: rft.ts DEFAULT_MAX_COMPLETION_TOKENS). */

@@ -50,6 +50,8 @@ export interface TrainRunnerOptions {
   rftMaxCompletionTokens?: number;
   /** Most bytes a job's training may use (TRAIN_MEMORY_LIMIT_MB); jobs estimated over it fail with insufficient_memory. */
   memoryLimitBytes?: number;
+  /** Per-layer activation recomputation (TRAIN_RECOMPUTE; default auto). */
+  recompute?: 'on' | 'off' | 'auto';
 }
 
 /** The full Hugging Face folder the job trains from: a base model's, or a full fine-tune's. */
@@ -93,6 +95,7 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: strin
     ...(job.resume_point ? { resumeFrom: job.resume_point } : {}),
     ...(options.checkpointEverySteps !== undefined ? { checkpointEverySteps: options.checkpointEverySteps } : {}),
     ...(options.memoryLimitBytes ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
+    ...(options.recompute ? { recompute: options.recompute } : {}),
     ...(rft ? { grader: rft.grader, ...(options.rftMaxCompletionTokens ? { maxCompletionTokens: options.rftMaxCompletionTokens } : {}) } : {}),
   };
 }

@@ -286,8 +286,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
   const plan = makeDpoPlan(spec, model.config);
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training pairs were truncated to ${plan.seqLen} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training pairs have a response with no tokens left` });
-  const setup = modelSetup(model.config, spec.lora);
-  ensureStepFits(spec, setup, { rows: 2 * plan.pairsPerMicro, seqLen: plan.seqLen }, dpoObjective(beta, plan.pairsPerMicro));
+  const setup = ensureStepFits(spec, modelSetup(model.config, spec.lora), { rows: 2 * plan.pairsPerMicro, seqLen: plan.seqLen }, dpoObjective(beta, plan.pairsPerMicro));
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
   model.weights.clear();

@@ -157,7 +157,18 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
   );
 }
 
-/** checkStepMemory against the spec's memory limit, when it sets one. */
-export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): void {
-  if (spec.memoryLimitBytes !== undefined) checkStepMemory(setup, shape, spec.memoryLimitBytes, objective);
+/**
+ * The setup with recomputation decided by spec.recompute ('auto': on exactly when the step would
+ * not fit the memory limit without it), checked against that limit when the spec sets one.
+ */
+export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): ModelSetup {
+  const limit = spec.memoryLimitBytes;
+  const policy = spec.recompute ?? 'auto';
+  const recompute =
+    policy === 'auto'
+      ? limit !== undefined && autoRecompute((on) => estimateStep({ ...setup, recompute: on }, shape, 1, objective), limit)
+      : policy === 'on';
+  const decided = { ...setup, recompute };
+  if (limit !== undefined) checkStepMemory(decided, shape, limit, objective);
+  return decided;
 }

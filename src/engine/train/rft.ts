@@ -114,7 +114,8 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const warmup = Math.floor(0.05 * totalSteps);
   const lr = (step: number) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup));
 
-  const setup: ModelSetup = modelSetup(cfg, spec.lora);
+  const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), bs * k));
+  const setup: ModelSetup = ensureStepFits(spec, modelSetup(cfg, spec.lora), { rows: rowsPerMicro, seqLen });
   const base = new Map([...model.weights].map(([name, t]) => [name, t.data]));
   model.weights.clear();
   const { frozen, params } = initialTensors(setup, base, spec.seed);
@@ -124,8 +125,6 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const { state, meta } = startingState(spec, setup, params);
   let trainedTokens = Number(meta?.trainedTokens ?? 0);
 
-  const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), bs * k));
-  ensureStepFits(spec, setup, { rows: rowsPerMicro, seqLen });
   const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, DEFAULT_ADAMW);
   const sampler = new PolicySampler(setup, setup.lora ? frozen : base, tokenizer, stopTokenIds(cfg, spec.baseModelDir, tokenizer));
 

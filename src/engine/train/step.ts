@@ -31,6 +31,8 @@ export interface ModelSetup {
    */
   packed?: boolean;
   float?: FloatType;
+  /** Recompute each decoder layer in the backward instead of keeping its activations (graph/checkpoint.ts). */
+  recompute?: boolean;
 }
 
 /** A graph-level trainable input: one tensor, or (packed) all of them as a flat vector. */
@@ -117,6 +119,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
           dropoutMask: dropout ? (path, s) => g.input(names.dropout(path), s) : undefined,
         }
       : undefined,
+    recompute: kind !== 'eval' && setup.recompute,
   });
   const lossSum = objective(g, head, labels, lossWeights, kind);
   if (kind === 'eval') return g;

@@ -26,8 +26,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const plan = makePlan(spec, config);
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.seqLen} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
-  const setup = modelSetup(config, spec.lora);
-  ensureStepFits(spec, setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
+  const setup = ensureStepFits(spec, modelSetup(config, spec.lora), { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
   const model = loadHfModel(spec.baseModelDir);
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
