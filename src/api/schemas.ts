@@ -99,11 +99,12 @@ function simpleNullable(node: Json): Json {
   return { ...rest, ...only, type: [only.type, 'null'], ...(Array.isArray(only.enum) ? { enum: [...only.enum, null] } : {}) };
 }
 
-/** The property whose constant value tells a oneOf's object branches apart, if there is one. */
+/** The property whose constant value tells a oneOf's object branches apart (each requires it), if there is one. */
 function tagOf(branches: Json[]): string | null {
   if (!branches.every((b) => b.type === 'object' && b.properties)) return null;
   const first = branches[0];
   for (const name of Object.keys(first.properties)) {
+    if (!branches.every((b) => Array.isArray(b.required) && b.required.includes(name))) continue;
     const values = branches.map((b) => tagValues(b.properties[name]));
     if (values.every((v) => v !== null) && new Set(values.flat()).size === values.flat().length) return name;
   }
