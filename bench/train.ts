@@ -17,10 +17,7 @@ import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
 import { SeededRandom } from '../src/engine/data/random.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
-import { Graph } from '../src/engine/graph/ir.ts';
-import { matmul } from '../src/engine/graph/ops.ts';
-import { CompiledGraph } from '../src/engine/runtime/session.ts';
-import { autoRecompute, estimateStep } from '../src/engine/train/memory-estimate.ts';
+import { autoRecompute, estimateStep, measureMatmulGflops } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
@@ -91,21 +88,7 @@ const flops = forward * (mode === 'lora' ? 2 : 3);
 
 // Calibration in the same run: one fp32 matrix product (ENGINE-NOTES: 216–242 GFLOP/s when idle).
 // If this is low, other processes share the cores and the step numbers below are low too.
-async function matmulGflops(): Promise<number> {
-  const g = new Graph();
-  g.output('y', matmul(g.input('a', [4096, 576]), g.input('b', [576, 1536])));
-  const s = await CompiledGraph.compile(g, { intraOpNumThreads: num('threads', 2) });
-  const feeds = { a: new Float32Array(4096 * 576).fill(0.5), b: new Float32Array(576 * 1536).fill(0.25) };
-  let best = Infinity;
-  for (let i = 0; i < 6; i++) {
-    const t = performance.now();
-    await s.run(feeds);
-    best = Math.min(best, performance.now() - t);
-  }
-  await s.release();
-  return (2 * 4096 * 576 * 1536) / (best / 1000) / 1e9;
-}
-const calibratedGflops = await matmulGflops();
+const calibratedGflops = await measureMatmulGflops(num('threads', 2));
 console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1)} GFLOP/s`);
 // The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures.
 const estimate = estimateStep(setup, { rows: B, seqLen: T }, calibratedGflops);
