@@ -12,19 +12,13 @@ import OpenAI from 'openai';
 import { loadConfig } from '../config.ts';
 import { startServer, type RunningServer } from '../api/server.ts';
 import { defaultJobRunner } from './main.ts';
+import { followJob } from './progress.ts';
+import { bold, clock, cyan, dim, green } from './terminal.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BASE_MODEL = 'tiny-llama';
 const TRAIN_FILE = path.join(ROOT, 'samples/demo-train.jsonl');
 const VALID_FILE = path.join(ROOT, 'samples/demo-valid.jsonl');
-
-const tty = Boolean(process.stdout.isTTY);
-const color = (code: number) => (s: string) => (tty ? `\x1b[${code}m${s}\x1b[0m` : s);
-const bold = color(1);
-const dim = color(2);
-const green = color(32);
-const cyan = color(36);
-const red = color(31);
 
 function parseArgs(args: string[]) {
   let epochs = 10;
@@ -36,53 +30,6 @@ function parseArgs(args: string[]) {
   }
   if (!Number.isInteger(epochs) || epochs < 1 || epochs > 50) throw new Error('demo: --epochs must be an integer from 1 to 50');
   return { epochs, keep };
-}
-
-const clock = (seconds: number) => {
-  const s = Math.max(0, Math.round(seconds));
-  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
-};
-
-/** One status line, redrawn in place on a terminal; on a pipe a line every 10% instead. */
-class ProgressLine {
-  private lastPrintedDecile = -1;
-  private drawn = false;
-
-  draw(step: number, total: number, loss: number | null, validLoss: number | null, secondsLeft: number | null) {
-    const width = 30;
-    const fraction = total > 0 ? Math.min(1, step / total) : 0;
-    const filled = Math.round(fraction * width);
-    const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
-    const parts = [
-      `${cyan(bar)} ${String(Math.round(fraction * 100)).padStart(3)}%`,
-      `step ${step}/${total || '?'}`,
-      `loss ${loss === null ? '–' : loss.toFixed(3)}`,
-      ...(validLoss === null ? [] : [`val ${validLoss.toFixed(3)}`]),
-      `left ${secondsLeft === null ? '–' : clock(secondsLeft)}`,
-    ];
-    const line = parts.join('  ');
-    if (tty) {
-      process.stdout.write(`\r\x1b[2K${line}`);
-      this.drawn = true;
-    } else {
-      const decile = Math.floor(fraction * 10);
-      if (decile > this.lastPrintedDecile) {
-        this.lastPrintedDecile = decile;
-        console.log(line);
-      }
-    }
-  }
-
-  /** Prints a line above the bar. */
-  say(text: string) {
-    if (tty && this.drawn) process.stdout.write('\r\x1b[2K');
-    console.log(text);
-  }
-
-  end() {
-    if (tty && this.drawn) process.stdout.write('\n');
-    this.drawn = false;
-  }
 }
 
 /** A compact loss curve: one column per bucket of steps, as block characters. */
@@ -181,38 +128,10 @@ export async function runDemo(args: string[]): Promise<void> {
     console.log(`${green('✓')} created ${job.id} (${epochs} epochs, batch size 2, LoRA)`);
 
     // Progress from the job and its events, as any client of the API would follow it.
-    const progress = new ProgressLine();
-    const seen = new Set<string>();
-    const losses = new Map<number, number>();
-    let step = 0;
-    let total = 0;
-    let validLoss: number | null = null;
     const started = Date.now();
-    for (;;) {
-      job = await client.fineTuning.jobs.retrieve(job.id);
-      const page = await client.fineTuning.jobs.listEvents(job.id, { limit: 100 });
-      for (const e of [...page.data].reverse()) {
-        if (seen.has(e.id)) continue;
-        seen.add(e.id);
-        const data = (e.data ?? {}) as Record<string, number | undefined>;
-        if (e.type === 'metrics') {
-          if (typeof data.step === 'number' && typeof data.train_loss === 'number') losses.set(data.step, data.train_loss);
-          if (typeof data.step === 'number' && data.step >= step) {
-            step = data.step;
-            total = data.total_steps ?? total;
-          }
-          if (typeof data.full_valid_loss === 'number') validLoss = data.full_valid_loss;
-          else if (typeof data.valid_loss === 'number') validLoss = data.valid_loss;
-        } else {
-          progress.say(`${e.level === 'error' ? red('✗') : dim('·')} ${e.message}`);
-        }
-      }
-      const left = job.status === 'succeeded' ? 0 : job.estimated_finish ? job.estimated_finish - Date.now() / 1000 : null;
-      if (total > 0) progress.draw(step, total, losses.get(step) ?? null, validLoss, left);
-      if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'cancelled') break;
-      await new Promise((r) => setTimeout(r, 400));
-    }
-    progress.end();
+    const followed = await followJob(client, job.id);
+    job = followed.job;
+    const losses = followed.losses;
     if (job.status !== 'succeeded') {
       throw new Error(`the job ended ${job.status}${job.error ? `: ${job.error.message}` : ''}`);
     }

@@ -2,6 +2,8 @@
 //   serve   the OpenAI-compatible API on HOST:PORT under /v1, with an embedded worker that trains
 //   worker  a worker alone, against the same DATA_DIR (and DATABASE_URL)
 //   demo    the whole path on the bundled tiny model: upload, train, compare (cli/demo.ts)
+//   export  a model exported from DATA_DIR without a server (cli/export.ts)
+//   files, jobs, models, chat   a client of any running tuneforge (cli/client/)
 import { loadConfig, type Config } from '../config.ts';
 import { startServer, webhookListener } from '../api/server.ts';
 import { WebhookDispatcher } from '../integrations/webhooks.ts';
@@ -10,6 +12,7 @@ import { openStore } from '../store/index.ts';
 import { createChildProcessTrainer } from '../scheduler/train-process.ts';
 import { createTrainRunner, type TrainFunction } from '../scheduler/train-runner.ts';
 import { Worker, type JobRunner } from '../scheduler/worker.ts';
+import { CLIENT_COMMANDS } from './client/index.ts';
 
 type Log = (msg: string, extra?: Record<string, unknown>) => void;
 const jsonLog: Log = (msg, extra) => console.log(JSON.stringify({ msg, ...extra }));
@@ -94,6 +97,8 @@ export const COMMANDS: Record<string, { describe: string; run: Command }> = {
     describe: 'export a fine-tuned model or checkpoint: --model ft:… --format peft|safetensors|gguf --out PATH [--dtype]',
     run: async (args) => (await import('./export.ts')).runExportCommand(args),
   },
+  // Clients of a running tuneforge (OPENAI_BASE_URL or --base-url), through the openai SDK.
+  ...CLIENT_COMMANDS,
 };
 
 function usage(): string {
@@ -111,9 +116,12 @@ export async function main(argv: string[]): Promise<void> {
   await command.run(args);
 }
 
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('src/cli/main.ts')) {
-  main(process.argv.slice(2)).catch((err) => {
+/** Runs `main` as a program: a failure prints its message and exits 1. bin/tuneforge.js calls this. */
+export function runCli(argv: string[]): void {
+  main(argv).catch((err) => {
     console.error(err instanceof Error ? err.message : err);
     process.exit(1);
   });
 }
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('src/cli/main.ts')) runCli(process.argv.slice(2));
