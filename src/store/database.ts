@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type SqliteDatabase } from 'kysely';
 import pg from 'pg';
 import { migrationProvider, type SqlDialectName } from './migrations.ts';
 import type { Database } from './schema.ts';
@@ -47,9 +47,32 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('synchronous = NORMAL');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   await migrate(db, 'sqlite');
   return { db, dialect: 'sqlite' };
+}
+
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * better-sqlite3 keeping its prepared statements by SQL text. Kysely prepares every query it runs,
+ * and preparing costs more than running a lookup by key; the control plane sends a few dozen
+ * distinct statements (the oldest is dropped past STATEMENT_CACHE_SIZE).
+ */
+function withStatementCache(sqlite: SQLite.Database): SqliteDatabase {
+  const statements = new Map<string, SQLite.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql) {
+      let statement = statements.get(sql);
+      if (!statement) {
+        statement = sqlite.prepare(sql);
+        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!);
+        statements.set(sql, statement);
+      }
+      return statement;
+    },
+  };
 }
 
 /** Runs `fn` in a transaction, or within the caller's when `db` already is one (Kysely does not nest them). */
