@@ -12,7 +12,7 @@ import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
 import type { LmHead } from '../models/llama.ts';
 
-/** Logits per head chunk: 2²⁵ (128 MB in float32): 512 rows at SmolLM2's 49,152 vocab, 256 at Qwen2.5's 151,936. */
+/** Logits per head chunk, at most: 2²⁵ (128 MB in float32): 512 rows at SmolLM2's 49,152 vocab, 128 at Qwen2.5's 151,936. */
 const CHUNK_LOGITS = 2 ** 25;
 
 /** Rows per head chunk for a vocabulary: a power of two, at least 64. */

@@ -59,7 +59,7 @@ for (const chunkRows of [2, 3, 7, 64]) {
   });
 }
 
-test('head chunks: 512 rows at a 49,152 vocabulary, 256 at 151,936, never under 64', () => {
+test('head chunks: 512 rows at a 49,152 vocabulary, 128 at 151,936, never under 64', () => {
   assert.equal(headChunkRows(49152), 512);
   assert.equal(headChunkRows(151936), 128);
   assert.equal(headChunkRows(10_000_000), 64);
