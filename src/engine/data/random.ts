@@ -1,12 +1,23 @@
-// A small seeded PRNG so that shuffles and initialisations repeat exactly for a given seed on any
-// machine (Math.random cannot be seeded). SplitMix32-style mixing of a 32-bit counter: fast, and
-// its state is one number, which makes saving and restoring it (resume) trivial.
+// The engine's one seeded PRNG, so that data order, LoRA initialisation, dropout masks and sampling
+// repeat exactly for a given seed on any machine (Math.random cannot be seeded). SplitMix32-style
+// mixing of a 32-bit counter: fast, and its state is one number, which makes saving and restoring it
+// (resume) trivial.
 
 export class SeededRandom {
   private state: number;
 
   constructor(seed: number) {
     this.state = seed >>> 0;
+  }
+
+  /**
+   * A generator of its own for (seed, label), e.g. `dropout-${step}`: independent of draws made
+   * elsewhere, so nothing has to be carried across steps and a resumed run draws what the original did.
+   */
+  static derive(seed: number, label: string): SeededRandom {
+    let h = (seed ^ 0x9e3779b9) >>> 0;
+    for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193) >>> 0;
+    return new SeededRandom(h);
   }
 
   /** The state to save for resuming; `new SeededRandom(0).restore(state)` continues the stream. */

@@ -4,7 +4,7 @@
 // its "base_model.model." prefix.
 
 import type { ModelConfig } from './config.ts';
-import type { Rng } from '../train/rng.ts';
+import type { SeededRandom } from '../data/random.ts';
 
 export interface LoraSpec {
   rank: number;
@@ -57,7 +57,7 @@ export const loraAName = (path: string) => `${path}.lora_A.weight`;
 export const loraBName = (path: string) => `${path}.lora_B.weight`;
 
 /** PEFT's initialisation: A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in), B = 0. */
-export function initLora(targets: LoraModule[], spec: LoraSpec, rng: Rng): Map<string, { shape: number[]; data: Float32Array }> {
+export function initLora(targets: LoraModule[], spec: LoraSpec, rng: SeededRandom): Map<string, { shape: number[]; data: Float32Array }> {
   const out = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const m of targets) {
     const bound = 1 / Math.sqrt(m.inFeatures);

@@ -15,12 +15,12 @@ import type { ModelConfig } from '../models/config.ts';
 import { loadHfModel } from '../io/hf-model.ts';
 import { ChatFormatter } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
-import { chunk, epochOrder } from '../data/batching.ts';
+import { chunk } from '../data/batching.ts';
 import { tokenizePreferenceDataset, type PreferenceDataset, type TokenizedPair } from '../data/preference.ts';
 import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
 import { startingState } from './checkpoint.ts';
-import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
-import { Rng } from './rng.ts';
+import { rowLength, TOKENS_PER_MICRO_BATCH, trainingContext, trainingSchedule } from './plan.ts';
+import { SeededRandom } from '../data/random.ts';
 import { microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { ensureStepFits } from './memory-estimate.ts';
@@ -131,7 +131,7 @@ export interface DpoPlan {
 
 export function makeDpoPlan(spec: TrainSpec, cfg: ModelConfig): DpoPlan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
-  const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  const context = trainingContext(cfg);
   const train = readingDataset('training', () => tokenizePreferenceDataset(spec.trainingFile, formatter, context));
   const validationFile = spec.validationFile;
   const validSet = validationFile ? readingDataset('validation', () => tokenizePreferenceDataset(validationFile, formatter, context)) : null;
@@ -139,36 +139,19 @@ export function makeDpoPlan(spec: TrainSpec, cfg: ModelConfig): DpoPlan {
   if (train.pairs.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   let longest = 1;
   for (const p of [...train.pairs, ...(valid?.pairs ?? [])]) longest = Math.max(longest, p.chosen.ids.length, p.rejected.ids.length);
-  const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
+  const seqLen = rowLength(longest, context);
   const padId = cfg.padTokenId ?? 0;
 
-  const n = train.pairs.length;
-  const bs = Math.max(1, Math.min(spec.hyperparameters.batch_size, n));
-  const pairsPerMicro = Math.max(1, Math.min(bs, Math.floor(TOKENS_PER_MICRO_BATCH / (2 * seqLen))));
-  const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * spec.hyperparameters.n_epochs;
+  const schedule = trainingSchedule(spec, cfg, train.pairs.length);
+  const { stepsPerEpoch, totalSteps, lr } = schedule;
+  const pairsPerMicro = Math.max(1, Math.min(schedule.batchSize, Math.floor(TOKENS_PER_MICRO_BATCH / (2 * seqLen))));
   const inMicros = (ids: number[]) =>
     chunk(ids, pairsPerMicro).map((group) => {
       while (group.length < pairsPerMicro) group.push(-1);
       return group;
     });
-  const order = new Map<number, number[][]>();
-  const stepPairs = (step: number) => {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    if (!order.has(epoch)) order.set(epoch, chunk(epochOrder(n, spec.seed, epoch), bs));
-    return inMicros(order.get(epoch)![step % stepsPerEpoch]);
-  };
-  const validPairs = (step?: number) => {
-    if (!valid) return [];
-    const m = valid.pairs.length;
-    const ids = step === undefined ? [...valid.pairs.keys()] : Array.from({ length: Math.min(bs, m) }, (_, i) => (step * bs + i) % m);
-    return inMicros(ids);
-  };
-
-  // As supervised: linear warmup over the first 5% of steps, then linear decay towards zero.
-  const peak = baseLearningRate(cfg, spec.lora !== null) * spec.hyperparameters.learning_rate_multiplier;
-  const warmup = Math.floor(0.05 * totalSteps);
-  const lr = (step: number) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup));
+  const stepPairs = (step: number) => inMicros(schedule.stepItems(step));
+  const validPairs = (step?: number) => (valid ? inMicros(schedule.validationItems(valid.pairs.length, step)) : []);
   return { seqLen, pairsPerMicro, stepsPerEpoch, totalSteps, padId, train, valid, stepPairs, validPairs, lr };
 }
 
@@ -244,7 +227,7 @@ export class DpoRunner extends StepRunner {
   }
 
   /** One optimizer step over the pairs of `micro`: the mean DPO loss of the step's pairs. */
-  async dpoStep(micro: DpoMicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<DpoSums & { gradNorm: number }> {
+  async dpoStep(micro: DpoMicroBatch[], lr: number, rng?: SeededRandom, signal?: AbortSignal): Promise<DpoSums & { gradNorm: number }> {
     const pairs = micro.reduce((s, b) => s + b.pairWeights.reduce((a, w) => a + w, 0), 0);
     const sums = { ...emptySums(), pairs };
     const gradNorm = await this.optimizerStep(micro, pairs > 0 ? 1 / pairs : 0, lr, rng, (out) => DpoRunner.add(sums, out), signal);
@@ -316,7 +299,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
     state: () => runner.state,
     rawConfig: model.rawConfig,
     trainStep: async (step) => {
-      const r = dpoMeans(await runner.dpoStep(trainBatches(plan.stepPairs(step)), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`), options.signal));
+      const r = dpoMeans(await runner.dpoStep(trainBatches(plan.stepPairs(step)), plan.lr(step), SeededRandom.derive(spec.seed, `dropout-${step}`), options.signal));
       return { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.rewardAccuracy, ...dpoMetrics('train', r) };
     },
     validation: plan.valid

@@ -1,5 +1,6 @@
 // The job's plan, fixed before the first step: tokenized examples, the row length, which examples
-// each optimizer step takes (a seeded shuffle per epoch), and the learning-rate schedule.
+// each optimizer step takes (a seeded shuffle per epoch), and the learning-rate schedule. The
+// schedule and the row length are shared with DPO and reinforcement (trainingSchedule, rowLength).
 // Everything is a pure function of the spec, which is what makes resume exact.
 
 import type { TrainSpec } from '../contract.ts';
@@ -15,6 +16,55 @@ import { EngineError, readingDataset } from '../errors.ts';
 export const MAX_CONTEXT = 2048;
 /** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
 export const TOKENS_PER_MICRO_BATCH = 2048;
+
+/** The longest context the engine trains `cfg` at (longer examples are truncated). */
+export const trainingContext = (cfg: ModelConfig) => Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+
+/** The row length for sequences of up to `longest` tokens: a multiple of 32, within `context`. */
+export const rowLength = (longest: number, context: number) => Math.min(context, Math.ceil(longest / 32) * 32);
+
+/**
+ * How every method (supervised, DPO, reinforcement) walks its data: `count` items (examples,
+ * preference pairs or prompts) in steps of `batch_size` (at most all of them), `n_epochs` passes, each
+ * in its own seeded order; the learning rate warms up linearly over the first 5% of steps, then
+ * decays linearly towards zero.
+ */
+export interface TrainingSchedule {
+  /** Items per optimizer step. */
+  batchSize: number;
+  stepsPerEpoch: number;
+  totalSteps: number;
+  /** The item indices of optimizer step `step` (0-based). */
+  stepItems(step: number): number[];
+  /** Indices into `count` validation items: all of them, or a `batchSize` window that moves with `step`. */
+  validationItems(count: number, step?: number): number[];
+  lr(step: number): number;
+}
+
+export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: number): TrainingSchedule {
+  const hp = spec.hyperparameters;
+  const batchSize = Math.max(1, Math.min(hp.batch_size, count));
+  const stepsPerEpoch = Math.ceil(count / batchSize);
+  const totalSteps = stepsPerEpoch * hp.n_epochs;
+  const order = new Map<number, number[][]>();
+  const peak = baseLearningRate(cfg, spec.lora !== null) * hp.learning_rate_multiplier;
+  const warmup = Math.floor(0.05 * totalSteps);
+  return {
+    batchSize,
+    stepsPerEpoch,
+    totalSteps,
+    stepItems(step) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (!order.has(epoch)) order.set(epoch, chunk(epochOrder(count, spec.seed, epoch), batchSize));
+      return order.get(epoch)![step % stepsPerEpoch];
+    },
+    validationItems(validCount, step) {
+      if (step === undefined) return Array.from({ length: validCount }, (_, i) => i);
+      return Array.from({ length: Math.min(batchSize, validCount) }, (_, i) => (step * batchSize + i) % validCount);
+    },
+    lr: (step) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup)),
+  };
+}
 
 /** Examples packed into rows of `seqLen`, cut into fixed-shape micro-batches of `rowsPerMicro` rows. */
 export function microBatches(examples: TokenizedExample[], seqLen: number, rowsPerMicro: number, padId: number): MicroBatch[] {
@@ -57,44 +107,28 @@ export function baseLearningRate(cfg: ModelConfig, lora: boolean): number {
 
 export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
-  const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  const context = trainingContext(cfg);
   const train = readingDataset('training', () => tokenizeDataset(spec.trainingFile, formatter, context));
   const validationFile = spec.validationFile;
   const validSet = validationFile ? readingDataset('validation', () => tokenizeDataset(validationFile, formatter, context)) : null;
   const valid = validSet && validSet.examples.length > 0 ? validSet : null;
   if (train.examples.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   const longest = [...train.examples, ...(valid?.examples ?? [])].reduce((m, e) => Math.max(m, e.ids.length), 1);
-  const seqLen = Math.min(context, Math.ceil(longest / 32) * 32);
+  const seqLen = rowLength(longest, context);
   const padId = cfg.padTokenId ?? 0;
 
-  const n = train.examples.length;
-  const bs = Math.max(1, Math.min(spec.hyperparameters.batch_size, n));
-  const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * spec.hyperparameters.n_epochs;
-  const order = new Map<number, number[][]>();
-  const stepExamples = (step: number): TokenizedExample[] => {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    if (!order.has(epoch)) order.set(epoch, chunk(epochOrder(n, spec.seed, epoch), bs));
-    return order.get(epoch)![step % stepsPerEpoch].map((i) => train.examples[i]);
-  };
+  const schedule = trainingSchedule(spec, cfg, train.examples.length);
+  const { stepsPerEpoch, totalSteps, lr } = schedule;
+  const stepExamples = (step: number): TokenizedExample[] => schedule.stepItems(step).map((i) => train.examples[i]);
   let maxRows = 1;
   for (let s = 0; s < Math.min(totalSteps, 4 * stepsPerEpoch); s++) {
     maxRows = Math.max(maxRows, packRows(stepExamples(s).map((e) => e.ids.length), seqLen).length);
   }
   const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), maxRows));
 
-  // Linear warmup over the first 5% of steps, then linear decay towards zero.
-  const peak = baseLearningRate(cfg, spec.lora !== null) * spec.hyperparameters.learning_rate_multiplier;
-  const warmup = Math.floor(0.05 * totalSteps);
-  const lr = (step: number) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup));
-
   const validBatches = (step?: number): MicroBatch[] => {
-    if (!valid || valid.examples.length === 0) return [];
-    let exs = valid.examples;
-    if (step !== undefined) {
-      const m = exs.length;
-      exs = Array.from({ length: Math.min(bs, m) }, (_, i) => exs[(step * bs + i) % m]);
-    }
+    if (!valid) return [];
+    const exs = schedule.validationItems(valid.examples.length, step).map((i) => valid.examples[i]);
     return microBatches(exs, seqLen, rowsPerMicro, padId);
   };
   return {

@@ -17,13 +17,13 @@
 
 import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
-import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
+import { buildBatch, chunk, packRows, toBigInt64 } from '../data/batching.ts';
 import { readJsonlSync } from '../data/jsonl.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { loadHfModel } from '../io/hf-model.ts';
 import { startingState } from './checkpoint.ts';
-import { baseLearningRate, MAX_CONTEXT, TOKENS_PER_MICRO_BATCH } from './plan.ts';
-import { Rng } from './rng.ts';
+import { rowLength, TOKENS_PER_MICRO_BATCH, trainingContext, trainingSchedule } from './plan.ts';
+import { SeededRandom } from '../data/random.ts';
 import type { MicroBatch } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { ensureStepFits } from './memory-estimate.ts';
@@ -63,7 +63,7 @@ export function loadPrompts(path: string, formatter: ChatFormatter, context: num
   });
 }
 
-const seedOf = (seed: number, label: string) => Math.floor(Rng.derive(seed, label).next() * 2 ** 32);
+const seedOf = (seed: number, label: string) => SeededRandom.derive(seed, label).nextUint32();
 
 interface Sampled {
   prompt: RftPrompt;
@@ -87,7 +87,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const cfg = model.config;
   const tokenizer = loadTokenizer(spec.baseModelDir);
   const formatter = new ChatFormatter(tokenizer);
-  const context = Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  const context = trainingContext(cfg);
   const train = readingDataset('training', () => loadPrompts(spec.trainingFile, formatter, context));
   const validationFile = spec.validationFile;
   const validAll = validationFile ? readingDataset('validation', () => loadPrompts(validationFile, formatter, context)) : [];
@@ -96,23 +96,13 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   // Rows fit the longest prompt plus a full completion, up to the context; a prompt near the context
   // gets the room left (at least one token), the others keep the full budget.
   const maxNew = Math.max(1, Math.min(spec.maxCompletionTokens ?? DEFAULT_MAX_COMPLETION_TOKENS, context - 1));
-  const seqLen = Math.min(context, Math.ceil((longestPrompt + maxNew) / 32) * 32);
+  const seqLen = rowLength(longestPrompt + maxNew, context);
   const padId = cfg.padTokenId ?? 0;
 
-  const n = train.length;
-  const bs = Math.max(1, Math.min(hp.batch_size, n));
-  const stepsPerEpoch = Math.ceil(n / bs);
-  const totalSteps = stepsPerEpoch * hp.n_epochs;
+  const schedule = trainingSchedule(spec, cfg, train.length);
+  const { batchSize: bs, stepsPerEpoch, totalSteps, lr } = schedule;
   const evalInterval = Math.max(1, hp.eval_interval ?? Math.ceil(stepsPerEpoch / 4));
-  const order = new Map<number, number[][]>();
-  const stepPrompts = (step: number): RftPrompt[] => {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    if (!order.has(epoch)) order.set(epoch, chunk(epochOrder(n, spec.seed, epoch), bs));
-    return order.get(epoch)![step % stepsPerEpoch].map((i) => train[i]);
-  };
-  const peak = baseLearningRate(cfg, spec.lora !== null) * hp.learning_rate_multiplier;
-  const warmup = Math.floor(0.05 * totalSteps);
-  const lr = (step: number) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup));
+  const stepPrompts = (step: number): RftPrompt[] => schedule.stepItems(step).map((i) => train[i]);
 
   const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), bs * k));
   const setup: ModelSetup = ensureStepFits(spec, modelSetup(cfg, spec.lora), { rows: rowsPerMicro, seqLen });

@@ -5,7 +5,7 @@ import type { HostArray, SessionSettings } from '../runtime/session.ts';
 import { CompiledGraph } from '../runtime/session.ts';
 import { buildStepGraph, names, trainableSlots, type ModelSetup, type Slot, type StepKind, type StepObjective, type StepShape } from './step.ts';
 import { adamwStep, DEFAULT_ADAMW, type AdamWSettings, type AdamWTensor } from './adamw.ts';
-import type { Rng } from './rng.ts';
+import type { SeededRandom } from '../data/random.ts';
 
 /** One micro-batch, flattened row-major: every array has rows·seqLen entries. */
 export interface MicroBatch {
@@ -126,7 +126,7 @@ export class StepRunner {
    * offset (a zero-copy view). Every mask is i.i.d. Bernoulli; masks of two modules at the same
    * position come from different pool entries, so they are independent too.
    */
-  protected dropoutFeeds(rng: Rng | undefined): Record<string, HostArray> {
+  protected dropoutFeeds(rng: SeededRandom | undefined): Record<string, HostArray> {
     const lora = this.setup.lora;
     if (!lora || lora.dropout <= 0) return {};
     if (!rng) throw new Error('LoRA dropout needs an rng');
@@ -153,7 +153,7 @@ export class StepRunner {
     micro: MicroBatch[],
     invNormaliser: number,
     lr: number,
-    rng: Rng | undefined,
+    rng: SeededRandom | undefined,
     onOutput: (out: Record<string, HostArray>) => void,
     signal?: AbortSignal,
   ): Promise<number> {
@@ -185,7 +185,7 @@ export class StepRunner {
    * One optimizer step over `micro` (gradient accumulation when there are several).
    * The loss is normalised by the total loss weight of all micro-batches together.
    */
-  async step(micro: MicroBatch[], lr: number, rng?: Rng, signal?: AbortSignal): Promise<StepResult> {
+  async step(micro: MicroBatch[], lr: number, rng?: SeededRandom, signal?: AbortSignal): Promise<StepResult> {
     const weightSum = micro.reduce((s, b) => s + b.lossWeights.reduce((a, w) => a + w, 0), 0);
     const sums: LossSums = { lossSum: 0, weightSum, correct: 0, counted: 0 };
     const gradNorm = await this.optimizerStep(micro, weightSum > 0 ? 1 / weightSum : 0, lr, rng, (out) => {

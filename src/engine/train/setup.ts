@@ -4,7 +4,7 @@ import type { ModelConfig } from '../models/config.ts';
 import { llamaWeightShapes } from '../models/llama.ts';
 import { initLora, loraAName, loraBName, loraTargets, type LoraSpec } from '../models/lora.ts';
 import type { ModelSetup } from './step.ts';
-import { Rng } from './rng.ts';
+import { SeededRandom } from '../data/random.ts';
 
 export function modelSetup(cfg: ModelConfig, lora: LoraSpec | null): ModelSetup {
   const shapes = llamaWeightShapes(cfg);
@@ -37,6 +37,6 @@ export function initialTensors(
   const known = new Set(setup.shapes.keys());
   const frozen = new Map([...base].filter(([n]) => known.has(n)));
   if (!setup.lora) return { frozen: new Map(), params: frozen };
-  const lora = initLora(setup.lora.targets, setup.lora, Rng.derive(seed, 'lora-init'));
+  const lora = initLora(setup.lora.targets, setup.lora, SeededRandom.derive(seed, 'lora-init'));
   return { frozen, params: new Map([...lora].map(([n, t]) => [n, t.data])) };
 }

@@ -6,7 +6,7 @@ import { loadHfModel, readHfConfig } from '../io/hf-model.ts';
 import { ensureStepFits } from './memory-estimate.ts';
 import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
-import { Rng } from './rng.ts';
+import { SeededRandom } from '../data/random.ts';
 import { StepRunner, type LossSums } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { DEFAULT_ADAMW } from './adamw.ts';
@@ -45,7 +45,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
     state: () => runner.state,
     rawConfig: model.rawConfig,
     trainStep: async (step) => {
-      const r = mean(await runner.step(plan.microBatches(step), plan.lr(step), Rng.derive(spec.seed, `dropout-${step}`), options.signal));
+      const r = mean(await runner.step(plan.microBatches(step), plan.lr(step), SeededRandom.derive(spec.seed, `dropout-${step}`), options.signal));
       return { step: step + 1, total_steps: plan.totalSteps, train_loss: r.loss, train_mean_token_accuracy: r.acc };
     },
     validation: plan.valid

@@ -7,7 +7,7 @@ import * as op from '../../../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
 import { initLora, loraTargets } from '../../../src/engine/models/lora.ts';
-import { Rng } from '../../../src/engine/train/rng.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { gradCheck, rng, randn } from '../graph/gradcheck.ts';
 import { randomWeights, tinyConfig } from './llama-fixtures.ts';
 
@@ -30,7 +30,7 @@ function logitsGraph(withLora: boolean) {
 
 test('LoRA with B = 0 reproduces the base model logits exactly', async () => {
   const w = Object.fromEntries(randomWeights(cfg));
-  const lora = initLora(loraTargets(cfg, spec), spec, new Rng(5));
+  const lora = initLora(loraTargets(cfg, spec), spec, new SeededRandom(5));
   const loraFeeds = Object.fromEntries([...lora].map(([n, t]) => [n, Float64Array.from(t.data)]));
   const baseS = await CompiledGraph.compile(logitsGraph(false), { intraOpNumThreads: 1 });
   const loraS = await CompiledGraph.compile(logitsGraph(true), { intraOpNumThreads: 1 });
@@ -50,7 +50,7 @@ test('PEFT init: A ~ U(±1/√in), B = 0; names are HF module paths', () => {
   assert.deepEqual(targets.map((t) => t.path), [
     'model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.mlp.down_proj',
   ]);
-  const t = initLora(targets, spec, new Rng(1));
+  const t = initLora(targets, spec, new SeededRandom(1));
   const A = t.get('model.layers.0.mlp.down_proj.lora_A.weight')!;
   assert.deepEqual(A.shape, [2, 24]);
   assert.ok(A.data.every((x) => Math.abs(x) <= 1 / Math.sqrt(24)));

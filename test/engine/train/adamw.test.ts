@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { adamwStep, DEFAULT_ADAMW, type AdamWTensor } from '../../../src/engine/train/adamw.ts';
-import { Rng } from '../../../src/engine/train/rng.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
 
 function reference(p: Float64Array, m: Float64Array, v: Float64Array, g: Float32Array, coef: number, t: number, lr: number, wd: number) {
   const { beta1, beta2, eps } = DEFAULT_ADAMW;
@@ -17,7 +17,7 @@ function reference(p: Float64Array, m: Float64Array, v: Float64Array, g: Float32
 }
 
 test('AdamW steps with clipping and decoupled weight decay match the float64 formulas', async () => {
-  const rng = new Rng(1);
+  const rng = new SeededRandom(1);
   const settings = { ...DEFAULT_ADAMW, weightDecay: 0.1, maxGradNorm: 0.5 };
   const lengths = [40_003, 7, 16_384];
   const tensors: AdamWTensor[] = lengths.map((n, k) => ({

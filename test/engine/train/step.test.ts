@@ -8,7 +8,7 @@ import { names } from '../../../src/engine/train/step.ts';
 import { DEFAULT_ADAMW } from '../../../src/engine/train/adamw.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { buildStepGraph } from '../../../src/engine/train/step.ts';
-import { Rng } from '../../../src/engine/train/rng.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
 import type { LoraSpec } from '../../../src/engine/models/lora.ts';
 import { randomWeights, tinyConfig } from '../models/llama-fixtures.ts';
 import { memorisationBatch, SEQS } from './fixtures.ts';
@@ -115,7 +115,7 @@ test('gradient accumulation over micro-batches equals one big batch', async () =
 async function losses(spec: LoraSpec | null, steps: number, lr: number, seed = 3): Promise<number[]> {
   const r = runner(spec, 4, DEFAULT_ADAMW, seed);
   const batch = memorisationBatch(SEQS, SEQ);
-  const rng = new Rng(seed);
+  const rng = new SeededRandom(seed);
   const out: number[] = [];
   for (let s = 0; s < steps; s++) {
     const res = await r.step([batch], lr, rng);
