@@ -124,8 +124,10 @@ describe('tuneforge CLI, a client of a running server', () => {
     fineTunedModel = job.fine_tuned_model!;
     const progress = followed.stdout.split('\n').filter((line) => /%\s+step \d+\//.test(line));
     const last = progress[progress.length - 1] ?? '';
-    const metrics = (await client.fineTuning.jobs.listEvents(jobId, { limit: 100 })).data.find((e) => e.type === 'metrics')!.data as { step: number; total_steps: number; train_loss: number };
-    assert.match(last, new RegExp(`100%\\s+step ${metrics.step}/${metrics.total_steps}\\s+loss ${metrics.train_loss.toFixed(3)}\\s+left 0:00`));
+    // The last metrics event: the job has a validation file, so it carries a validation loss too.
+    const metrics = (await client.fineTuning.jobs.listEvents(jobId, { limit: 100 })).data.find((e) => e.type === 'metrics')!.data as Record<string, number>;
+    const validLoss = metrics.full_valid_loss ?? metrics.valid_loss;
+    assert.match(last, new RegExp(`100%\\s+step ${metrics.step}/${metrics.total_steps}\\s+loss ${metrics.train_loss.toFixed(3)}\\s+val ${validLoss.toFixed(3)}\\s+left 0:00$`));
     assert.match(followed.stdout, /· Fine-tuning job started\n/);
     assert.ok(followed.stdout.endsWith(`✓ ${jobId} succeeded: ${fineTunedModel}\n`), followed.stdout);
   });
