@@ -41,7 +41,7 @@ async function sameWithAndWithout(cfg: ModelConfig, lora: LoraSpec | null) {
   }
   const off = await stepOutputs({ ...setup, recompute: false }, feeds);
   const on = await stepOutputs({ ...setup, recompute: true }, feeds);
-  assert.ok(on.nodes > off.nodes * 1.3, `recomputation adds the layers' copies (${on.nodes} nodes vs ${off.nodes})`);
+  assert.ok(on.nodes > off.nodes, `recomputation adds the layers' copies (${on.nodes} nodes vs ${off.nodes})`);
   for (const key of ['loss_sum', ...setup.trainable.map(names.grad)]) {
     const [a, b] = [off.out[key] as Float64Array, on.out[key] as Float64Array];
     assert.ok(a.some((x) => x !== 0), `${key} is not all zeros`);
