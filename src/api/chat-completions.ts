@@ -8,6 +8,7 @@
 // (the engine's constraints), so the content always parses and follows the schema's structure.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { nowSeconds } from '../domain/clock.ts';
+import { ApiError } from '../domain/errors.ts';
 import type { ChatMessage, ConstraintSpec, GenerationResult, JsonSchema, ModelInfo, TokenLogprob, ToolDefinition } from '../engine/index.ts';
 import { respondWithChoices, responseId, type Choice, type Usage } from './inference/choices.ts';
 import {
@@ -251,8 +252,9 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
   const constraint = constraintFor(req, syntax);
   let promptIds: number[];
   try {
-    promptIds = await service.inferenceHost.chatPrompt(model.key, req.messages, req.tools);
+    promptIds = await service.chatPrompt(model.key, req.messages, req.tools);
   } catch (error) {
+    if (error instanceof ApiError) throw error; // the host, not the messages
     throw invalid('messages', `Invalid 'messages': the model's chat template could not render them: ${(error as Error).message}`);
   }
   checkLogitBias(req.sampling, info);

@@ -111,7 +111,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
         if (bad !== undefined) throw invalid('prompt', `Invalid 'prompt': token id ${bad} is outside the vocabulary (${info.vocabSize}).`);
         return { ids: p.ids, text: '' };
       }
-      return { ids: await service.inferenceHost.textPrompt(model.key, p.text), text: p.text };
+      return { ids: await service.textPrompt(model.key, p.text), text: p.text };
     }),
   );
   for (const p of prompts) if (p.ids.length === 0) throw invalid('prompt', "Invalid 'prompt': it encodes to no tokens.");

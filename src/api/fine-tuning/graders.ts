@@ -20,7 +20,9 @@ import {
   type GraderModelReply,
   type PythonSandboxOptions,
 } from '../../graders/index.ts';
+import type { GraderRunParams, GraderValidateParams } from 'openai/resources/fine-tuning/alpha/graders';
 import type { ApiContext } from '../context.ts';
+import { specRequestSchema } from '../schemas.ts';
 import type { InferenceService } from '../inference/service.ts';
 
 export interface GraderRouteOptions {
@@ -37,7 +39,7 @@ const DEFAULT_MAX_TOKENS = 512;
 export function servedGraderModels(service: InferenceService, organization: string): CallModel {
   return (model, messages, sampling) =>
     service.withModel(model, organization, async (resolved, info): Promise<GraderModelReply> => {
-      const promptIds = await service.inferenceHost.chatPrompt(resolved.key, messages);
+      const promptIds = await service.chatPrompt(resolved.key, messages);
       const room = info.contextLength - promptIds.length;
       if (room < 1) throw new Error(`the grader prompt (${promptIds.length} tokens) fills the model's context of ${info.contextLength} tokens`);
       const options = { maxTokens: Math.min(room, sampling.max_tokens ?? DEFAULT_MAX_TOKENS), temperature: sampling.temperature ?? 0, topP: sampling.top_p, seed: sampling.seed };
@@ -51,19 +53,14 @@ export function servedGraderModels(service: InferenceService, organization: stri
     });
 }
 
-const validateBodySchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['grader'],
-  properties: { grader: {} },
-} as const;
-
-const runBodySchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['grader', 'model_sample'],
-  properties: { grader: {}, item: {}, model_sample: { type: 'string' } },
-} as const;
+/**
+ * The grader inside is checked by graders/validate.ts (as a job's reinforcement grader is), which names
+ * the offending param deep inside it; the rest of each body is OpenAI's request schema. A run's `item`
+ * may also be null (no dataset item).
+ */
+const GRADER_CHECKED_BY_VALIDATE_GRADER = {};
+const validateBodySchema = specRequestSchema('ValidateGraderRequest', { properties: { grader: GRADER_CHECKED_BY_VALIDATE_GRADER } });
+const runBodySchema = specRequestSchema('RunGraderRequest', { properties: { grader: GRADER_CHECKED_BY_VALIDATE_GRADER, item: { type: ['object', 'null'] } } });
 
 export async function graderRoutes(app: FastifyInstance, ctx: ApiContext, inference: InferenceService, options: GraderRouteOptions = {}) {
   const python: PythonSandboxOptions = options.python ?? {
@@ -85,19 +82,16 @@ export async function graderRoutes(app: FastifyInstance, ctx: ApiContext, infere
     return grader;
   }
 
-  app.post<{ Body: { grader: unknown } }>('/fine_tuning/alpha/graders/validate', { schema: { body: validateBodySchema } }, async (request) => {
+  app.post<{ Body: GraderValidateParams }>('/fine_tuning/alpha/graders/validate', { schema: { body: validateBodySchema } }, async (request) => {
     await checkGrader(request.body.grader, request.caller.organization);
     return { grader: request.body.grader };
   });
 
-  app.post<{ Body: { grader: unknown; item?: unknown; model_sample: string } }>(
+  app.post<{ Body: GraderRunParams }>(
     '/fine_tuning/alpha/graders/run',
     { schema: { body: runBodySchema } },
     async (request) => {
       const { grader, item, model_sample } = request.body;
-      if (item !== undefined && item !== null && (typeof item !== 'object' || Array.isArray(item))) {
-        throw invalidParam('item', `Invalid 'item': expected an object (the dataset item), but got ${Array.isArray(item) ? 'an array' : typeof item} instead.`);
-      }
       const organization = request.caller.organization;
       await checkGrader(grader, organization);
       return runGrader(grader, { item: item ?? {}, modelSample: model_sample }, { callModel: callModel(organization), python });

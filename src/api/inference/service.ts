@@ -4,7 +4,7 @@
 // limit), and generation failures as API errors by the engine's error codes. The graders'
 // score_model / label_model models are served by it too.
 import { ApiError } from '../../domain/errors.ts';
-import { EngineError, InferenceHost, type GenerateOptions, type GenerationResult, type ModelInfo, type ModelSourceMessage, type OnToken } from '../../engine/index.ts';
+import { EngineError, InferenceHost, type ChatMessage, type GenerateOptions, type GenerationResult, type ModelInfo, type ModelSourceMessage, type OnToken, type ToolDefinition } from '../../engine/index.ts';
 import { inferenceSource, ModelNotFoundError, type CatalogueModel, type ModelCatalogue } from '../../models/catalogue.ts';
 
 /** A `model` name resolved to weights the host can load. */
@@ -82,7 +82,7 @@ export class InferenceService {
     }
   }
 
-  get inferenceHost(): InferenceHost {
+  private get inferenceHost(): InferenceHost {
     if (this.closed) throw new ApiError(503, 'The server is shutting down.', 'server_error', null, 'server_shutting_down');
     return (this.host ??= new InferenceHost());
   }
@@ -116,7 +116,29 @@ export class InferenceService {
       return { info: await entry.info, key: held.hostKey, release };
     } catch (error) {
       release();
+      this.generationFailed(error);
       throw new ApiError(500, `The model '${model.name}' could not be loaded: ${(error as Error).message}`, 'server_error', 'model', 'model_load_failed');
+    }
+  }
+
+  /** Prompt ids for a conversation through the model's chat template (a template's refusal comes out as is). */
+  chatPrompt(key: string, messages: ChatMessage[], tools?: ToolDefinition[]): Promise<number[]> {
+    return this.onHost((host) => host.chatPrompt(key, messages, tools));
+  }
+
+  /** Prompt ids for a plain-text prompt. */
+  textPrompt(key: string, text: string): Promise<number[]> {
+    return this.onHost((host) => host.textPrompt(key, text));
+  }
+
+  /** A request to the host: when the host itself is gone, the next request gets a fresh one and this one a 500. */
+  private async onHost<T>(request: (host: InferenceHost) => Promise<T>): Promise<T> {
+    try {
+      return await this.track(request(this.inferenceHost));
+    } catch (error) {
+      if (!hostGone(error)) throw error;
+      this.generationFailed(error);
+      throw generationError(error);
     }
   }
 
@@ -162,12 +184,11 @@ export class InferenceService {
   }
 
   /**
-   * A generation failed: when it was the worker itself that died (a crash, out of memory), the
-   * next request starts a fresh one instead of failing forever.
+   * A generation (or a load) failed: when it was the worker itself that died (a crash, out of
+   * memory), the next request starts a fresh one instead of failing forever.
    */
   generationFailed(error: unknown): void {
-    const workerGone = error instanceof EngineError && (error.code === 'inference_worker_exited' || error.code === 'inference_host_closed');
-    if (this.closed || !workerGone) return;
+    if (this.closed || !hostGone(error)) return;
     const host = this.host;
     this.host = null;
     this.loaded.clear();
@@ -198,3 +219,6 @@ function generationError(error: unknown): unknown {
 const shuttingDown = () => new ApiError(503, 'The server is shutting down; the generation was stopped.', 'server_error', null, 'server_shutting_down');
 
 const isAbort = (error: unknown) => (error as Error)?.name === 'AbortError';
+
+/** The host's worker died, or the host was closed under the request: told by the engine's code. */
+const hostGone = (error: unknown) => error instanceof EngineError && (error.code === 'inference_worker_exited' || error.code === 'inference_host_closed');
