@@ -14,8 +14,8 @@ import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, read
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../domain/errors.ts';
-import { ModelNotFoundError, type CatalogueModel, type ModelCatalogue } from '../models/catalogue.ts';
-import { runExportInWorker, tarDirectory, tarSize, type ExportFormat, type ExportJob, type MergedDtype } from '../engine/index.ts';
+import { ModelNotFoundError, type ModelCatalogue } from '../models/catalogue.ts';
+import { EXPORT_FORMATS, runExportInWorker, tarDirectory, tarSize, type ExportFormat, type ExportJob, type MergedDtype } from '../engine/index.ts';
 import type { ApiContext } from './context.ts';
 
 export interface ExportSource {
@@ -28,25 +28,14 @@ export interface ExportSource {
   baseModel: string;
 }
 
-const notFoundModel = (id: string, why = 'does not exist or you do not have access to it') =>
-  new ApiError(404, `The model '${id}' ${why}.`, 'invalid_request_error', 'model', 'model_not_found');
-
 /**
- * The folders behind a fine-tuned model or checkpoint name, or a 404: a base model, an unknown
- * name, a checkpoint another organization shared (it may be used, not taken away), or one whose
- * files are gone. `organization` undefined: any organization's (the operator's CLI).
+ * The folders behind a fine-tuned model or checkpoint name, or a ModelNotFoundError (a 404): a base
+ * model, an unknown name, a checkpoint another organization shared (it may be used, not taken
+ * away), or one whose files are gone. `organization` undefined: any organization's (the operator's CLI).
  */
 export async function resolveExportSource(catalogue: ModelCatalogue, id: string, organization?: string): Promise<ExportSource> {
-  let model: CatalogueModel;
-  try {
-    model = await catalogue.resolve(id, organization);
-  } catch (error) {
-    if (!(error instanceof ModelNotFoundError)) throw error;
-    if (error.reason === 'no_weights') throw notFoundModel(id, 'has no stored weights to export');
-    if (error.reason === 'parent_unavailable') throw notFoundModel(id, `cannot be exported: its base model '${error.parent ?? 'unknown'}' is no longer available`);
-    throw notFoundModel(id);
-  }
-  if (model.kind === 'base' || model.shared) throw notFoundModel(id);
+  const model = await catalogue.resolve(id, organization);
+  if (model.kind === 'base' || model.shared) throw new ModelNotFoundError(id, 'unknown');
   return { id, kind: model.kind === 'checkpoint' ? 'checkpoint' : 'model', modelDir: model.modelDir, adapterDir: model.adapterDir, baseModel: model.parent ?? '' };
 }
 
@@ -120,8 +109,17 @@ function removeStaleExports(exportsDir: string) {
 
 interface ExportQuery {
   format: ExportFormat;
-  dtype?: 'f32' | 'f16' | 'bf16';
+  dtype?: MergedDtype;
 }
+
+/** The export query (a tuneforge extension, so no spec schema): the engine's formats and dtypes. */
+const EXPORT_DTYPES: readonly MergedDtype[] = ['f32', 'f16', 'bf16'];
+const exportQuerySchema = {
+  type: 'object',
+  required: ['format'],
+  properties: { format: { type: 'string', enum: EXPORT_FORMATS }, dtype: { type: 'string', enum: EXPORT_DTYPES } },
+  additionalProperties: false,
+};
 
 export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { catalogue, config } = ctx;
@@ -132,17 +130,7 @@ export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
     '/models/:model/export',
     {
       exposeHeadRoute: false, // a HEAD would run the whole export for nothing
-      schema: {
-        querystring: {
-          type: 'object',
-          required: ['format'],
-          properties: {
-            format: { type: 'string', enum: ['peft', 'safetensors', 'gguf'] },
-            dtype: { type: 'string', enum: ['f32', 'f16', 'bf16'] },
-          },
-          additionalProperties: false,
-        },
-      },
+      schema: { querystring: exportQuerySchema },
     },
     async (request, reply) => {
       const { model: id } = request.params;

@@ -1,6 +1,7 @@
 // /v1/uploads: a large file sent in parts (each ≤ 64 MB), joined in `part_ids` order on complete,
 // with an optional md5 check. Pending uploads expire an hour after creation.
 import type { FastifyInstance } from 'fastify';
+import type { UploadCompleteParams, UploadCreateParams } from 'openai/resources/uploads/uploads';
 import { ApiError, invalidParam, notFound } from '../domain/errors.ts';
 import { newId } from '../domain/naming.ts';
 import { discardUploadParts, expireUpload } from '../store/expiry.ts';
@@ -9,6 +10,7 @@ import { nowSeconds } from '../domain/clock.ts';
 import type { ApiContext } from './context.ts';
 import { checkUploadPurpose, cleanFilename, fileObject, requireJsonlName } from './files.ts';
 import { readMultipart } from './multipart.ts';
+import { specRequestSchema } from './schemas.ts';
 
 async function uploadObject(store: Store, u: UploadRow) {
   const file = u.file_id ? await store.files.get(u.file_id) : undefined;
@@ -25,33 +27,16 @@ async function uploadObject(store: Store, u: UploadRow) {
   };
 }
 
-const createUploadSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['filename', 'purpose', 'bytes', 'mime_type'],
-  properties: {
-    filename: { type: 'string', minLength: 1 },
-    purpose: { type: 'string' },
-    bytes: { type: 'integer', minimum: 0 },
-    mime_type: { type: 'string' },
-    expires_after: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['anchor', 'seconds'],
-      properties: { anchor: { type: 'string', enum: ['created_at'] }, seconds: { type: 'integer', minimum: 3600, maximum: 2592000 } },
-    },
-  },
-} as const;
+/**
+ * OpenAI's CreateUploadRequest, where tuneforge says more: a name, a byte count that is a size, and any
+ * purpose string (checkUploadPurpose answers the ones this server does not serve with their own code).
+ */
+const createUploadSchema = specRequestSchema('CreateUploadRequest', {
+  properties: { filename: { type: 'string', minLength: 1 }, purpose: { type: 'string' }, bytes: { type: 'integer', minimum: 0 } },
+});
 
-const completeSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['part_ids'],
-  properties: {
-    part_ids: { type: 'array', items: { type: 'string' }, minItems: 1 },
-    md5: { type: 'string' },
-  },
-} as const;
+/** OpenAI's CompleteUploadRequest; an upload is made of at least one part. */
+const completeSchema = specRequestSchema('CompleteUploadRequest', { properties: { part_ids: { type: 'array', items: { type: 'string' }, minItems: 1 } } });
 
 export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
@@ -73,7 +58,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
     }
   }
 
-  app.post<{ Body: { filename: string; purpose: string; bytes: number; mime_type: string; expires_after?: { anchor: 'created_at'; seconds: number } } }>(
+  app.post<{ Body: UploadCreateParams }>(
     '/uploads',
     { schema: { body: createUploadSchema } },
     async (request) => {
@@ -121,7 +106,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
     return { id: part.id, object: 'upload.part' as const, created_at: Number(part.created_at), upload_id: upload.id };
   });
 
-  app.post<{ Params: { upload_id: string }; Body: { part_ids: string[]; md5?: string } }>(
+  app.post<{ Params: { upload_id: string }; Body: UploadCompleteParams }>(
     '/uploads/:upload_id/complete',
     { schema: { body: completeSchema } },
     async (request) => {

@@ -1,6 +1,7 @@
-// Fine-tuning method and hyperparameters of a create-job request: parsing with OpenAI's range checks,
-// and the rules that turn every "auto" into a number once the training file is known.
-// Also the other scalar job fields with limits: metadata, suffix, seed.
+// Fine-tuning method and hyperparameters of a create-job request: the rules across its fields (which
+// method's settings may be given, the deprecated top-level hyperparameters against the method's), and
+// the rules that turn every "auto" into a number once the training file is known. Each field's own
+// shape and range is the route schema's (OpenAI's spec, api/fine-tuning/jobs.ts).
 import { randomInt } from 'node:crypto';
 import { invalidParam } from './errors.ts';
 
@@ -9,7 +10,6 @@ export const METHOD_TYPES: readonly MethodType[] = ['supervised', 'dpo', 'reinfo
 
 export type Auto = 'auto';
 export type ReasoningEffort = 'default' | 'low' | 'medium' | 'high';
-const REASONING_EFFORTS: readonly ReasoningEffort[] = ['default', 'low', 'medium', 'high'];
 
 export interface SupervisedHyperparameters {
   batch_size: number | Auto;
@@ -42,85 +42,21 @@ export type ResolvedJobHyperparameters =
   | ResolvedReinforcementHyperparameters;
 
 // ---------------------------------------------------------------------------------------------
-// Value checks, one per kind of hyperparameter (ranges as in OpenAI's spec).
+// Parsing a request's method (already checked against the route schema).
 
-type Check = (value: unknown, param: string) => number | string;
+type Settings = Record<string, unknown>;
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
-/** A value quoted for an error message, cut short. */
-function describe(v: unknown): string {
-  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
-  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
-}
-
-function integerIn(min: number, max: number): Check {
-  const range = max === Infinity ? `an integer >= ${min}` : `an integer between ${min} and ${max}`;
-  return (value, param) => {
-    if (value === 'auto') return value;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      throw invalidParam(param, `Invalid '${param}': expected 'auto' or ${range}, but got ${describe(value)} instead.`);
-    }
-    return value;
-  };
-}
-
-/** A number in (exclusiveMin, max]. */
-function numberAbove(exclusiveMin: number, max: number): Check {
-  const range = max === Infinity ? `a number > ${exclusiveMin}` : `a number > ${exclusiveMin} and <= ${max}`;
-  return (value, param) => {
-    if (value === 'auto') return value;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value <= exclusiveMin || value > max) {
-      throw invalidParam(param, `Invalid '${param}': expected 'auto' or ${range}, but got ${describe(value)} instead.`);
-    }
-    return value;
-  };
-}
-
-const reasoningEffort: Check = (value, param) => {
-  if (value === 'auto' || REASONING_EFFORTS.includes(value as ReasoningEffort)) return value as string;
-  throw invalidParam(
-    param,
-    `Invalid '${param}': expected one of 'auto', ${REASONING_EFFORTS.map((e) => `'${e}'`).join(', ')}, but got ${describe(value)} instead.`,
-  );
+/** The hyperparameters each method takes. */
+const HYPERPARAMETER_NAMES: Record<MethodType, readonly string[]> = {
+  supervised: ['batch_size', 'learning_rate_multiplier', 'n_epochs'],
+  dpo: ['batch_size', 'learning_rate_multiplier', 'n_epochs', 'beta'],
+  reinforcement: ['batch_size', 'learning_rate_multiplier', 'n_epochs', 'compute_multiplier', 'eval_interval', 'eval_samples', 'reasoning_effort'],
 };
 
-const COMMON_CHECKS = {
-  batch_size: integerIn(1, 256),
-  learning_rate_multiplier: numberAbove(0, Infinity),
-  n_epochs: integerIn(1, 50),
-};
-
-const CHECKS_BY_METHOD: Record<MethodType, Record<string, Check>> = {
-  supervised: COMMON_CHECKS,
-  dpo: { ...COMMON_CHECKS, beta: numberAbove(0, 2) },
-  reinforcement: {
-    ...COMMON_CHECKS,
-    compute_multiplier: numberAbove(0, 10),
-    eval_interval: integerIn(1, Infinity),
-    eval_samples: integerIn(1, Infinity),
-    reasoning_effort: reasoningEffort,
-  },
-};
-
-/** Checks one hyperparameters object; absent or null values become "auto". */
-function parseHyperparameters(raw: unknown, type: MethodType, param: string): Record<string, number | string> {
-  if (raw !== undefined && raw !== null && !isPlainObject(raw)) {
-    throw invalidParam(param, `Invalid '${param}': expected an object, but got ${describe(raw)} instead.`);
-  }
-  const given = raw ?? {};
-  const checks = CHECKS_BY_METHOD[type];
-  for (const key of Object.keys(given)) {
-    if (!Object.hasOwn(checks, key)) {
-      throw invalidParam(`${param}.${key}`, `Unknown hyperparameter ${describe(key)} for ${type} fine-tuning; expected ${Object.keys(checks).join(', ')}.`);
-    }
-  }
+/** Every hyperparameter of `type`, absent or null ones as "auto". */
+function withAutos(given: Settings | null | undefined, type: MethodType): Record<string, number | string> {
   const out: Record<string, number | string> = {};
-  for (const [key, check] of Object.entries(checks)) {
-    const value = given[key];
-    out[key] = value === undefined || value === null ? 'auto' : check(value, `${param}.${key}`);
-  }
+  for (const key of HYPERPARAMETER_NAMES[type]) out[key] = (given?.[key] as number | string | null | undefined) ?? 'auto';
   // The job object's schema has no "auto" for reasoning_effort, and its default needs no dataset.
   if (out.reasoning_effort === 'auto') out.reasoning_effort = AUTO_REASONING_EFFORT;
   return out;
@@ -130,73 +66,44 @@ function parseHyperparameters(raw: unknown, type: MethodType, param: string): Re
  * The method of a create-job request, from `method` or from the deprecated top-level `hyperparameters`
  * (which means a supervised job). When both are given, every value set at the top level must equal the
  * method's (where an absent one counts as "auto"); otherwise the request is ambiguous and rejected.
+ * Only the settings of `method.type` may be given, and a reinforcement job needs its grader.
  */
-export function parseJobMethod(body: { method?: unknown; hyperparameters?: unknown }): ParsedJobMethod {
-  const hasTopLevel = body.hyperparameters !== undefined && body.hyperparameters !== null;
-  if (body.method === undefined || body.method === null) {
-    const hyperparameters = parseHyperparameters(body.hyperparameters, 'supervised', 'hyperparameters');
-    return { type: 'supervised', hyperparameters: hyperparameters as unknown as SupervisedHyperparameters };
+export function parseJobMethod(body: { method?: object | null; hyperparameters?: object | null }): ParsedJobMethod {
+  const method = body.method as Settings | null | undefined;
+  const topLevel = body.hyperparameters as Settings | null | undefined;
+  if (method === undefined || method === null) {
+    return { type: 'supervised', hyperparameters: withAutos(topLevel, 'supervised') as unknown as SupervisedHyperparameters };
   }
-
-  const method = body.method;
-  if (!isPlainObject(method)) throw invalidParam('method', `Invalid 'method': expected an object, but got ${describe(method)} instead.`);
-  const type = method.type;
-  if (type === undefined || type === null) throw invalidParam('method.type', "Missing required parameter: 'method.type'.");
-  if (!METHOD_TYPES.includes(type as MethodType)) {
-    throw invalidParam('method.type', `Invalid 'method.type': expected one of 'supervised', 'dpo', 'reinforcement', but got ${describe(type)} instead.`);
-  }
-  const methodType = type as MethodType;
-  for (const key of Object.keys(method)) {
-    if (key === 'type' || key === methodType) continue;
-    if (METHOD_TYPES.includes(key as MethodType)) {
-      throw invalidParam(`method.${key}`, `'method.${key}' cannot be set when 'method.type' is '${methodType}'.`);
-    }
-    throw invalidParam(`method.${key}`, `Unknown parameter: 'method.${key}'.`);
-  }
-
-  const config = method[methodType];
-  const configParam = `method.${methodType}`;
-  if (config !== undefined && config !== null && !isPlainObject(config)) {
-    throw invalidParam(configParam, `Invalid '${configParam}': expected an object, but got ${describe(config)} instead.`);
-  }
-  const settings = (config ?? {}) as Record<string, unknown>;
-  const allowedSettings = methodType === 'reinforcement' ? ['hyperparameters', 'grader'] : ['hyperparameters'];
-  for (const key of Object.keys(settings)) {
-    if (!allowedSettings.includes(key)) throw invalidParam(`${configParam}.${key}`, `Unknown parameter: '${configParam}.${key}'.`);
-  }
-  const hyperparameters = parseHyperparameters(settings.hyperparameters, methodType, `${configParam}.hyperparameters`);
-
-  if (hasTopLevel) {
-    // Only the keys the caller actually set must agree; `hyperparameters: {}` says nothing.
-    const topLevel = parseHyperparameters(body.hyperparameters, 'supervised', 'hyperparameters');
-    const given = body.hyperparameters as Record<string, unknown>;
-    for (const [key, value] of Object.entries(topLevel)) {
-      if (given[key] === undefined || given[key] === null) continue;
-      if (hyperparameters[key] !== value) {
-        throw invalidParam(
-          'hyperparameters',
-          `'hyperparameters.${key}' (${describe(value)}) conflicts with '${configParam}.hyperparameters.${key}' (${describe(hyperparameters[key])}); ` +
-            "'hyperparameters' is deprecated, pass hyperparameters under 'method' only.",
-        );
-      }
+  const type = method.type as MethodType;
+  for (const other of METHOD_TYPES) {
+    if (other !== type && method[other] !== undefined) {
+      throw invalidParam(`method.${other}`, `'method.${other}' cannot be set when 'method.type' is '${type}'.`);
     }
   }
+  const settings = (method[type] ?? {}) as Settings;
+  const settingsParam = `method.${type}`;
+  const hyperparameters = withAutos(settings.hyperparameters as Settings | undefined, type);
 
-  switch (methodType) {
+  // Only the keys the caller actually set must agree; `hyperparameters: {}` says nothing.
+  for (const [key, value] of Object.entries(topLevel ?? {})) {
+    if (value === undefined || value === null || hyperparameters[key] === value) continue;
+    throw invalidParam(
+      'hyperparameters',
+      `'hyperparameters.${key}' (${JSON.stringify(value)}) conflicts with '${settingsParam}.hyperparameters.${key}' (${JSON.stringify(hyperparameters[key])}); ` +
+        "'hyperparameters' is deprecated, pass hyperparameters under 'method' only.",
+    );
+  }
+
+  switch (type) {
     case 'supervised':
-      return { type: 'supervised', hyperparameters: hyperparameters as unknown as SupervisedHyperparameters };
+      return { type, hyperparameters: hyperparameters as unknown as SupervisedHyperparameters };
     case 'dpo':
-      return { type: 'dpo', hyperparameters: hyperparameters as unknown as DpoHyperparameters };
-    case 'reinforcement': {
-      const grader = settings.grader;
-      if (grader === undefined || grader === null) {
-        throw invalidParam(`${configParam}.grader`, `Missing required parameter: '${configParam}.grader'.`);
+      return { type, hyperparameters: hyperparameters as unknown as DpoHyperparameters };
+    case 'reinforcement':
+      if (settings.grader === undefined || settings.grader === null) {
+        throw invalidParam(`${settingsParam}.grader`, `Missing required parameter: '${settingsParam}.grader'.`, 'missing_required_parameter');
       }
-      if (!isPlainObject(grader) || typeof grader.type !== 'string') {
-        throw invalidParam(`${configParam}.grader`, `Invalid '${configParam}.grader': expected a grader object with a string 'type'.`);
-      }
-      return { type: 'reinforcement', hyperparameters: hyperparameters as unknown as ReinforcementHyperparameters, grader };
-    }
+      return { type, hyperparameters: hyperparameters as unknown as ReinforcementHyperparameters, grader: settings.grader };
   }
 }
 
@@ -280,72 +187,9 @@ export function resolveHyperparameters(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Other job fields with limits.
+// Seed.
 
-export const METADATA_MAX_PAIRS = 16;
-export const METADATA_MAX_KEY_LENGTH = 64;
-export const METADATA_MAX_VALUE_LENGTH = 512;
-
-/** OpenAI's metadata limits: at most 16 pairs, keys ≤ 64 characters, string values ≤ 512. Null when absent. */
-export function validateMetadata(m: unknown): Record<string, string> | null {
-  if (m === undefined || m === null) return null;
-  if (!isPlainObject(m)) throw invalidParam('metadata', `Invalid 'metadata': expected an object, but got ${describe(m)} instead.`);
-  const entries = Object.entries(m);
-  if (entries.length > METADATA_MAX_PAIRS) {
-    throw invalidParam(
-      'metadata',
-      `Invalid 'metadata': too many properties. Expected an object with at most ${METADATA_MAX_PAIRS} properties, but got an object with ${entries.length} properties instead.`,
-    );
-  }
-  for (const [key, value] of entries) {
-    if (key.length === 0 || key.length > METADATA_MAX_KEY_LENGTH) {
-      throw invalidParam(
-        'metadata',
-        `Invalid 'metadata': keys must be 1 to ${METADATA_MAX_KEY_LENGTH} characters long, but got a key with length ${key.length} instead.`,
-      );
-    }
-    if (typeof value !== 'string') {
-      throw invalidParam('metadata', `Invalid 'metadata.${key}': expected a string, but got ${describe(value)} instead.`);
-    }
-    if (value.length > METADATA_MAX_VALUE_LENGTH) {
-      throw invalidParam(
-        'metadata',
-        `Invalid 'metadata.${key}': string too long. Expected a string with maximum length ${METADATA_MAX_VALUE_LENGTH}, but got a string with length ${value.length} instead.`,
-      );
-    }
-  }
-  // fromEntries, not assignment: a key such as "__proto__" stays an ordinary key
-  return Object.fromEntries(entries) as Record<string, string>;
-}
-
-export const SUFFIX_MAX_LENGTH = 64;
-// Letters, digits, '-', '_' and '.': the suffix becomes a segment of a model name that is used in URL
-// paths (GET /v1/models/{model}) and split on ':'.
-const SUFFIX_PATTERN = /^[A-Za-z0-9._-]+$/;
-
-/** A model-name suffix of 1–64 characters among letters, digits, '-', '_', '.'; null when absent. */
-export function validateSuffix(s: unknown): string | null {
-  if (s === undefined || s === null) return null;
-  if (typeof s !== 'string') throw invalidParam('suffix', `Invalid 'suffix': expected a string, but got ${describe(s)} instead.`);
-  if (s.length < 1 || s.length > SUFFIX_MAX_LENGTH) {
-    throw invalidParam(
-      'suffix',
-      `Invalid 'suffix': expected a string of 1 to ${SUFFIX_MAX_LENGTH} characters, but got a string with length ${s.length} instead.`,
-    );
-  }
-  if (!SUFFIX_PATTERN.test(s)) {
-    throw invalidParam('suffix', `Invalid 'suffix': only letters, digits, '-', '_' and '.' are allowed, but got '${s}'.`);
-  }
-  return s;
-}
-
-export const SEED_MAX = 2147483647;
-
-/** The given seed (an integer in 0–2147483647), or a random one when absent. */
-export function resolveSeed(seed?: unknown): number {
-  if (seed === undefined || seed === null) return randomInt(0, SEED_MAX + 1);
-  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > SEED_MAX) {
-    throw invalidParam('seed', `Invalid 'seed': expected an integer between 0 and ${SEED_MAX}, but got ${describe(seed)} instead.`);
-  }
-  return seed;
+/** The given seed, or a random one in OpenAI's range (0–2147483647) when absent. */
+export function resolveSeed(seed?: number | null): number {
+  return seed ?? randomInt(0, 2147483647 + 1);
 }

@@ -8,6 +8,8 @@ import { NonTrainingRunner } from '../support/runners.ts';
 import { BASE_MODEL, chatJsonl, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 
 const A = { key: 'sk-a' };
+/** A grader the route schema and the grader rules accept. */
+const GRADER = { type: 'string_check', name: 'eq', input: '{{sample.output_text}}', reference: '{{item.answer}}', operation: 'eq' };
 const B = { key: 'sk-b' };
 
 describe('fine-tuning jobs: bad input and transitions', () => {
@@ -79,6 +81,34 @@ describe('fine-tuning jobs: bad input and transitions', () => {
       [{ method: { type: 'unsupervised' } }, 'method.type'],
       [{ method: { type: 'reinforcement', reinforcement: {} } }, 'method.reinforcement.grader'],
     ];
+    // Ranges and shapes as OpenAI's spec gives them (the route schema), each naming its param.
+    const sup = (hyperparameters: unknown) => ({ method: { type: 'supervised', supervised: { hyperparameters } } });
+    const p = 'method.supervised.hyperparameters';
+    for (const bad of [0, 51, 2.5, '3', true, -1]) cases.push([sup({ n_epochs: bad }), `${p}.n_epochs`]);
+    for (const bad of [0, 257, 1.5, 'big']) cases.push([sup({ batch_size: bad }), `${p}.batch_size`]);
+    for (const bad of [0, -0.1, 'x']) cases.push([sup({ learning_rate_multiplier: bad }), `${p}.learning_rate_multiplier`]);
+    for (const bad of [0, -1, 2.01, 'high']) cases.push([{ method: { type: 'dpo', dpo: { hyperparameters: { beta: bad } } } }, 'method.dpo.hyperparameters.beta']);
+    const rft = (hyperparameters: unknown) => ({ method: { type: 'reinforcement', reinforcement: { grader: GRADER, hyperparameters } } });
+    const r = 'method.reinforcement.hyperparameters';
+    for (const bad of [0, 10.5, -2]) cases.push([rft({ compute_multiplier: bad }), `${r}.compute_multiplier`]);
+    for (const bad of [0, 1.5]) cases.push([rft({ eval_interval: bad }), `${r}.eval_interval`]);
+    for (const bad of [0, -3]) cases.push([rft({ eval_samples: bad }), `${r}.eval_samples`]);
+    cases.push([rft({ reasoning_effort: 'extreme' }), `${r}.reasoning_effort`], [rft({ n_epochs: 0 }), `${r}.n_epochs`]);
+    cases.push(
+      [{ hyperparameters: 'auto' }, 'hyperparameters'],
+      [{ hyperparameters: { beta: 0.1 } }, 'hyperparameters.beta'],
+      [{ hyperparameters: { constructor: 1 } }, 'hyperparameters.constructor'],
+      [{ method: 'supervised' }, 'method'],
+      [{ method: {} }, 'method.type'],
+      [{ method: { type: 'supervised', extra: 1 } }, 'method.extra'],
+      [{ method: { type: 'supervised', supervised: [] } }, 'method.supervised'],
+      [{ method: { type: 'supervised', supervised: { grader: GRADER } } }, 'method.supervised.grader'],
+      [{ method: { type: 'dpo', dpo: { hyperparameters: 5 } } }, 'method.dpo.hyperparameters'],
+      [{ method: { type: 'supervised', dpo: {} } }, 'method.dpo'],
+      [{ method: { type: 'reinforcement' } }, 'method.reinforcement.grader'],
+      [{ method: { type: 'reinforcement', reinforcement: { grader: 'eq' } } }, 'method.reinforcement.grader'],
+      [{ hyperparameters: { n_epochs: 3 }, method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 4 } } } }, 'hyperparameters'],
+    );
     for (const [body, param] of cases) expectError(await create(body), 400, { param });
   });
 
@@ -86,13 +116,17 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v']));
     expectError(await create({ metadata: many }), 400, { param: 'metadata' });
     expectError(await create({ metadata: { ['k'.repeat(65)]: 'v' } }), 400, { param: 'metadata' });
-    expectError(await create({ metadata: { k: 'v'.repeat(513) } }), 400, { param: 'metadata' });
-    expectError(await create({ metadata: { k: 1 } }), 400, { param: 'metadata' });
+    // A value's error names its key, as OpenAI's errors name nested params.
+    expectError(await create({ metadata: { k: 'v'.repeat(513) } }), 400, { param: 'metadata.k' });
+    expectError(await create({ metadata: { k: 1 } }), 400, { param: 'metadata.k' });
+    expectError(await create({ metadata: ['a'] }), 400, { param: 'metadata' });
+    for (const bad of ['a/b', 'a b', 'é', 'a?b']) expectError(await create({ suffix: bad }), 400, { param: 'suffix' });
     expectError(await create({ suffix: 's'.repeat(65) }), 400, { param: 'suffix' });
     expectError(await create({ suffix: '' }), 400, { param: 'suffix' });
     expectError(await create({ suffix: 'a:b' }), 400, { param: 'suffix' });
     expectError(await create({ seed: -1 }), 400, { param: 'seed' });
     expectError(await create({ seed: 2 ** 31 }), 400, { param: 'seed' });
+    for (const bad of [1.5, '42', true]) expectError(await create({ seed: bad }), 400, { param: 'seed' });
   });
 
   it('generates a seed and resolves auto hyperparameters once files are valid', async () => {

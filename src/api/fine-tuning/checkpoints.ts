@@ -1,6 +1,7 @@
 // /v1/fine_tuning/checkpoints/{checkpoint}/permissions: share a checkpoint with other projects
 // (organizations here). Admin keys only; the checkpoint must belong to the admin's organization.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { PermissionCreateParams } from 'openai/resources/fine-tuning/checkpoints/permissions';
 import { notFound } from '../../domain/errors.ts';
 import { newId } from '../../domain/naming.ts';
 import type { PermissionRecord } from '../../store/index.ts';
@@ -8,12 +9,18 @@ import { requireAdmin } from '../auth.ts';
 import { nowSeconds } from '../../domain/clock.ts';
 import type { ApiContext } from '../context.ts';
 import { listObject, pageQuerySchema } from '../pagination.ts';
+import { specRequestSchema } from '../schemas.ts';
 
 export function permissionObject(p: PermissionRecord) {
   return { object: 'checkpoint.permission' as const, id: p.id, created_at: p.created_at, project_id: p.project_id };
 }
 
 type Params = { checkpoint: string };
+
+/** OpenAI's CreateFineTuningCheckpointPermissionRequest, with tuneforge's bounds on the list and its ids. */
+const createPermissionSchema = specRequestSchema('CreateFineTuningCheckpointPermissionRequest', {
+  properties: { project_ids: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 256 } } },
+});
 
 export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store } = ctx;
@@ -28,18 +35,9 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext) {
     return checkpoint;
   }
 
-  app.post<{ Params: Params; Body: { project_ids: string[] } }>(
+  app.post<{ Params: Params; Body: PermissionCreateParams }>(
     '/fine_tuning/checkpoints/:checkpoint/permissions',
-    {
-      schema: {
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['project_ids'],
-          properties: { project_ids: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 256 } } },
-        },
-      },
-    },
+    { schema: { body: createPermissionSchema } },
     async (request) => {
       const checkpoint = await ownCheckpoint(request);
       const granted: PermissionRecord[] = [];

@@ -1,8 +1,9 @@
 // /v1/fine_tuning/jobs: create, list (metadata filter), retrieve, cancel, pause, resume, events,
 // checkpoints. Request rules live in domain/; this module parses, checks ownership and serializes.
 import type { FastifyInstance } from 'fastify';
+import type { JobCreateParams } from 'openai/resources/fine-tuning/jobs/jobs';
 import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
-import { parseJobMethod, resolveSeed, validateMetadata, validateSuffix, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
+import { METHOD_TYPES, parseJobMethod, resolveSeed, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
 import { validateGrader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
@@ -13,6 +14,7 @@ import type { CheckpointRecord, EventRecord, JobMethod, JobRecord, Store } from 
 import { nowSeconds } from '../../domain/clock.ts';
 import type { ApiContext } from '../context.ts';
 import { requireJsonlName } from '../files.ts';
+import { specRequestSchema } from '../schemas.ts';
 import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
 
 export function jobObject(job: JobRecord) {
@@ -73,57 +75,37 @@ export function methodObject(parsed: ParsedJobMethod): JobMethod {
   return { type: parsed.type, [parsed.type]: settings };
 }
 
-// Types are checked by the domain parsers (which name the exact param); the schema only fixes
-// the set of accepted keys and the required ones.
-const createJobSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['model', 'training_file'],
-  properties: {
-    model: { type: 'string', minLength: 1 },
-    training_file: { type: 'string', minLength: 1 },
-    validation_file: { type: ['string', 'null'] },
-    hyperparameters: {},
-    method: {},
-    suffix: {},
-    seed: {},
-    metadata: {},
-    integrations: {
-      type: ['array', 'null'],
-      maxItems: 5,
-      items: {
-        type: 'object',
-        required: ['type', 'wandb'],
-        additionalProperties: false,
-        properties: {
-          type: { type: 'string', enum: ['wandb'] },
-          wandb: {
-            type: 'object',
-            required: ['project'],
-            additionalProperties: false,
-            properties: {
-              project: { type: 'string' },
-              name: { type: ['string', 'null'] },
-              entity: { type: ['string', 'null'] },
-              tags: { type: 'array', items: { type: 'string' } },
-            },
-          },
-        },
-      },
-    },
-  },
-} as const;
+/** What OpenAI's description of `suffix` says in words: it becomes a segment of a model name (split on ':'). */
+const SUFFIX_SCHEMA = { type: ['string', 'null'], minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' };
+/** OpenAI's metadata limits, which its spec states in words: at most 16 pairs, keys 1–64 characters, values ≤ 512. */
+const METADATA_SCHEMA = {
+  type: ['object', 'null'],
+  maxProperties: 16,
+  propertyNames: { minLength: 1, maxLength: 64 },
+  additionalProperties: { type: 'string', maxLength: 512 },
+};
 
-interface CreateJobBody {
-  model: string;
-  training_file: string;
-  validation_file?: string | null;
-  hyperparameters?: unknown;
-  method?: unknown;
-  suffix?: unknown;
-  seed?: unknown;
-  metadata?: unknown;
-  integrations?: unknown[] | null;
+/**
+ * The create-job body: OpenAI's CreateFineTuningJobRequest, with the limits above written as schema and
+ * the method's objects closed (an unknown hyperparameter is a 400 naming it); "auto" is also accepted for
+ * reasoning_effort (it means "default"). The rules across fields are the domain's parseJobMethod, the
+ * grader's are validateGrader's.
+ */
+function createJobSchema() {
+  const schema = specRequestSchema('CreateFineTuningJobRequest', { properties: { suffix: SUFFIX_SCHEMA, metadata: METADATA_SCHEMA } });
+  const method = schema.properties.method;
+  method.additionalProperties = false;
+  for (const type of METHOD_TYPES) {
+    const settings = method.properties[type];
+    settings.additionalProperties = false;
+    settings.properties.hyperparameters.additionalProperties = false;
+  }
+  schema.properties.hyperparameters.additionalProperties = false;
+  const reinforcement = method.properties.reinforcement.properties;
+  reinforcement.hyperparameters.properties.reasoning_effort.enum.push('auto');
+  // The grader is graders/validate.ts's, as on the graders routes.
+  reinforcement.grader = {};
+  return schema;
 }
 
 /** `metadata[k]=v` query keys → a filter; `metadata=null` → jobs without metadata. */
@@ -183,13 +165,11 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     return job;
   }
 
-  app.post<{ Body: CreateJobBody }>('/fine_tuning/jobs', { schema: { body: createJobSchema } }, async (request) => {
+  app.post<{ Body: JobCreateParams }>('/fine_tuning/jobs', { schema: { body: createJobSchema() } }, async (request) => {
     const body = request.body;
     const organization = request.caller.organization;
     const method = parseJobMethod(body);
     if (method.type === 'reinforcement') validateGrader(method.grader, { param: 'method.reinforcement.grader' });
-    const metadata = validateMetadata(body.metadata);
-    const suffix = validateSuffix(body.suffix);
     const seed = resolveSeed(body.seed);
     const integrations = validateIntegrations(body.integrations);
     await checkModel(body.model, organization);
@@ -209,9 +189,10 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
         validation_file: body.validation_file ?? null,
         status: 'validating_files',
         method: methodObject(method),
-        suffix,
+        suffix: body.suffix ?? null,
         seed,
-        metadata,
+        // fromEntries, not the parsed object itself: a key such as "__proto__" stays an ordinary key
+        metadata: body.metadata ? Object.fromEntries(Object.entries(body.metadata)) : null,
         integrations,
         created_at: now,
       });
