@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
-import { BASE_MODEL, ROOT, TRAIN_JSONL, VALID_JSONL, startTrainingServer } from '../e2e/support.ts';
+import { BASE_MODEL, ROOT, TRAIN_JSONL, VALID_JSONL, startTrainingServer, waitForStep } from '../e2e/support.ts';
 import type { TestServer } from '../support/server.ts';
 
 interface Run {
@@ -21,6 +21,8 @@ interface Run {
 }
 
 const BIN = path.join(ROOT, 'bin/tuneforge.js');
+/** The whole demo training set: 126 steps at batch size 1 for 3 epochs, long enough to pause. */
+const DEMO_TRAIN_JSONL = fs.readFileSync(path.join(ROOT, 'samples/demo-train.jsonl'), 'utf8');
 
 /** Runs `command args` to its end, killed after `timeoutMs`; OPENAI_* from the caller's environment is left out. */
 function run(command: string, args: string[], options: { env?: Record<string, string>; cwd?: string; input?: string; timeoutMs?: number } = {}): Promise<Run> {
@@ -185,6 +187,20 @@ describe('tuneforge CLI, a client of a running server', () => {
     const followed = await tuneforge(['jobs', 'follow', job.id]);
     assert.equal(followed.code, 1);
     assert.equal(followed.stderr, `error: job ${job.id} cancelled\n`);
+  });
+
+  it('jobs pause and resume a running job', { timeout: 300_000 }, async () => {
+    fs.writeFileSync(path.join(work, 'long.jsonl'), DEMO_TRAIN_JSONL);
+    const created = ok(await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', 'long.jsonl', '--n-epochs', '3', '--batch-size', '1', '--json']));
+    const job = JSON.parse(created.stdout) as OpenAI.FineTuning.FineTuningJob;
+    try {
+      await waitForStep(client, job.id, 1);
+      assert.equal(ok(await tuneforge(['jobs', 'pause', job.id])).stdout, `${job.id} paused\n`);
+      assert.equal((await client.fineTuning.jobs.retrieve(job.id)).status, 'paused');
+      assert.equal(JSON.parse(ok(await tuneforge(['jobs', 'resume', job.id, '--json'])).stdout).status, 'queued');
+    } finally {
+      await client.fineTuning.jobs.cancel(job.id);
+    }
   });
 
   it('files rm deletes the file', async () => {
