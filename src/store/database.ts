@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type SqliteDatabase } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import pg from 'pg';
 import { migrationProvider, type SqlDialectName } from './migrations.ts';
 import type { Database } from './schema.ts';
@@ -47,7 +47,7 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('synchronous = NORMAL');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqliteForKysely(sqlite) }) });
   await migrate(db, 'sqlite');
   return { db, dialect: 'sqlite' };
 }
@@ -55,22 +55,40 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
 const STATEMENT_CACHE_SIZE = 256;
 
 /**
- * better-sqlite3 keeping its prepared statements by SQL text. Kysely prepares every query it runs,
- * and preparing costs more than running a lookup by key; the control plane sends a few dozen
- * distinct statements (the oldest is dropped past STATEMENT_CACHE_SIZE).
+ * better-sqlite3 as Kysely's SQLite driver uses it, made cheaper per query: prepared statements are
+ * kept by SQL text (Kysely prepares every query it runs, and preparing costs more than a lookup by
+ * key; the oldest is dropped past STATEMENT_CACHE_SIZE), and rows are read as arrays and built into
+ * objects by a function made for the statement's columns (half the cost of better-sqlite3's own row
+ * objects, which was most of listing 20 jobs).
  */
-function withStatementCache(sqlite: SQLite.Database): SqliteDatabase {
-  const statements = new Map<string, SQLite.Statement>();
+function sqliteForKysely(sqlite: SQLite.Database): SqliteDatabase {
+  const statements = new Map<string, SqliteStatement>();
   return {
     close: () => sqlite.close(),
     prepare(sql) {
       let statement = statements.get(sql);
       if (!statement) {
-        statement = sqlite.prepare(sql);
+        statement = rowObjectStatement(sqlite.prepare(sql));
         if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!);
         statements.set(sql, statement);
       }
       return statement;
+    },
+  };
+}
+
+function rowObjectStatement(statement: SQLite.Statement): SqliteStatement {
+  if (!statement.reader) return statement;
+  statement.raw(true);
+  const names = statement.columns().map((column) => column.name);
+  // An object literal with the columns as keys, as better-sqlite3's rows (a later duplicate name wins).
+  const toObject = new Function('row', `return { ${names.map((name, i) => `${JSON.stringify(name)}: row[${i}]`).join(', ')} };`) as (row: unknown[]) => unknown;
+  return {
+    reader: true,
+    all: (parameters) => (statement.all(parameters) as unknown[][]).map(toObject),
+    run: (parameters) => statement.run(parameters),
+    *iterate(parameters) {
+      for (const row of statement.iterate(parameters) as IterableIterator<unknown[]>) yield toObject(row);
     },
   };
 }
