@@ -8,11 +8,11 @@
 // (the engine's constraints), so the content always parses and follows the schema's structure.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { nowSeconds } from '../domain/clock.ts';
-import { ApiError } from '../domain/errors.ts';
+import { ApiError, invalidParam } from '../domain/errors.ts';
 import type { ChatMessage, ConstraintSpec, GenerationResult, JsonSchema, ModelInfo, TokenLogprob, ToolDefinition } from '../engine/index.ts';
 import { respondWithChoices, responseId, type Choice, type Usage } from './inference/choices.ts';
 import {
-  checkLogitBias, choiceSeed, includeUsage, invalid, MAX_TOKENS_SCHEMA, SAMPLING_SCHEMA_PATCH, samplingOptions, tokenBudget, type SamplingBody,
+  checkLogitBias, choiceSeed, includeUsage, MAX_TOKENS_SCHEMA, SAMPLING_SCHEMA_PATCH, samplingOptions, tokenBudget, type SamplingBody,
 } from './inference/request.ts';
 import type { InferenceService, ServedModel } from './inference/service.ts';
 import { parseToolCalls, ToolCallFilter, toolCallId, toolSyntaxOf, type ParsedToolCall, type ToolSyntax } from './inference/tool-calls.ts';
@@ -80,7 +80,7 @@ function textContent(content: string | ContentPart[], param: string, allowed: Se
     const where = `${param}[${j}]`;
     if (!allowed.has(part.type)) {
       const what = part.type === 'image_url' ? 'images' : part.type === 'input_audio' ? 'audio' : part.type === 'file' ? 'files' : `'${part.type}' content parts`;
-      throw invalid(`${where}.type`, `Invalid '${where}.type': this model does not accept ${what} in ${role} messages (text only).`, 'unsupported_value');
+      throw invalidParam(`${where}.type`, `Invalid '${where}.type': this model does not accept ${what} in ${role} messages (text only).`, 'unsupported_value');
     }
     return { type: 'text' as const, text: (part.type === 'refusal' ? part.refusal : part.text) ?? '' };
   });
@@ -95,13 +95,13 @@ function parseMessages(messages: ChatCompletionBody['messages']): ChatMessage[] 
       if (!missing) message.content = textContent(m.content!, `${where}.content`, new Set(['text', 'refusal']), m.role);
       if (m.tool_calls) {
         message.tool_calls = m.tool_calls.map((call, j) => {
-          if (call.type !== 'function' || !call.function) throw invalid(`${where}.tool_calls[${j}].type`, `Invalid '${where}.tool_calls[${j}].type': only 'function' tool calls are supported.`, 'unsupported_value');
+          if (call.type !== 'function' || !call.function) throw invalidParam(`${where}.tool_calls[${j}].type`, `Invalid '${where}.tool_calls[${j}].type': only 'function' tool calls are supported.`, 'unsupported_value');
           return { id: call.id, type: 'function', function: { name: call.function.name, arguments: call.function.arguments } };
         });
       }
-      if (missing && !message.tool_calls?.length) throw invalid(`${where}.content`, `Missing required parameter: '${where}.content' (an assistant message needs content or tool_calls).`, 'missing_required_parameter');
+      if (missing && !message.tool_calls?.length) throw invalidParam(`${where}.content`, `Missing required parameter: '${where}.content' (an assistant message needs content or tool_calls).`, 'missing_required_parameter');
     } else {
-      if (missing) throw invalid(`${where}.content`, `Missing required parameter: '${where}.content'.`, 'missing_required_parameter');
+      if (missing) throw invalidParam(`${where}.content`, `Missing required parameter: '${where}.content'.`, 'missing_required_parameter');
       message.content = textContent(m.content!, `${where}.content`, new Set(['text']), m.role);
     }
     if (m.role === 'tool') message.tool_call_id = m.tool_call_id;
@@ -112,26 +112,26 @@ function parseMessages(messages: ChatCompletionBody['messages']): ChatMessage[] 
 function parseTools(body: ChatCompletionBody): { tools?: ToolDefinition[]; toolChoice: ChatRequest['toolChoice'] } {
   let tools: ToolDefinition[] | undefined;
   if (body.tools) {
-    if (body.tools.length > 128) throw invalid('tools', `Invalid 'tools': at most 128 tools (got ${body.tools.length}).`);
+    if (body.tools.length > 128) throw invalidParam('tools', `Invalid 'tools': at most 128 tools (got ${body.tools.length}).`, 'invalid_value');
     tools = body.tools.map((tool, i): ToolDefinition => {
       const where = `tools[${i}]`;
-      if (tool.type !== 'function' || !tool.function) throw invalid(`${where}.type`, `Invalid value for '${where}.type': only 'function' tools are supported.`, 'unsupported_value');
+      if (tool.type !== 'function' || !tool.function) throw invalidParam(`${where}.type`, `Invalid value for '${where}.type': only 'function' tools are supported.`, 'unsupported_value');
       const { name, description, parameters } = tool.function;
-      if (!FUNCTION_NAME.test(name)) throw invalid(`${where}.function.name`, `Invalid '${where}.function.name': expected a name of 1 to 64 letters, digits, underscores or dashes.`);
+      if (!FUNCTION_NAME.test(name)) throw invalidParam(`${where}.function.name`, `Invalid '${where}.function.name': expected a name of 1 to 64 letters, digits, underscores or dashes.`, 'invalid_value');
       return { type: 'function', function: { name, ...(description !== undefined ? { description } : {}), ...(parameters ? { parameters } : {}) } };
     });
     if (tools.length === 0) tools = undefined;
   }
   const choice = body.tool_choice;
   if (choice === undefined || choice === null) return { tools, toolChoice: tools ? 'auto' : 'none' };
-  if (!tools) throw invalid('tool_choice', "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.");
+  if (!tools) throw invalidParam('tool_choice', "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", 'invalid_value');
   if (choice === 'none' || choice === 'auto' || choice === 'required') return { tools, toolChoice: choice };
   if (typeof choice === 'object' && choice.type === 'function' && choice.function) {
     const name = choice.function.name;
-    if (!tools.some((t) => t.function.name === name)) throw invalid('tool_choice', `Invalid value for 'tool_choice': no function named '${name}' was specified in 'tools'.`);
+    if (!tools.some((t) => t.function.name === name)) throw invalidParam('tool_choice', `Invalid value for 'tool_choice': no function named '${name}' was specified in 'tools'.`, 'invalid_value');
     return { tools, toolChoice: { name } };
   }
-  throw invalid('tool_choice', "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', function: {name}}.", 'unsupported_value');
+  throw invalidParam('tool_choice', "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', function: {name}}.", 'unsupported_value');
 }
 
 function parseResponseFormat(format: ChatCompletionBody['response_format']): ChatRequest['responseFormat'] {
@@ -139,7 +139,7 @@ function parseResponseFormat(format: ChatCompletionBody['response_format']): Cha
   if (format.type === 'json_object') return { type: 'json_object' };
   const spec = format.json_schema!; // the schema requires it for type json_schema
   if (!FUNCTION_NAME.test(spec.name)) {
-    throw invalid('response_format.json_schema.name', "Invalid 'response_format.json_schema.name': expected a name of 1 to 64 letters, digits, underscores or dashes.");
+    throw invalidParam('response_format.json_schema.name', "Invalid 'response_format.json_schema.name': expected a name of 1 to 64 letters, digits, underscores or dashes.", 'invalid_value');
   }
   return { type: 'json_schema', schema: spec.schema ?? { type: 'object' } };
 }
@@ -147,20 +147,20 @@ function parseResponseFormat(format: ChatCompletionBody['response_format']): Cha
 /** What OpenAI's models do and this server's do not: refused with the reason. */
 function refuseUnsupported(body: ChatCompletionBody): void {
   for (const key of ['audio', 'prediction', 'web_search_options'] as const) {
-    if (body[key] != null) throw invalid(key, `Unsupported parameter: '${key}' is not supported by this server's models.`, 'unsupported_parameter');
+    if (body[key] != null) throw invalidParam(key, `Unsupported parameter: '${key}' is not supported by this server's models.`, 'unsupported_parameter');
   }
-  if (body.modalities?.some((m) => m !== 'text')) throw invalid('modalities', "Unsupported value: 'modalities' may only contain 'text' here.", 'unsupported_value');
+  if (body.modalities?.some((m) => m !== 'text')) throw invalidParam('modalities', "Unsupported value: 'modalities' may only contain 'text' here.", 'unsupported_value');
   for (const key of ['functions', 'function_call'] as const) {
-    if (body[key] !== undefined) throw invalid(key, `Unsupported parameter: '${key}' is deprecated; use 'tools' and 'tool_choice'.`, 'unsupported_parameter');
+    if (body[key] !== undefined) throw invalidParam(key, `Unsupported parameter: '${key}' is deprecated; use 'tools' and 'tool_choice'.`, 'unsupported_parameter');
   }
-  if (body.reasoning_effort != null) throw invalid('reasoning_effort', "Unsupported parameter: 'reasoning_effort' is not supported with this model.", 'unsupported_parameter');
+  if (body.reasoning_effort != null) throw invalidParam('reasoning_effort', "Unsupported parameter: 'reasoning_effort' is not supported with this model.", 'unsupported_parameter');
 }
 
 function parseRequest(body: ChatCompletionBody): ChatRequest {
   const messages = parseMessages(body.messages);
   refuseUnsupported(body);
   const logprobs = body.logprobs ?? false;
-  if (body.top_logprobs != null && !logprobs) throw invalid('top_logprobs', "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.");
+  if (body.top_logprobs != null && !logprobs) throw invalidParam('top_logprobs', "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.", 'invalid_value');
   const maxCompletion = body.max_completion_tokens ?? undefined;
   return {
     model: body.model,
@@ -184,7 +184,7 @@ function constraintFor(req: ChatRequest, syntax: ToolSyntax | null): ConstraintS
   const forced = req.toolChoice === 'required' ? req.tools! : typeof req.toolChoice === 'object' ? req.tools!.filter((t) => t.function.name === (req.toolChoice as { name: string }).name) : null;
   if (forced) {
     if (syntax !== 'hermes') {
-      throw invalid('tool_choice', "Invalid value for 'tool_choice': this model's chat template has no tool-call syntax that can be forced; use 'auto'.", 'unsupported_value');
+      throw invalidParam('tool_choice', "Invalid value for 'tool_choice': this model's chat template has no tool-call syntax that can be forced; use 'auto'.", 'unsupported_value');
     }
     // {"name": …, "arguments": …} as the template writes calls; with several tools, one branch each,
     // so the arguments follow the schema of the function named.
@@ -246,7 +246,7 @@ export async function chatCompletionRoutes(app: FastifyInstance, service: Infere
 
 async function complete(request: FastifyRequest, reply: FastifyReply, service: InferenceService, model: ServedModel, info: ModelInfo, req: ChatRequest) {
   if (!info.hasChatTemplate) {
-    throw invalid('model', `The model '${model.name}' has no chat template; use /v1/completions with a plain prompt.`, 'unsupported_model');
+    throw invalidParam('model', `The model '${model.name}' has no chat template; use /v1/completions with a plain prompt.`, 'unsupported_model');
   }
   const syntax = req.tools && req.toolChoice !== 'none' ? toolSyntaxOf(model.chatTemplate) : null;
   const constraint = constraintFor(req, syntax);
@@ -255,7 +255,7 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     promptIds = await service.chatPrompt(model.key, req.messages, req.tools);
   } catch (error) {
     if (error instanceof ApiError) throw error; // the host, not the messages
-    throw invalid('messages', `Invalid 'messages': the model's chat template could not render them: ${(error as Error).message}`);
+    throw invalidParam('messages', `Invalid 'messages': the model's chat template could not render them: ${(error as Error).message}`, 'invalid_value');
   }
   checkLogitBias(req.sampling, info);
   const maxTokens = tokenBudget(req.maxTokens, promptIds.length, info, 'messages', req.maxTokensParam);

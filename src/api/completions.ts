@@ -6,10 +6,11 @@
 // no infill format.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { nowSeconds } from '../domain/clock.ts';
+import { invalidParam } from '../domain/errors.ts';
 import type { ModelInfo, TokenLogprob } from '../engine/index.ts';
 import { respondWithChoices, responseId, type Choice, type Usage } from './inference/choices.ts';
 import {
-  checkLogitBias, choiceSeed, includeUsage, invalid, MAX_TOKENS_SCHEMA, SAMPLING_SCHEMA_PATCH, samplingOptions, tokenBudget, type SamplingBody,
+  checkLogitBias, choiceSeed, includeUsage, MAX_TOKENS_SCHEMA, SAMPLING_SCHEMA_PATCH, samplingOptions, tokenBudget, type SamplingBody,
 } from './inference/request.ts';
 import type { InferenceService, ServedModel } from './inference/service.ts';
 import { specRequestSchema } from './schemas.ts';
@@ -46,9 +47,9 @@ interface CompletionRequest {
 }
 
 function parsePrompts(prompt: CompletionBody['prompt']): Prompt[] {
-  if (prompt === null) throw invalid('prompt', "Missing required parameter: 'prompt'.", 'missing_required_parameter');
+  if (prompt === null) throw invalidParam('prompt', "Missing required parameter: 'prompt'.", 'missing_required_parameter');
   if (typeof prompt === 'string') return [{ text: prompt }];
-  if (prompt.length === 0) throw invalid('prompt', "Invalid 'prompt': empty array. Expected a string, strings, token ids or arrays of token ids.");
+  if (prompt.length === 0) throw invalidParam('prompt', "Invalid 'prompt': empty array. Expected a string, strings, token ids or arrays of token ids.", 'invalid_value');
   if (typeof prompt[0] === 'number') return [{ ids: prompt as number[] }];
   if (typeof prompt[0] === 'string') return (prompt as string[]).map((text) => ({ text }));
   return (prompt as number[][]).map((ids) => ({ ids }));
@@ -56,17 +57,17 @@ function parsePrompts(prompt: CompletionBody['prompt']): Prompt[] {
 
 function parseRequest(body: CompletionBody): CompletionRequest {
   const prompts = parsePrompts(body.prompt);
-  if (body.suffix != null) throw invalid('suffix', "Unsupported parameter: 'suffix' (fill-in-the-middle) is not supported by this server's models.", 'unsupported_parameter');
+  if (body.suffix != null) throw invalidParam('suffix', "Unsupported parameter: 'suffix' (fill-in-the-middle) is not supported by this server's models.", 'unsupported_parameter');
   const n = body.n ?? 1;
   if (body.best_of != null && body.best_of !== n) {
-    throw invalid('best_of', "Unsupported value: 'best_of' must equal 'n' here (choices are not ranked server-side).", 'unsupported_value');
+    throw invalidParam('best_of', "Unsupported value: 'best_of' must equal 'n' here (choices are not ranked server-side).", 'unsupported_value');
   }
   const logprobs = body.logprobs ?? null;
   const echo = body.echo ?? false;
   if (echo && logprobs !== null) {
-    throw invalid('echo', "Unsupported value: 'echo' together with 'logprobs' (log-probabilities of the prompt's tokens) is not supported.", 'unsupported_value');
+    throw invalidParam('echo', "Unsupported value: 'echo' together with 'logprobs' (log-probabilities of the prompt's tokens) is not supported.", 'unsupported_value');
   }
-  if (prompts.length * n > MAX_COMPLETIONS) throw invalid('n', `Invalid 'n': ${prompts.length} prompts × ${n} choices is more than ${MAX_COMPLETIONS} completions.`);
+  if (prompts.length * n > MAX_COMPLETIONS) throw invalidParam('n', `Invalid 'n': ${prompts.length} prompts × ${n} choices is more than ${MAX_COMPLETIONS} completions.`, 'invalid_value');
   return {
     model: body.model,
     prompts,
@@ -108,13 +109,13 @@ async function complete(request: FastifyRequest, reply: FastifyReply, service: I
     req.prompts.map(async (p) => {
       if ('ids' in p) {
         const bad = p.ids.find((id) => id < 0 || id >= info.vocabSize);
-        if (bad !== undefined) throw invalid('prompt', `Invalid 'prompt': token id ${bad} is outside the vocabulary (${info.vocabSize}).`);
+        if (bad !== undefined) throw invalidParam('prompt', `Invalid 'prompt': token id ${bad} is outside the vocabulary (${info.vocabSize}).`, 'invalid_value');
         return { ids: p.ids, text: '' };
       }
       return { ids: await service.textPrompt(model.key, p.text), text: p.text };
     }),
   );
-  for (const p of prompts) if (p.ids.length === 0) throw invalid('prompt', "Invalid 'prompt': it encodes to no tokens.");
+  for (const p of prompts) if (p.ids.length === 0) throw invalidParam('prompt', "Invalid 'prompt': it encodes to no tokens.", 'invalid_value');
   checkLogitBias(req.sampling, info);
   const budgets = prompts.map((p) => tokenBudget(req.maxTokens, p.ids.length, info, 'prompt', 'max_tokens'));
   const eos = new Set(info.eosTokenIds);

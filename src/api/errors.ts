@@ -6,6 +6,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError, type ErrorType } from '../domain/errors.ts';
+import { ModelNotFoundError } from '../models/catalogue.ts';
 import { BlobTooLargeError } from '../store/index.ts';
 
 interface AjvErrorLike {
@@ -85,6 +86,7 @@ export function toApiError(error: unknown): ApiError | null {
   if ((error as { code?: unknown })?.code === PG_CHARACTER_NOT_IN_REPERTOIRE) {
     return new ApiError(400, 'Invalid request: text must not contain NUL characters (\\u0000).', 'invalid_request_error', null, 'invalid_value');
   }
+  if (error instanceof ModelNotFoundError) return new ApiError(404, error.message, 'invalid_request_error', 'model', 'model_not_found');
   if (error instanceof BlobTooLargeError) {
     return new ApiError(413, `File is too large: the limit is ${error.limit} bytes.`, 'invalid_request_error', null, 'file_too_large');
   }

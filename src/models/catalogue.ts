@@ -46,7 +46,12 @@ export class ModelNotFoundError extends Error {
     /** The parent that is gone (reason parent_unavailable). */
     readonly parent: string | null = null,
   ) {
-    super(`the model '${model}' ${reason === 'unknown' ? 'does not exist' : reason === 'no_weights' ? 'has no stored weights' : `needs its parent '${parent ?? 'unknown'}', which is no longer available`}`);
+    const why = {
+      unknown: 'does not exist or you do not have access to it',
+      no_weights: 'has no stored weights',
+      parent_unavailable: `cannot be used: its base model '${parent ?? 'unknown'}' is no longer available`,
+    }[reason];
+    super(`The model '${model}' ${why}.`);
   }
 }
 

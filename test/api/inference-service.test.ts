@@ -41,7 +41,7 @@ describe('InferenceService', () => {
     assert.deepEqual((await oneToken())?.tokenIds, first?.tokenIds);
   });
 
-  it('a model name nobody has is a 404 model_not_found', async () => {
-    await assert.rejects(service.withModel('no-such-model', 'org-a', async () => null), { status: 404, code: 'model_not_found', param: 'model' });
+  it('a model name nobody has is the catalogue’s not-found (the API answers it with a 404)', async () => {
+    await assert.rejects(service.withModel('no-such-model', 'org-a', async () => null), { name: 'ModelNotFoundError', reason: 'unknown' });
   });
 });

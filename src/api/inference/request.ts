@@ -1,12 +1,8 @@
 // What /v1/chat/completions and /v1/completions share in a request once its shape has passed the
 // route schema (OpenAI's spec, schemas.ts): the rules across fields, the rules only the model can
 // decide (its vocabulary, its context), and the sampling options handed to the engine.
-import { ApiError } from '../../domain/errors.ts';
+import { invalidParam } from '../../domain/errors.ts';
 import type { GenerateOptions, ModelInfo } from '../../engine/index.ts';
-
-export function invalid(param: string, message: string, code = 'invalid_value'): ApiError {
-  return new ApiError(400, message, 'invalid_request_error', param, code);
-}
 
 /** The body fields both endpoints share, as their route schemas let them through. */
 export interface SamplingBody {
@@ -53,14 +49,14 @@ export function samplingOptions(body: SamplingBody): GenerateOptions {
 /** `stream_options.include_usage`; stream_options apply to streams only. */
 export function includeUsage(body: SamplingBody): boolean {
   if (body.stream_options == null) return false;
-  if (!body.stream) throw invalid('stream_options', "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
+  if (!body.stream) throw invalidParam('stream_options', "The 'stream_options' parameter is only allowed when 'stream' is enabled.", 'invalid_value');
   return body.stream_options.include_usage === true;
 }
 
 /** logit_bias keys must be ids of the model's vocabulary. */
 export function checkLogitBias(options: GenerateOptions, info: ModelInfo): void {
   for (const id of Object.keys(options.logitBias ?? {})) {
-    if (Number(id) >= info.vocabSize) throw invalid('logit_bias', `Invalid 'logit_bias': token id ${id} is outside this model's vocabulary (${info.vocabSize} tokens).`);
+    if (Number(id) >= info.vocabSize) throw invalidParam('logit_bias', `Invalid 'logit_bias': token id ${id} is outside this model's vocabulary (${info.vocabSize} tokens).`, 'invalid_value');
   }
 }
 
@@ -77,11 +73,11 @@ export function choiceSeed(seed: number | undefined, index: number): number | un
 export function tokenBudget(requested: number | undefined, promptTokens: number, info: ModelInfo, promptParam: 'messages' | 'prompt', budgetParam: string): number {
   const room = info.contextLength - promptTokens;
   if (room < 1) {
-    throw invalid(promptParam, `This model's maximum context length is ${info.contextLength} tokens. However, your prompt has ${promptTokens} tokens.`, 'context_length_exceeded');
+    throw invalidParam(promptParam, `This model's maximum context length is ${info.contextLength} tokens. However, your prompt has ${promptTokens} tokens.`, 'context_length_exceeded');
   }
   if (requested === undefined) return room;
   if (requested > room) {
-    throw invalid(budgetParam, `This model's maximum context length is ${info.contextLength} tokens. However, you requested ${promptTokens + requested} tokens (${promptTokens} in the prompt, ${requested} for the completion). Please reduce the prompt or the completion length.`, 'context_length_exceeded');
+    throw invalidParam(budgetParam, `This model's maximum context length is ${info.contextLength} tokens. However, you requested ${promptTokens + requested} tokens (${promptTokens} in the prompt, ${requested} for the completion). Please reduce the prompt or the completion length.`, 'context_length_exceeded');
   }
   return requested;
 }

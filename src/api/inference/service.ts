@@ -5,7 +5,7 @@
 // score_model / label_model models are served by it too.
 import { ApiError } from '../../domain/errors.ts';
 import { EngineError, InferenceHost, type ChatMessage, type GenerateOptions, type GenerationResult, type ModelInfo, type ModelSourceMessage, type OnToken, type ToolDefinition } from '../../engine/index.ts';
-import { inferenceSource, ModelNotFoundError, type CatalogueModel, type ModelCatalogue } from '../../models/catalogue.ts';
+import { inferenceSource, type ModelCatalogue } from '../../models/catalogue.ts';
 
 /** A `model` name resolved to weights the host can load. */
 export interface ServedModel {
@@ -25,10 +25,6 @@ export interface InferenceSettings {
   maxLoadedModels?: number;
   /** Generations per model at once; more wait in FIFO order (the host's gate). */
   maxConcurrentGenerations?: number;
-}
-
-function modelNotFound(name: string): ApiError {
-  return new ApiError(404, `The model '${name}' does not exist or you do not have access to it.`, 'invalid_request_error', 'model', 'model_not_found');
 }
 
 export class InferenceService {
@@ -52,14 +48,9 @@ export class InferenceService {
     this.maxConcurrent = settings.maxConcurrentGenerations ?? 4;
   }
 
-  /** The model `name` as `organization` may use it; anything else is a 404 model_not_found. */
+  /** The model `name` as `organization` may use it; anything else is a ModelNotFoundError (a 404). */
   private async resolve(name: string, organization: string): Promise<ServedModel> {
-    let model: CatalogueModel;
-    try {
-      model = await this.catalogue.resolve(name, organization);
-    } catch (error) {
-      throw error instanceof ModelNotFoundError ? modelNotFound(name) : error;
-    }
+    const model = await this.catalogue.resolve(name, organization);
     return { name, ...inferenceSource(model), chatTemplate: model.chatTemplate };
   }
 
