@@ -11,7 +11,6 @@
 //   the summary as "wandb-summary.json" at offset 0, and the run ends with {"complete": true, "exitcode": n}.
 //
 // Nothing here can fail a job: every error is caught, logged, and turns the run into a no-op.
-import { invalidParam } from '../domain/errors.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The `integrations` request parameter
@@ -32,84 +31,37 @@ export interface WandbIntegration {
 export const MAX_INTEGRATIONS = 5;
 /** W&B refuses tags outside 1–64 characters ("must be between 1 and 64 characters"). */
 export const MAX_WANDB_TAG_LENGTH = 64;
-/** W&B's limits on project names (its SDK checks them the same way). */
-export const MAX_WANDB_PROJECT_LENGTH = 128;
-const WANDB_FORBIDDEN_NAME_CHARS = /[/\\#?%:]/;
-
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-/** A value quoted for an error message, cut short. */
-function describe(v: unknown): string {
-  const text = typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
-  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
-}
-
-function checkName(value: unknown, param: string, what: string): string {
-  if (typeof value !== 'string') throw invalidParam(param, `Invalid '${param}': expected a string, but got ${describe(value)} instead.`);
-  if (value.length === 0 || value.length > MAX_WANDB_PROJECT_LENGTH) {
-    throw invalidParam(param, `Invalid '${param}': a W&B ${what} name must be 1 to ${MAX_WANDB_PROJECT_LENGTH} characters long.`);
-  }
-  if (WANDB_FORBIDDEN_NAME_CHARS.test(value)) {
-    throw invalidParam(param, `Invalid '${param}': a W&B ${what} name cannot contain any of / \\ # ? % :, but got ${describe(value)}.`);
-  }
-  return value;
-}
-
-function validateWandbSettings(raw: unknown, param: string): WandbSettings {
-  if (!isPlainObject(raw)) throw invalidParam(param, `Invalid '${param}': expected an object, but got ${describe(raw)} instead.`);
-  for (const key of Object.keys(raw)) {
-    if (!['project', 'name', 'entity', 'tags'].includes(key)) throw invalidParam(`${param}.${key}`, `Unknown parameter: '${param}.${key}'.`);
-  }
-  if (raw.project === undefined || raw.project === null) throw invalidParam(`${param}.project`, `Missing required parameter: '${param}.project'.`);
-  const settings: WandbSettings = { project: checkName(raw.project, `${param}.project`, 'project') };
-
-  if (raw.name !== undefined) {
-    if (raw.name !== null && typeof raw.name !== 'string') {
-      throw invalidParam(`${param}.name`, `Invalid '${param}.name': expected a string or null, but got ${describe(raw.name)} instead.`);
-    }
-    settings.name = raw.name;
-  }
-  if (raw.entity !== undefined) settings.entity = raw.entity === null ? null : checkName(raw.entity, `${param}.entity`, 'entity');
-  if (raw.tags !== undefined) {
-    if (!Array.isArray(raw.tags)) throw invalidParam(`${param}.tags`, `Invalid '${param}.tags': expected an array of strings, but got ${describe(raw.tags)} instead.`);
-    settings.tags = raw.tags.map((tag, i) => {
-      const tagParam = `${param}.tags[${i}]`;
-      if (typeof tag !== 'string') throw invalidParam(tagParam, `Invalid '${tagParam}': expected a string, but got ${describe(tag)} instead.`);
-      if (tag.length === 0 || tag.length > MAX_WANDB_TAG_LENGTH) {
-        throw invalidParam(tagParam, `Invalid '${tagParam}': W&B tags must be 1 to ${MAX_WANDB_TAG_LENGTH} characters long, but got ${tag.length}.`);
-      }
-      return tag;
-    });
-  }
-  return settings;
-}
+/** W&B's limits on project and entity names (its SDK checks them the same way): 1–128 characters, none of / \ # ? % : */
+const WANDB_NAME = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[^/\\\\#?%:]*$' };
 
 /**
- * Checks the `integrations` of a job create request against OpenAI's spec (an array of at most 5
- * `{type: 'wandb', wandb: {project, name?, entity?, tags?}}`) and W&B's own naming rules, so that
- * a job is refused up front rather than silently failing to log later. Returns a clean copy
- * (null when absent), or throws a 400 naming the offending parameter.
+ * The `integrations` of a job create request, as its route schema: OpenAI's (at most 5
+ * `{type: 'wandb', wandb: {project, name?, entity?, tags?}}`, nothing else) with W&B's own naming rules,
+ * so that a job is refused up front rather than silently failing to log later.
  */
-export function validateIntegrations(value: unknown): WandbIntegration[] | null {
-  if (value === undefined || value === null) return null;
-  if (!Array.isArray(value)) throw invalidParam('integrations', `Invalid 'integrations': expected an array, but got ${describe(value)} instead.`);
-  if (value.length > MAX_INTEGRATIONS) {
-    throw invalidParam('integrations', `Invalid 'integrations': expected at most ${MAX_INTEGRATIONS} integrations, but got ${value.length}.`);
-  }
-  return value.map((item, i) => {
-    const param = `integrations[${i}]`;
-    if (!isPlainObject(item)) throw invalidParam(param, `Invalid '${param}': expected an object, but got ${describe(item)} instead.`);
-    for (const key of Object.keys(item)) {
-      if (key !== 'type' && key !== 'wandb') throw invalidParam(`${param}.${key}`, `Unknown parameter: '${param}.${key}'.`);
-    }
-    if (item.type === undefined || item.type === null) throw invalidParam(`${param}.type`, `Missing required parameter: '${param}.type'.`);
-    if (item.type !== 'wandb') {
-      throw invalidParam(`${param}.type`, `Invalid '${param}.type': only 'wandb' integrations are supported, but got ${describe(item.type)}.`);
-    }
-    if (item.wandb === undefined || item.wandb === null) throw invalidParam(`${param}.wandb`, `Missing required parameter: '${param}.wandb'.`);
-    return { type: 'wandb' as const, wandb: validateWandbSettings(item.wandb, `${param}.wandb`) };
-  });
-}
+export const INTEGRATIONS_SCHEMA = {
+  type: ['array', 'null'],
+  maxItems: MAX_INTEGRATIONS,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['type', 'wandb'],
+    properties: {
+      type: { enum: ['wandb'] },
+      wandb: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['project'],
+        properties: {
+          project: WANDB_NAME,
+          name: { type: ['string', 'null'] },
+          entity: { ...WANDB_NAME, type: ['string', 'null'] },
+          tags: { type: 'array', items: { type: 'string', minLength: 1, maxLength: MAX_WANDB_TAG_LENGTH } },
+        },
+      },
+    },
+  },
+};
 
 // ---------------------------------------------------------------------------------------------
 // Logging a job to W&B
@@ -232,9 +184,8 @@ export class WandbLogger {
    * when no key is configured, or when W&B cannot be reached.
    */
   startJob(job: WandbJobInfo): WandbJobLog {
-    const settings = (job.integrations ?? [])
-      .filter((i): i is WandbIntegration => isPlainObject(i) && i.type === 'wandb' && isPlainObject(i.wandb) && typeof i.wandb.project === 'string')
-      .map((i) => i.wandb);
+    // Stored integrations passed the create-job schema (INTEGRATIONS_SCHEMA).
+    const settings = ((job.integrations ?? []) as WandbIntegration[]).filter((i) => i.type === 'wandb').map((i) => i.wandb);
     if (settings.length === 0) return NO_OP_JOB_LOG;
     if (!this.enabled) {
       if (!this.saidDisabled) {

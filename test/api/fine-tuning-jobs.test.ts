@@ -112,6 +112,40 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     for (const [body, param] of cases) expectError(await create(body), 400, { param });
   });
 
+  it("checks integrations against OpenAI's spec and W&B's naming rules, naming the param", async () => {
+    const full = { type: 'wandb', wandb: { project: 'my-wandb-project', name: 'ft-run-display-name', entity: 'my-team', tags: ['custom-tag', 'x'.repeat(64)] } };
+    const minimal = { type: 'wandb', wandb: { project: 'p' } };
+    const nulls = { type: 'wandb', wandb: { project: 'p', name: null, entity: null } };
+    const accepted = await create({ integrations: [full, minimal, nulls] });
+    assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
+    assert.deepEqual(accepted.body.integrations, [full, minimal, nulls]);
+    const wandb = (settings: Record<string, unknown>) => [{ type: 'wandb', wandb: { project: 'p', ...settings } }];
+    const cases: [unknown, string][] = [
+      [{ type: 'wandb' }, 'integrations'],
+      [Array(6).fill(minimal), 'integrations'],
+      [['wandb'], 'integrations[0]'],
+      [[{ wandb: { project: 'p' } }], 'integrations[0].type'],
+      [[{ type: 'mlflow', wandb: { project: 'p' } }], 'integrations[0].type'],
+      [[{ type: 'wandb' }], 'integrations[0].wandb'],
+      [[{ type: 'wandb', wandb: 'p' }], 'integrations[0].wandb'],
+      [[{ type: 'wandb', wandb: { project: 'p' }, extra: 1 }], 'integrations[0].extra'],
+      [[{ type: 'wandb', wandb: { name: 'n' } }], 'integrations[0].wandb.project'],
+      [wandb({ project: 42 }), 'integrations[0].wandb.project'],
+      [wandb({ project: '' }), 'integrations[0].wandb.project'],
+      [wandb({ project: 'p'.repeat(129) }), 'integrations[0].wandb.project'],
+      [wandb({ project: 'team/project' }), 'integrations[0].wandb.project'],
+      [wandb({ entity: 'a:b' }), 'integrations[0].wandb.entity'],
+      [wandb({ name: 7 }), 'integrations[0].wandb.name'],
+      [wandb({ tags: 'one' }), 'integrations[0].wandb.tags'],
+      [wandb({ tags: ['ok', 3] }), 'integrations[0].wandb.tags[1]'],
+      [wandb({ tags: ['x'.repeat(65)] }), 'integrations[0].wandb.tags[0]'],
+      [wandb({ tags: [''] }), 'integrations[0].wandb.tags[0]'],
+      [wandb({ colour: 'red' }), 'integrations[0].wandb.colour'],
+      [[minimal, { type: 'wandb', wandb: {} }], 'integrations[1].wandb.project'],
+    ];
+    for (const [integrations, param] of cases) expectError(await create({ integrations }), 400, { param });
+  });
+
   it('enforces metadata, suffix and seed limits', async () => {
     const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v']));
     expectError(await create({ metadata: many }), 400, { param: 'metadata' });

@@ -1,68 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, test } from 'node:test';
-import { ApiError } from '../../src/domain/errors.ts';
-import { WandbLogger, validateIntegrations, wandbOptionsFromEnv, type WandbLoggerOptions } from '../../src/integrations/wandb.ts';
+import { WandbLogger, wandbOptionsFromEnv, type WandbLoggerOptions } from '../../src/integrations/wandb.ts';
 import { FAKE_WANDB_API_KEY, startFakeWandb as startFake, type FakeWandb, type FakeWandbBehaviour, type Recorded } from '../support/fake-wandb.ts';
-
-// ---------------------------------------------------------------------------------------------
-// validateIntegrations
-
-function rejects(value: unknown, param: string, message: RegExp) {
-  assert.throws(
-    () => validateIntegrations(value),
-    (err: unknown) => {
-      assert.ok(err instanceof ApiError, `expected an ApiError, got ${err}`);
-      assert.equal(err.status, 400);
-      assert.equal(err.type, 'invalid_request_error');
-      assert.equal(err.param, param);
-      assert.match(err.message, message);
-      return true;
-    },
-  );
-}
-
-describe('validateIntegrations', () => {
-  test('absent, null and empty', () => {
-    assert.equal(validateIntegrations(undefined), null);
-    assert.equal(validateIntegrations(null), null);
-    assert.deepEqual(validateIntegrations([]), []);
-  });
-
-  test('accepts what the spec allows and returns a clean copy', () => {
-    const full = { type: 'wandb', wandb: { project: 'my-wandb-project', name: 'ft-run-display-name', entity: 'my-team', tags: ['custom-tag', 'x'.repeat(64)] } };
-    const minimal = { type: 'wandb', wandb: { project: 'p' } };
-    const nulls = { type: 'wandb', wandb: { project: 'p', name: null, entity: null } };
-    const input = [full, minimal, nulls];
-    const out = validateIntegrations(input);
-    assert.deepEqual(out, input);
-    assert.notEqual(out![0].wandb, full.wandb, 'a copy, not the request object');
-  });
-
-  test('refuses anything else, naming the parameter', () => {
-    const wandb = (settings: Record<string, unknown>) => [{ type: 'wandb', wandb: { project: 'p', ...settings } }];
-    rejects({ type: 'wandb' }, 'integrations', /expected an array/);
-    rejects(Array(6).fill({ type: 'wandb', wandb: { project: 'p' } }), 'integrations', /at most 5/);
-    rejects(['wandb'], 'integrations[0]', /expected an object/);
-    rejects([{ wandb: { project: 'p' } }], 'integrations[0].type', /Missing required parameter: 'integrations\[0\].type'/);
-    rejects([{ type: 'mlflow', wandb: { project: 'p' } }], 'integrations[0].type', /only 'wandb'.*'mlflow'/);
-    rejects([{ type: 'wandb' }], 'integrations[0].wandb', /Missing required parameter/);
-    rejects([{ type: 'wandb', wandb: 'p' }], 'integrations[0].wandb', /expected an object/);
-    rejects([{ type: 'wandb', wandb: { project: 'p' }, extra: 1 }], 'integrations[0].extra', /Unknown parameter/);
-    rejects([{ type: 'wandb', wandb: { name: 'n' } }], 'integrations[0].wandb.project', /Missing required parameter: 'integrations\[0\].wandb.project'/);
-    rejects(wandb({ project: 42 }), 'integrations[0].wandb.project', /expected a string, but got 42/);
-    rejects(wandb({ project: '' }), 'integrations[0].wandb.project', /1 to 128 characters/);
-    rejects(wandb({ project: 'p'.repeat(129) }), 'integrations[0].wandb.project', /1 to 128 characters/);
-    rejects(wandb({ project: 'team/project' }), 'integrations[0].wandb.project', /cannot contain/);
-    rejects(wandb({ entity: 'a:b' }), 'integrations[0].wandb.entity', /cannot contain/);
-    rejects(wandb({ name: 7 }), 'integrations[0].wandb.name', /expected a string or null/);
-    rejects(wandb({ tags: 'one' }), 'integrations[0].wandb.tags', /expected an array of strings/);
-    rejects(wandb({ tags: ['ok', 3] }), 'integrations[0].wandb.tags[1]', /expected a string, but got 3/);
-    rejects(wandb({ tags: ['x'.repeat(65)] }), 'integrations[0].wandb.tags[0]', /1 to 64 characters long, but got 65/);
-    rejects(wandb({ tags: [''] }), 'integrations[0].wandb.tags[0]', /1 to 64 characters/);
-    rejects(wandb({ colour: 'red' }), 'integrations[0].wandb.colour', /Unknown parameter/);
-    rejects([{ type: 'wandb', wandb: { project: 'p' } }, { type: 'wandb', wandb: {} }], 'integrations[1].wandb.project', /Missing/);
-  });
-});
 
 // ---------------------------------------------------------------------------------------------
 // WandbLogger against a fake W&B that refuses what W&B would refuse (test/support/fake-wandb.ts)

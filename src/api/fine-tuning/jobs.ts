@@ -7,7 +7,7 @@ import { METHOD_TYPES, parseJobMethod, resolveSeed, type ParsedJobMethod } from 
 import { jobEvents } from '../../domain/jobs.ts';
 import { validateGrader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
-import { validateIntegrations } from '../../integrations/wandb.ts';
+import { INTEGRATIONS_SCHEMA } from '../../integrations/wandb.ts';
 import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
 import { appendEvent, applyJobAction } from '../../scheduler/job-events.ts';
 import type { CheckpointRecord, EventRecord, JobMethod, JobRecord, Store } from '../../store/index.ts';
@@ -86,13 +86,15 @@ const METADATA_SCHEMA = {
 };
 
 /**
- * The create-job body: OpenAI's CreateFineTuningJobRequest, with the limits above written as schema and
+ * The create-job body: OpenAI's CreateFineTuningJobRequest, with the limits above and W&B's written as schema and
  * the method's objects closed (an unknown hyperparameter is a 400 naming it); "auto" is also accepted for
  * reasoning_effort (it means "default"). The rules across fields are the domain's parseJobMethod, the
  * grader's are validateGrader's.
  */
 function createJobSchema() {
-  const schema = specRequestSchema('CreateFineTuningJobRequest', { properties: { suffix: SUFFIX_SCHEMA, metadata: METADATA_SCHEMA } });
+  const schema = specRequestSchema('CreateFineTuningJobRequest', {
+    properties: { suffix: SUFFIX_SCHEMA, metadata: METADATA_SCHEMA, integrations: INTEGRATIONS_SCHEMA },
+  });
   const method = schema.properties.method;
   method.additionalProperties = false;
   for (const type of METHOD_TYPES) {
@@ -171,7 +173,6 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const method = parseJobMethod(body);
     if (method.type === 'reinforcement') validateGrader(method.grader, { param: 'method.reinforcement.grader' });
     const seed = resolveSeed(body.seed);
-    const integrations = validateIntegrations(body.integrations);
     await checkModel(body.model, organization);
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
@@ -193,7 +194,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
         seed,
         // fromEntries, not the parsed object itself: a key such as "__proto__" stays an ordinary key
         metadata: body.metadata ? Object.fromEntries(Object.entries(body.metadata)) : null,
-        integrations,
+        integrations: body.integrations ?? null,
         created_at: now,
       });
       await checkDailyLimit(tx, organization, now);
