@@ -2,7 +2,7 @@
 // IR. The forward runs over tiles (a block of queries × a chunk of the keys they may see) with an
 // online softmax and keeps only the context and each row's log-sum-exp; the backward recomputes
 // each tile's probabilities from them, P = exp(S − lse) (or, for a query block with a single key
-// chunk, as the softmax again). What a layer keeps for the backward is
+// chunk, as the softmax again; at short T those are kept instead, see defaultTiling). What a layer keeps for the backward is
 // O(T) instead of the O(T²) probabilities, and a tile's [G·Tq, Tk] scores are the largest transient.
 //
 // Layout: q [B, KV, G, T, hd] (RoPE'd and scaled by 1/√hd), k and v [B, KV, 1, T, hd]. A tile
@@ -19,15 +19,19 @@ export interface AttentionTiling {
   queryBlock: number;
   /** Most keys per tile; a block that sees more runs an online softmax over several chunks. */
   keyBlock: number;
+  /** Keep single-chunk blocks' probabilities for the backward instead of recomputing them. */
+  keepProbabilities: boolean;
 }
 
 /**
  * 4 query blocks up to T = 2048 (at T = 512 the scheme tuned before tiling: 10/16 of the scores
  * computed, big enough products), then blocks of 512 queries, so the masked-out share keeps falling
- * as T grows; a tile sees at most 4096 keys, bounding its transient [G·Tq, Tk] scores.
+ * as T grows; a tile sees at most 4096 keys, bounding its transient [G·Tq, Tk] scores. Up to
+ * T = 1024 the probabilities are kept: they cost no more than the layer's other saved activations,
+ * and recomputing them (one more QKᵀ and softmax) measured 6–12% more CPU per 4 × 512 step.
  */
 export function defaultTiling(T: number): AttentionTiling {
-  return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096 };
+  return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096, keepProbabilities: T <= 1024 };
 }
 
 interface KeyChunk {
@@ -46,6 +50,7 @@ interface QueryBlock {
 /** The tiles of one batch's causal attention and their masks, built once and shared by every layer. */
 export interface AttentionPlan {
   blocks: QueryBlock[];
+  keepProbabilities: boolean;
 }
 
 /** [start, end) split into ⌈length / most⌉ near-equal parts. */
@@ -82,7 +87,7 @@ export function attentionPlan(segmentIds: Tensor, slidingWindow: number | null, 
     });
     return { start: qs, end: qe, keys };
   });
-  return { blocks };
+  return { blocks, keepProbabilities: tiling.keepProbabilities };
 }
 
 const rowMax = (x: Tensor) => x.graph.emit('ReduceMax', [x, x.graph.ints([-1])], { keepdims: 1 }, [{ shape: [...x.shape.slice(0, -1), 1], dtype: x.dtype }])[0];
@@ -106,13 +111,17 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   // form's separate max, exp and sum passes measured ~8% slower per step) and keeps no lse: its
   // backward recomputes the softmax itself.
   const lses: (Tensor | null)[] = [];
+  const kept: (Tensor | null)[] = [];
   const contexts = plan.blocks.map((block) => {
     const qi = rows(q, block.start, block.end);
     if (block.keys.length === 1) {
       const [chunk] = block.keys;
+      const p = op.softmax(scores(qi, rows(k, chunk.start, chunk.end), chunk.bias));
       lses.push(null);
-      return op.matmul(op.softmax(scores(qi, rows(k, chunk.start, chunk.end), chunk.bias)), rows(v, chunk.start, chunk.end));
+      kept.push(plan.keepProbabilities ? p : null);
+      return op.matmul(p, rows(v, chunk.start, chunk.end));
     }
+    kept.push(null);
     let m: Tensor | null = null;
     let l: Tensor | null = null;
     let acc: Tensor | null = null;
@@ -149,9 +158,8 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
       let dqi: Tensor | null = null;
       for (const chunk of block.keys) {
         const [kj, vj] = [rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
-        const s = scores(qi, kj, chunk.bias);
         const lse = lses[i];
-        const p = lse ? op.exp(op.sub(s, lse)) : op.softmax(s);
+        const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.bias), lse)) : op.softmax(scores(qi, kj, chunk.bias)));
         const ds = op.mul(p, op.sub(op.matmul(dOi, op.T(vj)), delta));
         const dk = op.matmul(op.T(ds), qi);
         const dv = op.matmul(op.T(p), dOi);

@@ -1,6 +1,7 @@
 // The tiled causal attention op: its forward against attention written out directly, and its own
 // backward against finite differences (f64), over tilings that split T unevenly, several key
-// chunks per query block (online softmax), packed segments, a sliding window and GQA.
+// chunks per query block (online softmax), probabilities kept or recomputed, packed segments, a
+// sliding window and GQA.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph } from '../../../src/engine/graph/ir.ts';
@@ -46,18 +47,19 @@ function reference(c: Case, q: Float64Array, k: Float64Array, v: Float64Array): 
 }
 
 const cases: Record<string, Case> = {
-  'T = 7 in blocks of 3, one key chunk each': { B: 1, KV: 1, G: 1, T: 7, hd: 4, window: null, segments: oneSegment(1, 7), tiling: { queryBlock: 3, keyBlock: 8 } },
+  'T = 7 in blocks of 3, one key chunk each': { B: 1, KV: 1, G: 1, T: 7, hd: 4, window: null, segments: oneSegment(1, 7), tiling: { queryBlock: 3, keyBlock: 8, keepProbabilities: false } },
   'T = 9, keys in chunks of 2 (online softmax), GQA, two rows with packed segments': {
     B: 2, KV: 2, G: 2, T: 9, hd: 3, window: null,
     segments: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2],
-    tiling: { queryBlock: 4, keyBlock: 2 },
+    tiling: { queryBlock: 4, keyBlock: 2, keepProbabilities: false },
   },
   'T = 10, sliding window 3, segments, keys in chunks of 3': {
     B: 1, KV: 1, G: 3, T: 10, hd: 2, window: 3,
     segments: [1, 1, 1, 1, 2, 2, 2, 2, 2, 2],
-    tiling: { queryBlock: 3, keyBlock: 3 },
+    tiling: { queryBlock: 3, keyBlock: 3, keepProbabilities: true },
   },
-  'one block (T = 5, tiles larger than T), window 2': { B: 1, KV: 2, G: 1, T: 5, hd: 2, window: 2, segments: oneSegment(1, 5), tiling: { queryBlock: 16, keyBlock: 16 } },
+  'T = 7 in blocks of 3, probabilities kept': { B: 1, KV: 1, G: 2, T: 7, hd: 3, window: null, segments: [1, 1, 2, 2, 2, 2, 2], tiling: { queryBlock: 3, keyBlock: 8, keepProbabilities: true } },
+  'one block (T = 5, tiles larger than T), window 2': { B: 1, KV: 2, G: 1, T: 5, hd: 2, window: 2, segments: oneSegment(1, 5), tiling: { queryBlock: 16, keyBlock: 16, keepProbabilities: true } },
 };
 
 const inputs = (c: Case) => [
