@@ -1,16 +1,18 @@
-// The model catalogue over a real store and real folders: what each kind of name resolves to, and
-// the typed not-found (with its reason) for everything else.
+// The model catalogue over a real store (SQLite, and PostgreSQL when TEST_DATABASE_URL is set) and
+// real folders: what each kind of name resolves to, and the typed not-found (with its reason) for
+// everything else.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { afterEach, beforeEach, it } from 'node:test';
 import { ModelCatalogue, ModelNotFoundError, type ModelNotFoundReason } from '../../src/models/catalogue.ts';
 import type { Store } from '../../src/store/index.ts';
+import { describeOnEachBackend } from '../support/database.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
 const TEMPLATE = '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}';
 
-describe('ModelCatalogue', () => {
+describeOnEachBackend('ModelCatalogue', (backend) => {
   let store: Store;
   let dataDir: string;
   let cleanup: () => Promise<void>;
@@ -35,7 +37,7 @@ describe('ModelCatalogue', () => {
   };
 
   beforeEach(async () => {
-    ({ store, dataDir, cleanup } = await tempStore());
+    ({ store, dataDir, cleanup } = await tempStore(backend));
     modelsDir = path.join(dataDir, 'models');
     fs.mkdirSync(path.join(modelsDir, 'base-a'), { recursive: true });
     fs.writeFileSync(path.join(modelsDir, 'base-a', 'config.json'), '{}');
