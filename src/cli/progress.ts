@@ -4,10 +4,13 @@
 import type OpenAI from 'openai';
 import { clock, cyan, dim, red, stdoutIsTty } from './terminal.ts';
 
-/** One status line, redrawn in place on a terminal; on a pipe a line every 10% instead. */
+/** One status line, redrawn in place on a terminal; on a pipe a line every 10%, and the last one at the end. */
 export class ProgressLine {
   private lastPrintedDecile = -1;
   private drawn = false;
+  /** On a pipe: the latest line drawn and the latest printed. */
+  private latest: string | null = null;
+  private printed: string | null = null;
 
   draw(step: number, total: number, loss: number | null, validLoss: number | null, secondsLeft: number | null) {
     const width = 30;
@@ -27,8 +30,10 @@ export class ProgressLine {
       this.drawn = true;
     } else {
       const decile = Math.floor(fraction * 10);
+      this.latest = line;
       if (decile > this.lastPrintedDecile) {
         this.lastPrintedDecile = decile;
+        this.printed = line;
         console.log(line);
       }
     }
@@ -42,6 +47,7 @@ export class ProgressLine {
 
   end() {
     if (stdoutIsTty && this.drawn) process.stdout.write('\n');
+    if (this.latest !== this.printed) console.log(this.latest);
     this.drawn = false;
   }
 }

@@ -12,7 +12,7 @@ type Method = OpenAI.FineTuning.JobCreateParams['method'];
 
 const METHODS = ['supervised', 'dpo', 'reinforcement'] as const;
 
-/** `--training-file`: an existing local path is uploaded; otherwise a `file-…` value is an id. */
+/** A `--training-file` or `--validation-file` value: a local file is uploaded, a `file-…` value is an id. */
 async function resolveFile(cli: Invocation, value: string): Promise<string> {
   if (fs.existsSync(value) || !/^file-[\w-]+$/.test(value)) {
     const file = await uploadFile(cli.client, value);
@@ -104,12 +104,13 @@ export const JOBS: Record<string, Command> = {
       const jobMethod = method(cli);
       const trainingFile = await resolveFile(cli, cli.required('training-file'));
       const validation = cli.string('validation-file');
+      // Fields left undefined are not sent.
       const job = await cli.client.fineTuning.jobs.create({
         model,
         training_file: trainingFile,
-        ...(validation === undefined ? {} : { validation_file: await resolveFile(cli, validation) }),
-        ...(cli.string('suffix') === undefined ? {} : { suffix: cli.string('suffix') }),
-        ...(cli.string('seed') === undefined ? {} : { seed: cli.number('seed') }),
+        validation_file: validation === undefined ? undefined : await resolveFile(cli, validation),
+        suffix: cli.string('suffix'),
+        seed: cli.number('seed'),
         method: jobMethod,
       });
       if (cli.json) return printJson(job);
