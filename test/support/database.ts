@@ -40,8 +40,11 @@ export async function freshDatabase(backend: SqlBackend): Promise<TestDatabase> 
 }
 
 async function withClient<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: serverUrl! });
-  await client.connect();
+  // Deadlines: a TEST_DATABASE_URL that does not answer fails the test instead of hanging it.
+  const client = new pg.Client({ connectionString: serverUrl!, connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
+  await client.connect().catch((error: Error) => {
+    throw new Error(`TEST_DATABASE_URL did not accept a connection (waiting at most 10 s): ${error.message}`);
+  });
   try {
     return await use(client);
   } finally {
