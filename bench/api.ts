@@ -1,13 +1,15 @@
 // Control-plane benchmark (`npm run bench:api`).
 //
 // 1. HTTP: retrieve-job and list-jobs throughput and p99 latency under concurrent load, each with its
-//    ratio to a bare Fastify route (same framework, same JSON body size) measured in the same run.
-//    The server runs in this thread; autocannon drives it from a worker thread.
+//    ratio to a bare Fastify route (same framework, same JSON body size) measured in the same run:
+//    `--rounds` alternations of reference and server, reporting the median of each (on a shared
+//    machine the load of others moves both). The server runs in this thread; autocannon drives it
+//    from a worker thread.
 // 2. Dataset validation: MB/s and peak RSS of `validateDataset` on a generated JSONL (200 MB by
 //    default), in a child process so that its peak RSS is its own, against a plain streaming read
 //    of the same file (the I/O floor) measured in the same run.
 //
-// Flags: --connections 32 --seconds 8 --jobs 200 --file-mb 200. With DATABASE_URL set, the server keeps
+// Flags: --connections 32 --seconds 8 --rounds 3 --jobs 200 --file-mb 200. With DATABASE_URL set, the server keeps
 // its rows in that PostgreSQL database (use an empty one) instead of SQLite.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,12 +27,14 @@ const { values: flags } = parseArgs({
   options: {
     connections: { type: 'string', default: '32' },
     seconds: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '3' },
     jobs: { type: 'string', default: '200' },
     'file-mb': { type: 'string', default: '200' },
   },
 });
 const connections = Number(flags.connections);
 const seconds = Number(flags.seconds);
+const rounds = Number(flags.rounds);
 const KEY = 'bench-key';
 
 interface Load {
@@ -43,6 +47,9 @@ async function load(url: string, headers: Record<string, string> = {}): Promise<
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   return { rps: result.requests.average, p99: result.latency.p99 };
 }
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const medianLoad = (loads: Load[]): Load => ({ rps: median(loads.map((l) => l.rps)), p99: median(loads.map((l) => l.p99)) });
 
 /** A bare Fastify route answering the same JSON body: the framework's own ceiling. */
 async function bareRoute(body: unknown): Promise<{ url: string; close(): Promise<void> }> {
@@ -83,9 +90,15 @@ async function benchHttp(root: string) {
   ] as const) {
     const body = await (await fetch(url, { headers })).json();
     const bare = await bareRoute(body);
-    const reference = await load(bare.url);
+    const references: Load[] = [];
+    const measures: Load[] = [];
+    for (let round = 0; round < rounds; round++) {
+      references.push(await load(bare.url));
+      measures.push(await load(url, headers));
+    }
     await bare.close();
-    const measured = await load(url, headers);
+    const reference = medianLoad(references);
+    const measured = medianLoad(measures);
     rows.push(
       `${name.padEnd(22)} ${measured.rps.toFixed(0).padStart(7)} req/s  p99 ${String(measured.p99).padStart(4)} ms` +
         ` | bare Fastify ${reference.rps.toFixed(0).padStart(7)} req/s  p99 ${String(reference.p99).padStart(4)} ms` +
@@ -93,7 +106,7 @@ async function benchHttp(root: string) {
     );
   }
   await server.close();
-  console.log(`HTTP, ${connections} connections, ${seconds} s each, ${jobCount} jobs stored (${config.databaseUrl ? 'PostgreSQL' : 'SQLite'}):`);
+  console.log(`HTTP, ${connections} connections, ${seconds} s each, median of ${rounds} rounds, ${jobCount} jobs stored (${config.databaseUrl ? 'PostgreSQL' : 'SQLite'}):`);
   for (const row of rows) console.log('  ' + row);
 }
 
