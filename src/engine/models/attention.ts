@@ -12,7 +12,7 @@
 import type { Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
-import { afterGradient } from '../graph/checkpoint.ts';
+import { after } from '../graph/checkpoint.ts';
 
 export interface AttentionTiling {
   /** Most queries per block. */
@@ -146,9 +146,9 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   const o = plan.blocks.length > 1 ? op.concat(contexts.map(unrows), 3) : unrows(contexts[0]);
 
   return customGradient(o, [q, k, v], (dO) => {
-    // The backward reads q, k, v through afterGradient: otherwise ORT's CSE merges its slices and
+    // The backward reads q, k, v through after(): otherwise ORT's CSE merges its slices and
     // recomputed scores with the forward's and keeps those alive until here.
-    const [qAgain, kAgain, vAgain] = [q, k, v].map((t) => afterGradient(t, dO));
+    const [qAgain, kAgain, vAgain] = [q, k, v].map((t) => after(t, [dO]));
     const dq: Tensor[] = [];
     const dkv = new Map<string, { start: number; end: number; dk: Tensor; dv: Tensor }>();
     plan.blocks.forEach((block, i) => {
