@@ -189,6 +189,16 @@ describe('tuneforge CLI, a client of a running server', () => {
     assert.equal(followed.stderr, `error: job ${job.id} cancelled\n`);
   });
 
+  it("jobs create --follow on a job that fails: its error on stderr, exit 1", async () => {
+    fs.writeFileSync(path.join(work, 'bad.jsonl'), 'not json\n'.repeat(12));
+    const failed = await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', 'bad.jsonl', '--follow'], { timeoutMs: 120_000 });
+    assert.equal(failed.code, 1, failed.stderr);
+    const jobId = failed.stdout.match(/^created (ftjob-\S+) /m)?.[1] ?? '';
+    const job = await client.fineTuning.jobs.retrieve(jobId);
+    assert.equal(job.status, 'failed');
+    assert.equal(failed.stderr, `error: job ${jobId} failed: ${job.error!.message} (code: ${job.error!.code})\n`);
+  });
+
   it('jobs pause and resume a running job', { timeout: 300_000 }, async () => {
     fs.writeFileSync(path.join(work, 'long.jsonl'), DEMO_TRAIN_JSONL);
     const created = ok(await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', 'long.jsonl', '--n-epochs', '3', '--batch-size', '1', '--json']));
