@@ -110,23 +110,28 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   // chunks. A block with one chunk is a plain softmax (ORT's fused kernel: at T = 512 the online
   // form's separate max, exp and sum passes measured ~8% slower per step) and keeps no lse: its
   // backward recomputes the softmax itself.
+  // Where tiles are large (probabilities not kept), each tile's queries wait for the previous
+  // tile's result: ORT's scheduler does not follow node order among independent nodes, and running
+  // every tile's scores before their reductions would hold all the [G·Tq, Tk] transients at once.
+  let previous: Tensor | null = null;
+  const inOrder = (qRows: Tensor) => (previous && !plan.keepProbabilities ? after(qRows, [previous]) : qRows);
   const lses: (Tensor | null)[] = [];
   const kept: (Tensor | null)[] = [];
   const contexts = plan.blocks.map((block) => {
-    const qi = rows(q, block.start, block.end);
+    const qBlock = rows(q, block.start, block.end);
     if (block.keys.length === 1) {
       const [chunk] = block.keys;
-      const p = op.softmax(scores(qi, rows(k, chunk.start, chunk.end), chunk.bias));
+      const p = op.softmax(scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.bias));
       lses.push(null);
       kept.push(plan.keepProbabilities ? p : null);
-      return op.matmul(p, rows(v, chunk.start, chunk.end));
+      return (previous = op.matmul(p, rows(v, chunk.start, chunk.end)));
     }
     kept.push(null);
     let m: Tensor | null = null;
     let l: Tensor | null = null;
     let acc: Tensor | null = null;
     for (const chunk of block.keys) {
-      const s = scores(qi, rows(k, chunk.start, chunk.end), chunk.bias);
+      const s = scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.bias);
       const mNew: Tensor = m ? max(m, rowMax(s)) : rowMax(s);
       const e = op.exp(op.sub(s, mNew));
       const pv = op.matmul(e, rows(v, chunk.start, chunk.end));
@@ -139,6 +144,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
         acc = pv;
       }
       m = mNew;
+      previous = acc;
     }
     lses.push(op.add(m!, op.log(l!)));
     return op.div(acc!, l!);
@@ -151,13 +157,14 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
     const [qAgain, kAgain, vAgain] = [q, k, v].map((t) => after(t, [dO]));
     const dq: Tensor[] = [];
     const dkv = new Map<string, { start: number; end: number; dk: Tensor; dv: Tensor }>();
+    previous = null;
     plan.blocks.forEach((block, i) => {
-      const qi = rows(qAgain, block.start, block.end);
+      const qBlock = rows(qAgain, block.start, block.end);
       const dOi = rows(dO, block.start, block.end);
       const delta = rowSum(op.mul(dOi, rows(o, block.start, block.end))); // rowsum(dO ⊙ O)
       let dqi: Tensor | null = null;
       for (const chunk of block.keys) {
-        const [kj, vj] = [rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
+        const [qi, kj, vj] = [inOrder(qBlock), rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
         const lse = lses[i];
         const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.bias), lse)) : op.softmax(scores(qi, kj, chunk.bias)));
         const ds = op.mul(p, op.sub(op.matmul(dOi, op.T(vj)), delta));
@@ -165,6 +172,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
         const dv = op.matmul(op.T(p), dOi);
         const part = op.matmul(ds, kj);
         dqi = dqi ? op.add(dqi, part) : part;
+        previous = part;
         const key = `${chunk.start}:${chunk.end}`;
         const seen = dkv.get(key);
         dkv.set(key, seen ? { ...seen, dk: op.add(seen.dk, dk), dv: op.add(seen.dv, dv) } : { start: chunk.start, end: chunk.end, dk, dv });
