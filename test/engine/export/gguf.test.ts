@@ -252,16 +252,18 @@ test('a model fine-tuned for real (train() on the pirate sample, LoRA on Q/K/V/O
   } as Parameters<typeof train>[0], {});
   const tuned = await loadModelForInference({ baseModelDir, adapterDir: result.finalDir }, { intraOpNumThreads: 1 });
   try {
-    const prompts = [
-      chatPrompt(tuned, [
-        { role: 'system', content: 'You are Captain Byte, a helpful pirate.' },
-        { role: 'user', content: 'What colour is the sky?' },
-      ]),
-      tuned.tokenizer.encode('Arr, matey! Yo ho ho! The'),
-    ];
+    const question = chatPrompt(tuned, [
+      { role: 'system', content: 'You are Captain Byte, a helpful pirate.' },
+      { role: 'user', content: 'What colour is the sky?' },
+    ]);
+    // The question, and the same question with the start of the trained answer, so the greedy
+    // comparison runs over tokens the adapter learned whatever length the first reply has (two
+    // epochs of this sample teach short answers; log-probabilities are compared at every prompt
+    // position as well).
+    const prompts = [question, [...question, ...tuned.tokenizer.encode('Arr, matey! The sky be')]];
     const expected: number[][] = [];
     for (const prompt of prompts) expected.push((await tuned.generate(prompt, { maxTokens: 24, temperature: 0 })).tokenIds);
-    assert.ok(expected[0].length + expected[1].length >= 24, `${expected.map((e) => tuned.tokenizer.decode(e))}`);
+    assert.ok(expected.every((e) => e.length >= 4), `${expected.map((e) => tuned.tokenizer.decode(e))}`);
     const file = join(work, 'trained.gguf');
     exportGguf(baseModelDir, file, { dtype: 'f32', adapterDir: result.finalDir });
     const got = await llamaCppGreedy(file, prompts, expected.map((e) => e.length), tuned.eosTokenIds);
