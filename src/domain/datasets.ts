@@ -19,7 +19,7 @@
 // UTF-8 are an error naming their line. Unknown top-level keys of chat/preference lines are ignored
 // with a warning.
 // The engine's JSONL reader (pure: it splits the bytes this function is given), the one training uses.
-import { JsonlLineTooLongError, JsonlSyntaxError, jsonlLines, jsonlText, parseJsonl } from '../engine/index.ts';
+import { JsonlLineTooLongError, JsonlSyntaxError, jsonlLineBatches, jsonlText, parseJsonl } from '../engine/index.ts';
 
 export type DatasetMethod = 'supervised' | 'dpo' | 'reinforcement';
 export type DatasetRole = 'training' | 'validation';
@@ -73,11 +73,13 @@ export async function validateDataset(chunks: AsyncIterable<Buffer>, options: Da
   const state = new FileState(method, options.trainingFormat ?? null);
   let lineNumber = 0;
   try {
-    for await (const line of jsonlLines(chunks, maxLineBytes)) {
-      lineNumber = line.line;
-      const text = jsonlText(line);
-      state.addExample(parseJsonl(line.line, text), line.line, text.length);
-      if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
+    for await (const lines of jsonlLineBatches(chunks, maxLineBytes)) {
+      for (const line of lines) {
+        lineNumber = line.line;
+        const text = jsonlText(line);
+        state.addExample(parseJsonl(line.line, text), line.line, text.length);
+        if (state.nExamples > maxExamples) return countError(tooManyExamples(roleName, maxExamples));
+      }
     }
   } catch (err) {
     if (err instanceof JsonlLineTooLongError) {

@@ -37,4 +37,4 @@ export {
 export { loadModelForInference, chatPrompt } from './infer/model.ts';
 export { EXPORT_FORMATS, runExport, runExportInWorker, type ExportFormat, type ExportJob, type MergedDtype } from './export/index.ts';
 export { tarDirectory, tarSize } from './export/tar.ts';
-export { JsonlLineTooLongError, JsonlSyntaxError, jsonlLines, jsonlText, parseJsonl } from './data/jsonl.ts';
+export { JsonlLineTooLongError, JsonlSyntaxError, jsonlLineBatches, jsonlText, parseJsonl } from './data/jsonl.ts';

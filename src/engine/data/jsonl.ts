@@ -102,11 +102,14 @@ export class JsonlSplitter {
   }
 }
 
-/** The non-blank lines of a byte stream (e.g. a file's read stream). */
-export async function* jsonlLines(chunks: AsyncIterable<Buffer>, maxLineBytes = Infinity): AsyncGenerator<JsonlLine> {
+/**
+ * The non-blank lines of a byte stream (e.g. a file's read stream), as one array per chunk: an
+ * await per line instead of per chunk made dataset validation 2–3× slower.
+ */
+export async function* jsonlLineBatches(chunks: AsyncIterable<Buffer>, maxLineBytes = Infinity): AsyncGenerator<JsonlLine[]> {
   const splitter = new JsonlSplitter(maxLineBytes);
-  for await (const chunk of chunks) yield* splitter.push(chunk);
-  yield* splitter.end();
+  for await (const chunk of chunks) yield [...splitter.push(chunk)];
+  yield [...splitter.end()];
 }
 
 /** The line's text, or JsonlSyntaxError when its bytes are not UTF-8. */
@@ -134,7 +137,7 @@ const parseRecord = (path: string, line: JsonlLine): JsonlRecord => {
 
 /** Stream a JSONL file record by record (for files too large to hold as text). */
 export async function* readJsonl(path: string): AsyncGenerator<JsonlRecord> {
-  for await (const line of jsonlLines(createReadStream(path))) yield parseRecord(path, line);
+  for await (const lines of jsonlLineBatches(createReadStream(path))) for (const line of lines) yield parseRecord(path, line);
 }
 
 /** Read a whole JSONL file. */
