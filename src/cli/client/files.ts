@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import type OpenAI from 'openai';
 import { runSubcommands, type Command } from './command.ts';
-import { printFields, printJson, printTable, timestamp, UsageError } from './output.ts';
+import { printFields, printJson, printTable, timestamp, UsageError, printDeleted } from './output.ts';
 
 /** Uploads a local file for fine-tuning. */
 export async function uploadFile(client: OpenAI, path: string): Promise<OpenAI.FileObject> {
@@ -42,11 +42,7 @@ export const FILES: Record<string, Command> = {
   rm: {
     usage: '<file-id>',
     describe: 'delete a file',
-    run: async (cli) => {
-      const deleted = await cli.client.files.delete(cli.argument(0, 'file-id'));
-      if (cli.json) printJson(deleted);
-      else console.log(`deleted ${deleted.id}`);
-    },
+    run: async (cli) => printDeleted(await cli.client.files.delete(cli.argument(0, 'file-id')), cli.json),
   },
 };
 

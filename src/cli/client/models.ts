@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream } from 'node:stream/web';
 import { runSubcommands, type Command } from './command.ts';
-import { printJson, printTable, timestamp, UsageError } from './output.ts';
+import { printJson, printTable, timestamp, UsageError, printDeleted } from './output.ts';
 
 const EXPORT_FORMATS = ['peft', 'safetensors', 'gguf'];
 
@@ -32,11 +32,7 @@ export const MODELS: Record<string, Command> = {
   rm: {
     usage: '<model>',
     describe: 'delete a fine-tuned model',
-    run: async (cli) => {
-      const deleted = await cli.client.models.delete(cli.argument(0, 'model'));
-      if (cli.json) printJson(deleted);
-      else console.log(`deleted ${deleted.id}`);
-    },
+    run: async (cli) => printDeleted(await cli.client.models.delete(cli.argument(0, 'model')), cli.json),
   },
   export: {
     usage: '<model> --format peft|safetensors|gguf [--dtype f32|f16|bf16] [-o FILE]',

@@ -18,6 +18,12 @@ function text(value: unknown): string {
 }
 
 /** Unix seconds as a UTC date and time. */
+/** A delete's answer: the object with --json, otherwise one line. */
+export function printDeleted(deleted: { id: string }, json: boolean): void {
+  if (json) printJson(deleted);
+  else console.log(`deleted ${deleted.id}`);
+}
+
 export function timestamp(seconds: number | null | undefined): string {
   return seconds ? new Date(seconds * 1000).toISOString().replace('T', ' ').slice(0, 19) : '-';
 }
