@@ -25,6 +25,15 @@ export interface LlamaInputs {
   segmentIds: Tensor;
 }
 
+/** The step graphs' batch inputs: `input_ids`, `position_ids`, `segment_ids`, each [rows, seqLen] int64. */
+export function llamaInputs(g: Graph, rows: number, seqLen: number): LlamaInputs {
+  return {
+    inputIds: g.input('input_ids', [rows, seqLen], 'int64'),
+    positionIds: g.input('position_ids', [rows, seqLen], 'int64'),
+    segmentIds: g.input('segment_ids', [rows, seqLen], 'int64'),
+  };
+}
+
 export interface LlamaOptions {
   /** Returns the graph tensor for an HF weight name (a frozen or trainable graph input). */
   weight: (name: string, shape: number[]) => Tensor;

@@ -8,7 +8,7 @@ import { Graph, type FloatType, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { gradients } from '../graph/autodiff.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { llamaHidden, type LmHead } from '../models/llama.ts';
+import { llamaHidden, type LmHead, llamaInputs } from '../models/llama.ts';
 import type { LoraModule, LoraSpec } from '../models/lora.ts';
 import { crossEntropyTerms } from './loss.ts';
 
@@ -90,11 +90,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
 
   const { rows: B, seqLen: T } = shape;
   const N = B * T;
-  const inputs = {
-    inputIds: g.input('input_ids', [B, T], 'int64'),
-    positionIds: g.input('position_ids', [B, T], 'int64'),
-    segmentIds: g.input('segment_ids', [B, T], 'int64'),
-  };
+  const inputs = llamaInputs(g, B, T);
   const labels = g.input('labels', [N], 'int64');
   const lossWeights = g.input('loss_weights', [N]);
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
-import { llamaLogits } from '../../../src/engine/models/llama.ts';
+import { llamaLogits, llamaInputs } from '../../../src/engine/models/llama.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { loraAName, loraBName, loraTargets } from '../../../src/engine/models/lora.ts';
 import { savePeftAdapter } from '../../../src/engine/io/peft.ts';
@@ -12,11 +12,7 @@ import { SeededRandom } from '../../../src/engine/data/random.ts';
 export async function fullForward(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[]): Promise<Float32Array> {
   const T = ids.length;
   const g = new Graph('float32');
-  const inputs = {
-    inputIds: g.input('input_ids', [1, T], 'int64'),
-    positionIds: g.input('position_ids', [1, T], 'int64'),
-    segmentIds: g.input('segment_ids', [1, T], 'int64'),
-  };
+  const inputs = llamaInputs(g, 1, T);
   const seen = new Map<string, Tensor>();
   g.output('logits', llamaLogits(g, cfg, inputs, { weight: (name, shape) => seen.get(name) ?? seen.set(name, g.input(name, shape)).get(name)! }));
   const session = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { loadHfModel, saveHfModel } from '../../../src/engine/io/hf-model.ts';
 import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
-import { llamaLogits } from '../../../src/engine/models/llama.ts';
+import { llamaLogits, llamaInputs } from '../../../src/engine/models/llama.ts';
 import { loraTargets } from '../../../src/engine/models/lora.ts';
 import { chatPrompt, loadModelForInference, loadSharedBase, textPrompt, type InferenceModel } from '../../../src/engine/infer/model.ts';
 import { argmax } from '../../../src/engine/infer/sampling.ts';
@@ -144,11 +144,7 @@ test('a non-zero adapter changes logits as W x + (α/r)·B A x predicts', async 
     // Reference: the training graph with unmerged LoRA matmuls.
     const T = prompt.length;
     const g = new Graph('float32');
-    const inputs = {
-      inputIds: g.input('input_ids', [1, T], 'int64'),
-      positionIds: g.input('position_ids', [1, T], 'int64'),
-      segmentIds: g.input('segment_ids', [1, T], 'int64'),
-    };
+    const inputs = llamaInputs(g, 1, T);
     const seen = new Map<string, Tensor>();
     const targets = new Set(loraTargets(cfg, spec).map((m) => m.path));
     g.output('logits', llamaLogits(g, cfg, inputs, {

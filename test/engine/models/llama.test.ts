@@ -6,7 +6,7 @@ import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import * as op from '../../../src/engine/graph/ops.ts';
 import { gradients } from '../../../src/engine/graph/autodiff.ts';
 import { CompiledGraph, type HostArray } from '../../../src/engine/runtime/session.ts';
-import { llamaHidden, llamaLogits, llamaWeightShapes } from '../../../src/engine/models/llama.ts';
+import { llamaHidden, llamaLogits, llamaWeightShapes, llamaInputs } from '../../../src/engine/models/llama.ts';
 import { crossEntropyTerms } from '../../../src/engine/train/loss.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { rng } from '../graph/gradcheck.ts';
@@ -22,11 +22,7 @@ const segments = BigInt64Array.from([1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2].map(Big
 
 function build(cfg: ModelConfig, withLoss: boolean) {
   const g = new Graph('float64');
-  const inputs = {
-    inputIds: g.input('input_ids', [B, T], 'int64'),
-    positionIds: g.input('position_ids', [B, T], 'int64'),
-    segmentIds: g.input('segment_ids', [B, T], 'int64'),
-  };
+  const inputs = llamaInputs(g, B, T);
   const weights = new Map<string, Tensor>();
   const weight = (name: string, shape: number[]) => weights.get(name) ?? weights.set(name, g.input(name, shape)).get(name)!;
   if (!withLoss) {

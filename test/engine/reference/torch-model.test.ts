@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph, type HostArray } from '../../../src/engine/runtime/session.ts';
-import { llamaLogits } from '../../../src/engine/models/llama.ts';
+import { llamaLogits, llamaInputs } from '../../../src/engine/models/llama.ts';
 import { buildStepGraph, names } from '../../../src/engine/train/step.ts';
 import { microBatchFeeds } from '../../../src/engine/train/runner.ts';
 import { assertClose, CASES, loadCase, type TorchCase } from './torch-fixtures.ts';
@@ -26,11 +26,7 @@ const f64Feeds = (feeds: Record<string, HostArray>) =>
 async function logitsF64(c: TorchCase): Promise<Float64Array> {
   const { rows: B, seqLen: T } = c.shape;
   const g = new Graph('float64');
-  const inputs = {
-    inputIds: g.input('input_ids', [B, T], 'int64'),
-    positionIds: g.input('position_ids', [B, T], 'int64'),
-    segmentIds: g.input('segment_ids', [B, T], 'int64'),
-  };
+  const inputs = llamaInputs(g, B, T);
   const weights = new Map<string, Tensor>();
   const weight = (n: string, s: number[]) => weights.get(n) ?? weights.set(n, g.input(n, s)).get(n)!;
   const lora = c.setup.lora;
