@@ -2,7 +2,7 @@
 // checkpoints other organizations shared with the caller. Delete: own fine-tuned models only.
 import type { FastifyInstance } from 'fastify';
 import { ApiError, notFound } from '../domain/errors.ts';
-import { findBaseModel, listBaseModels } from '../store/base-models.ts';
+import { findBaseModel, listBaseModels } from '../models/base-models.ts';
 import type { ApiContext } from './context.ts';
 
 const BASE_OWNER = 'system';

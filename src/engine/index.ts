@@ -21,6 +21,8 @@ export { baseLearningRate, makePlan } from './train/plan.ts';
 export { wantsResumePoint } from './train/pause.ts';
 export { EngineError, deserializeError, serializeError, type EngineErrorCode, type SerializedError } from './errors.ts';
 export { readChatTemplate } from './data/tokenizer.ts';
+/** Whether the engine can train a Hugging Face folder: its config.json parsed, or the reason it cannot be. */
+export { readHfConfig } from './io/hf-model.ts';
 export type { ChatMessage, ToolDefinition } from './data/chat-format.ts';
 export {
   InferenceHost,

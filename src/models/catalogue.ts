@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseFineTunedModelName } from '../domain/naming.ts';
 import { readChatTemplate, type ModelSourceMessage } from '../engine/index.ts';
-import { findBaseModel } from '../store/base-models.ts';
+import { findBaseModel } from './base-models.ts';
 import type { Store } from '../store/index.ts';
 
 export interface CatalogueModel {

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, it } from 'node:test';
 import { ModelCatalogue, ModelNotFoundError, type ModelNotFoundReason } from '../../src/models/catalogue.ts';
 import type { Store } from '../../src/store/index.ts';
 import { describeOnEachBackend } from '../support/database.ts';
+import { TINY_CONFIG } from '../support/server.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
 const TEMPLATE = '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}';
@@ -40,7 +41,7 @@ describeOnEachBackend('ModelCatalogue', (backend) => {
     ({ store, dataDir, cleanup } = await tempStore(backend));
     modelsDir = path.join(dataDir, 'models');
     fs.mkdirSync(path.join(modelsDir, 'base-a'), { recursive: true });
-    fs.writeFileSync(path.join(modelsDir, 'base-a', 'config.json'), '{}');
+    fs.copyFileSync(TINY_CONFIG, path.join(modelsDir, 'base-a', 'config.json'));
     fs.writeFileSync(path.join(modelsDir, 'base-a', 'tokenizer_config.json'), JSON.stringify({ chat_template: TEMPLATE }));
     catalogue = new ModelCatalogue(store, modelsDir);
   });

@@ -9,7 +9,7 @@ import { EngineError } from '../../src/engine/index.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { Worker } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
-import { waitFor } from '../support/server.ts';
+import { TINY_CONFIG, waitFor } from '../support/server.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
 describe('createTrainRunner', () => {
@@ -26,7 +26,7 @@ describe('createTrainRunner', () => {
   it('builds the TrainSpec and records metrics, checkpoints (the last named as the model), resume points and the result CSV', async () => {
     const modelsDir = path.join(dataDir, 'models');
     fs.mkdirSync(path.join(modelsDir, 'tiny-test'), { recursive: true });
-    fs.writeFileSync(path.join(modelsDir, 'tiny-test', 'config.json'), '{}');
+    fs.copyFileSync(TINY_CONFIG, path.join(modelsDir, 'tiny-test', 'config.json'));
     let seen: TrainSpec | undefined;
     const train = async (spec: TrainSpec, { onEvent, signal }: TrainOptions) => {
       seen = spec;
@@ -81,7 +81,7 @@ describe('createTrainRunner', () => {
   function tinyModels() {
     const modelsDir = path.join(dataDir, 'models');
     fs.mkdirSync(path.join(modelsDir, 'tiny-test'), { recursive: true });
-    fs.writeFileSync(path.join(modelsDir, 'tiny-test', 'config.json'), '{}');
+    fs.copyFileSync(TINY_CONFIG, path.join(modelsDir, 'tiny-test', 'config.json'));
     return modelsDir;
   }
   const metrics = (step: number, total = 4) => ({ step, total_steps: total, train_loss: 5 - step, train_mean_token_accuracy: step / 10 });

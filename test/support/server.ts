@@ -26,6 +26,8 @@ export interface TestServer extends RunningServer {
 }
 
 export const BASE_MODEL = 'tiny-test';
+/** A config.json the engine can train (the bundled tiny model's): base models are the folders that have one. */
+export const TINY_CONFIG = path.resolve(import.meta.dirname, '../../models/tiny-llama/config.json');
 
 export async function startTestServer(
   overrides: Partial<Config> & { env?: Record<string, string>; backend?: SqlBackend } = {},
@@ -35,7 +37,7 @@ export async function startTestServer(
   const dataDir = path.join(root, 'data');
   const modelsDir = path.join(root, 'models');
   fs.mkdirSync(path.join(modelsDir, BASE_MODEL), { recursive: true });
-  fs.writeFileSync(path.join(modelsDir, BASE_MODEL, 'config.json'), JSON.stringify({ model_type: 'llama' }));
+  fs.copyFileSync(TINY_CONFIG, path.join(modelsDir, BASE_MODEL, 'config.json'));
   const { env = {}, backend = 'sqlite', ...configOverrides } = overrides;
   const database = await freshDatabase(backend);
   const config = loadConfig({ host: '127.0.0.1', port: 0, dataDir, databaseUrl: database.url, modelsDir, ...configOverrides }, { ...env });
