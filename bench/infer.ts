@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeModelGguf } from '../src/engine/export/index.ts';
-import type { ModelConfig } from '../src/engine/models/config.ts';
+import { LLAMA_FEATURES, type ModelConfig } from '../src/engine/models/config.ts';
 import { llamaWeightShapes } from '../src/engine/models/llama.ts';
 import { inferenceWeights } from '../src/engine/infer/decoder.ts';
 import { DecoderSteps } from '../src/engine/infer/steps.ts';
@@ -37,6 +37,7 @@ const [L, D, I, H, KV, V, P, N, runs] = [
   num('vocab', 49152), num('prompt', 128), num('gen', 128), num('runs', 5),
 ];
 const cfg: ModelConfig = {
+  ...LLAMA_FEATURES,
   architecture: 'llama', vocabSize: V, hiddenSize: D, intermediateSize: I, numLayers: L, numHeads: H, numKvHeads: KV,
   headDim: D / H, rmsNormEps: 1e-5, ropeTheta: 100000, ropeScaling: null, tieWordEmbeddings: num('tied', 1) === 1,
   attentionBias: false, outputBias: false, mlpBias: false, maxPositionEmbeddings: 8192, slidingWindow: null,

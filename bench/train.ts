@@ -11,7 +11,7 @@
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
-import type { ModelConfig } from '../src/engine/models/config.ts';
+import { LLAMA_FEATURES, type ModelConfig } from '../src/engine/models/config.ts';
 import { StepRunner, freshOptimizerState, type MicroBatch } from '../src/engine/train/runner.ts';
 import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
@@ -40,6 +40,7 @@ const [L, D, I, H, KV, V, T, B, R, steps] = [
 ];
 const hd = D / H;
 const cfg: ModelConfig = {
+  ...LLAMA_FEATURES,
   architecture: 'llama', vocabSize: V, hiddenSize: D, intermediateSize: I, numLayers: L, numHeads: H, numKvHeads: KV,
   headDim: hd, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, tieWordEmbeddings: true, attentionBias: false,
   outputBias: false, mlpBias: false, maxPositionEmbeddings: 8192, slidingWindow: null, bosTokenId: 1, eosTokenId: 2,

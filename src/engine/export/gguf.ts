@@ -7,6 +7,11 @@
 //     of dimensions pairs with its second half) to GGML's interleaved layout (pairs of adjacent rows):
 //     within a head, row s·(d/2) + i moves to 2i + s. Qwen2 uses llama.cpp's NEOX RoPE, which is
 //     rotate-half already, so it is not permuted;
+//   - Gemma 2/3 (llama.cpp's gemma2/gemma3, NEOX RoPE, so not permuted either): the sandwich norms
+//     post_attention_layernorm → post_attention_norm, pre_feedforward_layernorm → ffn_norm,
+//     post_feedforward_layernorm → post_ffw_norm, q_norm/k_norm → attn_{q,k}_norm; every norm weight
+//     stored as 1 + w (llama.cpp multiplies by the weight); soft caps, the sliding window, its layer
+//     period and Gemma 3's local RoPE base as metadata; no output tensor (the head is tied);
 //   - 1-D tensors (norms, biases) stay F32 when the rest is F16, as the converter keeps them;
 //   - the tokenizer as "gpt2" (byte-level BPE): tokens, token types, merges, special ids, the
 //     pre-tokenizer name llama.cpp knows, and the chat template.
@@ -14,7 +19,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
-import { eosTokenIds } from '../models/config.ts';
+import { attentionScale, eosTokenIds, layerWindow } from '../models/config.ts';
 import type { HostTensor } from '../io/safetensors.ts';
 import { loadTokenizer, readTokenizerConfig } from '../data/tokenizer.ts';
 import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
@@ -26,9 +31,11 @@ type Json = Record<string, any>;
 /** llama.cpp's token types. */
 const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
 
+type GgufArchitecture = 'llama' | 'qwen2' | 'gemma2' | 'gemma3';
+
 /** GGUF architecture name: llama.cpp runs Mistral as llama. */
-function ggufArchitecture(config: ModelConfig): 'llama' | 'qwen2' {
-  return config.architecture === 'qwen2' ? 'qwen2' : 'llama';
+function ggufArchitecture(config: ModelConfig): GgufArchitecture {
+  return config.architecture === 'mistral' ? 'llama' : config.architecture;
 }
 
 /**
@@ -66,17 +73,24 @@ const LAYER_TENSORS: Record<string, string> = {
   'mlp.down_proj': 'ffn_down',
   input_layernorm: 'attn_norm',
   post_attention_layernorm: 'ffn_norm',
+  'self_attn.q_norm': 'attn_q_norm',
+  'self_attn.k_norm': 'attn_k_norm',
+  pre_feedforward_layernorm: 'ffn_norm',
+  post_feedforward_layernorm: 'post_ffw_norm',
 };
 
-/** The llama.cpp name of a HF tensor, or null for tensors GGUF does not carry (rotary caches). */
-export function ggufTensorName(hfName: string): string | null {
+/**
+ * The llama.cpp name of a HF tensor, or null for tensors GGUF does not carry (rotary caches). With
+ * `sandwichNorms` (Gemma) post_attention_layernorm follows attention instead of preceding the MLP.
+ */
+export function ggufTensorName(hfName: string, sandwichNorms = false): string | null {
   if (hfName === 'model.embed_tokens.weight') return 'token_embd.weight';
   if (hfName === 'model.norm.weight') return 'output_norm.weight';
   if (hfName === 'lm_head.weight') return 'output.weight';
   const match = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hfName);
   if (match) {
     if (match[2].endsWith('rotary_emb')) return null;
-    const mapped = LAYER_TENSORS[match[2]];
+    const mapped = sandwichNorms && match[2] === 'post_attention_layernorm' ? 'post_attention_norm' : LAYER_TENSORS[match[2]];
     if (!mapped) throw new Error(`gguf export: no llama.cpp name for ${hfName}`);
     return `blk.${match[1]}.${mapped}.${match[3]}`;
   }
@@ -221,13 +235,53 @@ export interface GgufSource {
   name: string;
 }
 
+/**
+ * llama.cpp's gemma2/gemma3 metadata (llama_model_gemma2/3::load_arch_hparams): soft caps, the
+ * sliding window and its layer period (local layers are those with il % n < n − 1: every n-th is
+ * global), Gemma 3's local RoPE base.
+ */
+function gemmaMetadata(config: ModelConfig, arch: 'gemma2' | 'gemma3'): Map<string, GgufValue> {
+  const metadata = new Map<string, GgufValue>();
+  // gemma2 always caps: with no cap in config.json, a cap far above any score leaves them as they are.
+  const NO_CAP = 1e6;
+  if (arch === 'gemma2') {
+    metadata.set('gemma2.attn_logit_softcapping', gguf.f32(config.attentionSoftcap ?? NO_CAP));
+    metadata.set('gemma2.final_logit_softcapping', gguf.f32(config.finalSoftcap ?? NO_CAP));
+  } else {
+    if (config.attentionSoftcap !== null) throw new Error('gguf export: llama.cpp runs gemma3 without attention soft-capping');
+    if (config.finalSoftcap !== null) metadata.set('gemma3.final_logit_softcapping', gguf.f32(config.finalSoftcap));
+    if (config.localRopeTheta !== null) metadata.set('gemma3.rope.freq_base_swa', gguf.f32(config.localRopeTheta));
+  }
+  const local = Array.from({ length: config.numLayers }, (_, l) => layerWindow(config, l) !== null);
+  if (local.some(Boolean)) {
+    const firstGlobal = local.indexOf(false);
+    const period = firstGlobal < 0 ? 0 : firstGlobal + 1;
+    if (local.some((isLocal, l) => isLocal !== (period === 0 || l % period < period - 1))) {
+      throw new Error(`gguf export: llama.cpp's ${arch} takes local layers in a fixed period (every n-th global); this model's layer_types are not`);
+    }
+    metadata.set(`${arch}.attention.sliding_window`, gguf.u32(config.slidingWindow!));
+    metadata.set(`${arch}.attention.sliding_window_pattern`, gguf.u32(period));
+  } else if (arch === 'gemma2') {
+    metadata.set('gemma2.attention.sliding_window_pattern', gguf.u32(1)); // every layer global
+  }
+  return metadata;
+}
+
+/**
+ * llama.cpp scales Gemma's queries by head_dim^−½ (for the 27B shapes, by (hidden / heads)^−½;
+ * see load_arch_hparams), not by query_pre_attn_scalar^−½: the ratio is folded into the queries.
+ */
+function gemmaQueryFactor(config: ModelConfig, arch: 'gemma2' | 'gemma3'): number {
+  const is27B = config.numLayers === (arch === 'gemma2' ? 46 : 62);
+  const llamaCppScale = 1 / Math.sqrt(is27B ? config.hiddenSize / config.numHeads : config.headDim);
+  return attentionScale(config) / llamaCppScale;
+}
+
 /** Writes `source` as an unquantized GGUF file. */
 export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufDtype): void {
   const { config, weights } = source;
-  if (config.architecture !== 'llama' && config.architecture !== 'mistral' && config.architecture !== 'qwen2') {
-    throw new Error(`gguf export: architecture ${String(config.architecture)} is not supported`);
-  }
   const arch = ggufArchitecture(config);
+  const gemma = arch === 'gemma2' || arch === 'gemma3' ? arch : null;
   const permute = arch === 'llama';
   const metadata = new Map<string, GgufValue>();
   metadata.set('general.architecture', gguf.str(arch));
@@ -241,7 +295,7 @@ export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufD
   metadata.set(`${arch}.feed_forward_length`, gguf.u32(config.intermediateSize));
   metadata.set(`${arch}.attention.head_count`, gguf.u32(config.numHeads));
   metadata.set(`${arch}.attention.head_count_kv`, gguf.u32(config.numKvHeads));
-  if (config.headDim !== config.hiddenSize / config.numHeads) {
+  if (gemma || config.headDim !== config.hiddenSize / config.numHeads) {
     metadata.set(`${arch}.attention.key_length`, gguf.u32(config.headDim));
     metadata.set(`${arch}.attention.value_length`, gguf.u32(config.headDim));
   }
@@ -252,6 +306,7 @@ export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufD
     metadata.set(`${arch}.rope.scaling.type`, gguf.str('linear'));
     metadata.set(`${arch}.rope.scaling.factor`, gguf.f32(config.ropeScaling.factor));
   }
+  if (gemma) for (const [key, value] of gemmaMetadata(config, gemma)) metadata.set(key, value);
   const tokenizer = source.tokenizerDir === null ? placeholderTokenizer(config) : tokenizerMetadata(source.tokenizerDir, config);
   for (const [key, value] of tokenizer) metadata.set(key, value);
 
@@ -259,17 +314,22 @@ export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufD
   const ropeFactors = llama3RopeFactors(config);
   if (ropeFactors) tensors.push({ name: 'rope_freqs.weight', shape: [ropeFactors.length], type: GgmlType.F32, data: ropeFactors });
   const wide = dtype === 'f32' ? GgmlType.F32 : GgmlType.F16;
+  const queryFactor = gemma ? gemmaQueryFactor(config, gemma) : 1;
+  const scaled = (data: Float32Array, factor: number) => (factor === 1 ? data : data.map((v) => v * factor));
   // The converter's order: embeddings, then each block, then the final norm and output.
   const order = (name: string) => (name.startsWith('model.embed_tokens') ? -1 : name.startsWith('model.layers.') ? Number(name.split('.')[2]) : 1e9);
   const names = [...weights.keys()].sort((a, b) => order(a) - order(b));
   for (const hfName of names) {
     const tensor = weights.get(hfName)!;
-    const name = ggufTensorName(hfName);
+    const name = ggufTensorName(hfName, config.sandwichNorms);
     if (name === null) continue;
     if (name === 'output.weight' && config.tieWordEmbeddings) continue;
     let data = tensor.data;
     if (permute && /\.attn_q\.(weight|bias)$/.test(name)) data = permuteForGgmlRope(data, tensor.shape[0], config.numHeads);
     if (permute && /\.attn_k\.(weight|bias)$/.test(name)) data = permuteForGgmlRope(data, tensor.shape[0], config.numKvHeads);
+    if (config.normAddsOne && hfName.endsWith('norm.weight')) data = data.map((v) => 1 + v);
+    // The query factor goes where the queries' scale survives: after Gemma 3's q_norm, else into q_proj.
+    if (/\.attn_q_norm\.weight$/.test(name) || (!config.qkNorm && /\.attn_q\.(weight|bias)$/.test(name))) data = scaled(data, queryFactor);
     tensors.push({ name, shape: tensor.shape, type: tensor.shape.length === 1 ? GgmlType.F32 : wide, data });
   }
   for (const required of ['token_embd.weight', 'output_norm.weight']) {

@@ -92,6 +92,27 @@ export function silu(x: Tensor): Tensor {
   return y;
 }
 
+export const tanh = (x: Tensor): Tensor => unary('Tanh', x, (dy, y) => mul(dy, sub(y.graph.constant(y.dtype, [], [1]), mul(y, y))));
+
+/** c·tanh(x/c): soft-capping (Gemma 2's attention scores and logits); d/dx = 1 − tanh². */
+export const softcap = (x: Tensor, c: number): Tensor => mul(tanh(mul(x, 1 / c)), c);
+
+/**
+ * GELU with the tanh approximation (PyTorch's gelu(approximate='tanh')): y = ½x(1 + t),
+ * t = tanh(√(2/π)(x + 0.044715x³)); dy = ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²), one rule.
+ */
+export function geluTanh(x: Tensor): Tensor {
+  const k = Math.sqrt(2 / Math.PI);
+  const x2 = mul(x, x);
+  const t = tanh(mul(mul(x, add(mul(x2, 0.044715), 1)), k));
+  const half = mul(add(t, 1), 0.5);
+  const [y] = x.graph.emit('Mul', [x, half], {}, [{ shape: x.shape, dtype: x.dtype }], ([dy]) => {
+    const dt = mul(mul(add(neg(mul(t, t)), 1), add(mul(x2, 3 * 0.044715 * k), k)), mul(x, 0.5));
+    return [mul(dy!, add(half, dt)), null];
+  });
+  return y;
+}
+
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
   const onnxType = { float32: 1, float64: 11, int64: 7, bool: 9 }[dtype];

@@ -5,6 +5,9 @@
 //                    x = x + o_proj(softmax(q·[K_past | k]ᵀ/√d + mask)·[V_past | v])
 //                    x = x + down_proj(silu(gate) ⊙ up) from rmsnorm(x) (one fused gate|up projection)
 //   logits = rmsnorm(x[last]) @ lm_head
+// with the switches of ModelConfig's DecoderFeatures (Gemma's sandwich norms, q/k norms, GELU,
+// scaled embeddings, soft caps, local layers with their own window mask and RoPE tables), as in
+// the training graph (models/llama.ts).
 // Prefill is a step with C = 0 (the whole prompt, padded to T); decode is a step with T = 1.
 // The graph returns only the new rows of K and V (the caller appends them to its cache): ORT copies
 // every output, so returning the whole cache each token would cost more than computing it.
@@ -18,7 +21,7 @@
 // into column blocks (see COLUMN_BLOCKS), and q|k|v and gate|up concatenated so each block runs
 // four matmuls instead of seven.
 
-import type { ModelConfig } from '../models/config.ts';
+import { attentionScale, layerWindow, usesLocalRope, type ModelConfig } from '../models/config.ts';
 import { Graph, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 
@@ -43,9 +46,14 @@ export const stepNames = {
   inputIds: 'input_ids', // [B·T] int64
   cos: 'rope_cos', // [B·T, headDim / 2] for the tokens' absolute positions
   sin: 'rope_sin',
+  // the same for local layers with a RoPE base of their own (Gemma 3's rope_local_base_freq)
+  cosLocal: 'rope_cos_local',
+  sinLocal: 'rope_sin_local',
   // [B, G·T, C + T] additive, 0 = visible, −1e9 = hidden: per sequence, the [T, C + T] mask
   // repeated for each query head of a group (score rows are (head in group, token))
   mask: 'attention_mask',
+  // the same for sliding-window layers, the window applied (Mistral's layers, Gemma's local ones)
+  localMask: 'attention_mask_local',
   lastRow: 'last_row', // [B] int64: which of the B·T rows to take each sequence's logits from
   pastKey: (l: number) => `past_key.${l}`, // [B, kvHeads, C, headDim]
   pastValue: (l: number) => `past_value.${l}`,
@@ -74,6 +82,11 @@ export const inferenceWeightNames = {
   lmHead: 'lm_head_t', // [D, vocab] (blocked, as are the four linears of each layer)
   finalNorm: 'norm', // [D]
   attnNorm: (l: number) => `layers.${l}.attn_norm`, // [D]
+  // q_norm (× the scores' scale) for each of the H query heads, then k_norm for each of the KV heads:
+  // [(H + KV)·hd], applied to the rows of q|k after one weightless per-head RMSNorm
+  qkNorm: (l: number) => `layers.${l}.qk_norm`,
+  attnPostNorm: (l: number) => `layers.${l}.attn_post_norm`, // [D], with sandwich norms
+  mlpPostNorm: (l: number) => `layers.${l}.mlp_post_norm`, // [D], with sandwich norms
   qkv: (l: number) => `layers.${l}.qkv_t`, // [D, (H + 2·KV)·hd]
   qkvBias: (l: number) => `layers.${l}.qkv_bias`, // [(H + 2·KV)·hd]
   o: (l: number) => `layers.${l}.o_t`, // [H·hd, D]
@@ -93,6 +106,11 @@ export function inferenceWeightShapes(cfg: ModelConfig): Map<string, number[]> {
   const shapes = new Map<string, number[]>([[n.embed, [V, D]], [n.lmHead, blockedShape(D, V)], [n.finalNorm, [D]]]);
   for (let l = 0; l < cfg.numLayers; l++) {
     shapes.set(n.attnNorm(l), [D]);
+    if (cfg.qkNorm) shapes.set(n.qkNorm(l), [(H + KV) * hd]);
+    if (cfg.sandwichNorms) {
+      shapes.set(n.attnPostNorm(l), [D]);
+      shapes.set(n.mlpPostNorm(l), [D]);
+    }
     shapes.set(n.qkv(l), blockedShape(D, qkvWidth));
     if (cfg.attentionBias) shapes.set(n.qkvBias(l), [qkvWidth]);
     shapes.set(n.o(l), blockedShape(H * hd, D));
@@ -151,13 +169,18 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
   const out = new Map<string, Float32Array>();
   const embed = take('model.embed_tokens.weight');
   out.set(n.embed, embed);
+  // Gemma's (1 + w) norms are stored as 1 + w: the same kernel then serves every architecture.
+  const norm = (name: string) => (cfg.normAddsOne ? take(name).map((v) => 1 + v) : take(name));
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;
     const a = `${p}.self_attn`;
     const m = `${p}.mlp`;
-    out.set(n.attnNorm(l), take(`${p}.input_layernorm.weight`));
-    // 1/√d of the attention scores is folded into q's rows (RoPE is linear, so rope(s·q) = s·rope(q)).
-    const qScale = 1 / Math.sqrt(hd);
+    out.set(n.attnNorm(l), norm(`${p}.input_layernorm.weight`));
+    const qScale = qProjectionScale(cfg);
+    if (cfg.qkNorm) {
+      const [qNorm, kNorm] = [scaled(norm(`${a}.q_norm.weight`), attentionScale(cfg)), norm(`${a}.k_norm.weight`)];
+      out.set(n.qkNorm(l), concatenated([...Array<Float32Array>(H).fill(qNorm), ...Array<Float32Array>(KV).fill(kNorm)]));
+    }
     out.set(n.qkv(l), fusedTransposed([
       { w: scaled(take(`${a}.q_proj.weight`), qScale), outF: H * hd },
       { w: take(`${a}.k_proj.weight`), outF: KV * hd },
@@ -166,7 +189,11 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
     if (cfg.attentionBias) out.set(n.qkvBias(l), concatenated([scaled(take(`${a}.q_proj.bias`), qScale), take(`${a}.k_proj.bias`), take(`${a}.v_proj.bias`)]));
     out.set(n.o(l), transposed(take(`${a}.o_proj.weight`), D, H * hd));
     if (cfg.outputBias) out.set(n.oBias(l), take(`${a}.o_proj.bias`));
-    out.set(n.mlpNorm(l), take(`${p}.post_attention_layernorm.weight`));
+    if (cfg.sandwichNorms) {
+      out.set(n.attnPostNorm(l), norm(`${p}.post_attention_layernorm.weight`));
+      out.set(n.mlpNorm(l), norm(`${p}.pre_feedforward_layernorm.weight`));
+      out.set(n.mlpPostNorm(l), norm(`${p}.post_feedforward_layernorm.weight`));
+    } else out.set(n.mlpNorm(l), norm(`${p}.post_attention_layernorm.weight`));
     out.set(n.gateUp(l), fusedTransposed([
       { w: take(`${m}.gate_proj.weight`), outF: I },
       { w: take(`${m}.up_proj.weight`), outF: I },
@@ -175,11 +202,20 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
     out.set(n.down(l), transposed(take(`${m}.down_proj.weight`), D, I));
     if (cfg.mlpBias) out.set(n.downBias(l), take(`${m}.down_proj.bias`));
   }
-  out.set(n.finalNorm, take('model.norm.weight'));
+  out.set(n.finalNorm, norm('model.norm.weight'));
   // A tied head is stored a second time, transposed: the GEMV over [D, V] is the largest matmul of
   // a small model's decode step, and the transposed-B path would repack it every token.
   out.set(n.lmHead, transposed(cfg.tieWordEmbeddings ? embed : take('lm_head.weight'), V, D));
   return out;
+}
+
+/**
+ * The scale of the attention scores, folded into q_proj's rows (RoPE is linear, so rope(s·q) =
+ * s·rope(q)); with q/k norms it goes into q_norm's weight instead (the norm would undo it), and
+ * q_proj keeps 1.
+ */
+function qProjectionScale(cfg: ModelConfig): number {
+  return cfg.qkNorm ? 1 : attentionScale(cfg);
 }
 
 /** The four linears of a block as the step graph computes them, with the HF modules fused into each. */
@@ -189,7 +225,7 @@ function blockLinears(cfg: ModelConfig, l: number) {
   const a = `model.layers.${l}.self_attn`;
   const m = `model.layers.${l}.mlp`;
   return [
-    { name: n.qkv(l), inF: D, parts: [{ path: `${a}.q_proj`, outF: H * hd, scale: 1 / Math.sqrt(hd) }, { path: `${a}.k_proj`, outF: KV * hd, scale: 1 }, { path: `${a}.v_proj`, outF: KV * hd, scale: 1 }] },
+    { name: n.qkv(l), inF: D, parts: [{ path: `${a}.q_proj`, outF: H * hd, scale: qProjectionScale(cfg) }, { path: `${a}.k_proj`, outF: KV * hd, scale: 1 }, { path: `${a}.v_proj`, outF: KV * hd, scale: 1 }] },
     { name: n.o(l), inF: H * hd, parts: [{ path: `${a}.o_proj`, outF: D, scale: 1 }] },
     { name: n.gateUp(l), inF: D, parts: [{ path: `${m}.gate_proj`, outF: I, scale: 1 }, { path: `${m}.up_proj`, outF: I, scale: 1 }] },
     { name: n.down(l), inF: I, parts: [{ path: `${m}.down_proj`, outF: D, scale: 1 }] },
@@ -332,20 +368,27 @@ export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Gra
   };
 
   const inputIds = g.input(s.inputIds, [N], 'int64');
-  const cos = g.input(s.cos, [N, hd / 2]);
-  const sin = g.input(s.sin, [N, hd / 2]);
+  // Inputs on first use: a step declares only the tables and masks its layers read.
+  const input = (name: string, shape: number[]) => g.inputs.find((t) => t.name === name) ?? g.input(name, shape);
+  const ropeInputs = (local: boolean) =>
+    local ? [input(s.cosLocal, [N, hd / 2]), input(s.sinLocal, [N, hd / 2])] : [input(s.cos, [N, hd / 2]), input(s.sin, [N, hd / 2])];
   const rows = g.constant('int64', [1, N], Array.from({ length: N }, (_, t) => t));
-  const mask = reshape(g.input(s.mask, [B, G * T, C + T]), [B, 1, G * T, C + T]); // broadcasts over KV
+  // [B, 1, G·T, C + T]: broadcasts over KV
+  const maskFor = (windowed: boolean) => reshape(input(windowed ? s.localMask : s.mask, [B, G * T, C + T]), [B, 1, G * T, C + T]);
   const lastRow = g.input(s.lastRow, [B], 'int64');
+  const ones = cfg.qkNorm ? g.constant(g.float, [hd], new Array(hd).fill(1)) : null;
 
   const newKeyValues: Tensor[] = [];
   let x = op.gather(W(n.embed), inputIds); // [B·T, D]
+  if (cfg.scaleEmbeddings) x = op.mul(x, Math.sqrt(D));
   for (let l = 0; l < cfg.numLayers; l++) {
     // --- attention over [cached | new] positions
     const h = rmsNormKernel(x, W(n.attnNorm(l)), eps);
-    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [B·T, (H + 2·KV)·hd]; q pre-scaled by 1/√hd
+    const qkv = linear(h, n.qkv(l), n.qkvBias(l)); // [B·T, (H + 2·KV)·hd]; q pre-scaled (qProjectionScale)
     // q and k share head size and positions, so one RotaryEmbedding ropes both (as H + KV heads).
-    const [qk, vRows] = split(qkv, [(H + KV) * hd, KV * hd]);
+    let [qk, vRows] = split(qkv, [(H + KV) * hd, KV * hd]);
+    if (ones) qk = op.mul(reshape(rmsNormKernel(reshape(qk, [N * (H + KV), hd]), ones, eps), [N, (H + KV) * hd]), W(n.qkNorm(l)));
+    const [cos, sin] = ropeInputs(usesLocalRope(cfg, l));
     const [qRows, kRows] = split(reshape(ropeKernel(reshape(qk, [1, N, (H + KV) * hd]), rows, cos, sin, H + KV), [N, (H + KV) * hd]), [H * hd, KV * hd]);
     // q as [B, KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is
     // one batched matmul per (sequence, k/v head) with no repeat of K or V.
@@ -361,26 +404,30 @@ export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Gra
     const pastValue = C > 0 ? g.input(s.pastValue(l), [B, KV, C, hd]) : null;
     const newScores = op.matmul(q, op.T(k)); // [B, KV, G·T, T]
     const scores = pastKey ? op.concat([op.matmul(q, op.T(pastKey)), newScores], 3) : newScores;
-    const probs = op.softmax(op.add(scores, mask)); // [B, KV, G·T, C + T]
+    const capped = cfg.attentionSoftcap === null ? scores : op.softcap(scores, cfg.attentionSoftcap);
+    const probs = op.softmax(op.add(capped, maskFor(layerWindow(cfg, l) !== null))); // [B, KV, G·T, C + T]
     let context: Tensor; // [B, KV, G·T, hd]
     if (pastValue) {
       const [pastProbs, newProbs] = split(probs, [C, T]);
       context = op.add(op.matmul(pastProbs, pastValue), op.matmul(newProbs, v));
     } else context = op.matmul(probs, v);
     const merged = reshape(permute(reshape(context, [B, KV, G, T, hd]), [0, 3, 1, 2, 4]), [N, H * hd]);
-    x = op.add(x, linear(merged, n.o(l), n.oBias(l)));
+    const attended = linear(merged, n.o(l), n.oBias(l));
+    x = op.add(x, cfg.sandwichNorms ? rmsNormKernel(attended, W(n.attnPostNorm(l)), eps) : attended);
 
-    // --- SwiGLU MLP
+    // --- gated MLP (SwiGLU, or GELU-tanh for Gemma)
     const h2 = rmsNormKernel(x, W(n.mlpNorm(l)), eps);
     const gateUp = linear(h2, n.gateUp(l), n.gateUpBias(l)); // [B·T, 2·I]
     const [gate, up] = split(gateUp, [I, I]);
-    const gated = op.mul(op.silu(gate), up);
-    x = op.add(x, linear(gated, n.down(l), n.downBias(l)));
+    const gated = op.mul(cfg.hiddenActivation === 'gelu_tanh' ? op.geluTanh(gate) : op.silu(gate), up);
+    const down = linear(gated, n.down(l), n.downBias(l));
+    x = op.add(x, cfg.sandwichNorms ? rmsNormKernel(down, W(n.mlpPostNorm(l)), eps) : down);
   }
 
   // Only each sequence's last real token's logits are needed to pick its next token.
   const last = op.gather(x, lastRow); // [B, D]
-  g.output(s.logits, blockedMatmul(rmsNormKernel(last, W(n.finalNorm), eps), n.lmHead));
+  const logits = blockedMatmul(rmsNormKernel(last, W(n.finalNorm), eps), n.lmHead);
+  g.output(s.logits, cfg.finalSoftcap === null ? logits : op.softcap(logits, cfg.finalSoftcap));
   g.output(s.newKeyValues, op.concat(newKeyValues, 0));
   return g;
 }

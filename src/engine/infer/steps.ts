@@ -2,7 +2,7 @@
 // most MAX_CHUNK tokens, each padded up to a compiled length), decode feeds one token. Each (T, C)
 // shape is compiled once, on first use, with every weight made resident in its session.
 
-import type { ModelConfig } from '../models/config.ts';
+import { layerWindow, usesLocalRope, type ModelConfig } from '../models/config.ts';
 import { ropeTables } from '../models/llama.ts';
 import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
 import { buildDecoderStep, stepNames, type DecoderStepShape } from './decoder.ts';
@@ -34,15 +34,41 @@ export interface StepAdapter {
 
 export class DecoderSteps {
   private readonly sessions = new Map<string, Promise<CompiledGraph>>();
-  private ropeCos = new Float32Array(0);
-  private ropeSin = new Float32Array(0);
+  /** RoPE tables [positions, headDim / 2]: the global layers', and the local layers' (Gemma 3). */
+  private rope = { cos: new Float32Array(0), sin: new Float32Array(0), cosLocal: new Float32Array(0), sinLocal: new Float32Array(0) };
   private ropePositions = 0;
+  /** The masks the step graphs read, with their windows: decoder.ts declares only those its layers use. */
+  private readonly masks: [name: string, window: number | null][] = [];
+  /** Whether they read the global and the local RoPE tables. */
+  private readonly ropes: { global: boolean; local: boolean };
 
   constructor(
     readonly cfg: ModelConfig,
     private readonly weights: Map<string, Float32Array>,
     private readonly settings: SessionSettings = {},
-  ) {}
+  ) {
+    const layers = Array.from({ length: cfg.numLayers }, (_, l) => l);
+    if (layers.some((l) => layerWindow(cfg, l) === null)) this.masks.push([stepNames.mask, null]);
+    if (layers.some((l) => layerWindow(cfg, l) !== null)) this.masks.push([stepNames.localMask, cfg.slidingWindow]);
+    this.ropes = { global: layers.some((l) => !usesLocalRope(cfg, l)), local: layers.some((l) => usesLocalRope(cfg, l)) };
+  }
+
+  /**
+   * The RoPE inputs for B rows of T tokens: row b's first `count` tokens at positions past… (padded
+   * rows get cos = sin = 0: their k rows are zero and their outputs are never read).
+   */
+  private ropeFeeds(rows: { past: number; count: number }[], T: number): Record<string, HostArray> {
+    const half = this.cfg.headDim / 2;
+    const table = (source: Float32Array) => {
+      const out = new Float32Array(rows.length * T * half);
+      rows.forEach(({ past, count }, b) => out.set(source.subarray(past * half, (past + count) * half), b * T * half));
+      return out;
+    };
+    const feeds: Record<string, HostArray> = {};
+    if (this.ropes.global) Object.assign(feeds, { [stepNames.cos]: table(this.rope.cos), [stepNames.sin]: table(this.rope.sin) });
+    if (this.ropes.local) Object.assign(feeds, { [stepNames.cosLocal]: table(this.rope.cosLocal), [stepNames.sinLocal]: table(this.rope.sinLocal) });
+    return feeds;
+  }
 
   /** A cache for one sequence, or for `slots` sequences decoded together (decodeBatch). */
   newCache(slots = 1): KvCache {
@@ -77,21 +103,16 @@ export class DecoderSteps {
 
     const inputIds = new BigInt64Array(T);
     for (let i = 0; i < count; i++) inputIds[i] = BigInt(tokens[i]);
-    // Padded rows get cos = sin = 0 (their k rows are zero); their outputs are never read.
-    const half = this.cfg.headDim / 2;
-    const cos = new Float32Array(T * half);
-    const sin = new Float32Array(T * half);
-    cos.set(this.ropeCos.subarray(past * half, (past + count) * half));
-    sin.set(this.ropeSin.subarray(past * half, (past + count) * half));
-    const mask = new Float32Array(group * T * (C + T));
-    this.fillMask(mask, T, C, past, count, group);
     const feeds: Record<string, HostArray> = {
       [stepNames.inputIds]: inputIds,
-      [stepNames.cos]: cos,
-      [stepNames.sin]: sin,
-      [stepNames.mask]: mask,
       [stepNames.lastRow]: BigInt64Array.of(BigInt(count - 1)),
+      ...this.ropeFeeds([{ past, count }], T),
     };
+    for (const [name, window] of this.masks) {
+      const mask = new Float32Array(group * T * (C + T));
+      this.fillMask(mask, T, C, past, count, group, window);
+      feeds[name] = mask;
+    }
     for (let l = 0; l < this.cfg.numLayers && C > 0; l++) {
       feeds[stepNames.pastKey(l)] = cache.slotKeys(l, slot);
       feeds[stepNames.pastValue(l)] = cache.slotValues(l, slot);
@@ -118,28 +139,19 @@ export class DecoderSteps {
     const session = await this.session({ newTokens: 1, pastCapacity: C, sequences: B, loraRank: adapter?.rank ?? 0 });
     const group = this.cfg.numHeads / this.cfg.numKvHeads;
     this.ensureRope(Math.max(...cache.lengths.slice(0, B)) + 1);
-    const half = this.cfg.headDim / 2;
-    const inputIds = new BigInt64Array(B);
-    const cos = new Float32Array(B * half);
-    const sin = new Float32Array(B * half);
-    const maskSize = group * (C + 1);
-    const mask = new Float32Array(B * maskSize);
-    for (let b = 0; b < B; b++) {
-      const token = tokens[b];
-      const past = cache.lengths[b];
-      this.fillMask(mask.subarray(b * maskSize, (b + 1) * maskSize), 1, C, past, token === null ? 0 : 1, group);
-      if (token === null) continue;
-      inputIds[b] = BigInt(token);
-      cos.set(this.ropeCos.subarray(past * half, (past + 1) * half), b * half);
-      sin.set(this.ropeSin.subarray(past * half, (past + 1) * half), b * half);
-    }
+    const inputIds = BigInt64Array.from(tokens, (token) => BigInt(token ?? 0));
+    const rows = tokens.map((token, b) => ({ past: cache.lengths[b], count: token === null ? 0 : 1 }));
     const feeds: Record<string, HostArray> = {
       [stepNames.inputIds]: inputIds,
-      [stepNames.cos]: cos,
-      [stepNames.sin]: sin,
-      [stepNames.mask]: mask,
       [stepNames.lastRow]: BigInt64Array.from({ length: B }, (_, b) => BigInt(b)),
+      ...this.ropeFeeds(rows, 1),
     };
+    const maskSize = group * (C + 1);
+    for (const [name, window] of this.masks) {
+      const mask = new Float32Array(B * maskSize);
+      rows.forEach(({ past, count }, b) => this.fillMask(mask.subarray(b * maskSize, (b + 1) * maskSize), 1, C, past, count, group, window));
+      feeds[name] = mask;
+    }
     for (let l = 0; l < this.cfg.numLayers; l++) {
       feeds[stepNames.pastKey(l)] = cache.slotKeys(l, 0, B);
       feeds[stepNames.pastValue(l)] = cache.slotValues(l, 0, B);
@@ -160,12 +172,11 @@ export class DecoderSteps {
    * One sequence's additive mask [T, C + T] into `mask`, repeated for each of the `group` query
    * heads that share a k/v head (the graph's score rows are (head in group, token)). Query i
    * (position past + i) sees cached slots j < past and new tokens k ≤ i, within the sliding
-   * window if the model has one. A padded row sees only itself, so its softmax stays finite.
+   * `window` if not null. A padded row sees only itself, so its softmax stays finite.
    */
-  private fillMask(mask: Float32Array, T: number, C: number, past: number, count: number, group: number): void {
+  private fillMask(mask: Float32Array, T: number, C: number, past: number, count: number, group: number, window: number | null): void {
     const width = C + T;
     mask.fill(HIDDEN);
-    const window = this.cfg.slidingWindow;
     for (let i = 0; i < T; i++) {
       const row = i * width;
       if (i >= count) {
@@ -185,17 +196,17 @@ export class DecoderSteps {
     let n = Math.max(256, this.ropePositions);
     while (n < positions) n *= 2;
     // ropeTables repeats the hd/2 angles twice per row (HF's layout); RotaryEmbedding wants one copy.
-    const { cos, sin } = ropeTables(this.cfg, n);
     const hd = this.cfg.headDim;
     const half = hd / 2;
-    this.ropeCos = new Float32Array(n * half);
-    this.ropeSin = new Float32Array(n * half);
-    for (let t = 0; t < n; t++) {
-      for (let i = 0; i < half; i++) {
-        this.ropeCos[t * half + i] = cos[t * hd + i];
-        this.ropeSin[t * half + i] = sin[t * hd + i];
-      }
-    }
+    const halves = (table: Float64Array) => Float32Array.from({ length: n * half }, (_, j) => table[Math.floor(j / half) * hd + (j % half)]);
+    const global = ropeTables(this.cfg, n);
+    const local = this.ropes.local ? ropeTables(this.cfg, n, true) : null;
+    this.rope = {
+      cos: halves(global.cos),
+      sin: halves(global.sin),
+      cosLocal: local ? halves(local.cos) : new Float32Array(0),
+      sinLocal: local ? halves(local.sin) : new Float32Array(0),
+    };
     this.ropePositions = n;
   }
 

@@ -5,6 +5,9 @@
 // chunk, as the softmax again; at short T those are kept instead, see defaultTiling). What a layer keeps for the backward is
 // O(T) instead of the O(T²) probabilities, and a tile's [G·Tq, Tk] scores are the largest transient.
 //
+// With a soft cap c (Gemma 2), each tile's scores are c·tanh(s/c) before the mask, and the backward
+// multiplies the scores' gradient by 1 − tanh², from the tile's raw scores recomputed.
+//
 // Layout: q [B, KV, G, T, hd] (RoPE'd and scaled by 1/√hd), k and v [B, KV, 1, T, hd]. A tile
 // stacks the G query heads of a k/v head as rows, [B, KV, G·Tq, hd]: grouped-query attention is
 // one product per k/v head, and K's and V's gradients come out summed over the group.
@@ -94,16 +97,22 @@ const rowMax = (x: Tensor) => x.graph.emit('ReduceMax', [x, x.graph.ints([-1])],
 const max = (a: Tensor, b: Tensor) => a.graph.emit('Max', [a, b], {}, [{ shape: a.shape, dtype: a.dtype }])[0];
 const rowSum = (x: Tensor) => op.reduceSum(x, [-1], true);
 
-/** softmax(q kᵀ + mask) v over the plan's tiles: [B, KV, G, T, hd]. */
-export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan): Tensor {
+/** softmax(cap(q kᵀ) + mask) v over the plan's tiles: [B, KV, G, T, hd]; cap = c·tanh(·/c) with `softcap` c, else none. */
+export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan, softcap: number | null = null): Tensor {
   const [B, KV, G, , hd] = q.shape;
   // Rows [start, end) of a [B, KV, groups, T, hd] tensor as [B, KV, groups·(end − start), hd].
   const rows = (t: Tensor, start: number, end: number) => op.reshape(op.slice(t, 3, start, end), [B, KV, t.shape[2] * (end - start), hd]);
   const unrows = (t: Tensor) => op.reshape(t, [B, KV, G, t.shape[2] / G, hd]);
-  // A tile's masked scores S = q kᵀ + bias, [B, KV, G·Tq, Tk].
+  // A tile's masked scores S = cap(q kᵀ) + bias, [B, KV, G·Tq, Tk].
   const scores = (qRows: Tensor, kRows: Tensor, bias: Tensor) => {
     const [Tq, Tk] = [qRows.shape[2] / G, kRows.shape[2]];
-    return op.reshape(op.add(op.reshape(op.matmul(qRows, op.T(kRows)), [B, KV, G, Tq, Tk]), bias), [B, KV, G * Tq, Tk]);
+    const raw = op.reshape(op.matmul(qRows, op.T(kRows)), [B, KV, G, Tq, Tk]);
+    return op.reshape(op.add(softcap === null ? raw : op.softcap(raw, softcap), bias), [B, KV, G * Tq, Tk]);
+  };
+  // The cap's derivative at a tile's raw scores, 1 − tanh²(q kᵀ / c), [B, KV, G·Tq, Tk].
+  const capSlope = (qRows: Tensor, kRows: Tensor) => {
+    const t = op.tanh(op.mul(op.matmul(qRows, op.T(kRows)), 1 / softcap!));
+    return op.sub(q.graph.scalar(1), op.mul(t, t));
   };
 
   // Forward, per query block: running max m, sum l and unnormalised context acc over its key
@@ -167,7 +176,8 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
         const [qi, kj, vj] = [inOrder(qBlock), rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
         const lse = lses[i];
         const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.bias), lse)) : op.softmax(scores(qi, kj, chunk.bias)));
-        const ds = op.mul(p, op.sub(op.matmul(dOi, op.T(vj)), delta));
+        let ds = op.mul(p, op.sub(op.matmul(dOi, op.T(vj)), delta));
+        if (softcap !== null) ds = op.mul(ds, capSlope(qi, kj));
         const dk = op.matmul(op.T(ds), qi);
         const dv = op.matmul(op.T(p), dOi);
         const part = op.matmul(ds, kj);

@@ -1,8 +1,10 @@
 // Hugging Face `config.json` → the engine's model description.
-// Llama, Qwen2 and Mistral share one decoder shape (RMSNorm, RoPE, GQA, SwiGLU); they differ in
-// qkv bias (Qwen2), embedding tying and RoPE scaling, which is what ModelConfig records.
+// Llama, Qwen2, Mistral, Gemma 2 and Gemma 3 share one decoder shape (RMSNorm, RoPE, GQA, a gated
+// MLP); they differ in qkv bias (Qwen2), embedding tying, RoPE scaling, and Gemma's features (see
+// DecoderFeatures), which is what ModelConfig records. Both the training graph (llama.ts) and the
+// KV-cache decoder (infer/decoder.ts) read these switches; neither knows architecture names.
 
-export type Architecture = 'llama' | 'qwen2' | 'mistral';
+export type Architecture = 'llama' | 'qwen2' | 'mistral' | 'gemma2' | 'gemma3';
 
 export type RopeScaling =
   | {
@@ -14,7 +16,51 @@ export type RopeScaling =
     }
   | { type: 'linear'; factor: number };
 
-export interface ModelConfig {
+/** Switches of the decoder beyond Llama's; LLAMA_FEATURES turns each off. */
+export interface DecoderFeatures {
+  /** RMSNorms scale by (1 + w), so a zero weight is the identity (Gemma). */
+  normAddsOne: boolean;
+  /** The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (Gemma's gelu_pytorch_tanh). */
+  hiddenActivation: 'silu' | 'gelu_tanh';
+  /** Embeddings multiplied by √hidden_size (Gemma). */
+  scaleEmbeddings: boolean;
+  /**
+   * Norms on both sides of attention and of the MLP (Gemma 2/3): input_layernorm → attention →
+   * post_attention_layernorm → residual, pre_feedforward_layernorm → MLP →
+   * post_feedforward_layernorm → residual. Otherwise post_attention_layernorm is the MLP's input norm.
+   */
+  sandwichNorms: boolean;
+  /** Per-head RMSNorm of q and k (q_norm, k_norm [head_dim]) before RoPE (Gemma 3). */
+  qkNorm: boolean;
+  /** Scores scaled by this to the −½ instead of head_dim (Gemma's query_pre_attn_scalar); null = head_dim. */
+  queryPreAttnScalar: number | null;
+  /** Scores capped as c·tanh(s/c) after scaling, before the mask (Gemma 2's attn_logit_softcapping); null = none. */
+  attentionSoftcap: number | null;
+  /** Logits capped as c·tanh(z/c) (Gemma 2's final_logit_softcapping); null = none. */
+  finalSoftcap: number | null;
+  /**
+   * Which layers attend within slidingWindow (Gemma's local layers); null = every layer when
+   * slidingWindow is set (Mistral).
+   */
+  slidingLayers: boolean[] | null;
+  /** RoPE base of the sliding-window layers, which then take no rope_scaling (Gemma 3's rope_local_base_freq); null = rope_theta. */
+  localRopeTheta: number | null;
+}
+
+export const LLAMA_FEATURES: DecoderFeatures = {
+  normAddsOne: false,
+  hiddenActivation: 'silu',
+  scaleEmbeddings: false,
+  sandwichNorms: false,
+  qkNorm: false,
+  queryPreAttnScalar: null,
+  attentionSoftcap: null,
+  finalSoftcap: null,
+  slidingLayers: null,
+  localRopeTheta: null,
+};
+
+export interface ModelConfig extends DecoderFeatures {
   architecture: Architecture;
   vocabSize: number;
   hiddenSize: number;
@@ -34,7 +80,7 @@ export interface ModelConfig {
   /** Bias on gate/up/down projections (Llama's `mlp_bias`). */
   mlpBias: boolean;
   maxPositionEmbeddings: number;
-  /** Mistral's sliding window; null where attention is full. */
+  /** Mistral's and Gemma's sliding window (a query sees this many positions, itself included); null where attention is full. */
   slidingWindow: number | null;
   bosTokenId: number | null;
   /** One id or several (Llama 3 instruct lists three); [] when config.json names none. */
@@ -47,7 +93,11 @@ const ARCHITECTURES: Record<string, Architecture> = {
   LlamaForCausalLM: 'llama',
   Qwen2ForCausalLM: 'qwen2',
   MistralForCausalLM: 'mistral',
+  Gemma2ForCausalLM: 'gemma2',
+  Gemma3ForCausalLM: 'gemma3',
 };
+
+const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2', mistral: 'mistral', gemma2: 'gemma2', gemma3_text: 'gemma3' };
 
 type Json = Record<string, unknown>;
 
@@ -98,7 +148,7 @@ export function parseHfConfig(json: unknown): ModelConfig {
   let architecture: Architecture | undefined = archName ? ARCHITECTURES[archName] : undefined;
   if (!architecture && declared.length === 0) {
     const modelType = config.model_type;
-    if (modelType === 'llama' || modelType === 'qwen2' || modelType === 'mistral') architecture = modelType;
+    if (typeof modelType === 'string' && modelType in MODEL_TYPES) architecture = MODEL_TYPES[modelType];
   }
   if (!architecture) {
     const what = declared.length ? declared.join(', ') : String(config.model_type ?? 'unknown');
@@ -107,35 +157,41 @@ export function parseHfConfig(json: unknown): ModelConfig {
     );
   }
 
+  const gemma = architecture === 'gemma2' || architecture === 'gemma3';
   const hiddenSize = num(config, 'hidden_size');
   const numHeads = num(config, 'num_attention_heads');
   const numKvHeads = num(config, 'num_key_value_heads', numHeads);
   // Some configs (Mistral Nemo, Qwen3) set head_dim explicitly, not hidden/heads; null means derived.
-  const headDim = typeof config.head_dim === 'number' ? config.head_dim : hiddenSize / numHeads;
+  // Gemma2Config and Gemma3TextConfig default it to 256.
+  const headDim = typeof config.head_dim === 'number' ? config.head_dim : gemma ? 256 : hiddenSize / numHeads;
   if (!Number.isInteger(headDim)) throw new Error(`config.json: hidden_size ${hiddenSize} is not divisible by ${numHeads} heads`);
   if (numHeads % numKvHeads !== 0) {
     throw new Error(`config.json: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   }
   const maxPositionEmbeddings = num(config, 'max_position_embeddings', 2048);
 
+  const numLayers = num(config, 'num_hidden_layers');
   const llamaAttentionBias = architecture === 'llama' && config.attention_bias === true;
   const slidingWindow =
-    architecture === 'mistral' && typeof config.sliding_window === 'number' ? config.sliding_window : null;
+    (architecture === 'mistral' || gemma) && typeof config.sliding_window === 'number' ? config.sliding_window : null;
+  const features = gemma ? gemmaFeatures(config, architecture as 'gemma2' | 'gemma3', numLayers, slidingWindow) : LLAMA_FEATURES;
+  const rope = gemma ? gemmaGlobalRope(config, architecture === 'gemma3' ? 1e6 : 10000) : { theta: num(config, 'rope_theta', 10000), scaling: config.rope_scaling };
 
   return {
+    ...features,
     architecture,
     vocabSize: num(config, 'vocab_size'),
     hiddenSize,
     intermediateSize: num(config, 'intermediate_size'),
-    numLayers: num(config, 'num_hidden_layers'),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
     rmsNormEps: num(config, 'rms_norm_eps', 1e-6),
-    ropeTheta: num(config, 'rope_theta', 10000),
-    ropeScaling: parseRopeScaling(config.rope_scaling, maxPositionEmbeddings),
-    // LlamaConfig, Qwen2Config and MistralConfig all default tie_word_embeddings to false.
-    tieWordEmbeddings: config.tie_word_embeddings === true,
+    ropeTheta: rope.theta,
+    ropeScaling: parseRopeScaling(rope.scaling, maxPositionEmbeddings),
+    // LlamaConfig, Qwen2Config and MistralConfig default tie_word_embeddings to false, Gemma's to true.
+    tieWordEmbeddings: gemma ? config.tie_word_embeddings !== false : config.tie_word_embeddings === true,
     attentionBias: architecture === 'qwen2' || llamaAttentionBias,
     outputBias: llamaAttentionBias,
     mlpBias: architecture === 'llama' && config.mlp_bias === true,
@@ -148,6 +204,70 @@ export function parseHfConfig(json: unknown): ModelConfig {
     padTokenId: optionalTokenId(config.pad_token_id),
     torchDtype: typeof config.torch_dtype === 'string' ? config.torch_dtype : typeof config.dtype === 'string' ? config.dtype : 'float32',
   };
+}
+
+/**
+ * Gemma 2 and 3 (HF modeling_gemma2.py / modeling_gemma3.py): (1 + w) norms on both sides of
+ * attention and MLP, gelu_pytorch_tanh, embeddings × √hidden, query_pre_attn_scalar, local
+ * (sliding-window) layers beside global ones; Gemma 2 caps attention scores and logits, Gemma 3
+ * normalises q and k per head and gives its local layers their own RoPE base.
+ */
+function gemmaFeatures(config: Json, architecture: 'gemma2' | 'gemma3', numLayers: number, slidingWindow: number | null): DecoderFeatures {
+  const activation = config.hidden_activation ?? config.hidden_act ?? 'gelu_pytorch_tanh';
+  if (activation !== 'gelu_pytorch_tanh' && activation !== 'gelu_tanh') {
+    throw new Error(`config.json: hidden_activation ${JSON.stringify(activation)} is not supported (gelu_pytorch_tanh)`);
+  }
+  const optional = (key: string, fallback: number | null): number | null =>
+    config[key] === null ? null : config[key] === undefined ? fallback : num(config, key);
+  // Local layers: layer_types when given, else Gemma 2's alternation (even layers local) or Gemma
+  // 3's sliding_window_pattern (every n-th layer global), as the HF configs derive layer_types.
+  let slidingLayers: boolean[];
+  if (Array.isArray(config.layer_types)) {
+    const types = config.layer_types as unknown[];
+    if (types.length !== numLayers || types.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) {
+      throw new Error('config.json: "layer_types" must list "sliding_attention" or "full_attention" for each layer');
+    }
+    slidingLayers = types.map((t) => t === 'sliding_attention');
+  } else {
+    const pattern = architecture === 'gemma2' ? 2 : num(config, 'sliding_window_pattern', 6);
+    slidingLayers = Array.from({ length: numLayers }, (_, l) => (l + 1) % pattern !== 0);
+  }
+  const ropeParameters = config.rope_parameters as Json | undefined;
+  const localRope = (ropeParameters?.sliding_attention as Json | undefined)?.rope_theta ?? config.rope_local_base_freq;
+  return {
+    normAddsOne: true,
+    hiddenActivation: 'gelu_tanh',
+    scaleEmbeddings: true,
+    sandwichNorms: true,
+    qkNorm: architecture === 'gemma3',
+    queryPreAttnScalar: num(config, 'query_pre_attn_scalar', 256),
+    attentionSoftcap: optional('attn_logit_softcapping', architecture === 'gemma2' ? 50 : null),
+    finalSoftcap: optional('final_logit_softcapping', architecture === 'gemma2' ? 30 : null),
+    slidingLayers: slidingWindow === null ? null : slidingLayers,
+    localRopeTheta: architecture === 'gemma3' ? (typeof localRope === 'number' ? localRope : 10000) : null,
+  };
+}
+
+/** Gemma's global RoPE: rope_theta and rope_scaling, or transformers 5's rope_parameters.full_attention. */
+function gemmaGlobalRope(config: Json, defaultTheta: number): { theta: number; scaling: unknown } {
+  const full = (config.rope_parameters as Json | undefined)?.full_attention as Json | undefined;
+  if (full) return { theta: num(full, 'rope_theta', defaultTheta), scaling: full };
+  return { theta: num(config, 'rope_theta', defaultTheta), scaling: config.rope_scaling };
+}
+
+/** Scale of the attention scores: head_dim^−½, or query_pre_attn_scalar^−½. */
+export function attentionScale(cfg: ModelConfig): number {
+  return 1 / Math.sqrt(cfg.queryPreAttnScalar ?? cfg.headDim);
+}
+
+/** Layer l's sliding window, or null where it attends to every earlier position. */
+export function layerWindow(cfg: ModelConfig, l: number): number | null {
+  return cfg.slidingWindow !== null && (cfg.slidingLayers?.[l] ?? true) ? cfg.slidingWindow : null;
+}
+
+/** Whether layer l uses the local RoPE (localRopeTheta, no scaling) rather than the global one. */
+export function usesLocalRope(cfg: ModelConfig, l: number): boolean {
+  return cfg.localRopeTheta !== null && layerWindow(cfg, l) !== null;
 }
 
 /** The ids that end generation, as a list. */

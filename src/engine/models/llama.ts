@@ -1,14 +1,18 @@
-// The Llama-family decoder (Llama, Qwen2, Mistral) in the graph IR, following HF's modeling_llama:
-//   x = embed(ids)
+// The Llama-family decoder (Llama, Qwen2, Mistral, Gemma 2/3) in the graph IR, following HF's
+// modeling_llama (and modeling_gemma2/3 where ModelConfig's DecoderFeatures say so):
+//   x = embed(ids)                                                          (Gemma: × √hidden)
 //   for each layer:  x = x + o_proj(attention(rope(q), rope(k), v))   on rmsnorm(x)
 //                    x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))  on h = rmsnorm(x)
 //   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied; training applies it in token chunks)
+// Gemma adds a norm after attention and after the MLP (sandwichNorms), norms that scale by 1 + w,
+// GELU(tanh) for SiLU, per-head q/k norms (Gemma 3), sliding-window layers with their own RoPE
+// base beside global ones, and soft-capped attention scores and logits (Gemma 2).
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
 // layer. With `recompute`, each decoder layer keeps only its input and recomputes the rest in the
 // backward (graph/checkpoint.ts).
 
-import type { ModelConfig } from './config.ts';
+import { attentionScale, layerWindow, usesLocalRope, type ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
 import type { Graph, Tensor } from '../graph/ir.ts';
@@ -49,11 +53,15 @@ export interface LlamaOptions {
   attentionTiling?: AttentionTiling;
 }
 
-/** cos/sin tables [T, headDim] for positions 0..T−1, honouring rope_theta and rope_scaling. */
-export function ropeTables(cfg: ModelConfig, T: number): { cos: Float64Array; sin: Float64Array } {
+/**
+ * cos/sin tables [T, headDim] for positions 0..T−1, honouring rope_theta and rope_scaling, or for
+ * `local` layers localRopeTheta without scaling (Gemma 3).
+ */
+export function ropeTables(cfg: ModelConfig, T: number, local = false): { cos: Float64Array; sin: Float64Array } {
   const hd = cfg.headDim;
-  const invFreq = Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(cfg.ropeTheta, (2 * i) / hd));
-  const s = cfg.ropeScaling;
+  const theta = local && cfg.localRopeTheta !== null ? cfg.localRopeTheta : cfg.ropeTheta;
+  const invFreq = Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(theta, (2 * i) / hd));
+  const s = local && cfg.localRopeTheta !== null ? null : cfg.ropeScaling;
   if (s?.type === 'linear') invFreq.forEach((f, i) => (invFreq[i] = f / s.factor));
   if (s?.type === 'llama3') {
     // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth blend between.
@@ -113,6 +121,14 @@ function signedSin(sin: Float64Array, hd: number): Float64Array {
 export interface LmHead {
   hidden: Tensor;
   weight: Tensor;
+  /** Logits are c·tanh(z/c) of the products z (final_logit_softcapping); absent or null = the products. */
+  softcap?: number | null;
+}
+
+/** The head's logits for hidden states h [rows, D]. */
+export function headLogits(head: LmHead, h: Tensor): Tensor {
+  const z = op.matmul(h, op.T(head.weight));
+  return head.softcap ? op.softcap(z, head.softcap) : z;
 }
 
 /**
@@ -120,8 +136,8 @@ export interface LmHead {
  * apply the head in token chunks with their loss (train/loss.ts), so [N, vocab] never exists whole.
  */
 export function llamaLogits(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opts: LlamaOptions): Tensor {
-  const { hidden, weight } = llamaHidden(g, cfg, inputs, opts);
-  return op.matmul(hidden, op.T(weight));
+  const head = llamaHidden(g, cfg, inputs, opts);
+  return headLogits(head, head.hidden);
 }
 
 /** The decoder up to its LM head (see LmHead). */
@@ -164,23 +180,33 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     return ys;
   };
 
-  // RoPE tables per position, [B, 1, 1, T, hd]; q's carry the 1/√hd of the attention scores
-  // (RoPE is linear), so neither q (T·hd) nor the scores (T·T) need a separate scaling.
-  const tables = ropeTables(cfg, T);
-  const perPosition = (table: Float64Array, scale = 1) =>
-    op.reshape(op.gather(g.constant(g.float, [T, hd], table.map((v) => v * scale)), inputs.positionIds), [B, 1, 1, T, hd]);
-  const sin = signedSin(tables.sin, hd);
-  const [cosK, sinK] = [perPosition(tables.cos), perPosition(sin)];
-  const [cosQ, sinQ] = [perPosition(tables.cos, 1 / Math.sqrt(hd)), perPosition(sin, 1 / Math.sqrt(hd))];
-  const plan = attentionPlan(inputs.segmentIds, cfg.slidingWindow, opts.attentionTiling);
+  // RoPE tables per position, [B, 1, 1, T, hd]; q's carry the scale of the attention scores
+  // (1/√hd; RoPE is linear), so neither q (T·hd) nor the scores (T·T) need a separate scaling.
+  // Global and local layers (Gemma 3) each have theirs, built once and shared by their layers.
+  const ropeFor = memo((local: boolean) => {
+    const tables = ropeTables(cfg, T, local);
+    const perPosition = (table: Float64Array, scale = 1) =>
+      op.reshape(op.gather(g.constant(g.float, [T, hd], table.map((v) => v * scale)), inputs.positionIds), [B, 1, 1, T, hd]);
+    const sin = signedSin(tables.sin, hd);
+    const scale = attentionScale(cfg);
+    return { cosK: perPosition(tables.cos), sinK: perPosition(sin), cosQ: perPosition(tables.cos, scale), sinQ: perPosition(sin, scale) };
+  });
+  const planFor = memo((window: number | null) => attentionPlan(inputs.segmentIds, window, opts.attentionTiling));
+  // Gemma's norms scale by 1 + w (HF's Gemma2RMSNorm: x̂ · (1 + w)).
+  const norm = (t: Tensor, name: string, size: number) => {
+    const w = W(name, [size]);
+    return rmsNorm(t, cfg.normAddsOne ? op.add(w, 1) : w, eps);
+  };
 
   const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
   let x = op.reshape(op.gather(embed, inputs.inputIds), [N, D]);
+  if (cfg.scaleEmbeddings) x = op.mul(x, Math.sqrt(D));
 
   const layer = (l: number, x: Tensor): Tensor => {
     const p = `model.layers.${l}`;
+    const { cosQ, sinQ, cosK, sinK } = ropeFor(usesLocalRope(cfg, l));
     // --- attention
-    let h = rmsNorm(x, W(`${p}.input_layernorm.weight`, [D]), eps);
+    let h = norm(x, `${p}.input_layernorm.weight`, D);
     const heads = (t: Tensor, groups: number) =>
       op.transpose(op.reshape(t, [B, T, KV, groups, hd]), [0, 2, 3, 1, 4]); // → [B, KV, groups, T, hd]
     const [qFlat, kFlat, vFlat] = linears(h, D, [
@@ -188,24 +214,38 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
       { path: `${p}.self_attn.k_proj`, outF: KV * hd },
       { path: `${p}.self_attn.v_proj`, outF: KV * hd },
     ], cfg.attentionBias);
-    const q = rope(heads(qFlat, G), cosQ, sinQ);
-    const k = rope(heads(kFlat, 1), cosK, sinK);
-    const ctx = op.reshape(op.transpose(causalAttention(q, k, heads(vFlat, 1), plan), [0, 3, 1, 2, 4]), [N, H * hd]);
-    x = op.add(x, linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0]);
-    // --- SwiGLU MLP
-    h = rmsNorm(x, W(`${p}.post_attention_layernorm.weight`, [D]), eps);
+    const qkNorm = (t: Tensor, which: 'q_norm' | 'k_norm') => (cfg.qkNorm ? norm(t, `${p}.self_attn.${which}.weight`, hd) : t);
+    const q = rope(qkNorm(heads(qFlat, G), 'q_norm'), cosQ, sinQ);
+    const k = rope(qkNorm(heads(kFlat, 1), 'k_norm'), cosK, sinK);
+    const plan = planFor(layerWindow(cfg, l));
+    const ctx = op.reshape(op.transpose(causalAttention(q, k, heads(vFlat, 1), plan, cfg.attentionSoftcap), [0, 3, 1, 2, 4]), [N, H * hd]);
+    let attended = linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0];
+    if (cfg.sandwichNorms) attended = norm(attended, `${p}.post_attention_layernorm.weight`, D);
+    x = op.add(x, attended);
+    // --- gated MLP (SwiGLU, or GELU-tanh for Gemma)
+    h = norm(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`, D);
     // gate and up are two products, not one stacked: on the SmolLM2-135M shape the stacked
     // [N, 2·I] product, its split and its gradient’s concat measured 3–15% slower (q|k|v, with
     // thin k and v, runs as fast stacked as apart, in fewer nodes).
     const [gate] = linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
     const [up] = linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
-    const down = linears(op.mul(op.silu(gate), up), cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
-    return op.add(x, down[0]);
+    const activation = cfg.hiddenActivation === 'gelu_tanh' ? op.geluTanh : op.silu;
+    let [down] = linears(op.mul(activation(gate), up), cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
+    if (cfg.sandwichNorms) down = norm(down, `${p}.post_feedforward_layernorm.weight`, D);
+    return op.add(x, down);
   };
+  // Tables and plans are built here, outside the layers (a recomputed layer must not own them).
+  for (let l = 0; l < cfg.numLayers; l++) [ropeFor(usesLocalRope(cfg, l)), planFor(layerWindow(cfg, l))];
   for (let l = 0; l < cfg.numLayers; l++) x = opts.recompute ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
 
-  const hidden = rmsNorm(x, W('model.norm.weight', [D]), eps);
-  return { hidden, weight: cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]) };
+  const hidden = norm(x, 'model.norm.weight', D);
+  return { hidden, weight: cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]), softcap: cfg.finalSoftcap };
+}
+
+/** f with its results kept per argument. */
+function memo<K, V>(f: (key: K) => V): (key: K) => V {
+  const seen = new Map<K, V>();
+  return (key) => (seen.has(key) ? seen.get(key)! : seen.set(key, f(key)).get(key)!);
 }
 
 /** HF weight names and shapes this model reads (the base model, without LoRA). */
@@ -223,7 +263,15 @@ export function llamaWeightShapes(cfg: ModelConfig): Map<string, number[]> {
     lin(`${p}.self_attn.k_proj`, D, KV * hd, cfg.attentionBias);
     lin(`${p}.self_attn.v_proj`, D, KV * hd, cfg.attentionBias);
     lin(`${p}.self_attn.o_proj`, H * hd, D, cfg.outputBias);
+    if (cfg.qkNorm) {
+      m.set(`${p}.self_attn.q_norm.weight`, [hd]);
+      m.set(`${p}.self_attn.k_norm.weight`, [hd]);
+    }
     m.set(`${p}.post_attention_layernorm.weight`, [D]);
+    if (cfg.sandwichNorms) {
+      m.set(`${p}.pre_feedforward_layernorm.weight`, [D]);
+      m.set(`${p}.post_feedforward_layernorm.weight`, [D]);
+    }
     lin(`${p}.mlp.gate_proj`, D, I, cfg.mlpBias);
     lin(`${p}.mlp.up_proj`, D, I, cfg.mlpBias);
     lin(`${p}.mlp.down_proj`, I, D, cfg.mlpBias);

@@ -30,7 +30,13 @@ export interface TokenScores {
 /** Per-token nll and argmax hits of `labels` [N] int64 under the head, `chunkRows` tokens at a time. */
 export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkRows(head.weight.shape[0])): TokenScores {
   const { hidden, weight } = head;
+  const softcap = head.softcap ?? null;
   const g = hidden.graph;
+  // Capped logits z = c·tanh(raw/c) (final_logit_softcapping): ∂z/∂raw = 1 − (z/c)², applied to
+  // the logits' gradient before it meets h or W.
+  const capped = (raw: Tensor) => (softcap === null ? raw : op.softcap(raw, softcap));
+  const throughCap = (dlogits: Tensor, logits: Tensor) =>
+    softcap === null ? dlogits : op.mul(dlogits, op.sub(g.scalar(1), op.mul(op.mul(logits, logits), 1 / (softcap * softcap))));
   const [N] = labels.shape;
   const sizes = Array.from({ length: Math.ceil(N / chunkRows) }, (_, c) => Math.min(chunkRows, N - c * chunkRows));
   const hs = op.split(hidden, sizes, 0);
@@ -43,7 +49,7 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
 
   const chunks = hs.map((h, c) => {
     const idx = idxs[c];
-    const logits = op.matmul(h, op.T(weight)); // [C, V]
+    const logits = capped(op.matmul(h, op.T(weight))); // [C, V]
     const logp = g.emit('LogSoftmax', [logits], { axis: -1 }, [{ shape: logits.shape, dtype: g.float }])[0];
     const pickedLogp = op.gatherElements(logp, idx, 1);
     const pickedLogit = op.gatherElements(logits, idx, 1);
@@ -52,7 +58,7 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
       // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
       hit: op.cast(op.not(op.less(pickedLogit, rowMax(logits))), g.float),
       lse: op.sub(pickedLogit, pickedLogp),
-      dHidden: op.matmul(minusOnehot(op.exp(logp), idx), weight), // [C, D]
+      dHidden: op.matmul(throughCap(minusOnehot(op.exp(logp), idx), logits), weight), // [C, D]
     };
   });
   const joined = (key: 'nll' | 'hit' | 'dHidden') => (chunks.length > 1 ? op.concat(chunks.map((k) => k[key]), 0) : chunks[0][key]);
@@ -65,8 +71,8 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
     const dnlls = op.split(op.reshape(dnll, [N, 1]), sizes, 0);
     return hs
       .map((h, c) => {
-        const logits = g.emit('Gemm', [h, weight], { transB: 1 }, [{ shape: [h.shape[0], weight.shape[0]], dtype: g.float }])[0];
-        const dlogits = minusOnehot(op.exp(op.sub(logits, chunks[c].lse)), idxs[c]);
+        const logits = capped(g.emit('Gemm', [h, weight], { transB: 1 }, [{ shape: [h.shape[0], weight.shape[0]], dtype: g.float }])[0]);
+        const dlogits = throughCap(minusOnehot(op.exp(op.sub(logits, chunks[c].lse)), idxs[c]), logits);
         return op.matmul(op.T(dlogits), op.mul(h, dnlls[c])); // [V, D]
       })
       .reduce((a, b) => op.add(a, b));

@@ -1,10 +1,11 @@
 // Tiny configs and random weights for model tests (no files needed).
-import type { ModelConfig } from '../../../src/engine/models/config.ts';
+import { LLAMA_FEATURES, type ModelConfig } from '../../../src/engine/models/config.ts';
 import { llamaWeightShapes } from '../../../src/engine/models/llama.ts';
 import { rng } from '../graph/gradcheck.ts';
 
 export function tinyConfig(over: Partial<ModelConfig> = {}): ModelConfig {
   return {
+    ...LLAMA_FEATURES,
     architecture: 'llama', vocabSize: 32, hiddenSize: 16, intermediateSize: 24, numLayers: 2,
     numHeads: 4, numKvHeads: 2, headDim: 4, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null,
     tieWordEmbeddings: true, attentionBias: false, outputBias: false, mlpBias: false,
