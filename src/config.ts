@@ -3,6 +3,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Ajv } from 'ajv';
+import { TRAINING_OPTIONS_SCHEMA, type TrainingOptionsRequest } from './domain/training-options.ts';
 import { parseWebhookEndpoints, type WebhookEndpoint } from './integrations/webhooks.ts';
 import { wandbOptionsFromEnv } from './integrations/wandb.ts';
 
@@ -55,6 +57,8 @@ export interface Config {
     memoryLimitMb: number;
     /** Per-layer activation recomputation (TRAIN_RECOMPUTE: on, off, or auto = on when a job would not fit without it). */
     recompute: 'on' | 'off' | 'auto';
+    /** The server's defaults for the per-job training options (TRAINING_DEFAULTS, JSON with the API's keys). */
+    defaults: TrainingOptionsRequest;
   };
   /** How often the server removes expired files and uploads (FILE_SWEEP_INTERVAL_SECONDS; 0 = never). */
   fileSweepIntervalSeconds: number;
@@ -94,6 +98,24 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got '${raw}'`);
   return n;
+}
+
+/** TRAINING_DEFAULTS: a JSON object of training options, checked as a create-job request's are. */
+function trainingDefaultsFrom(env: NodeJS.ProcessEnv): TrainingOptionsRequest {
+  const raw = (env.TRAINING_DEFAULTS ?? '').trim();
+  if (raw === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new Error(`TRAINING_DEFAULTS must be a JSON object, got '${raw}'`);
+  }
+  const validate = new Ajv({ allErrors: true }).compile({ type: 'object', properties: TRAINING_OPTIONS_SCHEMA, additionalProperties: false });
+  if (!validate(value)) {
+    const errors = validate.errors!.map((e) => `${e.instancePath || '/'} ${e.message}${e.keyword === 'additionalProperties' ? ` (${e.params.additionalProperty})` : ''}`);
+    throw new Error(`TRAINING_DEFAULTS: ${errors.join('; ')}`);
+  }
+  return value as TrainingOptionsRequest;
 }
 
 /** The machine's memory, or the container's limit when lower (cgroup v2, then v1). */
@@ -147,6 +169,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       embeddedWorker: !['0', 'false', 'no', 'off'].includes((env.EMBEDDED_WORKER ?? '').trim().toLowerCase()),
       memoryLimitMb: intFrom(env, 'TRAIN_MEMORY_LIMIT_MB', defaultTrainMemoryLimitMb()),
       recompute: oneOf(env, 'TRAIN_RECOMPUTE', ['on', 'off', 'auto'] as const, 'auto'),
+      defaults: trainingDefaultsFrom(env),
     },
     fileSweepIntervalSeconds: intFrom(env, 'FILE_SWEEP_INTERVAL_SECONDS', 300),
     webhooks: parseWebhookEndpoints(env),

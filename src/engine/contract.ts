@@ -60,6 +60,28 @@ export interface TrainSpec {
   grader?: unknown;
   /** Reinforcement only: most tokens sampled per completion (default: rft.ts DEFAULT_MAX_COMPLETION_TOKENS). */
   maxCompletionTokens?: number;
+  /** Supervised only: every token of an example is a target, the prompt's too (default: only the assistant's). */
+  trainOnInputs?: boolean;
+  /** Longest example in tokens; longer ones are truncated (default: min(max_position_embeddings, 2048)). */
+  contextLength?: number;
+  /** The learning rate's schedule (default: linear warmup over 5% of the steps, then linear decay to 0). */
+  schedule?: LearningRateSchedule;
+  /** AdamW's decoupled weight decay and global gradient-norm clip (default: train/adamw.ts DEFAULT_ADAMW). */
+  optimizer?: { weightDecay: number; maxGradNorm: number };
+  /** Model checkpoints spread evenly over the steps, the last at the final step (default: one per epoch). */
+  nCheckpoints?: number;
+  /** Evaluations on the whole validation set spread evenly over the steps (default: the method's own cadence). */
+  nEvals?: number;
+  /** Stop once the validation loss has not improved for this many evaluations in a row (default: never). */
+  earlyStoppingPatience?: number;
+}
+
+export interface LearningRateSchedule {
+  /** Share of the steps over which the rate rises linearly to its peak. */
+  warmupRatio: number;
+  /** After warmup: linear or cosine decay to minLrRatio × peak, or the peak throughout. */
+  type: 'linear' | 'cosine' | 'constant';
+  minLrRatio: number;
 }
 
 export interface StepMetrics {
@@ -101,8 +123,11 @@ export interface StepMetrics {
 export type TrainEvent =
   | { type: 'message'; level: 'info' | 'warn' | 'error'; message: string }
   | { type: 'metrics'; metrics: StepMetrics; stepSeconds: number }
-  /** An epoch-end checkpoint: a usable model (PEFT adapter or full weights) in `dir`. */
-  | { type: 'checkpoint'; step: number; dir: string; metrics: StepMetrics }
+  /**
+   * A checkpoint: a usable model (PEFT adapter or full weights) in `dir`. `final`: the run's last one,
+   * the fine-tuned model (absent: final when `step` is `metrics.total_steps`).
+   */
+  | { type: 'checkpoint'; step: number; dir: string; metrics: StepMetrics; final?: boolean }
   /** A resumable state (weights, optimizer, data position, RNG) in `dir`; not a user-visible checkpoint. */
   | { type: 'resume_point'; step: number; dir: string };
 

@@ -14,9 +14,10 @@ import { Readable } from 'node:stream';
 import { JobError } from './job-error.ts';
 import {
   EngineError, wantsResumePoint,
-  type EngineErrorCode, type LoraSettings, type StepMetrics, type ResolvedHyperparameters, type TrainEvent, type TrainOptions, type TrainResult, type TrainSpec,
+  type EngineErrorCode, type StepMetrics, type ResolvedHyperparameters, type TrainEvent, type TrainOptions, type TrainResult, type TrainSpec,
 } from '../engine/index.ts';
 import { jobEvents } from '../domain/jobs.ts';
+import { BUILT_IN_TRAINING_OPTIONS, loraModuleNames, type TrainingOptions } from '../domain/training-options.ts';
 import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
 import { blobKeys, type JobRecord } from '../store/index.ts';
 import { ModelCatalogue } from '../models/catalogue.ts';
@@ -26,18 +27,8 @@ import { jobGrader } from './rft-grading.ts';
 
 export type TrainFunction = (spec: TrainSpec, options: TrainOptions) => Promise<TrainResult>;
 
-/** LoRA on every projection of each block (attention and MLP), as QLoRA found best for quality. */
-export const DEFAULT_LORA: LoraSettings = {
-  rank: 8,
-  alpha: 16,
-  dropout: 0,
-  targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-};
-
 export interface TrainRunnerOptions {
   modelsDir: string;
-  /** LoRA settings, or null for full fine-tuning. */
-  lora?: LoraSettings | null;
   /** A resumable state every N optimizer steps (pause and crash recovery continue from the last one). */
   checkpointEverySteps?: number;
   /** Sends metrics to Weights & Biases for jobs whose `integrations` ask for it. */
@@ -69,6 +60,21 @@ async function baseModelDir(job: JobRecord, ctx: JobRunContext, modelsDir: strin
   return model.modelDir;
 }
 
+/** A job's training options as the engine takes them; a job made before they existed trains with the built-in ones. */
+function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnInputs' | 'contextLength' | 'schedule' | 'optimizer' | 'nCheckpoints' | 'nEvals' | 'earlyStoppingPatience'> {
+  const o: Partial<TrainingOptions> & Omit<TrainingOptions, 'context_length'> = job.method.training_options ?? BUILT_IN_TRAINING_OPTIONS;
+  return {
+    lora: o.lora ? { rank: o.lora_r!, alpha: o.lora_alpha!, dropout: o.lora_dropout!, targetModules: loraModuleNames(o.lora_trainable_modules!) } : null,
+    ...(o.train_on_inputs ? { trainOnInputs: true } : {}),
+    ...(o.context_length ? { contextLength: o.context_length } : {}),
+    schedule: { warmupRatio: o.warmup_ratio, type: o.lr_scheduler.lr_scheduler_type, minLrRatio: o.lr_scheduler.lr_scheduler_args.min_lr_ratio },
+    optimizer: { weightDecay: o.weight_decay, maxGradNorm: o.max_grad_norm },
+    ...(o.n_checkpoints ? { nCheckpoints: o.n_checkpoints } : {}),
+    ...(o.n_evals ? { nEvals: o.n_evals } : {}),
+    ...(o.early_stopping_patience ? { earlyStoppingPatience: o.early_stopping_patience } : {}),
+  };
+}
+
 export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: string, options: TrainRunnerOptions): TrainSpec {
   const hp = job.method[job.method.type]?.hyperparameters as Record<string, number>;
   const hyperparameters: ResolvedHyperparameters = {
@@ -90,7 +96,7 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: strin
     ...(job.validation_file ? { validationFile: ctx.store.blobs.localPath(blobKeys.file(job.validation_file)) } : {}),
     hyperparameters,
     seed: job.seed,
-    lora: options.lora === undefined ? DEFAULT_LORA : options.lora,
+    ...trainingOptionsSpec(job),
     outputDir: ctx.workDir,
     ...(job.resume_point ? { resumeFrom: job.resume_point } : {}),
     ...(options.checkpointEverySteps !== undefined ? { checkpointEverySteps: options.checkpointEverySteps } : {}),
@@ -191,7 +197,7 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
       id: job.id,
       model: job.model,
       integrations: job.integrations,
-      config: { method: job.method.type, ...spec.hyperparameters, seed: job.seed, training_file: job.training_file, validation_file: job.validation_file, lora: spec.lora },
+      config: { method: job.method.type, ...spec.hyperparameters, seed: job.seed, training_file: job.training_file, validation_file: job.validation_file, training_options: job.method.training_options ?? null },
     });
 
     // A resume point is recorded once what precedes it is: an epoch-end resume point comes just
@@ -255,8 +261,8 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
         case 'checkpoint': {
           if (!seen.checkpointSteps.has(event.step)) {
             seen.checkpointSteps.add(event.step);
-            // Every method's last step ends an epoch: its checkpoint is the final model.
-            const final = event.step === event.metrics.total_steps;
+            // The run's last checkpoint is the final model: at the last step, or where early stopping ended it.
+            const final = event.final ?? event.step === event.metrics.total_steps;
             const { pruned } = await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir, { final });
             for (const old of pruned) if (old.dir && old.dir !== event.dir) await removeDir(old.dir);
           }

@@ -191,7 +191,9 @@ export class Worker {
         });
         if (!final) await appendEvent(store, job.id, jobEvents.checkpointCreated(step, checkpoint.fine_tuned_model_checkpoint));
         const bestBy = job.method.type === 'reinforcement' ? 'valid_reward_mean' : undefined;
-        const pruned = await store.checkpoints.prune(job.id, this.opts.keepCheckpoints, bestBy);
+        // A job that asks for n_checkpoints keeps them all.
+        const keep = job.method.training_options?.n_checkpoints ?? this.opts.keepCheckpoints;
+        const pruned = await store.checkpoints.prune(job.id, keep, bestBy);
         return { checkpoint, pruned };
       },
       setResumePoint: async (dir) => {

@@ -1,10 +1,15 @@
 // /v1/fine_tuning/jobs: create, list (metadata filter), retrieve, cancel, pause, resume, events,
 // checkpoints. Request rules live in domain/; this module parses, checks ownership and serializes.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { JobCreateParams } from 'openai/resources/fine-tuning/jobs/jobs';
 import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
 import { METHOD_TYPES, parseJobMethod, resolveSeed, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
+import {
+  DEFAULT_CONTEXT_LIMIT, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn, type TrainingOptionsRequest,
+} from '../../domain/training-options.ts';
 import { validateGrader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
 import { INTEGRATIONS_SCHEMA } from '../../integrations/wandb.ts';
@@ -18,7 +23,9 @@ import { specRequestSchema } from '../schemas.ts';
 import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
 
 export function jobObject(job: JobRecord) {
-  const methodSettings = job.method[job.method.type] as { hyperparameters?: Record<string, unknown> } | undefined;
+  // The training options ride in the stored method (one JSON column); the job shows them on their own.
+  const { training_options: trainingOptions, ...method } = job.method;
+  const methodSettings = method[method.type] as { hyperparameters?: Record<string, unknown> } | undefined;
   return {
     object: 'fine_tuning.job' as const,
     id: job.id,
@@ -38,9 +45,11 @@ export function jobObject(job: JobRecord) {
     integrations: job.integrations ?? [],
     seed: job.seed,
     estimated_finish: job.estimated_finish,
-    method: job.method,
+    method,
     metadata: job.metadata,
     user_provided_suffix: job.suffix,
+    /** Extension: the job's training options (domain/training-options.ts); null on jobs made before them. */
+    training_options: trainingOptions ?? null,
   };
 }
 
@@ -93,7 +102,7 @@ const METADATA_SCHEMA = {
  */
 function createJobSchema() {
   const schema = specRequestSchema('CreateFineTuningJobRequest', {
-    properties: { suffix: SUFFIX_SCHEMA, metadata: METADATA_SCHEMA, integrations: INTEGRATIONS_SCHEMA },
+    properties: { suffix: SUFFIX_SCHEMA, metadata: METADATA_SCHEMA, integrations: INTEGRATIONS_SCHEMA, ...TRAINING_OPTIONS_SCHEMA },
   });
   const method = schema.properties.method;
   method.additionalProperties = false;
@@ -167,13 +176,26 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     return job;
   }
 
-  app.post<{ Body: JobCreateParams }>('/fine_tuning/jobs', { schema: { body: createJobSchema() } }, async (request) => {
+  /** The model's max_position_embeddings (its config.json's), for context_length. */
+  async function modelContext(model: string, organization: string): Promise<number> {
+    const found = await ctx.catalogue.find(model, organization);
+    const config = found ? JSON.parse(await readFile(path.join(found.modelDir, 'config.json'), 'utf8').catch(() => '{}')) : {};
+    const positions = config.max_position_embeddings ?? config.text_config?.max_position_embeddings;
+    return typeof positions === 'number' ? positions : DEFAULT_CONTEXT_LIMIT;
+  }
+
+  app.post<{ Body: JobCreateParams & TrainingOptionsRequest }>('/fine_tuning/jobs', { schema: { body: createJobSchema() } }, async (request) => {
     const body = request.body;
     const organization = request.caller.organization;
     const method = parseJobMethod(body);
     if (method.type === 'reinforcement') validateGrader(method.grader, { param: 'method.reinforcement.grader' });
     const seed = resolveSeed(body.seed);
     await checkModel(body.model, organization);
+    const trainingOptions = resolveTrainingOptions(trainingOptionsIn(body), config.training.defaults, {
+      method: method.type,
+      hasValidationFile: Boolean(body.validation_file),
+      modelContext: await modelContext(body.model, organization),
+    });
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
 
@@ -189,7 +211,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
         training_file: body.training_file,
         validation_file: body.validation_file ?? null,
         status: 'validating_files',
-        method: methodObject(method),
+        method: { ...methodObject(method), training_options: trainingOptions },
         suffix: body.suffix ?? null,
         seed,
         // fromEntries, not the parsed object itself: a key such as "__proto__" stays an ordinary key

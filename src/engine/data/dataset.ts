@@ -9,12 +9,15 @@ export interface TokenizedDataset {
   truncatedCount: number;
   /** Σ min(context, tokens per example): one epoch's billable tokens. */
   tokenCount: number;
+  /** Tokens the loss is computed on (weight ≠ 0), in one epoch. */
+  targetTokenCount: number;
   /** Examples with no trainable token left (e.g. every assistant turn weight 0, or cut off). */
   untrainableCount: number;
 }
 
-export function tokenizeDataset(path: string, formatter: ChatFormatter, contextLength: number): TokenizedDataset {
-  const dataset: TokenizedDataset = { examples: [], truncatedCount: 0, tokenCount: 0, untrainableCount: 0 };
+/** `trainOnInputs`: every token is a target (after the first, which nothing predicts), the prompt's too. */
+export function tokenizeDataset(path: string, formatter: ChatFormatter, contextLength: number, options: { trainOnInputs?: boolean } = {}): TokenizedDataset {
+  const dataset: TokenizedDataset = { examples: [], truncatedCount: 0, tokenCount: 0, targetTokenCount: 0, untrainableCount: 0 };
   for (const { line, value } of readJsonlSync(path)) {
     let example: TokenizedExample;
     try {
@@ -22,11 +25,14 @@ export function tokenizeDataset(path: string, formatter: ChatFormatter, contextL
     } catch (error) {
       throw new Error(`${path}: example on line ${line}: ${(error as Error).message}`);
     }
+    if (options.trainOnInputs) example.weights.fill(1);
     dataset.examples.push(example);
     dataset.tokenCount += example.ids.length;
     if (example.truncated) dataset.truncatedCount++;
     // weights[0] never counts: the first token is not predicted.
-    if (!example.weights.subarray(1).some((w) => w !== 0)) dataset.untrainableCount++;
+    const targets = example.weights.subarray(1).reduce((n, w) => n + (w !== 0 ? 1 : 0), 0);
+    dataset.targetTokenCount += targets;
+    if (targets === 0) dataset.untrainableCount++;
   }
   return dataset;
 }

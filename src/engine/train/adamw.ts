@@ -4,6 +4,7 @@
 // into fresh memory, where a gradient is one times and an in-place update allocates nothing.
 
 import wabt from 'wabt';
+import type { TrainSpec } from '../contract.ts';
 
 export interface AdamWSettings {
   beta1: number;
@@ -15,6 +16,9 @@ export interface AdamWSettings {
 }
 
 export const DEFAULT_ADAMW: AdamWSettings = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.0, maxGradNorm: 1.0 };
+
+/** The job's AdamW: the defaults with its weight decay and gradient clip. */
+export const adamwSettings = (spec: TrainSpec): AdamWSettings => ({ ...DEFAULT_ADAMW, ...spec.optimizer });
 
 /** One trainable tensor and its moments, updated in place, with its gradient. */
 export interface AdamWTensor {

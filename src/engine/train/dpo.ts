@@ -25,7 +25,7 @@ import { microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } fro
 import { initialTensors, modelSetup } from './setup.ts';
 import { ensureStepFits } from './memory-estimate.ts';
 import { buildStepGraph, type ModelSetup, type StepShape } from './step.ts';
-import { DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
+import { adamwSettings, DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
 import { dpoNames, dpoObjective } from './dpo-loss.ts';
 import { trainingAborted } from './pause.ts';
 import { runTrainingLoop } from './loop.ts';
@@ -131,7 +131,7 @@ export interface DpoPlan {
 
 export function makeDpoPlan(spec: TrainSpec, cfg: ModelConfig): DpoPlan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
-  const context = trainingContext(cfg);
+  const context = trainingContext(spec, cfg);
   const train = readingDataset('training', () => tokenizePreferenceDataset(spec.trainingFile, formatter, context));
   const validationFile = spec.validationFile;
   const validSet = validationFile ? readingDataset('validation', () => tokenizePreferenceDataset(validationFile, formatter, context)) : null;
@@ -282,15 +282,16 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
   const validRef = plan.valid ? await referenceLogps(setup, refWeights, plan.valid.pairs, refShape) : null;
   if (options.signal?.aborted) throw trainingAborted(); // nothing trained yet: no resume point to keep
 
-  const { state } = startingState(spec, setup, params);
+  const { state, meta } = startingState(spec, setup, params);
   const P = plan.pairsPerMicro;
-  const runner = new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, pairs: P }, frozen, state, beta);
+  const runner = new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, pairs: P }, frozen, state, beta, adamwSettings(spec));
   await emit({ type: 'message', level: 'info', message: `DPO (beta ${beta}): ${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} preference pairs, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });
 
   const trainBatches = (ids: number[][]) => ids.map((g) => pairMicroBatch(plan.train.pairs, g, plan.seqLen, plan.padId, trainRef));
   const validBatches = (ids: number[][]) => ids.map((g) => pairMicroBatch(plan.valid!.pairs, g, plan.seqLen, plan.padId, validRef!));
-  const { metrics, finalDir } = await runTrainingLoop({
+  const { metrics, finalDir, steps } = await runTrainingLoop({
     spec,
+    resumedFrom: meta,
     signal: options.signal,
     emit,
     totalSteps: plan.totalSteps,
@@ -306,17 +307,17 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
       ? {
           every: Math.max(1, Math.ceil(plan.totalSteps / 20)),
           alsoAt: 'epoch-end',
-          run: async (step, epochEnd) => ({
+          run: async (step, whole) => ({
             ...dpoMetrics('valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs(step))))),
-            ...(epochEnd ? dpoMetrics('full_valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs())))) : {}),
+            ...(whole ? dpoMetrics('full_valid', dpoMeans(await runner.dpoEvaluate(validBatches(plan.validPairs())))) : {}),
           }),
         }
       : undefined,
     release: () => runner.release(),
   });
   return {
-    trainedTokens: plan.train.tokenCount * spec.hyperparameters.n_epochs,
-    steps: plan.totalSteps,
+    trainedTokens: Math.round((plan.train.tokenCount * steps) / plan.stepsPerEpoch),
+    steps,
     finalDir,
     finalMetrics: metrics,
   };

@@ -3,7 +3,7 @@
 // schedule and the row length are shared with DPO and reinforcement (trainingSchedule, rowLength).
 // Everything is a pure function of the spec, which is what makes resume exact.
 
-import type { TrainSpec } from '../contract.ts';
+import type { LearningRateSchedule, TrainSpec } from '../contract.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { ChatFormatter, type TokenizedExample } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
@@ -17,8 +17,38 @@ export const MAX_CONTEXT = 2048;
 /** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
 export const TOKENS_PER_MICRO_BATCH = 2048;
 
-/** The longest context the engine trains `cfg` at (longer examples are truncated). */
-export const trainingContext = (cfg: ModelConfig) => Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+/** The longest context a job trains `cfg` at (longer examples are truncated): the job's, or the model's up to MAX_CONTEXT. */
+export function trainingContext(spec: TrainSpec, cfg: ModelConfig): number {
+  if (spec.contextLength === undefined) return Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  if (spec.contextLength > cfg.maxPositionEmbeddings) {
+    throw new Error(`context length ${spec.contextLength} is beyond the model's ${cfg.maxPositionEmbeddings} positions`);
+  }
+  return spec.contextLength;
+}
+
+const DEFAULT_SCHEDULE: LearningRateSchedule = { warmupRatio: 0.05, type: 'linear', minLrRatio: 0 };
+
+/**
+ * The learning rate of step `step` (0-based) of `totalSteps`: a linear warmup to `peak` over the
+ * first ⌊warmupRatio · totalSteps⌋ steps, then the schedule's decay from `peak` towards minLrRatio · peak.
+ */
+export function learningRate(schedule: LearningRateSchedule, peak: number, totalSteps: number): (step: number) => number {
+  const warmup = Math.floor(schedule.warmupRatio * totalSteps);
+  const floor = schedule.minLrRatio * peak;
+  return (step) => {
+    if (step < warmup) return (peak * (step + 1)) / (warmup + 1);
+    // 1 at the first step after warmup, 1/(decay steps) at the last: the last step still learns.
+    const left = (totalSteps - step) / (totalSteps - warmup);
+    switch (schedule.type) {
+      case 'constant':
+        return peak;
+      case 'linear':
+        return floor + (peak - floor) * left;
+      case 'cosine':
+        return floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * (1 - left)));
+    }
+  };
+}
 
 /** The row length for sequences of up to `longest` tokens: a multiple of 32, within `context`. */
 export const rowLength = (longest: number, context: number) => Math.min(context, Math.ceil(longest / 32) * 32);
@@ -26,8 +56,7 @@ export const rowLength = (longest: number, context: number) => Math.min(context,
 /**
  * How every method (supervised, DPO, reinforcement) walks its data: `count` items (examples,
  * preference pairs or prompts) in steps of `batch_size` (at most all of them), `n_epochs` passes, each
- * in its own seeded order; the learning rate warms up linearly over the first 5% of steps, then
- * decays linearly towards zero.
+ * in its own seeded order; the learning rate follows the spec's schedule (learningRate).
  */
 export interface TrainingSchedule {
   /** Items per optimizer step. */
@@ -48,7 +77,6 @@ export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: numbe
   const totalSteps = stepsPerEpoch * hp.n_epochs;
   const order = new Map<number, number[][]>();
   const peak = baseLearningRate(cfg, spec.lora !== null) * hp.learning_rate_multiplier;
-  const warmup = Math.floor(0.05 * totalSteps);
   return {
     batchSize,
     stepsPerEpoch,
@@ -62,7 +90,7 @@ export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: numbe
       if (step === undefined) return Array.from({ length: validCount }, (_, i) => i);
       return Array.from({ length: Math.min(batchSize, validCount) }, (_, i) => (step * batchSize + i) % validCount);
     },
-    lr: (step) => (step < warmup ? (peak * (step + 1)) / (warmup + 1) : (peak * (totalSteps - step)) / (totalSteps - warmup)),
+    lr: learningRate(spec.schedule ?? DEFAULT_SCHEDULE, peak, totalSteps),
   };
 }
 
@@ -107,10 +135,11 @@ export function baseLearningRate(cfg: ModelConfig, lora: boolean): number {
 
 export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
-  const context = trainingContext(cfg);
-  const train = readingDataset('training', () => tokenizeDataset(spec.trainingFile, formatter, context));
+  const context = trainingContext(spec, cfg);
+  const tokenize = (file: string) => tokenizeDataset(file, formatter, context, { trainOnInputs: spec.trainOnInputs ?? false });
+  const train = readingDataset('training', () => tokenize(spec.trainingFile));
   const validationFile = spec.validationFile;
-  const validSet = validationFile ? readingDataset('validation', () => tokenizeDataset(validationFile, formatter, context)) : null;
+  const validSet = validationFile ? readingDataset('validation', () => tokenize(validationFile)) : null;
   const valid = validSet && validSet.examples.length > 0 ? validSet : null;
   if (train.examples.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   const longest = [...train.examples, ...(valid?.examples ?? [])].reduce((m, e) => Math.max(m, e.ids.length), 1);

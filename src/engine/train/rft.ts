@@ -28,7 +28,7 @@ import type { MicroBatch } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
 import { ensureStepFits } from './memory-estimate.ts';
 import type { ModelSetup } from './step.ts';
-import { DEFAULT_ADAMW } from './adamw.ts';
+import { adamwSettings } from './adamw.ts';
 import { groupAdvantages, meanStd, rftObjective, rftTokenTerms } from './rft-objective.ts';
 import { PolicySampler, stopTokenIds } from './rft-sampler.ts';
 import { RftStepRunner } from './rft-step.ts';
@@ -87,7 +87,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const cfg = model.config;
   const tokenizer = loadTokenizer(spec.baseModelDir);
   const formatter = new ChatFormatter(tokenizer);
-  const context = trainingContext(cfg);
+  const context = trainingContext(spec, cfg);
   const train = readingDataset('training', () => loadPrompts(spec.trainingFile, formatter, context));
   const validationFile = spec.validationFile;
   const validAll = validationFile ? readingDataset('validation', () => loadPrompts(validationFile, formatter, context)) : [];
@@ -115,7 +115,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const { state, meta } = startingState(spec, setup, params);
   let trainedTokens = Number(meta?.trainedTokens ?? 0);
 
-  const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, DEFAULT_ADAMW);
+  const runner = new RftStepRunner(setup, { rows: rowsPerMicro, seqLen }, frozen, state, adamwSettings(spec));
   const sampler = new PolicySampler(setup, setup.lora ? frozen : base, tokenizer, stopTokenIds(cfg, spec.baseModelDir, tokenizer));
 
   /** `abortable` false: an evaluation after an update finishes, so the step's metrics are recorded before a pause. */
@@ -160,6 +160,7 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
     state: () => runner.state,
     rawConfig: model.rawConfig,
     resumeMeta: () => ({ trainedTokens }),
+    resumedFrom: meta,
     start: async () => {
       await sampler.refresh(runner.state.params);
       if (validAll.length > 0 && runner.state.step === 0) {

@@ -9,7 +9,7 @@ import { makePlan } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
 import { StepRunner, type LossSums } from './runner.ts';
 import { initialTensors, modelSetup } from './setup.ts';
-import { DEFAULT_ADAMW } from './adamw.ts';
+import { adamwSettings } from './adamw.ts';
 import { trainReinforcement } from './rft.ts';
 import { trainDpo } from './dpo.ts';
 import { runTrainingLoop } from './loop.ts';
@@ -31,12 +31,13 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = initialTensors(setup, base, spec.seed);
   model.weights.clear();
-  const { state } = startingState(spec, setup, params);
-  const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, DEFAULT_ADAMW);
-  await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });
+  const { state, meta } = startingState(spec, setup, params);
+  const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, adamwSettings(spec));
+  await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${plan.train.targetTokenCount} target tokens per epoch, ${setup.trainable.length} trainable tensors` });
 
-  const { metrics, finalDir } = await runTrainingLoop({
+  const { metrics, finalDir, steps } = await runTrainingLoop({
     spec,
+    resumedFrom: meta,
     signal: options.signal,
     emit,
     totalSteps: plan.totalSteps,
@@ -52,10 +53,10 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
       ? {
           every: Math.max(1, Math.ceil(plan.totalSteps / 20)),
           alsoAt: 'epoch-end',
-          run: async (step, epochEnd) => {
+          run: async (step, whole) => {
             const v = mean(await runner.evaluate(plan.validBatches(step)));
             const extra: Partial<StepMetrics> = { valid_loss: v.loss, valid_mean_token_accuracy: v.acc };
-            if (epochEnd) {
+            if (whole) {
               const f = mean(await runner.evaluate(plan.validBatches()));
               Object.assign(extra, { full_valid_loss: f.loss, full_valid_mean_token_accuracy: f.acc });
             }
@@ -66,8 +67,9 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
     release: () => runner.release(),
   });
   return {
-    trainedTokens: plan.train.tokenCount * spec.hyperparameters.n_epochs,
-    steps: plan.totalSteps,
+    // Epochs × the epoch's tokens; a run that stopped early, the share of them it reached.
+    trainedTokens: Math.round((plan.train.tokenCount * steps) / plan.stepsPerEpoch),
+    steps,
     finalDir,
     finalMetrics: metrics,
   };
