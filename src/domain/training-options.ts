@@ -80,7 +80,7 @@ export const TRAINING_OPTIONS_SCHEMA: Record<keyof TrainingOptions, Record<strin
   lora_alpha: nullable({ type: 'number', exclusiveMinimum: 0, maximum: 1024 }),
   lora_dropout: nullable({ type: 'number', minimum: 0, exclusiveMaximum: 1 }),
   lora_trainable_modules: nullable({ type: 'string', minLength: 1 }),
-  train_on_inputs: { type: ['boolean', 'string', 'null'], enum: [true, false, 'auto', null] },
+  train_on_inputs: { enum: [true, false, 'auto', null] },
   warmup_ratio: nullable({ type: 'number', minimum: 0, maximum: 1 }),
   lr_scheduler: {
     type: ['object', 'null'],
