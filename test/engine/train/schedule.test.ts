@@ -37,3 +37,25 @@ test('validation windows move with the step; rows are multiples of 32 within the
   assert.deepEqual(schedule.validationItems(4, 1), [3, 0, 1]);
   assert.deepEqual([rowLength(1, 512), rowLength(33, 512), rowLength(600, 512)], [32, 64, 512]);
 });
+
+test("a job's schedule: its warmup ratio, then linear or cosine decay to min_lr_ratio × peak, or constant", () => {
+  const peak = baseLearningRate(cfg, true) * 2;
+  const withSchedule = (schedule: TrainSpec['schedule']) => trainingSchedule({ ...spec(1, 1), schedule }, cfg, 100); // 100 steps
+  const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} ≈ ${b}`);
+
+  const linear = withSchedule({ warmupRatio: 0.2, type: 'linear', minLrRatio: 0.1 }); // 20 steps of warmup
+  close(linear.lr(0), peak / 21);
+  close(linear.lr(20), peak);
+  close(linear.lr(60), 0.1 * peak + 0.9 * peak * (40 / 80));
+  close(linear.lr(99), 0.1 * peak + (0.9 * peak) / 80);
+
+  const cosine = withSchedule({ warmupRatio: 0, type: 'cosine', minLrRatio: 0 });
+  close(cosine.lr(0), peak);
+  close(cosine.lr(50), peak * 0.5 * (1 + Math.cos(Math.PI * 0.5)));
+  for (let step = 1; step < 100; step++) assert.ok(cosine.lr(step) < cosine.lr(step - 1));
+  assert.ok(cosine.lr(10) > withSchedule({ warmupRatio: 0, type: 'linear', minLrRatio: 0 }).lr(10), 'cosine stays near the peak longer');
+
+  const constant = withSchedule({ warmupRatio: 0.1, type: 'constant', minLrRatio: 0 });
+  close(constant.lr(4), (5 * peak) / 11);
+  for (const step of [10, 50, 99]) close(constant.lr(step), peak);
+});
