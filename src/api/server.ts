@@ -15,6 +15,7 @@ import { nowSeconds } from '../domain/clock.ts';
 import type { ApiContext } from './context.ts';
 import { registerErrorHandling, rejectNulCharacters, sendClientError, sendError } from './errors.ts';
 import { opsRoutes } from './ops.ts';
+import { dashboardRoutes } from './dashboard.ts';
 import { exportRoutes } from './export.ts';
 import { fileRoutes } from './files.ts';
 import { inferenceRoutes } from './inference/index.ts';
@@ -134,6 +135,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     { prefix: '/v1' },
   );
+  await dashboardRoutes(app); // the web dashboard at /, a client of the routes above
 
   // Jobs a previous process left validating (it stopped mid-way) are validated again.
   for (const job of await store.jobs.listByStatus('validating_files')) ctx.startFileValidation(job.id);
