@@ -6,7 +6,8 @@
 // - supervised: every line in the chat format ({messages, tools?, parallel_tool_calls?, functions?}) or
 //   every line in the legacy prompt/completion format ({prompt, completion}), not a mix.
 //   Chat roles system | developer | user | assistant | tool | function, each with its own keys;
-//   content a string or a non-empty list of text parts (image parts on user messages only);
+//   content a string or a non-empty list of text parts (image parts are refused until a vision model
+//   can train on them);
 //   assistant: weight 0 | 1, tool_calls [{id, type: "function", function: {name, arguments: JSON string}}],
 //   function_call, content optional only beside a call; tool: tool_call_id; function: name.
 //   At least one assistant message without weight 0 per example.
@@ -349,20 +350,18 @@ function checkMessage(message: unknown, where: Where): CheckedMessage {
   switch (chatRole) {
     case 'system':
     case 'developer':
-      checkContent(message.content, where, false, false);
-      break;
     case 'user':
-      checkContent(message.content, where, true, false);
+      checkContent(message.content, where, false);
       break;
     case 'tool':
-      checkContent(message.content, where, false, false);
+      checkContent(message.content, where, false);
       if (typeof message.tool_call_id !== 'string') {
         fail(where, message.tool_call_id === undefined ? "is missing 'tool_call_id'" : "has invalid 'tool_call_id': expected a string");
       }
       break;
     case 'function':
       if (typeof message.name !== 'string') fail(where, "is missing 'name' (a function message names the function it answers)");
-      checkContent(message.content, where, false, true);
+      checkContent(message.content, where, true);
       break;
     case 'assistant':
       return { role: chatRole, weight: checkAssistantMessage(message, where) };
@@ -394,7 +393,7 @@ function checkAssistantMessage(message: Json, where: Where): number | null {
   if (message.content === undefined || message.content === null) {
     if (!hasToolCalls && !hasFunctionCall) fail(where, "is missing 'content' (an assistant message needs content, tool_calls or function_call)");
   } else {
-    checkContent(message.content, where, false, false);
+    checkContent(message.content, where, false);
   }
   return weight === undefined ? null : (weight as number);
 }
@@ -413,10 +412,8 @@ function checkFunctionCall(value: unknown, where: Where, at: string): void {
   }
 }
 
-const IMAGE_DETAILS = ['auto', 'low', 'high'];
-
-/** A string, or a non-empty list of text parts (and image parts where `images`); null where `nullable`. */
-function checkContent(content: unknown, where: Where, images: boolean, nullable: boolean): void {
+/** A string, or a non-empty list of text parts; null where `nullable`. */
+function checkContent(content: unknown, where: Where, nullable: boolean): void {
   if (content === undefined) fail(where, "is missing 'content'");
   if (typeof content === 'string' || (content === null && nullable)) return;
   if (!Array.isArray(content) || content.length === 0) {
@@ -429,14 +426,10 @@ function checkContent(content: unknown, where: Where, images: boolean, nullable:
     if (part.type === 'text') {
       if (typeof part.text !== 'string') fail(where, `has invalid '${at}.text': expected a string`);
     } else if (part.type === 'image_url') {
-      if (!images) fail(where, `has an image in '${at}', which only user messages may carry`);
-      const image = part.image_url;
-      if (!isObject(image) || typeof image.url !== 'string') fail(where, `has invalid '${at}.image_url': expected an object with a string 'url'`);
-      if (image.detail !== undefined && !IMAGE_DETAILS.includes(image.detail as string)) {
-        fail(where, `has invalid '${at}.image_url.detail': expected one of ${IMAGE_DETAILS.join(', ')}`);
-      }
+      // OpenAI trains vision models on these; no model tuneforge trains reads images yet.
+      fail(where, `has an image in '${at}': tuneforge's models cannot train on images yet (no vision models), so content parts must be text`);
     } else {
-      fail(where, `has a content part of type ${show(part.type)} in '${at}', which fine-tuning does not support (${images ? "'text' or 'image_url'" : "'text'"} only)`);
+      fail(where, `has a content part of type ${show(part.type)} in '${at}', which fine-tuning does not support ('text' only)`);
     }
   }
 }

@@ -104,12 +104,12 @@ test('chat: unknown top-level keys are ignored with a warning', async () => {
   assert.match(result.warnings[0], /have keys other than messages, tools, parallel_tool_calls, functions, which are ignored \(first: example 10\)/);
 });
 
-test('chat: every role, content parts, images, weights, tools, tool calls, functions', async () => {
+test('chat: every role, content parts, weights, tools, tool calls, functions', async () => {
   const full = {
     messages: [
       { role: 'system', content: [{ type: 'text', text: 'sys' }], name: 'sys' },
       { role: 'developer', content: 'dev' },
-      { role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'image_url', image_url: { url: 'https://x/y.png', detail: 'low' } }] },
+      { role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'text', text: 'here' }] },
       { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }], weight: 0 },
       { role: 'tool', tool_call_id: 'call_1', content: [{ type: 'text', text: '42' }] },
       { role: 'assistant', content: [{ type: 'text', text: 'It is 42.' }], weight: 1 },
@@ -341,18 +341,18 @@ test('chat: content required and well-formed', async () => {
   await rejectsLine10({ messages: [user(), assistant(), { role: 'user', content: 'x', name: 7 }] }, "Invalid file format. Example 10, message 3 has invalid 'name': expected a string, but got a number");
 });
 
-test('chat: content part types (images on user only; no audio or files)', async () => {
-  const image = { type: 'image_url', image_url: { url: 'https://x/y.png' } };
-  await rejectsLine10({ messages: [user(), assistant([image])] }, "Invalid file format. Example 10, message 2 has an image in 'content[0]', which only user messages may carry");
+test('chat: content part types (text only: no images until a vision model trains, no audio or files)', async () => {
+  const image = { type: 'image_url', image_url: { url: 'https://x/y.png', detail: 'low' } };
+  const noImages = "tuneforge's models cannot train on images yet (no vision models), so content parts must be text";
+  await rejectsLine10({ messages: [user([{ type: 'text', text: 'look' }, image]), assistant()] }, `Invalid file format. Example 10, message 1 has an image in 'content[1]': ${noImages}`);
+  await rejectsLine10({ messages: [user(), assistant([image])] }, `Invalid file format. Example 10, message 2 has an image in 'content[0]': ${noImages}`);
   await rejectsLine10({ messages: [{ role: 'system', content: [image] }, user(), assistant()] }, /message 1 has an image in 'content\[0\]'/);
   await rejectsLine10(
     { messages: [user([{ type: 'text', text: 'a' }, { type: 'input_audio', input_audio: { data: '', format: 'wav' } }]), assistant()] },
-    `Invalid file format. Example 10, message 1 has a content part of type "input_audio" in 'content[1]', which fine-tuning does not support ('text' or 'image_url' only)`,
+    `Invalid file format. Example 10, message 1 has a content part of type "input_audio" in 'content[1]', which fine-tuning does not support ('text' only)`,
   );
   await rejectsLine10({ messages: [user([{ type: 'file', file: {} }]), assistant()] }, /content part of type "file"/);
   await rejectsLine10({ messages: [user(), assistant([{ type: 'refusal', refusal: 'no' }])] }, /content part of type "refusal" in 'content\[0\]', which fine-tuning does not support \('text' only\)/);
-  await rejectsLine10({ messages: [user([{ type: 'image_url', image_url: 'https://x' }]), assistant()] }, "Invalid file format. Example 10, message 1 has invalid 'content[0].image_url': expected an object with a string 'url'");
-  await rejectsLine10({ messages: [user([{ type: 'image_url', image_url: { url: 'u', detail: 'max' } }]), assistant()] }, /'content\[0\]\.image_url\.detail': expected one of auto, low, high/);
 });
 
 test('chat: tool_calls shape', async () => {
