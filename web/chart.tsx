@@ -9,6 +9,9 @@ export interface Series {
   points: [number, number][];
 }
 
+/** Whole steps only on the x axis. */
+const STEP_INCREMENTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
+
 const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#db2777'];
 
 /** uPlot's data: one shared x axis (every step any series has), null where a series has none. */
@@ -36,7 +39,7 @@ export function Chart({ title, series }: { title: string; series: Series[] }) {
         height: 220,
         title,
         scales: { x: { time: false } },
-        axes: [{ label: 'step' }, {}],
+        axes: [{ label: 'step', incrs: STEP_INCREMENTS }, {}],
         legend: { live: false }, // the legend names the series; values show on the axes
         series: [{ label: 'step' }, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true }))],
       },
