@@ -11,6 +11,15 @@ export function listObject<T extends { id: string }>(data: T[], hasMore: boolean
   };
 }
 
+/** What Fastify sends with a serialized object: for routes that send JSON they built themselves. */
+export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
+
+/** `listObject`'s JSON for items already serialized (`json` each). */
+export function listJson(items: { id: string; json: string }[], hasMore: boolean): string {
+  const { data, ...fields } = listObject(items, hasMore);
+  return `{"data":[${data.map((item) => item.json).join(',')}],${JSON.stringify(fields).slice(1)}`;
+}
+
 /**
  * Querystring schema for `after` + `limit` (default and maximum per endpoint). `after` must be an id
  * of the listed objects (`idPrefix` and base62, as newId makes them): anything else is a 400 naming

@@ -2,7 +2,7 @@
 // action of the lifecycle in domain/jobs.ts (`transition`, and the queue's claim and requeue, which
 // ask the lifecycle too), as a conditional update (`where status in …`): concurrent API calls and
 // workers cannot overwrite each other (the loser learns it from the returned `undefined`), and no
-// status the lifecycle does not allow can be written.
+// status the lifecycle does not allow can be written. Every update bumps the row's `version`.
 import { sql } from 'kysely';
 import { transitionOf, type JobAction, type JobStatus } from '../domain/jobs.ts';
 import { inTransaction, type Db } from './database.ts';
@@ -45,7 +45,12 @@ export interface JobRecord {
   lease_expires_at_ms: number | null;
   attempts: number;
   resume_point: string | null;
+  /** Bumped by every update: what was built from a job stays valid while its version does. */
+  version: number;
 }
+
+/** A page of an organization's jobs, optionally by metadata: undefined = no filter; null = jobs without metadata; an object = jobs having every pair. */
+export type JobPageRequest = PageRequest & { metadata?: Record<string, string> | null };
 
 export type NewJob = Pick<
   JobRecord,
@@ -63,12 +68,22 @@ export type JobPatch = Partial<
 
 const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
 
+/** Set by every update of a job's row, whatever else it changes. */
+const NEXT_VERSION = { version: sql<number>`version + 1` };
+
+/** A job's id and version: enough to tell whether what was built from it is still current. */
+export interface JobVersion {
+  id: string;
+  version: number;
+}
+
 function fromRow(row: JobRow): JobRecord {
   return {
     ...row,
     status: row.status as JobStatus,
     seq: Number(row.seq),
     seed: Number(row.seed),
+    version: Number(row.version),
     created_at: Number(row.created_at),
     finished_at: row.finished_at === null ? null : Number(row.finished_at),
     trained_tokens: row.trained_tokens === null ? null : Number(row.trained_tokens),
@@ -147,14 +162,30 @@ export class JobsRepository {
   }
 
   /**
-   * Newest first. `metadata`: undefined = no filter; null = jobs without metadata;
-   * an object = jobs having every pair.
+   * A page of the organization's jobs, newest first, as ids and versions: a fraction of reading whole
+   * rows, which `getMany` reads for the jobs a reader has not built yet (api/fine-tuning/job-json.ts).
    */
-  async list(
-    organizationId: string,
-    page: PageRequest & { metadata?: Record<string, string> | null },
-  ): Promise<Page<JobRecord>> {
-    let q = this.db.selectFrom('jobs').selectAll().where('organization_id', '=', organizationId);
+  async listVersions(organizationId: string, page: JobPageRequest): Promise<Page<JobVersion>> {
+    const versions = await fetchPage(this.listed(organizationId, page).select(['id', 'version']), 'jobs', page);
+    return mapPage(versions, (row) => ({ id: row.id, version: Number(row.version) }));
+  }
+
+  /** The organization's jobs among `ids` (in no particular order; those not found are absent). */
+  async getMany(ids: readonly string[], organizationId: string): Promise<JobRecord[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.db.selectFrom('jobs').selectAll().where('id', 'in', ids).where('organization_id', '=', organizationId).execute();
+    return rows.map(fromRow);
+  }
+
+  /** The job's version; undefined when there is no such job (of `organizationId`). */
+  async version(id: string, organizationId: string): Promise<number | undefined> {
+    const row = await this.db.selectFrom('jobs').select('version').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
+    return row && Number(row.version);
+  }
+
+  /** The organization's jobs a list shows: all, those without metadata, or those having every pair of `page.metadata`. */
+  private listed(organizationId: string, page: JobPageRequest) {
+    let q = this.db.selectFrom('jobs').where('organization_id', '=', organizationId);
     if (page.metadata === null) {
       q = q.where((eb) => eb.not(eb.exists(eb.selectFrom('job_metadata').select('key').whereRef('job_metadata.job_id', '=', 'jobs.id'))));
     } else if (page.metadata) {
@@ -171,12 +202,12 @@ export class JobsRepository {
         );
       }
     }
-    return mapPage(await fetchPage(q, 'jobs', page), fromRow);
+    return q;
   }
 
   /** Applies `patch` (no status: see `transition`) only while the job's status is one of `whileStatus` (any, when omitted). */
   async update(id: string, patch: JobPatch, whileStatus?: readonly JobStatus[]): Promise<JobRecord | undefined> {
-    let q = this.db.updateTable('jobs').set(toUpdate(patch)).where('id', '=', id);
+    let q = this.db.updateTable('jobs').set({ ...toUpdate(patch), ...NEXT_VERSION }).where('id', '=', id);
     if (whileStatus) q = q.where('status', 'in', whileStatus);
     const res = await q.executeTakeFirst();
     if (Number(res.numUpdatedRows) === 0) return undefined;
@@ -197,7 +228,7 @@ export class JobsRepository {
     const { from, to } = transitionOf(action);
     const fromStatuses = expected.status === undefined ? from : from.filter((status) => status === expected.status);
     if (fromStatuses.length === 0) return undefined;
-    let q = this.db.updateTable('jobs').set({ ...toUpdate(patch), status: to }).where('id', '=', id).where('status', 'in', fromStatuses);
+    let q = this.db.updateTable('jobs').set({ ...toUpdate(patch), status: to, ...NEXT_VERSION }).where('id', '=', id).where('status', 'in', fromStatuses);
     if (expected.workerId !== undefined) q = q.where('worker_id', '=', expected.workerId);
     const res = await q.executeTakeFirst();
     if (Number(res.numUpdatedRows) === 0) return undefined;
@@ -252,7 +283,7 @@ export class JobsRepository {
     const requeue = transitionOf('requeue');
     const res = await this.db
       .updateTable('jobs')
-      .set({ status: requeue.to, worker_id: null, lease_expires_at_ms: null, estimated_finish: null })
+      .set({ status: requeue.to, worker_id: null, lease_expires_at_ms: null, estimated_finish: null, ...NEXT_VERSION })
       .where('id', '=', id)
       .where('status', 'in', requeue.from)
       .where('lease_expires_at_ms', '<', nowMs)
@@ -279,6 +310,7 @@ export class JobsRepository {
           worker_id: workerId,
           lease_expires_at_ms: nowMs + leaseMs,
           attempts: eb('attempts', '+', 1),
+          ...NEXT_VERSION,
         }))
         .where('id', '=', id)
         .where('status', 'in', start.from)
@@ -324,7 +356,7 @@ export class JobsRepository {
   async renewLease(id: string, workerId: string, leaseUntilMs: number): Promise<boolean> {
     const res = await this.db
       .updateTable('jobs')
-      .set({ lease_expires_at_ms: leaseUntilMs })
+      .set({ lease_expires_at_ms: leaseUntilMs, ...NEXT_VERSION })
       .where('id', '=', id)
       .where('worker_id', '=', workerId)
       .where('status', '=', 'running')
@@ -336,7 +368,7 @@ export class JobsRepository {
   async updateOwned(id: string, workerId: string, patch: JobPatch): Promise<JobRecord | undefined> {
     const res = await this.db
       .updateTable('jobs')
-      .set(toUpdate(patch))
+      .set({ ...toUpdate(patch), ...NEXT_VERSION })
       .where('id', '=', id)
       .where('worker_id', '=', workerId)
       .where('status', '=', 'running')

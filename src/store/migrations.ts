@@ -144,10 +144,20 @@ const leaseUnit: Migration = {
   },
 };
 
+/** Every write to a job bumps its version, so what a reader built from the row can be kept until it changes (api/fine-tuning/job-json.ts). */
+const jobVersion: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('jobs').addColumn('version', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('jobs').dropColumn('version').execute();
+  },
+};
+
 export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit };
+      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit, '0004_job_version': jobVersion };
     },
   };
 }

@@ -73,6 +73,8 @@ export interface JobsTable {
   attempts: number;
   /** Engine-written folder to continue from after a pause or a lost worker. */
   resume_point: string | null;
+  /** Bumped by every update of the row (JobsRepository): readers may keep what they built from a version. */
+  version: Generated<number>;
 }
 
 export interface JobMetadataTable {

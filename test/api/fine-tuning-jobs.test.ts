@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { toFile } from 'openai';
+import { openStore } from '../../src/store/index.ts';
 import { describeOnEachBackend } from '../support/database.ts';
 import { NonTrainingRunner } from '../support/runners.ts';
 import { BASE_MODEL, chatJsonl, expectError, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
@@ -282,6 +283,24 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     expectError(await action(body.id, 'resume'), 400, { code: 'invalid_job_status' });
     const events = await server.request('GET', `/v1/fine_tuning/jobs/${body.id}/events`, A);
     assert.equal(events.body.data[0].message, 'The job has been cancelled');
+  });
+
+  it('shows a job as it is stored now after another process wrote it, retrieved and listed', async () => {
+    const { body } = await create({ metadata: { experiment: 'rewritten' } });
+    await settled(body.id);
+    const listed = () => server.request('GET', '/v1/fine_tuning/jobs?metadata[experiment]=rewritten', A).then((r) => r.body.data[0]);
+    assert.equal((await listed()).estimated_finish, null);
+    // A worker process writes the row through its own connection (the server's own writes are covered above).
+    const worker = await openStore({ dataDir: server.dataDir, databaseUrl: server.config.databaseUrl });
+    try {
+      await worker.jobs.update(body.id, { estimated_finish: 1234, trained_tokens: 56 });
+    } finally {
+      await worker.close();
+    }
+    for (const shown of [await job(body.id), await listed()]) {
+      assert.equal(shown.estimated_finish, 1234);
+      assert.equal(shown.trained_tokens, 56);
+    }
   });
 
   it('filters jobs by metadata and by the absence of metadata', async () => {

@@ -78,6 +78,33 @@ describeOnEachBackend('store repositories', (backend) => {
     assert.equal((await store.jobs.get(job.id, 'org-a'))?.id, job.id);
   });
 
+  it("bumps a job's version with every update, and only then", async () => {
+    const job = await queuedJob(store, 'org-a');
+    const versions = [job.version];
+    const now = Date.now();
+    const record = async () => versions.push((await store.jobs.get(job.id))!.version);
+    await store.jobs.update(job.id, { estimated_finish: 1 });
+    await record();
+    await store.jobs.tryClaim(job.id, 'w1', { nowMs: now, leaseMs: 1, maxRunningPerOrg: 1 });
+    await record();
+    await store.jobs.renewLease(job.id, 'w1', now + 1);
+    await record();
+    await store.jobs.updateOwned(job.id, 'w1', { trained_tokens: 5 });
+    await record();
+    await store.jobs.requeueExpired(job.id, now + 2);
+    await record();
+    await store.jobs.transition(job.id, 'cancel');
+    await record();
+    assert.deepEqual(versions, [0, 1, 2, 3, 4, 5, 6]);
+    // Refused updates leave it as it was.
+    assert.equal(await store.jobs.transition(job.id, 'pause'), undefined);
+    assert.equal(await store.jobs.update(job.id, { estimated_finish: 2 }, ['running']), undefined);
+    assert.equal(await store.jobs.version(job.id, 'org-a'), 6);
+    assert.equal(await store.jobs.version(job.id, 'org-b'), undefined);
+    assert.deepEqual((await store.jobs.getMany([job.id, 'ftjob-unknown'], 'org-a')).map((j) => j.id), [job.id]);
+    assert.deepEqual(await store.jobs.getMany([job.id], 'org-b'), []);
+  });
+
   it('writes a status only by an action its lifecycle allows from the status the job has', async () => {
     const actions: JobAction[] = ['validated', 'invalid', 'start', 'succeed', 'fail', 'cancel', 'pause', 'resume', 'requeue'];
     for (const status of JOB_STATUSES) {
@@ -125,14 +152,14 @@ describeOnEachBackend('store repositories', (backend) => {
   it('paginates jobs newest first with after/limit and filters on metadata pairs', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await queuedJob(store, 'org-a', { metadata: { i: String(i % 2), all: 'yes' } })).id);
-    const first = await store.jobs.list('org-a', { limit: 2 });
+    const first = await store.jobs.listVersions('org-a', { limit: 2 });
     assert.deepEqual(first.data.map((j) => j.id), [ids[4], ids[3]]);
     assert.equal(first.hasMore, true);
-    const rest = await store.jobs.list('org-a', { limit: 10, after: ids[3] });
+    const rest = await store.jobs.listVersions('org-a', { limit: 10, after: ids[3] });
     assert.deepEqual(rest.data.map((j) => j.id), [ids[2], ids[1], ids[0]]);
     assert.equal(rest.hasMore, false);
-    const odd = await store.jobs.list('org-a', { limit: 10, metadata: { i: '1', all: 'yes' } });
+    const odd = await store.jobs.listVersions('org-a', { limit: 10, metadata: { i: '1', all: 'yes' } });
     assert.deepEqual(odd.data.map((j) => j.id), [ids[3], ids[1]]);
-    assert.deepEqual((await store.jobs.list('org-a', { limit: 10, after: 'ftjob-unknown' })).data, []);
+    assert.deepEqual((await store.jobs.listVersions('org-a', { limit: 10, after: 'ftjob-unknown' })).data, []);
   });
 });

@@ -20,7 +20,8 @@ import { nowSeconds } from '../../domain/clock.ts';
 import type { ApiContext } from '../context.ts';
 import { requireJsonlName } from '../files.ts';
 import { specRequestSchema } from '../schemas.ts';
-import { listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
+import { JSON_CONTENT_TYPE, listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
+import { JobJsonCache } from './job-json.ts';
 
 export function jobObject(job: JobRecord) {
   // The training options ride in the stored method (one JSON column); the job shows them on their own.
@@ -134,6 +135,7 @@ const DAY_SECONDS = 24 * 3600;
 
 export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
+  const jobJson = new JobJsonCache(store, jobObject);
 
   /** A base model or one of the organization's fine-tuned models (not a checkpoint). */
   async function checkModel(model: string, organization: string) {
@@ -231,16 +233,18 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   app.get<{ Querystring: PageQuery & Record<string, unknown> }>(
     '/fine_tuning/jobs',
     { schema: { querystring: { ...pageQuerySchema('ftjob-', 20, 100), additionalProperties: true } } },
-    async (request) => {
+    async (request, reply) => {
       const { after, limit } = request.query;
-      const page = await store.jobs.list(request.caller.organization, { after, limit, metadata: metadataFilter(request.query) });
-      return listObject(page.data.map(jobObject), page.hasMore);
+      const json = await jobJson.page(request.caller.organization, { after, limit, metadata: metadataFilter(request.query) });
+      return reply.type(JSON_CONTENT_TYPE).send(json);
     },
   );
 
-  app.get<{ Params: { id: string } }>('/fine_tuning/jobs/:id', async (request) =>
-    jobObject(await ownJob(request.params.id, request.caller.organization)),
-  );
+  app.get<{ Params: { id: string } }>('/fine_tuning/jobs/:id', async (request, reply) => {
+    const json = await jobJson.one(request.params.id, request.caller.organization);
+    if (json === undefined) throw notFound('fine-tuning job', request.params.id, 'fine_tuning_job_id');
+    return reply.type(JSON_CONTENT_TYPE).send(json);
+  });
 
   app.post<{ Params: { id: string } }>('/fine_tuning/jobs/:id/cancel', async (request) => {
     const organizationId = request.caller.organization;
