@@ -11,6 +11,7 @@ import { generateWebhookSecret } from '../../src/integrations/webhooks.ts';
 import { WandbLogger } from '../../src/integrations/wandb.ts';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
+import type { LoraSettings } from '../../src/engine/index.ts';
 import type { Config } from '../../src/config.ts';
 import { startFakeWandb } from '../support/fake-wandb.ts';
 import { startTestServer, waitFor, type TestServer } from '../support/server.ts';
@@ -26,17 +27,25 @@ export const VALID_JSONL = sample('demo-valid.jsonl').slice(0, 4).join('\n') + '
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
-/** A server with the real trainer (a child process per job) and fast leases. */
+/**
+ * A server with the real trainer (a child process per job) and fast leases, on the bundled models
+ * unless `modelsDir` names another folder; `lora: null` makes it fine-tune fully.
+ */
 export async function startTrainingServer(
-  options: { env?: Record<string, string>; checkpointEverySteps?: number; wandb?: WandbLogger; memoryLimitBytes?: number } = {},
+  options: {
+    env?: Record<string, string>; checkpointEverySteps?: number; wandb?: WandbLogger; memoryLimitBytes?: number; modelsDir?: string;
+    lora?: LoraSettings | null;
+  } = {},
 ): Promise<TestServer> {
+  const modelsDir = options.modelsDir ?? MODELS_DIR;
   const overrides: Partial<Config> & { env?: Record<string, string> } = {
-    modelsDir: MODELS_DIR,
+    modelsDir,
     queue: { leaseMs: 5_000, heartbeatMs: 50, pollMs: 50 },
     env: options.env,
   };
   const runJob = createTrainRunner(trainInChildProcess, {
-    modelsDir: MODELS_DIR, checkpointEverySteps: options.checkpointEverySteps ?? 2, wandb: options.wandb, memoryLimitBytes: options.memoryLimitBytes,
+    modelsDir, checkpointEverySteps: options.checkpointEverySteps ?? 2, wandb: options.wandb, memoryLimitBytes: options.memoryLimitBytes,
+    ...(options.lora !== undefined ? { lora: options.lora } : {}),
   });
   return startTestServer(overrides, { runJob });
 }

@@ -5,8 +5,9 @@
 //     blk.N.{attn,ffn}_norm, norm → output_norm, lm_head → output (absent when tied);
 //   - Q and K rows of Llama/Mistral permuted from HF's rotate-half RoPE layout (each head's first half
 //     of dimensions pairs with its second half) to GGML's interleaved layout (pairs of adjacent rows):
-//     within a head, row s·(d/2) + i moves to 2i + s. Qwen2 uses llama.cpp's NEOX RoPE, which is
-//     rotate-half already, so it is not permuted;
+//     within a head, row s·(d/2) + i moves to 2i + s (SmolLM3 too, its NoPE layers every 4th
+//     as llama.cpp's smollm3 assumes). Qwen2 and Qwen3 use llama.cpp's NEOX RoPE,
+//     which is rotate-half already, so they are not permuted (Qwen3's q_norm/k_norm → attn_{q,k}_norm);
 //   - Gemma 2/3 (llama.cpp's gemma2/gemma3, NEOX RoPE, so not permuted either): the sandwich norms
 //     post_attention_layernorm → post_attention_norm, pre_feedforward_layernorm → ffn_norm,
 //     post_feedforward_layernorm → post_ffw_norm, q_norm/k_norm → attn_{q,k}_norm; every norm weight
@@ -19,7 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
-import { attentionScale, eosTokenIds, layerWindow } from '../models/config.ts';
+import { attentionScale, eosTokenIds, layerWindow, usesRope } from '../models/config.ts';
 import type { HostTensor } from '../io/safetensors.ts';
 import { loadTokenizer, readTokenizerConfig } from '../data/tokenizer.ts';
 import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
@@ -31,7 +32,7 @@ type Json = Record<string, any>;
 /** llama.cpp's token types. */
 const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
 
-type GgufArchitecture = 'llama' | 'qwen2' | 'gemma2' | 'gemma3';
+type GgufArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3';
 
 /** GGUF architecture name: llama.cpp runs Mistral as llama. */
 function ggufArchitecture(config: ModelConfig): GgufArchitecture {
@@ -277,12 +278,26 @@ function gemmaQueryFactor(config: ModelConfig, arch: 'gemma2' | 'gemma3'): numbe
   return attentionScale(config) / llamaCppScale;
 }
 
+/**
+ * llama.cpp's smollm3 has no GGUF key for its NoPE layers: it leaves RoPE out of every 4th layer
+ * (n_no_rope_layer_step = 4), SmolLM3's default. Other patterns cannot be written.
+ */
+function checkSmolLm3RopeLayers(config: ModelConfig): void {
+  for (let l = 0; l < config.numLayers; l++) {
+    if (usesRope(config, l) !== ((l + 1) % 4 !== 0)) {
+      throw new Error(`gguf export: llama.cpp's smollm3 leaves RoPE out of every 4th layer only; this model's no_rope_layers differ at layer ${l}`);
+    }
+  }
+}
+
 /** Writes `source` as an unquantized GGUF file. */
 export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufDtype): void {
   const { config, weights } = source;
   const arch = ggufArchitecture(config);
   const gemma = arch === 'gemma2' || arch === 'gemma3' ? arch : null;
-  const permute = arch === 'llama';
+  // llama.cpp's llama and smollm3 rotate adjacent pairs; the others rotate halves as HF does.
+  const permute = arch === 'llama' || arch === 'smollm3';
+  if (arch === 'smollm3') checkSmolLm3RopeLayers(config);
   const metadata = new Map<string, GgufValue>();
   metadata.set('general.architecture', gguf.str(arch));
   metadata.set('general.name', gguf.str(source.name));

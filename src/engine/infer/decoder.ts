@@ -21,7 +21,7 @@
 // into column blocks (see COLUMN_BLOCKS), and q|k|v and gate|up concatenated so each block runs
 // four matmuls instead of seven.
 
-import { attentionScale, layerWindow, usesLocalRope, type ModelConfig } from '../models/config.ts';
+import { attentionScale, layerWindow, usesLocalRope, usesRope, type ModelConfig } from '../models/config.ts';
 import { Graph, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 
@@ -388,8 +388,11 @@ export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Gra
     // q and k share head size and positions, so one RotaryEmbedding ropes both (as H + KV heads).
     let [qk, vRows] = split(qkv, [(H + KV) * hd, KV * hd]);
     if (ones) qk = op.mul(reshape(rmsNormKernel(reshape(qk, [N * (H + KV), hd]), ones, eps), [N, (H + KV) * hd]), W(n.qkNorm(l)));
-    const [cos, sin] = ropeInputs(usesLocalRope(cfg, l));
-    const [qRows, kRows] = split(reshape(ropeKernel(reshape(qk, [1, N, (H + KV) * hd]), rows, cos, sin, H + KV), [N, (H + KV) * hd]), [H * hd, KV * hd]);
+    if (usesRope(cfg, l)) {
+      const [cos, sin] = ropeInputs(usesLocalRope(cfg, l));
+      qk = reshape(ropeKernel(reshape(qk, [1, N, (H + KV) * hd]), rows, cos, sin, H + KV), [N, (H + KV) * hd]);
+    } // else a NoPE layer (SmolLM3)
+    const [qRows, kRows] = split(qk, [H * hd, KV * hd]);
     // q as [B, KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is
     // one batched matmul per (sequence, k/v head) with no repeat of K or V.
     const q = reshape(permute(reshape(qRows, [B, T, KV, G, hd]), [0, 2, 3, 1, 4]), [B, KV, G * T, hd]);

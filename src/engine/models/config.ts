@@ -1,10 +1,10 @@
 // Hugging Face `config.json` → the engine's model description.
-// Llama, Qwen2, Mistral, Gemma 2 and Gemma 3 share one decoder shape (RMSNorm, RoPE, GQA, a gated
-// MLP); they differ in qkv bias (Qwen2), embedding tying, RoPE scaling, and Gemma's features (see
+// Llama, Qwen2, Qwen3, Mistral, Gemma 2 and Gemma 3 share one decoder shape (RMSNorm, RoPE, GQA, a
+// gated MLP); they differ in qkv bias (Qwen2), embedding tying, RoPE scaling, and features (see
 // DecoderFeatures), which is what ModelConfig records. Both the training graph (llama.ts) and the
 // KV-cache decoder (infer/decoder.ts) read these switches; neither knows architecture names.
 
-export type Architecture = 'llama' | 'qwen2' | 'mistral' | 'gemma2' | 'gemma3';
+export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'mistral' | 'gemma2' | 'gemma3';
 
 export type RopeScaling =
   | {
@@ -30,7 +30,7 @@ export interface DecoderFeatures {
    * post_feedforward_layernorm → residual. Otherwise post_attention_layernorm is the MLP's input norm.
    */
   sandwichNorms: boolean;
-  /** Per-head RMSNorm of q and k (q_norm, k_norm [head_dim]) before RoPE (Gemma 3). */
+  /** Per-head RMSNorm of q and k (q_norm, k_norm [head_dim]) before RoPE (Qwen3, Gemma 3). */
   qkNorm: boolean;
   /** Scores scaled by this to the −½ instead of head_dim (Gemma's query_pre_attn_scalar); null = head_dim. */
   queryPreAttnScalar: number | null;
@@ -45,6 +45,8 @@ export interface DecoderFeatures {
   slidingLayers: boolean[] | null;
   /** RoPE base of the sliding-window layers, which then take no rope_scaling (Gemma 3's rope_local_base_freq); null = rope_theta. */
   localRopeTheta: number | null;
+  /** Which layers apply RoPE: SmolLM3's no_rope_layers (1 = RoPE, 0 = a NoPE layer); null = every layer. */
+  ropeLayers: boolean[] | null;
 }
 
 export const LLAMA_FEATURES: DecoderFeatures = {
@@ -58,6 +60,7 @@ export const LLAMA_FEATURES: DecoderFeatures = {
   finalSoftcap: null,
   slidingLayers: null,
   localRopeTheta: null,
+  ropeLayers: null,
 };
 
 export interface ModelConfig extends DecoderFeatures {
@@ -92,12 +95,14 @@ export interface ModelConfig extends DecoderFeatures {
 const ARCHITECTURES: Record<string, Architecture> = {
   LlamaForCausalLM: 'llama',
   Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
+  SmolLM3ForCausalLM: 'smollm3',
   MistralForCausalLM: 'mistral',
   Gemma2ForCausalLM: 'gemma2',
   Gemma3ForCausalLM: 'gemma3',
 };
 
-const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2', mistral: 'mistral', gemma2: 'gemma2', gemma3_text: 'gemma3' };
+const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', smollm3: 'smollm3', mistral: 'mistral', gemma2: 'gemma2', gemma3_text: 'gemma3' };
 
 type Json = Record<string, unknown>;
 
@@ -171,10 +176,14 @@ export function parseHfConfig(json: unknown): ModelConfig {
   const maxPositionEmbeddings = num(config, 'max_position_embeddings', 2048);
 
   const numLayers = num(config, 'num_hidden_layers');
-  const llamaAttentionBias = architecture === 'llama' && config.attention_bias === true;
+  // SmolLM3 is Llama with NoPE layers: the same bias switches.
+  const llamaLike = architecture === 'llama' || architecture === 'smollm3';
+  const llamaAttentionBias = llamaLike && config.attention_bias === true;
   const slidingWindow =
     (architecture === 'mistral' || gemma) && typeof config.sliding_window === 'number' ? config.sliding_window : null;
-  const features = gemma ? gemmaFeatures(config, architecture as 'gemma2' | 'gemma3', numLayers, slidingWindow) : LLAMA_FEATURES;
+  const features = gemma
+    ? gemmaFeatures(config, architecture as 'gemma2' | 'gemma3', numLayers, slidingWindow)
+    : { ...LLAMA_FEATURES, qkNorm: architecture === 'qwen3', ropeLayers: architecture === 'smollm3' ? smolLm3RopeLayers(config, numLayers) : null };
   const rope = gemma ? gemmaGlobalRope(config, architecture === 'gemma3' ? 1e6 : 10000) : { theta: num(config, 'rope_theta', 10000), scaling: config.rope_scaling };
 
   return {
@@ -190,11 +199,12 @@ export function parseHfConfig(json: unknown): ModelConfig {
     rmsNormEps: num(config, 'rms_norm_eps', 1e-6),
     ropeTheta: rope.theta,
     ropeScaling: parseRopeScaling(rope.scaling, maxPositionEmbeddings),
-    // LlamaConfig, Qwen2Config and MistralConfig default tie_word_embeddings to false, Gemma's to true.
+    // LlamaConfig, Qwen2Config, Qwen3Config and MistralConfig default tie_word_embeddings to false, Gemma's to true.
     tieWordEmbeddings: gemma ? config.tie_word_embeddings !== false : config.tie_word_embeddings === true,
-    attentionBias: architecture === 'qwen2' || llamaAttentionBias,
+    // Qwen3's attention_bias covers q/k/v only (its o_proj has none).
+    attentionBias: architecture === 'qwen2' || llamaAttentionBias || (architecture === 'qwen3' && config.attention_bias === true),
     outputBias: llamaAttentionBias,
-    mlpBias: architecture === 'llama' && config.mlp_bias === true,
+    mlpBias: llamaLike && config.mlp_bias === true,
     maxPositionEmbeddings,
     slidingWindow,
     bosTokenId: optionalTokenId(config.bos_token_id),
@@ -204,6 +214,23 @@ export function parseHfConfig(json: unknown): ModelConfig {
     padTokenId: optionalTokenId(config.pad_token_id),
     torchDtype: typeof config.torch_dtype === 'string' ? config.torch_dtype : typeof config.dtype === 'string' ? config.dtype : 'float32',
   };
+}
+
+/**
+ * SmolLM3's RoPE layers (HF modeling_smollm3: use_rope = no_rope_layers[l], so 1 means RoPE):
+ * no_rope_layers, or by default every no_rope_layer_interval-th layer (4) without RoPE.
+ */
+function smolLm3RopeLayers(config: Json, numLayers: number): boolean[] {
+  if (config.use_sliding_window === true) throw new Error('config.json: SmolLM3 with use_sliding_window is not supported');
+  if (Array.isArray(config.no_rope_layers)) {
+    const flags = config.no_rope_layers as unknown[];
+    if (flags.length !== numLayers || flags.some((f) => f !== 0 && f !== 1)) {
+      throw new Error('config.json: "no_rope_layers" must hold 1 (RoPE) or 0 (no RoPE) for each layer');
+    }
+    return flags.map((f) => f === 1);
+  }
+  const interval = num(config, 'no_rope_layer_interval', 4);
+  return Array.from({ length: numLayers }, (_, l) => (l + 1) % interval !== 0);
 }
 
 /**
@@ -245,6 +272,7 @@ function gemmaFeatures(config: Json, architecture: 'gemma2' | 'gemma3', numLayer
     finalSoftcap: optional('final_logit_softcapping', architecture === 'gemma2' ? 30 : null),
     slidingLayers: slidingWindow === null ? null : slidingLayers,
     localRopeTheta: architecture === 'gemma3' ? (typeof localRope === 'number' ? localRope : 10000) : null,
+    ropeLayers: null,
   };
 }
 
@@ -263,6 +291,11 @@ export function attentionScale(cfg: ModelConfig): number {
 /** Layer l's sliding window, or null where it attends to every earlier position. */
 export function layerWindow(cfg: ModelConfig, l: number): number | null {
   return cfg.slidingWindow !== null && (cfg.slidingLayers?.[l] ?? true) ? cfg.slidingWindow : null;
+}
+
+/** Whether layer l rotates q and k at all (SmolLM3's NoPE layers do not). */
+export function usesRope(cfg: ModelConfig, l: number): boolean {
+  return cfg.ropeLayers?.[l] ?? true;
 }
 
 /** Whether layer l uses the local RoPE (localRopeTheta, no scaling) rather than the global one. */

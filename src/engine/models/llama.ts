@@ -1,9 +1,10 @@
-// The Llama-family decoder (Llama, Qwen2, Mistral, Gemma 2/3) in the graph IR, following HF's
+// The Llama-family decoder (Llama, Qwen2, Qwen3, SmolLM3, Mistral, Gemma 2/3) in the graph IR, following HF's
 // modeling_llama (and modeling_gemma2/3 where ModelConfig's DecoderFeatures say so):
 //   x = embed(ids)                                                          (Gemma: × √hidden)
 //   for each layer:  x = x + o_proj(attention(rope(q), rope(k), v))   on rmsnorm(x)
 //                    x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))  on h = rmsnorm(x)
 //   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied; training applies it in token chunks)
+// Qwen3 norms each head of q and k before RoPE; SmolLM3 leaves RoPE out on some layers (NoPE).
 // Gemma adds a norm after attention and after the MLP (sandwichNorms), norms that scale by 1 + w,
 // GELU(tanh) for SiLU, per-head q/k norms (Gemma 3), sliding-window layers with their own RoPE
 // base beside global ones, and soft-capped attention scores and logits (Gemma 2).
@@ -12,7 +13,7 @@
 // layer. With `recompute`, each decoder layer keeps only its input and recomputes the rest in the
 // backward (graph/checkpoint.ts).
 
-import { attentionScale, layerWindow, usesLocalRope, type ModelConfig } from './config.ts';
+import { attentionScale, layerWindow, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
 import type { Graph, Tensor } from '../graph/ir.ts';
@@ -215,8 +216,9 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
       { path: `${p}.self_attn.v_proj`, outF: KV * hd },
     ], cfg.attentionBias);
     const qkNorm = (t: Tensor, which: 'q_norm' | 'k_norm') => (cfg.qkNorm ? norm(t, `${p}.self_attn.${which}.weight`, hd) : t);
-    const q = rope(qkNorm(heads(qFlat, G), 'q_norm'), cosQ, sinQ);
-    const k = rope(qkNorm(heads(kFlat, 1), 'k_norm'), cosK, sinK);
+    // A NoPE layer (SmolLM3) scales q itself: elsewhere q's RoPE tables carry the scale.
+    const q = usesRope(cfg, l) ? rope(qkNorm(heads(qFlat, G), 'q_norm'), cosQ, sinQ) : op.mul(qkNorm(heads(qFlat, G), 'q_norm'), attentionScale(cfg));
+    const k = usesRope(cfg, l) ? rope(qkNorm(heads(kFlat, 1), 'k_norm'), cosK, sinK) : qkNorm(heads(kFlat, 1), 'k_norm');
     const plan = planFor(layerWindow(cfg, l));
     const ctx = op.reshape(op.transpose(causalAttention(q, k, heads(vFlat, 1), plan, cfg.attentionSoftcap), [0, 3, 1, 2, 4]), [N, H * hd]);
     let attended = linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0];

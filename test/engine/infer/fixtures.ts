@@ -7,6 +7,8 @@ import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { loraAName, loraBName, loraTargets } from '../../../src/engine/models/lora.ts';
 import { savePeftAdapter } from '../../../src/engine/io/peft.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
+import { inferenceWeights } from '../../../src/engine/infer/decoder.ts';
+import { DecoderSteps } from '../../../src/engine/infer/steps.ts';
 
 /** Logits [T, vocab] of one sequence through the training graph (the reference). */
 export async function fullForward(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[]): Promise<Float32Array> {
@@ -24,6 +26,22 @@ export async function fullForward(cfg: ModelConfig, weights: Map<string, Float32
   });
   await session.release();
   return out.logits as Float32Array;
+}
+
+/** Prefill of `promptLength` tokens, then one-token decode steps: each position's logits equal fullForward's within `tolerance`. */
+export async function checkCachedDecoding(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[], promptLength: number, tolerance: number) {
+  const reference = await fullForward(cfg, weights, ids);
+  const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => weights.get(name)!), { intraOpNumThreads: 1 });
+  const cache = steps.newCache();
+  const V = cfg.vocabSize;
+  const expectAt = (position: number, logits: Float32Array) => {
+    const diff = maxAbsDiff(logits, reference.subarray(position * V, (position + 1) * V));
+    assert.ok(diff < tolerance, `position ${position}: max |Δlogit| ${diff}`);
+  };
+  expectAt(promptLength - 1, await steps.forward(cache, ids.slice(0, promptLength)));
+  for (let p = promptLength; p < ids.length; p++) expectAt(p, await steps.forward(cache, [ids[p]]));
+  assert.equal(cache.length, ids.length);
+  await steps.release();
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -2,29 +2,13 @@
 // logits as llamaLogits over the whole sequence, at every position (f32 tolerance).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
 import { inferenceWeights } from '../../../src/engine/infer/decoder.ts';
 import { DecoderSteps } from '../../../src/engine/infer/steps.ts';
 import { randomWeights, tinyConfig } from '../models/llama-fixtures.ts';
-import { fullForward, maxAbsDiff } from './fixtures.ts';
+import { checkCachedDecoding, maxAbsDiff } from './fixtures.ts';
 
 const tinyLlamaDir = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
-
-async function checkCachedDecoding(cfg: ModelConfig, weights: Map<string, Float32Array>, ids: number[], promptLength: number, tolerance: number) {
-  const reference = await fullForward(cfg, weights, ids);
-  const steps = new DecoderSteps(cfg, inferenceWeights(cfg, (name) => weights.get(name)!), { intraOpNumThreads: 1 });
-  const cache = steps.newCache();
-  const V = cfg.vocabSize;
-  const expectAt = (position: number, logits: Float32Array) => {
-    const diff = maxAbsDiff(logits, reference.subarray(position * V, (position + 1) * V));
-    assert.ok(diff < tolerance, `position ${position}: max |Δlogit| ${diff}`);
-  };
-  expectAt(promptLength - 1, await steps.forward(cache, ids.slice(0, promptLength)));
-  for (let p = promptLength; p < ids.length; p++) expectAt(p, await steps.forward(cache, [ids[p]]));
-  assert.equal(cache.length, ids.length);
-  await steps.release();
-}
 
 const f32 = (w: Map<string, Float64Array | Float32Array>) => new Map([...w].map(([k, v]) => [k, Float32Array.from(v)]));
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseHfConfig, eosTokenIds } from '../../../src/engine/models/config.ts';
+import { LLAMA_FEATURES, parseHfConfig, eosTokenIds } from '../../../src/engine/models/config.ts';
 
 // Abridged from meta-llama/Llama-3.2-1B-Instruct/config.json.
 const llama32 = {
@@ -88,6 +88,7 @@ const mistral = {
 test('Llama 3.2 config with llama3 rope scaling', () => {
   const config = parseHfConfig(llama32);
   assert.deepEqual(config, {
+    ...LLAMA_FEATURES,
     architecture: 'llama',
     vocabSize: 128256,
     hiddenSize: 2048,

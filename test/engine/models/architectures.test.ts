@@ -1,0 +1,85 @@
+// The architectures beside Llama, through the one decoder's switches: each parses from its HF
+// config, its training graph's gradient equals finite differences (f64), and the KV-cache decoder
+// (prefill, then one token at a time; LoRA merged or applied unmerged) gives the training graph's
+// logits at every position.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseHfConfig, type ModelConfig } from '../../../src/engine/models/config.ts';
+import { llamaWeightShapes } from '../../../src/engine/models/llama.ts';
+import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
+import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
+import { loadModelForInference, loadSharedBase } from '../../../src/engine/infer/model.ts';
+import { checkCachedDecoding, maxAbsDiff, writeAdapter } from '../infer/fixtures.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
+import { randomWeights, tinyConfig } from './llama-fixtures.ts';
+import { checkModelGradient } from './model-gradcheck.ts';
+import { TINY_CONFIGS, writeTinyModel, type TinyArchitecture } from './tiny-models.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'tuneforge-architectures-'));
+test.after(() => rmSync(work, { recursive: true, force: true }));
+
+const f32 = (w: Map<string, Float64Array | Float32Array>) => new Map([...w].map(([k, v]) => [k, Float32Array.from(v)]));
+
+/** The tiny HF folder's weights through the KV-cache decoder equal the training graph's logits. */
+async function checkTinyModelDecoding(architecture: TinyArchitecture) {
+  const dir = writeTinyModel(join(work, architecture), architecture);
+  const { config, weights } = loadHfModel(dir);
+  const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % config.vocabSize);
+  await checkCachedDecoding(config, new Map([...weights].map(([k, v]) => [k, v.data])), ids, 7, 2e-4);
+}
+
+/** A LoRA adapter on every projection gives the same logits merged at load and applied unmerged. */
+async function checkUnmergedAdapter(architecture: TinyArchitecture) {
+  const dir = join(work, `${architecture}-lora`);
+  writeTinyModel(dir, architecture, 2);
+  const adapterDir = join(dir, 'adapter');
+  const rng = new SeededRandom(3);
+  writeAdapter(loadHfModel(dir).config, adapterDir, (_name, n) => new Float32Array(n).map(() => (rng.next() * 2 - 1) * 0.3), 7, ALL_LINEAR);
+  const merged = await loadModelForInference({ baseModelDir: dir, adapterDir }, { intraOpNumThreads: 1 });
+  const shared = await loadSharedBase(dir, { intraOpNumThreads: 1 });
+  try {
+    const ids = [677, 678, 300, 301, 302, 400, 12];
+    const base = await shared.withAdapter().nextTokenLogits(ids);
+    const expected = await merged.nextTokenLogits(ids);
+    assert.ok(maxAbsDiff(base, expected) > 1e-2, 'the adapter changes the logits');
+    assert.ok(maxAbsDiff(await shared.withAdapter(adapterDir).nextTokenLogits(ids), expected) < 1e-4);
+  } finally {
+    await merged.release();
+    await shared.release();
+  }
+}
+
+test('Qwen3: config.json → q/k norms, explicit head_dim, no qkv bias; HF weight names', () => {
+  const config = parseHfConfig(TINY_CONFIGS.qwen3);
+  assert.equal(config.architecture, 'qwen3');
+  assert.equal(config.qkNorm, true);
+  assert.equal(config.headDim, 32);
+  assert.equal(config.attentionBias, false);
+  assert.equal(config.slidingWindow, null);
+  assert.equal(parseHfConfig({ ...TINY_CONFIGS.qwen3, attention_bias: true }).attentionBias, true);
+  const shapes = llamaWeightShapes(config);
+  assert.deepEqual(shapes.get('model.layers.1.self_attn.q_norm.weight'), [32]);
+  assert.deepEqual(shapes.get('model.layers.1.self_attn.k_norm.weight'), [32]);
+  assert.deepEqual(shapes.get('model.layers.0.self_attn.q_proj.weight'), [128, 64]);
+  assert.deepEqual(shapes.get('model.layers.0.self_attn.o_proj.weight'), [64, 128]);
+  assert.ok(!shapes.has('model.layers.0.self_attn.q_proj.bias'));
+});
+
+const qwen3: Partial<ModelConfig> = { architecture: 'qwen3', qkNorm: true, headDim: 6, tieWordEmbeddings: false };
+
+test('Qwen3 (q/k norms, head_dim apart from hidden/heads): gradient = finite differences (f64)', async () => {
+  await checkModelGradient(tinyConfig(qwen3));
+});
+
+test('Qwen3: the KV-cache decoder equals the training graph at every position', async () => {
+  const cfg = tinyConfig(qwen3);
+  await checkCachedDecoding(cfg, f32(randomWeights(cfg, 5, false)), Array.from({ length: 24 }, (_, i) => (i * 7 + 3) % cfg.vocabSize), 9, 1e-4);
+  await checkTinyModelDecoding('qwen3');
+});
+
+test('Qwen3: a LoRA adapter applied unmerged equals it merged', async () => {
+  await checkUnmergedAdapter('qwen3');
+});

@@ -1,0 +1,56 @@
+// Random tiny models of each supported architecture as Hugging Face folders: config.json with the
+// keys the published models' configs have (scaled down), bf16 safetensors with the real tensor
+// names and shapes, and the bundled tiny-llama's tokenizer and ChatML template (vocabulary 704).
+import { copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseHfConfig } from '../../../src/engine/models/config.ts';
+import { llamaWeightShapes } from '../../../src/engine/models/llama.ts';
+import { saveHfModel } from '../../../src/engine/io/hf-model.ts';
+import type { HostTensor } from '../../../src/engine/io/safetensors.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
+
+export const TINY_LLAMA_DIR = new URL('../../../models/tiny-llama/', import.meta.url).pathname;
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
+
+/** tiny-llama's special token ids, which the copied tokenizer defines. */
+const TOKENS = { bos_token_id: 677, eos_token_id: 679, vocab_size: 704 };
+
+/** config.json of each architecture: the published config's keys (Qwen3-0.6B …), tiny sizes. */
+export const TINY_CONFIGS = {
+  // Qwen3-0.6B's keys; head_dim 32 while hidden / heads = 16, as Qwen3 sets it apart from the width.
+  qwen3: {
+    architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', attention_bias: false, attention_dropout: 0.0,
+    head_dim: 32, hidden_act: 'silu', hidden_size: 64, initializer_range: 0.02, intermediate_size: 160,
+    max_position_embeddings: 512, max_window_layers: 2, num_attention_heads: 4, num_hidden_layers: 2,
+    num_key_value_heads: 2, rms_norm_eps: 1e-6, rope_scaling: null, rope_theta: 1000000, sliding_window: null,
+    tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.51.0', use_cache: true,
+    use_sliding_window: false, ...TOKENS,
+  },
+} satisfies Record<string, Record<string, unknown>>;
+
+export type TinyArchitecture = keyof typeof TINY_CONFIGS;
+
+/**
+ * Writes a random model of `architecture` to `dir` (config fields patched by `patch`). Matrices are
+ * N(0, 0.15²) (larger than an initialisation, so every layer moves the logits), norms 1 ± 0.2.
+ */
+export function writeTinyModel(dir: string, architecture: TinyArchitecture, seed = 1, patch: Record<string, unknown> = {}): string {
+  const rawConfig = { ...TINY_CONFIGS[architecture], ...patch };
+  const config = parseHfConfig(rawConfig);
+  const rng = new SeededRandom(seed);
+  const weights = new Map<string, HostTensor>();
+  for (const [name, shape] of llamaWeightShapes(config)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const isNorm = name.endsWith('norm.weight');
+    for (let i = 0; i < data.length; i++) data[i] = isNorm ? 1 + (rng.next() - 0.5) * 0.4 : rng.nextNormal() * 0.15;
+    weights.set(name, { shape, data });
+  }
+  saveHfModel(dir, rawConfig, weights, 'BF16');
+  for (const file of TOKENIZER_FILES) copyFileSync(join(TINY_LLAMA_DIR, file), join(dir, file));
+  return dir;
+}
+
+/** The HF config.json written to a tiny model folder. */
+export function tinyConfigJson(dir: string): Record<string, unknown> {
+  return JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+}
