@@ -35,6 +35,12 @@ export type RecomputePolicy = 'on' | 'off' | 'auto';
 export interface TrainSpec {
   /** Absolute path of a Hugging Face model folder (config.json, *.safetensors, tokenizer files). */
   baseModelDir: string;
+  /**
+   * A PEFT adapter trained on baseModelDir to start from (tuning a LoRA fine-tune again): LoRA
+   * continues its A and B (same rank, alpha and target modules); full fine-tuning starts from the
+   * base weights with it merged in.
+   */
+  initialAdapterDir?: string;
   method: FineTuneMethod;
   /** Absolute paths of validated JSONL files. */
   trainingFile: string;

@@ -23,6 +23,7 @@ export { EngineError, deserializeError, serializeError, type EngineErrorCode, ty
 export { readChatTemplate } from './data/tokenizer.ts';
 /** Whether the engine can train a Hugging Face folder: its config.json parsed, or the reason it cannot be. */
 export { readHfConfig } from './io/hf-model.ts';
+export { readPeftAdapterConfig, type PeftAdapterSettings } from './io/peft.ts';
 export type { ChatMessage, ToolDefinition } from './data/chat-format.ts';
 export {
   InferenceHost,

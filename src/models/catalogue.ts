@@ -2,7 +2,7 @@
 // base model folder of MODELS_DIR, an organization's fine-tuned model (a PEFT adapter over its
 // parent, or full weights), a checkpoint `…:ckpt-step-N` (a job's final one carries the model's own
 // name), or a checkpoint another organization shared through permissions. Each use decides what it
-// accepts (export refuses base models and shared checkpoints; training refuses adapters) from
+// accepts (export refuses base models and shared checkpoints) from
 // the entry's kind and folders; none of them looks a name up on its own.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -68,9 +68,6 @@ export function inferenceSource(model: CatalogueModel): { key: string; source: M
   };
 }
 
-/** Parents of parents are followed this deep at most (a full fine-tune tuned again, …). */
-const MAX_DEPTH = 8;
-
 export class ModelCatalogue {
   constructor(
     private readonly store: Store,
@@ -107,29 +104,21 @@ export class ModelCatalogue {
     }
   }
 
-  /** Weights in `dir` (a PEFT adapter or a full Hugging Face folder) trained from `parent`. */
+  /**
+   * Weights in `dir` (a PEFT adapter or a full Hugging Face folder) trained from `parent`. An adapter
+   * runs over the full weights it was trained on: its parent's folder when that is a base model,
+   * otherwise the folder its adapter_config.json records (a job tuning a tuned model keeps its own
+   * links to those weights, so the parent's deletion does not take them away).
+   */
   private async trained(name: string, kind: CatalogueModel['kind'], owner: string, shared: boolean, parent: string | null, dir: string | null): Promise<CatalogueModel> {
     const entry = { name, kind, owner, shared, parent };
     if (dir && existsSync(path.join(dir, 'adapter_config.json'))) {
-      const parentDir = (parent ? await this.fullWeightsDir(parent, owner, 0) : null) ?? recordedBaseDir(dir);
+      const parentDir = (parent ? (await findBaseModel(this.modelsDir, parent))?.dir : undefined) ?? recordedBaseDir(dir);
       if (!parentDir) throw new ModelNotFoundError(name, 'parent_unavailable', parent);
       return { ...entry, modelDir: parentDir, adapterDir: dir, chatTemplate: chatTemplateOf(parentDir) };
     }
     if (dir && existsSync(path.join(dir, 'config.json'))) return { ...entry, modelDir: dir, adapterDir: null, chatTemplate: chatTemplateOf(dir) };
     throw new ModelNotFoundError(name, 'no_weights');
-  }
-
-  /**
-   * The full Hugging Face folder behind the model `name`: a base model's, a full fine-tune's own,
-   * or (an adapter trained again) its own parent's.
-   */
-  private async fullWeightsDir(name: string, owner: string, depth: number): Promise<string | null> {
-    const base = await findBaseModel(this.modelsDir, name);
-    if (base) return base.dir;
-    const tuned = depth < MAX_DEPTH ? await this.store.models.get(name, owner) : undefined;
-    if (!tuned?.dir) return null;
-    if (existsSync(path.join(tuned.dir, 'config.json'))) return tuned.dir;
-    return this.fullWeightsDir(tuned.base_model, owner, depth + 1);
   }
 }
 

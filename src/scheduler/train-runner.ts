@@ -20,7 +20,7 @@ import { jobEvents } from '../domain/jobs.ts';
 import { BUILT_IN_TRAINING_OPTIONS, loraModuleNames, type TrainingOptions } from '../domain/training-options.ts';
 import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
 import { blobKeys, type JobRecord } from '../store/index.ts';
-import { ModelCatalogue } from '../models/catalogue.ts';
+import { jobStart, type JobStart } from './job-start.ts';
 import type { JobRunContext, JobRunner } from './worker.ts';
 import type { CallModel, PythonSandboxOptions } from '../graders/index.ts';
 import { jobGrader } from './rft-grading.ts';
@@ -45,21 +45,6 @@ export interface TrainRunnerOptions {
   recompute?: 'on' | 'off' | 'auto';
 }
 
-/** The full Hugging Face folder the job trains from: a base model's, or a full fine-tune's. */
-async function baseModelDir(job: JobRecord, ctx: JobRunContext, modelsDir: string): Promise<string> {
-  const model = await new ModelCatalogue(ctx.store, modelsDir).find(job.model, job.organization_id);
-  if (!model) throw new JobError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
-  if (model.adapterDir) {
-    // The engine starts from a full HF folder; a LoRA fine-tune is an adapter on its parent.
-    throw new JobError(
-      `${job.model} is a LoRA adapter on ${model.parent}; fine-tuning it further is not supported yet. Fine-tune ${model.parent} with the combined training data instead.`,
-      'model_not_supported',
-      'model',
-    );
-  }
-  return model.modelDir;
-}
-
 /** A job's training options as the engine takes them; a job made before they existed trains with the built-in ones. */
 function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnInputs' | 'contextLength' | 'schedule' | 'optimizer' | 'nCheckpoints' | 'nEvals' | 'earlyStoppingPatience'> {
   const o: Partial<TrainingOptions> & Omit<TrainingOptions, 'context_length'> = job.method.training_options ?? BUILT_IN_TRAINING_OPTIONS;
@@ -75,7 +60,7 @@ function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnI
   };
 }
 
-export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: string, options: TrainRunnerOptions): TrainSpec {
+export function trainSpecFor(job: JobRecord, ctx: JobRunContext, start: JobStart, options: TrainRunnerOptions): TrainSpec {
   const hp = job.method[job.method.type]?.hyperparameters as Record<string, number>;
   const hyperparameters: ResolvedHyperparameters = {
     n_epochs: hp.n_epochs,
@@ -90,7 +75,8 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, modelDir: strin
     if (typeof h.reasoning_effort === 'string') hyperparameters.reasoning_effort = h.reasoning_effort;
   }
   return {
-    baseModelDir: modelDir,
+    baseModelDir: start.baseModelDir,
+    ...(start.initialAdapterDir ? { initialAdapterDir: start.initialAdapterDir } : {}),
     method: job.method.type as TrainSpec['method'],
     trainingFile: ctx.store.blobs.localPath(blobKeys.file(job.training_file)),
     ...(job.validation_file ? { validationFile: ctx.store.blobs.localPath(blobKeys.file(job.validation_file)) } : {}),
@@ -191,7 +177,7 @@ function jobErrorOf(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
 
 export function createTrainRunner(train: TrainFunction, options: TrainRunnerOptions): JobRunner {
   return async (job, ctx) => {
-    const spec = trainSpecFor(job, ctx, await baseModelDir(job, ctx, options.modelsDir), options);
+    const spec = trainSpecFor(job, ctx, await jobStart(job, ctx.store, options.modelsDir, ctx.workDir), options);
     const seen = await alreadyRecorded(job, ctx);
     const wandb: WandbJobLog | undefined = options.wandb?.startJob({
       id: job.id,

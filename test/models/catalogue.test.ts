@@ -71,7 +71,7 @@ describeOnEachBackend('ModelCatalogue', (backend) => {
     assert.deepEqual([tuned.modelDir, tuned.adapterDir, tuned.chatTemplate], [full, null, 'own template']);
 
     // An adapter trained on that full fine-tune runs over the fine-tune's folder.
-    const again = folder('lora-again', { 'adapter_config.json': '{}' });
+    const again = folder('lora-again', { 'adapter_config.json': JSON.stringify({ base_model_name_or_path: full }) });
     await addModel('ft:ft-base-a:org-a::again', 'org-a', 'ft:base-a:org-a::full', again);
     assert.equal((await catalogue.resolve('ft:ft-base-a:org-a::again', 'org-a')).modelDir, full);
   });

@@ -8,8 +8,11 @@ import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
 import { METHOD_TYPES, parseJobMethod, resolveSeed, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
 import {
-  DEFAULT_CONTEXT_LIMIT, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn, type TrainingOptionsRequest,
+  DEFAULT_CONTEXT_LIMIT, LORA_MODULES, loraModuleNames, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn,
+  type TrainingOptions, type TrainingOptionsRequest,
 } from '../../domain/training-options.ts';
+import { readPeftAdapterConfig } from '../../engine/index.ts';
+import type { CatalogueModel } from '../../models/catalogue.ts';
 import { validateGrader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
 import { INTEGRATIONS_SCHEMA } from '../../integrations/wandb.ts';
@@ -133,14 +136,43 @@ function metadataFilter(query: Record<string, unknown>): Record<string, string> 
 
 const DAY_SECONDS = 24 * 3600;
 
+const sameModules = (a: string[], b: string[]) => a.length === b.length && a.every((m) => b.includes(m));
+
+/**
+ * A LoRA job on a LoRA fine-tune (or checkpoint) goes on training that adapter: it takes the
+ * adapter's rank, alpha and target modules, and a request for others is a 400 naming the option.
+ */
+function continuedAdapter(model: CatalogueModel, given: TrainingOptionsRequest, options: TrainingOptions): TrainingOptions {
+  if (!model.adapterDir || !options.lora) return options;
+  const { rank, alpha, targetModules } = readPeftAdapterConfig(model.adapterDir).settings;
+  const adapter = {
+    lora_r: rank,
+    lora_alpha: alpha,
+    lora_trainable_modules: sameModules(targetModules, [...LORA_MODULES]) ? 'all-linear' : targetModules.join(','),
+  };
+  for (const [key, value] of Object.entries(adapter) as [keyof typeof adapter, string | number][]) {
+    const asked = given[key];
+    if (asked === undefined || asked === null) continue;
+    const same = key === 'lora_trainable_modules' ? sameModules(loraModuleNames(String(asked)), loraModuleNames(String(value))) : asked === value;
+    if (!same) {
+      throw invalidParam(key, `${model.name} is a LoRA adapter with ${key} ${value}; a job on it continues that adapter, so '${key}' must be ${value} or left out.`, 'invalid_value');
+    }
+  }
+  return { ...options, ...adapter };
+}
+
 export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
   const jobJson = new JobJsonCache(store, jobObject);
 
-  /** A base model or one of the organization's fine-tuned models (not a checkpoint). */
+  /**
+   * A base model the engine can train, or a fine-tuned model or checkpoint of the organization (or
+   * shared with it) to tune further.
+   */
   async function checkModel(model: string, organization: string) {
     const found = await ctx.catalogue.find(model, organization);
-    if (!found || found.kind === 'checkpoint') throw invalidParam('model', `Model ${model} is not available for fine-tuning or does not exist.`, 'model_not_available');
+    if (!found) throw invalidParam('model', `Model ${model} is not available for fine-tuning or does not exist.`, 'model_not_available');
+    return found;
   }
 
   async function checkFile(fileId: string, organization: string, param: 'training_file' | 'validation_file') {
@@ -179,9 +211,8 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   }
 
   /** The model's max_position_embeddings (its config.json's), for context_length. */
-  async function modelContext(model: string, organization: string): Promise<number> {
-    const found = await ctx.catalogue.find(model, organization);
-    const config = found ? JSON.parse(await readFile(path.join(found.modelDir, 'config.json'), 'utf8').catch(() => '{}')) : {};
+  async function modelContext(found: CatalogueModel): Promise<number> {
+    const config = JSON.parse(await readFile(path.join(found.modelDir, 'config.json'), 'utf8').catch(() => '{}'));
     const positions = config.max_position_embeddings ?? config.text_config?.max_position_embeddings;
     return typeof positions === 'number' ? positions : DEFAULT_CONTEXT_LIMIT;
   }
@@ -192,12 +223,13 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const method = parseJobMethod(body);
     if (method.type === 'reinforcement') validateGrader(method.grader, { param: 'method.reinforcement.grader' });
     const seed = resolveSeed(body.seed);
-    await checkModel(body.model, organization);
-    const trainingOptions = resolveTrainingOptions(trainingOptionsIn(body), config.training.defaults, {
+    const model = await checkModel(body.model, organization);
+    const givenOptions = trainingOptionsIn(body);
+    const trainingOptions = continuedAdapter(model, givenOptions, resolveTrainingOptions(givenOptions, config.training.defaults, {
       method: method.type,
       hasValidationFile: Boolean(body.validation_file),
-      modelContext: await modelContext(body.model, organization),
-    });
+      modelContext: await modelContext(model),
+    }));
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
 

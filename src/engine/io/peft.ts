@@ -77,7 +77,8 @@ export interface PeftAdapter {
   tensors: Map<string, HostTensor>;
 }
 
-export function loadPeftAdapter(dir: string): PeftAdapter {
+/** An adapter's adapter_config.json, as read and as settings. */
+export function readPeftAdapterConfig(dir: string): { settings: PeftAdapterSettings; rawConfig: Record<string, unknown> } {
   const rawConfig = JSON.parse(readFileSync(join(dir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
   if (rawConfig.peft_type !== 'LORA') throw new Error(`${dir}: peft_type ${String(rawConfig.peft_type)} is not LORA`);
   const targets = rawConfig.target_modules;
@@ -89,8 +90,12 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
     // PEFT also allows a regex string here; keep it as a one-element list.
     targetModules: Array.isArray(targets) ? targets.map(String) : typeof targets === 'string' ? [targets] : [],
   };
+  return { settings, rawConfig };
+}
+
+export function loadPeftAdapter(dir: string): PeftAdapter {
   const { tensors } = readSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
-  return { settings, rawConfig, tensors };
+  return { ...readPeftAdapterConfig(dir), tensors };
 }
 
 /**

@@ -2,9 +2,10 @@
 //
 // Reference: π_ref is the model before training. Its sequence log-probs are computed once per
 // example, before the first step, by an eval graph of the base model without adapters (LoRA: the
-// same resident base weights, no second copy; full fine-tuning: the initial weights, before they
-// are trained), and cached in memory for the whole job. A resumed job recomputes them from the base
-// weights before loading the resume point, so they are the same numbers.
+// same resident base weights, no second copy, plus the adapter the job starts from when it tunes a
+// LoRA fine-tune again; full fine-tuning: the initial weights, before they are trained), and cached
+// in memory for the whole job. A resumed job recomputes them from the starting weights before
+// loading the resume point, so they are the same numbers.
 //
 // Layout: one sequence per row, a micro-batch of P pairs = 2P rows (chosen rows, then rejected
 // rows; see dpo-loss.ts). A step takes `batch_size` pairs (a seeded shuffle per epoch, as for
@@ -22,7 +23,7 @@ import { startingState } from './checkpoint.ts';
 import { rowLength, TOKENS_PER_MICRO_BATCH, trainingContext, trainingSchedule } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
 import { microBatchFeeds, StepRunner, type MicroBatch, type OptimizerState } from './runner.ts';
-import { initialTensors, modelSetup } from './setup.ts';
+import { modelSetup, startingTensors } from './setup.ts';
 import { ensureStepFits } from './memory-estimate.ts';
 import { buildStepGraph, type ModelSetup, type StepShape } from './step.ts';
 import { adamwSettings, DEFAULT_ADAMW, type AdamWSettings } from './adamw.ts';
@@ -156,8 +157,9 @@ export function makeDpoPlan(spec: TrainSpec, cfg: ModelConfig): DpoPlan {
 }
 
 /**
- * Sequence log-probs of every pair under the base model (no adapters), for the weights in
- * `weights` (base weights; for full fine-tuning, the initial ones). One eval session, released after.
+ * Sequence log-probs of every pair under the model in `weights`: base weights (for full
+ * fine-tuning, the initial ones), and under LoRA the adapter the job starts from when `weights`
+ * holds its tensors (none: the base alone). One eval session, released after.
  */
 export async function referenceLogps(
   setup: ModelSetup,
@@ -167,8 +169,9 @@ export async function referenceLogps(
   settings: SessionSettings = {},
 ): Promise<Reference> {
   const P = shape.pairsPerMicro;
-  const base: ModelSetup = { ...setup, lora: null, trainable: [], packed: false };
-  const graph = buildStepGraph(base, { rows: 2 * P, seqLen: shape.seqLen }, 'eval', dpoObjective(1, P));
+  const withAdapter = setup.lora !== null && setup.trainable.every((name) => weights.has(name));
+  const model: ModelSetup = { ...setup, lora: withAdapter ? setup.lora : null, trainable: [], packed: false };
+  const graph = buildStepGraph(model, { rows: 2 * P, seqLen: shape.seqLen }, 'eval', dpoObjective(1, P));
   const session = await CompiledGraph.compile(graph, settings);
   const ref: Reference = { chosen: new Float32Array(pairs.length), rejected: new Float32Array(pairs.length) };
   try {
@@ -271,12 +274,13 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training pairs have a response with no tokens left` });
   const setup = ensureStepFits(spec, modelSetup(model.config, spec.lora), { rows: 2 * plan.pairsPerMicro, seqLen: plan.seqLen }, dpoObjective(beta, plan.pairsPerMicro));
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
-  const { frozen, params } = initialTensors(setup, base, spec.seed);
+  const { frozen, params } = startingTensors(spec, setup, base);
   model.weights.clear();
   base.clear();
 
-  // π_ref: the base model, before any training (and before a resume point replaces the weights).
-  const refWeights = setup.lora ? frozen : params;
+  // π_ref: the model before any training (and before a resume point replaces the weights): the
+  // base, or under LoRA the base with the adapter the job starts from.
+  const refWeights = !setup.lora ? params : spec.initialAdapterDir ? new Map([...frozen, ...params]) : frozen;
   const refShape = { pairsPerMicro: plan.pairsPerMicro, seqLen: plan.seqLen, padId: plan.padId };
   const trainRef = await referenceLogps(setup, refWeights, plan.train.pairs, refShape);
   const validRef = plan.valid ? await referenceLogps(setup, refWeights, plan.valid.pairs, refShape) : null;

@@ -3,7 +3,7 @@
 //   (temperature 1), grade them (TrainOptions.grade: the control plane runs the job's grader),
 //   normalise the rewards within each prompt's group, and take one AdamW step on
 //     (1/G) Σ_i (1/T_i) Σ_t [ −A_i · log π(y_t) + β · KL_t(π ‖ π_ref) ]
-//   with the reference π_ref = the base model (LoRA: the same weights with the adapter off).
+//   with the reference π_ref = the model before training (LoRA: the same base with the adapter as it starts).
 // See rft-step.ts for how the supervised step graphs compute that gradient, rft-sampler.ts for
 // sampling from the current weights, rft-objective.ts for the numbers.
 //
@@ -25,7 +25,7 @@ import { startingState } from './checkpoint.ts';
 import { rowLength, TOKENS_PER_MICRO_BATCH, trainingContext, trainingSchedule } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
 import type { MicroBatch } from './runner.ts';
-import { initialTensors, modelSetup } from './setup.ts';
+import { modelSetup, startingTensors } from './setup.ts';
 import { ensureStepFits } from './memory-estimate.ts';
 import type { ModelSetup } from './step.ts';
 import { adamwSettings } from './adamw.ts';
@@ -108,10 +108,11 @@ export async function trainReinforcement(spec: TrainSpec, options: TrainOptions 
   const setup: ModelSetup = ensureStepFits(spec, modelSetup(cfg, spec.lora), { rows: rowsPerMicro, seqLen });
   const base = new Map([...model.weights].map(([name, t]) => [name, t.data]));
   model.weights.clear();
-  const { frozen, params } = initialTensors(setup, base, spec.seed);
-  // The reference: LoRA → a zero adapter over the same frozen base; full → a copy of the original
-  // weights (the runner updates its state's arrays in place).
-  const reference = new Map([...params].map(([name, p]) => [name, setup.lora ? new Float32Array(p.length) : p.slice()]));
+  const { frozen, params } = startingTensors(spec, setup, base);
+  // The reference: a copy of the starting trainables (the runner updates its state's arrays in
+  // place). LoRA: the same frozen base with the adapter as it starts (B = 0: the base itself; an
+  // adapter tuned again: the model it was); full: the original weights.
+  const reference = new Map([...params].map(([name, p]) => [name, p.slice()]));
   const { state, meta } = startingState(spec, setup, params);
   let trainedTokens = Number(meta?.trainedTokens ?? 0);
 

@@ -1,8 +1,11 @@
 // What is trainable: LoRA adapters over frozen base weights, or every base weight (full fine-tuning).
 
+import type { TrainSpec } from '../contract.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { llamaWeightShapes } from '../models/llama.ts';
 import { initLora, loraAName, loraBName, loraTargets, type LoraSpec } from '../models/lora.ts';
+import { mergeLoraAdapter } from '../infer/model.ts';
+import { loadPeftAdapter, loraPairs } from '../io/peft.ts';
 import type { ModelSetup } from './step.ts';
 import { SeededRandom } from '../data/random.ts';
 
@@ -39,4 +42,43 @@ export function initialTensors(
   if (!setup.lora) return { frozen: new Map(), params: frozen };
   const lora = initLora(setup.lora.targets, setup.lora, SeededRandom.derive(seed, 'lora-init'));
   return { frozen, params: new Map([...lora].map(([n, t]) => [n, t.data])) };
+}
+
+/**
+ * initialTensors for a job, which may start from an adapter (spec.initialAdapterDir, a LoRA
+ * fine-tune tuned again): LoRA continues its A and B, which must have the job's rank, alpha and
+ * target modules; full fine-tuning trains the base weights with the adapter merged in.
+ */
+export function startingTensors(
+  spec: TrainSpec,
+  setup: ModelSetup,
+  base: Map<string, Float32Array>,
+): { frozen: Map<string, Float32Array>; params: Map<string, Float32Array> } {
+  const adapterDir = spec.initialAdapterDir;
+  if (adapterDir && !setup.lora) {
+    const views = new Map([...base].map(([name, data]) => [name, { shape: setup.shapes.get(name) ?? [data.length], data }]));
+    mergeLoraAdapter(views, adapterDir); // in place: the views share base's arrays
+  }
+  const tensors = initialTensors(setup, base, spec.seed);
+  if (!adapterDir || !setup.lora) return tensors;
+
+  const { settings, tensors: stored } = loadPeftAdapter(adapterDir);
+  const { rank, alpha, targets } = setup.lora;
+  if (settings.rank !== rank || settings.alpha !== alpha) {
+    throw new Error(`${adapterDir}: the adapter has rank ${settings.rank} and alpha ${settings.alpha}; this job trains rank ${rank}, alpha ${alpha}`);
+  }
+  const pairs = loraPairs(stored);
+  const wanted = new Set(targets.map((t) => t.path));
+  const extra = [...pairs.keys()].filter((m) => !wanted.has(m));
+  if (extra.length) throw new Error(`${adapterDir}: the adapter adapts ${extra[0]}, which this job does not train`);
+  for (const t of targets) {
+    const pair = pairs.get(t.path);
+    if (!pair) throw new Error(`${adapterDir}: the adapter has no ${t.path}, which this job trains`);
+    for (const [name, stored] of [[loraAName(t.path), pair.A], [loraBName(t.path), pair.B]] as const) {
+      const param = tensors.params.get(name)!;
+      if (stored.data.length !== param.length) throw new Error(`${adapterDir}: ${name} has shape [${stored.shape}], expected [${setup.shapes.get(name)}]`);
+      param.set(stored.data);
+    }
+  }
+  return tensors;
 }

@@ -8,7 +8,7 @@ import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
 import { StepRunner, type LossSums } from './runner.ts';
-import { initialTensors, modelSetup } from './setup.ts';
+import { modelSetup, startingTensors } from './setup.ts';
 import { adamwSettings } from './adamw.ts';
 import { trainReinforcement } from './rft.ts';
 import { trainDpo } from './dpo.ts';
@@ -29,7 +29,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const setup = ensureStepFits(spec, modelSetup(config, spec.lora), { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
   const model = loadHfModel(spec.baseModelDir);
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
-  const { frozen, params } = initialTensors(setup, base, spec.seed);
+  const { frozen, params } = startingTensors(spec, setup, base);
   model.weights.clear();
   const { state, meta } = startingState(spec, setup, params);
   const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, adamwSettings(spec));
