@@ -8,6 +8,8 @@ import type { JobRunContext } from '../../src/scheduler/worker.ts';
 import type { JobRecord } from '../../src/store/index.ts';
 import { BUILT_IN_TRAINING_OPTIONS, type TrainingOptions } from '../../src/domain/training-options.ts';
 
+/** A job on the base model in /models/base. */
+const start = { model: 'base', baseModelDir: '/models/base', initialAdapterDir: null };
 const ctx = { store: { blobs: { localPath: (key: string) => `/blobs/${key}` } }, workDir: '/work/job' } as unknown as JobRunContext;
 const job = (trainingOptions?: TrainingOptions) =>
   ({
@@ -20,7 +22,7 @@ test('every training option reaches the spec', () => {
     lora: true, lora_r: 4, lora_alpha: 32, lora_dropout: 0.1, lora_trainable_modules: 'q_proj, v_proj', train_on_inputs: true,
     warmup_ratio: 0.1, lr_scheduler: { lr_scheduler_type: 'cosine', lr_scheduler_args: { min_lr_ratio: 0.2 } }, weight_decay: 0.01, max_grad_norm: 0,
     context_length: 256, n_checkpoints: 5, n_evals: 4, early_stopping_patience: 2,
-  }), ctx, '/models/base', { modelsDir: '/models' });
+  }), ctx, start, { modelsDir: '/models' });
   assert.deepEqual(spec.lora, { rank: 4, alpha: 32, dropout: 0.1, targetModules: ['q_proj', 'v_proj'] });
   assert.equal(spec.trainOnInputs, true);
   assert.deepEqual(spec.schedule, { warmupRatio: 0.1, type: 'cosine', minLrRatio: 0.2 });
@@ -28,13 +30,13 @@ test('every training option reaches the spec', () => {
   assert.deepEqual(adamwSettings(spec), { ...DEFAULT_ADAMW, weightDecay: 0.01, maxGradNorm: 0 });
   assert.deepEqual([spec.contextLength, spec.nCheckpoints, spec.nEvals, spec.earlyStoppingPatience], [256, 5, 4, 2]);
 
-  const full = trainSpecFor(job({ ...BUILT_IN_TRAINING_OPTIONS, lora: false, lora_r: null, lora_alpha: null, lora_dropout: null, lora_trainable_modules: null, context_length: 512 }), ctx, '/models/base', { modelsDir: '/models' });
+  const full = trainSpecFor(job({ ...BUILT_IN_TRAINING_OPTIONS, lora: false, lora_r: null, lora_alpha: null, lora_dropout: null, lora_trainable_modules: null, context_length: 512 }), ctx, start, { modelsDir: '/models' });
   assert.equal(full.lora, null);
   for (const key of ['trainOnInputs', 'nCheckpoints', 'nEvals', 'earlyStoppingPatience'] as const) assert.equal(full[key], undefined, key);
 });
 
 test('a job stored before training options trains with the built-in ones', () => {
-  const spec = trainSpecFor(job(), ctx, '/models/base', { modelsDir: '/models' });
+  const spec = trainSpecFor(job(), ctx, start, { modelsDir: '/models' });
   assert.deepEqual(spec.lora, { rank: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
   assert.deepEqual(spec.schedule, { warmupRatio: 0.05, type: 'linear', minLrRatio: 0 });
   assert.deepEqual(adamwSettings(spec), DEFAULT_ADAMW);
