@@ -22,7 +22,8 @@ export interface WatchedPage {
   errors: string[];
   /** Requests to anything but the loopback interface (aborted). */
   outside: string[];
-  screenshot(name: string): Promise<string>;
+  /** The whole page, or what the window shows with `{ fullPage: false }`. */
+  screenshot(name: string, options?: { fullPage: boolean }): Promise<string>;
 }
 
 const isLoopback = (url: URL) => ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) || url.protocol === 'data:' || url.protocol === 'blob:';
@@ -51,9 +52,9 @@ export async function openBrowser(): Promise<WatchedPage> {
     page,
     errors,
     outside,
-    async screenshot(name) {
+    async screenshot(name, { fullPage } = { fullPage: true }) {
       const file = path.join(SCREENSHOTS, `${name}.png`);
-      await page.screenshot({ path: file, fullPage: true });
+      await page.screenshot({ path: file, fullPage });
       return file;
     },
   };

@@ -112,8 +112,9 @@ describe('dashboard in Chromium', () => {
     assert.ok(continued, `the job continued from a resume point:\n${messages.join('\n')}`);
     await page.getByText(continued).waitFor();
     await page.getByRole('columnheader', { name: 'full_valid_loss', exact: true }).first().waitFor(); // the result file's table
-    await page.locator('figure.chart').first().scrollIntoViewIfNeeded();
     await browser.screenshot('job-succeeded');
+    await page.evaluate(() => scrollTo(0, 0));
+    await browser.screenshot('job-page', { fullPage: false }); // README's picture (docs/dashboard-job.png)
     const job = await server.client(KEY).fineTuning.jobs.retrieve(jobId);
     assert.equal(job.status, 'succeeded');
 
