@@ -1,7 +1,8 @@
 // Gemma 2 and Gemma 3 text: config.json parsing, the training graph's gradients (loss head with
 // the final soft cap included) against finite differences in f64, the tiled attention's soft cap
 // over several key chunks, and the KV-cache decoder (prefill and one-token steps past the sliding
-// window) against the training graph on a tiny random HF folder.
+// window) against the training graph on a tiny random HF folder, and LoRA applied unmerged (one
+// resident base, as reinforcement sampling and multi-adapter serving run it) against LoRA merged.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,8 +16,10 @@ import { tokenScores } from '../../../src/engine/train/loss.ts';
 import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
 import { inferenceWeights } from '../../../src/engine/infer/decoder.ts';
 import { DecoderSteps } from '../../../src/engine/infer/steps.ts';
+import { loadModelForInference, loadSharedBase } from '../../../src/engine/infer/model.ts';
+import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { gradCheck, type CheckInput } from '../graph/gradcheck.ts';
-import { fullForward, maxAbsDiff } from '../infer/fixtures.ts';
+import { fullForward, maxAbsDiff, writeAdapter } from '../infer/fixtures.ts';
 import { GEMMA2_CONFIG, GEMMA3_CONFIG, writeTinyGemma } from './gemma-fixtures.ts';
 
 test('config.json: Gemma 2 alternates local and global layers, caps, scales by query_pre_attn_scalar', () => {
@@ -70,12 +73,12 @@ function smallGemma(raw: Record<string, unknown>, over: Record<string, unknown> 
 }
 
 /** Gradients of Σ R ⊙ nll(labels) (the loss head, capped logits and all) w.r.t. every weight, against finite differences (f64). */
-async function checkGradients(cfg: ModelConfig, attentionTiling?: AttentionTiling) {
+async function checkGradients(cfg: ModelConfig, attentionTiling?: AttentionTiling, recompute = false) {
   const weights = [...llamaWeightShapes(cfg)].map(([name, shape]): CheckInput => ({ name, shape }));
   await gradCheck([...batch, ...weights], (...xs: Tensor[]) => {
     const byName = new Map([...batch, ...weights].map((spec, i) => [spec.name, xs[i]]));
     const inputs = { inputIds: byName.get('input_ids')!, positionIds: byName.get('position_ids')!, segmentIds: byName.get('segment_ids')! };
-    const head = llamaHidden(xs[0].graph, cfg, inputs, { weight: (name) => byName.get(name)!, attentionTiling });
+    const head = llamaHidden(xs[0].graph, cfg, inputs, { weight: (name) => byName.get(name)!, attentionTiling, recompute });
     return tokenScores(head, byName.get('labels')!, 5).nll;
   }, { maxProbes: 4, eps: 1e-6, tol: 1e-6 });
 }
@@ -86,6 +89,10 @@ test('Gemma 2 (capped scores and logits, local/global layers, sandwich norms, GE
 
 test('Gemma 3 (q/k norms, local RoPE base, linear-scaled global RoPE): gradient = finite differences (f64)', async () => {
   await checkGradients(smallGemma(GEMMA3_CONFIG));
+});
+
+test('Gemma 3 with each layer recomputed in the backward (its RoPE tables and masks shared across layers): gradient = finite differences (f64)', async () => {
+  await checkGradients(smallGemma(GEMMA3_CONFIG), undefined, true);
 });
 
 test('the capped tiled attention over several key chunks (online softmax, probabilities recomputed): gradient = finite differences (f64)', async () => {
@@ -115,6 +122,29 @@ for (const [name, raw] of [['Gemma 2', GEMMA2_CONFIG], ['Gemma 3', GEMMA3_CONFIG
       assert.ok(worst < 2e-4, `largest logit difference ${worst}`);
     } finally {
       await steps.release();
+    }
+  });
+}
+
+for (const [name, raw] of [['Gemma 2', GEMMA2_CONFIG], ['Gemma 3', GEMMA3_CONFIG]] as const) {
+  test(`${name}: a LoRA adapter applied unmerged over a shared base gives the merged model's logits`, async () => {
+    const dir = writeTinyGemma(join(work, `${name.replace(' ', '')}-lora`), raw);
+    const adapterDir = join(work, `${name.replace(' ', '')}-adapter`);
+    const r = new SeededRandom(9);
+    writeAdapter(loadHfModel(dir).config, adapterDir, (_n, size) => new Float32Array(size).map(() => (r.next() * 2 - 1) * 0.2), 5, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    const merged = await loadModelForInference({ baseModelDir: dir, adapterDir }, { intraOpNumThreads: 1 });
+    const shared = await loadSharedBase(dir, { intraOpNumThreads: 1 });
+    try {
+      const ids = [677, 12, 40, 300, 301, 87, 5, 9, 400, 13];
+      const a = await merged.nextTokenLogits(ids);
+      const unmerged = shared.withAdapter(adapterDir);
+      const b = await unmerged.nextTokenLogits(ids);
+      const bare = await shared.withAdapter().nextTokenLogits(ids);
+      assert.ok(maxAbsDiff(a, b) < 1e-4, `unmerged vs merged: ${maxAbsDiff(a, b)}`);
+      assert.ok(maxAbsDiff(a, bare) > 1e-2, 'the adapter changes the logits');
+    } finally {
+      await merged.release();
+      await shared.release();
     }
   });
 }
