@@ -6,8 +6,9 @@ import { removeFile } from '../store/expiry.ts';
 import { blobKeys, type FileRow } from '../store/index.ts';
 import { nowSeconds } from '../domain/clock.ts';
 import type { ApiContext } from './context.ts';
-import { readMultipart } from './multipart.ts';
+import { formFields, readMultipart } from './multipart.ts';
 import { listObject, pageQuerySchema } from './pagination.ts';
+import { specRequestSchema } from './schemas.ts';
 
 /** Purposes a client may upload. `fine-tune-results` is written by the service only. */
 export const UPLOAD_PURPOSES = ['fine-tune'] as const;
@@ -53,6 +54,17 @@ export function cleanFilename(name: string | undefined, fallback: string): strin
   return cleaned || fallback;
 }
 
+/**
+ * POST /files's text fields: OpenAI's CreateFileRequest but its file part, with any purpose string
+ * (checkUploadPurpose answers the ones this server does not serve with their own code) and no
+ * unknown key in expires_after.
+ */
+const UPLOAD_FIELDS = (() => {
+  const { file: _file, ...properties } = specRequestSchema('CreateFileRequest', { properties: { purpose: { type: 'string' } } }).properties;
+  properties.expires_after = { ...properties.expires_after, additionalProperties: false };
+  return formFields({ type: 'object', properties, required: ['purpose'], additionalProperties: false });
+})();
+
 export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
   const { store, config } = ctx;
 
@@ -62,7 +74,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
     const { fields, file } = await readMultipart(
       request,
       'file',
-      ['purpose', 'expires_after'],
+      UPLOAD_FIELDS,
       (stream) => store.blobs.put(key, stream, { maxBytes: config.limits.fileBytes }),
       () => store.blobs.remove(key),
     );
@@ -72,15 +84,8 @@ export async function fileRoutes(app: FastifyInstance, ctx: ApiContext) {
       const filename = cleanFilename(file.filename, `${id}.jsonl`);
       if (purpose === 'fine-tune') requireJsonlName(filename, 'file', 'The file');
       const created = nowSeconds();
-      let expiresAt: number | null = null;
-      if (fields['expires_after[anchor]'] !== undefined || fields['expires_after[seconds]'] !== undefined) {
-        if (fields['expires_after[anchor]'] !== 'created_at') throw invalidParam('expires_after.anchor', "Invalid 'expires_after.anchor': expected 'created_at'.");
-        const seconds = Number(fields['expires_after[seconds]']);
-        if (!Number.isInteger(seconds) || seconds < 3600 || seconds > 2592000) {
-          throw invalidParam('expires_after.seconds', "Invalid 'expires_after.seconds': expected an integer between 3600 and 2592000.");
-        }
-        expiresAt = created + seconds;
-      }
+      // The schema took `created_at`, the one anchor there is.
+      const expiresAt: number | null = fields.expires_after ? created + fields.expires_after.seconds : null;
       const row = await store.files.insert({
         id,
         organization_id: request.caller.organization,

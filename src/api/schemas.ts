@@ -6,6 +6,7 @@
 // error comes from the branch the request meant; documentation and vendor keywords dropped, and
 // `default`s too (Ajv would write them into the body).
 import { readFileSync } from 'node:fs';
+import { Ajv } from 'ajv';
 
 type Json = Record<string, any>;
 
@@ -14,6 +15,14 @@ const components = spec.components.schemas as Record<string, Json>;
 
 /** Keywords that document or generate code, not validate (`format`: the spec's are not JSON Schema's). */
 const DROPPED = new Set(['description', 'title', 'example', 'examples', 'default', 'deprecated', 'discriminator', 'format', 'readOnly', 'writeOnly', 'externalDocs']);
+
+/**
+ * The validators of route schemas. Text (query strings, path params, form fields) is coerced to its
+ * declared types; JSON bodies are not (a string where a number belongs is a 400). Unknown keys are an
+ * error, never silently dropped.
+ */
+export const textAjv = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, strict: false });
+export const jsonAjv = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, strict: false });
 
 export interface SchemaPatch {
   /** Replaces these top-level properties' schemas (where tuneforge accepts more, or less, than the spec says). */

@@ -2,7 +2,6 @@
 // runs the embedded worker when a job runner (the training engine) is supplied, and the expired-file sweep.
 import Fastify, { type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
-import { Ajv } from 'ajv';
 import { isLoopback, type Config } from '../config.ts';
 import { validateDataset } from '../domain/datasets.ts';
 import { validateJobFiles, type DatasetValidator } from '../scheduler/file-validation.ts';
@@ -14,6 +13,7 @@ import { registerAuth } from './auth.ts';
 import { nowSeconds } from '../domain/clock.ts';
 import type { ApiContext } from './context.ts';
 import { registerErrorHandling, rejectNulCharacters, sendClientError, sendError } from './errors.ts';
+import { jsonAjv, textAjv } from './schemas.ts';
 import { opsRoutes } from './ops.ts';
 import { dashboardRoutes } from './dashboard.ts';
 import { exportRoutes } from './export.ts';
@@ -65,12 +65,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     frameworkErrors: sendError,
     clientErrorHandler: sendClientError,
   });
-  // Query strings and path params arrive as text and are coerced to their declared types; JSON
-  // bodies are not (a string where a number belongs is a 400). Unknown keys are an error, never
-  // silently dropped.
-  const queryAjv = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, strict: false });
-  const bodyAjv = new Ajv({ coerceTypes: false, useDefaults: true, removeAdditional: false, strict: false });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? jsonAjv : textAjv).compile(schema));
   // An empty JSON body (curl -X POST -H 'content-type: application/json' …/cancel) means "no body",
   // not malformed JSON; anything else goes through Fastify's own (prototype-poisoning-safe) parser.
   const parseJson = app.getDefaultJsonParser('error', 'error');

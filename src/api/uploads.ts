@@ -97,7 +97,7 @@ export async function uploadRoutes(app: FastifyInstance, ctx: ApiContext) {
     const { file } = await readMultipart(
       request,
       'data',
-      [],
+      null,
       (stream) => store.blobs.put(key, stream, { maxBytes: config.limits.uploadPartBytes }),
       () => store.blobs.remove(key),
     );

@@ -30,6 +30,20 @@ describe('files: bad input', () => {
     expectError(await upload({ purpose: 'nonsense' }, '{}\n'), 400, { param: 'purpose', code: 'invalid_value' });
   });
 
+  it("checks expires_after's form fields as the JSON routes check it, naming the param", async () => {
+    const expiring = (fields: Record<string, string>) => upload({ purpose: 'fine-tune', ...fields }, '{}\n');
+    const seconds = 'expires_after[seconds]';
+    const anchor = 'expires_after[anchor]';
+    expectError(await expiring({ [anchor]: 'created_at', [seconds]: '60' }), 400, { param: 'expires_after.seconds', code: 'invalid_value' });
+    expectError(await expiring({ [anchor]: 'created_at', [seconds]: 'soon' }), 400, { param: 'expires_after.seconds', code: 'invalid_type' });
+    expectError(await expiring({ [anchor]: 'last_active_at', [seconds]: '3600' }), 400, { param: 'expires_after.anchor', code: 'invalid_value' });
+    expectError(await expiring({ [anchor]: 'created_at' }), 400, { param: 'expires_after.seconds', code: 'missing_required_parameter' });
+    expectError(await expiring({ [anchor]: 'created_at', [seconds]: '3600', 'expires_after[days]': '1' }), 400, { param: 'expires_after.days', code: 'unknown_parameter' });
+    const ok = await expiring({ [anchor]: 'created_at', [seconds]: '3600' });
+    assert.equal(ok.body.expires_at, ok.body.created_at + 3600);
+    await server.request('DELETE', `/v1/files/${ok.body.id}`, A);
+  });
+
   it('rejects a missing file, an unknown field and a non-multipart body', async () => {
     expectError(await upload({ purpose: 'fine-tune' }, null), 400, { param: 'file' });
     expectError(await upload({ purpose: 'fine-tune', colour: 'red' }, '{}\n'), 400, { param: 'colour' });
