@@ -1,7 +1,7 @@
 // Reverse-mode autodiff: walk the nodes between `wrt` and `y` backwards, calling each node's
 // backward rule and summing the gradients of tensors used more than once.
 
-import { Tensor, type BackwardRule } from './ir.ts';
+import { Tensor, type BackwardRule, type Node } from './ir.ts';
 import { add } from './ops.ts';
 
 /**
@@ -10,8 +10,7 @@ import { add } from './ops.ts';
  */
 export function gradients(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | null)[] {
   const g = y.graph;
-  // Nodes are appended in creation order, which is a topological order. Snapshot before we add more.
-  const nodes = g.nodes.slice();
+  const nodes = between(y, new Set(wrt));
 
   // Forward sweep: which tensors depend on any of `wrt`?
   const live = new Set<Tensor>(wrt);
@@ -41,6 +40,29 @@ export function gradients(y: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | nu
     });
   }
   return wrt.map((t) => grad.get(t) ?? null);
+}
+
+/**
+ * The nodes y depends on without passing through `stop`, in a topological order: what the
+ * backward walks. Only these, not the whole graph: a recomputed layer's backward is built once
+ * per layer, and scanning every node each time made building long-sequence graphs quadratic.
+ */
+function between(y: Tensor, stop: Set<Tensor>): Node[] {
+  const order: Node[] = [];
+  const seen = new Set<Node>();
+  const stack: [Node, boolean][] = y.producer && !stop.has(y) ? [[y.producer, false]] : [];
+  while (stack.length > 0) {
+    const [n, done] = stack.pop()!;
+    if (done) {
+      order.push(n);
+      continue;
+    }
+    if (seen.has(n)) continue;
+    seen.add(n);
+    stack.push([n, true]);
+    for (const t of n.gradientInputs ?? n.inputs) if (t?.producer && !stop.has(t) && !seen.has(t.producer)) stack.push([t.producer, false]);
+  }
+  return order;
 }
 
 /**

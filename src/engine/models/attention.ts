@@ -122,8 +122,8 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   // Where tiles are large (probabilities not kept), each tile's queries wait for the previous
   // tile's result: ORT's scheduler does not follow node order among independent nodes, and running
   // every tile's scores before their reductions would hold all the [G·Tq, Tk] transients at once.
-  let previous: Tensor | null = null;
-  const inOrder = (qRows: Tensor) => (previous && !plan.keepProbabilities ? after(qRows, [previous]) : qRows);
+  let previous: Tensor[] = [];
+  const inOrder = (qRows: Tensor) => (previous.length > 0 && !plan.keepProbabilities ? after(qRows, previous) : qRows);
   const lses: (Tensor | null)[] = [];
   const kept: (Tensor | null)[] = [];
   const contexts = plan.blocks.map((block) => {
@@ -133,7 +133,9 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
       const p = op.softmax(scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.bias));
       lses.push(null);
       kept.push(plan.keepProbabilities ? p : null);
-      return (previous = op.matmul(p, rows(v, chunk.start, chunk.end)));
+      const context = op.matmul(p, rows(v, chunk.start, chunk.end));
+      previous = [context];
+      return context;
     }
     kept.push(null);
     let m: Tensor | null = null;
@@ -153,7 +155,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
         acc = pv;
       }
       m = mNew;
-      previous = acc;
+      previous = [acc];
     }
     lses.push(op.add(m!, op.log(l!)));
     return op.div(acc!, l!);
@@ -166,7 +168,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
     const [qAgain, kAgain, vAgain] = [q, k, v].map((t) => after(t, [dO]));
     const dq: Tensor[] = [];
     const dkv = new Map<string, { start: number; end: number; dk: Tensor; dv: Tensor }>();
-    previous = null;
+    previous = [];
     plan.blocks.forEach((block, i) => {
       const qBlock = rows(qAgain, block.start, block.end);
       const dOi = rows(dO, block.start, block.end);
@@ -176,13 +178,15 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
         const [qi, kj, vj] = [inOrder(qBlock), rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
         const lse = lses[i];
         const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.bias), lse)) : op.softmax(scores(qi, kj, chunk.bias)));
-        let ds = op.mul(p, op.sub(op.matmul(dOi, op.T(vj)), delta));
+        // dO vᵀ in order too (via dO's rows): ORT would otherwise run every tile's before any P.
+        let ds = op.mul(p, op.sub(op.matmul(inOrder(dOi), op.T(vj)), delta));
         if (softcap !== null) ds = op.mul(ds, capSlope(qi, kj));
         const dk = op.matmul(op.T(ds), qi);
         const dv = op.matmul(op.T(p), dOi);
         const part = op.matmul(ds, kj);
         dqi = dqi ? op.add(dqi, part) : part;
-        previous = part;
+        // All three: a tile's dK and dV are summed only at the end, and would keep P and dS alive until then.
+        previous = [part, dk, dv];
         const key = `${chunk.start}:${chunk.end}`;
         const seen = dkv.get(key);
         dkv.set(key, seen ? { ...seen, dk: op.add(seen.dk, dk), dv: op.add(seen.dv, dv) } : { start: chunk.start, end: chunk.end, dk, dv });

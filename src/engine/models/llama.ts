@@ -18,7 +18,8 @@ import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
 import type { Graph, Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
-import { checkpoint } from '../graph/checkpoint.ts';
+import { after, checkpoint } from '../graph/checkpoint.ts';
+import { customGradient } from '../graph/autodiff.ts';
 import { attentionPlan, causalAttention, type AttentionTiling } from './attention.ts';
 
 export interface LlamaInputs {
@@ -101,6 +102,21 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     null,
   ]);
   return op.mul(normed, w);
+}
+
+/**
+ * silu(gate) ⊙ up, SwiGLU's gating, keeping only gate and up for the backward: with σ = σ(gate),
+ * d gate = dy ⊙ up ⊙ σ(1 + gate(1 − σ)) and d up = dy ⊙ silu(gate), σ and silu recomputed there
+ * (two cheap passes) instead of three more [N, intermediate] tensors kept per layer.
+ */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  const y = op.mul(op.silu(gate), up);
+  return customGradient(y, [gate, up], (dy) => {
+    const gateAgain = after(gate, [dy]); // a new node, so ORT's CSE does not keep the forward's σ
+    const s = op.sigmoid(gateAgain);
+    const silu = op.mul(gateAgain, s);
+    return [op.mul(op.mul(dy, up), op.mul(s, op.add(op.sub(gateAgain, silu), 1))), op.mul(dy, silu)];
+  });
 }
 
 /**
@@ -231,8 +247,8 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     // thin k and v, runs as fast stacked as apart, in fewer nodes).
     const [gate] = linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
     const [up] = linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
-    const activation = cfg.hiddenActivation === 'gelu_tanh' ? op.geluTanh : op.silu;
-    let [down] = linears(op.mul(activation(gate), up), cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
+    const gated = cfg.hiddenActivation === 'gelu_tanh' ? op.mul(op.geluTanh(gate), up) : swiglu(gate, up);
+    let [down] = linears(gated, cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
     if (cfg.sandwichNorms) down = norm(down, `${p}.post_feedforward_layernorm.weight`, D);
     return op.add(x, down);
   };

@@ -10,6 +10,7 @@
 import type { Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
+import { after } from '../graph/checkpoint.ts';
 import type { LmHead } from '../models/llama.ts';
 
 /** Logits per head chunk, at most: 2²⁵ (128 MB in float32): 512 rows at SmolLM2's 49,152 vocab, 128 at Qwen2.5's 151,936. */
@@ -47,22 +48,29 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
   const minusOnehot = (probs: Tensor, idx: Tensor) =>
     g.emit('ScatterElements', [probs, idx, minusOnes(idx.shape[0])], { axis: 1, reduction: 'add' }, [{ shape: probs.shape, dtype: g.float }])[0];
 
+  // Each chunk starts after the previous one is done with its logits: ORT's order would otherwise
+  // run every chunk's logits and log-softmax before any of the nll, hit or dHidden reading them.
+  let previous: Tensor[] = [];
   const chunks = hs.map((h, c) => {
     const idx = idxs[c];
-    const logits = capped(op.matmul(h, op.T(weight))); // [C, V]
+    const logits = capped(op.matmul(previous.length > 0 ? after(h, previous) : h, op.T(weight))); // [C, V]
     const logp = g.emit('LogSoftmax', [logits], { axis: -1 }, [{ shape: logits.shape, dtype: g.float }])[0];
     const pickedLogp = op.gatherElements(logp, idx, 1);
     const pickedLogit = op.gatherElements(logits, idx, 1);
-    return {
+    const chunk = {
       nll: op.neg(pickedLogp),
       // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
       hit: op.cast(op.not(op.less(pickedLogit, rowMax(logits))), g.float),
       lse: op.sub(pickedLogit, pickedLogp),
       dHidden: op.matmul(throughCap(minusOnehot(op.exp(logp), idx), logits), weight), // [C, D]
     };
+    previous = [chunk.nll, chunk.hit, chunk.lse, chunk.dHidden];
+    return chunk;
   });
   const joined = (key: 'nll' | 'hit' | 'dHidden') => (chunks.length > 1 ? op.concat(chunks.map((k) => k[key]), 0) : chunks[0][key]);
-  const dHidden = joined('dHidden');
+  // The last chunk's loss terms are read only by outputs ORT runs after the whole backward: the
+  // backward waits for them, so that chunk's logits are freed first.
+  const dHidden = after(joined('dHidden'), previous.slice(0, 3));
 
   // ∂W = Σ_chunks ((softmax − onehot) ⊙ dnll)ᵀ h, the logits recomputed from h and the saved
   // log-sum-exp. Gemm, not MatMul: ORT's common-subexpression elimination would otherwise merge it

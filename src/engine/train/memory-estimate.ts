@@ -1,13 +1,11 @@
 // A training step's peak memory and time, predicted before any session exists, from the step
-// graph itself: the graph is built (no weights needed) and run on paper in its node order, the
-// order ORT's sequential executor follows, each tensor freed after its last consumer. So the
+// graph itself: the graph is built (no weights needed) and run on paper in the order ORT's
+// sequential executor runs it (ortOrder), each tensor freed after its last consumer. So the
 // estimate follows whatever the graph does (chunked head, attention tiling, recomputation) with no
 // per-op formulas to keep in step. The host side adds what the runner keeps in JS: frozen weights,
 // trainable tensors, AdamW's two moments and the returned gradients. The two memory constants
-// below were set from issue 11's measured peaks and checked with bench:train (`npm run
-// bench:estimate`): SmolLM2-135M LoRA 4×512 measured 4.76 GB against 4.86 estimated, the
-// Qwen2.5-0.5B shape LoRA 4×512 10.62 against 9.91.
-
+// below were set from issue 11's measured peaks and are checked with bench:train (`npm run
+// bench:estimate`, figures in README's "Training memory").
 import { Graph, type Node, type Tensor } from '../graph/ir.ts';
 import { reachableNodes } from '../graph/onnx.ts';
 import { matmul } from '../graph/ops.ts';
@@ -37,13 +35,56 @@ export interface GraphCost {
   peakBytes: number;
   /** 2·m·k·n over every matrix product. */
   matmulFlops: number;
+  /** The tensors alive at the peak, largest first: what holds the memory. */
+  atPeak: { bytes: number; opType: string; node: number }[];
 }
 
-/** Runs the graph on paper: peak live bytes in node order, and the matrix products' FLOPs. */
+/**
+ * The order ONNX Runtime's sequential executor runs `nodes` in (ExecutionOrder::DEFAULT, the
+ * only one its Node API offers): a reverse depth-first search from the nodes whose outputs
+ * nothing reads, the last of them first, entering a node's producers highest index first, each
+ * node emitted once all its producers are. Not the build order: work that only a late output
+ * needs (the weights' gradients, a loss output) runs late, and what it reads stays alive.
+ */
+export function ortOrder(nodes: Node[]): Node[] {
+  const index = new Map(nodes.map((n, i) => [n, i]));
+  const producers = nodes.map((n) => {
+    const from = new Set<number>();
+    for (const t of n.inputs) if (t?.producer && index.has(t.producer)) from.add(index.get(t.producer)!);
+    return [...from].sort((a, b) => a - b);
+  });
+  const read = new Set(producers.flat());
+  // The stack holds [node, leaving]; leaves are pushed in index order, so the last is run first.
+  const stack: [number, boolean][] = nodes.map((_, i) => [i, false] as [number, boolean]).filter(([i]) => !read.has(i));
+  const visited = new Uint8Array(nodes.length);
+  const order: Node[] = [];
+  while (stack.length > 0) {
+    const [i, leaving] = stack.pop()!;
+    if (leaving) {
+      order.push(nodes[i]);
+      continue;
+    }
+    if (visited[i]) continue;
+    visited[i] = 1;
+    stack.push([i, true]);
+    for (const p of producers[i]) if (!visited[p]) stack.push([p, false]);
+  }
+  return order;
+}
+
+/** Runs the graph on paper: peak live bytes in ONNX Runtime's order, and the matrix products' FLOPs. */
 export function graphCost(graph: Graph): GraphCost {
-  const nodes = reachableNodes(graph);
+  const built = reachableNodes(graph);
+  const nodes = ortOrder(built);
   const consumers = new Map<Tensor, Node[]>();
-  for (const n of nodes) for (const t of n.inputs) if (t) consumers.set(t, [...(consumers.get(t) ?? []), n]);
+  for (const n of nodes) {
+    for (const t of n.inputs) {
+      if (!t) continue;
+      const list = consumers.get(t);
+      if (list) list.push(n);
+      else consumers.set(t, [n]);
+    }
+  }
   // Each tensor's buffer: its own, or (for an alias) its source's.
   const buffer = new Map<Tensor, Tensor>();
   const root = (t: Tensor) => buffer.get(t) ?? t;
@@ -53,21 +94,43 @@ export function graphCost(graph: Graph): GraphCost {
     for (const t of n.inputs) if (t) lastUse.set(root(t), i);
   });
   for (const t of graph.outputs) lastUse.set(root(t), Infinity);
-  let live = graph.initializers.reduce((s, c) => s + bytesOf(c.tensor), 0);
-  let peakBytes = live;
+  const builtIndex = new Map(built.map((n, i) => [n, i]));
+  // Replays the order up to node `stop` (all of it by default): the peak, where it happens, and
+  // the tensors alive after node `stop` runs.
+  const replay = (stop = nodes.length - 1) => {
+    let live = graph.initializers.reduce((s, c) => s + bytesOf(c.tensor), 0);
+    let peakBytes = live;
+    let peakAt = 0;
+    const alive = new Set<Tensor>();
+    const free = (t: Tensor) => {
+      live -= bytesOf(t);
+      alive.delete(t);
+    };
+    for (let i = 0; i <= stop; i++) {
+      const n = nodes[i];
+      for (const o of n.outputs) if (root(o) === o) live += bytesOf(o), alive.add(o);
+      if (live > peakBytes) [peakBytes, peakAt] = [live, i];
+      if (i === stop) break;
+      for (const o of n.outputs) if (root(o) === o && !lastUse.has(o)) free(o); // never read
+      for (const x of n.inputs) {
+        const t = x && root(x);
+        if (t?.producer && lastUse.get(t) === i && alive.has(t)) free(t); // alive: an input read twice is freed once
+      }
+    }
+    return { peakBytes, peakAt, alive };
+  };
+  const { peakBytes, peakAt } = replay();
+  const atPeak = [...replay(peakAt).alive].sort((x, y) => bytesOf(y) - bytesOf(x))
+    .map((t) => ({ bytes: bytesOf(t), opType: t.producer!.opType, node: builtIndex.get(t.producer!)! }));
   let matmulFlops = 0;
-  nodes.forEach((n, i) => {
-    for (const o of n.outputs) if (root(o) === o) live += bytesOf(o);
-    peakBytes = Math.max(peakBytes, live);
-    for (const o of n.outputs) if (root(o) === o && !lastUse.has(o)) live -= bytesOf(o); // never read
-    for (const t of new Set(n.inputs.map((x) => x && root(x)))) if (t?.producer && lastUse.get(t) === i) live -= bytesOf(t);
+  for (const n of nodes) {
     if (n.opType === 'MatMul' || n.opType === 'Gemm') {
-      const [a] = n.inputs;
-      const k = n.opType === 'Gemm' && n.attrs.transA ? a!.shape[0] : a!.shape[a!.rank - 1];
+      const [x] = n.inputs;
+      const k = n.opType === 'Gemm' && n.attrs.transA ? x!.shape[0] : x!.shape[x!.rank - 1];
       matmulFlops += 2 * n.outputs[0].size * k;
     }
-  });
-  return { peakBytes, matmulFlops };
+  }
+  return { peakBytes, matmulFlops, atPeak };
 }
 
 export interface StepEstimate {
