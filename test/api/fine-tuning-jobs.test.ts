@@ -311,6 +311,8 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     assert.ok(none.body.data.length > 0);
     assert.ok(none.body.data.every((j: any) => j.metadata === null));
     expectError(await server.request('GET', '/v1/fine_tuning/jobs?limit=0', A), 400, { param: 'limit' });
+    expectError(await server.request('GET', '/v1/fine_tuning/jobs?metadata=none', A), 400, { param: 'metadata', code: 'invalid_value' });
+    expectError(await server.request('GET', '/v1/fine_tuning/jobs?colour=red', A), 400, { param: 'colour', code: 'unknown_parameter' });
   });
 });
 

@@ -123,13 +123,20 @@ function createJobSchema() {
   return schema;
 }
 
+/** The list's query: a page, and OpenAI's metadata filter (`metadata[k]=v` pairs, or `metadata=null` for jobs without metadata). */
+const LIST_QUERY_SCHEMA = {
+  ...pageQuerySchema('ftjob-', 20, 100, { metadata: { type: 'string', enum: ['null'] } }),
+  patternProperties: { '^metadata\\[.+\\]$': { type: 'string' } },
+  additionalProperties: false,
+};
+
 /** `metadata[k]=v` query keys → a filter; `metadata=null` → jobs without metadata. */
 function metadataFilter(query: Record<string, unknown>): Record<string, string> | null | undefined {
   if (query.metadata === 'null') return null;
   const filter: Record<string, string> = {};
   for (const [key, value] of Object.entries(query)) {
     const m = /^metadata\[(.+)\]$/.exec(key);
-    if (m) filter[m[1]] = String(Array.isArray(value) ? value[value.length - 1] : value);
+    if (m) filter[m[1]] = value as string;
   }
   return Object.keys(filter).length ? filter : undefined;
 }
@@ -264,7 +271,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
 
   app.get<{ Querystring: PageQuery & Record<string, unknown> }>(
     '/fine_tuning/jobs',
-    { schema: { querystring: { ...pageQuerySchema('ftjob-', 20, 100), additionalProperties: true } } },
+    { schema: { querystring: LIST_QUERY_SCHEMA } },
     async (request, reply) => {
       const { after, limit } = request.query;
       const json = await jobJson.page(request.caller.organization, { after, limit, metadata: metadataFilter(request.query) });
