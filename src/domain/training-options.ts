@@ -129,15 +129,19 @@ export function resolveTrainingOptions(given: TrainingOptionsRequest, serverDefa
   const lora = pick('lora') as boolean;
   if (!lora) {
     const loraKey = LORA_SETTINGS.find((k) => given[k] !== undefined && given[k] !== null);
-    if (loraKey) throw refuse(loraKey, `'${loraKey}' applies to LoRA fine-tuning only, and this job sets 'lora' to false (full fine-tuning).`);
+    if (loraKey) {
+      const why = given.lora === false ? "'lora' is false" : "the server's default 'lora' is false";
+      throw refuse(loraKey, `'${loraKey}' applies to LoRA fine-tuning only, and this job is a full fine-tune (${why}).`);
+    }
   }
   const modules = lora ? (pick('lora_trainable_modules') as string) : null;
   if (modules !== null) checkModules(modules);
 
-  const trainOnInputs = pick('train_on_inputs') === true; // "auto": off for chat and prompt/completion data, as Together's
-  if (trainOnInputs && job.method !== 'supervised') {
+  if (given.train_on_inputs === true && job.method !== 'supervised') {
     throw refuse('train_on_inputs', `'train_on_inputs' applies to supervised jobs only; this is a ${job.method} job.`);
   }
+  // "auto": off for chat and prompt/completion data, as Together's; the server's default applies to supervised jobs.
+  const trainOnInputs = (given.train_on_inputs ?? (job.method === 'supervised' ? serverDefaults.train_on_inputs : null)) === true;
 
   for (const key of ['n_evals', 'early_stopping_patience'] as const) {
     if (given[key] === undefined || given[key] === null) continue;
