@@ -90,3 +90,22 @@ test('Qwen3: GGUF as llama.cpp names it (qwen3, attn_q_norm/attn_k_norm, key_len
     await exported.model.release();
   }
 });
+
+test('SmolLM3: GGUF as llama.cpp names it (smollm3, Q/K permuted as for llama), llama.cpp (NoPE every 4th layer) computes as ours; PEFT and merged exports', async () => {
+  const exported = await tinyWithAdapter('smollm3', ALL_LINEAR);
+  try {
+    assert.equal(exported.gguf.metadata.get('general.architecture'), 'smollm3');
+    assert.equal(exported.gguf.metadata.get('smollm3.block_count'), 4);
+    const names = exported.gguf.tensors.map((t) => t.name);
+    for (const n of ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down', 'attn_norm', 'ffn_norm']) {
+      assert.ok(names.includes(`blk.3.${n}.weight`), n);
+    }
+    await assertLlamaCppAgrees(exported);
+    await assertPeftAndMerged(exported, 'smollm3', ALL_LINEAR);
+  } finally {
+    await exported.model.release();
+  }
+  // llama.cpp has no key for other NoPE patterns: such a model is refused rather than exported wrong.
+  const other = writeTinyModel(join(work, 'smollm3-other-pattern'), 'smollm3', 4, { no_rope_layers: [1, 0, 1, 1] });
+  assert.throws(() => exportGguf(other, join(work, 'other.gguf'), { dtype: 'f32' }), /every 4th layer/);
+});

@@ -83,3 +83,31 @@ test('Qwen3: the KV-cache decoder equals the training graph at every position', 
 test('Qwen3: a LoRA adapter applied unmerged equals it merged', async () => {
   await checkUnmergedAdapter('qwen3');
 });
+
+test('SmolLM3: config.json → RoPE on the layers no_rope_layers marks 1 (every 4th left out by default)', () => {
+  const config = parseHfConfig(TINY_CONFIGS.smollm3);
+  assert.equal(config.architecture, 'smollm3');
+  assert.deepEqual(config.ropeLayers, [true, true, true, false]);
+  assert.deepEqual(parseHfConfig({ ...TINY_CONFIGS.smollm3, no_rope_layers: [0, 1, 1, 1] }).ropeLayers, [false, true, true, true]);
+  const { no_rope_layers: _, ...byInterval } = { ...TINY_CONFIGS.smollm3, num_hidden_layers: 8 };
+  assert.deepEqual(parseHfConfig(byInterval).ropeLayers, [true, true, true, false, true, true, true, false]);
+  assert.throws(() => parseHfConfig({ ...TINY_CONFIGS.smollm3, no_rope_layers: [1, 1] }), /no_rope_layers/);
+  assert.equal(config.qkNorm, false);
+  assert.deepEqual([...llamaWeightShapes(config).keys()].filter((n) => n.startsWith('model.layers.3.')).length, 9);
+});
+
+const smollm3: Partial<ModelConfig> = { architecture: 'smollm3', ropeLayers: [true, false], tieWordEmbeddings: false };
+
+test('SmolLM3 (a NoPE layer beside a RoPE one): gradient = finite differences (f64)', async () => {
+  await checkModelGradient(tinyConfig(smollm3));
+});
+
+test('SmolLM3: the KV-cache decoder equals the training graph at every position', async () => {
+  const cfg = tinyConfig(smollm3);
+  await checkCachedDecoding(cfg, f32(randomWeights(cfg, 5, false)), Array.from({ length: 24 }, (_, i) => (i * 7 + 3) % cfg.vocabSize), 9, 1e-4);
+  await checkTinyModelDecoding('smollm3');
+});
+
+test('SmolLM3: a LoRA adapter applied unmerged equals it merged', async () => {
+  await checkUnmergedAdapter('smollm3');
+});

@@ -1,7 +1,7 @@
 // Random tiny models of each supported architecture as Hugging Face folders: config.json with the
 // keys the published models' configs have (scaled down), bf16 safetensors with the real tensor
 // names and shapes, and the bundled tiny-llama's tokenizer and ChatML template (vocabulary 704).
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseHfConfig } from '../../../src/engine/models/config.ts';
 import { llamaWeightShapes } from '../../../src/engine/models/llama.ts';
@@ -15,7 +15,7 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
 /** tiny-llama's special token ids, which the copied tokenizer defines. */
 const TOKENS = { bos_token_id: 677, eos_token_id: 679, vocab_size: 704 };
 
-/** config.json of each architecture: the published config's keys (Qwen3-0.6B …), tiny sizes. */
+/** config.json of each architecture: the published config's keys (Qwen3-0.6B, SmolLM3-3B …), tiny sizes. */
 export const TINY_CONFIGS = {
   // Qwen3-0.6B's keys; head_dim 32 while hidden / heads = 16, as Qwen3 sets it apart from the width.
   qwen3: {
@@ -25,6 +25,15 @@ export const TINY_CONFIGS = {
     num_key_value_heads: 2, rms_norm_eps: 1e-6, rope_scaling: null, rope_theta: 1000000, sliding_window: null,
     tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.51.0', use_cache: true,
     use_sliding_window: false, ...TOKENS,
+  },
+  // SmolLM3-3B's keys; 4 layers so that one (the 4th, as in SmolLM3-3B's pattern) is a NoPE layer.
+  smollm3: {
+    architectures: ['SmolLM3ForCausalLM'], model_type: 'smollm3', attention_bias: false, attention_dropout: 0.0,
+    hidden_act: 'silu', hidden_size: 64, initializer_range: 0.02, intermediate_size: 160, max_position_embeddings: 512,
+    max_window_layers: 4, mlp_bias: false, no_rope_layer_interval: 4, no_rope_layers: [1, 1, 1, 0], num_attention_heads: 4,
+    num_hidden_layers: 4, num_key_value_heads: 2, pretraining_tp: 2, rms_norm_eps: 1e-6, rope_scaling: null,
+    rope_theta: 5000000.0, sliding_window: null, tie_word_embeddings: true, torch_dtype: 'bfloat16',
+    transformers_version: '4.54.0.dev0', use_cache: false, use_sliding_window: false, ...TOKENS,
   },
 } satisfies Record<string, Record<string, unknown>>;
 
@@ -48,9 +57,4 @@ export function writeTinyModel(dir: string, architecture: TinyArchitecture, seed
   saveHfModel(dir, rawConfig, weights, 'BF16');
   for (const file of TOKENIZER_FILES) copyFileSync(join(TINY_LLAMA_DIR, file), join(dir, file));
   return dir;
-}
-
-/** The HF config.json written to a tiny model folder. */
-export function tinyConfigJson(dir: string): Record<string, unknown> {
-  return JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
 }
