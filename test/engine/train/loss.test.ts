@@ -8,6 +8,8 @@ import * as op from '../../../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { crossEntropyTerms, headChunkRows, tokenScores } from '../../../src/engine/train/loss.ts';
 import { gradCheck, randn, rng } from '../graph/gradcheck.ts';
+import { gradients } from '../../../src/engine/graph/autodiff.ts';
+import { graphCost } from '../../../src/engine/train/memory-estimate.ts';
 
 const N = 7, D = 3, V = 5;
 const labels = BigInt64Array.from([0n, 1n, 2n, 3n, 4n, 0n, 2n]);
@@ -63,4 +65,20 @@ test('head chunks: 512 rows at a 49,152 vocabulary, 128 at 151,936, never under 
   assert.equal(headChunkRows(49152), 512);
   assert.equal(headChunkRows(151936), 128);
   assert.equal(headChunkRows(10_000_000), 64);
+});
+
+test("a training step's head holds one chunk's logits at a time, in ONNX Runtime's order (the paper run)", () => {
+  const [rows, vocab, width, chunkRows] = [1024, 4096, 16, 64];
+  const g = new Graph();
+  const head = { hidden: g.input('h', [rows, width]), weight: g.input('w', [vocab, width]) };
+  const t = crossEntropyTerms(head, g.input('y', [rows], 'int64'), g.input('lw', [rows]), chunkRows);
+  // The loss terms are outputs as in a step, and so is the hidden states' gradient.
+  g.output('nll', t.weightedNll);
+  g.output('correct', t.correct);
+  g.output('counted', t.counted);
+  g.output('dh', gradients(t.weightedNll, [head.hidden])[0]!);
+  const chunkLogits = chunkRows * vocab * 4;
+  const { peakBytes } = graphCost(g);
+  // A chunk's logits, log-softmax, softmax − onehot: a few [64, 4096] at once, never all 16 chunks' (16.8 MB each kind).
+  assert.ok(peakBytes < 5 * chunkLogits, `peak ${peakBytes} bytes, one chunk's logits ${chunkLogits}`);
 });

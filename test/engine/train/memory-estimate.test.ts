@@ -10,7 +10,7 @@ import { modelSetup } from '../../../src/engine/train/setup.ts';
 import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import {
-  autoRecompute, checkStepMemory, estimateStep, graphCost, largestFitting, type StepEstimate,
+  autoRecompute, checkStepMemory, estimateStep, graphCost, largestFitting, ortOrder, type StepEstimate,
 } from '../../../src/engine/train/memory-estimate.ts';
 import { tinyConfig } from '../models/llama-fixtures.ts';
 
@@ -27,6 +27,17 @@ test('graphCost: tensors live from their node to their last use; reshapes share 
   const mm = new Graph();
   mm.output('y', op.matmul(mm.input('p', [8, 16]), op.T(mm.input('w', [32, 16]))));
   assert.equal(graphCost(mm).matmulFlops, 2 * 8 * 16 * 32);
+});
+
+test("ortOrder: ONNX Runtime's default order — the last unread output's work first, each producer before its node", () => {
+  const g = new Graph();
+  const x = g.input('x', [4]);
+  const a = op.exp(x);
+  const b = op.neg(x);
+  g.output('first', op.add(a, 1));
+  g.output('second', op.add(b, 1));
+  const order = ortOrder(g.nodes).map((n) => g.nodes.indexOf(n));
+  assert.deepEqual(order, [1, 3, 0, 2]); // neg, its +1, then exp, its +1 (a scalar constant is an initializer, not a node)
 });
 
 const lora = { rank: 4, alpha: 8, dropout: 0, targetModules: ALL_LINEAR };
