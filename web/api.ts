@@ -132,14 +132,18 @@ export function uploadFile(file: File, purpose: string, onProgress: (fraction: n
   });
 }
 
-/** Fetches a binary route with the key and hands it to the browser as a download. */
-export async function download(path: string, filename: string): Promise<void> {
+/**
+ * Fetches a route with the key and hands it to the browser as a download, named as the server's
+ * Content-Disposition says (else `fallbackName`).
+ */
+export async function download(path: string, fallbackName: string): Promise<void> {
   const res = await fetch(`/v1${path}`, { headers: authHeaders() });
   if (!res.ok) throw await errorOf(res);
+  const named = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1];
   const url = URL.createObjectURL(await res.blob());
   const a = document.createElement('a');
   a.href = url;
-  a.download = filename;
+  a.download = named ?? fallbackName;
   a.click();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }

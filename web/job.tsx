@@ -239,7 +239,7 @@ function CheckpointActions({ job, checkpoint }: { job: Job; checkpoint: Checkpoi
         class="inline"
         onSubmit={(e) => {
           e.preventDefault();
-          void act(() => download(`/models/${encodeURIComponent(name)}/export?format=${format}`, `${name.replace(/[^\w.-]+/g, '_')}.${format === 'gguf' ? 'gguf' : 'zip'}`));
+          void act(() => download(`/models/${encodeURIComponent(name)}/export?format=${format}`, `${name.replace(/[^\w.-]+/g, '-')}.${format === 'gguf' ? 'gguf' : 'tar'}`));
         }}
       >
         <label>

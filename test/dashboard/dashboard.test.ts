@@ -1,7 +1,7 @@
 // The dashboard as a person uses it, in real headless Chromium against a server that trains the
 // bundled tiny model: sign in, upload the files, a create-job form error shown on its field, create
 // the job, watch its charts gain points while it trains, pause and resume it, open a checkpoint
-// and chat with it beside the base model. No console errors, no request leaves the machine.
+// export it, share it, and chat with it beside the base model. No console errors, no request leaves the machine.
 // Screenshots go to test/dashboard/screenshots/ (gitignored).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -122,7 +122,17 @@ describe('dashboard in Chromium', () => {
     const checkpoints = (await server.client(KEY).fineTuning.jobs.checkpoints.list(jobId)).data;
     const earliest = checkpoints.reduce((a, b) => (a.step_number < b.step_number ? a : b));
     await page.getByRole('button', { name: `Open step ${earliest.step_number}` }).click();
-    await page.getByLabel('Export format').waitFor();
+    // Its export downloads through the API with the key; sharing (an admin key) lists the project.
+    await page.getByLabel('Export format').selectOption('peft');
+    const [exported] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.getByRole('button', { name: 'Download', exact: true }).click()]);
+    assert.match(exported.suggestedFilename(), /ckpt-step-\d+-peft\.tar$/);
+    assert.ok(fs.statSync(await exported.path()).size > 0);
+    await page.getByLabel('Share with project').fill('proj_dashboard');
+    await page.getByRole('button', { name: 'Share', exact: true }).click();
+    await page.getByRole('button', { name: 'Stop sharing' }).waitFor();
+    const shared = await server.client(KEY).fineTuning.checkpoints.permissions.retrieve(earliest.fine_tuned_model_checkpoint);
+    assert.deepEqual(shared.data.map((p) => p.project_id), ['proj_dashboard']);
+    await browser.screenshot('checkpoint');
     await page.getByRole('link', { name: 'Chat with this checkpoint' }).click();
     await page.waitForURL(/#\/playground/);
     await page.getByLabel('Right model').waitFor();

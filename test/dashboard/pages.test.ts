@@ -1,6 +1,6 @@
 // The dashboard's pages on a server without API keys (no sign-in) and without a trainer: jobs whose
 // metrics events are written the way the worker writes them, to check what the charts make of each
-// method's metrics, comparing runs, filters, deleting a file, and that every control has a label.
+// method's metrics, comparing runs, filters, a failed job's error, deleting a file, and that every control has a label.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { appendEvent } from '../../src/scheduler/job-events.ts';
@@ -16,6 +16,7 @@ describe('dashboard pages without API keys', () => {
   let server: TestServer;
   let browser: WatchedPage;
   let jobs: { supervised: string; preference: string };
+  let failed: { id: string; message: string };
   let fileId: string;
 
   before(async () => {
@@ -26,6 +27,12 @@ describe('dashboard pages without API keys', () => {
     const create = () => client.fineTuning.jobs.create({ model: BASE_MODEL, training_file: fileId, seed: 1 });
     jobs = { supervised: (await create()).id, preference: (await create()).id };
     await waitFor(() => client.fineTuning.jobs.retrieve(jobs.preference), (j) => j.status === 'queued', 20, 60_000);
+    // A training file without assistant turns fails validation: a failed job with an error.
+    const userOnly = JSON.stringify({ messages: [{ role: 'user', content: 'Hello?' }] });
+    const badFile = await client.files.create({ file: new File([`${userOnly}\n`.repeat(10)], 'bad.jsonl'), purpose: 'fine-tune' });
+    const bad = await client.fineTuning.jobs.create({ model: BASE_MODEL, training_file: badFile.id });
+    const badDone = await waitFor(() => client.fineTuning.jobs.retrieve(bad.id), (j) => j.status === 'failed', 20, 60_000);
+    failed = { id: bad.id, message: badDone.error!.message };
     for (let step = 1; step <= 3; step++) {
       await appendEvent(server.store, jobs.supervised, metrics(step, step === 3 ? { valid_loss: 2, full_valid_loss: 1.9 } : {}));
       await appendEvent(server.store, jobs.preference, metrics(step, {
@@ -49,6 +56,8 @@ describe('dashboard pages without API keys', () => {
 
     await page.getByLabel('Status').selectOption('queued');
     assert.equal(await page.locator('tbody tr').count(), 2);
+    await page.getByLabel('Status').selectOption('failed');
+    assert.equal(await page.locator('tbody tr').count(), 1);
     await page.getByLabel('Status').selectOption('');
 
     await page.getByLabel(`Compare ${jobs.supervised}`).check();
@@ -78,6 +87,14 @@ describe('dashboard pages without API keys', () => {
     assert.deepEqual(browser.errors, []);
   });
 
+  it("shows a failed job's error", async () => {
+    const { page } = browser;
+    await page.goto(`${server.url}/#/jobs/${failed.id}`);
+    await page.getByRole('alert').filter({ hasText: failed.message }).waitFor();
+    await browser.screenshot('job-failed');
+    assert.deepEqual(browser.errors, []);
+  });
+
   it('labels every control, and deletes a file after asking', async () => {
     const { page } = browser;
     for (const route of ['#/jobs/new', '#/files', '#/playground', '#/jobs']) {
@@ -93,7 +110,7 @@ describe('dashboard pages without API keys', () => {
     await page.goto(`${server.url}/#/files`);
     page.once('dialog', (dialog) => void dialog.accept());
     await page.getByRole('button', { name: 'Delete train.jsonl' }).click();
-    await page.getByText('No files yet.').waitFor();
+    await page.getByRole('cell', { name: 'train.jsonl', exact: true }).waitFor({ state: 'detached' });
     await assert.rejects(server.client().files.retrieve(fileId), /404/);
     assert.deepEqual(browser.errors, []);
   });
