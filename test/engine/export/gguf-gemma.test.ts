@@ -82,6 +82,13 @@ test('Gemma 3 GGUF: gemma3 keys (window, period 3, local RoPE base, linear scali
   assert.ok(names.includes('blk.0.attn_q_norm.weight') && names.includes('blk.0.attn_k_norm.weight'));
 });
 
+test('what llama.cpp cannot run is refused: local layers without a period, Gemma 3 with attention soft-capping', () => {
+  const irregular = writeTinyGemma(join(work, 'gemma3-irregular'), { ...GEMMA3_CONFIG, layer_types: ['sliding_attention', 'full_attention', 'full_attention', 'sliding_attention'] });
+  assert.throws(() => exportGguf(irregular, join(work, 'irregular.gguf'), { dtype: 'f16' }), /fixed period/);
+  const capped = writeTinyGemma(join(work, 'gemma3-capped'), { ...GEMMA3_CONFIG, attn_logit_softcapping: 50 });
+  assert.throws(() => exportGguf(capped, join(work, 'capped.gguf'), { dtype: 'f16' }), /without attention soft-capping/);
+});
+
 for (const [name, raw] of [['gemma2', GEMMA2_CONFIG], ['gemma3', GEMMA3_CONFIG]] as const) {
   test(`${name}: llama.cpp's top log-probabilities at every position of prompts longer than the window equal ours (LoRA merged, f32)`, async () => {
     const { dir, adapterDir } = tinyWithAdapter(`${name}-logprobs`, raw);
