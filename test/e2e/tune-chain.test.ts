@@ -1,9 +1,11 @@
 // Tuning a tuned model, end to end with the official SDK and the real engine (tiny model): a job's
 // `model` may be a fine-tuned model or a checkpoint. LoRA continues the parent's adapter, full
-// fine-tuning its weights, and a job may use any method after any other (supervised → DPO, full →
-// LoRA). The proof that weights continue: on the parent's own training data, with the same seed
-// (so the same first batch), the child's first-step loss is lower than the parent's first step,
-// which was a fresh job on the base. The child outlives its parent: deleted, and its files gone.
+// fine-tuning its weights, and a job may use any method after any other (supervised → DPO →
+// reinforcement, full → LoRA). The proof that weights continue: on the parent's own training data,
+// with the same seed (so the same first batch), the child's first-step loss is lower than the
+// parent's first step, which was a fresh job on the base; DPO's first loss is log 2 and
+// reinforcement's first KL 0 against the model they start from. The child outlives its parent:
+// deleted, and its files gone.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import type OpenAI from 'openai';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
+import { RFT_GRADER, RFT_TRAIN } from '../../scripts/make-rft-data.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
 import { BASE_MODEL, MODELS_DIR, ROOT, TERMINAL, metricsEvents, uploadFiles, waitForStatus } from './support.ts';
 
@@ -23,7 +26,7 @@ describe('tuning a tuned model (real engine, tiny model)', () => {
   const client = () => server.client();
 
   before(async () => {
-    const runJob = createTrainRunner(trainInChildProcess, { modelsDir: MODELS_DIR, checkpointEverySteps: 0 });
+    const runJob = createTrainRunner(trainInChildProcess, { modelsDir: MODELS_DIR, checkpointEverySteps: 0, rftMaxCompletionTokens: 16 });
     server = await startTestServer({ modelsDir: MODELS_DIR, queue: { leaseMs: 5_000, heartbeatMs: 50, pollMs: 50 } }, { runJob });
     files = await uploadFiles(client());
   });
@@ -62,7 +65,7 @@ describe('tuning a tuned model (real engine, tiny model)', () => {
     assert.equal(res.status, 200, `export ${format} of ${model}: ${JSON.stringify(res.body).slice(0, 300)}`);
   }
 
-  it('LoRA: supervised → supervised and a checkpoint → supervised continue the adapter; → DPO on it, which outlives its parent', async () => {
+  it('LoRA: supervised → supervised and a checkpoint → supervised continue the adapter; supervised → DPO → reinforcement, which outlive their parent', async () => {
     const parent = await supervised(BASE_MODEL, 'sft');
     const parentModel = parent.job.fine_tuned_model!;
     assert.match(parentModel, /^ft:tiny-llama:org-local:sft:[A-Za-z0-9]{8}$/);
@@ -91,10 +94,23 @@ describe('tuning a tuned model (real engine, tiny model)', () => {
     const dpoLosses = (await metricsEvents(client(), dpo.id)).map((m) => m.train_loss);
     assert.ok(Math.abs(dpoLosses[0] - Math.LN2) < 0.02, `first DPO loss ≈ log 2 against the supervised model: ${dpoLosses[0]}`);
 
+    // Reinforcement on the DPO model: its reference is that model, so the first step's KL is 0.
+    const rftFile = await client().files.create({ file: new File([RFT_TRAIN.slice(0, 12).join('\n') + '\n'], 'rft-train.jsonl'), purpose: 'fine-tune' });
+    const rftCreated = await client().fineTuning.jobs.create({
+      model: dpo.fine_tuned_model!, training_file: rftFile.id, seed: 7, suffix: 'rft',
+      method: { type: 'reinforcement', reinforcement: { grader: { ...RFT_GRADER }, hyperparameters: { n_epochs: 1, batch_size: 4, compute_multiplier: 0.5, reasoning_effort: 'default' } } },
+    });
+    const rft = await waitForStatus(client(), rftCreated.id, TERMINAL);
+    assert.equal(rft.status, 'succeeded', JSON.stringify(rft.error));
+    const rftMetrics = await metricsEvents(client(), rft.id);
+    assert.ok(Math.abs(rftMetrics[0].kl) < 1e-6, `first-step KL to the DPO model: ${rftMetrics[0].kl}`);
+    assert.match(rft.fine_tuned_model!, /^ft:tiny-llama:org-local:rft:/);
+
     const listed = (await client().models.list()).data.find((m) => m.id === dpo.fine_tuned_model);
     assert.deepEqual(listed && { id: listed.id, owned_by: listed.owned_by }, { id: dpo.fine_tuned_model, owned_by: 'org-local' });
 
     await removeParent(parent.job);
+    await chats(rft.fine_tuned_model!);
     await chats(dpo.fine_tuned_model!);
     await exports(dpo.fine_tuned_model!, 'peft');
     await chats(child.job.fine_tuned_model!);
