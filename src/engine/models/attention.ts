@@ -155,7 +155,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
         acc = pv;
       }
       m = mNew;
-      previous = [acc];
+      previous = [acc, l]; // l too: its row sums of every chunk's exp would otherwise wait for the block's end
     }
     lses.push(op.add(m!, op.log(l!)));
     return op.div(acc!, l!);
