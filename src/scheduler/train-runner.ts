@@ -45,13 +45,21 @@ export interface TrainRunnerOptions {
   recompute?: 'on' | 'off' | 'auto';
 }
 
-/** A job's training options as the engine takes them; a job made before they existed trains with the built-in ones. */
+const loraSpec = (o: Pick<TrainingOptions, 'lora' | 'lora_r' | 'lora_alpha' | 'lora_dropout' | 'lora_trainable_modules'>): TrainSpec['lora'] =>
+  o.lora ? { rank: o.lora_r!, alpha: o.lora_alpha!, dropout: o.lora_dropout!, targetModules: loraModuleNames(o.lora_trainable_modules!) } : null;
+
+/**
+ * A job's training options as the engine takes them. A job made before they existed trains as it
+ * would have then (the built-in LoRA, the engine's own defaults), so the spec, and the fingerprint
+ * of a resume point it wrote, stay the same.
+ */
 function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnInputs' | 'contextLength' | 'schedule' | 'optimizer' | 'nCheckpoints' | 'nEvals' | 'earlyStoppingPatience'> {
-  const o: Partial<TrainingOptions> & Omit<TrainingOptions, 'context_length'> = job.method.training_options ?? BUILT_IN_TRAINING_OPTIONS;
+  const o: TrainingOptions | undefined = job.method.training_options;
+  if (!o) return { lora: loraSpec(BUILT_IN_TRAINING_OPTIONS) };
   return {
-    lora: o.lora ? { rank: o.lora_r!, alpha: o.lora_alpha!, dropout: o.lora_dropout!, targetModules: loraModuleNames(o.lora_trainable_modules!) } : null,
+    lora: loraSpec(o),
     ...(o.train_on_inputs ? { trainOnInputs: true } : {}),
-    ...(o.context_length ? { contextLength: o.context_length } : {}),
+    contextLength: o.context_length,
     schedule: { warmupRatio: o.warmup_ratio, type: o.lr_scheduler.lr_scheduler_type, minLrRatio: o.lr_scheduler.lr_scheduler_args.min_lr_ratio },
     optimizer: { weightDecay: o.weight_decay, maxGradNorm: o.max_grad_norm },
     ...(o.n_checkpoints ? { nCheckpoints: o.n_checkpoints } : {}),
