@@ -95,6 +95,21 @@ describe('dashboard pages without API keys', () => {
     assert.deepEqual(browser.errors, []);
   });
 
+  it('is usable by keyboard: Tab reaches the navigation and the create-job link, Enter follows it', async () => {
+    const { page } = browser;
+    await page.goto(`${server.url}/#/jobs`);
+    await page.reload(); // focus starts at the top of a freshly loaded page
+    await page.getByRole('row').filter({ hasText: jobs.preference }).waitFor();
+    const reached: string[] = [];
+    for (let i = 0; i < 12 && !reached.includes('Create job'); i++) {
+      await page.keyboard.press('Tab');
+      reached.push(await page.evaluate(() => document.activeElement?.textContent?.trim() ?? ''));
+    }
+    for (const name of ['Jobs', 'Files', 'Models', 'Playground', 'Create job']) assert.ok(reached.includes(name), `${name} in ${JSON.stringify(reached)}`);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Create a fine-tuning job' }).waitFor();
+  });
+
   it('labels every control, and deletes a file after asking', async () => {
     const { page } = browser;
     for (const route of ['#/jobs/new', '#/files', '#/playground', '#/jobs']) {
