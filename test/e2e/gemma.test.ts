@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { trainInChildProcess } from '../../src/scheduler/train-process.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { startTestServer, type TestServer } from '../support/server.ts';
-import { GEMMA2_CONFIG, GEMMA3_CONFIG, writeTinyGemma } from '../engine/models/gemma-fixtures.ts';
+import { writeTinyModel } from '../engine/models/tiny-models.ts';
 import { readTar, extractTar } from '../engine/export/untar.ts';
 import { chatPrompt, loadModelForInference } from '../../src/engine/infer/model.ts';
 import { TERMINAL, createJob, metricsEvents, uploadFiles, waitForStatus } from './support.ts';
@@ -23,8 +23,8 @@ describe('Gemma 2 and Gemma 3 base models end to end (real engine, tiny random m
   const client = () => server.client();
 
   before(async () => {
-    writeTinyGemma(path.join(modelsDir, 'tiny-gemma2'), GEMMA2_CONFIG);
-    writeTinyGemma(path.join(modelsDir, 'tiny-gemma3'), GEMMA3_CONFIG);
+    writeTinyModel(path.join(modelsDir, 'tiny-gemma2'), 'gemma2', 3);
+    writeTinyModel(path.join(modelsDir, 'tiny-gemma3'), 'gemma3', 3);
     const runJob = createTrainRunner(trainInChildProcess, { modelsDir, checkpointEverySteps: 2 });
     server = await startTestServer({ modelsDir, queue: { leaseMs: 5_000, heartbeatMs: 50, pollMs: 50 } }, { runJob });
     files = await uploadFiles(client());

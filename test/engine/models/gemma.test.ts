@@ -1,7 +1,7 @@
 // Gemma 2 and Gemma 3 text: config.json parsing, the training graph's gradients (loss head with
 // the final soft cap included) against finite differences in f64, the tiled attention's soft cap
 // over several key chunks, and the KV-cache decoder (prefill and one-token steps past the sliding
-// window) against the training graph on a tiny random HF folder, and LoRA applied unmerged (one
+// window) against the training graph on a tiny random HF folder (tiny-models.ts), and LoRA applied unmerged (one
 // resident base, as reinforcement sampling and multi-adapter serving run it) against LoRA merged.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +20,9 @@ import { loadModelForInference, loadSharedBase } from '../../../src/engine/infer
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { gradCheck, type CheckInput } from '../graph/gradcheck.ts';
 import { fullForward, maxAbsDiff, writeAdapter } from '../infer/fixtures.ts';
-import { GEMMA2_CONFIG, GEMMA3_CONFIG, writeTinyGemma } from './gemma-fixtures.ts';
+import { TINY_CONFIGS, writeTinyModel } from './tiny-models.ts';
+
+const { gemma2: GEMMA2_CONFIG, gemma3: GEMMA3_CONFIG } = TINY_CONFIGS;
 
 test('config.json: Gemma 2 alternates local and global layers, caps, scales by query_pre_attn_scalar', () => {
   const cfg = parseHfConfig(GEMMA2_CONFIG);
@@ -102,9 +104,9 @@ test('the capped tiled attention over several key chunks (online softmax, probab
 const work = mkdtempSync(join(tmpdir(), 'tuneforge-gemma-'));
 test.after(() => rmSync(work, { recursive: true, force: true }));
 
-for (const [name, raw] of [['Gemma 2', GEMMA2_CONFIG], ['Gemma 3', GEMMA3_CONFIG]] as const) {
+for (const [name, architecture] of [['Gemma 2', 'gemma2'], ['Gemma 3', 'gemma3']] as const) {
   test(`${name}: the KV-cache decoder (prefill, then one token a step past the window) equals the training graph`, async () => {
-    const dir = writeTinyGemma(join(work, name.replace(' ', '')), raw);
+    const dir = writeTinyModel(join(work, architecture), architecture);
     const { config, weights } = loadHfModel(dir);
     const hf = new Map([...weights].map(([k, v]) => [k, v.data]));
     const ids = [677, 12, 40, 300, 301, 87, 5, 9, 400, 13, 14, 15, 16, 200, 17, 18];
@@ -126,10 +128,10 @@ for (const [name, raw] of [['Gemma 2', GEMMA2_CONFIG], ['Gemma 3', GEMMA3_CONFIG
   });
 }
 
-for (const [name, raw] of [['Gemma 2', GEMMA2_CONFIG], ['Gemma 3', GEMMA3_CONFIG]] as const) {
+for (const [name, architecture] of [['Gemma 2', 'gemma2'], ['Gemma 3', 'gemma3']] as const) {
   test(`${name}: a LoRA adapter applied unmerged over a shared base gives the merged model's logits`, async () => {
-    const dir = writeTinyGemma(join(work, `${name.replace(' ', '')}-lora`), raw);
-    const adapterDir = join(work, `${name.replace(' ', '')}-adapter`);
+    const dir = writeTinyModel(join(work, `${architecture}-lora`), architecture);
+    const adapterDir = join(work, `${architecture}-adapter`);
     const r = new SeededRandom(9);
     writeAdapter(loadHfModel(dir).config, adapterDir, (_n, size) => new Float32Array(size).map(() => (r.next() * 2 - 1) * 0.2), 5, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
     const merged = await loadModelForInference({ baseModelDir: dir, adapterDir }, { intraOpNumThreads: 1 });

@@ -35,13 +35,38 @@ export const TINY_CONFIGS = {
     rope_theta: 5000000.0, sliding_window: null, tie_word_embeddings: true, torch_dtype: 'bfloat16',
     transformers_version: '4.54.0.dev0', use_cache: false, use_sliding_window: false, ...TOKENS,
   },
+  // Gemma 2's keys (gemma-2-2b's, scaled down): explicit head_dim unlike hidden / heads,
+  // query_pre_attn_scalar unlike head_dim, a sliding window of 4 positions so that prompts longer
+  // than it exercise the local layers (even layers), caps at 5 and 3 (small enough to bite on
+  // random weights).
+  gemma2: {
+    architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', attention_bias: false, attention_dropout: 0.0,
+    attn_logit_softcapping: 5, final_logit_softcapping: 3, head_dim: 32, hidden_activation: 'gelu_pytorch_tanh',
+    hidden_size: 64, initializer_range: 0.02, intermediate_size: 128, max_position_embeddings: 512,
+    num_attention_heads: 4, num_hidden_layers: 4, num_key_value_heads: 2, pad_token_id: 677, query_pre_attn_scalar: 24,
+    rms_norm_eps: 1e-6, rope_theta: 10000, sliding_window: 4, tie_word_embeddings: true, torch_dtype: 'bfloat16',
+    transformers_version: '4.53.0', use_cache: true, ...TOKENS,
+  },
+  // Gemma 3 text's keys (gemma-3-1b-it's, scaled down): every third layer global
+  // (sliding_window_pattern 3: layers 0, 1, 3 local), q/k norms, global RoPE base 1e6 with linear
+  // scaling, local layers at rope_local_base_freq 10000, no caps.
+  gemma3: {
+    architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', attention_bias: false, attention_dropout: 0.0,
+    attn_logit_softcapping: null, final_logit_softcapping: null, head_dim: 32, hidden_activation: 'gelu_pytorch_tanh',
+    hidden_size: 64, initializer_range: 0.02, intermediate_size: 128, max_position_embeddings: 512,
+    num_attention_heads: 4, num_hidden_layers: 4, num_key_value_heads: 2, pad_token_id: 677, query_pre_attn_scalar: 24,
+    rms_norm_eps: 1e-6, rope_local_base_freq: 10000, rope_scaling: { rope_type: 'linear', factor: 4 }, rope_theta: 1000000,
+    sliding_window: 4, sliding_window_pattern: 3, tie_word_embeddings: true, torch_dtype: 'bfloat16',
+    transformers_version: '4.53.0', use_cache: true, ...TOKENS,
+  },
 } satisfies Record<string, Record<string, unknown>>;
 
 export type TinyArchitecture = keyof typeof TINY_CONFIGS;
 
 /**
  * Writes a random model of `architecture` to `dir` (config fields patched by `patch`). Matrices are
- * N(0, 0.15²) (larger than an initialisation, so every layer moves the logits), norms 1 ± 0.2.
+ * N(0, 0.15²) (larger than an initialisation, so every layer moves the logits), norms 1 ± 0.2
+ * (Gemma's 0 ± 0.2: its norms scale by 1 + w).
  */
 export function writeTinyModel(dir: string, architecture: TinyArchitecture, seed = 1, patch: Record<string, unknown> = {}): string {
   const rawConfig = { ...TINY_CONFIGS[architecture], ...patch };
@@ -51,7 +76,8 @@ export function writeTinyModel(dir: string, architecture: TinyArchitecture, seed
   for (const [name, shape] of llamaWeightShapes(config)) {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
     const isNorm = name.endsWith('norm.weight');
-    for (let i = 0; i < data.length; i++) data[i] = isNorm ? 1 + (rng.next() - 0.5) * 0.4 : rng.nextNormal() * 0.15;
+    const normCenter = config.normAddsOne ? 0 : 1;
+    for (let i = 0; i < data.length; i++) data[i] = isNorm ? normCenter + (rng.next() - 0.5) * 0.4 : rng.nextNormal() * 0.15;
     weights.set(name, { shape, data });
   }
   saveHfModel(dir, rawConfig, weights, 'BF16');
