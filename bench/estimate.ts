@@ -15,7 +15,10 @@ const SHAPES = [
   `${smol} --mode full --batch 4 --seq 512`,
   `${smol} --mode lora --batch 1 --seq 2048`,
   `${smol} --mode lora --batch 1 --seq 4096`,
+  `${smol} --mode lora --batch 1 --seq 4096 --recompute on`,
+  `${smol} --mode lora --batch 1 --seq 16384 --recompute on`,
   `${qwen05} --mode lora --batch 4 --seq 512`,
+  `${qwen05} --mode lora --batch 4 --seq 512 --recompute on`,
 ];
 
 const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'train.ts');

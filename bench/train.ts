@@ -113,6 +113,7 @@ for (let s = 0; s <= steps; s++) {
 const rssGb = (process.resourceUsage().maxRSS * 1024) / 1e9;
 if (steps === 0) {
   console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} peak_rss_gb=${rssGb.toFixed(2)} (warm-up step only)`);
+  console.log(`estimate_peak_gb=${(estimate.peakBytes / 1e9).toFixed(2)} measured/estimate=${((rssGb * 1e9) / estimate.peakBytes).toFixed(2)}`);
   process.exit(0);
 }
 const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
