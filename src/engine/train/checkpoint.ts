@@ -40,10 +40,10 @@ export function saveResumePoint(dir: string, setup: ModelSetup, state: Optimizer
 
 /** What defines a job's training run: a resume point written for another spec must not be applied. */
 export function specFingerprint(spec: TrainSpec): string {
-  const { baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens } = spec;
+  const { baseModelDir, initialAdapterDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens } = spec;
   const { trainOnInputs, contextLength, schedule, optimizer, nCheckpoints, nEvals, earlyStoppingPatience } = spec;
   const json = JSON.stringify({
-    baseModelDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens,
+    baseModelDir, initialAdapterDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens,
     trainOnInputs, contextLength, schedule, optimizer, nCheckpoints, nEvals, earlyStoppingPatience,
   });
   return createHash('sha256').update(json).digest('hex').slice(0, 16);
