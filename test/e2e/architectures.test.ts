@@ -10,7 +10,7 @@ import type { TestServer } from '../support/server.ts';
 import { writeTinyModel, type TinyArchitecture } from '../engine/models/tiny-models.ts';
 import { TERMINAL, metricsEvents, startTrainingServer, uploadFiles, waitForStatus } from './support.ts';
 
-const ARCHITECTURES: TinyArchitecture[] = ['qwen3', 'smollm3'];
+const ARCHITECTURES: TinyArchitecture[] = ['qwen3', 'smollm3', 'phi3'];
 
 describe('architectures beside Llama: LoRA and full fine-tuning jobs end to end', () => {
   const modelsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-architectures-models-'));

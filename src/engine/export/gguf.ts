@@ -8,6 +8,9 @@
 //     within a head, row s·(d/2) + i moves to 2i + s (SmolLM3 too, its NoPE layers every 4th
 //     as llama.cpp's smollm3 assumes). Qwen2 and Qwen3 use llama.cpp's NEOX RoPE,
 //     which is rotate-half already, so they are not permuted (Qwen3's q_norm/k_norm → attn_{q,k}_norm);
+//   - Phi-3 (llama.cpp's phi3, NEOX RoPE over rope.dimension_count = the partial rotary dims): the fused
+//     qkv_proj → attn_qkv and gate_up_proj → ffn_up as they are, LongRoPE's factor lists as
+//     rope_factors_long/short.weight with the original context length and attention factor;
 //   - Gemma 2/3 (llama.cpp's gemma2/gemma3, NEOX RoPE, so not permuted either): the sandwich norms
 //     post_attention_layernorm → post_attention_norm, pre_feedforward_layernorm → ffn_norm,
 //     post_feedforward_layernorm → post_ffw_norm, q_norm/k_norm → attn_{q,k}_norm; every norm weight
@@ -20,7 +23,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelConfig } from '../models/config.ts';
-import { attentionScale, eosTokenIds, layerWindow, usesRope } from '../models/config.ts';
+import { attentionScale, eosTokenIds, layerWindow, ropeDim, usesRope } from '../models/config.ts';
 import type { HostTensor } from '../io/safetensors.ts';
 import { loadTokenizer, readTokenizerConfig } from '../data/tokenizer.ts';
 import { GgmlType, GgufType, gguf, writeGguf, type GgufTensor, type GgufValue } from '../io/gguf.ts';
@@ -32,7 +35,7 @@ type Json = Record<string, any>;
 /** llama.cpp's token types. */
 const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
 
-type GgufArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3';
+type GgufArchitecture = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'phi3' | 'gemma2' | 'gemma3';
 
 /** GGUF architecture name: llama.cpp runs Mistral as llama. */
 function ggufArchitecture(config: ModelConfig): GgufArchitecture {
@@ -69,6 +72,8 @@ const LAYER_TENSORS: Record<string, string> = {
   'self_attn.k_proj': 'attn_k',
   'self_attn.v_proj': 'attn_v',
   'self_attn.o_proj': 'attn_output',
+  'self_attn.qkv_proj': 'attn_qkv', // Phi-3's fused q|k|v
+  'mlp.gate_up_proj': 'ffn_up', // Phi-3's fused gate|up: llama.cpp's phi3 splits its ffn_up in two
   'mlp.gate_proj': 'ffn_gate',
   'mlp.up_proj': 'ffn_up',
   'mlp.down_proj': 'ffn_down',
@@ -315,7 +320,7 @@ export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufD
     metadata.set(`${arch}.attention.value_length`, gguf.u32(config.headDim));
   }
   metadata.set(`${arch}.rope.freq_base`, gguf.f32(config.ropeTheta));
-  metadata.set(`${arch}.rope.dimension_count`, gguf.u32(config.headDim));
+  metadata.set(`${arch}.rope.dimension_count`, gguf.u32(ropeDim(config)));
   metadata.set(`${arch}.attention.layer_norm_rms_epsilon`, gguf.f32(config.rmsNormEps));
   if (config.ropeScaling?.type === 'linear') {
     metadata.set(`${arch}.rope.scaling.type`, gguf.str('linear'));
@@ -328,6 +333,18 @@ export function writeModelGguf(source: GgufSource, outFile: string, dtype: GgufD
   const tensors: GgufTensor[] = [];
   const ropeFactors = llama3RopeFactors(config);
   if (ropeFactors) tensors.push({ name: 'rope_freqs.weight', shape: [ropeFactors.length], type: GgmlType.F32, data: ropeFactors });
+  if (config.ropeScaling?.type === 'longrope') {
+    // As the converter writes Phi-3's LongRoPE: both factor lists (llama.cpp takes the long ones for
+    // contexts past the original length), that length, and the cos/sin magnitude.
+    const { longFactor, shortFactor, originalMaxPositionEmbeddings, attentionFactor } = config.ropeScaling;
+    metadata.set(`${arch}.rope.scaling.original_context_length`, gguf.u32(originalMaxPositionEmbeddings));
+    metadata.set(`${arch}.rope.scaling.attn_factor`, gguf.f32(attentionFactor));
+    tensors.push({ name: 'rope_factors_long.weight', shape: [longFactor.length], type: GgmlType.F32, data: Float32Array.from(longFactor) });
+    tensors.push({ name: 'rope_factors_short.weight', shape: [shortFactor.length], type: GgmlType.F32, data: Float32Array.from(shortFactor) });
+  }
+  // The converter writes Phi-3's window (llama.cpp's phi3 then runs without it: the models' windows
+  // are at least as long as the contexts they are run at).
+  if (arch === 'phi3') metadata.set('phi3.attention.sliding_window', gguf.u32(config.slidingWindow ?? 0));
   const wide = dtype === 'f32' ? GgmlType.F32 : GgmlType.F16;
   const queryFactor = gemma ? gemmaQueryFactor(config, gemma) : 1;
   const scaled = (data: Float32Array, factor: number) => (factor === 1 ? data : data.map((v) => v * factor));

@@ -21,7 +21,7 @@
 // into column blocks (see COLUMN_BLOCKS), and q|k|v and gate|up concatenated so each block runs
 // four matmuls instead of seven.
 
-import { attentionScale, layerWindow, usesLocalRope, usesRope, type ModelConfig } from '../models/config.ts';
+import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from '../models/config.ts';
 import { Graph, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 
@@ -44,7 +44,7 @@ export interface DecoderStepShape {
 /** Names of the step graph's inputs and outputs (the contract with the runner). */
 export const stepNames = {
   inputIds: 'input_ids', // [B·T] int64
-  cos: 'rope_cos', // [B·T, headDim / 2] for the tokens' absolute positions
+  cos: 'rope_cos', // [B·T, rotary dim / 2] for the tokens' absolute positions (rotary dim = headDim but for Phi-3)
   sin: 'rope_sin',
   // the same for local layers with a RoPE base of their own (Gemma 3's rope_local_base_freq)
   cosLocal: 'rope_cos_local',
@@ -151,6 +151,12 @@ function scaled(w: Float32Array, s: number): Float32Array {
   return w.map((v) => v * s);
 }
 
+/** Consecutive blocks of `rows` rows (of `cols` columns each) of a row-major matrix, as views. */
+function rowBlocks(w: Float32Array, rows: number[], cols: number): Float32Array[] {
+  let at = 0;
+  return rows.map((r) => w.subarray(at, (at += r * cols)));
+}
+
 function concatenated(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
   let at = 0;
@@ -181,12 +187,20 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
       const [qNorm, kNorm] = [scaled(norm(`${a}.q_norm.weight`), attentionScale(cfg)), norm(`${a}.k_norm.weight`)];
       out.set(n.qkNorm(l), concatenated([...Array<Float32Array>(H).fill(qNorm), ...Array<Float32Array>(KV).fill(kNorm)]));
     }
+    // q, k and v ([rows, D] each, or bias vectors with D = 1): their own tensors, or the row blocks
+    // of Phi-3's fused qkv_proj.
+    const qkv = (kind: 'weight' | 'bias', cols: number) =>
+      cfg.fusedProjections ? rowBlocks(take(`${a}.qkv_proj.${kind}`), [H * hd, KV * hd, KV * hd], cols) : (['q_proj', 'k_proj', 'v_proj'] as const).map((x) => take(`${a}.${x}.${kind}`));
+    const [qW, kW, vW] = qkv('weight', D);
     out.set(n.qkv(l), fusedTransposed([
-      { w: scaled(take(`${a}.q_proj.weight`), qScale), outF: H * hd },
-      { w: take(`${a}.k_proj.weight`), outF: KV * hd },
-      { w: take(`${a}.v_proj.weight`), outF: KV * hd },
+      { w: scaled(qW, qScale), outF: H * hd },
+      { w: kW, outF: KV * hd },
+      { w: vW, outF: KV * hd },
     ], D));
-    if (cfg.attentionBias) out.set(n.qkvBias(l), concatenated([scaled(take(`${a}.q_proj.bias`), qScale), take(`${a}.k_proj.bias`), take(`${a}.v_proj.bias`)]));
+    if (cfg.attentionBias) {
+      const [qB, kB, vB] = qkv('bias', 1);
+      out.set(n.qkvBias(l), concatenated([scaled(qB, qScale), kB, vB]));
+    }
     out.set(n.o(l), transposed(take(`${a}.o_proj.weight`), D, H * hd));
     if (cfg.outputBias) out.set(n.oBias(l), take(`${a}.o_proj.bias`));
     if (cfg.sandwichNorms) {
@@ -194,11 +208,11 @@ export function inferenceWeights(cfg: ModelConfig, take: (hfName: string) => Flo
       out.set(n.mlpNorm(l), norm(`${p}.pre_feedforward_layernorm.weight`));
       out.set(n.mlpPostNorm(l), norm(`${p}.post_feedforward_layernorm.weight`));
     } else out.set(n.mlpNorm(l), norm(`${p}.post_attention_layernorm.weight`));
-    out.set(n.gateUp(l), fusedTransposed([
-      { w: take(`${m}.gate_proj.weight`), outF: I },
-      { w: take(`${m}.up_proj.weight`), outF: I },
-    ], D));
-    if (cfg.mlpBias) out.set(n.gateUpBias(l), concatenated([take(`${m}.gate_proj.bias`), take(`${m}.up_proj.bias`)]));
+    // Phi-3's gate_up_proj already holds gate's rows, then up's: the layout of the fused pair.
+    out.set(n.gateUp(l), cfg.fusedProjections
+      ? transposed(take(`${m}.gate_up_proj.weight`), 2 * I, D)
+      : fusedTransposed([{ w: take(`${m}.gate_proj.weight`), outF: I }, { w: take(`${m}.up_proj.weight`), outF: I }], D));
+    if (cfg.mlpBias) out.set(n.gateUpBias(l), cfg.fusedProjections ? take(`${m}.gate_up_proj.bias`) : concatenated([take(`${m}.gate_proj.bias`), take(`${m}.up_proj.bias`)]));
     out.set(n.down(l), transposed(take(`${m}.down_proj.weight`), D, I));
     if (cfg.mlpBias) out.set(n.downBias(l), take(`${m}.down_proj.bias`));
   }
@@ -224,10 +238,17 @@ function blockLinears(cfg: ModelConfig, l: number) {
   const n = inferenceWeightNames;
   const a = `model.layers.${l}.self_attn`;
   const m = `model.layers.${l}.mlp`;
+  // scaledRows: a fused qkv_proj (Phi-3) takes q's scale on its first H·hd rows only.
+  const qkvParts: { path: string; outF: number; scale: number; scaledRows?: number }[] = cfg.fusedProjections
+    ? [{ path: `${a}.qkv_proj`, outF: (H + 2 * KV) * hd, scale: qProjectionScale(cfg), scaledRows: H * hd }]
+    : [{ path: `${a}.q_proj`, outF: H * hd, scale: qProjectionScale(cfg) }, { path: `${a}.k_proj`, outF: KV * hd, scale: 1 }, { path: `${a}.v_proj`, outF: KV * hd, scale: 1 }];
+  const gateUpParts = cfg.fusedProjections
+    ? [{ path: `${m}.gate_up_proj`, outF: 2 * I, scale: 1 }]
+    : [{ path: `${m}.gate_proj`, outF: I, scale: 1 }, { path: `${m}.up_proj`, outF: I, scale: 1 }];
   return [
-    { name: n.qkv(l), inF: D, parts: [{ path: `${a}.q_proj`, outF: H * hd, scale: qProjectionScale(cfg) }, { path: `${a}.k_proj`, outF: KV * hd, scale: 1 }, { path: `${a}.v_proj`, outF: KV * hd, scale: 1 }] },
+    { name: n.qkv(l), inF: D, parts: qkvParts },
     { name: n.o(l), inF: H * hd, parts: [{ path: `${a}.o_proj`, outF: D, scale: 1 }] },
-    { name: n.gateUp(l), inF: D, parts: [{ path: `${m}.gate_proj`, outF: I, scale: 1 }, { path: `${m}.up_proj`, outF: I, scale: 1 }] },
+    { name: n.gateUp(l), inF: D, parts: gateUpParts },
     { name: n.down(l), inF: I, parts: [{ path: `${m}.down_proj`, outF: D, scale: 1 }] },
   ];
 }
@@ -280,7 +301,8 @@ export function adapterWeights(
           for (let q = 0; q < r; q++) {
             for (let i = 0; i < inF; i++) A[i * k + j * R + q] = pair.A.data[q * inF + i];
             const s = scale(r) * part.scale;
-            for (let o = 0; o < part.outF; o++) B[(j * R + q) * width + col + o] = pair.B.data[o * r + q] * s;
+            const rows = part.scaledRows ?? part.outF;
+            for (let o = 0; o < part.outF; o++) B[(j * R + q) * width + col + o] = pair.B.data[o * r + q] * (o < rows ? s : scale(r));
           }
         }
         col += part.outF;
@@ -305,10 +327,11 @@ function rmsNormKernel(x: Tensor, weight: Tensor, eps: number): Tensor {
 /**
  * RoPE with HF's rotate_half convention (com.microsoft.RotaryEmbedding, interleaved = 0) on
  * x [1, T, heads·hd]: one node instead of llama.ts's slice/neg/concat/mul/add. Row t of
- * cos/sin [T, hd/2] holds the angles of token t's absolute position, so position_ids are 0..T−1.
+ * cos/sin [T, rd/2] holds the angles of token t's absolute position, so position_ids are 0..T−1.
+ * Only each head's first rd dimensions rotate (all of them but for Phi-3's partial rotary).
  */
-function ropeKernel(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, heads: number): Tensor {
-  return x.graph.emit('RotaryEmbedding', [x, positions, cos, sin], { interleaved: 0, num_heads: heads }, [{ shape: x.shape, dtype: x.dtype }], undefined, 'com.microsoft')[0];
+function ropeKernel(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, heads: number, rd: number): Tensor {
+  return x.graph.emit('RotaryEmbedding', [x, positions, cos, sin], { interleaved: 0, num_heads: heads, rotary_embedding_dim: rd }, [{ shape: x.shape, dtype: x.dtype }], undefined, 'com.microsoft')[0];
 }
 
 /** A reshape of a reshape is one reshape of the original (fewer nodes: each costs µs per step). */
@@ -339,6 +362,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Gra
   const B = shape.sequences ?? 1;
   const N = B * T; // rows of every activation
   const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, intermediateSize: I, rmsNormEps: eps } = cfg;
+  const rd = ropeDim(cfg);
   const G = H / KV; // query heads per key/value head
   const g = new Graph('float32');
   const shapes = inferenceWeightShapes(cfg);
@@ -371,7 +395,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Gra
   // Inputs on first use: a step declares only the tables and masks its layers read.
   const input = (name: string, shape: number[]) => g.inputs.find((t) => t.name === name) ?? g.input(name, shape);
   const ropeInputs = (local: boolean) =>
-    local ? [input(s.cosLocal, [N, hd / 2]), input(s.sinLocal, [N, hd / 2])] : [input(s.cos, [N, hd / 2]), input(s.sin, [N, hd / 2])];
+    local ? [input(s.cosLocal, [N, rd / 2]), input(s.sinLocal, [N, rd / 2])] : [input(s.cos, [N, rd / 2]), input(s.sin, [N, rd / 2])];
   const rows = g.constant('int64', [1, N], Array.from({ length: N }, (_, t) => t));
   // [B, 1, G·T, C + T]: broadcasts over KV
   const maskFor = (windowed: boolean) => reshape(input(windowed ? s.localMask : s.mask, [B, G * T, C + T]), [B, 1, G * T, C + T]);
@@ -390,7 +414,7 @@ export function buildDecoderStep(cfg: ModelConfig, shape: DecoderStepShape): Gra
     if (ones) qk = op.mul(reshape(rmsNormKernel(reshape(qk, [N * (H + KV), hd]), ones, eps), [N, (H + KV) * hd]), W(n.qkNorm(l)));
     if (usesRope(cfg, l)) {
       const [cos, sin] = ropeInputs(usesLocalRope(cfg, l));
-      qk = reshape(ropeKernel(reshape(qk, [1, N, (H + KV) * hd]), rows, cos, sin, H + KV), [N, (H + KV) * hd]);
+      qk = reshape(ropeKernel(reshape(qk, [1, N, (H + KV) * hd]), rows, cos, sin, H + KV, rd), [N, (H + KV) * hd]);
     } // else a NoPE layer (SmolLM3)
     const [qRows, kRows] = split(qk, [H * hd, KV * hd]);
     // q as [B, KV, G·T, hd]: the G query heads sharing a k/v head are stacked as rows, so GQA is

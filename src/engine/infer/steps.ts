@@ -2,7 +2,7 @@
 // most MAX_CHUNK tokens, each padded up to a compiled length), decode feeds one token. Each (T, C)
 // shape is compiled once, on first use, with every weight made resident in its session.
 
-import { layerWindow, usesLocalRope, type ModelConfig } from '../models/config.ts';
+import { layerWindow, ropeDim, usesLocalRope, type ModelConfig } from '../models/config.ts';
 import { ropeTables } from '../models/llama.ts';
 import { CompiledGraph, type HostArray, type SessionSettings } from '../runtime/session.ts';
 import { buildDecoderStep, stepNames, type DecoderStepShape } from './decoder.ts';
@@ -34,7 +34,7 @@ export interface StepAdapter {
 
 export class DecoderSteps {
   private readonly sessions = new Map<string, Promise<CompiledGraph>>();
-  /** RoPE tables [positions, headDim / 2]: the global layers', and the local layers' (Gemma 3). */
+  /** RoPE tables [positions, rotary dim / 2]: the global layers', and the local layers' (Gemma 3). */
   private rope = { cos: new Float32Array(0), sin: new Float32Array(0), cosLocal: new Float32Array(0), sinLocal: new Float32Array(0) };
   private ropePositions = 0;
   /** The masks the step graphs read, with their windows: decoder.ts declares only those its layers use. */
@@ -58,7 +58,7 @@ export class DecoderSteps {
    * rows get cos = sin = 0: their k rows are zero and their outputs are never read).
    */
   private ropeFeeds(rows: { past: number; count: number }[], T: number): Record<string, HostArray> {
-    const half = this.cfg.headDim / 2;
+    const half = ropeDim(this.cfg) / 2;
     const table = (source: Float32Array) => {
       const out = new Float32Array(rows.length * T * half);
       rows.forEach(({ past, count }, b) => out.set(source.subarray(past * half, (past + count) * half), b * T * half));
@@ -195,9 +195,9 @@ export class DecoderSteps {
     if (positions <= this.ropePositions) return;
     let n = Math.max(256, this.ropePositions);
     while (n < positions) n *= 2;
-    // ropeTables repeats the hd/2 angles twice per row (HF's layout); RotaryEmbedding wants one copy.
+    // ropeTables repeats the rd/2 angles twice per row (HF's layout); RotaryEmbedding wants one copy.
     const hd = this.cfg.headDim;
-    const half = hd / 2;
+    const half = ropeDim(this.cfg) / 2;
     const halves = (table: Float64Array) => Float32Array.from({ length: n * half }, (_, j) => table[Math.floor(j / half) * hd + (j % half)]);
     const global = ropeTables(this.cfg, n);
     const local = this.ropes.local ? ropeTables(this.cfg, n, true) : null;

@@ -4,7 +4,7 @@
 // DecoderFeatures), which is what ModelConfig records. Both the training graph (llama.ts) and the
 // KV-cache decoder (infer/decoder.ts) read these switches; neither knows architecture names.
 
-export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'mistral' | 'gemma2' | 'gemma3';
+export type Architecture = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'phi3' | 'mistral' | 'gemma2' | 'gemma3';
 
 export type RopeScaling =
   | {
@@ -14,7 +14,18 @@ export type RopeScaling =
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
     }
-  | { type: 'linear'; factor: number };
+  | { type: 'linear'; factor: number }
+  | {
+      /**
+       * Phi-3's LongRoPE: each rotary frequency divided by its factor (the short ones within
+       * originalMaxPositionEmbeddings; see ropeTables), and cos/sin scaled by attentionFactor.
+       */
+      type: 'longrope';
+      shortFactor: number[];
+      longFactor: number[];
+      attentionFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 /** Switches of the decoder beyond Llama's; LLAMA_FEATURES turns each off. */
 export interface DecoderFeatures {
@@ -47,6 +58,10 @@ export interface DecoderFeatures {
   localRopeTheta: number | null;
   /** Which layers apply RoPE: SmolLM3's no_rope_layers (1 = RoPE, 0 = a NoPE layer); null = every layer. */
   ropeLayers: boolean[] | null;
+  /** Dimensions of each head that RoPE rotates, the first ones (Phi-3's partial_rotary_factor × head_dim); the rest pass. */
+  rotaryDim: number | null;
+  /** q|k|v and gate|up stored as one matrix each (Phi-3's qkv_proj, gate_up_proj: gate rows first). */
+  fusedProjections: boolean;
 }
 
 export const LLAMA_FEATURES: DecoderFeatures = {
@@ -61,6 +76,8 @@ export const LLAMA_FEATURES: DecoderFeatures = {
   slidingLayers: null,
   localRopeTheta: null,
   ropeLayers: null,
+  rotaryDim: null,
+  fusedProjections: false,
 };
 
 export interface ModelConfig extends DecoderFeatures {
@@ -96,13 +113,14 @@ const ARCHITECTURES: Record<string, Architecture> = {
   LlamaForCausalLM: 'llama',
   Qwen2ForCausalLM: 'qwen2',
   Qwen3ForCausalLM: 'qwen3',
+  Phi3ForCausalLM: 'phi3',
   SmolLM3ForCausalLM: 'smollm3',
   MistralForCausalLM: 'mistral',
   Gemma2ForCausalLM: 'gemma2',
   Gemma3ForCausalLM: 'gemma3',
 };
 
-const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', smollm3: 'smollm3', mistral: 'mistral', gemma2: 'gemma2', gemma3_text: 'gemma3' };
+const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', smollm3: 'smollm3', phi3: 'phi3', mistral: 'mistral', gemma2: 'gemma2', gemma3_text: 'gemma3' };
 
 type Json = Record<string, unknown>;
 
@@ -120,7 +138,7 @@ function optionalTokenId(value: unknown): number | null {
   return typeof value === 'number' ? value : null;
 }
 
-function parseRopeScaling(raw: unknown, maxPositionEmbeddings: number): RopeScaling | null {
+function parseRopeScaling(raw: unknown, maxPositionEmbeddings: number, originalMaxPositionEmbeddings = maxPositionEmbeddings): RopeScaling | null {
   if (raw === undefined || raw === null) return null;
   if (typeof raw !== 'object') throw new Error('config.json: "rope_scaling" must be an object or null');
   const scaling = raw as Json;
@@ -141,7 +159,24 @@ function parseRopeScaling(raw: unknown, maxPositionEmbeddings: number): RopeScal
     };
   }
   if (type === 'linear') return { type: 'linear', factor: num(scaling, 'factor') };
-  throw new Error(`config.json: rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear)`);
+  if (type === 'longrope') {
+    const factors = (key: string) => {
+      const list = scaling[key];
+      if (!Array.isArray(list) || list.some((f) => typeof f !== 'number')) throw new Error(`config.json: rope_scaling.${key} must be a list of numbers`);
+      return list as number[];
+    };
+    // transformers' _compute_longrope_parameters: √(1 + ln(s) / ln(original)) for s = max / original > 1.
+    const ratio = maxPositionEmbeddings / originalMaxPositionEmbeddings;
+    const derived = ratio <= 1 ? 1 : Math.sqrt(1 + Math.log(ratio) / Math.log(originalMaxPositionEmbeddings));
+    return {
+      type: 'longrope',
+      shortFactor: factors('short_factor'),
+      longFactor: factors('long_factor'),
+      attentionFactor: num(scaling, 'attention_factor', derived),
+      originalMaxPositionEmbeddings,
+    };
+  }
+  throw new Error(`config.json: rope_scaling type ${JSON.stringify(type)} is not supported (llama3, linear, longrope)`);
 }
 
 /** Parse a Hugging Face `config.json` object for a supported causal LM. */
@@ -180,10 +215,15 @@ export function parseHfConfig(json: unknown): ModelConfig {
   const llamaLike = architecture === 'llama' || architecture === 'smollm3';
   const llamaAttentionBias = llamaLike && config.attention_bias === true;
   const slidingWindow =
-    (architecture === 'mistral' || gemma) && typeof config.sliding_window === 'number' ? config.sliding_window : null;
+    (architecture === 'mistral' || architecture === 'phi3' || gemma) && typeof config.sliding_window === 'number' ? config.sliding_window : null;
   const features = gemma
     ? gemmaFeatures(config, architecture as 'gemma2' | 'gemma3', numLayers, slidingWindow)
-    : { ...LLAMA_FEATURES, qkNorm: architecture === 'qwen3', ropeLayers: architecture === 'smollm3' ? smolLm3RopeLayers(config, numLayers) : null };
+    : {
+        ...LLAMA_FEATURES,
+        qkNorm: architecture === 'qwen3',
+        ropeLayers: architecture === 'smollm3' ? smolLm3RopeLayers(config, numLayers) : null,
+        ...(architecture === 'phi3' ? phi3Features(config, headDim) : {}),
+      };
   const rope = gemma ? gemmaGlobalRope(config, architecture === 'gemma3' ? 1e6 : 10000) : { theta: num(config, 'rope_theta', 10000), scaling: config.rope_scaling };
 
   return {
@@ -198,7 +238,7 @@ export function parseHfConfig(json: unknown): ModelConfig {
     headDim,
     rmsNormEps: num(config, 'rms_norm_eps', 1e-6),
     ropeTheta: rope.theta,
-    ropeScaling: parseRopeScaling(rope.scaling, maxPositionEmbeddings),
+    ropeScaling: parseRopeScaling(rope.scaling, maxPositionEmbeddings, num(config, 'original_max_position_embeddings', maxPositionEmbeddings)),
     // LlamaConfig, Qwen2Config, Qwen3Config and MistralConfig default tie_word_embeddings to false, Gemma's to true.
     tieWordEmbeddings: gemma ? config.tie_word_embeddings !== false : config.tie_word_embeddings === true,
     // Qwen3's attention_bias covers q/k/v only (its o_proj has none).
@@ -214,6 +254,13 @@ export function parseHfConfig(json: unknown): ModelConfig {
     padTokenId: optionalTokenId(config.pad_token_id),
     torchDtype: typeof config.torch_dtype === 'string' ? config.torch_dtype : typeof config.dtype === 'string' ? config.dtype : 'float32',
   };
+}
+
+/** Phi-3 / Phi-4-mini: fused projections, RoPE on the first partial_rotary_factor of each head. */
+function phi3Features(config: Json, headDim: number): Pick<DecoderFeatures, 'fusedProjections' | 'rotaryDim'> {
+  const rotaryDim = Math.trunc(num(config, 'partial_rotary_factor', 1) * headDim);
+  if (rotaryDim % 2 !== 0 || rotaryDim <= 0) throw new Error(`config.json: partial_rotary_factor gives ${rotaryDim} rotary dimensions, not a positive even number`);
+  return { fusedProjections: true, rotaryDim: rotaryDim === headDim ? null : rotaryDim };
 }
 
 /**
@@ -273,6 +320,8 @@ function gemmaFeatures(config: Json, architecture: 'gemma2' | 'gemma3', numLayer
     slidingLayers: slidingWindow === null ? null : slidingLayers,
     localRopeTheta: architecture === 'gemma3' ? (typeof localRope === 'number' ? localRope : 10000) : null,
     ropeLayers: null,
+    rotaryDim: null,
+    fusedProjections: false,
   };
 }
 
@@ -291,6 +340,11 @@ export function attentionScale(cfg: ModelConfig): number {
 /** Layer l's sliding window, or null where it attends to every earlier position. */
 export function layerWindow(cfg: ModelConfig, l: number): number | null {
   return cfg.slidingWindow !== null && (cfg.slidingLayers?.[l] ?? true) ? cfg.slidingWindow : null;
+}
+
+/** How many of each head's dimensions RoPE rotates (the first ones). */
+export function ropeDim(cfg: ModelConfig): number {
+  return cfg.rotaryDim ?? cfg.headDim;
 }
 
 /** Whether layer l rotates q and k at all (SmolLM3's NoPE layers do not). */

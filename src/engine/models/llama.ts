@@ -1,10 +1,11 @@
-// The Llama-family decoder (Llama, Qwen2, Qwen3, SmolLM3, Mistral, Gemma 2/3) in the graph IR, following HF's
+// The Llama-family decoder (Llama, Qwen2, Qwen3, SmolLM3, Phi-3, Mistral, Gemma 2/3) in the graph IR, following HF's
 // modeling_llama (and modeling_gemma2/3 where ModelConfig's DecoderFeatures say so):
 //   x = embed(ids)                                                          (Gemma: × √hidden)
 //   for each layer:  x = x + o_proj(attention(rope(q), rope(k), v))   on rmsnorm(x)
 //                    x = x + down_proj(silu(gate_proj(h)) ⊙ up_proj(h))  on h = rmsnorm(x)
 //   logits = rmsnorm(x) @ lm_headᵀ   (lm_head = embed when tied; training applies it in token chunks)
-// Qwen3 norms each head of q and k before RoPE; SmolLM3 leaves RoPE out on some layers (NoPE).
+// Qwen3 norms each head of q and k before RoPE; SmolLM3 leaves RoPE out on some layers (NoPE);
+// Phi-3 fuses q|k|v and gate|up into one matrix each and rotates only part of each head (LongRoPE).
 // Gemma adds a norm after attention and after the MLP (sandwichNorms), norms that scale by 1 + w,
 // GELU(tanh) for SiLU, per-head q/k norms (Gemma 3), sliding-window layers with their own RoPE
 // base beside global ones, and soft-capped attention scores and logits (Gemma 2).
@@ -13,7 +14,7 @@
 // layer. With `recompute`, each decoder layer keeps only its input and recomputes the rest in the
 // backward (graph/checkpoint.ts).
 
-import { attentionScale, layerWindow, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
+import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
 import type { Graph, Tensor } from '../graph/ir.ts';
@@ -57,14 +58,24 @@ export interface LlamaOptions {
 
 /**
  * cos/sin tables [T, headDim] for positions 0..T−1, honouring rope_theta and rope_scaling, or for
- * `local` layers localRopeTheta without scaling (Gemma 3).
+ * `local` layers localRopeTheta without scaling (Gemma 3). With a partial rotary dimension rd
+ * (Phi-3), the first rd columns rotate and the rest pass unchanged (cos 1, sin 0).
  */
 export function ropeTables(cfg: ModelConfig, T: number, local = false): { cos: Float64Array; sin: Float64Array } {
   const hd = cfg.headDim;
+  const rd = ropeDim(cfg);
   const theta = local && cfg.localRopeTheta !== null ? cfg.localRopeTheta : cfg.ropeTheta;
-  const invFreq = Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(theta, (2 * i) / hd));
+  const invFreq = Array.from({ length: rd / 2 }, (_, i) => 1 / Math.pow(theta, (2 * i) / rd));
   const s = local && cfg.localRopeTheta !== null ? null : cfg.ropeScaling;
+  let magnitude = 1;
   if (s?.type === 'linear') invFreq.forEach((f, i) => (invFreq[i] = f / s.factor));
+  if (s?.type === 'longrope') {
+    // Phi-3's LongRoPE with its short factors: transformers takes the long ones only for sequences
+    // past original_max_position_embeddings, llama.cpp for contexts past it; neither happens here.
+    if (s.shortFactor.length !== rd / 2) throw new Error(`rope_scaling.short_factor has ${s.shortFactor.length} factors, not ${rd / 2}`);
+    invFreq.forEach((f, i) => (invFreq[i] = f / s.shortFactor[i]));
+    magnitude = s.attentionFactor;
+  }
   if (s?.type === 'llama3') {
     // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth blend between.
     const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
@@ -77,13 +88,13 @@ export function ropeTables(cfg: ModelConfig, T: number, local = false): { cos: F
       invFreq[i] = (1 - smooth) * (f / s.factor) + smooth * f;
     });
   }
-  const cos = new Float64Array(T * hd);
+  const cos = new Float64Array(T * hd).fill(1);
   const sin = new Float64Array(T * hd);
   for (let t = 0; t < T; t++) {
-    for (let i = 0; i < hd; i++) {
-      const angle = t * invFreq[i % (hd / 2)]; // HF concatenates the frequencies twice
-      cos[t * hd + i] = Math.cos(angle);
-      sin[t * hd + i] = Math.sin(angle);
+    for (let i = 0; i < rd; i++) {
+      const angle = t * invFreq[i % (rd / 2)]; // HF concatenates the frequencies twice
+      cos[t * hd + i] = magnitude * Math.cos(angle);
+      sin[t * hd + i] = magnitude * Math.sin(angle);
     }
   }
   return { cos, sin };
@@ -120,18 +131,19 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 }
 
 /**
- * HF's rotate_half RoPE, x·cos + [−x₂, x₁]·sin, computed as x·cos + [x₂, x₁]·sin± with the sign
- * folded into the table: sin± = [−sin₁, sin₂] (see signedSin).
+ * HF's rotate_half RoPE on the first rd dimensions, x·cos + [−x₂, x₁, 0]·sin, computed as
+ * x·cos + [x₂, x₁, x_pass]·sin± with the sign folded into the table: sin± = [−sin₁, sin₂, 0] (see
+ * signedSin); the pass-through dimensions (Phi-3's partial rotary) have cos 1, sin 0.
  */
-export function rope(x: Tensor, cos: Tensor, sinSigned: Tensor): Tensor {
-  const half = x.shape[x.rank - 1] / 2;
-  const [x1, x2] = op.split(x, [half, half], -1);
-  return op.add(op.mul(x, cos), op.mul(op.concat([x2, x1], -1), sinSigned));
+export function rope(x: Tensor, cos: Tensor, sinSigned: Tensor, rd = x.shape[x.rank - 1]): Tensor {
+  const rest = x.shape[x.rank - 1] - rd;
+  const [x1, x2, pass] = op.split(x, rest > 0 ? [rd / 2, rd / 2, rest] : [rd / 2, rd / 2], -1);
+  return op.add(op.mul(x, cos), op.mul(op.concat(pass ? [x2, x1, pass] : [x2, x1], -1), sinSigned));
 }
 
-/** A [T, hd] sin table with its first half of each row negated, for rope(). */
-function signedSin(sin: Float64Array, hd: number): Float64Array {
-  return sin.map((v, i) => (i % hd < hd / 2 ? -v : v));
+/** A [T, hd] sin table with the first half of each row's rd rotary columns negated, for rope(). */
+function signedSin(sin: Float64Array, hd: number, rd: number): Float64Array {
+  return sin.map((v, i) => (i % hd < rd / 2 ? -v : v));
 }
 
 /** The end of the decoder: final hidden states [N, D] (after the final norm) and the LM head's weight [vocab, D]. */
@@ -204,7 +216,7 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const tables = ropeTables(cfg, T, local);
     const perPosition = (table: Float64Array, scale = 1) =>
       op.reshape(op.gather(g.constant(g.float, [T, hd], table.map((v) => v * scale)), inputs.positionIds), [B, 1, 1, T, hd]);
-    const sin = signedSin(tables.sin, hd);
+    const sin = signedSin(tables.sin, hd, ropeDim(cfg));
     const scale = attentionScale(cfg);
     return { cosK: perPosition(tables.cos), sinK: perPosition(sin), cosQ: perPosition(tables.cos, scale), sinQ: perPosition(sin, scale) };
   });
@@ -226,15 +238,19 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     let h = norm(x, `${p}.input_layernorm.weight`, D);
     const heads = (t: Tensor, groups: number) =>
       op.transpose(op.reshape(t, [B, T, KV, groups, hd]), [0, 2, 3, 1, 4]); // → [B, KV, groups, T, hd]
-    const [qFlat, kFlat, vFlat] = linears(h, D, [
-      { path: `${p}.self_attn.q_proj`, outF: H * hd },
-      { path: `${p}.self_attn.k_proj`, outF: KV * hd },
-      { path: `${p}.self_attn.v_proj`, outF: KV * hd },
-    ], cfg.attentionBias);
+    // Phi-3 stores q|k|v as one qkv_proj (and its LoRA adapts that module as a whole).
+    const [qFlat, kFlat, vFlat] = cfg.fusedProjections
+      ? op.split(linears(h, D, [{ path: `${p}.self_attn.qkv_proj`, outF: (H + 2 * KV) * hd }], cfg.attentionBias)[0], [H * hd, KV * hd, KV * hd], 1)
+      : linears(h, D, [
+          { path: `${p}.self_attn.q_proj`, outF: H * hd },
+          { path: `${p}.self_attn.k_proj`, outF: KV * hd },
+          { path: `${p}.self_attn.v_proj`, outF: KV * hd },
+        ], cfg.attentionBias);
     const qkNorm = (t: Tensor, which: 'q_norm' | 'k_norm') => (cfg.qkNorm ? norm(t, `${p}.self_attn.${which}.weight`, hd) : t);
     // A NoPE layer (SmolLM3) scales q itself: elsewhere q's RoPE tables carry the scale.
-    const q = usesRope(cfg, l) ? rope(qkNorm(heads(qFlat, G), 'q_norm'), cosQ, sinQ) : op.mul(qkNorm(heads(qFlat, G), 'q_norm'), attentionScale(cfg));
-    const k = usesRope(cfg, l) ? rope(qkNorm(heads(kFlat, 1), 'k_norm'), cosK, sinK) : qkNorm(heads(kFlat, 1), 'k_norm');
+    const rd = ropeDim(cfg);
+    const q = usesRope(cfg, l) ? rope(qkNorm(heads(qFlat, G), 'q_norm'), cosQ, sinQ, rd) : op.mul(qkNorm(heads(qFlat, G), 'q_norm'), attentionScale(cfg));
+    const k = usesRope(cfg, l) ? rope(qkNorm(heads(kFlat, 1), 'k_norm'), cosK, sinK, rd) : qkNorm(heads(kFlat, 1), 'k_norm');
     const plan = planFor(layerWindow(cfg, l));
     const ctx = op.reshape(op.transpose(causalAttention(q, k, heads(vFlat, 1), plan, cfg.attentionSoftcap), [0, 3, 1, 2, 4]), [N, H * hd]);
     let attended = linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0];
@@ -245,10 +261,12 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     // gate and up are two products, not one stacked: on the SmolLM2-135M shape the stacked
     // [N, 2·I] product, its split and its gradient’s concat measured 3–15% slower (q|k|v, with
     // thin k and v, runs as fast stacked as apart, in fewer nodes).
-    const [gate] = linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
-    const [up] = linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: cfg.intermediateSize }], cfg.mlpBias);
+    const I = cfg.intermediateSize;
+    const [gate, up] = cfg.fusedProjections // Phi-3's gate_up_proj: gate rows, then up rows
+      ? op.split(linears(h, D, [{ path: `${p}.mlp.gate_up_proj`, outF: 2 * I }], cfg.mlpBias)[0], [I, I], 1)
+      : [linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: I }], cfg.mlpBias)[0], linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: I }], cfg.mlpBias)[0]];
     const gated = cfg.hiddenActivation === 'gelu_tanh' ? op.mul(op.geluTanh(gate), up) : swiglu(gate, up);
-    let [down] = linears(gated, cfg.intermediateSize, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
+    let [down] = linears(gated, I, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
     if (cfg.sandwichNorms) down = norm(down, `${p}.post_feedforward_layernorm.weight`, D);
     return op.add(x, down);
   };
@@ -277,9 +295,12 @@ export function llamaWeightShapes(cfg: ModelConfig): Map<string, number[]> {
       m.set(`${path}.weight`, [outF, inF]);
       if (bias) m.set(`${path}.bias`, [outF]);
     };
-    lin(`${p}.self_attn.q_proj`, D, H * hd, cfg.attentionBias);
-    lin(`${p}.self_attn.k_proj`, D, KV * hd, cfg.attentionBias);
-    lin(`${p}.self_attn.v_proj`, D, KV * hd, cfg.attentionBias);
+    if (cfg.fusedProjections) lin(`${p}.self_attn.qkv_proj`, D, (H + 2 * KV) * hd, cfg.attentionBias);
+    else {
+      lin(`${p}.self_attn.q_proj`, D, H * hd, cfg.attentionBias);
+      lin(`${p}.self_attn.k_proj`, D, KV * hd, cfg.attentionBias);
+      lin(`${p}.self_attn.v_proj`, D, KV * hd, cfg.attentionBias);
+    }
     lin(`${p}.self_attn.o_proj`, H * hd, D, cfg.outputBias);
     if (cfg.qkNorm) {
       m.set(`${p}.self_attn.q_norm.weight`, [hd]);
@@ -290,8 +311,11 @@ export function llamaWeightShapes(cfg: ModelConfig): Map<string, number[]> {
       m.set(`${p}.pre_feedforward_layernorm.weight`, [D]);
       m.set(`${p}.post_feedforward_layernorm.weight`, [D]);
     }
-    lin(`${p}.mlp.gate_proj`, D, I, cfg.mlpBias);
-    lin(`${p}.mlp.up_proj`, D, I, cfg.mlpBias);
+    if (cfg.fusedProjections) lin(`${p}.mlp.gate_up_proj`, D, 2 * I, cfg.mlpBias);
+    else {
+      lin(`${p}.mlp.gate_proj`, D, I, cfg.mlpBias);
+      lin(`${p}.mlp.up_proj`, D, I, cfg.mlpBias);
+    }
     lin(`${p}.mlp.down_proj`, I, D, cfg.mlpBias);
   }
   m.set('model.norm.weight', [D]);

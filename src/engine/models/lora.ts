@@ -23,20 +23,26 @@ export interface LoraModule {
   outFeatures: number;
 }
 
+/** Phi-3's fused modules, and the Llama modules each stands for in a target list. */
+const FUSED: Record<string, string[]> = { qkv_proj: ['q_proj', 'k_proj', 'v_proj'], gate_up_proj: ['gate_proj', 'up_proj'] };
+
 /** The linear layers of a Llama-family decoder with their shapes, in model order. */
 export function linearModules(cfg: ModelConfig): LoraModule[] {
   const d = cfg.hiddenSize;
   const q = cfg.numHeads * cfg.headDim;
   const kv = cfg.numKvHeads * cfg.headDim;
-  const shapes: Record<string, [string, number, number]> = {
-    q_proj: ['self_attn', d, q],
-    k_proj: ['self_attn', d, kv],
-    v_proj: ['self_attn', d, kv],
-    o_proj: ['self_attn', q, d],
-    gate_proj: ['mlp', d, cfg.intermediateSize],
-    up_proj: ['mlp', d, cfg.intermediateSize],
-    down_proj: ['mlp', cfg.intermediateSize, d],
-  };
+  const I = cfg.intermediateSize;
+  const shapes: Record<string, [string, number, number]> = cfg.fusedProjections
+    ? { qkv_proj: ['self_attn', d, q + 2 * kv], o_proj: ['self_attn', q, d], gate_up_proj: ['mlp', d, 2 * I], down_proj: ['mlp', I, d] }
+    : {
+        q_proj: ['self_attn', d, q],
+        k_proj: ['self_attn', d, kv],
+        v_proj: ['self_attn', d, kv],
+        o_proj: ['self_attn', q, d],
+        gate_proj: ['mlp', d, I],
+        up_proj: ['mlp', d, I],
+        down_proj: ['mlp', I, d],
+      };
   const out: LoraModule[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     for (const [name, [block, inFeatures, outFeatures]] of Object.entries(shapes)) {
@@ -46,12 +52,23 @@ export function linearModules(cfg: ModelConfig): LoraModule[] {
   return out;
 }
 
+/**
+ * The modules a target list names. A fused module (Phi-3) is adapted as a whole, named by itself or
+ * by any of the Llama modules it holds (q_proj → qkv_proj), so one list serves every architecture.
+ */
 export function loraTargets(cfg: ModelConfig, spec: LoraSpec): LoraModule[] {
   const wanted = spec.targetModules.includes('all-linear') ? ALL_LINEAR : spec.targetModules;
-  const unknown = wanted.filter((m) => !ALL_LINEAR.includes(m));
+  const unknown = wanted.filter((m) => !ALL_LINEAR.includes(m) && !(cfg.fusedProjections && m in FUSED));
   if (unknown.length) throw new Error(`LoRA target modules not in this model: ${unknown.join(', ')}`);
-  return linearModules(cfg).filter((m) => wanted.includes(m.path.slice(m.path.lastIndexOf('.') + 1)));
+  const names = (m: LoraModule) => {
+    const name = moduleName(m);
+    return [name, ...(cfg.fusedProjections ? (FUSED[name] ?? []) : [])];
+  };
+  return linearModules(cfg).filter((m) => names(m).some((n) => wanted.includes(n)));
 }
+
+/** "q_proj" of "model.layers.3.self_attn.q_proj". */
+export const moduleName = (m: LoraModule) => m.path.slice(m.path.lastIndexOf('.') + 1);
 
 export const loraAName = (path: string) => `${path}.lora_A.weight`;
 export const loraBName = (path: string) => `${path}.lora_B.weight`;

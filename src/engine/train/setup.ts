@@ -3,7 +3,7 @@
 import type { TrainSpec } from '../contract.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { llamaWeightShapes } from '../models/llama.ts';
-import { initLora, loraAName, loraBName, loraTargets, type LoraSpec } from '../models/lora.ts';
+import { initLora, loraAName, loraBName, loraTargets, moduleName, type LoraSpec } from '../models/lora.ts';
 import { mergeLoraAdapter } from '../infer/model.ts';
 import { loadPeftAdapter, loraPairs } from '../io/peft.ts';
 import type { ModelSetup } from './step.ts';
@@ -19,7 +19,9 @@ export function modelSetup(cfg: ModelConfig, lora: LoraSpec | null): ModelSetup 
     shapes.set(loraBName(t.path), [t.outFeatures, lora.rank]);
     trainable.push(loraAName(t.path), loraBName(t.path));
   }
-  return { cfg, shapes, trainable, lora: { ...lora, targets }, packed: true };
+  // The adapter names the modules it adapts (Phi-3: qkv_proj for q_proj…), as PEFT loads it.
+  const targetModules = [...new Set(targets.map(moduleName))];
+  return { cfg, shapes, trainable, lora: { ...lora, targetModules, targets }, packed: true };
 }
 
 /**

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { parseHfConfig, type ModelConfig } from '../../../src/engine/models/config.ts';
 import { llamaWeightShapes } from '../../../src/engine/models/llama.ts';
 import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
+import { modelSetup } from '../../../src/engine/train/setup.ts';
 import { loadHfModel } from '../../../src/engine/io/hf-model.ts';
 import { loadModelForInference, loadSharedBase } from '../../../src/engine/infer/model.ts';
 import { checkCachedDecoding, maxAbsDiff, writeAdapter } from '../infer/fixtures.ts';
@@ -32,12 +33,12 @@ async function checkTinyModelDecoding(architecture: TinyArchitecture) {
 }
 
 /** A LoRA adapter on every projection gives the same logits merged at load and applied unmerged. */
-async function checkUnmergedAdapter(architecture: TinyArchitecture) {
+async function checkUnmergedAdapter(architecture: TinyArchitecture, targets = ALL_LINEAR) {
   const dir = join(work, `${architecture}-lora`);
   writeTinyModel(dir, architecture, 2);
   const adapterDir = join(dir, 'adapter');
   const rng = new SeededRandom(3);
-  writeAdapter(loadHfModel(dir).config, adapterDir, (_name, n) => new Float32Array(n).map(() => (rng.next() * 2 - 1) * 0.3), 7, ALL_LINEAR);
+  writeAdapter(loadHfModel(dir).config, adapterDir, (_name, n) => new Float32Array(n).map(() => (rng.next() * 2 - 1) * 0.3), 7, targets);
   const merged = await loadModelForInference({ baseModelDir: dir, adapterDir }, { intraOpNumThreads: 1 });
   const shared = await loadSharedBase(dir, { intraOpNumThreads: 1 });
   try {
@@ -110,4 +111,47 @@ test('SmolLM3: the KV-cache decoder equals the training graph at every position'
 
 test('SmolLM3: a LoRA adapter applied unmerged equals it merged', async () => {
   await checkUnmergedAdapter('smollm3');
+});
+
+const PHI3_MODULES = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'];
+
+test('Phi-3: config.json → fused qkv_proj/gate_up_proj, partial rotary, LongRoPE; LoRA targets name the fused modules', () => {
+  const config = parseHfConfig(TINY_CONFIGS.phi3);
+  assert.equal(config.architecture, 'phi3');
+  assert.equal(config.fusedProjections, true);
+  assert.equal(config.rotaryDim, 12);
+  assert.equal(config.slidingWindow, 262144);
+  assert.deepEqual(config.ropeScaling, {
+    type: 'longrope', shortFactor: [1, 1.1, 1.3, 1.8, 2.5, 3.2], longFactor: [1, 1.5, 2.5, 5, 10, 20],
+    attentionFactor: Math.sqrt(1 + Math.log(32) / Math.log(4096)), originalMaxPositionEmbeddings: 4096,
+  });
+  const shapes = llamaWeightShapes(config);
+  assert.deepEqual(shapes.get('model.layers.0.self_attn.qkv_proj.weight'), [128, 64]);
+  assert.deepEqual(shapes.get('model.layers.0.mlp.gate_up_proj.weight'), [320, 64]);
+  assert.ok(!shapes.has('model.layers.0.self_attn.q_proj.weight'));
+  // The server's Llama-named defaults (and PEFT's own names) adapt the fused modules, saved under their names.
+  for (const targetModules of [ALL_LINEAR, PHI3_MODULES, ['q_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj']]) {
+    assert.deepEqual(modelSetup(config, { rank: 4, alpha: 8, dropout: 0, targetModules }).lora!.targetModules, PHI3_MODULES);
+  }
+  assert.deepEqual(modelSetup(config, { rank: 4, alpha: 8, dropout: 0, targetModules: ['k_proj'] }).lora!.targetModules, ['qkv_proj']);
+  assert.equal(parseHfConfig({ ...TINY_CONFIGS.phi3, partial_rotary_factor: 1 }).rotaryDim, null);
+});
+
+const phi3: Partial<ModelConfig> = {
+  architecture: 'phi3', fusedProjections: true, headDim: 6, rotaryDim: 4, tieWordEmbeddings: false, slidingWindow: 4,
+  ropeScaling: { type: 'longrope', shortFactor: [1.5, 3], longFactor: [2, 8], attentionFactor: 1.2, originalMaxPositionEmbeddings: 64 },
+};
+
+test('Phi-3 (fused projections, partial rotary, LongRoPE, sliding window): gradient = finite differences (f64)', async () => {
+  await checkModelGradient(tinyConfig(phi3));
+});
+
+test('Phi-3: the KV-cache decoder equals the training graph at every position', async () => {
+  const cfg = tinyConfig(phi3);
+  await checkCachedDecoding(cfg, f32(randomWeights(cfg, 5, false)), Array.from({ length: 24 }, (_, i) => (i * 7 + 3) % cfg.vocabSize), 9, 1e-4);
+  await checkTinyModelDecoding('phi3');
+});
+
+test('Phi-3: a LoRA adapter on the fused modules applied unmerged equals it merged', async () => {
+  await checkUnmergedAdapter('phi3', PHI3_MODULES);
 });

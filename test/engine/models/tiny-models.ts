@@ -15,7 +15,7 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
 /** tiny-llama's special token ids, which the copied tokenizer defines. */
 const TOKENS = { bos_token_id: 677, eos_token_id: 679, vocab_size: 704 };
 
-/** config.json of each architecture: the published config's keys (Qwen3-0.6B, SmolLM3-3B …), tiny sizes. */
+/** config.json of each architecture: the published config's keys (Qwen3-0.6B, SmolLM3-3B, Phi-4-mini), tiny sizes. */
 export const TINY_CONFIGS = {
   // Qwen3-0.6B's keys; head_dim 32 while hidden / heads = 16, as Qwen3 sets it apart from the width.
   qwen3: {
@@ -58,6 +58,18 @@ export const TINY_CONFIGS = {
     rms_norm_eps: 1e-6, rope_local_base_freq: 10000, rope_scaling: { rope_type: 'linear', factor: 4 }, rope_theta: 1000000,
     sliding_window: 4, sliding_window_pattern: 3, tie_word_embeddings: true, torch_dtype: 'bfloat16',
     transformers_version: '4.53.0', use_cache: true, ...TOKENS,
+  },
+  // Phi-4-mini's keys: fused qkv_proj and gate_up_proj, RoPE on 75% of each head (12 of 16
+  // dimensions here), LongRoPE with a factor per rotary frequency, the window longer than any context.
+  phi3: {
+    architectures: ['Phi3ForCausalLM'], model_type: 'phi3', attention_bias: false, attention_dropout: 0.0, embd_pdrop: 0.0,
+    full_attn_mod: 1, hidden_act: 'silu', hidden_size: 64, initializer_range: 0.02, intermediate_size: 160,
+    interpolate_factor: 1, lm_head_bias: false, max_position_embeddings: 131072, mlp_bias: false, num_attention_heads: 4,
+    num_hidden_layers: 2, num_key_value_heads: 2, original_max_position_embeddings: 4096, partial_rotary_factor: 0.75,
+    resid_pdrop: 0.0, rms_norm_eps: 1e-5,
+    rope_scaling: { type: 'longrope', short_factor: [1, 1.1, 1.3, 1.8, 2.5, 3.2], long_factor: [1, 1.5, 2.5, 5, 10, 20] },
+    rope_theta: 10000.0, sliding_window: 262144, tie_word_embeddings: true, torch_dtype: 'bfloat16',
+    transformers_version: '4.45.0', use_cache: true, ...TOKENS,
   },
 } satisfies Record<string, Record<string, unknown>>;
 
