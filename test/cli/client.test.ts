@@ -189,6 +189,26 @@ describe('tuneforge CLI, a client of a running server', () => {
     assert.equal(followed.stderr, `error: job ${job.id} cancelled\n`);
   });
 
+  it('jobs create sends the training-option flags as the API\'s keys; a bad value is the server\'s 400, naming the key', async () => {
+    const created = ok(await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', './train.jsonl', '--n-epochs', '1', '--json',
+      '--lora-r', '4', '--lora-alpha', '8', '--lora-trainable-modules', 'q_proj,v_proj', '--train-on-inputs', 'true', '--warmup-ratio', '0.1',
+      '--lr-scheduler', 'cosine', '--min-lr-ratio', '0.1', '--weight-decay', '0.01', '--max-grad-norm', '0.5', '--n-checkpoints', '2']));
+    const job = JSON.parse(created.stdout) as OpenAI.FineTuning.FineTuningJob & { training_options: Record<string, unknown> };
+    await client.fineTuning.jobs.cancel(job.id);
+    assert.deepEqual(
+      { ...job.training_options, lora_dropout: undefined, context_length: undefined, n_evals: undefined, early_stopping_patience: undefined },
+      { lora: true, lora_r: 4, lora_alpha: 8, lora_dropout: undefined, lora_trainable_modules: 'q_proj,v_proj', train_on_inputs: true, warmup_ratio: 0.1,
+        lr_scheduler: { lr_scheduler_type: 'cosine', lr_scheduler_args: { min_lr_ratio: 0.1 } }, weight_decay: 0.01, max_grad_norm: 0.5,
+        context_length: undefined, n_checkpoints: 2, n_evals: undefined, early_stopping_patience: undefined },
+    );
+    const full = JSON.parse(ok(await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', './train.jsonl', '--no-lora', '--json'])).stdout);
+    await client.fineTuning.jobs.cancel(full.id);
+    assert.equal(full.training_options.lora, false);
+    const bad = await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', './train.jsonl', '--lora-r', '0']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^error: .+\(param: lora_r, code: [^)]+\)\n$/);
+  });
+
   it("jobs create --follow on a job that fails: its error on stderr, exit 1", async () => {
     fs.writeFileSync(path.join(work, 'bad.jsonl'), 'not json\n'.repeat(12));
     const failed = await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', 'bad.jsonl', '--follow'], { timeoutMs: 120_000 });

@@ -49,6 +49,44 @@ function method(cli: Invocation): NonNullable<Method> {
   return { type: 'supervised', supervised: { hyperparameters } };
 }
 
+/** Training-option flags (the create-job body's extension keys, as Together's CLI names them): flag → key. */
+const NUMBER_OPTIONS: Record<string, string> = {
+  'lora-r': 'lora_r',
+  'lora-alpha': 'lora_alpha',
+  'lora-dropout': 'lora_dropout',
+  'warmup-ratio': 'warmup_ratio',
+  'weight-decay': 'weight_decay',
+  'max-grad-norm': 'max_grad_norm',
+  'context-length': 'context_length',
+  'n-checkpoints': 'n_checkpoints',
+  'n-evals': 'n_evals',
+  'early-stopping-patience': 'early_stopping_patience',
+};
+
+/** The training options the flags ask for; the server checks their values (a 400 names the key). */
+function trainingOptions(cli: Invocation): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  if (cli.flag('no-lora')) options.lora = false;
+  for (const [flag, key] of Object.entries(NUMBER_OPTIONS)) {
+    const value = cli.number(flag);
+    if (value !== undefined) options[key] = value;
+  }
+  const modules = cli.string('lora-trainable-modules');
+  if (modules !== undefined) options.lora_trainable_modules = modules;
+  const onInputs = cli.string('train-on-inputs');
+  if (onInputs !== undefined) {
+    if (!['true', 'false', 'auto'].includes(onInputs)) throw new UsageError('--train-on-inputs must be true, false or auto');
+    options.train_on_inputs = onInputs === 'auto' ? 'auto' : onInputs === 'true';
+  }
+  const scheduler = cli.string('lr-scheduler');
+  const minLrRatio = cli.number('min-lr-ratio');
+  if (minLrRatio !== undefined && scheduler === undefined) throw new UsageError('--min-lr-ratio needs --lr-scheduler');
+  if (scheduler !== undefined) {
+    options.lr_scheduler = { lr_scheduler_type: scheduler, ...(minLrRatio === undefined ? {} : { lr_scheduler_args: { min_lr_ratio: minLrRatio } }) };
+  }
+  return options;
+}
+
 /** Follows the job to its end: returns if it succeeded, throws (exit 1) with its error if not. */
 async function followToEnd(client: OpenAI, jobId: string): Promise<void> {
   const { job } = await followJob(client, jobId);
@@ -82,6 +120,13 @@ export const JOBS: Record<string, Command> = {
   --beta X                                 DPO only
   --grader FILE.json                       reinforcement only: the grader object
   --suffix NAME, --seed N
+  training options (README, "Training options"; the server's defaults where left out):
+  --no-lora                                full fine-tuning instead of LoRA
+  --lora-r N, --lora-alpha X, --lora-dropout X, --lora-trainable-modules q_proj,v_proj,…
+  --train-on-inputs true|false|auto        prompt tokens in the loss (supervised)
+  --warmup-ratio X, --lr-scheduler linear|cosine|constant [--min-lr-ratio X]
+  --weight-decay X, --max-grad-norm X, --context-length N
+  --n-checkpoints N, --n-evals N, --early-stopping-patience N
   --follow                                 then show progress until the job ends (as jobs follow)`,
     describe: 'create a fine-tuning job, uploading local files first',
     options: {
@@ -96,12 +141,19 @@ export const JOBS: Record<string, Command> = {
       grader: { type: 'string' },
       suffix: { type: 'string' },
       seed: { type: 'string' },
+      'no-lora': { type: 'boolean' },
+      ...Object.fromEntries(Object.keys(NUMBER_OPTIONS).map((flag) => [flag, { type: 'string' as const }])),
+      'lora-trainable-modules': { type: 'string' },
+      'train-on-inputs': { type: 'string' },
+      'lr-scheduler': { type: 'string' },
+      'min-lr-ratio': { type: 'string' },
       follow: { type: 'boolean' },
     },
     run: async (cli) => {
       if (cli.json && cli.flag('follow')) throw new UsageError('--follow shows progress: use it without --json (then `jobs get --json`)');
       const model = cli.required('model');
       const jobMethod = method(cli);
+      const options = trainingOptions(cli);
       const trainingFile = await resolveFile(cli, cli.required('training-file'));
       const validation = cli.string('validation-file');
       // Fields left undefined are not sent.
@@ -112,7 +164,9 @@ export const JOBS: Record<string, Command> = {
         suffix: cli.string('suffix'),
         seed: cli.number('seed'),
         method: jobMethod,
-      });
+        // The SDK sends keys its types do not know as given.
+        ...options,
+      } as OpenAI.FineTuning.JobCreateParams);
       if (cli.json) return printJson(job);
       console.log(`created ${job.id} (${job.model}, ${job.method?.type ?? 'supervised'}, ${job.status})`);
       if (cli.flag('follow')) await followToEnd(cli.client, job.id);
