@@ -38,6 +38,8 @@ export interface Job {
   metadata: Record<string, string> | null;
   integrations: unknown[];
   user_provided_suffix?: string | null;
+  /** tuneforge's extension: the training options the job runs with, defaults filled in (null on older jobs). */
+  training_options?: Record<string, unknown> | null;
 }
 
 export interface JobEvent {

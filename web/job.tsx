@@ -114,6 +114,12 @@ export function JobPage({ id }: { id: string }) {
                 <dd>{formatNumber(v)}</dd>
               </>
             ))}
+            {Object.entries(job.training_options ?? {}).map(([k, v]) => (
+              <>
+                <dt>{k}</dt>
+                <dd>{typeof v === 'object' && v !== null ? JSON.stringify(v) : formatNumber(v)}</dd>
+              </>
+            ))}
             <dt>seed</dt>
             <dd>{job.seed}</dd>
             <dt>suffix</dt>

@@ -1,6 +1,7 @@
 // The dashboard's pages on a server without API keys (no sign-in) and without a trainer: jobs whose
 // metrics events are written the way the worker writes them, to check what the charts make of each
 // method's metrics, comparing runs, filters, a failed job's error, deleting a file, and that every control has a label.
+import type OpenAI from 'openai';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { appendEvent } from '../../src/scheduler/job-events.ts';
@@ -24,8 +25,9 @@ describe('dashboard pages without API keys', () => {
     browser = await openBrowser();
     const client = server.client();
     fileId = (await client.files.create({ file: new File([chatJsonl(10)], 'train.jsonl'), purpose: 'fine-tune' })).id;
-    const create = () => client.fineTuning.jobs.create({ model: BASE_MODEL, training_file: fileId, seed: 1 });
-    jobs = { supervised: (await create()).id, preference: (await create()).id };
+    // The supervised job asks for a LoRA rank (a training option, an extra body key) that its page must show.
+    const create = (options = {}) => client.fineTuning.jobs.create({ model: BASE_MODEL, training_file: fileId, seed: 1, ...options } as OpenAI.FineTuning.JobCreateParams);
+    jobs = { supervised: (await create({ lora_r: 4 })).id, preference: (await create()).id };
     await waitFor(() => client.fineTuning.jobs.retrieve(jobs.preference), (j) => j.status === 'queued', 20, 60_000);
     // A training file without assistant turns fails validation: a failed job with an error.
     const userOnly = JSON.stringify({ messages: [{ role: 'user', content: 'Hello?' }] });
@@ -82,6 +84,8 @@ describe('dashboard pages without API keys', () => {
     await page.goto(`${server.url}/#/jobs/${jobs.supervised}`);
     const loss = page.locator('figure.chart[aria-label="Loss: 3 points"]');
     for (const series of ['train_loss', 'valid_loss', 'full_valid_loss']) await loss.getByText(series, { exact: true }).waitFor();
+    assert.equal(await page.locator('dt:text-is("lora_r") + dd').textContent(), '4');
+    assert.equal(await page.locator('dt:text-is("lr_scheduler") + dd').textContent(), '{"lr_scheduler_type":"linear","lr_scheduler_args":{"min_lr_ratio":0}}');
     await page.getByRole('button', { name: 'Cancel' }).click();
     await page.locator('.status', { hasText: 'cancelled' }).waitFor();
     assert.deepEqual(browser.errors, []);
