@@ -21,8 +21,9 @@ export function listJson(items: { id: string; json: string }[], hasMore: boolean
 }
 
 /**
- * Querystring schema for `after` + `limit` (default and maximum per endpoint). `after` must be an id
- * of the listed objects (`idPrefix` and base62, as newId makes them): anything else is a 400 naming
+ * Querystring schema for `after` + `limit` (default and maximum per endpoint) and the endpoint's
+ * `extra` keys; any other key is a 400 `unknown_parameter` naming it. `after` must be an id of the
+ * listed objects (`idPrefix` and base62, as newId makes them): anything else is a 400 naming
  * `after`, not an empty page.
  */
 export function pageQuerySchema(idPrefix: IdPrefix, defaultLimit: number, maxLimit: number, extra: Record<string, unknown> = {}) {
@@ -33,6 +34,7 @@ export function pageQuerySchema(idPrefix: IdPrefix, defaultLimit: number, maxLim
       limit: { type: 'integer', minimum: 1, maximum: maxLimit, default: defaultLimit },
       ...extra,
     },
+    additionalProperties: false,
   } as const;
 }
 

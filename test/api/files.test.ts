@@ -88,6 +88,7 @@ describe('files: bad input', () => {
     expectError(await server.request('GET', '/v1/files?limit=0', A), 400, { param: 'limit' });
     expectError(await server.request('GET', '/v1/files?limit=abc', A), 400, { param: 'limit' });
     expectError(await server.request('GET', '/v1/files?order=sideways', A), 400, { param: 'order' });
+    expectError(await server.request('GET', '/v1/files?purpose=fine-tune&colour=red', A), 400, { param: 'colour', code: 'unknown_parameter' });
   });
 
   it('keeps user file names out of paths', async () => {

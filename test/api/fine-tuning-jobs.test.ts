@@ -314,6 +314,14 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     expectError(await server.request('GET', '/v1/fine_tuning/jobs?metadata=none', A), 400, { param: 'metadata', code: 'invalid_value' });
     expectError(await server.request('GET', '/v1/fine_tuning/jobs?colour=red', A), 400, { param: 'colour', code: 'unknown_parameter' });
   });
+
+  it("rejects unknown query keys on a job's events and checkpoints lists", async () => {
+    const { body } = await create({});
+    for (const list of ['events', 'checkpoints']) {
+      assert.equal((await server.request('GET', `/v1/fine_tuning/jobs/${body.id}/${list}?limit=1`, A)).status, 200);
+      expectError(await server.request('GET', `/v1/fine_tuning/jobs/${body.id}/${list}?limit=1&colour=red`, A), 400, { param: 'colour', code: 'unknown_parameter' });
+    }
+  });
 });
 
 describe('fine-tuning jobs: cancelling a running job', () => {

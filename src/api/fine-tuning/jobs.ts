@@ -127,7 +127,6 @@ function createJobSchema() {
 const LIST_QUERY_SCHEMA = {
   ...pageQuerySchema('ftjob-', 20, 100, { metadata: { type: 'string', enum: ['null'] } }),
   patternProperties: { '^metadata\\[.+\\]$': { type: 'string' } },
-  additionalProperties: false,
 };
 
 /** `metadata[k]=v` query keys → a filter; `metadata=null` → jobs without metadata. */
