@@ -145,3 +145,62 @@ function taggedUnion(node: Json): Json {
     allOf: branches.map((branch) => ({ if: { properties: { [tag]: { enum: tagValues(branch.properties[tag]) } } }, then: branch })),
   };
 }
+
+/** A text grader model's message content: a string, a text part, or a list of them (tuneforge's models read text only). */
+const TEXT_PART_TYPE = { enum: ['input_text', 'output_text'] };
+const TEXT_PART = {
+  type: 'object',
+  required: ['type'],
+  properties: { type: TEXT_PART_TYPE, text: { type: 'string' } },
+  // The rest for text parts only: an image part is told its type is wrong, not that it lacks text.
+  if: { properties: { type: TEXT_PART_TYPE } },
+  then: { required: ['text'], properties: { type: true, text: true }, additionalProperties: false },
+};
+const TEXT_CONTENT_ITEM = { type: ['string', 'object'], if: { type: 'object' }, then: TEXT_PART };
+const NON_EMPTY = { type: 'string', minLength: 1 };
+const LABELS = { type: 'array', minItems: 1, uniqueItems: true, items: NON_EMPTY };
+
+/**
+ * A grader object (RunGraderRequest's grader, a job's reinforcement grader): the spec's grader
+ * components closed (an unknown key is a 400 naming it), with what tuneforge accepts beyond them
+ * written in: pass_threshold, multi.graders as a map name → grader (OpenAI's API; the spec types it
+ * as one grader, which stays accepted), label_model at the top (graders/validate.ts refuses it there
+ * with its reason), text-only model inputs, and limits the spec states in words (temperature, top_p).
+ * Rules across fields (templates, formulas, labels, ranges) are graders/validate.ts's.
+ */
+export function graderSchema(): Json {
+  const closed = (component: string, properties: Json = {}): Json => {
+    const schema = plain({ $ref: `#/components/schemas/${component}` }, []);
+    return { ...schema, properties: { ...schema.properties, ...properties }, additionalProperties: false };
+  };
+  const message = closed('EvalItem', {
+    content: { type: ['string', 'object', 'array'], if: { type: 'array' }, then: { items: TEXT_CONTENT_ITEM }, else: TEXT_CONTENT_ITEM },
+  });
+  message.required = ['role', 'content'];
+  const input = { type: 'array', minItems: 1, items: message };
+  const passThreshold = { type: 'number' };
+  const scoreModel = closed('GraderScoreModel', { model: NON_EMPTY, input, range: { type: 'array', items: { type: 'number' }, minItems: 2, maxItems: 2 }, pass_threshold: passThreshold });
+  const sampling = scoreModel.properties.sampling_params;
+  scoreModel.properties.sampling_params = {
+    ...sampling,
+    type: ['object', 'null'],
+    properties: {
+      ...sampling.properties,
+      temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+      top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
+    },
+    additionalProperties: false,
+  };
+  const leaves = [
+    closed('GraderStringCheck'),
+    closed('GraderTextSimilarity', { pass_threshold: passThreshold }),
+    closed('GraderPython', { source: NON_EMPTY, pass_threshold: passThreshold }),
+    scoreModel,
+    closed('GraderLabelModel', { model: NON_EMPTY, input, labels: LABELS, passing_labels: LABELS }),
+  ];
+  const subGrader = taggedUnion({ oneOf: leaves });
+  const multi = closed('GraderMulti', {
+    graders: { type: 'object', if: { required: ['type'] }, then: subGrader, else: { minProperties: 1, additionalProperties: subGrader } },
+  });
+  return taggedUnion({ oneOf: [...leaves, multi] });
+}

@@ -309,10 +309,13 @@ const totalTokens = (usage: Record<string, TokenUsage>) => {
   return models.length ? models.reduce((n, u) => n + u.total_tokens, 0) : null;
 };
 
-/** Grades `input.modelSample` (with `input.item`) with `grader`; throws a 400 ApiError for a bad grader. */
-export async function runGrader(grader: unknown, input: GraderInput, deps: GraderDeps = {}): Promise<RunGraderResponse> {
+/**
+ * Grades `input.modelSample` (with `input.item`) with `grader`, of the route schema's shape; throws a
+ * 400 ApiError for a grader that breaks a rule across its fields.
+ */
+export async function runGrader(grader: Grader, input: GraderInput, deps: GraderDeps = {}): Promise<RunGraderResponse> {
   const started = performance.now();
-  const g: Grader = validateGrader(grader, { embeddings: !!deps.embed, python: deps.python });
+  const g = validateGrader(grader, { embeddings: !!deps.embed, python: deps.python });
   const ctx: TemplateContext = { item: input.item ?? {}, sample: sampleFrom(input.modelSample) };
   const errors = noErrors();
   const usage: Record<string, TokenUsage> = {};

@@ -6,7 +6,7 @@
 // organization may use (models/catalogue.ts), loaded in an inference worker thread on first use and closed when the job ends.
 // Grader models sample at temperature 0 unless the grader says otherwise (repeatable rewards).
 import { InferenceHost, type RftSample } from '../engine/index.ts';
-import { pythonLimitsFromEnv, runGrader, type CallModel, type GraderDeps, type GraderModelReply, type PythonSandboxOptions } from '../graders/index.ts';
+import { pythonLimitsFromEnv, runGrader, type CallModel, type GraderDeps, type Grader, type GraderModelReply, type PythonSandboxOptions } from '../graders/index.ts';
 import { inferenceSource, ModelCatalogue } from '../models/catalogue.ts';
 import type { Store } from '../store/index.ts';
 
@@ -57,8 +57,9 @@ export function ownCallModel(opts: RftGradingOptions): { callModel: CallModel; c
   return { callModel, close: async () => void (await host?.close()) };
 }
 
-/** The grade callback for a job's grader (validated when the job was created). */
-export function jobGrader(grader: unknown, opts: RftGradingOptions): JobGrader {
+/** The grade callback for a job's grader (validated when the job was created: its shape by the route schema). */
+export function jobGrader(stored: unknown, opts: RftGradingOptions): JobGrader {
+  const grader = stored as Grader;
   const own = opts.callModel ? null : ownCallModel(opts);
   const deps: GraderDeps = {
     callModel: opts.callModel ?? own!.callModel,

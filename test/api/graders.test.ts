@@ -148,6 +148,41 @@ test('bad graders and bodies: 400 naming the param', async () => {
   );
 });
 
+test("grader shapes: the route schema (OpenAI's spec, closed) names the param", async () => {
+  const validate = (grader: unknown) => server.request('POST', '/v1/fine_tuning/alpha/graders/validate', json({ grader }));
+  const labels = { type: 'label_model', name: 'l', model: 'judge', input: [{ role: 'user', content: 'x' }], labels: ['a', 'b'], passing_labels: ['a'] };
+  const multi = (graders: unknown) => ({ type: 'multi', name: 'm', graders, calculate_output: 'a' });
+  const cases: [unknown, string, string, RegExp?][] = [
+    [null, 'grader', 'invalid_type', /expected an object/],
+    [{ ...sc, type: 'nope' }, 'grader.type', 'invalid_value', /expected one of 'string_check'/],
+    [{ ...sc, name: undefined }, 'grader.name', 'missing_required_parameter'],
+    [{ ...sc, input: 3 }, 'grader.input', 'invalid_type', /expected a string/],
+    [{ ...sc, extra: 1 }, 'grader.extra', 'unknown_parameter'],
+    [{ ...sim, evaluation_metric: 'rouge_6' }, 'grader.evaluation_metric', 'invalid_value'],
+    [{ ...sim, pass_threshold: 'x' }, 'grader.pass_threshold', 'invalid_type'],
+    [{ ...scoreModel, range: [0] }, 'grader.range', 'invalid_value'],
+    [{ ...scoreModel, model: '' }, 'grader.model', 'invalid_value'],
+    [{ ...scoreModel, input: [] }, 'grader.input', 'invalid_value'],
+    [{ ...scoreModel, input: [{ role: 'robot', content: 'x' }] }, 'grader.input[0].role', 'invalid_value'],
+    [{ ...scoreModel, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'http://x' }] }] }, 'grader.input[0].content[0].type', 'invalid_value', /'input_text', 'output_text'/],
+    [{ ...scoreModel, input: [{ role: 'user', content: { type: 'input_text' } }] }, 'grader.input[0].content.text', 'missing_required_parameter'],
+    [{ ...scoreModel, sampling_params: { temperature: 3 } }, 'grader.sampling_params.temperature', 'invalid_value'],
+    [{ ...scoreModel, sampling_params: { max_completions_tokens: 0 } }, 'grader.sampling_params.max_completions_tokens', 'invalid_value'],
+    [{ ...scoreModel, sampling_params: { n: 2 } }, 'grader.sampling_params.n', 'unknown_parameter'],
+    [{ type: 'python', name: 'p', source: '' }, 'grader.source', 'invalid_value'],
+    [multi({ a: { ...sc, operation: 'x' } }), 'grader.graders.a.operation', 'invalid_value'],
+    [multi({ a: { ...labels, labels: [] } }), 'grader.graders.a.labels', 'invalid_value'],
+    [multi({ a: { ...labels, labels: ['x', 'x'] } }), 'grader.graders.a.labels', 'invalid_value', /duplicate/],
+    [multi({ a: multi({ b: sc }) }), 'grader.graders.a.type', 'invalid_value', /'label_model'\.$/],
+    [multi({}), 'grader.graders', 'invalid_value', /fewer than 1 properties/],
+    [multi([sc]), 'grader.graders', 'invalid_type'],
+    [{ ...multi({ a: sc }), calculate_output: undefined }, 'grader.calculate_output', 'missing_required_parameter'],
+  ];
+  for (const [grader, param, code, message] of cases) expectError(await validate(grader), 400, { param, code, message });
+  // Label models are checked as graders inside multi.
+  assert.equal((await validate({ ...multi({ a: labels }) })).status, 200);
+});
+
 test('creating a reinforcement job validates its grader', async () => {
   const res = await server.request(
     'POST',

@@ -1,9 +1,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApiError } from '../../src/domain/errors.ts';
-import { runGrader, type CallModel, type GraderModelMessage, type RunGraderResponse } from '../../src/graders/index.ts';
+import {
+  runGrader,
+  type CallModel,
+  type GraderModelMessage,
+  type LabelModelGrader,
+  type MultiGrader,
+  type RunGraderResponse,
+  type ScoreModelGrader,
+  type StringCheckGrader,
+  type TextSimilarityGrader,
+} from '../../src/graders/index.ts';
+import type { EvaluationMetric } from '../../src/graders/similarity.ts';
 
-const sc = (operation: string, input = '{{sample.output_text}}', reference = '{{item.label}}') => ({ type: 'string_check', name: 'sc', input, reference, operation });
+const sc = (operation: StringCheckGrader['operation'], input = '{{sample.output_text}}', reference = '{{item.label}}'): StringCheckGrader => ({ type: 'string_check', name: 'sc', input, reference, operation });
 
 function assertClean(res: RunGraderResponse) {
   for (const [k, v] of Object.entries(res.metadata.errors)) assert.ok(v === false || v === null, `${k} = ${v}`);
@@ -11,7 +22,7 @@ function assertClean(res: RunGraderResponse) {
 
 test('string_check: eq, ne, like, ilike → 1 or 0', async () => {
   const item = { label: 'Paris' };
-  const cases: [string, string, number][] = [
+  const cases: [StringCheckGrader['operation'], string, number][] = [
     ['eq', 'Paris', 1], ['eq', 'paris', 0], ['ne', 'paris', 1], ['ne', 'Paris', 0],
     ['like', 'It is Paris.', 1], ['like', 'It is paris.', 0], ['ilike', 'IT IS PARIS', 1], ['ilike', 'London', 0],
   ];
@@ -40,17 +51,17 @@ test('templates: output_json paths, missing variables and non-JSON samples score
 });
 
 test('text_similarity: metric value as reward, pass_threshold reported', async () => {
-  const g = { type: 'text_similarity', name: 'ts', input: '{{sample.output_text}}', reference: '{{item.ref}}', evaluation_metric: 'rouge_l', pass_threshold: 0.8 };
+  const g: TextSimilarityGrader = { type: 'text_similarity', name: 'ts', input: '{{sample.output_text}}', reference: '{{item.ref}}', evaluation_metric: 'rouge_l', pass_threshold: 0.8 };
   const res = await runGrader(g, { item: { ref: 'the cat is on the mat' }, modelSample: 'the cat sat on the mat' });
   assert.ok(Math.abs(res.reward - 5 / 6) < 1e-9);
   assert.equal(res.metadata.scores.passed, true);
   assert.ok(Math.abs((res.metadata.scores.rouge_l as number) - 5 / 6) < 1e-9);
-  for (const metric of ['fuzzy_match', 'bleu', 'gleu', 'meteor', 'rouge_1', 'rouge_2', 'rouge_3', 'rouge_4', 'rouge_5', 'rouge_l']) {
+  for (const metric of <EvaluationMetric[]>['fuzzy_match', 'bleu', 'gleu', 'meteor', 'rouge_1', 'rouge_2', 'rouge_3', 'rouge_4', 'rouge_5', 'rouge_l']) {
     const same = await runGrader({ ...g, evaluation_metric: metric, pass_threshold: undefined }, { item: { ref: 'a b c d e f' }, modelSample: 'a b c d e f' });
     assert.ok(same.reward > 0.99 && same.reward <= 1, `${metric}: ${same.reward}`);
   }
   // cosine: refused without embeddings, computed with them.
-  const cos = { ...g, evaluation_metric: 'cosine', pass_threshold: undefined };
+  const cos: TextSimilarityGrader = { ...g, evaluation_metric: 'cosine', pass_threshold: undefined };
   await assert.rejects(runGrader(cos, { modelSample: 'x', item: { ref: 'y' } }), (e: ApiError) => e.param === 'grader.evaluation_metric');
   const embed = async (texts: string[]) => texts.map((t) => [t.length, 1]);
   const res2 = await runGrader(cos, { modelSample: 'ab', item: { ref: 'ab' } }, { embed });
@@ -67,7 +78,7 @@ function fakeModel(reply: string | ((messages: GraderModelMessage[]) => string))
   return { calls, callModel };
 }
 
-const scoreGrader = (extra: object = {}) => ({
+const scoreGrader = (extra: Partial<ScoreModelGrader> = {}): ScoreModelGrader => ({
   type: 'score_model',
   name: 'judge',
   model: 'judge-model',
@@ -118,7 +129,7 @@ test('score_model: a failing model is a server error scoring 0; no model service
   assert.equal(none.metadata.errors.model_grader_server_error, true);
 });
 
-const labelGrader = {
+const labelGrader: LabelModelGrader = {
   type: 'label_model',
   name: 'sentiment',
   model: 'judge-model',
@@ -130,12 +141,12 @@ const labelGrader = {
 test('multi: formula over sub-rewards (label_model inside), sub_rewards, merged usage and errors', async () => {
   const fake = fakeModel((messages) => (messages[1].content.includes('love') ? '{"result": "positive"}' : 'Negative.'));
   const multi = {
-    type: 'multi',
+    type: 'multi' as const,
     name: 'combo',
     graders: {
       exact: sc('eq', '{{sample.output_text}}', '{{item.label}}'),
       mood: labelGrader,
-      sim: { type: 'text_similarity', name: 'sim', input: '{{sample.output_text}}', reference: '{{item.label}}', evaluation_metric: 'fuzzy_match' },
+      sim: { type: 'text_similarity', name: 'sim', input: '{{sample.output_text}}', reference: '{{item.label}}', evaluation_metric: 'fuzzy_match' } as TextSimilarityGrader,
     },
     calculate_output: '0.5 * exact + 0.25 * mood + 0.25 * sim ^ 2',
   };
@@ -181,5 +192,5 @@ test('label_model replies: bare label, JSON, sentence naming one label; ambiguou
 });
 
 test('bad graders are 400s before anything runs', async () => {
-  await assert.rejects(runGrader(sc('bogus'), { modelSample: 'x' }), (e: ApiError) => e.status === 400 && e.param === 'grader.operation');
+  await assert.rejects(runGrader(sc('eq', '{{answer}}'), { modelSample: 'x' }), (e: ApiError) => e.status === 400 && e.param === 'grader.input');
 });

@@ -22,7 +22,7 @@ import {
 } from '../../graders/index.ts';
 import type { GraderRunParams, GraderValidateParams } from 'openai/resources/fine-tuning/alpha/graders';
 import type { ApiContext } from '../context.ts';
-import { specRequestSchema } from '../schemas.ts';
+import { graderSchema, specRequestSchema } from '../schemas.ts';
 import type { InferenceService } from '../inference/service.ts';
 
 export interface GraderRouteOptions {
@@ -54,13 +54,11 @@ export function servedGraderModels(service: InferenceService, organization: stri
 }
 
 /**
- * The grader inside is checked by graders/validate.ts (as a job's reinforcement grader is), which names
- * the offending param deep inside it; the rest of each body is OpenAI's request schema. A run's `item`
- * may also be null (no dataset item).
+ * OpenAI's request schemas, the grader's as a job's reinforcement grader's (graderSchema); the rules
+ * across its fields are graders/validate.ts's. A run's `item` may also be null (no dataset item).
  */
-const GRADER_CHECKED_BY_VALIDATE_GRADER = {};
-const validateBodySchema = specRequestSchema('ValidateGraderRequest', { properties: { grader: GRADER_CHECKED_BY_VALIDATE_GRADER } });
-const runBodySchema = specRequestSchema('RunGraderRequest', { properties: { grader: GRADER_CHECKED_BY_VALIDATE_GRADER, item: { type: ['object', 'null'] } } });
+const validateBodySchema = specRequestSchema('ValidateGraderRequest', { properties: { grader: graderSchema() } });
+const runBodySchema = specRequestSchema('RunGraderRequest', { properties: { grader: graderSchema(), item: { type: ['object', 'null'] } } });
 
 export async function graderRoutes(app: FastifyInstance, ctx: ApiContext, inference: InferenceService, options: GraderRouteOptions = {}) {
   const python: PythonSandboxOptions = options.python ?? {
@@ -71,23 +69,22 @@ export async function graderRoutes(app: FastifyInstance, ctx: ApiContext, infere
   const modelExists = options.modelExists ?? (options.callModel ? async () => true : (model: string, org: string) => inference.exists(model, org));
 
   /** validateGrader plus what needs I/O: grader models exist, python sources parse. */
-  async function checkGrader(raw: unknown, organization: string): Promise<Grader> {
-    const grader = validateGrader(raw, { python });
+  async function checkGrader(grader: Grader, organization: string): Promise<void> {
+    validateGrader(grader, { python });
     for (const [leaf, param] of leafGraders(grader)) {
       if ((leaf.type === 'score_model' || leaf.type === 'label_model') && !(await modelExists(leaf.model, organization))) {
         throw invalidParam(`${param}.model`, `The model '${leaf.model}' does not exist or is not available for grading (base models of this server, your fine-tuned models and checkpoints, and checkpoints shared with you are).`, 'model_not_found');
       }
     }
     await checkPythonSources(grader, python);
-    return grader;
   }
 
-  app.post<{ Body: GraderValidateParams }>('/fine_tuning/alpha/graders/validate', { schema: { body: validateBodySchema } }, async (request) => {
+  app.post<{ Body: GraderValidateParams & { grader: Grader } }>('/fine_tuning/alpha/graders/validate', { schema: { body: validateBodySchema } }, async (request) => {
     await checkGrader(request.body.grader, request.caller.organization);
     return { grader: request.body.grader };
   });
 
-  app.post<{ Body: GraderRunParams }>(
+  app.post<{ Body: GraderRunParams & { grader: Grader } }>(
     '/fine_tuning/alpha/graders/run',
     { schema: { body: runBodySchema } },
     async (request) => {

@@ -13,7 +13,7 @@ import {
 } from '../../domain/training-options.ts';
 import { readPeftAdapterConfig } from '../../engine/index.ts';
 import type { CatalogueModel } from '../../models/catalogue.ts';
-import { validateGrader } from '../../graders/index.ts';
+import { validateGrader, type Grader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
 import { INTEGRATIONS_SCHEMA } from '../../integrations/wandb.ts';
 import { removeJobArtifacts } from '../../scheduler/job-artifacts.ts';
@@ -22,7 +22,7 @@ import type { CheckpointRecord, EventRecord, JobMethod, JobRecord, Store } from 
 import { nowSeconds } from '../../domain/clock.ts';
 import type { ApiContext } from '../context.ts';
 import { requireJsonlName } from '../files.ts';
-import { specRequestSchema } from '../schemas.ts';
+import { graderSchema, specRequestSchema } from '../schemas.ts';
 import { JSON_CONTENT_TYPE, listObject, pageQuerySchema, type PageQuery } from '../pagination.ts';
 import { JobJsonCache } from './job-json.ts';
 
@@ -101,8 +101,8 @@ const METADATA_SCHEMA = {
 /**
  * The create-job body: OpenAI's CreateFineTuningJobRequest, with the limits above and W&B's written as schema and
  * the method's objects closed (an unknown hyperparameter is a 400 naming it); "auto" is also accepted for
- * reasoning_effort (it means "default"). The rules across fields are the domain's parseJobMethod, the
- * grader's are validateGrader's.
+ * reasoning_effort (it means "default"); the grader as on the graders routes. The rules across fields
+ * are the domain's parseJobMethod, the grader's are validateGrader's.
  */
 function createJobSchema() {
   const schema = specRequestSchema('CreateFineTuningJobRequest', {
@@ -118,8 +118,7 @@ function createJobSchema() {
   schema.properties.hyperparameters.additionalProperties = false;
   const reinforcement = method.properties.reinforcement.properties;
   reinforcement.hyperparameters.properties.reasoning_effort.enum.push('auto');
-  // The grader is graders/validate.ts's, as on the graders routes.
-  reinforcement.grader = {};
+  reinforcement.grader = graderSchema();
   return schema;
 }
 
@@ -227,7 +226,8 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const body = request.body;
     const organization = request.caller.organization;
     const method = parseJobMethod(body);
-    if (method.type === 'reinforcement') validateGrader(method.grader, { param: 'method.reinforcement.grader' });
+    // The grader's shape is the body schema's (graderSchema).
+    if (method.type === 'reinforcement') validateGrader(method.grader as Grader, { param: 'method.reinforcement.grader' });
     const seed = resolveSeed(body.seed);
     const model = await checkModel(body.model, organization);
     const givenOptions = trainingOptionsIn(body);
