@@ -47,6 +47,8 @@ interface LrSchedulerRequest {
 
 /** LoRA target modules of the engine's decoders (PEFT's names). */
 export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+/** Phi-3's fused projections: names a job may use on a model that has them (q_proj etc. select them too). */
+export const FUSED_LORA_MODULES = ['qkv_proj', 'gate_up_proj'] as const;
 
 /** The longest context a job trains at unless it asks for more: the model's, up to this. */
 export const DEFAULT_CONTEXT_LIMIT = 2048;
@@ -116,6 +118,8 @@ export interface TrainingOptionsContext {
   hasValidationFile: boolean;
   /** The model's max_position_embeddings. */
   modelContext: number;
+  /** The model fuses q/k/v and gate/up into one projection each (Phi-3). */
+  fusedProjections: boolean;
 }
 
 /**
@@ -135,7 +139,7 @@ export function resolveTrainingOptions(given: TrainingOptionsRequest, serverDefa
     }
   }
   const modules = lora ? (pick('lora_trainable_modules') as string) : null;
-  if (modules !== null) checkModules(modules);
+  if (modules !== null) checkModules(modules, job.fusedProjections);
 
   if (given.train_on_inputs === true && job.method !== 'supervised') {
     throw refuse('train_on_inputs', `'train_on_inputs' applies to supervised jobs only; this is a ${job.method} job.`);
@@ -181,15 +185,16 @@ export function resolveTrainingOptions(given: TrainingOptionsRequest, serverDefa
   };
 }
 
-/** "all-linear" or comma-separated names of LORA_MODULES. */
-function checkModules(value: string): void {
+/** "all-linear" or comma-separated names of LORA_MODULES (and FUSED_LORA_MODULES on a model that has them). */
+function checkModules(value: string, fusedProjections: boolean): void {
   if (value === 'all-linear') return;
+  const known: readonly string[] = fusedProjections ? [...LORA_MODULES, ...FUSED_LORA_MODULES] : LORA_MODULES;
   const names = value.split(',').map((s) => s.trim());
-  const unknown = names.find((n) => !(LORA_MODULES as readonly string[]).includes(n));
+  const unknown = names.find((n) => !known.includes(n));
   if (unknown !== undefined) {
     throw refuse(
       'lora_trainable_modules',
-      `Unknown LoRA module '${unknown}' in 'lora_trainable_modules': expected 'all-linear' or a comma-separated list of ${LORA_MODULES.join(', ')}.`,
+      `Unknown LoRA module '${unknown}' in 'lora_trainable_modules' for this model: expected 'all-linear' or a comma-separated list of ${known.join(', ')}.`,
     );
   }
 }

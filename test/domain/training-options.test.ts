@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { ApiError } from '../../src/domain/errors.ts';
 import { resolveTrainingOptions } from '../../src/domain/training-options.ts';
 
-const supervised = { method: 'supervised' as const, hasValidationFile: true, modelContext: 4096 };
+const supervised = { method: 'supervised' as const, hasValidationFile: true, modelContext: 4096, fusedProjections: false };
 
 test("the request's options over the server's over the built-in ones", () => {
   const server = { lora: false, weight_decay: 0.1, context_length: 8192, n_checkpoints: 2 };
@@ -33,4 +33,9 @@ test("a server default that cannot apply to a job is left out, where the request
   refused(() => resolveTrainingOptions({ train_on_inputs: true }, {}, { ...supervised, method: 'dpo' }), 'train_on_inputs');
   refused(() => resolveTrainingOptions({ n_evals: 2 }, {}, { ...supervised, hasValidationFile: false }), 'n_evals');
   refused(() => resolveTrainingOptions({ lora_alpha: 4 }, { lora: false }, supervised), 'lora_alpha');
+  // Phi-3's fused projections are names only on a model that has them.
+  refused(() => resolveTrainingOptions({ lora_trainable_modules: 'qkv_proj,o_proj' }, {}, supervised), 'lora_trainable_modules');
+  const phi3 = { ...supervised, fusedProjections: true };
+  assert.equal(resolveTrainingOptions({ lora_trainable_modules: 'qkv_proj,o_proj' }, {}, phi3).lora_trainable_modules, 'qkv_proj,o_proj');
+  assert.equal(resolveTrainingOptions({ lora_trainable_modules: 'q_proj,gate_up_proj' }, {}, phi3).lora_trainable_modules, 'q_proj,gate_up_proj');
 });

@@ -2,6 +2,7 @@
 // temporary MODELS_DIR is listed, a short LoRA job and a short full fine-tuning job on the pirate
 // sample succeed with falling loss, and the fine-tuned model answers chat completions.
 import assert from 'node:assert/strict';
+import OpenAI from 'openai';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -73,4 +74,17 @@ describe('architectures beside Llama: LoRA and full fine-tuning jobs end to end'
       await assertAnswers(servers.full!, model);
     });
   }
+
+  it("Phi-3's fused module names are LoRA targets on Phi-3 only", async () => {
+    const client = servers.lora!.client();
+    const files = await uploadFiles(client);
+    const create = (model: string) =>
+      client.fineTuning.jobs.create({ model, training_file: files.training, lora_trainable_modules: 'qkv_proj,o_proj' } as OpenAI.FineTuning.JobCreateParams);
+    const job = (await create('tiny-phi3')) as OpenAI.FineTuning.FineTuningJob & { training_options: { lora_trainable_modules: string } };
+    await client.fineTuning.jobs.cancel(job.id);
+    assert.equal(job.training_options.lora_trainable_modules, 'qkv_proj,o_proj');
+    const refused = await create('tiny-qwen3').then(() => assert.fail('accepted'), (e: InstanceType<typeof OpenAI.APIError>) => e);
+    assert.equal(refused.status, 400);
+    assert.equal(refused.param, 'lora_trainable_modules');
+  });
 });

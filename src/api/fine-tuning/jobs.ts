@@ -11,7 +11,7 @@ import {
   DEFAULT_CONTEXT_LIMIT, LORA_MODULES, loraModuleNames, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn,
   type TrainingOptions, type TrainingOptionsRequest,
 } from '../../domain/training-options.ts';
-import { readPeftAdapterConfig } from '../../engine/index.ts';
+import { readHfConfig, readPeftAdapterConfig } from '../../engine/index.ts';
 import type { CatalogueModel } from '../../models/catalogue.ts';
 import { validateGrader, type Grader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
@@ -222,6 +222,15 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     return typeof positions === 'number' ? positions : DEFAULT_CONTEXT_LIMIT;
   }
 
+  /** Whether the model fuses q/k/v and gate/up (Phi-3), for lora_trainable_modules. */
+  function fusedProjections(found: CatalogueModel): boolean {
+    try {
+      return readHfConfig(found.modelDir).config.fusedProjections;
+    } catch {
+      return false;
+    }
+  }
+
   app.post<{ Body: JobCreateParams & TrainingOptionsRequest }>('/fine_tuning/jobs', { schema: { body: createJobSchema() } }, async (request) => {
     const body = request.body;
     const organization = request.caller.organization;
@@ -235,6 +244,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
       method: method.type,
       hasValidationFile: Boolean(body.validation_file),
       modelContext: await modelContext(model),
+      fusedProjections: fusedProjections(model),
     }));
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
