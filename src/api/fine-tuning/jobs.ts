@@ -1,7 +1,5 @@
 // /v1/fine_tuning/jobs: create, list (metadata filter), retrieve, cancel, pause, resume, events,
 // checkpoints. Request rules live in domain/; this module parses, checks ownership and serializes.
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { JobCreateParams } from 'openai/resources/fine-tuning/jobs/jobs';
 import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
@@ -9,7 +7,7 @@ import { METHOD_TYPES, parseJobMethod, resolveSeed, type ParsedJobMethod } from 
 import { jobEvents } from '../../domain/jobs.ts';
 import {
   DEFAULT_CONTEXT_LIMIT, LORA_MODULES, loraModuleNames, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn,
-  type TrainingOptions, type TrainingOptionsRequest,
+  type TrainingOptions, type TrainingOptionsContext, type TrainingOptionsRequest,
 } from '../../domain/training-options.ts';
 import { readHfConfig, readPeftAdapterConfig } from '../../engine/index.ts';
 import type { CatalogueModel } from '../../models/catalogue.ts';
@@ -215,19 +213,17 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     return job;
   }
 
-  /** The model's max_position_embeddings (its config.json's), for context_length. */
-  async function modelContext(found: CatalogueModel): Promise<number> {
-    const config = JSON.parse(await readFile(path.join(found.modelDir, 'config.json'), 'utf8').catch(() => '{}'));
-    const positions = config.max_position_embeddings ?? config.text_config?.max_position_embeddings;
-    return typeof positions === 'number' ? positions : DEFAULT_CONTEXT_LIMIT;
-  }
-
-  /** Whether the model fuses q/k/v and gate/up (Phi-3), for lora_trainable_modules. */
-  function fusedProjections(found: CatalogueModel): boolean {
+  /**
+   * What the options' rules need of the model, from one read of its config.json: its
+   * max_position_embeddings (context_length) and whether it fuses q/k/v and gate/up (Phi-3:
+   * lora_trainable_modules). A config the engine cannot read gives the defaults.
+   */
+  function modelFacts(found: CatalogueModel): Pick<TrainingOptionsContext, 'modelContext' | 'fusedProjections'> {
     try {
-      return readHfConfig(found.modelDir).config.fusedProjections;
+      const { config } = readHfConfig(found.modelDir);
+      return { modelContext: config.maxPositionEmbeddings, fusedProjections: config.fusedProjections };
     } catch {
-      return false;
+      return { modelContext: DEFAULT_CONTEXT_LIMIT, fusedProjections: false };
     }
   }
 
@@ -243,8 +239,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const trainingOptions = continuedAdapter(model, givenOptions, resolveTrainingOptions(givenOptions, config.training.defaults, {
       method: method.type,
       hasValidationFile: Boolean(body.validation_file),
-      modelContext: await modelContext(model),
-      fusedProjections: fusedProjections(model),
+      ...modelFacts(model),
     }));
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
