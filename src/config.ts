@@ -60,6 +60,12 @@ export interface Config {
     /** The server's defaults for the per-job training options (TRAINING_DEFAULTS, JSON with the API's keys). */
     defaults: TrainingOptionsRequest;
   };
+  /**
+   * What a worker states it can hold, for capacity-aware claims: memory = TRAIN_MEMORY_LIMIT_MB's
+   * (when that is 0, the machine's or container's), cores = WORKER_CORES (default: the CPUs this
+   * process may use).
+   */
+  worker: { memoryBytes: number; cores: number };
   /** How often the server removes expired files and uploads (FILE_SWEEP_INTERVAL_SECONDS; 0 = never). */
   fileSweepIntervalSeconds: number;
   /** Endpoints for fine_tuning.job.* webhooks (WEBHOOK_URLS, WEBHOOK_SECRET). */
@@ -119,7 +125,7 @@ function trainingDefaultsFrom(env: NodeJS.ProcessEnv): TrainingOptionsRequest {
 }
 
 /** The machine's memory, or the container's limit when lower (cgroup v2, then v1). */
-function availableMemoryBytes(): number {
+export function availableMemoryBytes(): number {
   let limit = os.totalmem();
   for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
     try {
@@ -140,6 +146,7 @@ function defaultTrainMemoryLimitMb(): number {
 
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const apiKeys = [...parseKeyList(env.API_KEYS, false), ...parseKeyList(env.ADMIN_API_KEYS, true)];
+  const memoryLimitMb = intFrom(env, 'TRAIN_MEMORY_LIMIT_MB', defaultTrainMemoryLimitMb());
   const base: Config = {
     host: env.HOST || '127.0.0.1',
     port: intFrom(env, 'PORT', 8000),
@@ -167,9 +174,13 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       inProcess: env.TRAIN_IN_PROCESS === '1' || env.TRAIN_IN_PROCESS === 'true',
       nodeArgs: (env.TRAIN_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean),
       embeddedWorker: !['0', 'false', 'no', 'off'].includes((env.EMBEDDED_WORKER ?? '').trim().toLowerCase()),
-      memoryLimitMb: intFrom(env, 'TRAIN_MEMORY_LIMIT_MB', defaultTrainMemoryLimitMb()),
+      memoryLimitMb,
       recompute: oneOf(env, 'TRAIN_RECOMPUTE', ['on', 'off', 'auto'] as const, 'auto'),
       defaults: trainingDefaultsFrom(env),
+    },
+    worker: {
+      memoryBytes: memoryLimitMb > 0 ? memoryLimitMb * MB : availableMemoryBytes(),
+      cores: intFrom(env, 'WORKER_CORES', os.availableParallelism()),
     },
     fileSweepIntervalSeconds: intFrom(env, 'FILE_SWEEP_INTERVAL_SECONDS', 300),
     webhooks: parseWebhookEndpoints(env),
@@ -185,6 +196,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     limits: { ...base.limits, ...overrides.limits },
     queue: { ...base.queue, ...overrides.queue },
     training: { ...base.training, ...overrides.training },
+    worker: { ...base.worker, ...overrides.worker },
   };
 }
 

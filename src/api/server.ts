@@ -175,6 +175,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       heartbeatMs: config.queue.heartbeatMs,
       pollMs: config.queue.pollMs,
       maxRunningPerOrg: config.limits.maxRunningJobsPerOrg,
+      capacity: config.worker,
       log: (msg, extra) => app.log.info(extra ?? {}, msg),
       onJobFinished: app.onJobFinished,
     });

@@ -77,11 +77,12 @@ export const COMMANDS: Record<string, { describe: string; run: Command }> = {
         heartbeatMs: config.queue.heartbeatMs,
         pollMs: config.queue.pollMs,
         maxRunningPerOrg: config.limits.maxRunningJobsPerOrg,
+      capacity: config.worker,
         log: jsonLog,
         onJobFinished: webhookListener(webhooks),
       });
       worker.start();
-      console.log(JSON.stringify({ msg: 'worker started', id: worker.id, dataDir: config.dataDir }));
+      console.log(JSON.stringify({ msg: 'worker started', id: worker.id, dataDir: config.dataDir, memoryBytes: config.worker.memoryBytes, cores: config.worker.cores }));
       onSignals(async () => {
         await worker.stop();
         await webhooks.close();

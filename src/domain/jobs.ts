@@ -97,6 +97,8 @@ const warn = (message: string): JobEventContent => ({ level: 'warn', type: 'mess
 /** Losses as OpenAI prints them in metrics events: 2 decimals. */
 const formatLoss = (loss: number) => loss.toFixed(2);
 
+const gigabytes = (bytes: number) => `${(bytes / 1e9).toFixed(2)} GB`;
+
 export const jobEvents = {
   created: (jobId: string) => info(`Created fine-tuning job: ${jobId}`),
 
@@ -153,4 +155,8 @@ export const jobEvents = {
 
   /** Recovery put a running job back in the queue because its worker stopped renewing its lease. */
   requeued: () => warn('The worker running the job stopped responding; the job is back in the queue'),
+
+  /** The queue: no live worker has the memory the job needs; it stays queued until one joins. */
+  waitingForMemory: (neededBytes: number, largestBytes: number) =>
+    warn(`The job needs ${gigabytes(neededBytes)} of memory and no worker has that much (the largest has ${gigabytes(largestBytes)}); it stays queued until one joins`),
 };

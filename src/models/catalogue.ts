@@ -4,7 +4,7 @@
 // name), or a checkpoint another organization shared through permissions. Each use decides what it
 // accepts (export refuses base models and shared checkpoints) from
 // the entry's kind and folders; none of them looks a name up on its own.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseFineTunedModelName } from '../domain/naming.ts';
 import { readChatTemplate, type ModelSourceMessage } from '../engine/index.ts';
@@ -120,6 +120,19 @@ export class ModelCatalogue {
     if (dir && existsSync(path.join(dir, 'config.json'))) return { ...entry, modelDir: dir, adapterDir: null, chatTemplate: chatTemplateOf(dir) };
     throw new ModelNotFoundError(name, 'no_weights');
   }
+}
+
+/**
+ * Bytes of the model's weights (its folder's and its adapter's .safetensors): the memory a worker
+ * needs to hold a job on it when the engine has no estimate yet. Null when no weights are found here.
+ */
+export function modelWeightBytes(model: Pick<CatalogueModel, 'modelDir' | 'adapterDir'>): number | null {
+  let bytes = 0;
+  for (const dir of [model.modelDir, model.adapterDir]) {
+    if (!dir || !existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) if (name.endsWith('.safetensors')) bytes += statSync(path.join(dir, name)).size;
+  }
+  return bytes > 0 ? bytes : null;
 }
 
 /** A folder's chat template; null too when its tokenizer_config.json does not parse (loading the model says why). */

@@ -4,6 +4,8 @@
 // the lease was lost) the runner's AbortSignal fires. The worker records the outcome by an action of
 // the job's lifecycle (domain/jobs.ts: succeed, fail, requeue); it never overwrites a status the API
 // set meanwhile (every write is conditional on the job still running under this worker).
+// While started, the worker is registered in the store with its capacity and heartbeats, so the queue
+// knows which jobs some worker can hold and /metrics can show it; it claims only jobs that fit its memory.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -14,6 +16,7 @@ import { checkpointModelName, fineTunedModelName, newId } from '../domain/naming
 import { blobKeys, type CheckpointRecord, type JobRecord, type Store } from '../store/index.ts';
 import { jobWorkDir, removeJobArtifacts, removeResumePoints } from './job-artifacts.ts';
 import { nowSeconds } from '../domain/clock.ts';
+import { availableMemoryBytes } from '../config.ts';
 import { appendEvent } from './job-events.ts';
 import { claimNextJob, renewLease } from './queue.ts';
 
@@ -65,12 +68,23 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   pollMs?: number;
   maxRunningPerOrg?: number;
+  /** What this worker can hold (config.worker); default: this machine's memory and CPUs. */
+  capacity?: WorkerCapacity;
   /** Newest checkpoints kept per job (OpenAI keeps 3). */
   keepCheckpoints?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
   /** Called after this worker ended a job (webhooks); cancellations are reported where they happen (the API). */
   onJobFinished?: JobFinishedListener;
 }
+
+export interface WorkerCapacity {
+  /** Most memory a job may use here: the worker claims only jobs needing at most this. */
+  memoryBytes: number;
+  cores: number;
+}
+
+/** A registered worker not heard from for this many leases is forgotten (killed without stopping). */
+const FORGET_AFTER_LEASES = 10;
 
 export type JobOutcomeStatus = 'succeeded' | 'failed' | 'cancelled';
 export type JobFinishedListener = (jobId: string, status: JobOutcomeStatus) => void;
@@ -84,6 +98,9 @@ export class Worker {
   private stopping = false;
   private wake: (() => void) | null = null;
   private readonly running = new Map<string, AbortController>();
+  private registration: ReturnType<typeof setInterval> | null = null;
+  /** The registration or heartbeat in flight, one at a time: stop() waits for it before deregistering. */
+  private beat: Promise<void> = Promise.resolve();
 
   constructor(options: WorkerOptions) {
     this.id = options.workerId ?? `worker-${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
@@ -92,6 +109,7 @@ export class Worker {
       heartbeatMs: 2_000,
       pollMs: 1_000,
       maxRunningPerOrg: 2,
+      capacity: { memoryBytes: availableMemoryBytes(), cores: os.availableParallelism() },
       keepCheckpoints: 3,
       ...options,
     };
@@ -106,7 +124,13 @@ export class Worker {
   start(): void {
     if (this.loop) return;
     this.stopping = false;
+    const beat = (what: () => Promise<void>) => {
+      this.beat = this.beat.then(what).catch((err) => this.opts.log?.('worker registration failed', { err: String(err) }));
+      return this.beat;
+    };
+    this.registration = setInterval(() => void beat(() => this.heartbeat()), this.opts.heartbeatMs);
     this.loop = (async () => {
+      await beat(() => this.register());
       while (!this.stopping) {
         let ran = false;
         try {
@@ -135,12 +159,28 @@ export class Worker {
     this.wake?.();
     await this.loop;
     this.loop = null;
+    clearInterval(this.registration!);
+    this.registration = null;
+    await this.beat;
+    await this.opts.store.workers.remove(this.id).catch((err) => this.opts.log?.('worker deregistration failed', { err: String(err) }));
+  }
+
+  /** States this worker's capacity in the store, and forgets workers long silent. */
+  private async register(): Promise<void> {
+    const { store, capacity, leaseMs } = this.opts;
+    const now = Date.now();
+    await store.workers.removeSilentSince(now - FORGET_AFTER_LEASES * leaseMs);
+    await store.workers.register({ id: this.id, host: os.hostname(), memory_bytes: capacity.memoryBytes, cores: capacity.cores }, now);
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (!(await this.opts.store.workers.heartbeat(this.id, Date.now()))) await this.register();
   }
 
   /** Claims and runs one job; false when the queue had nothing for this worker. */
   async runOnce(): Promise<boolean> {
-    const { store, leaseMs, maxRunningPerOrg } = this.opts;
-    const job = await claimNextJob(store, this.id, { leaseMs, maxRunningPerOrg });
+    const { store, leaseMs, maxRunningPerOrg, capacity } = this.opts;
+    const job = await claimNextJob(store, this.id, { leaseMs, maxRunningPerOrg, memoryBytes: capacity.memoryBytes });
     if (!job) return false;
     await this.run(job);
     return true;

@@ -9,6 +9,7 @@ import { JobsRepository } from './jobs.ts';
 import { ModelsRepository } from './models.ts';
 import { PermissionsRepository } from './permissions.ts';
 import { UploadsRepository } from './uploads.ts';
+import { WorkersRepository } from './workers.ts';
 
 export interface Store {
   db: Db;
@@ -19,6 +20,7 @@ export interface Store {
   checkpoints: CheckpointsRepository;
   permissions: PermissionsRepository;
   models: ModelsRepository;
+  workers: WorkersRepository;
   blobs: BlobStore;
   /**
    * Runs `fn` with repositories bound to one transaction: readers see all of its writes or none
@@ -41,6 +43,7 @@ export async function openStore(location: StoreLocation, options: { now?: () => 
     checkpoints: new CheckpointsRepository(db),
     permissions: new PermissionsRepository(db),
     models: new ModelsRepository(db),
+    workers: new WorkersRepository(db),
     blobs,
     transaction: (fn) => inTransaction(db, (tx) => fn(over(tx))),
     close: () => root.destroy(),
@@ -62,5 +65,6 @@ export type { EventRecord } from './events.ts';
 export type { CheckpointRecord } from './checkpoints.ts';
 export type { PermissionRecord } from './permissions.ts';
 export type { FineTunedModelRecord } from './models.ts';
+export type { NewWorker, WorkerRecord } from './workers.ts';
 export type { FileRow, UploadRow, UploadPartRow } from './schema.ts';
 export { BlobTooLargeError, type BlobStore } from './blobs.ts';

@@ -3,12 +3,12 @@
 // ask the lifecycle too), as a conditional update (`where status in …`): concurrent API calls and
 // workers cannot overwrite each other (the loser learns it from the returned `undefined`), and no
 // status the lifecycle does not allow can be written. Every update bumps the row's `version`.
-import { sql } from 'kysely';
+import { sql, type ExpressionBuilder } from 'kysely';
 import { transitionOf, type JobAction, type JobStatus } from '../domain/jobs.ts';
 import { inTransaction, type Db } from './database.ts';
 import type { SqlDialectName } from './migrations.ts';
 import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
-import type { JobRow, JobUpdate } from './schema.ts';
+import type { Database, JobRow, JobUpdate } from './schema.ts';
 
 /** A failed job's `error` as OpenAI shows it (scheduler/job-error.ts's JobError is what a run throws). */
 export interface JobErrorDetails {
@@ -47,6 +47,8 @@ export interface JobRecord {
   resume_point: string | null;
   /** Bumped by every update: what was built from a job stays valid while its version does. */
   version: number;
+  /** Memory a worker needs to hold the job (the engine's estimate, else the model's size); null: unknown, any worker may. */
+  memory_required_bytes: number | null;
 }
 
 /** A page of an organization's jobs, optionally by metadata: undefined = no filter; null = jobs without metadata; an object = jobs having every pair. */
@@ -55,14 +57,14 @@ export type JobPageRequest = PageRequest & { metadata?: Record<string, string> |
 export type NewJob = Pick<
   JobRecord,
   'id' | 'organization_id' | 'model' | 'training_file' | 'validation_file' | 'status' | 'method' | 'suffix' | 'seed' | 'metadata' | 'integrations' | 'created_at'
->;
+> & Partial<Pick<JobRecord, 'memory_required_bytes'>>;
 
 /** What may change beside a job's status; the status itself changes only through `transition`. */
 export type JobPatch = Partial<
   Pick<
     JobRecord,
     | 'method' | 'error' | 'fine_tuned_model' | 'finished_at' | 'trained_tokens' | 'estimated_finish'
-    | 'result_files' | 'dataset' | 'worker_id' | 'lease_expires_at_ms' | 'resume_point'
+    | 'result_files' | 'dataset' | 'worker_id' | 'lease_expires_at_ms' | 'resume_point' | 'memory_required_bytes'
   >
 >;
 
@@ -89,6 +91,7 @@ function fromRow(row: JobRow): JobRecord {
     trained_tokens: row.trained_tokens === null ? null : Number(row.trained_tokens),
     estimated_finish: row.estimated_finish === null ? null : Number(row.estimated_finish),
     lease_expires_at_ms: row.lease_expires_at_ms === null ? null : Number(row.lease_expires_at_ms),
+    memory_required_bytes: row.memory_required_bytes === null ? null : Number(row.memory_required_bytes),
     method: JSON.parse(row.method),
     metadata: row.metadata ? JSON.parse(row.metadata) : null,
     integrations: row.integrations ? JSON.parse(row.integrations) : null,
@@ -107,6 +110,12 @@ function toUpdate(patch: JobPatch): JobUpdate {
     (out as any)[k] = k === 'method' || k === 'error' || k === 'result_files' || k === 'dataset' ? json(v) : v;
   }
   return out;
+}
+
+/** A job a worker with `memoryBytes` can hold: its need unknown or within them (any job, when undefined). */
+function fitsIn(eb: ExpressionBuilder<Database, 'jobs'>, memoryBytes: number | undefined) {
+  if (memoryBytes === undefined) return eb.lit(true);
+  return eb.or([eb('memory_required_bytes', 'is', null), eb('memory_required_bytes', '<=', memoryBytes)]);
 }
 
 /** PostgreSQL: until `db`'s transaction ends, others taking this organization's lock for `purpose` wait. */
@@ -140,6 +149,7 @@ export class JobsRepository {
           lease_expires_at_ms: null,
           attempts: 0,
           resume_point: null,
+          memory_required_bytes: job.memory_required_bytes ?? null,
         })
         .execute();
       const pairs = Object.entries(job.metadata ?? {});
@@ -260,10 +270,41 @@ export class JobsRepository {
 
   // ---- queue ----------------------------------------------------------------------------
 
-  /** Queued jobs, oldest first. */
-  async claimCandidates(limit: number): Promise<JobRecord[]> {
-    const rows = await this.db.selectFrom('jobs').selectAll().where('status', '=', 'queued').orderBy('seq').limit(limit).execute();
+  /** Queued jobs a worker with `memoryBytes` can hold (any, when undefined), oldest first. */
+  async claimCandidates(limit: number, memoryBytes?: number): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('status', '=', 'queued')
+      .where((eb) => fitsIn(eb, memoryBytes))
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
     return rows.map(fromRow);
+  }
+
+  /** Queued jobs needing more than `memoryBytes`, oldest first: no worker that size can take them. */
+  async queuedNeedingMoreThan(memoryBytes: number): Promise<JobRecord[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('status', '=', 'queued')
+      .where('memory_required_bytes', '>', memoryBytes)
+      .orderBy('seq')
+      .execute();
+    return rows.map(fromRow);
+  }
+
+  /** Running jobs per worker id (workers running none are absent). */
+  async countRunningByWorker(): Promise<Record<string, number>> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select((eb) => ['worker_id', eb.fn.countAll<number>().as('n')])
+      .where('status', '=', 'running')
+      .where('worker_id', 'is not', null)
+      .groupBy('worker_id')
+      .execute();
+    return Object.fromEntries(rows.map((r) => [r.worker_id!, Number(r.n)]));
   }
 
   /** Running jobs whose worker stopped renewing the lease before `nowMs`. */
@@ -292,15 +333,16 @@ export class JobsRepository {
   }
 
   /**
-   * Takes queued job `id` for `workerId` (`start`): only if it is still queued and its organization has
-   * fewer than `maxRunningPerOrg` jobs running under a live lease.
+   * Takes queued job `id` for `workerId` (`start`): only if it is still queued, fits the worker's
+   * `memoryBytes` (when given) and its organization has fewer than `maxRunningPerOrg` jobs running
+   * under a live lease.
    */
   async tryClaim(
     id: string,
     workerId: string,
-    options: { nowMs: number; leaseMs: number; maxRunningPerOrg: number },
+    options: { nowMs: number; leaseMs: number; maxRunningPerOrg: number; memoryBytes?: number },
   ): Promise<JobRecord | undefined> {
-    const { nowMs, leaseMs, maxRunningPerOrg } = options;
+    const { nowMs, leaseMs, maxRunningPerOrg, memoryBytes } = options;
     const start = transitionOf('start');
     const claim = async (db: Db) => {
       const res = await db
@@ -314,6 +356,7 @@ export class JobsRepository {
         }))
         .where('id', '=', id)
         .where('status', 'in', start.from)
+        .where((eb) => fitsIn(eb, memoryBytes))
         .where(
           (eb) =>
             eb

@@ -154,10 +154,33 @@ const jobVersion: Migration = {
   },
 };
 
+/**
+ * Capacity-aware claims: each worker states its memory and cores and heartbeats (workers), and a job
+ * records the memory it needs (jobs.memory_required_bytes; null: unknown, any worker may claim it).
+ */
+const workerCapacity: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('workers')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('host', 'text', (c) => c.notNull())
+      .addColumn('memory_bytes', 'bigint', (c) => c.notNull())
+      .addColumn('cores', 'integer', (c) => c.notNull())
+      .addColumn('started_at_ms', 'bigint', (c) => c.notNull())
+      .addColumn('heartbeat_at_ms', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.alterTable('jobs').addColumn('memory_required_bytes', 'bigint').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('jobs').dropColumn('memory_required_bytes').execute();
+    await db.schema.dropTable('workers').execute();
+  },
+};
+
 export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit, '0004_job_version': jobVersion };
+      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit, '0004_job_version': jobVersion, '0005_worker_capacity': workerCapacity };
     },
   };
 }

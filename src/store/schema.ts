@@ -75,6 +75,18 @@ export interface JobsTable {
   resume_point: string | null;
   /** Bumped by every update of the row (JobsRepository): readers may keep what they built from a version. */
   version: Generated<number>;
+  /** Queue: memory a worker needs to hold the job (the engine's estimate, else the model's size); null: unknown. */
+  memory_required_bytes: number | null;
+}
+
+/** A worker process: what it can hold, and when it last said it is alive (ms since epoch). */
+export interface WorkersTable {
+  id: string;
+  host: string;
+  memory_bytes: number;
+  cores: number;
+  started_at_ms: number;
+  heartbeat_at_ms: number;
 }
 
 export interface JobMetadataTable {
@@ -138,6 +150,7 @@ export interface Database {
   checkpoints: CheckpointsTable;
   permissions: PermissionsTable;
   models: ModelsTable;
+  workers: WorkersTable;
 }
 
 export type FileRow = Selectable<FilesTable>;
@@ -151,3 +164,4 @@ export type EventRow = Selectable<EventsTable>;
 export type CheckpointRow = Selectable<CheckpointsTable>;
 export type PermissionRow = Selectable<PermissionsTable>;
 export type ModelRow = Selectable<ModelsTable>;
+export type WorkerRow = Selectable<WorkersTable>;

@@ -10,7 +10,7 @@ import {
   type TrainingOptions, type TrainingOptionsContext, type TrainingOptionsRequest,
 } from '../../domain/training-options.ts';
 import { readHfConfig, readPeftAdapterConfig } from '../../engine/index.ts';
-import type { CatalogueModel } from '../../models/catalogue.ts';
+import { modelWeightBytes, type CatalogueModel } from '../../models/catalogue.ts';
 import { validateGrader, type Grader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
 import { INTEGRATIONS_SCHEMA } from '../../integrations/wandb.ts';
@@ -263,6 +263,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
         metadata: body.metadata ? Object.fromEntries(Object.entries(body.metadata)) : null,
         integrations: body.integrations ?? null,
         created_at: now,
+        memory_required_bytes: modelWeightBytes(model),
       });
       await checkDailyLimit(tx, organization, now);
       await appendEvent(tx, id, jobEvents.created(id));
