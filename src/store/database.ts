@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import pg from 'pg';
 import { migrationProvider, type SqlDialectName } from './migrations.ts';
 import type { Database } from './schema.ts';
@@ -99,7 +99,10 @@ export function inTransaction<T>(db: Db, fn: (tx: Db) => Promise<T>): Promise<T>
 }
 
 export async function migrate(db: Db, dialect: SqlDialectName): Promise<void> {
-  const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+  // PostgreSQL: the migration tables of the schema in use. Left unnamed, Kysely looks for them in every
+  // schema of the database and takes another schema's (another install's, a test's) for these.
+  const migrationTableSchema = dialect === 'postgres' ? (await sql<{ schema: string }>`select current_schema() as schema`.execute(db)).rows[0]?.schema : undefined;
+  const migrator = new Migrator({ db, provider: migrationProvider(dialect), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
