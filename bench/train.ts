@@ -1,9 +1,11 @@
 // Training-step throughput on a Llama-shaped model with random weights (default: SmolLM2-135M).
 //   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
 //                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
-//                          [--recompute on|off|auto] [--memory-limit-gb G]
+//                          [--recompute on|off|auto] [--memory-limit-gb G] [--dtype f32|bf16]
 // --recompute auto (default) asks the memory estimate, as a job does, against --memory-limit-gb
 // (default: 90% of this machine's memory). --steps 0 runs the warm-up step only (peak RSS).
+// --dtype bf16: the random weights rounded to bf16, frozen ones kept as a bf16 checkpoint's are
+// (2 bytes a value, widened in the step graph); trainable ones stay f32.
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
 // (LoRA on all seven linears like ../shared/anchors/torch_llama_step.py). Prints GFLOP/s of model
 // FLOPs, peak RSS, and last `tokens_per_s=` (median step after one warm-up), comparable with the anchor.
@@ -12,7 +14,9 @@ import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { LLAMA_FEATURES, type ModelConfig } from '../src/engine/models/config.ts';
-import { StepRunner, freshOptimizerState, type MicroBatch } from '../src/engine/train/runner.ts';
+import { StepRunner, freshOptimizerState, type FrozenValues, type MicroBatch } from '../src/engine/train/runner.ts';
+import { halfFrozen } from '../src/engine/train/step.ts';
+import { bf16BitsToF32, f32ToBf16Bits } from '../src/engine/io/safetensors.ts';
 import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
 import { SeededRandom } from '../src/engine/data/random.ts';
@@ -29,7 +33,7 @@ if (process.env.GLIBC_TUNABLES === undefined) {
 
 const { values: a } = parseArgs({
   options: Object.fromEntries(
-    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb'].map((k) => [k, { type: 'string' as const }]),
+    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb', 'dtype'].map((k) => [k, { type: 'string' as const }]),
   ),
 });
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
@@ -48,20 +52,28 @@ const cfg: ModelConfig = {
 };
 
 const rng = new SeededRandom(0);
-const modelOnly = modelSetup(cfg, mode === 'lora' ? { rank: R, alpha: 2 * R, dropout: 0, targetModules: ALL_LINEAR } : null);
+const dtype = (a.dtype as string | undefined) ?? 'f32';
+if (!['f32', 'bf16'].includes(dtype)) throw new Error(`--dtype must be f32 or bf16, got ${dtype}`);
+const modelOnly = {
+  ...modelSetup(cfg, mode === 'lora' ? { rank: R, alpha: 2 * R, dropout: 0, targetModules: ALL_LINEAR } : null),
+  frozenDtype: dtype === 'bf16' ? ('BF16' as const) : undefined,
+};
 const policy = (a.recompute as string | undefined) ?? 'auto';
 if (!['on', 'off', 'auto'].includes(policy)) throw new Error(`--recompute must be on, off or auto, got ${policy}`);
 const limitBytes = num('memory-limit-gb', (0.9 * os.totalmem()) / 1e9) * 1e9;
 const estimateWith = (recompute: boolean) => estimateStep({ ...modelOnly, recompute }, { rows: B, seqLen: T }, 1);
 const setup = { ...modelOnly, recompute: policy === 'auto' ? autoRecompute(estimateWith, limitBytes) : policy === 'on' };
-console.log(`recompute=${setup.recompute ? 'on' : 'off'} (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB)`);
-const base = new Map<string, Float32Array>();
+console.log(`recompute=${setup.recompute ? 'on' : 'off'} (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB) dtype=${dtype}`);
+const half = halfFrozen(setup);
+const base = new Map<string, FrozenValues>();
 for (const [name, shape] of setup.shapes) {
   if (name.includes('.lora_')) continue;
   const w = new Float32Array(shape.reduce((x, y) => x * y, 1));
   if (name.endsWith('norm.weight')) w.fill(1);
   else for (let i = 0; i < w.length; i++) w[i] = (rng.next() * 2 - 1) * 0.035; // ≈ N(0, 0.02²) in variance
-  base.set(name, w);
+  if (dtype === 'bf16' && half.has(name)) base.set(name, Uint16Array.from(w, f32ToBf16Bits));
+  else if (dtype === 'bf16') base.set(name, w.map((x) => bf16BitsToF32(f32ToBf16Bits(x))));
+  else base.set(name, w);
 }
 const { frozen, params } = initialTensors(setup, base, 0);
 const runner = new StepRunner(setup, { rows: B, seqLen: T }, frozen, freshOptimizerState(params), DEFAULT_ADAMW, {
@@ -113,7 +125,7 @@ for (let s = 0; s <= steps; s++) {
 const rssGb = (process.resourceUsage().maxRSS * 1024) / 1e9;
 if (steps === 0) {
   console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} peak_rss_gb=${rssGb.toFixed(2)} (warm-up step only)`);
-  console.log(`estimate_peak_gb=${(estimate.peakBytes / 1e9).toFixed(2)} measured/estimate=${((rssGb * 1e9) / estimate.peakBytes).toFixed(2)}`);
+  console.log(`estimate_peak_gb=${(estimate.peakBytes / 1e9).toFixed(2)} (host ${(estimate.hostBytes / 1e9).toFixed(2)}, of which frozen ${(estimate.frozenBytes / 1e9).toFixed(2)}; graph ${(estimate.graphBytes / 1e9).toFixed(2)}) measured/estimate=${((rssGb * 1e9) / estimate.peakBytes).toFixed(2)}`);
   process.exit(0);
 }
 const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
@@ -123,7 +135,7 @@ console.log(`cpu_s=${med(cpuTimes).toFixed(2)} tokens_per_s_if_cores_were_free�
 console.log(`mode=${mode} layers=${L} hidden=${D} seq=${T} batch=${B} trainable=${setup.trainable.reduce((s, k) => s + params.get(k)!.length, 0)}`);
 console.log(`step_s=${median.toFixed(3)} gflops=${(flops / median / 1e9).toFixed(1)} peak_rss_gb=${rssGb.toFixed(2)}`);
 console.log(
-  `estimate_peak_gb=${(estimate.peakBytes / 1e9).toFixed(2)} (host ${(estimate.hostBytes / 1e9).toFixed(2)}, graph ${(estimate.graphBytes / 1e9).toFixed(2)}) ` +
+  `estimate_peak_gb=${(estimate.peakBytes / 1e9).toFixed(2)} (host ${(estimate.hostBytes / 1e9).toFixed(2)}, of which frozen ${(estimate.frozenBytes / 1e9).toFixed(2)}; graph ${(estimate.graphBytes / 1e9).toFixed(2)}) ` +
     `measured/estimate=${((rssGb * 1e9) / estimate.peakBytes).toFixed(2)} estimate_step_s=${estimate.stepSeconds.toFixed(3)} measured/estimate=${(median / estimate.stepSeconds).toFixed(2)}`,
 );
 console.log(`tokens_per_s=${(n / median).toFixed(1)}`);

@@ -3,7 +3,9 @@
 // Shapes are static numbers: a training step is compiled once per (batch rows, sequence length),
 // so every shape is known while the graph is built and no shape inference is needed at run time.
 
-export type DType = 'float32' | 'float64' | 'int64' | 'bool';
+// uint16 holds 2-byte floats' raw bits (frozen weights stored as bf16/f16, see models/llama.ts's
+// widen), int32 the lookup indices they are widened through.
+export type DType = 'float32' | 'float64' | 'int64' | 'int32' | 'uint16' | 'bool';
 export type FloatType = 'float32' | 'float64';
 export type Shape = readonly number[];
 
@@ -13,7 +15,7 @@ export type AttrValue = number | number[] | string | { f: number } | { tensor: C
 export interface ConstData {
   dtype: DType;
   shape: Shape;
-  data: Float32Array | Float64Array | BigInt64Array | Uint8Array;
+  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
 }
 
 /**
@@ -99,6 +101,8 @@ export class Graph {
       dtype === 'float32' ? Float32Array.from(values as ArrayLike<number>)
       : dtype === 'float64' ? Float64Array.from(values as ArrayLike<number>)
       : dtype === 'int64' ? BigInt64Array.from(Array.from(values as ArrayLike<number>, (v) => BigInt(v)))
+      : dtype === 'int32' ? Int32Array.from(values as ArrayLike<number>)
+      : dtype === 'uint16' ? Uint16Array.from(values as ArrayLike<number>)
       : Uint8Array.from(values as ArrayLike<number>);
     const t = new Tensor(this, this.fresh('c'), shape, dtype, null);
     this.initializers.push({ tensor: t, value: { dtype, shape, data } });

@@ -9,7 +9,7 @@ const { onnx } = onnxProto;
 export const OPSET = 21;
 const IR_VERSION = 10;
 
-const ONNX_TYPE: Record<DType, number> = { float32: 1, int64: 7, bool: 9, float64: 11 };
+export const ONNX_TYPE: Record<DType, number> = { float32: 1, uint16: 4, int32: 6, int64: 7, bool: 9, float64: 11 };
 
 function tensorProto(name: string, c: ConstData) {
   const bytes = new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength);

@@ -4,6 +4,7 @@
 // operands are reduced back to the operand's shape by `unbroadcast`.
 
 import { type DType, type Shape, Tensor, isFloat, sameShape } from './ir.ts';
+import { ONNX_TYPE } from './onnx.ts';
 
 const norm = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis);
 
@@ -115,8 +116,7 @@ export function geluTanh(x: Tensor): Tensor {
 
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x;
-  const onnxType = { float32: 1, float64: 11, int64: 7, bool: 9 }[dtype];
-  const [y] = x.graph.emit('Cast', [x], { to: onnxType }, [{ shape: x.shape, dtype }], ([dy]) => [
+  const [y] = x.graph.emit('Cast', [x], { to: ONNX_TYPE[dtype] }, [{ shape: x.shape, dtype }], ([dy]) => [
     isFloat(x.dtype) && isFloat(dtype) ? cast(dy!, x.dtype) : null,
   ]);
   return y;

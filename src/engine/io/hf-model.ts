@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseHfConfig, type ModelConfig } from '../models/config.ts';
-import { SafetensorsFile, storedBytes, writeSafetensors, type FloatDtype, type HostTensor } from './safetensors.ts';
+import { SafetensorsFile, storedBytes, writeSafetensors, type FloatDtype, type HalfTensor, type HostTensor, type SafetensorsDtype } from './safetensors.ts';
 
 
 export const SINGLE_FILE = 'model.safetensors';
@@ -16,6 +16,8 @@ export interface HfModel {
   /** config.json as written, for saving a fine-tuned copy with the same fields. */
   rawConfig: Record<string, unknown>;
   weights: Map<string, HostTensor>;
+  /** The tensors LoadOptions.keepHalf kept as 2-byte floats (not in `weights`). */
+  halfWeights: Map<string, HalfTensor>;
 }
 
 export function readHfConfig(dir: string): { config: ModelConfig; rawConfig: Record<string, unknown> } {
@@ -43,25 +45,43 @@ export function listWeightFiles(dir: string): string[] {
 export interface LoadOptions {
   /** Only load tensors this returns true for (e.g. skip lm_head when it is tied). */
   filter?: (name: string) => boolean;
+  /** Tensors to keep as stored (2-byte floats, in `halfWeights`) instead of widening them to f32. */
+  keepHalf?: ReadonlySet<string>;
 }
 
-/** Load config and all weights of a HF folder, widened to f32, one tensor at a time. */
+/** Every tensor's stored dtype, from the files' headers (no tensor is read). */
+export function storedDtypes(dir: string): Map<string, SafetensorsDtype> {
+  const dtypes = new Map<string, SafetensorsDtype>();
+  for (const path of listWeightFiles(dir)) {
+    const file = SafetensorsFile.open(path);
+    try {
+      for (const [name, info] of file.tensors) dtypes.set(name, info.dtype);
+    } finally {
+      file.close();
+    }
+  }
+  return dtypes;
+}
+
+/** Load config and all weights of a HF folder, widened to f32 (but keepHalf), one tensor at a time. */
 export function loadHfModel(dir: string, options: LoadOptions = {}): HfModel {
   const { config, rawConfig } = readHfConfig(dir);
   const weights = new Map<string, HostTensor>();
+  const halfWeights = new Map<string, HalfTensor>();
   for (const path of listWeightFiles(dir)) {
     const file = SafetensorsFile.open(path);
     try {
       for (const name of file.tensors.keys()) {
         if (options.filter && !options.filter(name)) continue;
-        if (weights.has(name)) throw new Error(`${dir}: tensor ${name} appears in more than one shard`);
-        weights.set(name, file.read(name));
+        if (weights.has(name) || halfWeights.has(name)) throw new Error(`${dir}: tensor ${name} appears in more than one shard`);
+        if (options.keepHalf?.has(name)) halfWeights.set(name, file.readHalf(name));
+        else weights.set(name, file.read(name));
       }
     } finally {
       file.close();
     }
   }
-  return { config, rawConfig, weights };
+  return { config, rawConfig, weights, halfWeights };
 }
 
 export interface SaveOptions {

@@ -1,7 +1,8 @@
 // The safetensors format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
 // length, a JSON header {name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {str: str}},
 // then the raw little-endian tensor bytes. The engine computes in f32, so reads widen f16/bf16 to
-// Float32Array and writes narrow on the way out.
+// Float32Array and writes narrow on the way out; frozen weights may instead stay 2-byte (readHalf),
+// widened inside the step graphs where they are read (models/llama.ts's widen).
 //
 // Reads go tensor by tensor through a file handle, so a multi-gigabyte checkpoint is never held twice
 // (once as file bytes, once as floats); writes stream tensor by tensor for the same reason.
@@ -16,6 +17,16 @@ export type FloatDtype = 'F32' | 'F16' | 'BF16';
 export interface HostTensor {
   shape: number[];
   data: Float32Array;
+}
+
+/** The 2-byte float formats. */
+export type HalfDtype = 'F16' | 'BF16';
+
+/** A 2-byte float tensor's raw bits as stored (half of f32's memory). */
+export interface HalfTensor {
+  shape: number[];
+  dtype: HalfDtype;
+  bits: Uint16Array;
 }
 
 export interface TensorInfo {
@@ -75,6 +86,12 @@ function f16Table(): Float32Array {
     for (let bits = 0; bits < 65536; bits++) f16LookupTable[bits] = f16BitsToF32(bits);
   }
   return f16LookupTable;
+}
+
+/** Every 2-byte pattern of `dtype` as f32 (256 KiB): the table the step graphs widen frozen weights with. */
+export function halfToF32Table(dtype: HalfDtype): Float32Array {
+  if (dtype === 'F16') return f16Table().slice();
+  return new Float32Array(Uint32Array.from({ length: 65536 }, (_, bits) => bits << 16).buffer);
 }
 
 /** IEEE round-to-nearest-even; overflow goes to ±Infinity like numpy's astype(float16). */
@@ -248,6 +265,19 @@ export class SafetensorsFile {
   read(name: string): HostTensor {
     const info = this.info(name);
     return { shape: [...info.shape], data: decodeToF32(this.readBytes(name), info.dtype) };
+  }
+
+  /** One 2-byte float tensor as its raw bits (no widening). */
+  readHalf(name: string): HalfTensor {
+    const info = this.info(name);
+    if (info.dtype !== 'F16' && info.dtype !== 'BF16') throw new Error(`${this.path}: tensor ${name} is ${info.dtype}, not a 2-byte float`);
+    const bytes = this.readBytes(name); // a buffer of its own, starting at 0: aligned for a Uint16Array view
+    const bits = new Uint16Array(bytes.buffer, 0, bytes.byteLength / 2);
+    if (!littleEndianHost) {
+      const view = new DataView(bytes.buffer);
+      for (let i = 0; i < bits.length; i++) bits[i] = view.getUint16(i * 2, true);
+    }
+    return { shape: [...info.shape], dtype: info.dtype, bits };
   }
 
   info(name: string): TensorInfo {

@@ -12,12 +12,14 @@
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
 // layer. With `recompute`, each decoder layer keeps only its input and recomputes the rest in the
-// backward (graph/checkpoint.ts).
+// backward (graph/checkpoint.ts). Frozen weights may come as a checkpoint's 2-byte floats (raw bits),
+// widened to f32 for each use only (widen, frozenProduct).
 
 import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
 import type { Graph, Tensor } from '../graph/ir.ts';
+import { halfToF32Table, type HalfDtype } from '../io/safetensors.ts';
 import * as op from '../graph/ops.ts';
 import { after, checkpoint } from '../graph/checkpoint.ts';
 import { customGradient } from '../graph/autodiff.ts';
@@ -54,6 +56,47 @@ export interface LlamaOptions {
   recompute?: boolean;
   /** Attention tiles (default: defaultTiling in attention.ts). */
   attentionTiling?: AttentionTiling;
+  /** The format of the frozen weights `weight` gives as raw 2-byte bits (uint16), if any. */
+  halfDtype?: HalfDtype;
+}
+
+/** The weight the LM head reads: it stays f32 (every token chunk reads all of it, forward and backward). */
+export function headWeightName(cfg: ModelConfig): string {
+  return cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+}
+
+const widenTables = new WeakMap<Graph, Map<HalfDtype, Tensor>>();
+
+/**
+ * Frozen 2-byte weights (raw bits, uint16; concatenated along axis 0 when several) as f32, for one
+ * use: looked up in the format's 65,536-entry table, since ONNX Runtime's Node API has no bfloat16
+ * tensors to feed a Cast (and its CPU MatMul has no bf16 kernel). With `dep` (the activation the
+ * weight meets) the copy is made only once dep exists, so it lives from just before its use to just
+ * after, and ORT's common-subexpression elimination cannot merge a forward's, a recomputation's
+ * and a backward's widening into one copy kept alive between them.
+ */
+export function widen(parts: Tensor[], dtype: HalfDtype, dep?: Tensor): Tensor {
+  const g = parts[0].graph;
+  const tables = widenTables.get(g) ?? widenTables.set(g, new Map()).get(g)!;
+  if (!tables.has(dtype)) tables.set(dtype, g.constant(g.float, [65536], halfToF32Table(dtype)));
+  let gated = parts;
+  if (dep) {
+    // 0, as an int64 that exists once dep does: s < s is false for every s, NaN included.
+    const s = op.slice(op.reshape(dep, [dep.size]), 0, 0, 1);
+    const zero = op.cast(op.less(s, s), 'int64');
+    gated = parts.map((p) => g.emit('Reshape', [p, op.add(g.ints([...p.shape]), zero)], {}, [{ shape: p.shape, dtype: p.dtype }])[0]);
+  }
+  const bits = gated.length > 1 ? op.concat(gated, 0) : gated[0];
+  return op.gather(tables.get(dtype)!, op.cast(bits, 'int32'));
+}
+
+/**
+ * x Wᵀ for frozen 2-byte weights W (stacked from `parts`), widened for the product and widened
+ * again for the backward's dx = dy W, so no f32 copy is kept from one to the other.
+ */
+export function frozenProduct(x: Tensor, parts: Tensor[], dtype: HalfDtype): Tensor {
+  const y = op.matmul(x, op.T(widen(parts, dtype, x)));
+  return customGradient(y, [x], (dy) => [op.matmul(dy, widen(parts, dtype, dy))]);
 }
 
 /**
@@ -176,6 +219,12 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const { hiddenSize: D, numHeads: H, numKvHeads: KV, headDim: hd, rmsNormEps: eps } = cfg;
   const G = H / KV;
   const W = opts.weight;
+  const halfDtype = () => {
+    if (!opts.halfDtype) throw new Error('a weight came as 2-byte bits with no halfDtype to read them by');
+    return opts.halfDtype;
+  };
+  // A weight as f32: widened where it is read when it comes as 2-byte bits.
+  const read = (w: Tensor, dep: Tensor) => (w.dtype === 'uint16' ? widen([w], halfDtype(), dep) : w);
   // Each module's dropout mask, asked for once (a recomputed layer reads the same masks again).
   const masksByPath = new Map<string, Tensor | null>();
   const dropoutMask = (path: string, inF: number) => {
@@ -189,9 +238,10 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const linears = (x: Tensor, inF: number, mods: { path: string; outF: number }[], bias: boolean): Tensor[] => {
     const stack = (ts: Tensor[]) => (ts.length > 1 ? op.concat(ts, 0) : ts[0]);
     const split = (y: Tensor, widths: number[]) => op.split(y, widths, 1);
-    const y = op.matmul(x, op.T(stack(mods.map((m) => W(`${m.path}.weight`, [m.outF, inF])))));
+    const ws = mods.map((m) => W(`${m.path}.weight`, [m.outF, inF]));
+    const y = ws[0].dtype === 'uint16' ? frozenProduct(x, ws, halfDtype()) : op.matmul(x, op.T(stack(ws)));
     const ys = split(y, mods.map((m) => m.outF));
-    if (bias) mods.forEach((m, i) => (ys[i] = op.add(ys[i], W(`${m.path}.bias`, [m.outF]))));
+    if (bias) mods.forEach((m, i) => (ys[i] = op.add(ys[i], read(W(`${m.path}.bias`, [m.outF]), ys[i]))));
     const lora = opts.lora;
     const targeted = mods.filter((m) => lora?.targets.has(m.path));
     if (!lora || targeted.length === 0) return ys;
@@ -223,12 +273,13 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   const planFor = memo((window: number | null) => attentionPlan(inputs.segmentIds, window, opts.attentionTiling));
   // Gemma's norms scale by 1 + w (HF's Gemma2RMSNorm: x̂ · (1 + w)).
   const norm = (t: Tensor, name: string, size: number) => {
-    const w = W(name, [size]);
+    const w = read(W(name, [size]), t);
     return rmsNorm(t, cfg.normAddsOne ? op.add(w, 1) : w, eps);
   };
 
   const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
-  let x = op.reshape(op.gather(embed, inputs.inputIds), [N, D]);
+  const embedded = op.gather(embed, inputs.inputIds); // 2-byte bits are gathered first, then widened
+  let x = op.reshape(embedded.dtype === 'uint16' ? widen([embedded], halfDtype()) : embedded, [N, D]);
   if (cfg.scaleEmbeddings) x = op.mul(x, Math.sqrt(D));
 
   const layer = (l: number, x: Tensor): Tensor => {
@@ -275,7 +326,9 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   for (let l = 0; l < cfg.numLayers; l++) x = opts.recompute ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
 
   const hidden = norm(x, 'model.norm.weight', D);
-  return { hidden, weight: cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]), softcap: cfg.finalSoftcap };
+  const weight = cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]);
+  if (weight.dtype === 'uint16') throw new Error(`${headWeightName(cfg)} is read by the LM head: it must come as f32`);
+  return { hidden, weight, softcap: cfg.finalSoftcap };
 }
 
 /** f with its results kept per argument. */

@@ -6,7 +6,7 @@ import * as ort from 'onnxruntime-node';
 import type { DType, Graph, Shape } from '../graph/ir.ts';
 import { toOnnx } from '../graph/onnx.ts';
 
-export type HostArray = Float32Array | Float64Array | BigInt64Array | Uint8Array;
+export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
 
 export interface SessionSettings {
   /** ENGINE-NOTES: 2 threads ≈ 1.95× one; more oversubscribes this machine. */
@@ -22,7 +22,7 @@ export interface SessionSettings {
   profilePrefix?: string;
 }
 
-const ORT_TYPE: Record<DType, ort.Tensor.Type> = { float32: 'float32', float64: 'float64', int64: 'int64', bool: 'bool' };
+const ORT_TYPE: Record<DType, ort.Tensor.Type> = { float32: 'float32', float64: 'float64', int64: 'int64', int32: 'int32', uint16: 'uint16', bool: 'bool' };
 
 export class CompiledGraph {
   private readonly resident = new Map<string, ort.Tensor>();

@@ -6,13 +6,13 @@
 // trainable tensors, AdamW's two moments and the returned gradients. The two memory constants
 // below were set from issue 11's measured peaks and are checked with bench:train (`npm run
 // bench:estimate`, figures in README's "Training memory").
-import { Graph, type Node, type Tensor } from '../graph/ir.ts';
+import { Graph, type DType, type Node, type Tensor } from '../graph/ir.ts';
 import { reachableNodes } from '../graph/onnx.ts';
 import { matmul } from '../graph/ops.ts';
 import { CompiledGraph } from '../runtime/session.ts';
 import { EngineError } from '../errors.ts';
 import type { TrainSpec } from '../contract.ts';
-import { buildStepGraph, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
+import { buildStepGraph, halfFrozen, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
 
 /** Node, ONNX Runtime and the process's own allocations, before any model. */
 const RUNTIME_BYTES = 0.45e9;
@@ -21,7 +21,7 @@ const GRAPH_OVERHEAD = 1.15;
 /** Whole-step time over the time its matrix products take at the calibrated rate. */
 const STEP_OVER_MATMUL = 1.4;
 
-const BYTES: Record<string, number> = { float32: 4, float64: 8, int64: 8, bool: 1 };
+const BYTES: Record<DType, number> = { float32: 4, float64: 8, int64: 8, int32: 4, uint16: 2, bool: 1 };
 const bytesOf = (t: Tensor) => t.size * BYTES[t.dtype];
 
 /** Ops whose output ORT gives the input's buffer (or, for a transposed matmul operand, fuses away). */
@@ -136,8 +136,10 @@ export function graphCost(graph: Graph): GraphCost {
 export interface StepEstimate {
   /** Predicted peak resident memory of the training process. */
   peakBytes: number;
-  /** Of which: frozen weights, trainable tensors with AdamW moments and gradients, the step graph. */
+  /** Of which: what the host holds (frozen weights, trainable tensors with AdamW moments and gradients), the step graph. */
   hostBytes: number;
+  /** Of hostBytes: the frozen weights, at their stored width (2 bytes a value under setup.frozenDtype). */
+  frozenBytes: number;
   graphBytes: number;
   /** Predicted seconds per micro-batch at `matmulGflops`. */
   stepSeconds: number;
@@ -148,17 +150,19 @@ export interface StepEstimate {
 export function estimateStep(setup: ModelSetup, shape: StepShape, matmulGflops: number, objective?: StepObjective): StepEstimate {
   const cost = graphCost(buildStepGraph({ ...setup, float: 'float32' }, shape, 'gradient', objective));
   const trainable = new Set(setup.trainable);
+  const half = halfFrozen(setup);
   let frozen = 0, trained = 0;
   for (const [name, s] of setup.shapes) {
-    const n = 4 * s.reduce((a, b) => a * b, 1);
-    if (trainable.has(name)) trained += n;
-    else frozen += n;
+    const n = s.reduce((a, b) => a * b, 1);
+    if (trainable.has(name)) trained += 4 * n;
+    else frozen += (half.has(name) ? 2 : 4) * n;
   }
   const hostBytes = frozen + 4 * trained; // parameters, m, v, and the gradients returned to JS
   const graphBytes = GRAPH_OVERHEAD * cost.peakBytes;
   return {
     peakBytes: RUNTIME_BYTES + hostBytes + graphBytes,
     hostBytes,
+    frozenBytes: frozen,
     graphBytes,
     stepSeconds: (STEP_OVER_MATMUL * cost.matmulFlops) / (matmulGflops * 1e9),
     matmulFlops: cost.matmulFlops,

@@ -37,6 +37,9 @@ export interface StepResult extends LossSums {
   gradNorm: number;
 }
 
+/** A frozen tensor's values: f32, or 2-byte floats' raw bits (ModelSetup.frozenDtype). */
+export type FrozenValues = Float32Array | Uint16Array;
+
 export function freshOptimizerState(params: Map<string, Float32Array>): OptimizerState {
   const zeros = () => new Map([...params].map(([k, p]) => [k, new Float32Array(p.length)]));
   return { step: 0, params, m: zeros(), v: zeros() };
@@ -84,8 +87,8 @@ export class StepRunner {
   constructor(
     readonly setup: ModelSetup,
     readonly shape: StepShape,
-    /** Frozen tensors by name (base weights under LoRA); fed once per session, never copied. */
-    private readonly frozen: Map<string, Float32Array>,
+    /** Frozen tensors by name (base weights under LoRA; 2-byte bits under setup.frozenDtype); fed once per session, never copied. */
+    private readonly frozen: Map<string, FrozenValues>,
     public state: OptimizerState,
     private readonly adamw: AdamWSettings = DEFAULT_ADAMW,
     private readonly settings: SessionSettings = {},

@@ -6,7 +6,9 @@ import { llamaWeightShapes } from '../models/llama.ts';
 import { initLora, loraAName, loraBName, loraTargets, moduleName, type LoraSpec } from '../models/lora.ts';
 import { mergeLoraAdapter } from '../infer/model.ts';
 import { loadPeftAdapter, loraPairs } from '../io/peft.ts';
-import type { ModelSetup } from './step.ts';
+import { halfFrozen, type ModelSetup } from './step.ts';
+import type { FrozenValues } from './runner.ts';
+import { loadHfModel, storedDtypes, type HfModel } from '../io/hf-model.ts';
 import { SeededRandom } from '../data/random.ts';
 
 export function modelSetup(cfg: ModelConfig, lora: LoraSpec | null): ModelSetup {
@@ -25,14 +27,41 @@ export function modelSetup(cfg: ModelConfig, lora: LoraSpec | null): ModelSetup 
 }
 
 /**
+ * The setup with its frozen weights kept in the checkpoint's 2-byte format (frozenDtype) when every
+ * one of them is stored in the same one (bf16 or f16); otherwise they are widened to f32 on load.
+ * Trainable tensors (LoRA adapters, full fine-tuning's weights) are f32 master weights either way.
+ */
+export function withStoredFrozen(setup: ModelSetup, modelDir: string): ModelSetup {
+  const half = halfFrozen({ ...setup, frozenDtype: 'BF16' });
+  if (half.size === 0) return setup;
+  const dtypes = storedDtypes(modelDir);
+  const stored = new Set([...half].map((n) => dtypes.get(n)));
+  const [only] = stored;
+  return stored.size === 1 && (only === 'BF16' || only === 'F16') ? { ...setup, frozenDtype: only } : setup;
+}
+
+/** The base model for `setup`: its frozen weights as stored under setup.frozenDtype (bits), the rest f32. */
+export function loadBaseModel(modelDir: string, setup: ModelSetup): { model: HfModel; base: Map<string, FrozenValues> } {
+  const model = loadHfModel(modelDir, { keepHalf: halfFrozen(setup) });
+  const base = new Map<string, FrozenValues>([...model.weights].map(([n, t]) => [n, t.data]));
+  for (const [n, t] of model.halfWeights) {
+    if (t.dtype !== setup.frozenDtype) throw new Error(`${modelDir}: ${n} is ${t.dtype}, not ${setup.frozenDtype}`);
+    base.set(n, t.bits);
+  }
+  model.weights.clear();
+  model.halfWeights.clear();
+  return { model, base };
+}
+
+/**
  * Splits base weights into frozen inputs and initial trainable tensors. Full fine-tuning trains
  * (and overwrites) the base arrays themselves; LoRA draws its A matrices from `seed`.
  */
-export function initialTensors(
+export function initialTensors<T extends FrozenValues>(
   setup: ModelSetup,
-  base: Map<string, Float32Array>,
+  base: Map<string, T>,
   seed: number,
-): { frozen: Map<string, Float32Array>; params: Map<string, Float32Array> } {
+): { frozen: Map<string, T>; params: Map<string, Float32Array> } {
   for (const [name, shape] of setup.shapes) {
     if (name.includes('.lora_')) continue;
     const w = base.get(name);
@@ -41,7 +70,14 @@ export function initialTensors(
   }
   const known = new Set(setup.shapes.keys());
   const frozen = new Map([...base].filter(([n]) => known.has(n)));
-  if (!setup.lora) return { frozen: new Map(), params: frozen };
+  if (!setup.lora) {
+    const params = new Map<string, Float32Array>();
+    for (const [n, w] of frozen) {
+      if (!(w instanceof Float32Array)) throw new Error(`${n}: trainable weights are f32 (master weights), not 2-byte bits`);
+      params.set(n, w);
+    }
+    return { frozen: new Map(), params };
+  }
   const lora = initLora(setup.lora.targets, setup.lora, SeededRandom.derive(seed, 'lora-init'));
   return { frozen, params: new Map([...lora].map(([n, t]) => [n, t.data])) };
 }
@@ -51,14 +87,15 @@ export function initialTensors(
  * fine-tune tuned again): LoRA continues its A and B, which must have the job's rank, alpha and
  * target modules; full fine-tuning trains the base weights with the adapter merged in.
  */
-export function startingTensors(
+export function startingTensors<T extends FrozenValues>(
   spec: TrainSpec,
   setup: ModelSetup,
-  base: Map<string, Float32Array>,
-): { frozen: Map<string, Float32Array>; params: Map<string, Float32Array> } {
+  base: Map<string, T>,
+): { frozen: Map<string, T>; params: Map<string, Float32Array> } {
   const adapterDir = spec.initialAdapterDir;
   if (adapterDir && !setup.lora) {
-    const views = new Map([...base].map(([name, data]) => [name, { shape: setup.shapes.get(name) ?? [data.length], data }]));
+    const f32 = [...base].filter((e): e is [string, T & Float32Array] => e[1] instanceof Float32Array);
+    const views = new Map(f32.map(([name, data]) => [name, { shape: setup.shapes.get(name) ?? [data.length], data }]));
     mergeLoraAdapter(views, adapterDir); // in place: the views share base's arrays
   }
   const tensors = initialTensors(setup, base, spec.seed);

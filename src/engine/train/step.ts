@@ -8,7 +8,8 @@ import { Graph, type FloatType, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { gradients } from '../graph/autodiff.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { llamaHidden, type LmHead, llamaInputs } from '../models/llama.ts';
+import { headWeightName, llamaHidden, type LmHead, llamaInputs } from '../models/llama.ts';
+import type { HalfDtype } from '../io/safetensors.ts';
 import type { LoraModule, LoraSpec } from '../models/lora.ts';
 import { crossEntropyTerms } from './loss.ts';
 
@@ -33,6 +34,19 @@ export interface ModelSetup {
   float?: FloatType;
   /** Recompute each decoder layer in the backward instead of keeping its activations (graph/checkpoint.ts). */
   recompute?: boolean;
+  /**
+   * The frozen weights' stored 2-byte format: they are fed as raw bits (uint16 inputs, half of f32's
+   * memory) and widened inside the graph where read (see halfFrozen). Absent: f32.
+   */
+  frozenDtype?: HalfDtype;
+}
+
+/** The frozen tensors fed as 2-byte bits under setup.frozenDtype: all but the LM head's weight. */
+export function halfFrozen(setup: ModelSetup): Set<string> {
+  if (!setup.frozenDtype) return new Set();
+  const trainable = new Set(setup.trainable);
+  const head = headWeightName(setup.cfg);
+  return new Set([...setup.shapes.keys()].filter((n) => !trainable.has(n) && n !== head));
 }
 
 /** A graph-level trainable input: one tensor, or (packed) all of them as a flat vector. */
@@ -100,8 +114,9 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
     const parts = op.split(slotInputs[i], s.members.map((n) => sizeOf(shapeOf(n))));
     s.members.forEach((n, j) => tensors.set(n, op.reshape(parts[j], shapeOf(n))));
   });
+  const half = halfFrozen(setup);
   const weight = (name: string, s: number[]) => {
-    if (!tensors.has(name)) tensors.set(name, g.input(name, s));
+    if (!tensors.has(name)) tensors.set(name, g.input(name, s, half.has(name) ? 'uint16' : g.float));
     return tensors.get(name)!;
   };
   const lora = setup.lora;
@@ -116,6 +131,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
         }
       : undefined,
     recompute: kind !== 'eval' && setup.recompute,
+    halfDtype: setup.frozenDtype,
   });
   const lossSum = objective(g, head, labels, lossWeights, kind);
   if (kind === 'eval') return g;

@@ -2,13 +2,13 @@
 // See contract.ts for the seam. `session.run` blocks the thread: call this from a worker thread.
 
 import type { StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
-import { loadHfModel, readHfConfig } from '../io/hf-model.ts';
+import { readHfConfig } from '../io/hf-model.ts';
 import { ensureStepFits } from './memory-estimate.ts';
 import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
 import { StepRunner, type LossSums } from './runner.ts';
-import { modelSetup, startingTensors } from './setup.ts';
+import { loadBaseModel, modelSetup, startingTensors, withStoredFrozen } from './setup.ts';
 import { adamwSettings } from './adamw.ts';
 import { trainReinforcement } from './rft.ts';
 import { trainDpo } from './dpo.ts';
@@ -26,11 +26,10 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const plan = makePlan(spec, config);
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.seqLen} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
-  const setup = ensureStepFits(spec, modelSetup(config, spec.lora), { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
-  const model = loadHfModel(spec.baseModelDir);
-  const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
+  const modelOnly = withStoredFrozen(modelSetup(config, spec.lora), spec.baseModelDir);
+  const setup = ensureStepFits(spec, modelOnly, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
+  const { model, base } = loadBaseModel(spec.baseModelDir, setup);
   const { frozen, params } = startingTensors(spec, setup, base);
-  model.weights.clear();
   const { state, meta } = startingState(spec, setup, params);
   const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, adamwSettings(spec));
   await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${plan.train.targetTokenCount} target tokens per epoch, ${setup.trainable.length} trainable tensors` });
