@@ -18,8 +18,12 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
-  /** PostgreSQL for the rows (DATABASE_URL); null: SQLite under dataDir. Blobs stay under dataDir. */
+  /** PostgreSQL for the rows (DATABASE_URL); null: SQLite under dataDir. */
   databaseUrl: string | null;
+  /** Where blobs live (BLOB_STORE): null for dataDir/blobs, or `s3://bucket/prefix`. */
+  blobStore: string | null;
+  /** Local copies of blobs for the engine (BLOB_CACHE_DIR, default dataDir/cache; BLOB_CACHE_MAX_BYTES). */
+  blobCache: { dir: string; maxBytes: number };
   modelsDir: string;
   /** Empty: no keys configured, one local organization, loopback only. */
   apiKeys: ApiKey[];
@@ -106,6 +110,16 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number
   return n;
 }
 
+/** BLOB_STORE: empty for the local folder, or `s3://bucket` with an optional `/prefix`. */
+function blobStoreFrom(env: NodeJS.ProcessEnv): string | null {
+  const raw = (env.BLOB_STORE ?? '').trim();
+  if (raw === '') return null;
+  if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/[A-Za-z0-9_-]+)*\/?$/.test(raw)) {
+    throw new Error(`BLOB_STORE must be s3://bucket or s3://bucket/prefix (prefix segments of letters, digits, _ and -), got '${raw}'`);
+  }
+  return raw.replace(/\/$/, '');
+}
+
 /** TRAINING_DEFAULTS: a JSON object of training options, checked as a create-job request's are. */
 function trainingDefaultsFrom(env: NodeJS.ProcessEnv): TrainingOptionsRequest {
   const raw = (env.TRAINING_DEFAULTS ?? '').trim();
@@ -152,6 +166,11 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     port: intFrom(env, 'PORT', 8000),
     dataDir: path.resolve(env.DATA_DIR || './data'),
     databaseUrl: env.DATABASE_URL || null,
+    blobStore: blobStoreFrom(env),
+    blobCache: {
+      dir: path.resolve(env.BLOB_CACHE_DIR || path.join(env.DATA_DIR || './data', 'cache')),
+      maxBytes: intFrom(env, 'BLOB_CACHE_MAX_BYTES', 20 * 1024 * MB),
+    },
     modelsDir: path.resolve(env.MODELS_DIR || './models'),
     apiKeys,
     localOrganization: env.LOCAL_ORGANIZATION || 'org-local',

@@ -68,7 +68,13 @@ function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnI
   };
 }
 
-export function trainSpecFor(job: JobRecord, ctx: JobRunContext, start: JobStart, options: TrainRunnerOptions): TrainSpec {
+/** The job's datasets as local files (from the blob cache). */
+export interface JobDatasets {
+  trainingFile: string;
+  validationFile?: string;
+}
+
+export function trainSpecFor(job: JobRecord, ctx: JobRunContext, start: JobStart, options: TrainRunnerOptions, datasets: JobDatasets): TrainSpec {
   const hp = job.method[job.method.type]?.hyperparameters as Record<string, number>;
   const hyperparameters: ResolvedHyperparameters = {
     n_epochs: hp.n_epochs,
@@ -86,8 +92,7 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, start: JobStart
     baseModelDir: start.baseModelDir,
     ...(start.initialAdapterDir ? { initialAdapterDir: start.initialAdapterDir } : {}),
     method: job.method.type as TrainSpec['method'],
-    trainingFile: ctx.store.blobs.localPath(blobKeys.file(job.training_file)),
-    ...(job.validation_file ? { validationFile: ctx.store.blobs.localPath(blobKeys.file(job.validation_file)) } : {}),
+    ...datasets,
     hyperparameters,
     seed: job.seed,
     ...trainingOptionsSpec(job),
@@ -184,8 +189,8 @@ function jobErrorOf(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
 }
 
 export function createTrainRunner(train: TrainFunction, options: TrainRunnerOptions): JobRunner {
-  return async (job, ctx) => {
-    const spec = trainSpecFor(job, ctx, await jobStart(job, ctx.store, options.modelsDir, ctx.workDir), options);
+  const run = async (job: JobRecord, ctx: JobRunContext, datasets: JobDatasets) => {
+    const spec = trainSpecFor(job, ctx, await jobStart(job, ctx.store, options.modelsDir, ctx.workDir), options, datasets);
     const seen = await alreadyRecorded(job, ctx);
     const wandb: WandbJobLog | undefined = options.wandb?.startJob({
       id: job.id,
@@ -309,5 +314,17 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
     const csvId = await ctx.createResultFile('step_metrics.csv', Readable.from([Buffer.from(await resultCsv(job, ctx))]));
     await wandb?.finish('succeeded', { ...result.finalMetrics, trained_tokens: result.trainedTokens });
     return { trainedTokens: result.trainedTokens, resultFiles: [csvId], modelDir: result.finalDir };
+  };
+  return async (job, ctx) => {
+    // The datasets stay in the cache while the job trains.
+    const lease = ctx.store.cache.lease();
+    try {
+      return await run(job, ctx, {
+        trainingFile: await lease.file(blobKeys.file(job.training_file)),
+        ...(job.validation_file ? { validationFile: await lease.file(blobKeys.file(job.validation_file)) } : {}),
+      });
+    } finally {
+      lease.release();
+    }
   };
 }

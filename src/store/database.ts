@@ -15,11 +15,15 @@ export interface OpenedDatabase {
   dialect: SqlDialectName;
 }
 
-/** Where the store keeps its data: blobs always under `dataDir`; rows there too unless `databaseUrl` is set. */
+/** Where the store keeps its data: under `dataDir` unless `databaseUrl` (rows) or `blobStore` (blobs) say otherwise. */
 export interface StoreLocation {
   dataDir: string;
   /** `postgres://…` or `postgresql://…`; empty or absent: SQLite in `dataDir`. */
   databaseUrl?: string | null;
+  /** `s3://bucket/prefix`; empty or absent: `dataDir/blobs`. */
+  blobStore?: string | null;
+  /** Local copies of blobs (default: `dataDir/cache`, 20 GiB). */
+  blobCache?: { dir: string; maxBytes: number };
 }
 
 const INT8_OID = 20;

@@ -9,7 +9,7 @@ export async function removeFile(store: Store, file: FileRow): Promise<void> {
 }
 
 export async function discardUploadParts(store: Store, uploadId: string): Promise<void> {
-  await store.blobs.remove(blobKeys.upload(uploadId));
+  await store.blobs.removePrefix(blobKeys.upload(uploadId));
   await store.uploads.deleteParts(uploadId);
 }
 

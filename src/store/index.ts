@@ -1,5 +1,7 @@
 // The store: SQL repositories plus the blob store, opened together (rows in SQLite under DATA_DIR
-// or in PostgreSQL, blobs under DATA_DIR).
+// or in PostgreSQL, blobs under DATA_DIR or in an S3 bucket) and the local cache of blobs.
+import path from 'node:path';
+import { BlobCache } from './blob-cache.ts';
 import { FsBlobStore, type BlobStore } from './blobs.ts';
 import { CheckpointsRepository } from './checkpoints.ts';
 import { inTransaction, openDatabase, type Db, type StoreLocation } from './database.ts';
@@ -22,6 +24,8 @@ export interface Store {
   models: ModelsRepository;
   workers: WorkersRepository;
   blobs: BlobStore;
+  /** Local paths of blobs, for the engine: `store.cache.lease()`. */
+  cache: BlobCache;
   /**
    * Runs `fn` with repositories bound to one transaction: readers see all of its writes or none
    * (a job's status change together with its events). Blobs are not part of it.
@@ -33,7 +37,8 @@ export interface Store {
 /** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
 export async function openStore(location: StoreLocation, options: { now?: () => number } = {}): Promise<Store> {
   const { db: root, dialect } = await openDatabase(location);
-  const blobs = new FsBlobStore(location.dataDir);
+  const blobs = openBlobStore(location);
+  const cache = new BlobCache(blobs, location.blobCache ?? { dir: path.join(location.dataDir, 'cache'), maxBytes: 20 * 1024 ** 3 });
   const over = (db: Db): Store => ({
     db,
     files: new FilesRepository(db, options.now),
@@ -45,10 +50,16 @@ export async function openStore(location: StoreLocation, options: { now?: () => 
     models: new ModelsRepository(db),
     workers: new WorkersRepository(db),
     blobs,
+    cache,
     transaction: (fn) => inTransaction(db, (tx) => fn(over(tx))),
     close: () => root.destroy(),
   });
   return over(root);
+}
+
+function openBlobStore(location: StoreLocation): BlobStore {
+  if (location.blobStore) throw new Error(`BLOB_STORE=${location.blobStore}: the S3 blob store is not available yet`);
+  return new FsBlobStore(location.dataDir);
 }
 
 /** Blob keys: derived from ids only. */
@@ -67,4 +78,5 @@ export type { PermissionRecord } from './permissions.ts';
 export type { FineTunedModelRecord } from './models.ts';
 export type { NewWorker, WorkerRecord } from './workers.ts';
 export type { FileRow, UploadRow, UploadPartRow } from './schema.ts';
-export { BlobTooLargeError, type BlobStore } from './blobs.ts';
+export { BlobNotFoundError, BlobTooLargeError, type BlobStore } from './blobs.ts';
+export type { BlobCache, BlobLease } from './blob-cache.ts';

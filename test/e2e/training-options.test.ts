@@ -71,7 +71,9 @@ describe('training options end to end (real engine, tiny model)', () => {
     }
     // train_on_inputs: every token but each example's first is a target, the system and user turns' too.
     const formatter = new ChatFormatter(loadTokenizer(path.join(MODELS_DIR, BASE_MODEL)));
-    const dataset = tokenizeDataset(server.store.blobs.localPath(`files/${files.training}`), formatter, 512);
+    const lease = server.store.cache.lease();
+    const dataset = tokenizeDataset(await lease.file(`files/${files.training}`), formatter, 512);
+    lease.release();
     assert.equal(targetTokens(messages), dataset.tokenCount - 12);
 
     // Without it only the assistant's tokens are; context_length truncates the examples longer than it

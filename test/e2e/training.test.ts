@@ -59,8 +59,10 @@ describe('training jobs end to end (real engine, tiny model)', () => {
 
     // trained_tokens as OpenAI bills them: epochs × Σ min(context, tokens per example).
     const formatter = new ChatFormatter(loadTokenizer(path.join(MODELS_DIR, BASE_MODEL)));
-    const trainingPath = server.store.blobs.localPath(`files/${files.training}`);
+    const lease = server.store.cache.lease();
+    const trainingPath = await lease.file(`files/${files.training}`);
     assert.equal(job.trained_tokens, 4 * tokenizeDataset(trainingPath, formatter, 512).tokenCount);
+    lease.release();
 
     // One metrics event per step, OpenAI's fields, validation at eval steps, full validation at epoch ends.
     const metrics = await metricsEvents(client(), job.id);

@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { TrainOptions, TrainSpec } from '../../src/engine/contract.ts';
 import { applyJobAction } from '../../src/scheduler/job-events.ts';
@@ -17,7 +19,11 @@ describe('createTrainRunner', () => {
   let dataDir: string;
   let cleanup: () => Promise<void>;
   let worker: Worker | undefined;
-  beforeEach(async () => ({ store, dataDir, cleanup } = await tempStore()));
+  beforeEach(async () => {
+    ({ store, dataDir, cleanup } = await tempStore());
+    // The datasets queuedJob's jobs name (the fake trainers here do not read them).
+    for (const id of ['file-x', 'file-v']) await store.blobs.put(`files/${id}`, Readable.from([Buffer.from(`{"messages":[]} ${id}\n`)]));
+  });
   afterEach(async () => {
     await worker?.stop();
     await cleanup();
@@ -53,8 +59,8 @@ describe('createTrainRunner', () => {
     assert.equal(seen.method, 'supervised');
     assert.deepEqual(seen.hyperparameters, { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1.8 });
     assert.equal(seen.seed, 42);
-    assert.equal(seen.trainingFile, store.blobs.localPath('files/file-x'));
-    assert.equal(seen.validationFile, store.blobs.localPath('files/file-v'));
+    assert.equal(fs.readFileSync(seen.trainingFile, 'utf8'), await text(store.blobs.read('files/file-x')));
+    assert.equal(fs.readFileSync(seen.validationFile!, 'utf8'), await text(store.blobs.read('files/file-v')));
     assert.equal(seen.outputDir, path.join(dataDir, 'jobs', job.id));
     assert.ok(seen.lora);
 
@@ -72,7 +78,7 @@ describe('createTrainRunner', () => {
     assert.equal(checkpoint.metrics.valid_loss, 1.5);
 
     const [resultId] = done.result_files;
-    const csv = fs.readFileSync(store.blobs.localPath(`files/${resultId}`), 'utf8');
+    const csv = await text(store.blobs.read(`files/${resultId}`));
     assert.equal(csv, 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2,0.4,,\n2,1,0.6,1.5,0.5\n');
     assert.equal((await store.files.get(resultId))?.purpose, 'fine-tune-results');
     assert.equal((await store.models.get(done.fine_tuned_model!))?.dir, path.join(seen.outputDir, 'final'));
@@ -134,7 +140,7 @@ describe('createTrainRunner', () => {
     assert.equal(events.filter((e) => e.message === '4 steps of ≤1 examples').length, 1);
     assert.equal(events.filter((e) => e.message === 'Training continues from its last resume point (step 2)').length, 1);
     assert.equal(fs.existsSync(path.join(workDir, 'resume')), false, 'resume points go when the job succeeds');
-    const csv = fs.readFileSync(store.blobs.localPath(`files/${done.result_files[0]}`), 'utf8').trim().split('\n');
+    const csv = (await text(store.blobs.read(`files/${done.result_files[0]}`))).trim().split('\n');
     assert.equal(csv.length, 5);
     const checkpoints = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
     assert.deepEqual(checkpoints.map((c) => c.fine_tuned_model_checkpoint), [done.fine_tuned_model], 'the resumed run’s last checkpoint is the model');

@@ -10,7 +10,8 @@ import { BUILT_IN_TRAINING_OPTIONS, type TrainingOptions } from '../../src/domai
 
 /** A job on the base model in /models/base. */
 const start = { model: 'base', baseModelDir: '/models/base', initialAdapterDir: null };
-const ctx = { store: { blobs: { localPath: (key: string) => `/blobs/${key}` } }, workDir: '/work/job' } as unknown as JobRunContext;
+const ctx = { workDir: '/work/job' } as unknown as JobRunContext;
+const datasets = { trainingFile: '/cache/file-t', validationFile: '/cache/file-v' };
 const job = (trainingOptions?: TrainingOptions) =>
   ({
     id: 'ftjob-1', training_file: 'file-t', validation_file: 'file-v', seed: 3, resume_point: null,
@@ -22,7 +23,7 @@ test('every training option reaches the spec', () => {
     lora: true, lora_r: 4, lora_alpha: 32, lora_dropout: 0.1, lora_trainable_modules: 'q_proj, v_proj', train_on_inputs: true,
     warmup_ratio: 0.1, lr_scheduler: { lr_scheduler_type: 'cosine', lr_scheduler_args: { min_lr_ratio: 0.2 } }, weight_decay: 0.01, max_grad_norm: 0,
     context_length: 256, n_checkpoints: 5, n_evals: 4, early_stopping_patience: 2,
-  }), ctx, start, { modelsDir: '/models' });
+  }), ctx, start, { modelsDir: '/models' }, datasets);
   assert.deepEqual(spec.lora, { rank: 4, alpha: 32, dropout: 0.1, targetModules: ['q_proj', 'v_proj'] });
   assert.equal(spec.trainOnInputs, true);
   assert.deepEqual(spec.schedule, { warmupRatio: 0.1, type: 'cosine', minLrRatio: 0.2 });
@@ -30,13 +31,13 @@ test('every training option reaches the spec', () => {
   assert.deepEqual(adamwSettings(spec), { ...DEFAULT_ADAMW, weightDecay: 0.01, maxGradNorm: 0 });
   assert.deepEqual([spec.contextLength, spec.nCheckpoints, spec.nEvals, spec.earlyStoppingPatience], [256, 5, 4, 2]);
 
-  const full = trainSpecFor(job({ ...BUILT_IN_TRAINING_OPTIONS, lora: false, lora_r: null, lora_alpha: null, lora_dropout: null, lora_trainable_modules: null, context_length: 512 }), ctx, start, { modelsDir: '/models' });
+  const full = trainSpecFor(job({ ...BUILT_IN_TRAINING_OPTIONS, lora: false, lora_r: null, lora_alpha: null, lora_dropout: null, lora_trainable_modules: null, context_length: 512 }), ctx, start, { modelsDir: '/models' }, datasets);
   assert.equal(full.lora, null);
   for (const key of ['trainOnInputs', 'nCheckpoints', 'nEvals', 'earlyStoppingPatience'] as const) assert.equal(full[key], undefined, key);
 });
 
 test("a job stored before training options trains as it did: the built-in LoRA, the engine's defaults", () => {
-  const spec = trainSpecFor(job(), ctx, start, { modelsDir: '/models' });
+  const spec = trainSpecFor(job(), ctx, start, { modelsDir: '/models' }, datasets);
   assert.deepEqual(spec.lora, { rank: 8, alpha: 16, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
   // Nothing else is set, so a resume point it wrote before still matches its spec's fingerprint.
   for (const key of ['trainOnInputs', 'contextLength', 'schedule', 'optimizer', 'nCheckpoints', 'nEvals', 'earlyStoppingPatience'] as const) assert.equal(spec[key], undefined, key);

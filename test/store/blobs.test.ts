@@ -1,33 +1,44 @@
+// The blob stores' shared behaviour, run against each store (test/support/blob-stores.ts says which
+// can run here): streaming writes with size and md5, size limits, concatenation, downloads,
+// listing and removal by prefix, missing keys.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { after, before, describe, it } from 'node:test';
-import { BlobTooLargeError, FsBlobStore } from '../../src/store/blobs.ts';
+import { text } from 'node:stream/consumers';
+import { after, before, it } from 'node:test';
+import { BlobNotFoundError, BlobTooLargeError, type BlobStore } from '../../src/store/blobs.ts';
+import { describeOnEachBlobStore, openTestBlobStore, type TestBlobStore } from '../support/blob-stores.ts';
 
-describe('filesystem blob store', () => {
-  let dir: string;
-  let blobs: FsBlobStore;
-  before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-blobs-'));
-    blobs = new FsBlobStore(dir);
+const md5 = (data: string | Buffer) => crypto.createHash('md5').update(data).digest('hex');
+
+describeOnEachBlobStore('blob store', (kind) => {
+  let opened: TestBlobStore;
+  let blobs: BlobStore;
+  let scratch: string;
+  before(async () => {
+    opened = await openTestBlobStore(kind);
+    blobs = opened.store;
+    scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-blob-downloads-'));
   });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  after(async () => {
+    await opened.close();
+    fs.rmSync(scratch, { recursive: true, force: true });
+  });
 
   it('streams a blob in and reports its size and md5', async () => {
-    const chunks = [Buffer.from('hello '), Buffer.from('world')];
-    const res = await blobs.put('files/file-a', Readable.from(chunks));
-    assert.deepEqual(res, { bytes: 11, md5: crypto.createHash('md5').update('hello world').digest('hex') });
-    assert.equal(fs.readFileSync(blobs.localPath('files/file-a'), 'utf8'), 'hello world');
+    const res = await blobs.put('files/file-a', Readable.from([Buffer.from('hello '), Buffer.from('world')]));
+    assert.deepEqual(res, { bytes: 11, md5: md5('hello world') });
+    assert.equal(await text(blobs.read('files/file-a')), 'hello world');
     assert.equal(await blobs.size('files/file-a'), 11);
   });
 
-  it('stops at the size limit and leaves neither the blob nor a temp file', async () => {
+  it('stops at the size limit and leaves no blob behind', async () => {
     await assert.rejects(blobs.put('files/file-big', Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), { maxBytes: 1000 }), BlobTooLargeError);
     assert.equal(await blobs.size('files/file-big'), null);
-    assert.deepEqual(fs.readdirSync(path.join(dir, 'tmp')), []);
+    assert.deepEqual(await blobs.list('files/file-big'), []);
   });
 
   it('keeps the previous content when a rewrite fails part-way', async () => {
@@ -39,22 +50,57 @@ describe('filesystem blob store', () => {
       },
     });
     await assert.rejects(blobs.put('files/file-keep', failing), /client went away/);
-    assert.equal(fs.readFileSync(blobs.localPath('files/file-keep'), 'utf8'), 'original');
+    assert.equal(await text(blobs.read('files/file-keep')), 'original');
   });
 
   it('concatenates parts in the given order', async () => {
     await blobs.put('uploads/u1/p1', Readable.from([Buffer.from('abc')]));
     await blobs.put('uploads/u1/p2', Readable.from([Buffer.from('def')]));
     const res = await blobs.concat('files/file-joined', ['uploads/u1/p2', 'uploads/u1/p1']);
-    assert.equal(res.bytes, 6);
-    assert.equal(fs.readFileSync(blobs.localPath('files/file-joined'), 'utf8'), 'defabc');
-    await blobs.remove('uploads/u1');
-    assert.equal(await blobs.size('uploads/u1/p1'), null);
+    assert.deepEqual(res, { bytes: 6, md5: md5('defabc') });
+    assert.equal(await text(blobs.read('files/file-joined')), 'defabc');
   });
 
-  it('rejects keys that could escape its folder', () => {
-    for (const key of ['../x', 'files/../../x', '/etc/passwd', 'files/a b', '', 'files//x']) {
-      assert.throws(() => blobs.localPath(key), /Invalid blob key/, key);
+  it('downloads a blob to a local file, replacing what was there', async () => {
+    await blobs.put('models/m1/config', Readable.from([Buffer.from('{"a":1}')]));
+    const file = path.join(scratch, 'nested', 'config.json');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, 'an older, longer content');
+    await blobs.download('models/m1/config', file);
+    assert.equal(fs.readFileSync(file, 'utf8'), '{"a":1}');
+    assert.deepEqual(fs.readdirSync(path.dirname(file)), ['config.json'], 'no temp file left');
+  });
+
+  it('lists the keys under a prefix, sorted, and only whole segments', async () => {
+    for (const key of ['jobs/j1/ckpt/b', 'jobs/j1/ckpt/a', 'jobs/j1/final/w', 'jobs/j10/x']) await blobs.put(key, Readable.from([Buffer.from(key)]));
+    assert.deepEqual(await blobs.list('jobs/j1'), ['jobs/j1/ckpt/a', 'jobs/j1/ckpt/b', 'jobs/j1/final/w']);
+    assert.deepEqual(await blobs.list('jobs/j1/ckpt'), ['jobs/j1/ckpt/a', 'jobs/j1/ckpt/b']);
+    assert.deepEqual(await blobs.list('jobs/none'), []);
+    assert.ok((await blobs.list('')).includes('jobs/j10/x'));
+  });
+
+  it('removes one blob, or everything under a prefix and nothing beside it', async () => {
+    for (const key of ['runs/r1/a', 'runs/r1/sub/b', 'runs/r10/c', 'runs/r2']) await blobs.put(key, Readable.from([Buffer.from('x')]));
+    await blobs.remove('runs/r2');
+    await blobs.remove('runs/r2'); // missing: nothing to do
+    assert.equal(await blobs.size('runs/r2'), null);
+    await blobs.removePrefix('runs/r1');
+    assert.deepEqual(await blobs.list('runs'), ['runs/r10/c']);
+    await blobs.removePrefix('runs/none');
+  });
+
+  it('reports a missing blob as BlobNotFoundError when read or downloaded, null as its size', async () => {
+    assert.equal(await blobs.size('files/file-missing'), null);
+    await assert.rejects(text(blobs.read('files/file-missing')), BlobNotFoundError);
+    const file = path.join(scratch, 'missing');
+    await assert.rejects(blobs.download('files/file-missing', file), BlobNotFoundError);
+    assert.equal(fs.existsSync(file), false);
+  });
+
+  it('rejects keys that are not paths of safe segments', async () => {
+    for (const key of ['../x', 'files/../../x', '/etc/passwd', 'files/a b', '', 'files//x', 'files/a.b']) {
+      await assert.rejects(async () => blobs.put(key, Readable.from([Buffer.from('x')])), /Invalid blob key/, key);
+      await assert.rejects(async () => blobs.removePrefix(key), /Invalid blob key/, key);
     }
   });
 });
