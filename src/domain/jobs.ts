@@ -156,6 +156,10 @@ export const jobEvents = {
   /** Recovery put a running job back in the queue because its worker stopped renewing its lease. */
   requeued: () => warn('The worker running the job stopped responding; the job is back in the queue'),
 
+  /** The engine's estimate is over this worker's memory, and a live worker has enough: the job goes to it. */
+  requeuedForMemory: (neededBytes: number, workerBytes: number) =>
+    warn(`Training needs an estimated ${gigabytes(neededBytes)} of memory, more than this worker's ${gigabytes(workerBytes)}; the job is back in the queue for a worker with enough`),
+
   /** The queue: no live worker has the memory the job needs; it stays queued until one joins. */
   waitingForMemory: (neededBytes: number, largestBytes: number) =>
     warn(`The job needs ${gigabytes(neededBytes)} of memory and no worker has that much (the largest has ${gigabytes(largestBytes)}); it stays queued until one joins`),

@@ -24,6 +24,8 @@ export class EngineError extends Error {
   constructor(
     readonly code: EngineErrorCode,
     message: string,
+    /** insufficient_memory: the estimated peak memory the training needs (a bigger worker may run it). */
+    readonly neededBytes?: number,
   ) {
     super(message);
   }
@@ -34,17 +36,18 @@ export interface SerializedError {
   name: string;
   message: string;
   code?: EngineErrorCode;
+  neededBytes?: number;
 }
 
 export function serializeError(error: unknown): SerializedError {
-  if (error instanceof EngineError) return { name: error.name, message: error.message, code: error.code };
+  if (error instanceof EngineError) return { name: error.name, message: error.message, code: error.code, ...(error.neededBytes !== undefined ? { neededBytes: error.neededBytes } : {}) };
   const e = error as { name?: unknown; message?: unknown } | null;
   return { name: typeof e?.name === 'string' ? e.name : 'Error', message: typeof e?.message === 'string' ? e.message : String(error) };
 }
 
 /** The error again: an EngineError with its code, or an Error of the same name and message. */
 export function deserializeError(error: SerializedError): Error {
-  if (error.code) return new EngineError(error.code, error.message);
+  if (error.code) return new EngineError(error.code, error.message, error.neededBytes);
   return Object.assign(new Error(error.message), { name: error.name });
 }
 

@@ -185,7 +185,7 @@ function jobErrorOf(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
   let message = err.message;
   for (const [path, name] of replacements) if (path) message = message.split(path).join(name);
   const mapped = err instanceof EngineError ? JOB_ERRORS[err.code] : undefined;
-  return new JobError(message, mapped?.code ?? 'training_failed', mapped?.param ?? null);
+  return new JobError(message, mapped?.code ?? 'training_failed', mapped?.param ?? null, err instanceof EngineError ? err.neededBytes : undefined);
 }
 
 export function createTrainRunner(train: TrainFunction, options: TrainRunnerOptions): JobRunner {

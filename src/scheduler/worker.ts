@@ -336,20 +336,40 @@ export class Worker {
 
   private async fail(job: JobRecord, err: unknown) {
     const { store } = this.opts;
-    const e = err as { message?: string; code?: unknown; param?: unknown };
+    const e = err as { message?: string; code?: unknown; param?: unknown; neededBytes?: unknown };
     const error = {
       code: typeof e?.code === 'string' ? e.code : 'training_failed',
       message: e?.message ?? String(err),
       param: typeof e?.param === 'string' ? e.param : null,
     };
+    // The engine's estimate: recorded, so that only a worker with that much claims the job again.
+    const neededBytes = error.code === 'insufficient_memory' && typeof e?.neededBytes === 'number' ? e.neededBytes : undefined;
+    if (neededBytes !== undefined && (await this.handOverForMemory(job, neededBytes))) return;
     this.opts.log?.('job failed', { job: job.id, error });
     const failed = await store.transaction(async (tx) => {
-      const updated = await tx.jobs.transition(job.id, 'fail', { error, finished_at: nowSeconds(), estimated_finish: null, lease_expires_at_ms: null }, this.holding);
+      const updated = await tx.jobs.transition(job.id, 'fail', { error, finished_at: nowSeconds(), estimated_finish: null, lease_expires_at_ms: null, memory_required_bytes: neededBytes }, this.holding);
       if (updated) await appendEvent(tx, job.id, jobEvents.failed(error.message));
       return updated;
     });
     if (!failed) return;
     await removeResumePoints(this.opts.dataDir, job.id);
     this.opts.onJobFinished?.(job.id, 'failed');
+  }
+
+  /**
+   * A job the engine estimates to need more memory than this worker has goes back to the queue when
+   * another live worker has enough (it then claims it); false when none has, and the job fails.
+   */
+  private async handOverForMemory(job: JobRecord, neededBytes: number): Promise<boolean> {
+    const { store, capacity, leaseMs } = this.opts;
+    if (neededBytes <= capacity.memoryBytes) return false;
+    const largest = await store.workers.largestLiveMemory(Date.now() - leaseMs, this.id);
+    if (largest === null || largest < neededBytes) return false;
+    return store.transaction(async (tx) => {
+      const patch = { worker_id: null, lease_expires_at_ms: null, estimated_finish: null, memory_required_bytes: neededBytes };
+      const requeued = await tx.jobs.transition(job.id, 'requeue', patch, this.holding);
+      if (requeued) await appendEvent(tx, job.id, jobEvents.requeuedForMemory(neededBytes, capacity.memoryBytes));
+      return Boolean(requeued);
+    });
   }
 }

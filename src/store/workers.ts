@@ -60,13 +60,14 @@ export class WorkersRepository {
     return (await this.db.selectFrom('workers').selectAll().orderBy('id').execute()).map(fromRow);
   }
 
-  /** The most memory any worker heard from at or after `sinceMs` has; null when none was. */
-  async largestLiveMemory(sinceMs: number): Promise<number | null> {
-    const row = await this.db
+  /** The most memory any worker (but `exceptId`) heard from at or after `sinceMs` has; null when none was. */
+  async largestLiveMemory(sinceMs: number, exceptId?: string): Promise<number | null> {
+    let q = this.db
       .selectFrom('workers')
       .select((eb) => eb.fn.max('memory_bytes').as('most'))
-      .where('heartbeat_at_ms', '>=', sinceMs)
-      .executeTakeFirst();
+      .where('heartbeat_at_ms', '>=', sinceMs);
+    if (exceptId !== undefined) q = q.where('id', '!=', exceptId);
+    const row = await q.executeTakeFirst();
     return row?.most === null || row?.most === undefined ? null : Number(row.most);
   }
 }

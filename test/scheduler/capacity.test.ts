@@ -3,6 +3,7 @@
 // saying why, and racing claims of workers of every size never hand one job out twice.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, it } from 'node:test';
+import { JobError } from '../../src/scheduler/job-error.ts';
 import { claimNextJob, reportJobsNoWorkerCanHold } from '../../src/scheduler/queue.ts';
 import { Worker, type JobRunner } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
@@ -76,6 +77,43 @@ describeOnEachBackend('capacity-aware claims', (backend) => {
     // A stopped worker is no longer registered.
     await small.stop();
     assert.deepEqual((await store.workers.list()).map((w) => w.id), ['w-big']);
+  });
+
+  // What the training runner throws when the engine's estimate is over the worker's limit.
+  const overMemory = (neededBytes: number) => new JobError('Training needs an estimated … of memory', 'insufficient_memory', null, neededBytes);
+
+  it('a job the engine finds too big for its worker goes back to the queue, with the estimate, when a bigger worker is live', async () => {
+    await store.workers.register({ id: 'w-big', host: 'h2', memory_bytes: 16 * GB, cores: 16 }, Date.now());
+    const job = await queuedJob(store); // its need unknown until the engine estimates it
+    const ranBy: string[] = [];
+    const runner: JobRunner = async (_job, ctx) => {
+      ranBy.push(ctx.workerId);
+      if (ctx.workerId === 'w-small') throw overMemory(12 * GB);
+      return { trainedTokens: 1 };
+    };
+    startWorker('w-small', 4 * GB, runner);
+    const requeued = await waitFor(() => store.jobs.get(job.id), (j) => j?.memory_required_bytes !== null);
+    assert.equal(requeued?.status, 'queued');
+    assert.equal(requeued?.memory_required_bytes, 12 * GB);
+    assert.equal(requeued?.error, null);
+    assert.ok((await messages(job.id)).includes("Training needs an estimated 12.00 GB of memory, more than this worker's 4.00 GB; the job is back in the queue for a worker with enough"));
+
+    await store.workers.remove('w-big');
+    startWorker('w-big', 16 * GB, runner);
+    await waitFor(() => store.jobs.get(job.id), (j) => j?.status === 'succeeded');
+    assert.deepEqual(ranBy, ['w-small', 'w-big']);
+    assert.equal((await messages(job.id)).filter((m) => m === 'Fine-tuning job started').length, 1);
+  });
+
+  it('a job the engine finds too big for every live worker fails with insufficient_memory, its estimate recorded', async () => {
+    await store.workers.register({ id: 'w-other', host: 'h2', memory_bytes: 8 * GB, cores: 16 }, Date.now());
+    const job = await queuedJob(store);
+    startWorker('w-small', 4 * GB, async () => {
+      throw overMemory(12 * GB);
+    });
+    const failed = await waitFor(() => store.jobs.get(job.id), (j) => j?.status === 'failed');
+    assert.equal(failed?.error?.code, 'insufficient_memory');
+    assert.equal(failed?.memory_required_bytes, 12 * GB);
   });
 
   it('heartbeats keep a worker live; a silent one no longer counts, and one re-registers after being forgotten', async () => {

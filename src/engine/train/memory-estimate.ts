@@ -223,6 +223,7 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
   throw new EngineError(
     'insufficient_memory',
     `Training needs an estimated ${GB(need.peakBytes)} of memory for micro-batches of ${what}, over this worker's limit of ${GB(limitBytes)}. ${advice}`,
+    need.peakBytes,
   );
 }
 

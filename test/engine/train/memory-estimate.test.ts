@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph } from '../../../src/engine/graph/ir.ts';
 import * as op from '../../../src/engine/graph/ops.ts';
-import { EngineError } from '../../../src/engine/errors.ts';
+import { EngineError, deserializeError, serializeError } from '../../../src/engine/errors.ts';
 import { modelSetup } from '../../../src/engine/train/setup.ts';
 import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
@@ -78,11 +78,20 @@ test('a step over the limit fails with insufficient_memory, naming the estimate,
     (e: unknown) =>
       e instanceof EngineError &&
       e.code === 'insufficient_memory' &&
+      e.neededBytes === four &&
       e.message.includes(`estimated ${(four / 1e9).toFixed(2)} GB`) &&
       e.message.includes(`limit of ${(limit / 1e9).toFixed(2)} GB`) &&
       /\d rows? of 256 tokens per micro-batch would fit: use a smaller batch_size/.test(e.message),
   );
   assert.throws(() => checkStepMemory(setup, { rows: 1, seqLen: 32 }, 1e6), /Even one row of 32 tokens would not fit/);
+  // The estimate crosses the training child's IPC with the error: the worker hands the job to a bigger worker by it.
+  assert.throws(
+    () => checkStepMemory(setup, { rows: 4, seqLen: 256 }, limit),
+    (e: unknown) => {
+      const crossed = deserializeError(structuredClone(serializeError(e)));
+      return crossed instanceof EngineError && crossed.code === 'insufficient_memory' && crossed.neededBytes === four;
+    },
+  );
 });
 
 test('recompute auto: on exactly when the step without it would not fit', () => {
