@@ -40,8 +40,8 @@ export function defaultTiling(T: number): AttentionTiling {
 interface KeyChunk {
   start: number;
   end: number;
-  /** [B, 1, 1, Tq, Tk]: 0 where the key is visible from the query, −1e9 where masked. */
-  bias: Tensor;
+  /** [B, 1, 1, Tq, Tk] bool: true where the key is visible from the query. */
+  visible: Tensor;
 }
 
 interface QueryBlock {
@@ -50,7 +50,7 @@ interface QueryBlock {
   keys: KeyChunk[];
 }
 
-/** The tiles of one batch's causal attention and their masks, built once and shared by every layer. */
+/** The tiles of one batch's causal attention and their masks (bool), built once and shared by every layer. */
 export interface AttentionPlan {
   blocks: QueryBlock[];
   keepProbabilities: boolean;
@@ -63,21 +63,44 @@ function parts(start: number, end: number, most: number): [number, number][] {
   return Array.from({ length: n }, (_, i) => [at(i), at(i + 1)]);
 }
 
+/**
+ * [start, end) in chunks of few widths: `most` while that fits, then the rest in parts of
+ * `unit`·2ᵏ, largest first, then what is left under `unit`. ONNX Runtime's planner hands a freed
+ * buffer only to a later tensor of the same size and keeps it allocated until then, so every
+ * distinct tile width held its own buffers for the whole step (7 GB at 1 × 16384 with 30 widths);
+ * with queries in blocks of `unit`, a tile here is one of ⌈log₂(most/unit)⌉ + 1 widths at any T.
+ */
+function fewWidths(start: number, end: number, most: number, unit: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let at = start; at < end; ) {
+    let width = Math.min(most, end - at);
+    if (width < most && width >= unit) width = unit * 2 ** Math.floor(Math.log2(width / unit));
+    out.push([at, (at += width)]);
+  }
+  return out;
+}
+
 const range = (start: number, end: number, shift = 0) => Array.from({ length: end - start }, (_, i) => start + i + shift);
 
 /**
  * Tiles for segment ids [B, T]: a query attends to keys at or before it with the same segment id
  * (packed examples) and, with a sliding window W, fewer than W positions back. Tiles entirely in
- * the future or entirely outside the window are never built.
+ * the future or entirely outside the window are never built. Query blocks are `queryBlock` long
+ * (the last may be shorter); a block's keys are one chunk when its probabilities are kept (they
+ * stay allocated until the backward anyway, and one softmax is fastest), else chunks of few widths.
  */
 export function attentionPlan(segmentIds: Tensor, slidingWindow: number | null, tiling: AttentionTiling = defaultTiling(segmentIds.shape[1])): AttentionPlan {
   const g = segmentIds.graph;
   const [B, T] = segmentIds.shape;
   const segments = (start: number, end: number, shape: number[]) => op.reshape(op.slice(segmentIds, 1, start, end), shape);
-  const blocks = parts(0, T, tiling.queryBlock).map(([qs, qe]): QueryBlock => {
+  const Q = tiling.queryBlock;
+  const starts = Array.from({ length: Math.ceil(T / Q) }, (_, i) => i * Q);
+  const blocks = starts.map((qs): QueryBlock => {
+    const qe = Math.min(qs + Q, T);
     const Tq = qe - qs;
     const lo = slidingWindow ? Math.max(0, qs - slidingWindow + 1) : 0;
-    const keys = parts(lo, qe, tiling.keyBlock).map(([ks, ke]): KeyChunk => {
+    const chunks = tiling.keepProbabilities ? parts(lo, qe, tiling.keyBlock) : fewWidths(lo, qe, tiling.keyBlock, Q);
+    const keys = chunks.map(([ks, ke]): KeyChunk => {
       const Tk = ke - ks;
       let visible = op.equal(segments(qs, qe, [B, 1, 1, Tq, 1]), segments(ks, ke, [B, 1, 1, 1, Tk]));
       const keyAt = g.constant('int64', [1, Tk], range(ks, ke));
@@ -86,7 +109,7 @@ export function attentionPlan(segmentIds: Tensor, slidingWindow: number | null, 
       if (slidingWindow && qe - 1 - ks >= slidingWindow) {
         visible = op.and(visible, op.greater(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, -slidingWindow))));
       }
-      return { start: ks, end: ke, bias: op.where(visible, g.scalar(0), g.scalar(-1e9)) };
+      return { start: ks, end: ke, visible };
     });
     return { start: qs, end: qe, keys };
   });
@@ -97,17 +120,18 @@ const rowMax = (x: Tensor) => x.graph.emit('ReduceMax', [x, x.graph.ints([-1])],
 const max = (a: Tensor, b: Tensor) => a.graph.emit('Max', [a, b], {}, [{ shape: a.shape, dtype: a.dtype }])[0];
 const rowSum = (x: Tensor) => op.reduceSum(x, [-1], true);
 
-/** softmax(cap(q kᵀ) + mask) v over the plan's tiles: [B, KV, G, T, hd]; cap = c·tanh(·/c) with `softcap` c, else none. */
+/** softmax(masked(cap(q kᵀ))) v over the plan's tiles: [B, KV, G, T, hd]; cap = c·tanh(·/c) with `softcap` c, else none. */
 export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan, softcap: number | null = null): Tensor {
   const [B, KV, G, , hd] = q.shape;
   // Rows [start, end) of a [B, KV, groups, T, hd] tensor as [B, KV, groups·(end − start), hd].
   const rows = (t: Tensor, start: number, end: number) => op.reshape(op.slice(t, 3, start, end), [B, KV, t.shape[2] * (end - start), hd]);
   const unrows = (t: Tensor) => op.reshape(t, [B, KV, G, t.shape[2] / G, hd]);
-  // A tile's masked scores S = cap(q kᵀ) + bias, [B, KV, G·Tq, Tk].
-  const scores = (qRows: Tensor, kRows: Tensor, bias: Tensor) => {
+  // A tile's masked scores S = cap(q kᵀ), −1e9 where not visible, [B, KV, G·Tq, Tk].
+  const masked = q.graph.scalar(-1e9);
+  const scores = (qRows: Tensor, kRows: Tensor, visible: Tensor) => {
     const [Tq, Tk] = [qRows.shape[2] / G, kRows.shape[2]];
     const raw = op.reshape(op.matmul(qRows, op.T(kRows)), [B, KV, G, Tq, Tk]);
-    return op.reshape(op.add(softcap === null ? raw : op.softcap(raw, softcap), bias), [B, KV, G * Tq, Tk]);
+    return op.reshape(op.where(visible, softcap === null ? raw : op.softcap(raw, softcap), masked), [B, KV, G * Tq, Tk]);
   };
   // The cap's derivative at a tile's raw scores, 1 − tanh²(q kᵀ / c), [B, KV, G·Tq, Tk].
   const capSlope = (qRows: Tensor, kRows: Tensor) => {
@@ -130,7 +154,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
     const qBlock = rows(q, block.start, block.end);
     if (block.keys.length === 1) {
       const [chunk] = block.keys;
-      const p = op.softmax(scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.bias));
+      const p = op.softmax(scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.visible));
       lses.push(null);
       kept.push(plan.keepProbabilities ? p : null);
       const context = op.matmul(p, rows(v, chunk.start, chunk.end));
@@ -142,7 +166,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
     let l: Tensor | null = null;
     let acc: Tensor | null = null;
     for (const chunk of block.keys) {
-      const s = scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.bias);
+      const s = scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.visible);
       const mNew: Tensor = m ? max(m, rowMax(s)) : rowMax(s);
       const e = op.exp(op.sub(s, mNew));
       const pv = op.matmul(e, rows(v, chunk.start, chunk.end));
@@ -177,7 +201,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
       for (const chunk of block.keys) {
         const [qi, kj, vj] = [inOrder(qBlock), rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
         const lse = lses[i];
-        const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.bias), lse)) : op.softmax(scores(qi, kj, chunk.bias)));
+        const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.visible), lse)) : op.softmax(scores(qi, kj, chunk.visible)));
         // dO vᵀ in order too (via dO's rows): ORT would otherwise run every tile's before any P.
         let ds = op.mul(p, op.sub(op.matmul(inOrder(dOi), op.T(vj)), delta));
         if (softcap !== null) ds = op.mul(ds, capSlope(qi, kj));

@@ -35,8 +35,11 @@ export interface GraphCost {
   peakBytes: number;
   /** 2·m·k·n over every matrix product. */
   matmulFlops: number;
-  /** The tensors alive at the peak, largest first: what holds the memory. */
-  atPeak: { bytes: number; opType: string; node: number }[];
+  /**
+   * The buffers allocated at the peak, largest first: what holds the memory (`idle`: held by ORT's
+   * planner for a later tensor of the same size, not in use).
+   */
+  atPeak: { bytes: number; opType: string; node: number; idle: boolean }[];
 }
 
 /**
@@ -76,6 +79,7 @@ export function ortOrder(nodes: Node[]): Node[] {
 export function graphCost(graph: Graph): GraphCost {
   const built = reachableNodes(graph);
   const nodes = ortOrder(built);
+  const nodeIndex = new Map(nodes.map((n, i) => [n, i]));
   const consumers = new Map<Tensor, Node[]>();
   for (const n of nodes) {
     for (const t of n.inputs) {
@@ -85,7 +89,7 @@ export function graphCost(graph: Graph): GraphCost {
       else consumers.set(t, [n]);
     }
   }
-  // Each tensor's buffer: its own, or (for an alias) its source's.
+  // Each tensor's memory: its own, or (for an alias) its source's.
   const buffer = new Map<Tensor, Tensor>();
   const root = (t: Tensor) => buffer.get(t) ?? t;
   const lastUse = new Map<Tensor, number>();
@@ -93,35 +97,56 @@ export function graphCost(graph: Graph): GraphCost {
     if (aliases(n, consumers) && n.inputs[0]) buffer.set(n.outputs[0], root(n.inputs[0]));
     for (const t of n.inputs) if (t) lastUse.set(root(t), i);
   });
-  for (const t of graph.outputs) lastUse.set(root(t), Infinity);
-  const builtIndex = new Map(built.map((n, i) => [n, i]));
-  // Replays the order up to node `stop` (all of it by default): the peak, where it happens, and
-  // the tensors alive after node `stop` runs.
-  const replay = (stop = nodes.length - 1) => {
-    let live = graph.initializers.reduce((s, c) => s + bytesOf(c.tensor), 0);
-    let peakBytes = live;
-    let peakAt = 0;
-    const alive = new Set<Tensor>();
-    const free = (t: Tensor) => {
-      live -= bytesOf(t);
-      alive.delete(t);
-    };
-    for (let i = 0; i <= stop; i++) {
-      const n = nodes[i];
-      for (const o of n.outputs) if (root(o) === o) live += bytesOf(o), alive.add(o);
-      if (live > peakBytes) [peakBytes, peakAt] = [live, i];
-      if (i === stop) break;
-      for (const o of n.outputs) if (root(o) === o && !lastUse.has(o)) free(o); // never read
-      for (const x of n.inputs) {
-        const t = x && root(x);
-        if (t?.producer && lastUse.get(t) === i && alive.has(t)) free(t); // alive: an input read twice is freed once
-      }
+  const outputs = new Set(graph.outputs.map(root));
+  // ORT's allocation planner gives a new tensor the buffer of a dead one of exactly the same
+  // size (the most recently freed first), and that buffer stays allocated from its first tensor's
+  // birth to its last one's death: a size that comes back later (the next layer, the backward)
+  // holds its buffers in between. Graph outputs get buffers of their own, kept to the end.
+  const allocations: { bytes: number; from: number; to: number; tensors: Tensor[] }[] = [];
+  const freed = new Map<number, number[]>(); // bytes → allocations free for reuse, most recently freed last
+  const owner = new Map<Tensor, number>();
+  nodes.forEach((n, i) => {
+    for (const o of n.outputs) {
+      if (root(o) !== o) continue;
+      const bytes = bytesOf(o);
+      const reusable = outputs.has(o) ? undefined : freed.get(bytes)?.pop();
+      const a = reusable ?? allocations.push({ bytes, from: i, to: i, tensors: [] }) - 1;
+      allocations[a].tensors.push(o);
+      allocations[a].to = outputs.has(o) ? Infinity : (lastUse.get(o) ?? i);
+      owner.set(o, a);
     }
-    return { peakBytes, peakAt, alive };
-  };
-  const { peakBytes, peakAt } = replay();
-  const atPeak = [...replay(peakAt).alive].sort((x, y) => bytesOf(y) - bytesOf(x))
-    .map((t) => ({ bytes: bytesOf(t), opType: t.producer!.opType, node: builtIndex.get(t.producer!)! }));
+    for (const t of new Set([...n.inputs, ...n.outputs])) {
+      const a = t ? owner.get(root(t)) : undefined;
+      if (a === undefined || allocations[a].to !== i || root(t!) !== allocations[a].tensors.at(-1)) continue;
+      const same = freed.get(allocations[a].bytes);
+      if (same) same.push(a);
+      else freed.set(allocations[a].bytes, [a]);
+    }
+  });
+  // Sweep: live bytes after each node's outputs exist, before its dead inputs go.
+  const initial = graph.initializers.reduce((s, c) => s + bytesOf(c.tensor), 0);
+  const change = new Float64Array(nodes.length + 1);
+  for (const a of allocations) {
+    change[a.from] += a.bytes;
+    if (a.to < nodes.length) change[a.to + 1] -= a.bytes;
+  }
+  let live = initial;
+  let peakBytes = initial;
+  let peakAt = 0;
+  for (let i = 0; i < nodes.length; i++) {
+    live += change[i];
+    if (live > peakBytes) [peakBytes, peakAt] = [live, i];
+  }
+  const builtIndex = new Map(built.map((n, i) => [n, i]));
+  const atPeak = allocations
+    .filter((a) => a.from <= peakAt && a.to >= peakAt)
+    .sort((x, y) => y.bytes - x.bytes)
+    .map((a) => {
+      // The tensor in the buffer at the peak, or (idle: kept for a later tensor of its size) the last one before it.
+      const t = [...a.tensors].reverse().find((x) => nodeIndex.get(x.producer!)! <= peakAt)!;
+      const idle = (lastUse.get(t) ?? nodeIndex.get(t.producer!)!) < peakAt && !outputs.has(t);
+      return { bytes: a.bytes, opType: t.producer!.opType, node: builtIndex.get(t.producer!)!, idle };
+    });
   let matmulFlops = 0;
   for (const n of nodes) {
     if (n.opType === 'MatMul' || n.opType === 'Gemm') {

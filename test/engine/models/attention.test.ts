@@ -59,6 +59,11 @@ const cases: Record<string, Case> = {
     tiling: { queryBlock: 3, keyBlock: 3, keepProbabilities: true },
   },
   'T = 7 in blocks of 3, probabilities kept': { B: 1, KV: 1, G: 2, T: 7, hd: 3, window: null, segments: [1, 1, 2, 2, 2, 2, 2], tiling: { queryBlock: 3, keyBlock: 8, keepProbabilities: true } },
+  'T = 13 in blocks of 2, keys in chunks of 8, 4, 2 and 1 (few widths), window 11, segments': {
+    B: 1, KV: 1, G: 2, T: 13, hd: 2, window: 11,
+    segments: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2],
+    tiling: { queryBlock: 2, keyBlock: 8, keepProbabilities: false },
+  },
   'one block (T = 5, tiles larger than T), window 2': { B: 1, KV: 2, G: 1, T: 5, hd: 2, window: 2, segments: oneSegment(1, 5), tiling: { queryBlock: 16, keyBlock: 16, keepProbabilities: true } },
 };
 
@@ -87,3 +92,17 @@ for (const [name, c] of Object.entries(cases)) {
     await gradCheck(inputs(c), (q, k, v, seg) => causalAttention(q, k, v, attentionPlan(seg, c.window, c.tiling)), { maxProbes: 30 });
   });
 }
+
+test('default tiling at long T: tiles of at most 4 widths (ORT reuses a freed buffer only for one of the same size), covering each block’s keys once', () => {
+  for (const T of [4096, 16384, 20000]) {
+    const g = new Graph();
+    const plan = attentionPlan(g.input('segments', [1, T], 'int64'), null);
+    const widths = new Set(plan.blocks.flatMap((b) => b.keys.map((k) => k.end - k.start)));
+    assert.ok(widths.size <= (T % 512 === 0 ? 4 : 5), `T = ${T}: widths ${[...widths]}`);
+    for (const b of plan.blocks) {
+      assert.equal(b.keys[0].start, 0);
+      b.keys.forEach((k, i) => assert.equal(k.start, i === 0 ? 0 : b.keys[i - 1].end));
+      assert.equal(b.keys.at(-1)!.end, b.end);
+    }
+  }
+});
