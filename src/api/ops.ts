@@ -102,10 +102,12 @@ export async function opsRoutes(app: FastifyInstance, ctx: ApiContext) {
     },
   });
 
-  app.addHook('onResponse', async (request, reply) => {
+  // A callback hook, not an async one: it runs on every request (bench:api).
+  app.addHook('onResponse', (request, reply, done) => {
     // The route pattern, not the URL: ids would make a label value per job.
     const route = request.routeOptions.url ?? 'unmatched';
     requests.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    done();
   });
 
   app.get('/health', { config: { public: true } }, async (_request, reply) => {

@@ -112,15 +112,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   rejectNulCharacters(app);
   registerAuth(app, config);
   await opsRoutes(app, ctx); // /health, /metrics; its request timing hook covers every route
-  await app.register(multipart, {
-    limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },
-  });
   // One inference service (worker thread, loaded models) for completions and grader models.
   const inference = new InferenceService(ctx.catalogue);
   await app.register(
     async (v1) => {
-      await fileRoutes(v1, ctx);
-      await uploadRoutes(v1, ctx);
+      // Multipart bodies only where a route takes a form (file uploads): the plugin hooks every
+      // request of its scope, and elsewhere such a body is a 415 like any other unsupported type.
+      await v1.register(async (forms) => {
+        await forms.register(multipart, {
+          limits: { fileSize: config.limits.fileBytes, files: 1, fields: 20, fieldSize: 64 * 1024, parts: 25 },
+        });
+        await fileRoutes(forms, ctx);
+        await uploadRoutes(forms, ctx);
+      });
       await jobRoutes(v1, ctx);
       await checkpointRoutes(v1, ctx);
       await graderRoutes(v1, ctx, inference, options.graders);
