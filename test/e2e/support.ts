@@ -99,10 +99,15 @@ export async function waitForStep(client: OpenAI, jobId: string, step: number) {
  * Starts `tuneforge <command>` as its own process (node + tsx) on the bundled models, with `env` over
  * a base that keeps the caller's environment out (keys, webhooks, database). Resolves once it is up:
  * `serve` with its API URL, `worker` once it said it started; a process not up within
- * `startTimeoutMs` is killed and the call fails. The caller kills `child`.
+ * `startTimeoutMs` is killed and the call fails. The caller kills `child`. A `launcher` prefixes the
+ * command line (e.g. `ip netns exec NS`, which execs it: `child` is then the CLI's process itself).
  */
-export async function spawnCli(command: 'serve' | 'worker', env: Record<string, string>, startTimeoutMs = 120_000): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), command], {
+export async function spawnCli(
+  command: 'serve' | 'worker', env: Record<string, string>, options: { startTimeoutMs?: number; launcher?: string[] } = {},
+): Promise<{ child: ChildProcess; url: string }> {
+  const { startTimeoutMs = 120_000, launcher = [] } = options;
+  const [executable, ...args] = [...launcher, process.execPath, '--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), command];
+  const child = spawn(executable, args, {
     cwd: ROOT,
     env: {
       ...process.env,

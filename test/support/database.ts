@@ -25,25 +25,28 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** An empty database for one store: for PostgreSQL, a fresh schema that the URL selects. */
-export async function freshDatabase(backend: SqlBackend): Promise<TestDatabase> {
+/**
+ * An empty database for one store: for PostgreSQL, a fresh schema that the URL selects, on
+ * TEST_DATABASE_URL's server unless `server` names another (benchmarks pass their DATABASE_URL).
+ */
+export async function freshDatabase(backend: SqlBackend, server = serverUrl): Promise<TestDatabase> {
   if (backend === 'sqlite') return { url: null, drop: async () => {} };
-  if (!serverUrl) throw new Error(skipUnless(backend) as string);
+  if (!server) throw new Error(skipUnless(backend) as string);
   const schema = `test_${crypto.randomBytes(6).toString('hex')}`;
-  await withClient((c) => c.query(`CREATE SCHEMA ${schema}`));
-  const url = new URL(serverUrl);
+  await withClient(server, (c) => c.query(`CREATE SCHEMA ${schema}`));
+  const url = new URL(server);
   url.searchParams.set('options', `-c search_path=${schema}`);
   return {
     url: url.toString(),
-    drop: () => withClient((c) => c.query(`DROP SCHEMA ${schema} CASCADE`)).then(() => {}),
+    drop: () => withClient(server, (c) => c.query(`DROP SCHEMA ${schema} CASCADE`)).then(() => {}),
   };
 }
 
-async function withClient<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
-  // Deadlines: a TEST_DATABASE_URL that does not answer fails the test instead of hanging it.
-  const client = new pg.Client({ connectionString: serverUrl!, connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
+async function withClient<T>(server: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
+  // Deadlines: a server that does not answer fails the test instead of hanging it.
+  const client = new pg.Client({ connectionString: server, connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
   await client.connect().catch((error: Error) => {
-    throw new Error(`TEST_DATABASE_URL did not accept a connection (waiting at most 10 s): ${error.message}`);
+    throw new Error(`PostgreSQL at ${new URL(server).host} did not accept a connection (waiting at most 10 s): ${error.message}`);
   });
   try {
     return await use(client);
