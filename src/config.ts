@@ -22,6 +22,13 @@ export interface Config {
   databaseUrl: string | null;
   /** Where blobs live (BLOB_STORE): null for dataDir/blobs, or `s3://bucket/prefix`. */
   blobStore: string | null;
+  /** The bucket's server and keys (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). */
+  s3: {
+    endpoint: string | null;
+    region: string;
+    /** null: the AWS SDK's default chain (a profile, an instance or pod role). */
+    credentials: { accessKeyId: string; secretAccessKey: string } | null;
+  };
   /** Local copies of blobs for the engine (BLOB_CACHE_DIR, default dataDir/cache; BLOB_CACHE_MAX_BYTES). */
   blobCache: { dir: string; maxBytes: number };
   modelsDir: string;
@@ -167,6 +174,11 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
     dataDir: path.resolve(env.DATA_DIR || './data'),
     databaseUrl: env.DATABASE_URL || null,
     blobStore: blobStoreFrom(env),
+    s3: {
+      endpoint: env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || null,
+      region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+      credentials: env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } : null,
+    },
     blobCache: {
       dir: path.resolve(env.BLOB_CACHE_DIR || path.join(env.DATA_DIR || './data', 'cache')),
       maxBytes: intFrom(env, 'BLOB_CACHE_MAX_BYTES', 20 * 1024 * MB),

@@ -7,6 +7,7 @@ import { Kysely, Migrator, PostgresDialect, sql, SqliteDialect, type SqliteDatab
 import pg from 'pg';
 import { migrationProvider, type SqlDialectName } from './migrations.ts';
 import type { Database } from './schema.ts';
+import type { S3Settings } from './s3-blobs.ts';
 
 export type Db = Kysely<Database>;
 
@@ -22,6 +23,8 @@ export interface StoreLocation {
   databaseUrl?: string | null;
   /** `s3://bucket/prefix`; empty or absent: `dataDir/blobs`. */
   blobStore?: string | null;
+  /** How to reach `blobStore`'s bucket (default: AWS itself, the SDK's credentials). */
+  s3?: S3Settings;
   /** Local copies of blobs (default: `dataDir/cache`, 20 GiB). */
   blobCache?: { dir: string; maxBytes: number };
 }

@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { BlobCache } from './blob-cache.ts';
 import { FsBlobStore, type BlobStore } from './blobs.ts';
+import { S3BlobStore } from './s3-blobs.ts';
 import { CheckpointsRepository } from './checkpoints.ts';
 import { inTransaction, openDatabase, type Db, type StoreLocation } from './database.ts';
 import { EventsRepository } from './events.ts';
@@ -37,7 +38,7 @@ export interface Store {
 /** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
 export async function openStore(location: StoreLocation, options: { now?: () => number } = {}): Promise<Store> {
   const { db: root, dialect } = await openDatabase(location);
-  const blobs = openBlobStore(location);
+  const { blobs, closeBlobs } = openBlobStore(location);
   const cache = new BlobCache(blobs, location.blobCache ?? { dir: path.join(location.dataDir, 'cache'), maxBytes: 20 * 1024 ** 3 });
   const over = (db: Db): Store => ({
     db,
@@ -52,14 +53,18 @@ export async function openStore(location: StoreLocation, options: { now?: () => 
     blobs,
     cache,
     transaction: (fn) => inTransaction(db, (tx) => fn(over(tx))),
-    close: () => root.destroy(),
+    close: async () => {
+      await root.destroy();
+      closeBlobs();
+    },
   });
   return over(root);
 }
 
-function openBlobStore(location: StoreLocation): BlobStore {
-  if (location.blobStore) throw new Error(`BLOB_STORE=${location.blobStore}: the S3 blob store is not available yet`);
-  return new FsBlobStore(location.dataDir);
+function openBlobStore(location: StoreLocation): { blobs: BlobStore; closeBlobs: () => void } {
+  if (!location.blobStore) return { blobs: new FsBlobStore(location.dataDir), closeBlobs: () => {} };
+  const s3 = new S3BlobStore(location.blobStore, location.s3 ?? { endpoint: null, region: 'us-east-1', credentials: null });
+  return { blobs: s3, closeBlobs: () => s3.close() };
 }
 
 /** Blob keys: derived from ids only. */

@@ -12,6 +12,30 @@ import { after, before, it } from 'node:test';
 import { BlobNotFoundError, BlobTooLargeError, type BlobStore } from '../../src/store/blobs.ts';
 import { describeOnEachBlobStore, openTestBlobStore, type TestBlobStore } from '../support/blob-stores.ts';
 
+const MiB = 1024 * 1024;
+
+/** `total` bytes of a repeating pattern, in 64 KiB chunks made as they are read. */
+async function* pattern(total: number): AsyncGenerator<Buffer> {
+  for (let at = 0; at < total; at += 64 * 1024) {
+    const chunk = Buffer.alloc(Math.min(64 * 1024, total - at));
+    for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((at + i) >>> 2, i);
+    yield chunk;
+  }
+}
+
+/** Samples the memory held in Buffers; stop() gives its largest growth since the start. */
+function watchBufferMemory(): { stop(): number } {
+  const start = process.memoryUsage().arrayBuffers;
+  let peak = start;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 5);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, process.memoryUsage().arrayBuffers) - start;
+    },
+  };
+}
+
 const md5 = (data: string | Buffer) => crypto.createHash('md5').update(data).digest('hex');
 
 describeOnEachBlobStore('blob store', (kind) => {
@@ -95,6 +119,47 @@ describeOnEachBlobStore('blob store', (kind) => {
     const file = path.join(scratch, 'missing');
     await assert.rejects(blobs.download('files/file-missing', file), BlobNotFoundError);
     assert.equal(fs.existsSync(file), false);
+  });
+
+  it('round-trips a blob larger than a multipart part, streaming both ways in bounded memory', async () => {
+    const total = 64 * MiB;
+    const expected = crypto.createHash('md5');
+    for await (const chunk of pattern(total)) expected.update(chunk);
+    const peak = watchBufferMemory();
+    const written = await blobs.put('files/file-large', Readable.from(pattern(total)));
+    const read = crypto.createHash('md5');
+    let bytes = 0;
+    for await (const chunk of blobs.read('files/file-large')) {
+      read.update(chunk);
+      bytes += chunk.length;
+    }
+    const grew = peak.stop();
+    assert.deepEqual(written, { bytes: total, md5: expected.digest('hex') });
+    assert.equal(bytes, total);
+    assert.equal(read.digest('hex'), written.md5);
+    assert.equal(await blobs.size('files/file-large'), total);
+    assert.ok(grew < 40 * MiB, `buffers grew by ${(grew / MiB).toFixed(1)} MiB moving ${total / MiB} MiB`);
+  });
+
+  it('stops a multipart upload at the size limit', async () => {
+    await assert.rejects(blobs.put('files/file-over', Readable.from(pattern(12 * MiB)), { maxBytes: 8 * MiB }), BlobTooLargeError);
+    assert.equal(await blobs.size('files/file-over'), null);
+  });
+
+  it('concatenates parts of multipart size (server-side on S3) with the md5 of the whole', async () => {
+    const parts = { 'uploads/u2/p1': 6 * MiB, 'uploads/u2/p2': 5 * MiB, 'uploads/u2/p3': 1000 };
+    const whole = crypto.createHash('md5');
+    for (const [key, size] of Object.entries(parts)) {
+      const content = Buffer.alloc(size, key.at(-1));
+      whole.update(content);
+      await blobs.put(key, Readable.from([content]));
+    }
+    const res = await blobs.concat('files/file-big-joined', Object.keys(parts));
+    const md5 = whole.digest('hex');
+    assert.deepEqual(res, { bytes: 11 * MiB + 1000, md5 });
+    const read = crypto.createHash('md5');
+    for await (const chunk of blobs.read('files/file-big-joined')) read.update(chunk);
+    assert.equal(read.digest('hex'), md5);
   });
 
   it('rejects keys that are not paths of safe segments', async () => {
