@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { buildStepGraph, halfFrozen, names, type ModelSetup } from '../../../src/engine/train/step.ts';
 import { initialTensors, loadBaseModel, modelSetup, withStoredFrozen } from '../../../src/engine/train/setup.ts';
-import { estimateStep } from '../../../src/engine/train/memory-estimate.ts';
+import { estimateStep, graphCost } from '../../../src/engine/train/memory-estimate.ts';
+import { reachableNodes } from '../../../src/engine/graph/onnx.ts';
 import { decodeToF32, encodeFromF32, type HalfDtype } from '../../../src/engine/io/safetensors.ts';
 import { saveHfModel } from '../../../src/engine/io/hf-model.ts';
 import { ALL_LINEAR, type LoraSpec } from '../../../src/engine/models/lora.ts';
@@ -105,5 +106,19 @@ test('a bf16 checkpoint trained with LoRA keeps its frozen weights at 2 bytes a 
     assert.ok([...full.params.values()].every((w) => w instanceof Float32Array));
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('widened weights live only around their use: at the step\'s peak, in ORT\'s order, at most one widened matrix is alive', () => {
+  const cfg = tinyConfig({ numLayers: 4, hiddenSize: 64, intermediateSize: 128, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: 64 });
+  for (const recompute of [false, true]) {
+    const setup = { ...modelSetup(cfg, lora), recompute, frozenDtype: 'BF16' as const };
+    const graph = buildStepGraph(setup, { rows: 2, seqLen: 64 }, 'gradient');
+    const built = reachableNodes(graph);
+    const widened = graphCost(graph).atPeak.filter((t) => {
+      const node = built[t.node];
+      return node.opType === 'Gather' && node.inputs[1]?.dtype === 'int32' && node.outputs[0].rank === 2;
+    });
+    assert.ok(widened.length <= 1, `recompute ${recompute}: ${widened.length} widened matrices alive at the peak`);
   }
 });
