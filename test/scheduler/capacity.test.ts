@@ -2,13 +2,15 @@
 // claims only the jobs that fit its memory, a job no live worker can hold waits queued with an event
 // saying why, and racing claims of workers of every size never hand one job out twice.
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, it } from 'node:test';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { JobError } from '../../src/scheduler/job-error.ts';
 import { claimNextJob, reportJobsNoWorkerCanHold } from '../../src/scheduler/queue.ts';
 import { Worker, type JobRunner } from '../../src/scheduler/worker.ts';
 import type { Store } from '../../src/store/index.ts';
 import { describeOnEachBackend } from '../support/database.ts';
-import { waitFor } from '../support/server.ts';
+import { BASE_MODEL, chatJsonl, form, json, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
 const GB = 1e9;
@@ -156,5 +158,39 @@ describeOnEachBackend('capacity-aware claims', (backend) => {
       assert.equal(job?.worker_id, worker);
       assert.ok(job!.memory_required_bytes! <= sizes[worker as keyof typeof sizes], `${id} fits ${worker}`);
     }
+  });
+});
+
+describe('capacity through the API', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer(
+      { env: { API_KEYS: 'sk-user:org-a', ADMIN_API_KEYS: 'sk-admin:org-a' }, worker: { memoryBytes: 2 * GB, cores: 2 }, queue: { leaseMs: 5_000, heartbeatMs: 20, pollMs: 20 } },
+      { runJob: async () => ({ trainedTokens: 1 }) },
+    );
+  });
+  after(() => server?.close());
+
+  it('a job records its model’s weight size at creation and waits queued, said once, while the only worker is smaller', async () => {
+    // 3 GB of weights, as a sparse file: its size is what counts.
+    fs.closeSync(fs.openSync(path.join(server.modelsDir, BASE_MODEL, 'model.safetensors'), 'w'));
+    fs.truncateSync(path.join(server.modelsDir, BASE_MODEL, 'model.safetensors'), 3 * GB);
+    const file = await server.request('POST', '/v1/files', { key: 'sk-user', ...form({ purpose: 'fine-tune' }, { field: 'file', name: 't.jsonl', content: chatJsonl(12) }) });
+    const job = await server.request('POST', '/v1/fine_tuning/jobs', { key: 'sk-user', ...json({ model: BASE_MODEL, training_file: file.body.id }) });
+    assert.equal(job.status, 200);
+    assert.equal((await server.store.jobs.get(job.body.id))?.memory_required_bytes, 3 * GB);
+    const events = await waitFor(
+      () => server.request('GET', `/v1/fine_tuning/jobs/${job.body.id}/events?limit=50`, { key: 'sk-user' }),
+      (r) => r.body.data.some((e: { message: string }) => e.message.includes('stays queued')),
+    );
+    assert.ok(events.body.data.some((e: { message: string; level: string }) => e.level === 'warn' && e.message === 'The job needs 3.00 GB of memory and no worker has that much (the largest has 2.00 GB); it stays queued until one joins'));
+    const metrics = (await server.request('GET', '/metrics', { key: 'sk-admin' })).body as string;
+    assert.match(metrics, /^tuneforge_jobs_queued_beyond_capacity 1$/m);
+    assert.match(metrics, new RegExp(`^tuneforge_worker_memory_bytes\\{worker="${server.worker!.id}",host="[^"]+"\\} 2000000000$`, 'm'));
+    // Polls go on; the event is not repeated.
+    await new Promise((r) => setTimeout(r, 200));
+    const again = await server.request('GET', `/v1/fine_tuning/jobs/${job.body.id}/events?limit=50`, { key: 'sk-user' });
+    assert.equal(again.body.data.filter((e: { message: string }) => e.message.includes('stays queued')).length, 1);
+    assert.equal((await server.request('GET', `/v1/fine_tuning/jobs/${job.body.id}`, { key: 'sk-user' })).body.status, 'queued');
   });
 });
