@@ -66,7 +66,7 @@ wait_for() { # description, command…
   exit 1
 }
 
-if ! { [ -f "$dir/run/mon.pid" ] && ceph_cmd ceph --connect-timeout 5 osd stat 2>/dev/null | grep -q '1 up'; }; then
+if ! { [ -f "$dir/run/mon.a.pid" ] && ceph_cmd ceph --connect-timeout 5 osd stat 2>/dev/null | grep -q '1 up'; }; then
   echo "starting a one-host Ceph cluster in $dir…" >&2
   stop_daemons
   as_root rm -rf "$dir"
