@@ -3,11 +3,11 @@
 // ask the lifecycle too), as a conditional update (`where status in …`): concurrent API calls and
 // workers cannot overwrite each other (the loser learns it from the returned `undefined`), and no
 // status the lifecycle does not allow can be written. Every update bumps the row's `version`.
-import { sql, type ExpressionBuilder } from 'kysely';
+import { CompiledQuery, sql, type Compilable, type ExpressionBuilder } from 'kysely';
 import { transitionOf, type JobAction, type JobStatus } from '../domain/jobs.ts';
 import { inTransaction, type Db } from './database.ts';
 import type { SqlDialectName } from './migrations.ts';
-import { fetchPage, mapPage, type Page, type PageRequest } from './pagination.ts';
+import { mapPage, pageQuery, toPage, type Page, type PageRequest } from './pagination.ts';
 import type { Database, JobRow, JobUpdate } from './schema.ts';
 
 /** A failed job's `error` as OpenAI shows it (scheduler/job-error.ts's JobError is what a run throws). */
@@ -123,11 +123,47 @@ async function advisoryOrganizationLock(db: Db, organizationId: string, purpose:
   await sql`select pg_advisory_xact_lock(hashtext(${`tuneforge-${purpose}:${organizationId}`}))`.execute(db);
 }
 
+/** A value a query is built with once, standing for each run's value at `index` (`CompiledOnce`). */
+class Slot {
+  constructor(readonly index: number) {}
+}
+
+/**
+ * The SQL of the hottest reads (retrieving and listing jobs) compiled once per shape of the query,
+ * then run with each call's values: Kysely builds and compiles a query at every call, which cost
+ * more than SQLite's run of it (CPU profiles under bench:api). Past MAX_SHAPES the oldest goes.
+ */
+class CompiledOnce {
+  private static readonly MAX_SHAPES = 256;
+  private readonly shapes = new Map<string, { sql: string; parameters: readonly unknown[] }>();
+
+  constructor(private readonly db: Db) {}
+
+  /**
+   * The rows of the query `build` makes from slots standing for `values`. `shape` names what else
+   * decides its SQL (every value of `build`'s that is not a slot): one shape, one SQL text.
+   */
+  async rows<R>(shape: string, values: readonly unknown[], build: (slots: any[]) => Compilable<R>): Promise<R[]> {
+    let compiled = this.shapes.get(shape);
+    if (!compiled) {
+      compiled = build(values.map((_, i) => new Slot(i))).compile();
+      if (this.shapes.size >= CompiledOnce.MAX_SHAPES) this.shapes.delete(this.shapes.keys().next().value!);
+      this.shapes.set(shape, compiled);
+    }
+    const parameters = compiled.parameters.map((p) => (p instanceof Slot ? values[p.index] : p));
+    return (await this.db.executeQuery<R>(CompiledQuery.raw(compiled.sql, parameters))).rows;
+  }
+}
+
 export class JobsRepository {
+  private readonly compiled: CompiledOnce;
+
   constructor(
     private readonly db: Db,
     private readonly dialect: SqlDialectName,
-  ) {}
+  ) {
+    this.compiled = new CompiledOnce(db);
+  }
 
   async insert(job: NewJob): Promise<JobRecord> {
     await inTransaction(this.db, async (tx) => {
@@ -176,8 +212,18 @@ export class JobsRepository {
    * rows, which `getMany` reads for the jobs a reader has not built yet (api/fine-tuning/job-json.ts).
    */
   async listVersions(organizationId: string, page: JobPageRequest): Promise<Page<JobVersion>> {
-    const versions = await fetchPage(this.listed(organizationId, page).select(['id', 'version']), 'jobs', page);
-    return mapPage(versions, (row) => ({ id: row.id, version: Number(row.version) }));
+    const { after, limit, order = 'desc', metadata } = page;
+    const pairs = metadata ? Object.entries(metadata) : [];
+    const filter = metadata === undefined ? 'all' : metadata === null ? 'none' : pairs.length;
+    const rows = await this.compiled.rows(
+      `listVersions ${filter} ${after ? 'after' : 'first'} ${order} ${limit}`,
+      [organizationId, after, ...pairs.flat()],
+      ([org, afterSlot, ...pairSlots]) => {
+        const slotPairs = metadata ? pairs.map((_, i): [string, string] => [pairSlots[2 * i], pairSlots[2 * i + 1]]) : metadata;
+        return pageQuery(this.listed(org, slotPairs).select(['id', 'version']), 'jobs', { after: after && afterSlot, limit, order });
+      },
+    );
+    return mapPage(toPage(rows, limit), (row) => ({ id: row.id, version: Number(row.version) }));
   }
 
   /** The organization's jobs among `ids` (in no particular order; those not found are absent). */
@@ -189,17 +235,19 @@ export class JobsRepository {
 
   /** The job's version; undefined when there is no such job (of `organizationId`). */
   async version(id: string, organizationId: string): Promise<number | undefined> {
-    const row = await this.db.selectFrom('jobs').select('version').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
+    const [row] = await this.compiled.rows('version', [id, organizationId], ([idSlot, org]) =>
+      this.db.selectFrom('jobs').select('version').where('id', '=', idSlot).where('organization_id', '=', org),
+    );
     return row && Number(row.version);
   }
 
-  /** The organization's jobs a list shows: all, those without metadata, or those having every pair of `page.metadata`. */
-  private listed(organizationId: string, page: JobPageRequest) {
+  /** The organization's jobs a list shows: all (`metadata` undefined), those without metadata (null), or those having every pair. */
+  private listed(organizationId: string, metadata: [key: string, value: string][] | null | undefined) {
     let q = this.db.selectFrom('jobs').where('organization_id', '=', organizationId);
-    if (page.metadata === null) {
+    if (metadata === null) {
       q = q.where((eb) => eb.not(eb.exists(eb.selectFrom('job_metadata').select('key').whereRef('job_metadata.job_id', '=', 'jobs.id'))));
-    } else if (page.metadata) {
-      for (const [key, value] of Object.entries(page.metadata)) {
+    } else if (metadata) {
+      for (const [key, value] of metadata) {
         q = q.where((eb) =>
           eb.exists(
             eb

@@ -26,8 +26,8 @@ export const cursorOp = (order: 'asc' | 'desc') => (order === 'asc' ? '>' : '<')
 /** The tables listed page by page (each has `seq` and `id`). */
 type PagedTable = 'files' | 'jobs' | 'events' | 'checkpoints' | 'permissions';
 
-/** One page of `query` (a filtered select from `table`): after `page.after`'s row in `seq` order (newest first by default). */
-export async function fetchPage<T extends PagedTable, O>(query: SelectQueryBuilder<Database, T, O>, table: T, page: PageRequest): Promise<Page<O>> {
+/** `query` (a filtered select from `table`) limited to one page: after `page.after`'s row in `seq` order (newest first by default), and one row more. */
+export function pageQuery<T extends PagedTable, O>(query: SelectQueryBuilder<Database, T, O>, table: T, page: PageRequest) {
   const order = page.order ?? 'desc';
   const after = page.after;
   // Kysely cannot resolve column references over a generic table; every PagedTable has these two.
@@ -36,5 +36,10 @@ export async function fetchPage<T extends PagedTable, O>(query: SelectQueryBuild
   if (!Number.isSafeInteger(page.limit) || page.limit < 0) throw new RangeError(`a page's limit must be a whole number, not ${page.limit}`);
   // The limit written into the SQL, not bound: SQLite prepares a statement again at every run when
   // a bound value may change its plan, as a LIMIT's does (a third of a list's query, bench:api).
-  return toPage(await q.orderBy('seq', order).limit(sql.lit(page.limit + 1)).execute(), page.limit);
+  return q.orderBy('seq', order).limit(sql.lit(page.limit + 1));
+}
+
+/** One page of `query` (a filtered select from `table`): after `page.after`'s row in `seq` order (newest first by default). */
+export async function fetchPage<T extends PagedTable, O>(query: SelectQueryBuilder<Database, T, O>, table: T, page: PageRequest): Promise<Page<O>> {
+  return toPage(await pageQuery(query, table, page).execute(), page.limit);
 }

@@ -1,6 +1,6 @@
-// Jobs as the JSON the API sends (UTF-8 bytes), built once per version of their row: retrieving and
-// listing jobs read ids and versions, and only rows that changed since are read whole, turned into
-// objects and stringified (CPU profiles under `npm run bench:api` put most of a list there).
+// Jobs as the JSON text the API sends, built once per version of their row: retrieving and listing
+// jobs read ids and versions, and only rows that changed since are read whole, turned into objects
+// and stringified (CPU profiles under `npm run bench:api` put most of a list there).
 import type { JobRecord, Store } from '../../store/index.ts';
 import type { JobPageRequest } from '../../store/jobs.ts';
 import { listJson } from '../pagination.ts';
@@ -9,7 +9,7 @@ import { listJson } from '../pagination.ts';
 const MAX_ENTRIES = 10_000;
 
 export class JobJsonCache {
-  private readonly built = new Map<string, { version: number; json: Buffer }>();
+  private readonly built = new Map<string, { version: number; json: string }>();
 
   constructor(
     private readonly store: Store,
@@ -18,7 +18,7 @@ export class JobJsonCache {
   ) {}
 
   /** The job's JSON; undefined when the organization has no such job. */
-  async one(id: string, organizationId: string): Promise<Buffer | undefined> {
+  async one(id: string, organizationId: string): Promise<string | undefined> {
     const version = await this.store.jobs.version(id, organizationId);
     if (version === undefined) return undefined;
     const cached = this.built.get(id);
@@ -28,9 +28,9 @@ export class JobJsonCache {
   }
 
   /** A list object's JSON for a page of the organization's jobs. */
-  async page(organizationId: string, page: JobPageRequest): Promise<Buffer> {
+  async page(organizationId: string, page: JobPageRequest): Promise<string> {
     const { data, hasMore } = await this.store.jobs.listVersions(organizationId, page);
-    const json = new Map<string, Buffer>();
+    const json = new Map<string, string>();
     const stale: string[] = [];
     for (const { id, version } of data) {
       const cached = this.built.get(id);
@@ -42,8 +42,8 @@ export class JobJsonCache {
     return listJson(data.filter(({ id }) => json.has(id)).map(({ id }) => ({ id, json: json.get(id)! })), hasMore);
   }
 
-  private build(job: JobRecord): Buffer {
-    const json = Buffer.from(JSON.stringify(this.render(job)));
+  private build(job: JobRecord): string {
+    const json = JSON.stringify(this.render(job));
     this.built.delete(job.id);
     if (this.built.size >= MAX_ENTRIES) this.built.delete(this.built.keys().next().value!);
     this.built.set(job.id, { version: job.version, json });
