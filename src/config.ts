@@ -168,10 +168,12 @@ function defaultTrainMemoryLimitMb(): number {
 export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const apiKeys = [...parseKeyList(env.API_KEYS, false), ...parseKeyList(env.ADMIN_API_KEYS, true)];
   const memoryLimitMb = intFrom(env, 'TRAIN_MEMORY_LIMIT_MB', defaultTrainMemoryLimitMb());
+  // The cache defaults to the DATA_DIR in use, an overridden one too (tests give each host its own).
+  const dataDir = overrides.dataDir ?? path.resolve(env.DATA_DIR || './data');
   const base: Config = {
     host: env.HOST || '127.0.0.1',
     port: intFrom(env, 'PORT', 8000),
-    dataDir: path.resolve(env.DATA_DIR || './data'),
+    dataDir,
     databaseUrl: env.DATABASE_URL || null,
     blobStore: blobStoreFrom(env),
     s3: {
@@ -180,7 +182,7 @@ export function loadConfig(overrides: Partial<Config> = {}, env: NodeJS.ProcessE
       credentials: env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY ? { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } : null,
     },
     blobCache: {
-      dir: path.resolve(env.BLOB_CACHE_DIR || path.join(env.DATA_DIR || './data', 'cache')),
+      dir: env.BLOB_CACHE_DIR ? path.resolve(env.BLOB_CACHE_DIR) : path.join(dataDir, 'cache'),
       maxBytes: intFrom(env, 'BLOB_CACHE_MAX_BYTES', 20 * 1024 * MB),
     },
     modelsDir: path.resolve(env.MODELS_DIR || './models'),

@@ -26,17 +26,21 @@ export interface ExportSource {
   modelDir: string;
   adapterDir: string | null;
   baseModel: string;
+  /** The folders stay on this host (out of the blob cache's eviction) until this is called. */
+  release(): void;
 }
 
 /**
- * The folders behind a fine-tuned model or checkpoint name, or a ModelNotFoundError (a 404): a base
+ * The folders behind a fine-tuned model or checkpoint name (pulled into the blob cache where they
+ * are not on this host; release them once done), or a ModelNotFoundError (a 404): a base
  * model, an unknown name, a checkpoint another organization shared (it may be used, not taken
  * away), or one whose files are gone. `organization` undefined: any organization's (the operator's CLI).
  */
 export async function resolveExportSource(catalogue: ModelCatalogue, id: string, organization?: string): Promise<ExportSource> {
   const model = await catalogue.resolve(id, organization);
   if (model.kind === 'base' || model.shared) throw new ModelNotFoundError(id, 'unknown');
-  return { id, kind: model.kind === 'checkpoint' ? 'checkpoint' : 'model', modelDir: model.modelDir, adapterDir: model.adapterDir, baseModel: model.parent ?? '' };
+  const files = await catalogue.open(model);
+  return { id, kind: model.kind === 'checkpoint' ? 'checkpoint' : 'model', ...files, baseModel: model.parent ?? '' };
 }
 
 function torchDtypeOf(dir: string): string {
@@ -136,6 +140,7 @@ export async function exportRoutes(app: FastifyInstance, ctx: ApiContext) {
       const { model: id } = request.params;
       const { format, dtype } = request.query;
       const source = await resolveExportSource(catalogue, id, request.caller.organization);
+      reply.raw.once('close', () => source.release()); // the export is written by then, or was never started
       const exportsDir = join(config.dataDir, 'exports');
       mkdirSync(exportsDir, { recursive: true });
       const work = mkdtempSync(join(exportsDir, 'tmp-'));

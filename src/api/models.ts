@@ -1,5 +1,6 @@
 // /v1/models: base models (MODELS_DIR), plus the caller's fine-tuned models and checkpoints, plus
-// checkpoints other organizations shared with the caller. Delete: own fine-tuned models only.
+// checkpoints other organizations shared with the caller. Delete: own fine-tuned models only, with
+// their weights in the blob store.
 import type { FastifyInstance } from 'fastify';
 import { ApiError, notFound } from '../domain/errors.ts';
 import { findBaseModel, listBaseModels } from '../models/base-models.ts';
@@ -44,7 +45,10 @@ export async function modelRoutes(app: FastifyInstance, ctx: ApiContext) {
     if (await findBaseModel(config.modelsDir, id)) {
       throw new ApiError(403, `You cannot delete ${id}: only your organization's fine-tuned models can be deleted.`, 'permission_error', 'model', 'model_not_deletable');
     }
-    if (!(await store.models.delete(id, organization))) throw notFound('model', id, 'model');
+    const deleted = await store.models.delete(id, organization);
+    if (!deleted) throw notFound('model', id, 'model');
+    // Its weights go with it (a job tuned from it keeps its own copy: scheduler/job-start.ts).
+    if (deleted.dir) await store.blobs.removePrefix(deleted.dir);
     return { id, object: 'model' as const, deleted: true };
   });
 }

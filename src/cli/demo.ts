@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { loadConfig } from '../config.ts';
 import { startServer, type RunningServer } from '../api/server.ts';
+import { ModelCatalogue } from '../models/catalogue.ts';
 import { defaultJobRunner } from './main.ts';
 import { followJob } from './progress.ts';
 import { bold, clock, cyan, dim, green } from './terminal.ts';
@@ -162,12 +163,11 @@ export async function runDemo(args: string[]): Promise<void> {
 /** The same held-out questions to the base and the fine-tuned model, greedy decoding. */
 async function compare(server: RunningServer, fineTunedModel: string, modelsDir: string) {
   const { loadModelForInference, chatPrompt } = await import('../engine/index.ts');
-  const record = await server.store.models.get(fineTunedModel);
-  if (!record?.dir) throw new Error(`no folder recorded for ${fineTunedModel}`);
+  const catalogue = new ModelCatalogue(server.store, modelsDir);
+  const files = await catalogue.open(await catalogue.resolve(fineTunedModel));
   const baseModelDir = path.join(modelsDir, BASE_MODEL);
-  const isAdapter = fs.existsSync(path.join(record.dir, 'adapter_config.json'));
   const base = await loadModelForInference({ baseModelDir });
-  const tuned = await loadModelForInference(isAdapter ? { baseModelDir, adapterDir: record.dir } : { baseModelDir, modelDir: record.dir });
+  const tuned = await loadModelForInference(files.adapterDir ? { baseModelDir, adapterDir: files.adapterDir } : { baseModelDir, modelDir: files.modelDir });
   const questions = fs
     .readFileSync(VALID_FILE, 'utf8')
     .trim()
@@ -189,6 +189,7 @@ async function compare(server: RunningServer, fineTunedModel: string, modelsDir:
   } finally {
     await base.release();
     await tuned.release();
+    files.release();
   }
   console.log(`\n${dim('The base model was never trained: it emits noise. The fine-tuned one learned the persona from 42 examples.')}`);
 }

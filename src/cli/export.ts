@@ -54,6 +54,7 @@ export async function runExportCommand(args: string[]): Promise<void> {
       console.log(JSON.stringify({ msg: 'exported', model: values.model, format, dtype: job.dtype, out, seconds: (Date.now() - started) / 1000 }));
     } finally {
       rmSync(work, { recursive: true, force: true });
+      source.release();
     }
   } finally {
     await store.close();

@@ -45,6 +45,12 @@ export interface TrainSpec {
   /** Absolute paths of validated JSONL files. */
   trainingFile: string;
   validationFile?: string;
+  /**
+   * Names of the inputs above that do not depend on the host (the service's blob keys): a resume
+   * point's fingerprint takes them instead of the paths, so another host, with the same inputs in
+   * other folders, can continue the run. Absent: the paths themselves.
+   */
+  inputNames?: { baseModel: string; initialAdapter: string | null; trainingFile: string; validationFile: string | null };
   hyperparameters: ResolvedHyperparameters;
   seed: number;
   /** LoRA settings, or null for full fine-tuning. */

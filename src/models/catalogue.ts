@@ -1,15 +1,17 @@
 // What a model name means, for every use of one (inference, export, job creation, training): a
-// base model folder of MODELS_DIR, an organization's fine-tuned model (a PEFT adapter over its
-// parent, or full weights), a checkpoint `…:ckpt-step-N` (a job's final one carries the model's own
-// name), or a checkpoint another organization shared through permissions. Each use decides what it
-// accepts (export refuses base models and shared checkpoints) from
-// the entry's kind and folders; none of them looks a name up on its own.
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+// base model (a folder of MODELS_DIR, or on a host without it the store's base-models/<name>/), an
+// organization's fine-tuned model (a PEFT adapter over its parent, or full weights), a checkpoint
+// `…:ckpt-step-N` (a job's final one carries the model's own name), or a checkpoint another
+// organization shared through permissions. Each use decides what it accepts (export refuses base
+// models and shared checkpoints) from the entry's kind; none of them looks a name up on its own.
+// Entries name weights by blob key (a prefix of the blob store); `open` makes them folders on this
+// host, through the blob cache (no copy with the local store, nor for MODELS_DIR's bases).
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseFineTunedModelName } from '../domain/naming.ts';
 import { readChatTemplate, type ModelSourceMessage } from '../engine/index.ts';
 import { findBaseModel } from './base-models.ts';
-import type { Store } from '../store/index.ts';
+import { blobKeys, type BlobLease, type Store } from '../store/index.ts';
 
 export interface CatalogueModel {
   /** The name asked for. */
@@ -21,12 +23,21 @@ export interface CatalogueModel {
   shared: boolean;
   /** The model it was trained from (null: a base model). */
   parent: string | null;
-  /** The Hugging Face folder with the full weights it runs on: its own, or (an adapter) its parent's. */
+  /** Blob key of the Hugging Face folder with the full weights it runs on: its own, or (an adapter) its parent's. */
+  weights: string;
+  /** Blob key of a LoRA adapter applied over `weights`; null when `weights` are the model's own. */
+  adapter: string | null;
+}
+
+/** The model's folders on this host. */
+export interface LocalModelFiles {
   modelDir: string;
-  /** A LoRA adapter applied over modelDir; null when modelDir holds the model's own weights. */
   adapterDir: string | null;
-  /** The chat template (tokenizer_config.json or chat_template.jinja), null when there is none. */
-  chatTemplate: string | null;
+}
+
+/** A model's folders, kept on this host (out of the cache's eviction) until `release`. */
+export interface OpenedModel extends LocalModelFiles {
+  release(): void;
 }
 
 export type ModelNotFoundReason =
@@ -59,14 +70,17 @@ export class ModelNotFoundError extends Error {
  * How the inference host loads a model: `key` names its weights (one loaded copy per key); base
  * models and adapters share one resident base in the worker, a full fine-tune gets its own copy.
  */
-export function inferenceSource(model: CatalogueModel): { key: string; source: ModelSourceMessage; shareBase: boolean } {
-  const { modelDir, adapterDir } = model;
+export function inferenceSource(model: CatalogueModel, files: LocalModelFiles): { key: string; source: ModelSourceMessage; shareBase: boolean } {
+  const { modelDir, adapterDir } = files;
   return {
-    key: adapterDir ?? modelDir,
+    key: inferenceKey(model),
     source: { baseModelDir: modelDir, ...(adapterDir ? { adapterDir } : {}) },
-    shareBase: model.kind === 'base' || adapterDir !== null,
+    shareBase: model.kind === 'base' || model.adapter !== null,
   };
 }
+
+/** What names a model's weights for loading: one loaded copy per key. */
+export const inferenceKey = (model: CatalogueModel) => model.adapter ?? model.weights;
 
 export class ModelCatalogue {
   constructor(
@@ -79,16 +93,15 @@ export class ModelCatalogue {
    * operator's own tools); a ModelNotFoundError otherwise.
    */
   async resolve(name: string, organization?: string): Promise<CatalogueModel> {
-    const base = await findBaseModel(this.modelsDir, name);
-    if (base) return { name, kind: 'base', owner: null, shared: false, parent: null, modelDir: base.dir, adapterDir: null, chatTemplate: chatTemplateOf(base.dir) };
+    if (await this.isBaseModel(name)) return { name, kind: 'base', owner: null, shared: false, parent: null, weights: blobKeys.baseModel(name), adapter: null };
     const tuned = await this.store.models.get(name, organization);
-    if (tuned) return this.trained(name, 'fine-tuned', tuned.organization_id, false, tuned.base_model, tuned.dir);
+    if (tuned) return this.trained(name, 'fine-tuned', tuned.organization_id, false, tuned.base_model, tuned.job_id, tuned.dir);
     const checkpoint = await this.store.checkpoints.getByName(name);
     if (checkpoint) {
       const own = organization === undefined || checkpoint.organization_id === organization;
       if (own || (await this.store.permissions.find(name, organization!))) {
         const parent = (await this.store.jobs.get(checkpoint.job_id))?.model ?? parseFineTunedModelName(name)?.base ?? null;
-        return this.trained(name, 'checkpoint', checkpoint.organization_id, !own, parent, checkpoint.dir);
+        return this.trained(name, 'checkpoint', checkpoint.organization_id, !own, parent, checkpoint.job_id, checkpoint.dir);
       }
     }
     throw new ModelNotFoundError(name, 'unknown');
@@ -104,21 +117,83 @@ export class ModelCatalogue {
     }
   }
 
-  /**
-   * Weights in `dir` (a PEFT adapter or a full Hugging Face folder) trained from `parent`. An adapter
-   * runs over the full weights it was trained on: its parent's folder when that is a base model,
-   * otherwise the folder its adapter_config.json records (a job tuning a tuned model keeps its own
-   * links to those weights, so the parent's deletion does not take them away).
-   */
-  private async trained(name: string, kind: CatalogueModel['kind'], owner: string, shared: boolean, parent: string | null, dir: string | null): Promise<CatalogueModel> {
-    const entry = { name, kind, owner, shared, parent };
-    if (dir && existsSync(path.join(dir, 'adapter_config.json'))) {
-      const parentDir = (parent ? (await findBaseModel(this.modelsDir, parent))?.dir : undefined) ?? recordedBaseDir(dir);
-      if (!parentDir) throw new ModelNotFoundError(name, 'parent_unavailable', parent);
-      return { ...entry, modelDir: parentDir, adapterDir: dir, chatTemplate: chatTemplateOf(parentDir) };
+  /** The model's folders on this host, pulled into the blob cache unless they are here already; release them once done. */
+  async open(model: CatalogueModel): Promise<OpenedModel> {
+    const lease = this.store.cache.lease();
+    try {
+      return { modelDir: await this.localDir(model.weights, lease), adapterDir: model.adapter && (await this.localDir(model.adapter, lease)), release: () => lease.release() };
+    } catch (error) {
+      lease.release();
+      throw error;
     }
-    if (dir && existsSync(path.join(dir, 'config.json'))) return { ...entry, modelDir: dir, adapterDir: null, chatTemplate: chatTemplateOf(dir) };
+  }
+
+  /** A blob prefix as a local folder held by `lease`; a base model from MODELS_DIR when this host has it. */
+  async localDir(key: string, lease: BlobLease): Promise<string> {
+    const base = BASE_KEY.exec(key);
+    const local = base && (await findBaseModel(this.modelsDir, base[1]));
+    return local ? local.dir : lease.dir(key);
+  }
+
+  /** A base model: a folder of MODELS_DIR, or one an operator put in the store for hosts without it. */
+  private async isBaseModel(name: string): Promise<boolean> {
+    if (await findBaseModel(this.modelsDir, name)) return true;
+    return BASE_KEY.test(blobKeys.baseModel(name)) && (await this.store.blobs.size(`${blobKeys.baseModel(name)}/config.json`)) !== null;
+  }
+
+  /**
+   * Weights under the key `dir` (a PEFT adapter or a full Hugging Face folder) trained from `parent`
+   * by job `jobId`. An adapter runs over the full weights it was trained on: its parent's when that
+   * is a base model, otherwise those its job's start record names (a job tuning a tuned model keeps
+   * its own copy of them, so the parent's deletion does not take them away).
+   */
+  private async trained(name: string, kind: CatalogueModel['kind'], owner: string, shared: boolean, parent: string | null, jobId: string, dir: string | null): Promise<CatalogueModel> {
+    const entry = { name, kind, owner, shared, parent };
+    const has = async (file: string) => dir !== null && (await this.store.blobs.size(`${dir}/${file}`)) !== null;
+    if (await has('adapter_config.json')) {
+      const weights = parent && (await this.isBaseModel(parent)) ? blobKeys.baseModel(parent) : await this.startWeights(jobId, dir!);
+      if (!weights) throw new ModelNotFoundError(name, 'parent_unavailable', parent);
+      return { ...entry, weights, adapter: dir };
+    }
+    if (await has('config.json')) return { ...entry, weights: dir!, adapter: null };
     throw new ModelNotFoundError(name, 'no_weights');
+  }
+
+  /**
+   * The full weights job `jobId` trained its adapter over, as its start record names them; for an
+   * adapter trained before start records, the folder its adapter_config.json records (a path under
+   * MODELS_DIR or the job's own start/weights, which the upgrade moved into the store).
+   */
+  private async startWeights(jobId: string, adapterKey: string): Promise<string | null> {
+    const start = await readJsonBlob<{ weights?: unknown }>(this.store, blobKeys.jobStartRecord(jobId));
+    const key = typeof start?.weights === 'string'
+      ? start.weights
+      : legacyWeightsKey((await readJsonBlob<{ base_model_name_or_path?: unknown }>(this.store, `${adapterKey}/adapter_config.json`))?.base_model_name_or_path, this.modelsDir);
+    if (!key) return null;
+    const base = BASE_KEY.exec(key);
+    if (base) return (await this.isBaseModel(base[1])) ? key : null;
+    return (await this.store.blobs.size(`${key}/config.json`)) !== null ? key : null;
+  }
+}
+
+const BASE_KEY = /^base-models\/([A-Za-z0-9][A-Za-z0-9._-]*)$/;
+
+/** A recorded local folder as the blob key it is now: MODELS_DIR/<name>, or …/jobs/<id>/<rest> (moved into the store). */
+export function legacyWeightsKey(recorded: unknown, modelsDir: string): string | null {
+  if (typeof recorded !== 'string') return null;
+  if (path.dirname(recorded) === modelsDir) return blobKeys.baseModel(path.basename(recorded));
+  const job = /\/jobs\/([^/]+\/.+)$/.exec(recorded);
+  return job ? `jobs/${job[1]}` : null;
+}
+
+/** A small JSON blob, parsed; null when it is missing or does not parse. */
+export async function readJsonBlob<T>(store: Store, key: string): Promise<T | null> {
+  try {
+    const chunks: Buffer[] = [];
+    for await (const chunk of store.blobs.read(key)) chunks.push(chunk as Buffer);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+  } catch {
+    return null;
   }
 }
 
@@ -126,7 +201,7 @@ export class ModelCatalogue {
  * Bytes of the model's weights (its folder's and its adapter's .safetensors): the memory a worker
  * needs to hold a job on it when the engine has no estimate yet. Null when no weights are found here.
  */
-export function modelWeightBytes(model: Pick<CatalogueModel, 'modelDir' | 'adapterDir'>): number | null {
+export function modelWeightBytes(model: LocalModelFiles): number | null {
   let bytes = 0;
   for (const dir of [model.modelDir, model.adapterDir]) {
     if (!dir || !existsSync(dir)) continue;
@@ -136,19 +211,9 @@ export function modelWeightBytes(model: Pick<CatalogueModel, 'modelDir' | 'adapt
 }
 
 /** A folder's chat template; null too when its tokenizer_config.json does not parse (loading the model says why). */
-function chatTemplateOf(dir: string): string | null {
+export function chatTemplateOf(dir: string): string | null {
   try {
     return readChatTemplate(dir);
-  } catch {
-    return null;
-  }
-}
-
-/** The base folder an adapter records it was trained on, while that folder is still there. */
-function recordedBaseDir(adapterDir: string): string | null {
-  try {
-    const recorded = (JSON.parse(readFileSync(path.join(adapterDir, 'adapter_config.json'), 'utf8')) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
-    return typeof recorded === 'string' && existsSync(path.join(recorded, 'config.json')) ? recorded : null;
   } catch {
     return null;
   }

@@ -1,68 +1,45 @@
-// Where a job starts training: a base model's folder, or (tuning a tuned model) a fine-tuned model or
-// checkpoint of the organization, or one shared with it. A job on a tuned model keeps its own links to
-// what it starts from, in DATA_DIR/jobs/<id>/start: hard links (copies across file systems) of the
-// parent's full weights when they are not a base model's, and of the parent's LoRA adapter. Deleting
-// the parent, its job pruning or cancelling it, breaks neither this job (a resumed run starts from the
-// same files, even with the parent gone) nor the model it makes (a LoRA model over a full fine-tune
-// runs over this copy, which its adapter records).
-import { randomUUID } from 'node:crypto';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { findBaseModel } from '../models/base-models.ts';
-import { ModelCatalogue } from '../models/catalogue.ts';
-import type { JobRecord, Store } from '../store/index.ts';
+// Where a job starts training: a base model, or (tuning a tuned model) a fine-tuned model or
+// checkpoint of the organization, or one shared with it. A job on a tuned model keeps its own copy
+// of what it starts from in the store, under jobs/<id>/start: the parent's full weights when they
+// are not a base model's, and the parent's LoRA adapter (hard links with the local store). Deleting
+// the parent, its job pruning or cancelling it, breaks neither this job (a resumed run, on any host,
+// starts from the same files, even with the parent gone) nor the model it makes (a LoRA model over a
+// full fine-tune runs over this copy, which the start record names). The start record
+// (start/start.json) is written last: a run that dies halfway leaves no half start.
+import { Readable } from 'node:stream';
+import { readJsonBlob, type ModelCatalogue } from '../models/catalogue.ts';
+import { blobKeys, type JobRecord, type Store } from '../store/index.ts';
+import { copyPrefix } from './job-artifacts.ts';
 import { JobError } from './job-error.ts';
 
+/** A job's start record: blob keys of what it trains from. */
 export interface JobStart {
   /** The job's `model`: a base model, or the fine-tuned model or checkpoint it continues. */
   model: string;
-  /** The full Hugging Face folder it trains on. */
-  baseModelDir: string;
-  /** The parent's LoRA adapter (trained on baseModelDir), which the job continues; null when none. */
-  initialAdapterDir: string | null;
+  /** The full Hugging Face folder it trains on (base-models/<name> for a base model). */
+  weights: string;
+  /** The parent's LoRA adapter (trained on `weights`), which the job continues; null when none. */
+  adapter: string | null;
 }
 
-const START_FILE = 'start.json';
+/** The job's starting point: its start record, resolved and copied into the store the first time it runs. */
+export async function jobStart(job: JobRecord, store: Store, catalogue: ModelCatalogue): Promise<JobStart> {
+  const recordKey = blobKeys.jobStartRecord(job.id);
+  const recorded = await readJsonBlob<Partial<JobStart>>(store, recordKey);
+  if (recorded && typeof recorded.weights === 'string') return recorded as JobStart;
 
-/** The job's starting point, resolved and linked into `workDir/start` the first time it runs. */
-export async function jobStart(job: JobRecord, store: Store, modelsDir: string, workDir: string): Promise<JobStart> {
-  const startDir = path.join(workDir, 'start');
-  const recorded = await fs.readFile(path.join(startDir, START_FILE), 'utf8').catch(() => null);
-  if (recorded !== null) return JSON.parse(recorded) as JobStart;
-
-  const model = await new ModelCatalogue(store, modelsDir).find(job.model, job.organization_id);
+  const model = await catalogue.find(job.model, job.organization_id);
   if (!model) throw new JobError(`Model ${job.model} is no longer available.`, 'model_not_available', 'model');
-  if (model.kind === 'base') return { model: job.model, baseModelDir: model.modelDir, initialAdapterDir: null };
-
-  // Linked under a temporary name and renamed: a run that dies halfway leaves no half start.
-  const linking = path.join(workDir, `start-${randomUUID()}`);
-  const ownBase = (await findBaseModel(modelsDir, path.basename(model.modelDir)))?.dir === model.modelDir;
+  const startKey = `${blobKeys.job(job.id)}/start`;
+  const ownBase = model.weights.startsWith(`${blobKeys.baseModel('')}`);
   const start: JobStart = {
     model: job.model,
-    baseModelDir: ownBase ? model.modelDir : path.join(startDir, 'weights'),
-    initialAdapterDir: model.adapterDir ? path.join(startDir, 'adapter') : null,
+    weights: ownBase ? model.weights : `${startKey}/weights`,
+    adapter: model.adapter ? `${startKey}/adapter` : null,
   };
-  try {
-    await fs.mkdir(linking, { recursive: true });
-    if (!ownBase) await linkTree(model.modelDir, path.join(linking, 'weights'));
-    if (model.adapterDir) await linkTree(model.adapterDir, path.join(linking, 'adapter'));
-    await fs.writeFile(path.join(linking, START_FILE), JSON.stringify(start, null, 2) + '\n');
-    await fs.rm(startDir, { recursive: true, force: true });
-    await fs.rename(linking, startDir);
-  } catch (err) {
-    await fs.rm(linking, { recursive: true, force: true });
-    throw err;
-  }
+  await store.blobs.removePrefix(startKey); // what a run that died halfway copied
+  if (!ownBase) await copyPrefix(store.blobs, model.weights, start.weights);
+  if (model.adapter) await copyPrefix(store.blobs, model.adapter, start.adapter!);
+  await store.blobs.put(recordKey, Readable.from([Buffer.from(JSON.stringify(start, null, 2) + '\n')]));
   return start;
-}
-
-/** `to` holding hard links to every file under `from` (copies where a link cannot be made). */
-async function linkTree(from: string, to: string): Promise<void> {
-  await fs.mkdir(to, { recursive: true });
-  for (const entry of await fs.readdir(from, { withFileTypes: true })) {
-    const source = path.join(from, entry.name);
-    const target = path.join(to, entry.name);
-    if (entry.isDirectory()) await linkTree(source, target);
-    else await fs.link(source, target).catch(() => fs.copyFile(source, target));
-  }
 }

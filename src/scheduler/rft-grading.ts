@@ -7,7 +7,7 @@
 // Grader models sample at temperature 0 unless the grader says otherwise (repeatable rewards).
 import { InferenceHost, type RftSample } from '../engine/index.ts';
 import { pythonLimitsFromEnv, runGrader, type CallModel, type GraderDeps, type Grader, type GraderModelReply, type PythonSandboxOptions } from '../graders/index.ts';
-import { inferenceSource, ModelCatalogue } from '../models/catalogue.ts';
+import { inferenceKey, inferenceSource, ModelCatalogue, type CatalogueModel, type OpenedModel } from '../models/catalogue.ts';
 import type { Store } from '../store/index.ts';
 
 const DEFAULT_MAX_TOKENS = 512;
@@ -34,19 +34,25 @@ export interface JobGrader {
 export function ownCallModel(opts: RftGradingOptions): { callModel: CallModel; close: () => Promise<void> } {
   let host: InferenceHost | null = null;
   const loaded = new Map<string, Promise<{ contextLength: number }>>();
+  const opened: OpenedModel[] = [];
   const catalogue = new ModelCatalogue(opts.store, opts.modelsDir);
+  const load = async (model: CatalogueModel, key: string) => {
+    const files = await catalogue.open(model);
+    opened.push(files);
+    host ??= new InferenceHost();
+    return host.load(key, inferenceSource(model, files).source);
+  };
   const callModel: CallModel = async (model, messages, sampling): Promise<GraderModelReply> => {
     const found = await catalogue.find(model, opts.organization);
     if (!found) throw new Error(`the model '${model}' is not available`);
-    const resolved = inferenceSource(found);
-    host ??= new InferenceHost();
+    const resolved = { key: inferenceKey(found) };
     let info = loaded.get(resolved.key);
-    if (!info) loaded.set(resolved.key, (info = host.load(resolved.key, resolved.source)));
+    if (!info) loaded.set(resolved.key, (info = load(found, resolved.key)));
     const { contextLength } = await info;
-    const promptIds = await host.chatPrompt(resolved.key, messages);
+    const promptIds = await host!.chatPrompt(resolved.key, messages);
     const room = contextLength - promptIds.length;
     if (room < 1) throw new Error(`the grader prompt (${promptIds.length} tokens) fills the model's context of ${contextLength} tokens`);
-    const result = await host.generate(resolved.key, promptIds, {
+    const result = await host!.generate(resolved.key, promptIds, {
       maxTokens: Math.min(room, sampling.max_tokens ?? DEFAULT_MAX_TOKENS),
       temperature: sampling.temperature ?? 0,
       topP: sampling.top_p,
@@ -54,7 +60,13 @@ export function ownCallModel(opts: RftGradingOptions): { callModel: CallModel; c
     });
     return { text: result.text, usage: { prompt_tokens: result.promptTokens, completion_tokens: result.completionTokens }, model };
   };
-  return { callModel, close: async () => void (await host?.close()) };
+  return {
+    callModel,
+    close: async () => {
+      await host?.close();
+      for (const files of opened) files.release();
+    },
+  };
 }
 
 /** The grade callback for a job's grader (validated when the job was created: its shape by the route schema). */

@@ -8,7 +8,6 @@
 // same losses. What those steps already recorded (metrics events, checkpoints, the engine's own
 // messages) is recorded once only: the runner skips what the job already has, so the event list of
 // a job that was paused or recovered reads exactly like that of an uninterrupted one.
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { JobError } from './job-error.ts';
@@ -19,9 +18,11 @@ import {
 import { jobEvents } from '../domain/jobs.ts';
 import { BUILT_IN_TRAINING_OPTIONS, loraModuleNames, type TrainingOptions } from '../domain/training-options.ts';
 import type { WandbJobLog, WandbLogger } from '../integrations/wandb.ts';
-import { blobKeys, type JobRecord } from '../store/index.ts';
-import { jobStart, type JobStart } from './job-start.ts';
-import type { JobRunContext, JobRunner } from './worker.ts';
+import { ModelCatalogue } from '../models/catalogue.ts';
+import { FsBlobStore } from '../store/blobs.ts';
+import { blobKeys, type BlobLease, type JobRecord } from '../store/index.ts';
+import { jobStart } from './job-start.ts';
+import type { JobRunContext, JobRunner, JobRunResult } from './worker.ts';
 import type { CallModel, PythonSandboxOptions } from '../graders/index.ts';
 import { jobGrader } from './rft-grading.ts';
 
@@ -68,13 +69,36 @@ function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnI
   };
 }
 
-/** The job's datasets as local files (from the blob cache). */
-export interface JobDatasets {
+/**
+ * What a run reads, as folders and files on this host (pulled through the blob cache, where they
+ * are not here already), and the blob keys they come from: the resume point's fingerprint takes
+ * the keys, so a worker on another host, with the same inputs in other folders, can continue it.
+ */
+export interface TrainInputs {
+  baseModelDir: string;
+  initialAdapterDir: string | null;
   trainingFile: string;
-  validationFile?: string;
+  validationFile: string | null;
+  resumeFrom: string | null;
+  names: NonNullable<TrainSpec['inputNames']>;
 }
 
-export function trainSpecFor(job: JobRecord, ctx: JobRunContext, start: JobStart, options: TrainRunnerOptions, datasets: JobDatasets): TrainSpec {
+async function trainInputs(job: JobRecord, ctx: JobRunContext, modelsDir: string, lease: BlobLease): Promise<TrainInputs> {
+  const catalogue = new ModelCatalogue(ctx.store, modelsDir);
+  const start = await jobStart(job, ctx.store, catalogue);
+  const training = blobKeys.file(job.training_file);
+  const validation = job.validation_file ? blobKeys.file(job.validation_file) : null;
+  return {
+    baseModelDir: await catalogue.localDir(start.weights, lease),
+    initialAdapterDir: start.adapter && (await catalogue.localDir(start.adapter, lease)),
+    trainingFile: await lease.file(training),
+    validationFile: validation && (await lease.file(validation)),
+    resumeFrom: job.resume_point && (await lease.dir(job.resume_point)),
+    names: { baseModel: start.weights, initialAdapter: start.adapter, trainingFile: training, validationFile: validation },
+  };
+}
+
+export function trainSpecFor(job: JobRecord, ctx: Pick<JobRunContext, 'workDir'>, inputs: TrainInputs, options: TrainRunnerOptions): TrainSpec {
   const hp = job.method[job.method.type]?.hyperparameters as Record<string, number>;
   const hyperparameters: ResolvedHyperparameters = {
     n_epochs: hp.n_epochs,
@@ -89,15 +113,17 @@ export function trainSpecFor(job: JobRecord, ctx: JobRunContext, start: JobStart
     if (typeof h.reasoning_effort === 'string') hyperparameters.reasoning_effort = h.reasoning_effort;
   }
   return {
-    baseModelDir: start.baseModelDir,
-    ...(start.initialAdapterDir ? { initialAdapterDir: start.initialAdapterDir } : {}),
+    baseModelDir: inputs.baseModelDir,
+    ...(inputs.initialAdapterDir ? { initialAdapterDir: inputs.initialAdapterDir } : {}),
+    inputNames: inputs.names,
     method: job.method.type as TrainSpec['method'],
-    ...datasets,
+    trainingFile: inputs.trainingFile,
+    ...(inputs.validationFile ? { validationFile: inputs.validationFile } : {}),
     hyperparameters,
     seed: job.seed,
     ...trainingOptionsSpec(job),
     outputDir: ctx.workDir,
-    ...(job.resume_point ? { resumeFrom: job.resume_point } : {}),
+    ...(inputs.resumeFrom ? { resumeFrom: inputs.resumeFrom } : {}),
     ...(options.checkpointEverySteps !== undefined ? { checkpointEverySteps: options.checkpointEverySteps } : {}),
     ...(options.memoryLimitBytes ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
     ...(options.recompute ? { recompute: options.recompute } : {}),
@@ -165,8 +191,6 @@ async function alreadyRecorded(job: JobRecord, ctx: JobRunContext) {
   return { metricSteps, messages, checkpointSteps };
 }
 
-const removeDir = (dir: string) => fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
-
 /** The job errors of the engine's codes (OpenAI's code and param); any other failure is training_failed. */
 const JOB_ERRORS: Partial<Record<EngineErrorCode, { code: string; param: string | null }>> = {
   invalid_training_file: { code: 'invalid_training_file', param: 'training_file' },
@@ -189,8 +213,9 @@ function jobErrorOf(err: unknown, job: JobRecord, spec: TrainSpec): unknown {
 }
 
 export function createTrainRunner(train: TrainFunction, options: TrainRunnerOptions): JobRunner {
-  const run = async (job: JobRecord, ctx: JobRunContext, datasets: JobDatasets) => {
-    const spec = trainSpecFor(job, ctx, await jobStart(job, ctx.store, options.modelsDir, ctx.workDir), options, datasets);
+  const run = async (job: JobRecord, ctx: JobRunContext, lease: BlobLease): Promise<JobRunResult> => {
+    const spec = trainSpecFor(job, ctx, await trainInputs(job, ctx, options.modelsDir, lease), options);
+    const removeArtifact = (key: string) => ctx.removeArtifact(key).catch(() => undefined);
     const seen = await alreadyRecorded(job, ctx);
     const wandb: WandbJobLog | undefined = options.wandb?.startJob({
       id: job.id,
@@ -208,9 +233,10 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
       const { dir } = pendingResume;
       pendingResume = null;
       // Not ours any more (paused, cancelled): the recorded resume point stays, and so does its folder.
-      if (!(await ctx.setResumePoint(dir))) return;
-      if (currentResume && currentResume !== dir) await removeDir(currentResume);
-      currentResume = dir;
+      const key = await ctx.setResumePoint(dir);
+      if (!key) return;
+      if (currentResume && currentResume !== key) await removeArtifact(currentResume);
+      currentResume = key;
     };
 
     // estimated_finish from the measured wall time per step (steps, evaluations and checkpoints).
@@ -262,8 +288,8 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
             seen.checkpointSteps.add(event.step);
             // The run's last checkpoint is the final model: at the last step, or where early stopping ended it.
             const final = event.final ?? event.step === event.metrics.total_steps;
-            const { pruned } = await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir, { final });
-            for (const old of pruned) if (old.dir && old.dir !== event.dir) await removeDir(old.dir);
+            const { checkpoint, pruned } = await ctx.checkpoint(event.step, checkpointMetrics(event.metrics), event.dir, { final });
+            for (const old of pruned) if (old.dir && old.dir !== checkpoint.dir) await removeArtifact(old.dir);
           }
           if (pendingResume && pendingResume.step <= event.step) await flushResume();
           break;
@@ -288,7 +314,7 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
           python: options.graderPython,
           // Python grader code sees none of the server's data: DATA_DIR (= jobs/<id>/../..: every
           // organization's files, the database) and the blob folder the training file comes from.
-          hidePaths: [path.resolve(ctx.workDir, '..', '..'), path.dirname(path.dirname(spec.trainingFile))],
+          hidePaths: [ctx.dataDir, ...(ctx.store.blobs instanceof FsBlobStore ? [path.dirname(ctx.store.blobs.pathOf('files'))] : [])],
         })
       : null;
     let result: TrainResult;
@@ -310,19 +336,16 @@ export function createTrainRunner(train: TrainFunction, options: TrainRunnerOpti
     }
     await grading?.close();
     // Resume points are only needed while the job can still continue.
-    await removeDir(path.join(ctx.workDir, 'resume'));
+    await removeArtifact(`${blobKeys.job(job.id)}/resume`);
     const csvId = await ctx.createResultFile('step_metrics.csv', Readable.from([Buffer.from(await resultCsv(job, ctx))]));
     await wandb?.finish('succeeded', { ...result.finalMetrics, trained_tokens: result.trainedTokens });
-    return { trainedTokens: result.trainedTokens, resultFiles: [csvId], modelDir: result.finalDir };
+    return { trainedTokens: result.trainedTokens, resultFiles: [csvId] };
   };
   return async (job, ctx) => {
-    // The datasets stay in the cache while the job trains.
+    // What the run reads stays on this host (out of the cache's eviction) while it trains.
     const lease = ctx.store.cache.lease();
     try {
-      return await run(job, ctx, {
-        trainingFile: await lease.file(blobKeys.file(job.training_file)),
-        ...(job.validation_file ? { validationFile: await lease.file(blobKeys.file(job.validation_file)) } : {}),
-      });
+      return await run(job, ctx, lease);
     } finally {
       lease.release();
     }

@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { jobEvents, type JobEventContent } from '../domain/jobs.ts';
 import { checkpointModelName, fineTunedModelName, newId } from '../domain/naming.ts';
 import { blobKeys, type CheckpointRecord, type JobRecord, type Store } from '../store/index.ts';
-import { jobWorkDir, removeJobArtifacts, removeResumePoints } from './job-artifacts.ts';
+import { artifactKey, jobWorkDir, pushFolder, removeJobArtifacts, removeResumePoints, removeScratch } from './job-artifacts.ts';
 import { nowSeconds } from '../domain/clock.ts';
 import { availableMemoryBytes } from '../config.ts';
 import { appendEvent } from './job-events.ts';
@@ -25,16 +25,22 @@ export interface JobRunContext {
   signal: AbortSignal;
   workerId: string;
   store: Store;
-  /** A folder this job owns for checkpoints and scratch files (kept across pause/resume). */
+  /**
+   * The local folder the engine writes this job's files into (job-artifacts.ts: the store's own
+   * folder with the local store, scratch otherwise); checkpoint and setResumePoint push what they get.
+   */
   workDir: string;
+  /** DATA_DIR of this worker's host. */
+  dataDir: string;
   /** The name the final model will have: ft:{base}:{org}:{suffix}:{short-id}. */
   fineTunedModel: string;
   /** Renews the lease now; false when the job is no longer ours (the signal then fires too). */
   heartbeat(): Promise<boolean>;
   event(content: JobEventContent): Promise<void>;
   /**
-   * Records a usable checkpoint `…:ckpt-step-N` (a row, an event, pruning to 3: the newest, or RFT's
-   * best); returns the pruned ones. The `final` one, at the job's last step, becomes the fine-tuned
+   * Records a usable checkpoint `…:ckpt-step-N` (its folder `dir` pushed to the store, a row with its
+   * key, an event, pruning to 3: the newest, or RFT's best); returns the pruned ones, whose blobs the
+   * caller removes (removeArtifact). The `final` one, at the job's last step, becomes the fine-tuned
    * model itself when the job succeeds: it is renamed `fineTunedModel` and announced then.
    */
   checkpoint(
@@ -43,8 +49,13 @@ export interface JobRunContext {
     dir: string | null,
     options: { final: boolean },
   ): Promise<{ checkpoint: CheckpointRecord; pruned: CheckpointRecord[] }>;
-  /** Where to continue from after a pause or a lost worker; false when the job is no longer ours. */
-  setResumePoint(dir: string): Promise<boolean>;
+  /**
+   * Pushes the resume point in `dir` and records it as where to continue from after a pause or a lost
+   * worker (on any host); its key, or null when the job is no longer ours.
+   */
+  setResumePoint(dir: string): Promise<string | null>;
+  /** Removes a checkpoint's or resume point's blobs (and this host's scratch copy) by key. */
+  removeArtifact(key: string): Promise<void>;
   setEstimatedFinish(unixSeconds: number | null): Promise<void>;
   /** Stores a file with purpose fine-tune-results for this job's organization; returns its id. */
   createResultFile(filename: string, content: Readable | AsyncIterable<Buffer>): Promise<string>;
@@ -53,8 +64,6 @@ export interface JobRunContext {
 export interface JobRunResult {
   trainedTokens: number;
   resultFiles?: string[];
-  /** Folder of the final model, recorded with the registered fine-tuned model. */
-  modelDir?: string | null;
 }
 
 export type JobRunner = (job: JobRecord, ctx: JobRunContext) => Promise<JobRunResult>;
@@ -191,7 +200,7 @@ export class Worker {
     const controller = new AbortController();
     this.running.set(job.id, controller);
     const fineTunedModel = fineTunedModelName(job.model, job.organization_id, job.suffix, job.id);
-    const workDir = jobWorkDir(this.opts.dataDir, job.id);
+    const workDir = jobWorkDir(store.blobs, this.opts.dataDir, job.id);
     await fs.mkdir(workDir, { recursive: true });
 
     const heartbeat = async () => {
@@ -213,12 +222,16 @@ export class Worker {
       workerId: this.id,
       store,
       workDir,
+      dataDir: this.opts.dataDir,
       fineTunedModel,
       heartbeat,
       event: async (content) => {
         await appendEvent(store, job.id, content);
       },
       checkpoint: async (step, metrics, dir, { final }) => {
+        // Pushed before its row exists: a row never names blobs that are not there.
+        const key = dir && artifactKey(job.id, workDir, dir);
+        if (dir && key) await pushFolder(store.blobs, dir, key);
         const checkpoint = await store.checkpoints.add({
           id: newId('ftckpt_'),
           job_id: job.id,
@@ -227,7 +240,7 @@ export class Worker {
           fine_tuned_model_checkpoint: checkpointModelName(fineTunedModel, step),
           step_number: step,
           metrics,
-          dir,
+          dir: key,
         });
         if (!final) await appendEvent(store, job.id, jobEvents.checkpointCreated(step, checkpoint.fine_tuned_model_checkpoint));
         const bestBy = job.method.type === 'reinforcement' ? 'valid_reward_mean' : undefined;
@@ -237,11 +250,17 @@ export class Worker {
         return { checkpoint, pruned };
       },
       setResumePoint: async (dir) => {
-        if (await store.jobs.updateOwned(job.id, this.id, { resume_point: dir })) return true;
+        const key = artifactKey(job.id, workDir, dir);
+        await pushFolder(store.blobs, dir, key);
+        if (await store.jobs.updateOwned(job.id, this.id, { resume_point: key })) return key;
         // A job paused while this worker held it: the pause's own resume point is still ours to record.
         const now = await store.jobs.get(job.id);
-        if (now?.status !== 'paused' || now.worker_id !== this.id) return false;
-        return Boolean(await store.jobs.update(job.id, { resume_point: dir }, ['paused']));
+        if (now?.status !== 'paused' || now.worker_id !== this.id) return null;
+        return (await store.jobs.update(job.id, { resume_point: key }, ['paused'])) ? key : null;
+      },
+      removeArtifact: async (key) => {
+        await store.blobs.removePrefix(key);
+        await fs.rm(path.join(workDir, ...key.split('/').slice(2)), { recursive: true, force: true });
       },
       setEstimatedFinish: async (at) => {
         await store.jobs.updateOwned(job.id, this.id, { estimated_finish: at });
@@ -295,6 +314,7 @@ export class Worker {
 
   private async succeed(job: JobRecord, fineTunedModel: string, result: JobRunResult) {
     const { store } = this.opts;
+    await removeScratch(this.opts.dataDir, job.id); // every file of the run is in the store by now
     // One transaction: whoever sees `succeeded` finds the model and the closing events too.
     const finished = await store.transaction(async (tx) => {
       const updated = await tx.jobs.transition(job.id, 'succeed', {
@@ -320,7 +340,7 @@ export class Worker {
         created_at: nowSeconds(),
         job_id: job.id,
         base_model: job.model,
-        dir: result.modelDir ?? null,
+        dir: last?.dir ?? null,
       });
       await appendEvent(tx, job.id, jobEvents.newModel(fineTunedModel));
       await appendEvent(tx, job.id, jobEvents.succeeded());
@@ -352,7 +372,7 @@ export class Worker {
       return updated;
     });
     if (!failed) return;
-    await removeResumePoints(this.opts.dataDir, job.id);
+    await removeResumePoints(store, this.opts.dataDir, job.id);
     this.opts.onJobFinished?.(job.id, 'failed');
   }
 

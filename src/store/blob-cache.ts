@@ -41,14 +41,13 @@ export class BlobCache {
   /** In least recently used order: Map keeps insertion order, and a use re-inserts. */
   private readonly entries = new Map<string, Entry>();
   private held = 0;
-  private readonly started: Promise<void>;
+  /** Indexing what an earlier run left, begun by the first lease: a store that never leases does no I/O here. */
+  private started: Promise<void> | null = null;
 
   constructor(
     private readonly store: BlobStore,
     private readonly options: BlobCacheOptions,
-  ) {
-    this.started = this.indexExisting();
-  }
+  ) {}
 
   /** Bytes of the copies on disk now (those in use included). */
   get bytes(): number {
@@ -60,7 +59,7 @@ export class BlobCache {
     let released = false;
     const use = async (local: () => Promise<{ path: string } | Entry>) => {
       if (released) throw new Error('This blob lease was released');
-      await this.started;
+      await (this.started ??= this.indexExisting());
       const got = await local();
       if ('pins' in got) held.push(got);
       return got.path;
@@ -171,7 +170,7 @@ export class BlobCache {
       await fsp.mkdir(dir, { recursive: true });
       for (const name of await fsp.readdir(dir)) {
         const full = path.join(dir, name);
-        if (name.includes('.')) {
+        if (name.endsWith('.part')) {
           await fsp.rm(full, { recursive: true, force: true });
           continue;
         }

@@ -57,7 +57,10 @@ export interface BlobStore {
   removePrefix(prefix: string): Promise<void>;
 }
 
-const KEY = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
+/** Segments of letters, digits, _, - and . (file names such as adapter_config.json), never starting with a dot (no `.` or `..`). */
+const KEY = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/;
+/** writeFileAtomically's temp files. */
+const TEMP_FILE = /\.[0-9a-f-]{36}\.part$/;
 
 /** Throws unless `key` is a well-formed key (or prefix): safe path segments joined by '/'. */
 export function checkKey(key: string): string {
@@ -163,7 +166,7 @@ export class FsBlobStore implements BlobStore {
     return entries
       .filter((e) => e.isFile())
       .map((e) => path.relative(this.root, path.join(e.parentPath, e.name)).split(path.sep).join('/'))
-      .filter((key) => KEY.test(key)) // not temp files of writes in progress
+      .filter((key) => KEY.test(key) && !TEMP_FILE.test(key)) // not temp files of writes in progress
       .sort();
   }
 

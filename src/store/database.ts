@@ -45,7 +45,7 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
     // its 'error' event would end the process. Queries in flight report their own errors.
     pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    await migrate(db, 'postgres');
+    await migrate(db, 'postgres', dataDir);
     return { db, dialect: 'postgres' };
   }
   fs.mkdirSync(dataDir, { recursive: true });
@@ -55,7 +55,7 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('synchronous = NORMAL');
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqliteForKysely(sqlite) }) });
-  await migrate(db, 'sqlite');
+  await migrate(db, 'sqlite', dataDir);
   return { db, dialect: 'sqlite' };
 }
 
@@ -105,11 +105,12 @@ export function inTransaction<T>(db: Db, fn: (tx: Db) => Promise<T>): Promise<T>
   return db.isTransaction ? fn(db) : db.transaction().execute(fn);
 }
 
-export async function migrate(db: Db, dialect: SqlDialectName): Promise<void> {
+/** `dataDir`: the host's DATA_DIR (migrations that move its files: 0006). */
+export async function migrate(db: Db, dialect: SqlDialectName, dataDir: string | null = null): Promise<void> {
   // PostgreSQL: the migration tables of the schema in use. Left unnamed, Kysely looks for them in every
   // schema of the database and takes another schema's (another install's, a test's) for these.
   const migrationTableSchema = dialect === 'postgres' ? (await sql<{ schema: string }>`select current_schema() as schema`.execute(db)).rows[0]?.schema : undefined;
-  const migrator = new Migrator({ db, provider: migrationProvider(dialect), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
+  const migrator = new Migrator({ db, provider: migrationProvider(dialect, dataDir), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');

@@ -36,9 +36,10 @@ export interface Store {
 }
 
 /** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
-export async function openStore(location: StoreLocation, options: { now?: () => number } = {}): Promise<Store> {
+/** `blobs`: another blob store than the location's (tests of hosts with no shared disk). */
+export async function openStore(location: StoreLocation, options: { now?: () => number; blobs?: BlobStore } = {}): Promise<Store> {
   const { db: root, dialect } = await openDatabase(location);
-  const { blobs, closeBlobs } = openBlobStore(location);
+  const { blobs, closeBlobs } = options.blobs ? { blobs: options.blobs, closeBlobs: () => {} } : openBlobStore(location);
   const cache = new BlobCache(blobs, location.blobCache ?? { dir: path.join(location.dataDir, 'cache'), maxBytes: 20 * 1024 ** 3 });
   const over = (db: Db): Store => ({
     db,
@@ -72,6 +73,14 @@ export const blobKeys = {
   file: (fileId: string) => `files/${fileId}`,
   uploadPart: (uploadId: string, partId: string) => `uploads/${uploadId}/${partId}`,
   upload: (uploadId: string) => `uploads/${uploadId}`,
+  /**
+   * Everything a job keeps: its start (start/start.json and copies of a tuned parent's weights and
+   * adapter), checkpoints/step-N (the last one is the fine-tuned model), resume/step-N.
+   */
+  job: (jobId: string) => `jobs/${jobId}`,
+  jobStartRecord: (jobId: string) => `jobs/${jobId}/start/start.json`,
+  /** A base model for hosts without it in MODELS_DIR (put there by the operator). */
+  baseModel: (name: string) => `base-models/${name}`,
 };
 
 export type { StoreLocation } from './database.ts';

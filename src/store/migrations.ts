@@ -1,5 +1,7 @@
 // Schema migrations, applied in name order by Kysely's Migrator. The only dialect-specific
 // piece is the auto-increment `seq` column (insertion order for lists and the queue).
+import fs from 'node:fs';
+import path from 'node:path';
 import { Kysely, type CreateTableBuilder, type Migration, type MigrationProvider } from 'kysely';
 
 export type SqlDialectName = 'sqlite' | 'postgres';
@@ -177,10 +179,55 @@ const workerCapacity: Migration = {
   },
 };
 
-export function migrationProvider(dialect: SqlDialectName): MigrationProvider {
+/**
+ * Checkpoints, models and resume points name blob keys (jobs/<id>/…), not folders of one host: a
+ * row holding a folder under DATA_DIR/jobs gets that folder's key (any other folder: none, the
+ * weights were never where a key can name them), and this host's DATA_DIR/jobs moves into the local
+ * blob folder, DATA_DIR/blobs/jobs, where the local store keeps those keys (a rename per job). An
+ * install that shared one DATA_DIR keeps every model, checkpoint and resume point.
+ */
+function artifactKeys(dataDir: string | null): Migration {
+  return {
+    async up(db: Kysely<any>) {
+      for (const [table, column] of [['checkpoints', 'dir'], ['models', 'dir'], ['jobs', 'resume_point']] as const) {
+        const rows = await db.selectFrom(table).select(['id', column]).where(column, 'is not', null).execute();
+        for (const row of rows) {
+          const key = legacyFolderKey(row[column]);
+          if (key !== row[column]) await db.updateTable(table).set({ [column]: key }).where('id', '=', row.id).execute();
+        }
+      }
+      if (dataDir) moveJobFolders(dataDir);
+    },
+    // Keys stay keys (they name the same blobs for every version since); `up` again leaves them as they are.
+    async down() {},
+  };
+}
+
+/** The blob key of a folder DATA_DIR/jobs/<id>/<rest> (jobs/<id>/<rest>); a key stays as it is; null for anything else. */
+export function legacyFolderKey(folder: string): string | null {
+  if (!path.isAbsolute(folder)) return folder;
+  const match = /\/jobs\/([A-Za-z0-9_-]+\/.+)$/.exec(folder);
+  return match ? `jobs/${match[1]}` : null;
+}
+
+function moveJobFolders(dataDir: string): void {
+  const from = path.join(dataDir, 'jobs');
+  if (!fs.existsSync(from)) return;
+  const to = path.join(dataDir, 'blobs', 'jobs');
+  fs.mkdirSync(to, { recursive: true });
+  for (const name of fs.readdirSync(from)) {
+    if (!fs.existsSync(path.join(to, name))) fs.renameSync(path.join(from, name), path.join(to, name));
+  }
+}
+
+/** `dataDir`: the host's DATA_DIR, whose job folders the 0006 upgrade moves into its blob folder (null: none to move). */
+export function migrationProvider(dialect: SqlDialectName, dataDir: string | null = null): MigrationProvider {
   return {
     async getMigrations() {
-      return { '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit, '0004_job_version': jobVersion, '0005_worker_capacity': workerCapacity };
+      return {
+        '0001_initial': initial(dialect), '0002_upload_file_expiry': uploadFileExpiry, '0003_lease_unit': leaseUnit, '0004_job_version': jobVersion,
+        '0005_worker_capacity': workerCapacity, '0006_artifact_keys': artifactKeys(dataDir),
+      };
     },
   };
 }

@@ -28,14 +28,15 @@ export class ModelsRepository {
 
   /**
    * Deletes the model and its job's final checkpoint, which has the same name: left behind, that
-   * checkpoint would keep the name listed and servable.
+   * checkpoint would keep the name listed and servable. The deleted row (its blobs are the caller's
+   * to remove), or undefined when there was none.
    */
-  async delete(id: string, organizationId: string): Promise<boolean> {
+  async delete(id: string, organizationId: string): Promise<FineTunedModelRecord | undefined> {
     return inTransaction(this.db, async (tx) => {
-      const res = await tx.deleteFrom('models').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
-      if (Number(res.numDeletedRows) === 0) return false;
+      const row = await tx.deleteFrom('models').where('id', '=', id).where('organization_id', '=', organizationId).returningAll().executeTakeFirst();
+      if (!row) return undefined;
       await tx.deleteFrom('checkpoints').where('fine_tuned_model_checkpoint', '=', id).where('organization_id', '=', organizationId).execute();
-      return true;
+      return fromRow(row);
     });
   }
 }

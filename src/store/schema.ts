@@ -71,7 +71,7 @@ export interface JobsTable {
   lease_expires_at_ms: number | null;
   /** Queue: how many times a worker has claimed the job. */
   attempts: number;
-  /** Engine-written folder to continue from after a pause or a lost worker. */
+  /** Blob key (prefix) of the engine-written resume point to continue from after a pause or a lost worker, on any host. */
   resume_point: string | null;
   /** Bumped by every update of the row (JobsRepository): readers may keep what they built from a version. */
   version: Generated<number>;
@@ -117,7 +117,7 @@ export interface CheckpointsTable {
   step_number: number;
   /** JSON metrics object. */
   metrics: string;
-  /** Folder holding the checkpoint's weights, or null. */
+  /** Blob key (prefix) of the checkpoint's weights (jobs/<id>/checkpoints/step-N), or null. */
   dir: string | null;
 }
 
@@ -137,6 +137,7 @@ export interface ModelsTable {
   created_at: number;
   job_id: string;
   base_model: string;
+  /** Blob key (prefix) of its weights: its job's final checkpoint's, or null. */
   dir: string | null;
 }
 

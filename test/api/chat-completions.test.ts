@@ -13,6 +13,7 @@ import { parseToolCalls, toolSyntaxOf } from '../../src/api/inference/tool-calls
 import { assertMatches } from '../support/openapi.ts';
 import { expectError, json, waitFor, type TestServer } from '../support/server.ts';
 import { BASE_MODEL, MODELS_DIR, createJob, startTrainingServer, uploadFiles } from '../e2e/support.ts';
+import type { FsBlobStore } from '../../src/store/blobs.ts';
 
 const A = 'sk-a';
 const B = 'sk-b';
@@ -381,8 +382,8 @@ describe('POST /v1/chat/completions', () => {
 
   it('serves a fine-tuned model with full weights (its own HF folder) like its base', async () => {
     // A full fine-tune's folder holds config, weights and tokenizer; a copy of the base stands in.
-    const dir = path.join(server.dataDir, 'full-copy');
-    fs.cpSync(path.join(MODELS_DIR, BASE_MODEL), dir, { recursive: true });
+    const dir = 'jobs/ftjob-none/checkpoints/step-1';
+    fs.cpSync(path.join(MODELS_DIR, BASE_MODEL), (server.store.blobs as FsBlobStore).pathOf(dir), { recursive: true });
     const id = 'ft:tiny-llama:org-a::fullcopy';
     await server.store.models.add({ id, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-none', base_model: BASE_MODEL, dir });
     const greedy = { temperature: 0, max_tokens: 10 };

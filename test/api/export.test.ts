@@ -11,6 +11,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expectError, startTestServer, waitFor, type TestServer } from '../support/server.ts';
+import type { FsBlobStore } from '../../src/store/blobs.ts';
 import { exportMerged } from '../../src/engine/export/index.ts';
 import { readGguf } from '../../src/engine/io/gguf.ts';
 import { loadHfModel } from '../../src/engine/io/hf-model.ts';
@@ -37,17 +38,19 @@ describe('model export', () => {
     server = await startTestServer({ env: { API_KEYS: 'sk-a:org-a,sk-b:org-b' } });
     cpSync(tinyLlama, join(server.modelsDir, 'tiny-llama'), { recursive: true });
     work = mkdtempSync(join(tmpdir(), 'tuneforge-export-api-'));
-    adapterDir = join(work, 'adapter');
+    // The model's and the checkpoint's weights where the worker pushes them: in the (local) blob store.
+    const blobs = server.store.blobs as FsBlobStore;
+    adapterDir = blobs.pathOf('jobs/ftjob-lora/checkpoints/step-4');
     const cfg = loadHfModel(tinyLlama).config;
     const rng = new SeededRandom(21);
     writeAdapter(cfg, adapterDir, (_n, n) => new Float32Array(n).map(() => (rng.next() * 2 - 1) * 0.3), 4, ['q_proj', 'k_proj', 'v_proj', 'o_proj']);
-    const fullDir = join(work, 'full');
+    const fullDir = blobs.pathOf('jobs/ftjob-full/checkpoints/step-4');
     exportMerged(tinyLlama, adapterDir, fullDir, 'f32'); // stands in for a full fine-tune's checkpoint folder
-    await server.store.models.add({ id: LORA_MODEL, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-lora', base_model: 'tiny-llama', dir: adapterDir });
+    await server.store.models.add({ id: LORA_MODEL, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-lora', base_model: 'tiny-llama', dir: 'jobs/ftjob-lora/checkpoints/step-4' });
     await server.store.models.add({ id: EMPTY_MODEL, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-none', base_model: 'tiny-llama', dir: null });
     await server.store.checkpoints.add({
       id: 'ftckpt_full', job_id: 'ftjob-full', organization_id: 'org-a', created_at: 1, fine_tuned_model_checkpoint: FULL_CHECKPOINT,
-      step_number: 4, metrics: { step: 4 }, dir: fullDir,
+      step_number: 4, metrics: { step: 4 }, dir: 'jobs/ftjob-full/checkpoints/step-4',
     });
   });
   after(async () => {

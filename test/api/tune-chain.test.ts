@@ -9,6 +9,7 @@ import OpenAI from 'openai';
 import { after, before, describe, it } from 'node:test';
 import { BASE_MODEL, chatJsonl, startTestServer, waitFor, type TestServer } from '../support/server.ts';
 import { NonTrainingRunner } from '../support/runners.ts';
+import type { FsBlobStore } from '../../src/store/blobs.ts';
 
 const MODEL = `ft:${BASE_MODEL}:org-a:lora:abcdefgh`;
 const CHECKPOINT = `${MODEL}:ckpt-step-2`;
@@ -25,15 +26,16 @@ describe('a job on a tuned model', () => {
       { runJob: new NonTrainingRunner().runJob },
     );
     // org-a's LoRA model (rank 4 on q and v) and an earlier checkpoint of its job, as a worker records them.
-    const adapter = path.join(server.dataDir, 'jobs', 'ftjob-parent', 'final');
+    const key = 'jobs/ftjob-parent/checkpoints/step-4';
+    const adapter = (server.store.blobs as FsBlobStore).pathOf(key);
     fs.mkdirSync(adapter, { recursive: true });
     fs.writeFileSync(path.join(adapter, 'adapter_config.json'), JSON.stringify({
       peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['v_proj', 'q_proj'], base_model_name_or_path: path.join(server.modelsDir, BASE_MODEL),
     }));
-    await server.store.models.add({ id: MODEL, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-parent', base_model: BASE_MODEL, dir: adapter });
+    await server.store.models.add({ id: MODEL, organization_id: 'org-a', created_at: 1, job_id: 'ftjob-parent', base_model: BASE_MODEL, dir: key });
     await server.store.checkpoints.add({
       id: 'ftckpt_parent2', job_id: 'ftjob-parent', organization_id: 'org-a', created_at: 1, fine_tuned_model_checkpoint: CHECKPOINT,
-      step_number: 2, metrics: {}, dir: adapter,
+      step_number: 2, metrics: {}, dir: key,
     });
     for (const [org, client] of [['org-a', a], ['org-b', b]] as const) {
       files.set(org, (await client().files.create({ file: new File([chatJsonl(10)], 'train.jsonl'), purpose: 'fine-tune' })).id);

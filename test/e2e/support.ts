@@ -101,12 +101,13 @@ export async function waitForStep(client: OpenAI, jobId: string, step: number) {
  * `serve` with its API URL, `worker` once it said it started; a process not up within
  * `startTimeoutMs` is killed and the call fails. The caller kills `child`. A `launcher` prefixes the
  * command line (e.g. `ip netns exec NS`, which execs it: `child` is then the CLI's process itself).
+ * `entry`: another script that starts the same way (test/support/remote-worker.ts).
  */
 export async function spawnCli(
-  command: 'serve' | 'worker', env: Record<string, string>, options: { startTimeoutMs?: number; launcher?: string[] } = {},
+  command: 'serve' | 'worker', env: Record<string, string>, options: { startTimeoutMs?: number; launcher?: string[]; entry?: string } = {},
 ): Promise<{ child: ChildProcess; url: string }> {
-  const { startTimeoutMs = 120_000, launcher = [] } = options;
-  const [executable, ...args] = [...launcher, process.execPath, '--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), command];
+  const { startTimeoutMs = 120_000, launcher = [], entry = path.join(ROOT, 'src/cli/main.ts') } = options;
+  const [executable, ...args] = [...launcher, process.execPath, '--import', 'tsx', entry, command];
   const child = spawn(executable, args, {
     cwd: ROOT,
     env: {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type OpenAI from 'openai';
+import type { FsBlobStore } from '../../src/store/blobs.ts';
 import { ChatFormatter } from '../../src/engine/data/chat-format.ts';
 import { tokenizeDataset } from '../../src/engine/data/dataset.ts';
 import { loadTokenizer } from '../../src/engine/data/tokenizer.ts';
@@ -35,7 +36,7 @@ describe('training options end to end (real engine, tiny model)', () => {
     const messages = (await allEvents(client(), job.id)).map((e) => e.message);
     return { job, messages };
   }
-  const modelDir = async (job: OpenAI.FineTuning.FineTuningJob) => (await server.store.models.get(job.fine_tuned_model!))!.dir!;
+  const modelDir = async (job: OpenAI.FineTuning.FineTuningJob) => (server.store.blobs as FsBlobStore).pathOf((await server.store.models.get(job.fine_tuned_model!))!.dir!);
   /** The number in the engine's plan message: "…, N target tokens per epoch, …". */
   const targetTokens = (messages: string[]) => Number(/(\d+) target tokens per epoch/.exec(messages.find((m) => m.includes('target tokens per epoch'))!)![1]);
 

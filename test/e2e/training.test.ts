@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { FsBlobStore } from '../../src/store/blobs.ts';
 import { ChatFormatter } from '../../src/engine/data/chat-format.ts';
 import { tokenizeDataset } from '../../src/engine/data/dataset.ts';
 import { loadTokenizer } from '../../src/engine/data/tokenizer.ts';
@@ -109,7 +110,8 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     assert.ok(!models.includes(`${job.fine_tuned_model}:ckpt-step-3`), 'pruned checkpoints are gone');
     assert.equal((await client().models.retrieve(job.fine_tuned_model!)).id, job.fine_tuned_model);
     const record = await server.store.models.get(job.fine_tuned_model!);
-    assert.ok(record?.dir && fs.existsSync(path.join(record.dir, 'adapter_config.json')));
+    assert.equal(record?.dir, `jobs/${job.id}/checkpoints/step-12`, 'a key of the blob store');
+    assert.ok(fs.existsSync(path.join((server.store.blobs as FsBlobStore).pathOf(record.dir!), 'adapter_config.json')));
     assert.equal(record.dir, (await server.store.checkpoints.getByName(job.fine_tuned_model!))?.dir, 'the model is its final checkpoint’s weights');
 
     // The result file: purpose fine-tune-results, a CSV row per step.
@@ -124,7 +126,7 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     assert.deepEqual(rows.map((r) => (r[3] === '' ? undefined : Number(r[3]))), metrics.map((m) => m.valid_loss));
 
     // Resume points are scratch: gone once the job has succeeded.
-    assert.equal(fs.existsSync(path.join(server.dataDir, 'jobs', job.id, 'resume')), false);
+    assert.deepEqual(await server.store.blobs.list(`jobs/${job.id}/resume`), []);
     await waitFor(async () => webhooksFor(job.id), (types) => types.length > 0);
     assert.deepEqual(webhooksFor(job.id), ['fine_tuning.job.succeeded']);
   });
@@ -172,8 +174,7 @@ describe('training jobs end to end (real engine, tiny model)', () => {
     assert.equal((await client().fineTuning.jobs.checkpoints.list(job.id)).data.length > 0, true);
     const cancelled = await client().fineTuning.jobs.cancel(job.id);
     assert.equal(cancelled.status, 'cancelled');
-    const workDir = path.join(server.dataDir, 'jobs', job.id);
-    await waitFor(async () => fs.existsSync(workDir), (exists) => !exists);
+    await waitFor(() => server.store.blobs.list(`jobs/${job.id}`), (keys) => keys.length === 0);
     const steps = (await metricsEvents(client(), job.id)).length;
     assert.ok(steps < 36, `stopped after ${steps} steps`);
     assert.deepEqual((await client().fineTuning.jobs.checkpoints.list(job.id)).data, []);

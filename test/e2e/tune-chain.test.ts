@@ -48,10 +48,10 @@ describe('tuning a tuned model (real engine, tiny model)', () => {
     return { job, losses: (await metricsEvents(client(), job.id)).map((m) => m.train_loss) };
   }
 
-  /** The parent is deleted and its job's files are gone: what the child needs must be its own. */
+  /** The parent is deleted and its job's blobs are gone: what the child needs must be its own. */
   async function removeParent(job: OpenAI.FineTuning.FineTuningJob) {
     assert.equal((await client().models.delete(job.fine_tuned_model!)).deleted, true);
-    fs.rmSync(path.join(server.dataDir, 'jobs', job.id), { recursive: true, force: true });
+    await server.store.blobs.removePrefix(`jobs/${job.id}`);
   }
 
   async function chats(model: string) {

@@ -1,4 +1,6 @@
-// The adapter between the worker and the engine's train(spec, {signal, onEvent}), with a fake train.
+// The adapter between the worker and the engine's train(spec, {signal, onEvent}), with a fake train:
+// what it reads (pulled through the blob cache) and what it writes (pushed to the blob store as keys
+// under jobs/<id>), with the local store (in place) and with one on another machine.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,7 +12,10 @@ import { applyJobAction } from '../../src/scheduler/job-events.ts';
 import { EngineError } from '../../src/engine/index.ts';
 import { createTrainRunner } from '../../src/scheduler/train-runner.ts';
 import { Worker } from '../../src/scheduler/worker.ts';
+import { BlobCache } from '../../src/store/blob-cache.ts';
+import type { FsBlobStore } from '../../src/store/blobs.ts';
 import type { Store } from '../../src/store/index.ts';
+import { RemoteLikeBlobStore } from '../support/remote-blobs.ts';
 import { TINY_CONFIG, waitFor } from '../support/server.ts';
 import { queuedJob, tempStore } from '../support/store.ts';
 
@@ -24,6 +29,7 @@ describe('createTrainRunner', () => {
     // The datasets queuedJob's jobs name (the fake trainers here do not read them).
     for (const id of ['file-x', 'file-v']) await store.blobs.put(`files/${id}`, Readable.from([Buffer.from(`{"messages":[]} ${id}\n`)]));
   });
+  const inStore = (key: string) => (store.blobs as FsBlobStore).pathOf(key);
   afterEach(async () => {
     await worker?.stop();
     await cleanup();
@@ -61,10 +67,11 @@ describe('createTrainRunner', () => {
     assert.equal(seen.seed, 42);
     assert.equal(fs.readFileSync(seen.trainingFile, 'utf8'), await text(store.blobs.read('files/file-x')));
     assert.equal(fs.readFileSync(seen.validationFile!, 'utf8'), await text(store.blobs.read('files/file-v')));
-    assert.equal(seen.outputDir, path.join(dataDir, 'jobs', job.id));
+    assert.equal(seen.outputDir, inStore(`jobs/${job.id}`), 'the local store’s own folder: nothing to push');
+    assert.deepEqual(seen.inputNames, { baseModel: 'base-models/tiny-test', initialAdapter: null, trainingFile: 'files/file-x', validationFile: 'files/file-v' });
     assert.ok(seen.lora);
 
-    assert.equal(done.resume_point, path.join(seen.outputDir, 'resume-1'));
+    assert.equal(done.resume_point, `jobs/${job.id}/resume-1`);
     assert.equal(done.trained_tokens, 500);
     const events = (await store.events.list(job.id, { limit: 50, order: 'asc' })).data;
     assert.ok(events.some((e) => e.message === 'Loading model'));
@@ -81,7 +88,8 @@ describe('createTrainRunner', () => {
     const csv = await text(store.blobs.read(`files/${resultId}`));
     assert.equal(csv, 'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2,0.4,,\n2,1,0.6,1.5,0.5\n');
     assert.equal((await store.files.get(resultId))?.purpose, 'fine-tune-results');
-    assert.equal((await store.models.get(done.fine_tuned_model!))?.dir, path.join(seen.outputDir, 'final'));
+    assert.equal((await store.models.get(done.fine_tuned_model!))?.dir, `jobs/${job.id}/ckpt-2`, 'the final checkpoint’s key');
+    assert.equal(checkpoint.dir, `jobs/${job.id}/ckpt-2`);
   });
 
   function tinyModels() {
@@ -97,54 +105,68 @@ describe('createTrainRunner', () => {
       signal.addEventListener('abort', () => reject(signal.reason), { once: true });
     });
 
-  it('a job run again after a pause records each step, checkpoint and engine message once', async () => {
-    const runs: (string | undefined)[] = [];
-    const train = async (spec: TrainSpec, { onEvent, signal }: TrainOptions) => {
-      runs.push(spec.resumeFrom);
-      const point = (step: number) => {
-        const dir = path.join(spec.outputDir, 'resume', `step-${step}`);
-        fs.mkdirSync(dir, { recursive: true });
-        return onEvent?.({ type: 'resume_point', step, dir });
+  for (const where of ['the local store', 'a store on another machine'] as const) {
+    it(`a job run again after a pause records each step, checkpoint and engine message once (${where})`, async () => {
+      // On another machine: the job's files are pushed from scratch under the worker's DATA_DIR, and the
+      // resumed run reads the pushed resume point from the worker's blob cache.
+      const remote = where === 'a store on another machine' ? new RemoteLikeBlobStore(store.blobs as FsBlobStore) : null;
+      const hostDir = remote ? path.join(dataDir, 'worker-host') : dataDir;
+      const hostStore: Store = remote ? { ...store, blobs: remote, cache: new BlobCache(remote, { dir: path.join(hostDir, 'cache'), maxBytes: 1 << 20 }) } : store;
+      const runs: (string | undefined)[] = [];
+      const train = async (spec: TrainSpec, { onEvent, signal }: TrainOptions) => {
+        runs.push(spec.resumeFrom);
+        const point = (step: number) => {
+          const dir = path.join(spec.outputDir, 'resume', `step-${step}`);
+          fs.mkdirSync(dir, { recursive: true });
+          fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({ step }));
+          return onEvent?.({ type: 'resume_point', step, dir });
+        };
+        await onEvent?.({ type: 'message', level: 'info', message: '4 steps of ≤1 examples' });
+        if (!spec.resumeFrom) {
+          await onEvent?.({ type: 'metrics', metrics: metrics(1), stepSeconds: 0.1 });
+          await point(1);
+          await onEvent?.({ type: 'metrics', metrics: metrics(2), stepSeconds: 0.1 });
+          await point(2);
+          await onEvent?.({ type: 'metrics', metrics: metrics(3), stepSeconds: 0.1 }); // re-run after the pause
+          await until(signal!);
+        } else {
+          assert.deepEqual(JSON.parse(fs.readFileSync(path.join(spec.resumeFrom, 'state.json'), 'utf8')), { step: 2 });
+        }
+        await onEvent?.({ type: 'metrics', metrics: metrics(3), stepSeconds: 0.1 });
+        await point(3);
+        await onEvent?.({ type: 'metrics', metrics: metrics(4), stepSeconds: 0.1 });
+        const last = path.join(spec.outputDir, 'checkpoints', 'step-4');
+        fs.mkdirSync(last, { recursive: true });
+        fs.writeFileSync(path.join(last, 'adapter_config.json'), '{}');
+        await onEvent?.({ type: 'checkpoint', step: 4, dir: last, metrics: metrics(4) });
+        return { trainedTokens: 40, steps: 4, finalDir: last, finalMetrics: metrics(4) };
       };
-      await onEvent?.({ type: 'message', level: 'info', message: '4 steps of ≤1 examples' });
-      if (!spec.resumeFrom) {
-        await onEvent?.({ type: 'metrics', metrics: metrics(1), stepSeconds: 0.1 });
-        await point(1);
-        await onEvent?.({ type: 'metrics', metrics: metrics(2), stepSeconds: 0.1 });
-        await point(2);
-        await onEvent?.({ type: 'metrics', metrics: metrics(3), stepSeconds: 0.1 }); // re-run after the pause
-        await until(signal!);
-      }
-      await onEvent?.({ type: 'metrics', metrics: metrics(3), stepSeconds: 0.1 });
-      await point(3);
-      await onEvent?.({ type: 'metrics', metrics: metrics(4), stepSeconds: 0.1 });
-      await onEvent?.({ type: 'checkpoint', step: 4, dir: path.join(spec.outputDir, 'checkpoints', 'step-4'), metrics: metrics(4) });
-      return { trainedTokens: 40, steps: 4, finalDir: path.join(spec.outputDir, 'checkpoints', 'step-4'), finalMetrics: metrics(4) };
-    };
-    const job = await queuedJob(store, 'org-a');
-    worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
-    worker.start();
-    await waitFor(() => store.events.list(job.id, { limit: 1 }), (page) => page.data[0]?.type === 'metrics' && page.data[0].data?.step === 3);
-    await applyJobAction(store, job.id, 'pause');
-    await waitFor(async () => runs.length, () => true);
-    const paused = (await store.jobs.get(job.id))!;
-    const workDir = path.join(dataDir, 'jobs', job.id);
-    assert.equal(paused.resume_point, path.join(workDir, 'resume', 'step-2'));
-    assert.equal(fs.existsSync(path.join(workDir, 'resume', 'step-1')), false, 'older resume points are removed');
-    await applyJobAction(store, job.id, 'resume');
-    const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'succeeded' || j.status === 'failed');
-    assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
-    assert.deepEqual(runs, [undefined, path.join(workDir, 'resume', 'step-2')]);
-    const events = (await store.events.list(job.id, { limit: 100, order: 'asc' })).data;
-    assert.deepEqual(events.filter((e) => e.type === 'metrics').map((e) => e.data?.step), [1, 2, 3, 4]);
-    assert.equal(events.filter((e) => e.message === '4 steps of ≤1 examples').length, 1);
-    assert.equal(events.filter((e) => e.message === 'Training continues from its last resume point (step 2)').length, 1);
-    assert.equal(fs.existsSync(path.join(workDir, 'resume')), false, 'resume points go when the job succeeds');
-    const csv = (await text(store.blobs.read(`files/${done.result_files[0]}`))).trim().split('\n');
-    assert.equal(csv.length, 5);
-    const checkpoints = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
-    assert.deepEqual(checkpoints.map((c) => c.fine_tuned_model_checkpoint), [done.fine_tuned_model], 'the resumed run’s last checkpoint is the model');
-  });
+      const job = await queuedJob(store, 'org-a');
+      worker = new Worker({ store: hostStore, dataDir: hostDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
+      worker.start();
+      await waitFor(() => store.events.list(job.id, { limit: 1 }), (page) => page.data[0]?.type === 'metrics' && page.data[0].data?.step === 3);
+      await applyJobAction(store, job.id, 'pause');
+      await waitFor(async () => runs.length, () => true);
+      const paused = (await store.jobs.get(job.id))!;
+      assert.equal(paused.resume_point, `jobs/${job.id}/resume/step-2`);
+      assert.deepEqual(await store.blobs.list(`jobs/${job.id}/resume`), [`jobs/${job.id}/resume/step-2/state.json`], 'pushed; older resume points are removed');
+      await applyJobAction(store, job.id, 'resume');
+      const done = await waitFor(async () => (await store.jobs.get(job.id))!, (j) => j.status === 'succeeded' || j.status === 'failed');
+      assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+      assert.equal(runs[0], undefined);
+      assert.ok(runs[1]?.startsWith(remote ? path.join(hostDir, 'cache') : inStore(`jobs/${job.id}/resume/step-2`)), runs[1]);
+      const events = (await store.events.list(job.id, { limit: 100, order: 'asc' })).data;
+      assert.deepEqual(events.filter((e) => e.type === 'metrics').map((e) => e.data?.step), [1, 2, 3, 4]);
+      assert.equal(events.filter((e) => e.message === '4 steps of ≤1 examples').length, 1);
+      assert.equal(events.filter((e) => e.message === 'Training continues from its last resume point (step 2)').length, 1);
+      assert.deepEqual(await store.blobs.list(`jobs/${job.id}`), [`jobs/${job.id}/checkpoints/step-4/adapter_config.json`, `jobs/${job.id}/start/start.json`], 'resume points go when the job succeeds; the model stays');
+      assert.equal(fs.existsSync(path.join(hostDir, 'jobs', job.id)), false, 'no scratch left on the worker’s host');
+      const csv = (await text(store.blobs.read(`files/${done.result_files[0]}`))).trim().split('\n');
+      assert.equal(csv.length, 5);
+      const checkpoints = (await store.checkpoints.listForJob(job.id, { limit: 10 })).data;
+      assert.deepEqual(checkpoints.map((c) => c.fine_tuned_model_checkpoint), [done.fine_tuned_model], 'the resumed run’s last checkpoint is the model');
+    });
+  }
 
   it('records an epoch-end resume point only after that epoch’s checkpoint', async () => {
     const seenResume: (string | null)[] = [];
@@ -164,7 +186,7 @@ describe('createTrainRunner', () => {
     worker = new Worker({ store, dataDir, runJob: createTrainRunner(train, { modelsDir: tinyModels() }), heartbeatMs: 20, pollMs: 10 });
     worker.start();
     await waitFor(async () => (await store.jobs.get(job.id))!.status, (s) => s === 'succeeded' || s === 'failed');
-    assert.deepEqual(seenResume, [null, path.join(dataDir, 'jobs', job.id, 'resume', 'step-1')]);
+    assert.deepEqual(seenResume, [null, `jobs/${job.id}/resume/step-1`]);
   });
 
   it('engine errors name the job’s files, not server paths, with OpenAI’s error code', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterEach, beforeEach, it } from 'node:test';
 import { jobEvents } from '../../src/domain/jobs.ts';
 import { applyJobAction } from '../../src/scheduler/job-events.ts';
@@ -33,8 +34,11 @@ describeOnEachBackend('worker', (backend) => {
 
   it('runs a job to success: model registered, checkpoints pruned to 3, the final one named as the model, events in order', async () => {
     const runJob: JobRunner = async (_job, ctx) => {
-      for (const step of [1, 2, 3, 4]) await ctx.checkpoint(step, { step, train_loss: 1 / step }, null, { final: step === 4 });
-      return { trainedTokens: 99, resultFiles: [], modelDir: '/somewhere' };
+      const last = path.join(ctx.workDir, 'checkpoints', 'step-4');
+      fs.mkdirSync(last, { recursive: true });
+      fs.writeFileSync(path.join(last, 'adapter_config.json'), '{}');
+      for (const step of [1, 2, 3, 4]) await ctx.checkpoint(step, { step, train_loss: 1 / step }, step === 4 ? last : null, { final: step === 4 });
+      return { trainedTokens: 99, resultFiles: [] };
     };
     const job = await queuedJob(store, 'org-a', { suffix: 'sfx' });
     startWorker(runJob);
@@ -44,7 +48,8 @@ describeOnEachBackend('worker', (backend) => {
     assert.equal(done.trained_tokens, 99);
     assert.equal(typeof done.finished_at, 'number');
     const model = await store.models.get(done.fine_tuned_model!, 'org-a');
-    assert.equal(model?.dir, '/somewhere');
+    assert.equal(model?.dir, `jobs/${job.id}/checkpoints/step-4`, 'the final checkpoint’s blobs');
+    assert.deepEqual(await store.blobs.list(model!.dir!), [`jobs/${job.id}/checkpoints/step-4/adapter_config.json`]);
     const checkpoints = await store.checkpoints.listForJob(job.id, { limit: 10 });
     assert.deepEqual(checkpoints.data.map((c) => c.step_number), [4, 3, 2]);
     const name = done.fine_tuned_model!;
@@ -119,7 +124,7 @@ describeOnEachBackend('worker', (backend) => {
     assert.equal((await store.jobs.get(job.id))!.attempts, 2);
   });
 
-  it('gives each job a work folder under DATA_DIR', async () => {
+  it('gives each job a work folder under DATA_DIR (the local store’s own jobs/<id>)', async () => {
     let dir = '';
     const job = await queuedJob(store);
     startWorker(async (_job, ctx) => {

@@ -163,9 +163,16 @@ describeOnEachBlobStore('blob store', (kind) => {
   });
 
   it('rejects keys that are not paths of safe segments', async () => {
-    for (const key of ['../x', 'files/../../x', '/etc/passwd', 'files/a b', '', 'files//x', 'files/a.b']) {
+    for (const key of ['../x', 'files/../../x', '/etc/passwd', 'files/a b', '', 'files//x', 'files/..', 'files/.hidden']) {
       await assert.rejects(async () => blobs.put(key, Readable.from([Buffer.from('x')])), /Invalid blob key/, key);
       await assert.rejects(async () => blobs.removePrefix(key), /Invalid blob key/, key);
     }
+  });
+
+  it('takes file names as the last segment (a folder of files is a prefix)', async () => {
+    await blobs.put('jobs/j9/checkpoints/step-2/adapter_config.json', Readable.from([Buffer.from('{}')]));
+    await blobs.put('base-models/Qwen2.5-0.5B/config.json', Readable.from([Buffer.from('{}')]));
+    assert.deepEqual(await blobs.list('jobs/j9'), ['jobs/j9/checkpoints/step-2/adapter_config.json']);
+    assert.deepEqual(await blobs.list('base-models/Qwen2.5-0.5B'), ['base-models/Qwen2.5-0.5B/config.json']);
   });
 });

@@ -10,7 +10,7 @@ import {
   type TrainingOptions, type TrainingOptionsContext, type TrainingOptionsRequest,
 } from '../../domain/training-options.ts';
 import { readHfConfig, readPeftAdapterConfig } from '../../engine/index.ts';
-import { modelWeightBytes, type CatalogueModel } from '../../models/catalogue.ts';
+import { modelWeightBytes, type CatalogueModel, type LocalModelFiles } from '../../models/catalogue.ts';
 import { validateGrader, type Grader } from '../../graders/index.ts';
 import { newId } from '../../domain/naming.ts';
 import { INTEGRATIONS_SCHEMA } from '../../integrations/wandb.ts';
@@ -145,9 +145,9 @@ const sameModules = (a: string[], b: string[]) => a.length === b.length && a.eve
  * A LoRA job on a LoRA fine-tune (or checkpoint) goes on training that adapter: it takes the
  * adapter's rank, alpha and target modules, and a request for others is a 400 naming the option.
  */
-function continuedAdapter(model: CatalogueModel, given: TrainingOptionsRequest, options: TrainingOptions): TrainingOptions {
-  if (!model.adapterDir || !options.lora) return options;
-  const { rank, alpha, targetModules } = readPeftAdapterConfig(model.adapterDir).settings;
+function continuedAdapter(model: CatalogueModel, files: LocalModelFiles, given: TrainingOptionsRequest, options: TrainingOptions): TrainingOptions {
+  if (!files.adapterDir || !options.lora) return options;
+  const { rank, alpha, targetModules } = readPeftAdapterConfig(files.adapterDir).settings;
   const adapter = {
     lora_r: rank,
     lora_alpha: alpha,
@@ -218,9 +218,9 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
    * max_position_embeddings (context_length) and whether it fuses q/k/v and gate/up (Phi-3:
    * lora_trainable_modules). A config the engine cannot read gives the defaults.
    */
-  function modelFacts(found: CatalogueModel): Pick<TrainingOptionsContext, 'modelContext' | 'fusedProjections'> {
+  function modelFacts(files: LocalModelFiles): Pick<TrainingOptionsContext, 'modelContext' | 'fusedProjections'> {
     try {
-      const { config } = readHfConfig(found.modelDir);
+      const { config } = readHfConfig(files.modelDir);
       return { modelContext: config.maxPositionEmbeddings, fusedProjections: config.fusedProjections };
     } catch {
       return { modelContext: DEFAULT_CONTEXT_LIMIT, fusedProjections: false };
@@ -236,11 +236,20 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
     const seed = resolveSeed(body.seed);
     const model = await checkModel(body.model, organization);
     const givenOptions = trainingOptionsIn(body);
-    const trainingOptions = continuedAdapter(model, givenOptions, resolveTrainingOptions(givenOptions, config.training.defaults, {
-      method: method.type,
-      hasValidationFile: Boolean(body.validation_file),
-      ...modelFacts(model),
-    }));
+    // The model's files, read where they are (pulled into this host's blob cache when not here).
+    const files = await ctx.catalogue.open(model);
+    let trainingOptions: TrainingOptions;
+    let memoryRequired: number | null;
+    try {
+      memoryRequired = modelWeightBytes(files);
+      trainingOptions = continuedAdapter(model, files, givenOptions, resolveTrainingOptions(givenOptions, config.training.defaults, {
+        method: method.type,
+        hasValidationFile: Boolean(body.validation_file),
+        ...modelFacts(files),
+      }));
+    } finally {
+      files.release();
+    }
     await checkFile(body.training_file, organization, 'training_file');
     if (body.validation_file) await checkFile(body.validation_file, organization, 'validation_file');
 
@@ -263,7 +272,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
         metadata: body.metadata ? Object.fromEntries(Object.entries(body.metadata)) : null,
         integrations: body.integrations ?? null,
         created_at: now,
-        memory_required_bytes: modelWeightBytes(model),
+        memory_required_bytes: memoryRequired,
       });
       await checkDailyLimit(tx, organization, now);
       await appendEvent(tx, id, jobEvents.created(id));

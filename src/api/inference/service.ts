@@ -1,23 +1,28 @@
 // The server's inference: what a `model` name means for a request (the model catalogue, as the
 // caller's organization may use it), one InferenceHost (worker thread) per server, created on first
 // use and closed with the server, the models loaded in it (least recently used unloaded beyond a
-// limit), and generation failures as API errors by the engine's error codes. The graders'
-// score_model / label_model models are served by it too.
+// limit; a loaded model's folders stay in the blob cache until it is unloaded), and generation
+// failures as API errors by the engine's error codes. The graders' score_model / label_model models
+// are served by it too.
 import { ApiError } from '../../domain/errors.ts';
-import { EngineError, InferenceHost, type ChatMessage, type GenerateOptions, type GenerationResult, type ModelInfo, type ModelSourceMessage, type OnToken, type ToolDefinition } from '../../engine/index.ts';
-import { inferenceSource, type ModelCatalogue } from '../../models/catalogue.ts';
+import { EngineError, InferenceHost, type ChatMessage, type GenerateOptions, type GenerationResult, type ModelInfo, type OnToken, type ToolDefinition } from '../../engine/index.ts';
+import { chatTemplateOf, inferenceSource, inferenceKey, type CatalogueModel, type ModelCatalogue } from '../../models/catalogue.ts';
 
-/** A `model` name resolved to weights the host can load. */
+/** A `model` name as loaded in the host. */
 export interface ServedModel {
   /** The name the caller used (echoed in responses). */
   name: string;
-  /** These weights (one loaded copy per key). */
+  /** The host key of the loaded copy (for the host's requests and generate). */
   key: string;
-  source: ModelSourceMessage;
-  /** LoRA adapters (and bare bases) share one resident base model in the worker. */
-  shareBase: boolean;
   /** The chat template text (tool-call syntax), null when the folder has none. */
   chatTemplate: string | null;
+}
+
+/** A model loaded in the host: what loading told, its chat template, and the hold on its folders. */
+interface LoadedModel {
+  info: ModelInfo;
+  chatTemplate: string | null;
+  release(): void;
 }
 
 export interface InferenceSettings {
@@ -30,7 +35,7 @@ export interface InferenceSettings {
 export class InferenceService {
   private host: InferenceHost | null = null;
   /** Loaded (or loading) models in least-recently-used order, with their requests in flight. */
-  private readonly loaded = new Map<string, { hostKey: string; info: Promise<ModelInfo>; users: number }>();
+  private readonly loaded = new Map<string, { hostKey: string; ready: Promise<LoadedModel>; users: number }>();
   private loads = 0;
   private readonly maxLoaded: number;
   private readonly maxConcurrent: number;
@@ -48,12 +53,6 @@ export class InferenceService {
     this.maxConcurrent = settings.maxConcurrentGenerations ?? 4;
   }
 
-  /** The model `name` as `organization` may use it; anything else is a ModelNotFoundError (a 404). */
-  private async resolve(name: string, organization: string): Promise<ServedModel> {
-    const model = await this.catalogue.resolve(name, organization);
-    return { name, ...inferenceSource(model), chatTemplate: model.chatTemplate };
-  }
-
   /** Whether `organization` may use the model `name` (resolve's rules, without a 404). */
   async exists(name: string, organization: string): Promise<boolean> {
     return (await this.catalogue.find(name, organization)) !== null;
@@ -64,10 +63,10 @@ export class InferenceService {
    * with `key` set to the host key of the loaded copy (for the host's requests and generate).
    */
   async withModel<T>(name: string, organization: string, use: (model: ServedModel, info: ModelInfo) => Promise<T>): Promise<T> {
-    const model = await this.resolve(name, organization);
-    const { info, key, release } = await this.acquire(model);
+    const model = await this.catalogue.resolve(name, organization);
+    const { loaded, key, release } = await this.acquire(model);
     try {
-      return await use({ ...model, key }, info);
+      return await use({ name, key, chatTemplate: loaded.chatTemplate }, loaded.info);
     } finally {
       release();
     }
@@ -82,18 +81,19 @@ export class InferenceService {
    * Loads the model (once; later requests share it) and holds it loaded until `release`.
    * Models nobody is using are unloaded, least recently used first, beyond maxLoadedModels.
    */
-  private async acquire(model: ServedModel): Promise<{ info: ModelInfo; key: string; release: () => void }> {
+  private async acquire(model: CatalogueModel): Promise<{ loaded: LoadedModel; key: string; release: () => void }> {
     const host = this.inferenceHost;
-    let entry = this.loaded.get(model.key);
-    if (entry) this.loaded.delete(model.key); // re-inserted below: most recently used
+    const modelKey = inferenceKey(model);
+    let entry = this.loaded.get(modelKey);
+    if (entry) this.loaded.delete(modelKey); // re-inserted below: most recently used
     else {
       // A fresh host key per load: unloading an evicted copy never touches a newer one.
-      const hostKey = `${model.key}#${++this.loads}`;
-      const info = this.track(host.load(hostKey, model.source, { shareBase: model.shareBase, maxConcurrentGenerations: this.maxConcurrent }));
-      entry = { hostKey, info, users: 0 };
-      info.catch(() => this.loaded.get(model.key) === entry && this.loaded.delete(model.key));
+      const hostKey = `${modelKey}#${++this.loads}`;
+      const ready = this.track(this.load(host, hostKey, model));
+      entry = { hostKey, ready, users: 0 };
+      ready.catch(() => this.loaded.get(modelKey) === entry && this.loaded.delete(modelKey));
     }
-    this.loaded.set(model.key, entry);
+    this.loaded.set(modelKey, entry);
     entry.users++;
     const held = entry;
     let released = false;
@@ -104,11 +104,24 @@ export class InferenceService {
       this.evict();
     };
     try {
-      return { info: await entry.info, key: held.hostKey, release };
+      return { loaded: await entry.ready, key: held.hostKey, release };
     } catch (error) {
       release();
       this.generationFailed(error);
       throw new ApiError(500, `The model '${model.name}' could not be loaded: ${(error as Error).message}`, 'server_error', 'model', 'model_load_failed');
+    }
+  }
+
+  /** Loads the model's folders (from the blob cache, held until it is unloaded) into the host. */
+  private async load(host: InferenceHost, hostKey: string, model: CatalogueModel): Promise<LoadedModel> {
+    const files = await this.catalogue.open(model);
+    try {
+      const { source, shareBase } = inferenceSource(model, files);
+      const info = await host.load(hostKey, source, { shareBase, maxConcurrentGenerations: this.maxConcurrent });
+      return { info, chatTemplate: chatTemplateOf(files.modelDir), release: files.release };
+    } catch (error) {
+      files.release();
+      throw error;
     }
   }
 
@@ -170,7 +183,7 @@ export class InferenceService {
       if (this.loaded.size <= this.maxLoaded) return;
       if (entry.users > 0) continue;
       this.loaded.delete(key);
-      void this.host?.unload(entry.hostKey).catch(() => {});
+      void this.host?.unload(entry.hostKey).catch(() => {}).finally(() => void entry.ready.then((m) => m.release(), () => {}));
     }
   }
 
@@ -182,6 +195,7 @@ export class InferenceService {
     if (this.closed || !hostGone(error)) return;
     const host = this.host;
     this.host = null;
+    for (const entry of this.loaded.values()) void entry.ready.then((m) => m.release(), () => {});
     this.loaded.clear();
     void host?.close().catch(() => {});
   }

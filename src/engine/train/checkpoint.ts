@@ -42,8 +42,9 @@ export function saveResumePoint(dir: string, setup: ModelSetup, state: Optimizer
 export function specFingerprint(spec: TrainSpec): string {
   const { baseModelDir, initialAdapterDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens } = spec;
   const { trainOnInputs, contextLength, schedule, optimizer, nCheckpoints, nEvals, earlyStoppingPatience } = spec;
+  const inputs = spec.inputNames ? { inputNames: spec.inputNames } : { baseModelDir, initialAdapterDir, trainingFile, validationFile };
   const json = JSON.stringify({
-    baseModelDir, initialAdapterDir, trainingFile, validationFile, hyperparameters, seed, lora, method, grader, maxCompletionTokens,
+    ...inputs, hyperparameters, seed, lora, method, grader, maxCompletionTokens,
     trainOnInputs, contextLength, schedule, optimizer, nCheckpoints, nEvals, earlyStoppingPatience,
   });
   return createHash('sha256').update(json).digest('hex').slice(0, 16);
@@ -57,7 +58,9 @@ export function startingState(spec: TrainSpec, setup: ModelSetup, params: Map<st
 /** Reads the resume point in `dir`, refusing one written for a different spec. */
 function loadResumePoint(dir: string, setup: ModelSetup, spec: TrainSpec): { state: OptimizerState; meta: ResumeMeta } {
   const meta = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as ResumeMeta;
-  if (meta.fingerprint !== specFingerprint(spec)) throw new Error(`${dir} was written for a different job`);
+  // One written before inputs had names (by the paths alone) still continues on the host that wrote it.
+  const written = [specFingerprint(spec), specFingerprint({ ...spec, inputNames: undefined })];
+  if (!written.includes(meta.fingerprint)) throw new Error(`${dir} was written for a different job`);
   const { tensors } = readSafetensors(join(dir, TENSORS_FILE));
   const get = (k: string) => {
     const t = tensors.get(k);
