@@ -26,8 +26,11 @@ export interface TrainingOptions {
   weight_decay: number;
   /** Global gradient-norm clip; 0: none. */
   max_grad_norm: number;
-  /** Longest example in tokens: longer ones are truncated. */
-  context_length: number;
+  /**
+   * Longest example in tokens: longer ones are truncated. null: the model's max_position_embeddings,
+   * as far as the worker's memory allows (the engine decides when it trains).
+   */
+  context_length: number | null;
   /** Checkpoints written (spread evenly, the last one the model) and kept; null: one per epoch, the newest 3 kept. */
   n_checkpoints: number | null;
   /** Evaluations on the whole validation set, spread evenly; null: the method's own cadence. */
@@ -49,9 +52,6 @@ interface LrSchedulerRequest {
 export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 /** Phi-3's fused projections: names a job may use on a model that has them (q_proj etc. select them too). */
 export const FUSED_LORA_MODULES = ['qkv_proj', 'gate_up_proj'] as const;
-
-/** The longest context a job trains at unless it asks for more: the model's, up to this. */
-export const DEFAULT_CONTEXT_LIMIT = 2048;
 
 /** Built-in defaults (README's table); the server's TRAINING_DEFAULTS override them. */
 export const BUILT_IN_TRAINING_OPTIONS = {
@@ -178,7 +178,7 @@ export function resolveTrainingOptions(given: TrainingOptionsRequest, serverDefa
     },
     weight_decay: pick('weight_decay') as number,
     max_grad_norm: pick('max_grad_norm') as number,
-    context_length: requested ?? Math.min(job.modelContext, serverDefaults.context_length ?? DEFAULT_CONTEXT_LIMIT),
+    context_length: requested ?? (serverDefaults.context_length ? Math.min(job.modelContext, serverDefaults.context_length) : null),
     n_checkpoints: pick('n_checkpoints') as number | null,
     n_evals: evaluation('n_evals'),
     early_stopping_patience: evaluation('early_stopping_patience'),

@@ -74,7 +74,7 @@ export interface TrainSpec {
   maxCompletionTokens?: number;
   /** Supervised only: every token of an example is a target, the prompt's too (default: only the assistant's). */
   trainOnInputs?: boolean;
-  /** Longest example in tokens; longer ones are truncated (default: min(max_position_embeddings, 2048)). */
+  /** Longest example in tokens; longer ones are truncated (default: the model's max_position_embeddings, shortened for a supervised job to the longest row that fits memoryLimitBytes). */
   contextLength?: number;
   /** The learning rate's schedule (default: linear warmup over 5% of the steps, then linear decay to 0). */
   schedule?: LearningRateSchedule;

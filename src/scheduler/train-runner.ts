@@ -60,7 +60,7 @@ function trainingOptionsSpec(job: JobRecord): Pick<TrainSpec, 'lora' | 'trainOnI
   return {
     lora: loraSpec(o),
     ...(o.train_on_inputs ? { trainOnInputs: true } : {}),
-    contextLength: o.context_length,
+    ...(o.context_length !== null ? { contextLength: o.context_length } : {}),
     schedule: { warmupRatio: o.warmup_ratio, type: o.lr_scheduler.lr_scheduler_type, minLrRatio: o.lr_scheduler.lr_scheduler_args.min_lr_ratio },
     optimizer: { weightDecay: o.weight_decay, maxGradNorm: o.max_grad_norm },
     ...(o.n_checkpoints ? { nCheckpoints: o.n_checkpoints } : {}),

@@ -51,7 +51,7 @@ describe('training options on the create-job body', () => {
       lr_scheduler: { lr_scheduler_type: 'cosine', lr_scheduler_args: { min_lr_ratio: 0 } },
       weight_decay: 0.01,
       max_grad_norm: 1,
-      context_length: 512, // the tiny model's max_position_embeddings, under the 2048 default
+      context_length: null, // the model's max_position_embeddings, as far as the worker's memory allows
       n_checkpoints: null,
       n_evals: null,
       early_stopping_patience: null,

@@ -16,7 +16,9 @@ test("the request's options over the server's over the built-in ones", () => {
   assert.equal(mixed.context_length, 4096, "the server's context, within the model's");
   assert.equal(mixed.n_checkpoints, 2);
   assert.equal(resolveTrainingOptions({ lora: true }, server, supervised).lora_r, 8);
-  assert.equal(resolveTrainingOptions({}, {}, { ...supervised, modelContext: 32768 }).context_length, 2048);
+  // Neither sets it: the model's context, as far as the worker's memory allows (the engine decides).
+  assert.equal(resolveTrainingOptions({}, {}, { ...supervised, modelContext: 32768 }).context_length, null);
+  assert.equal(resolveTrainingOptions({ context_length: 16384 }, server, { ...supervised, modelContext: 32768 }).context_length, 16384);
 });
 
 test("a server default that cannot apply to a job is left out, where the request's own would be refused", () => {

@@ -81,7 +81,8 @@ describe('training options end to end (real engine, tiny model)', () => {
     // (8 of the 12 have more than 48 tokens), as the model's own context does.
     const short = await train({ n_epochs: 1, batch_size: 4 }, { context_length: 48 });
     assert.ok(short.messages.includes('8 training examples were truncated to 48 tokens'), short.messages.join('\n'));
-    assert.ok(short.messages.some((m) => m.includes('rows of 48 tokens')), short.messages.join('\n'));
+    const shapes = /micro-batches of (.+?) tokens/.exec(short.messages.join('\n'))?.[1].split(', ') ?? [];
+    assert.ok(shapes.length > 0 && shapes.every((s) => s.endsWith('× 48')), `every row 48 tokens: ${short.messages.join('\n')}`);
     assert.ok(targetTokens(short.messages) > 0 && targetTokens(short.messages) < targetTokens(messages), short.messages.join('\n'));
   });
 

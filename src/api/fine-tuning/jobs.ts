@@ -6,7 +6,7 @@ import { ApiError, invalidParam, notFound } from '../../domain/errors.ts';
 import { METHOD_TYPES, parseJobMethod, resolveSeed, type ParsedJobMethod } from '../../domain/hyperparameters.ts';
 import { jobEvents } from '../../domain/jobs.ts';
 import {
-  DEFAULT_CONTEXT_LIMIT, LORA_MODULES, loraModuleNames, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn,
+  LORA_MODULES, loraModuleNames, resolveTrainingOptions, TRAINING_OPTIONS_SCHEMA, trainingOptionsIn,
   type TrainingOptions, type TrainingOptionsContext, type TrainingOptionsRequest,
 } from '../../domain/training-options.ts';
 import { readHfConfig, readPeftAdapterConfig } from '../../engine/index.ts';
@@ -216,14 +216,15 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext) {
   /**
    * What the options' rules need of the model, from one read of its config.json: its
    * max_position_embeddings (context_length) and whether it fuses q/k/v and gate/up (Phi-3:
-   * lora_trainable_modules). A config the engine cannot read gives the defaults.
+   * lora_trainable_modules). A config the engine cannot read checks neither (the job fails when it
+   * trains, saying why).
    */
   function modelFacts(files: LocalModelFiles): Pick<TrainingOptionsContext, 'modelContext' | 'fusedProjections'> {
     try {
       const { config } = readHfConfig(files.modelDir);
       return { modelContext: config.maxPositionEmbeddings, fusedProjections: config.fusedProjections };
     } catch {
-      return { modelContext: DEFAULT_CONTEXT_LIMIT, fusedProjections: false };
+      return { modelContext: Number.POSITIVE_INFINITY, fusedProjections: false };
     }
   }
 

@@ -3,6 +3,8 @@
 // Two layouts share one format:
 //  - padding: one example per row, the rest of the row padding;
 //  - packing: several whole examples per row, one after another (first fit, in the given order).
+// A training step packs its own examples into rows of a bucketed length (layoutStep), so its rows
+// are about as long as its longest example, not the longest of the whole file.
 // In both, segmentIds number the examples within a row from 1 (0 = padding) and positionIds restart
 // at 0 for every example, so a model that masks attention to `key ≤ query && segment[key] ==
 // segment[query]` computes exactly what it would for each example alone. Padding tokens only see
@@ -72,6 +74,43 @@ export function packRows(lengths: number[], seqLen: number): number[][] {
     }
   });
   return rows;
+}
+
+/**
+ * The row length a step whose longest example has `tokens` tokens is laid out at: the next of 32,
+ * 64, 96, 128, 192, 256, 384, 512, 768, … (2^k and 1.5·2^k, multiples of 32), at most `context`.
+ * Each row length compiles its own step graphs, so a job uses a few of them, not one per length,
+ * and a row is at most a third padding.
+ */
+export function bucketLength(tokens: number, context: number): number {
+  for (let p = 32; ; p *= 2) {
+    if (tokens <= p) return Math.min(p, context);
+    if (p >= 64 && tokens <= 1.5 * p) return Math.min(1.5 * p, context);
+  }
+}
+
+/** One optimizer step's examples as micro-batches of equal shape: rows of example indices. */
+export interface StepLayout {
+  seqLen: number;
+  /** Rows per micro-batch (a micro-batch's trailing rows may be empty: all padding). */
+  rows: number;
+  microBatches: number[][][];
+}
+
+/**
+ * Lays out one step's examples (by length): rows of the bucketed length of the longest (bucketLength),
+ * packed first fit, longest first, then split evenly into as few micro-batches as keep each within
+ * `tokensPerMicroBatch` tokens (at least one row).
+ */
+export function layoutStep(lengths: number[], context: number, tokensPerMicroBatch: number): StepLayout {
+  const seqLen = bucketLength(lengths.reduce((m, n) => Math.max(m, n), 1), context);
+  if (lengths.length === 0) return { seqLen, rows: 1, microBatches: [] };
+  const longestFirst = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
+  const packed = packRows(longestFirst.map((i) => lengths[i]), seqLen).map((row) => row.map((k) => longestFirst[k]));
+  const count = Math.ceil(packed.length / Math.max(1, Math.floor(tokensPerMicroBatch / seqLen)));
+  const rows = Math.ceil(packed.length / count);
+  const microBatches = chunk(packed, rows).map((group) => [...group, ...Array.from({ length: rows - group.length }, (): number[] => [])]);
+  return { seqLen, rows, microBatches };
 }
 
 /** Lay out rows of examples as a [rows.length, seqLen] batch. */

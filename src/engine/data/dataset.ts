@@ -17,7 +17,7 @@ export interface TokenizedDataset {
 
 /** `trainOnInputs`: every token is a target (after the first, which nothing predicts), the prompt's too. */
 export function tokenizeDataset(path: string, formatter: ChatFormatter, contextLength: number, options: { trainOnInputs?: boolean } = {}): TokenizedDataset {
-  const dataset: TokenizedDataset = { examples: [], truncatedCount: 0, tokenCount: 0, targetTokenCount: 0, untrainableCount: 0 };
+  const examples: TokenizedExample[] = [];
   for (const { line, value } of readJsonlSync(path)) {
     let example: TokenizedExample;
     try {
@@ -26,7 +26,23 @@ export function tokenizeDataset(path: string, formatter: ChatFormatter, contextL
       throw new Error(`${path}: example on line ${line}: ${(error as Error).message}`);
     }
     if (options.trainOnInputs) example.weights.fill(1);
-    dataset.examples.push(example);
+    examples.push(example);
+  }
+  return datasetOf(examples);
+}
+
+/** The dataset with every example cut to its first `contextLength` tokens, as tokenizing at that context would. */
+export function truncateDataset(dataset: TokenizedDataset, contextLength: number): TokenizedDataset {
+  return datasetOf(
+    dataset.examples.map((e) =>
+      e.ids.length <= contextLength ? e : { ...e, ids: e.ids.subarray(0, contextLength), weights: e.weights.subarray(0, contextLength), truncated: true },
+    ),
+  );
+}
+
+function datasetOf(examples: TokenizedExample[]): TokenizedDataset {
+  const dataset: TokenizedDataset = { examples, truncatedCount: 0, tokenCount: 0, targetTokenCount: 0, untrainableCount: 0 };
+  for (const example of examples) {
     dataset.tokenCount += example.ids.length;
     if (example.truncated) dataset.truncatedCount++;
     // weights[0] never counts: the first token is not predicted.

@@ -7,19 +7,21 @@ import type { LearningRateSchedule, TrainSpec } from '../contract.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { ChatFormatter, type TokenizedExample } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
-import { tokenizeDataset, type TokenizedDataset } from '../data/dataset.ts';
-import { buildBatch, chunk, epochOrder, packRows, toBigInt64 } from '../data/batching.ts';
+import { tokenizeDataset, truncateDataset, type TokenizedDataset } from '../data/dataset.ts';
+import { bucketLength, buildBatch, chunk, epochOrder, layoutStep, toBigInt64 } from '../data/batching.ts';
 import type { MicroBatch } from './runner.ts';
+import type { StepShape } from './step.ts';
 import { EngineError, readingDataset } from '../errors.ts';
 
-/** Longest context the engine trains at (longer examples are truncated). */
-export const MAX_CONTEXT = 2048;
 /** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
 export const TOKENS_PER_MICRO_BATCH = 2048;
 
-/** The longest context a job trains `cfg` at (longer examples are truncated): the job's, or the model's up to MAX_CONTEXT. */
+/**
+ * The longest context a job trains `cfg` at (longer examples are truncated): the job's, or the
+ * model's max_position_embeddings (a supervised job's plan shortens that to what memory allows, memoryContext).
+ */
 export function trainingContext(spec: TrainSpec, cfg: ModelConfig): number {
-  if (spec.contextLength === undefined) return Math.min(cfg.maxPositionEmbeddings, MAX_CONTEXT);
+  if (spec.contextLength === undefined) return cfg.maxPositionEmbeddings;
   if (spec.contextLength > cfg.maxPositionEmbeddings) {
     throw new Error(`context length ${spec.contextLength} is beyond the model's ${cfg.maxPositionEmbeddings} positions`);
   }
@@ -94,13 +96,13 @@ export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: numbe
   };
 }
 
-/** Examples packed into rows of `seqLen`, cut into fixed-shape micro-batches of `rowsPerMicro` rows. */
-export function microBatches(examples: TokenizedExample[], seqLen: number, rowsPerMicro: number, padId: number): MicroBatch[] {
-  const rows = packRows(examples.map((e) => e.ids.length), seqLen);
-  return chunk(rows, rowsPerMicro).map((group) => {
-    while (group.length < rowsPerMicro) group.push([]); // empty rows: all padding, no loss
+/** One step's examples as micro-batches of its own bucketed shape (layoutStep), up to `context` tokens a row. */
+export function microBatches(examples: TokenizedExample[], context: number, padId: number): MicroBatch[] {
+  const { seqLen, rows, microBatches } = layoutStep(examples.map((e) => e.ids.length), context, TOKENS_PER_MICRO_BATCH);
+  return microBatches.map((group) => {
     const b = buildBatch(examples, group, seqLen, padId);
     return {
+      shape: { rows, seqLen },
       inputIds: toBigInt64(b.inputIds),
       positionIds: toBigInt64(b.positionIds),
       segmentIds: toBigInt64(b.segmentIds),
@@ -111,8 +113,12 @@ export function microBatches(examples: TokenizedExample[], seqLen: number, rowsP
 }
 
 export interface Plan {
-  seqLen: number;
-  rowsPerMicro: number;
+  /** Longest row (examples longer are truncated to it). */
+  context: number;
+  /** The micro-batch shape with the most tokens (the longest rows among equals): what memory is checked at. */
+  largestShape: StepShape;
+  /** Every micro-batch shape the steps and validations use. */
+  shapes: StepShape[];
   stepsPerEpoch: number;
   totalSteps: number;
   padId: number;
@@ -133,35 +139,62 @@ export function baseLearningRate(cfg: ModelConfig, lora: boolean): number {
   return (lora ? 2e-4 : 2e-5) * (cfg.hiddenSize <= 256 ? 10 : 1);
 }
 
-export function makePlan(spec: TrainSpec, cfg: ModelConfig): Plan {
+/**
+ * Without a context_length, how long a row may be: the model's context, unless a row of the
+ * `longest` example would not fit memory; then the longest bucketed row length that does. Rows up
+ * to TOKENS_PER_MICRO_BATCH are what every micro-batch may hold anyway (the step shapes are checked
+ * when training starts), so only longer ones are estimated, one row at a time, down the buckets.
+ */
+export function memoryContext(longest: number, modelContext: number, fits: (shape: StepShape) => boolean): number {
+  for (let seqLen = bucketLength(longest, modelContext); seqLen > TOKENS_PER_MICRO_BATCH; seqLen = bucketLength(Math.ceil((2 * seqLen) / 3), modelContext)) {
+    if (fits({ rows: 1, seqLen })) return seqLen >= longest ? modelContext : seqLen;
+  }
+  return longest <= TOKENS_PER_MICRO_BATCH ? modelContext : Math.min(modelContext, TOKENS_PER_MICRO_BATCH);
+}
+
+/**
+ * `fits`: whether a micro-batch of a shape fits the worker's memory (none: no limit). A job that
+ * sets no context_length trains at the model's context as far as it does (memoryContext).
+ */
+export function makePlan(spec: TrainSpec, cfg: ModelConfig, fits?: (shape: StepShape) => boolean): Plan {
   const formatter = new ChatFormatter(loadTokenizer(spec.baseModelDir));
-  const context = trainingContext(spec, cfg);
-  const tokenize = (file: string) => tokenizeDataset(file, formatter, context, { trainOnInputs: spec.trainOnInputs ?? false });
-  const train = readingDataset('training', () => tokenize(spec.trainingFile));
+  const modelContext = trainingContext(spec, cfg);
+  const tokenize = (file: string) => tokenizeDataset(file, formatter, modelContext, { trainOnInputs: spec.trainOnInputs ?? false });
+  let train = readingDataset('training', () => tokenize(spec.trainingFile));
   const validationFile = spec.validationFile;
   const validSet = validationFile ? readingDataset('validation', () => tokenize(validationFile)) : null;
-  const valid = validSet && validSet.examples.length > 0 ? validSet : null;
+  let valid = validSet && validSet.examples.length > 0 ? validSet : null;
   if (train.examples.length === 0) throw new EngineError('invalid_training_file', 'the training file has no examples');
   const longest = [...train.examples, ...(valid?.examples ?? [])].reduce((m, e) => Math.max(m, e.ids.length), 1);
-  const seqLen = rowLength(longest, context);
+  const context = spec.contextLength === undefined && fits ? memoryContext(longest, modelContext, fits) : modelContext;
+  if (context < longest) {
+    train = truncateDataset(train, context);
+    valid = valid && truncateDataset(valid, context);
+  }
   const padId = cfg.padTokenId ?? 0;
 
   const schedule = trainingSchedule(spec, cfg, train.examples.length);
   const { stepsPerEpoch, totalSteps, lr } = schedule;
   const stepExamples = (step: number): TokenizedExample[] => schedule.stepItems(step).map((i) => train.examples[i]);
-  let maxRows = 1;
-  for (let s = 0; s < Math.min(totalSteps, 4 * stepsPerEpoch); s++) {
-    maxRows = Math.max(maxRows, packRows(stepExamples(s).map((e) => e.ids.length), seqLen).length);
-  }
-  const rowsPerMicro = Math.max(1, Math.min(Math.floor(TOKENS_PER_MICRO_BATCH / seqLen), maxRows));
+  const validExamples = (step?: number): TokenizedExample[] =>
+    valid ? schedule.validationItems(valid.examples.length, step).map((i) => valid.examples[i]) : [];
 
-  const validBatches = (step?: number): MicroBatch[] => {
-    if (!valid) return [];
-    const exs = schedule.validationItems(valid.examples.length, step).map((i) => valid.examples[i]);
-    return microBatches(exs, seqLen, rowsPerMicro, padId);
+  // Every shape the run will meet, from the layouts alone (cheap: no batch is built).
+  const shapes = new Map<string, StepShape>();
+  const meet = (examples: TokenizedExample[]) => {
+    if (examples.length === 0) return;
+    const { rows, seqLen } = layoutStep(examples.map((e) => e.ids.length), context, TOKENS_PER_MICRO_BATCH);
+    shapes.set(`${rows}×${seqLen}`, { rows, seqLen });
   };
+  for (let s = 0; s < totalSteps; s++) meet(stepExamples(s));
+  for (let s = 0; s < totalSteps && valid; s++) meet(validExamples(s));
+  meet(validExamples());
+  const met = [...shapes.values()].sort((a, b) => a.seqLen - b.seqLen || a.rows - b.rows);
+  const largestShape = met.reduce((a, b) => (b.rows * b.seqLen > a.rows * a.seqLen || (b.rows * b.seqLen === a.rows * a.seqLen && b.seqLen > a.seqLen) ? b : a));
+
   return {
-    seqLen, rowsPerMicro, stepsPerEpoch, totalSteps, padId, train, valid, lr, validBatches,
-    microBatches: (step) => microBatches(stepExamples(step), seqLen, rowsPerMicro, padId),
+    context, largestShape, shapes: met, stepsPerEpoch, totalSteps, padId, train, valid, lr,
+    microBatches: (step) => microBatches(stepExamples(step), context, padId),
+    validBatches: (step) => microBatches(validExamples(step), context, padId),
   };
 }

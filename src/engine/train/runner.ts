@@ -9,6 +9,8 @@ import type { SeededRandom } from '../data/random.ts';
 
 /** One micro-batch, flattened row-major: every array has rows·seqLen entries. */
 export interface MicroBatch {
+  /** Its rows × seqLen when they are not the runner's own shape (each shape compiles its own graphs). */
+  shape?: StepShape;
   inputIds: BigInt64Array;
   positionIds: BigInt64Array;
   segmentIds: BigInt64Array;
@@ -80,8 +82,11 @@ export function microBatchFeeds(b: MicroBatch): Record<string, HostArray> {
   };
 }
 
+const shapeKey = (kind: StepKind, s: StepShape) => `${kind} ${s.rows}×${s.seqLen}`;
+
 export class StepRunner {
-  private readonly sessions = new Map<StepKind, Promise<CompiledGraph>>();
+  /** By kind and shape: a job whose steps have a few row lengths keeps a few sessions. */
+  private readonly sessions = new Map<string, Promise<CompiledGraph>>();
   protected readonly slots: Slot[];
 
   constructor(
@@ -106,14 +111,15 @@ export class StepRunner {
     return Object.fromEntries(this.slots.map((s) => [s.name, pack(s, this.state.params)]));
   }
 
-  protected session(kind: StepKind): Promise<CompiledGraph> {
-    let s = this.sessions.get(kind);
+  protected session(kind: StepKind, shape: StepShape = this.shape): Promise<CompiledGraph> {
+    const key = shapeKey(kind, shape);
+    let s = this.sessions.get(key);
     if (!s) {
-      s = CompiledGraph.compile(buildStepGraph(this.setup, this.shape, kind, this.objective), this.settings).then((c) => {
+      s = CompiledGraph.compile(buildStepGraph(this.setup, shape, kind, this.objective), this.settings).then((c) => {
         for (const [name, data] of this.frozen) c.setResident(name, data);
         return c;
       });
-      this.sessions.set(kind, s);
+      this.sessions.set(key, s);
     }
     return s;
   }
@@ -129,11 +135,11 @@ export class StepRunner {
    * offset (a zero-copy view). Every mask is i.i.d. Bernoulli; masks of two modules at the same
    * position come from different pool entries, so they are independent too.
    */
-  protected dropoutFeeds(rng: SeededRandom | undefined): Record<string, HostArray> {
+  protected dropoutFeeds(rng: SeededRandom | undefined, shape: StepShape = this.shape): Record<string, HostArray> {
     const lora = this.setup.lora;
     if (!lora || lora.dropout <= 0) return {};
     if (!rng) throw new Error('LoRA dropout needs an rng');
-    const N = this.shape.rows * this.shape.seqLen;
+    const N = shape.rows * shape.seqLen;
     const keep = 1 / (1 - lora.dropout);
     const largest = N * Math.max(...lora.targets.map((t) => t.inFeatures));
     const pool = new Float32Array(2 * largest);
@@ -165,8 +171,8 @@ export class StepRunner {
     for (const [i, b] of micro.entries()) {
       if (i > 0) signal?.throwIfAborted();
       const gradIn = i === 0 ? {} : Object.fromEntries(this.slots.map((s) => [names.gradIn(s.name), out[names.grad(s.name)]]));
-      const session = await this.session(i === 0 ? 'gradient' : 'accumulate');
-      out = await session.run({ ...common, ...gradIn, ...this.batchFeeds(b), ...this.dropoutFeeds(rng) });
+      const session = await this.session(i === 0 ? 'gradient' : 'accumulate', b.shape);
+      out = await session.run({ ...common, ...gradIn, ...this.batchFeeds(b), ...this.dropoutFeeds(rng, b.shape) });
       onOutput(out);
     }
     const { params, m, v } = this.state;
@@ -201,9 +207,9 @@ export class StepRunner {
 
   /** Loss sums over `batches` with the current weights (no dropout, no update). */
   async evaluate(batches: MicroBatch[]): Promise<LossSums> {
-    const s = await this.session('eval');
     const sums: LossSums = { lossSum: 0, weightSum: 0, correct: 0, counted: 0 };
     for (const b of batches) {
+      const s = await this.session('eval', b.shape);
       const out = await s.run({ ...this.paramFeeds(), ...this.batchFeeds(b) }, ['loss_sum', 'correct', 'counted']);
       sums.lossSum += (out.loss_sum as Float32Array)[0];
       sums.weightSum += b.lossWeights.reduce((a, w) => a + w, 0);

@@ -3,7 +3,7 @@
 
 import type { StepMetrics, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { readHfConfig } from '../io/hf-model.ts';
-import { ensureStepFits } from './memory-estimate.ts';
+import { ensureStepFits, estimateStep } from './memory-estimate.ts';
 import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
@@ -23,16 +23,26 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const emit = async (e: TrainEvent) => void (await options.onEvent?.(e));
 
   const { config } = readHfConfig(spec.baseModelDir);
-  const plan = makePlan(spec, config);
-  if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.seqLen} tokens` });
-  if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
   const modelOnly = withStoredFrozen(modelSetup(config, spec.lora), spec.baseModelDir);
-  const setup = ensureStepFits(spec, modelOnly, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }); // before the weights are loaded
+  const limit = spec.memoryLimitBytes;
+  // A row fits when it would with recomputation, unless the spec turns that off (ensureStepFits decides it after).
+  const recompute = (spec.recompute ?? 'auto') !== 'off';
+  const plan = makePlan(spec, config, limit === undefined ? undefined : (shape) => estimateStep({ ...modelOnly, recompute }, shape, 1).peakBytes <= limit);
+  if (plan.context < config.maxPositionEmbeddings && spec.contextLength === undefined) {
+    await emit({ type: 'message', level: 'warn', message: `Training at a context of ${plan.context} tokens, not the model's ${config.maxPositionEmbeddings}: a row of the longest example would not fit this worker's memory (set context_length to choose another)` });
+  }
+  if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.context} tokens` });
+  if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
+  const setup = ensureStepFits(spec, modelOnly, plan.largestShape); // before the weights are loaded
   const { model, base } = loadBaseModel(spec.baseModelDir, setup);
   const { frozen, params } = startingTensors(spec, setup, base);
   const { state, meta } = startingState(spec, setup, params);
-  const runner = new StepRunner(setup, { rows: plan.rowsPerMicro, seqLen: plan.seqLen }, frozen, state, adamwSettings(spec));
-  await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, rows of ${plan.seqLen} tokens, ${plan.train.targetTokenCount} target tokens per epoch, ${setup.trainable.length} trainable tensors` });
+  // Each session keeps its own ORT arena, grown to its own peak; with several shapes, plain
+  // allocations let them share one heap instead (the same step time, measured at 1 × 384).
+  const sessionSettings = { enableCpuMemArena: plan.shapes.length === 1 };
+  const runner = new StepRunner(setup, plan.largestShape, frozen, state, adamwSettings(spec), sessionSettings);
+  const shapes = plan.shapes.map((s) => `${s.rows} × ${s.seqLen}`).join(', ');
+  await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, micro-batches of ${shapes} tokens, ${plan.train.targetTokenCount} target tokens per epoch, ${setup.trainable.length} trainable tensors` });
 
   const { metrics, finalDir, steps } = await runTrainingLoop({
     spec,
