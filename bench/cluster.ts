@@ -92,6 +92,7 @@ const loadBefore = os.loadavg();
 const cluster = await createCluster({
   hosts: ['api-1', 'api-2', 'worker-1', 'worker-2'],
   databaseServer,
+  blobStore: process.env.TEST_S3_URL ? 's3' : 'fs',
   env: { MAX_RUNNING_JOBS_PER_ORG: String(jobCount), JOB_POLL_MS: '200', FILE_SWEEP_INTERVAL_SECONDS: '0' },
 });
 const rss = peakRssSampler(cluster);
@@ -110,7 +111,7 @@ try {
   await Promise.all(['worker-1', 'worker-2'].map((name) => stopped(cluster.processes.get(name)!)));
 
   const job = (await api.fineTuning.jobs.list({ limit: 1 })).data[0];
-  const target = (name: string) => `${cluster.url(name)}/fine_tuning/jobs/${job.id}`;
+  const target = (name: string) => `${cluster.origin(name)}/v1/fine_tuning/jobs/${job.id}`;
   console.log(`API: GET /v1/fine_tuning/jobs/{id}, ${connections} connections, ${seconds} s, median of ${rounds} alternations`);
   const one: Load[] = [];
   const two: Load[] = [];

@@ -1,17 +1,24 @@
 // A tuneforge cluster on one machine, for the multi-host test and bench:cluster: hosts in network
 // namespaces (netns.ts), `tuneforge serve` (EMBEDDED_WORKER=0) and `tuneforge worker` processes
 // started inside them at the hosts' addresses, one PostgreSQL schema of their own reached through a
-// forwarder on the bridge, and the blob store they share.
+// forwarder on the bridge, and the blob store they share: a fresh prefix in the bucket of the S3
+// server TEST_S3_URL names (Ceph's radosgw: scripts/start-test-s3.sh), through a forwarder too, or a
+// folder on this machine that every host uses.
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
+import { FsBlobStore, type BlobStore } from '../../src/store/blobs.ts';
+import { S3BlobStore } from '../../src/store/s3-blobs.ts';
+import { testS3Location } from '../support/blob-stores.ts';
 import { freshDatabase, type TestDatabase } from '../support/database.ts';
 import { spawnCli } from '../e2e/support.ts';
 import { createNetwork, type Host, type Network } from './netns.ts';
 
 export const API_KEY = 'cluster-key';
+/** An admin key of the same organization (/metrics). */
+export const ADMIN_API_KEY = 'cluster-admin-key';
 /** Every host has its own ports, so every API listens on the same one. */
 const PORT = 8000;
 
@@ -23,28 +30,36 @@ export interface Cluster {
   processes: Map<string, ChildProcess>;
   /** Starts `serve` or `worker` on host `name` (killing what ran there before is the caller's). */
   start(name: string, command: 'serve' | 'worker'): Promise<ChildProcess>;
-  /** The API's base URL on host `name`. */
-  url(name: string): string;
+  /** Where the API on host `name` listens (its routes under /v1, /health and /metrics beside). */
+  origin(name: string): string;
   /** An SDK client of the API on host `name`. */
   client(name: string): OpenAI;
+  /** The blob store the hosts share, as this namespace reaches it. */
+  blobs: BlobStore;
   /** The checkpoint folders stored for a job. */
   storedCheckpoints(jobId: string): string[];
   close(): Promise<void>;
 }
 
 /**
- * Hosts named `hosts`, a fresh schema on the PostgreSQL server `databaseServer`, and `env` for
- * every process (over the API key and the database). Start processes with `start`.
+ * Hosts named `hosts`, a fresh schema on the PostgreSQL server `databaseServer`, blobs in S3
+ * (`blobStore: 's3'`, TEST_S3_URL's server) or a shared folder, and `env` for every process (over
+ * the API keys, the database and the blob store). Start processes with `start`.
  */
-export async function createCluster(options: { hosts: string[]; databaseServer: string; env?: Record<string, string> }): Promise<Cluster> {
+export async function createCluster(options: { hosts: string[]; databaseServer: string; blobStore: 's3' | 'fs'; env?: Record<string, string> }): Promise<Cluster> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-cluster-'));
   let network: Network | undefined;
   let database: TestDatabase | undefined;
+  let s3: S3BlobStore | undefined;
   const processes = new Map<string, ChildProcess>();
   const close = async () => {
     for (const child of processes.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await network?.close();
     await database?.drop();
+    if (s3) {
+      for (const top of new Set((await s3.list('')).map((key) => key.split('/')[0]))) await s3.removePrefix(top);
+      s3.close();
+    }
     fs.rmSync(root, { recursive: true, force: true });
   };
   try {
@@ -53,13 +68,22 @@ export async function createCluster(options: { hosts: string[]; databaseServer: 
     const forwarded = new URL(database.url!);
     forwarded.port = String(await network.forward({ host: forwarded.hostname, port: Number(forwarded.port || 5432) }));
     forwarded.hostname = network.gateway;
-    const env = { ...options.env, DATABASE_URL: forwarded.toString(), API_KEYS: `${API_KEY}:org-cluster`, EMBEDDED_WORKER: '0' };
+    const env = { ...options.env, DATABASE_URL: forwarded.toString(), API_KEYS: `${API_KEY}:org-cluster`, ADMIN_API_KEYS: `${ADMIN_API_KEY}:org-cluster`, EMBEDDED_WORKER: '0' };
 
-    // Until blobs live in an object store, the hosts share one data folder.
+    // Until jobs keep their checkpoints and models in the blob store, the hosts share one data folder.
     const sharedDataDir = path.join(root, 'shared-data');
-    const storage = (_host: Host) => ({ DATA_DIR: sharedDataDir });
+    let blobs: BlobStore = new FsBlobStore(sharedDataDir);
+    let blobEnv: Record<string, string> = {};
+    if (options.blobStore === 's3') {
+      const location = testS3Location();
+      s3 = blobs = new S3BlobStore(location.blobStore, location.s3);
+      const endpoint = new URL(location.s3.endpoint!);
+      const port = await network.forward({ host: endpoint.hostname, port: Number(endpoint.port || 80) });
+      blobEnv = { ...location.env, AWS_ENDPOINT_URL: `http://${network.gateway}:${port}` };
+    }
+    const storage = (_host: Host) => ({ ...blobEnv, DATA_DIR: sharedDataDir });
 
-    const url = (name: string) => `http://${network!.host(name).address}:${PORT}/v1`;
+    const origin = (name: string) => `http://${network!.host(name).address}:${PORT}`;
     return {
       network,
       databaseUrl: database.url!,
@@ -70,8 +94,9 @@ export async function createCluster(options: { hosts: string[]; databaseServer: 
         processes.set(name, started.child);
         return started.child;
       },
-      url,
-      client: (name) => new OpenAI({ apiKey: API_KEY, baseURL: url(name), maxRetries: 0, timeout: 30_000 }),
+      origin,
+      blobs,
+      client: (name) => new OpenAI({ apiKey: API_KEY, baseURL: `${origin(name)}/v1`, maxRetries: 0, timeout: 30_000 }),
       storedCheckpoints: (jobId) => fs.readdirSync(path.join(sharedDataDir, 'jobs', jobId, 'checkpoints')).sort(),
       close,
     };

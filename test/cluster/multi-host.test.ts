@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { waitFor } from '../support/server.ts';
 import { TERMINAL, TRAIN_JSONL, allEvents, createJob } from '../e2e/support.ts';
-import { createCluster, type Cluster } from './cluster.ts';
+import { ADMIN_API_KEY, createCluster, type Cluster } from './cluster.ts';
 import { networkUnavailable } from './netns.ts';
 
 const JOBS = 20;
@@ -27,6 +27,7 @@ describe('two API hosts and two worker hosts sharing PostgreSQL and the blob sto
     cluster = await createCluster({
       hosts: ['api-1', 'api-2', 'worker-1', 'worker-2'],
       databaseServer: process.env.TEST_DATABASE_URL!,
+      blobStore: process.env.TEST_S3_URL ? 's3' : 'fs',
       env: {
         MAX_RUNNING_JOBS_PER_ORG: String(JOBS),
         JOB_LEASE_MS: '2000',
@@ -69,7 +70,7 @@ describe('two API hosts and two worker hosts sharing PostgreSQL and the blob sto
       await waitFor(longJobRow, (row) => row.worker_id !== null && row.worker_id !== running.worker_id, 100, 120_000);
       await cluster.start(victim, 'worker');
 
-      const done = await Promise.all(jobs.map((job, i) => waitFor(() => apis[i % 2].fineTuning.jobs.retrieve(job.id), (j) => TERMINAL.includes(j.status), 200, 240_000)));
+      const done = await Promise.all(jobs.map((job, i) => waitFor(() => apis[i % 2].fineTuning.jobs.retrieve(job.id), (j) => TERMINAL.includes(j.status), 200, 480_000)));
       for (const job of done) assert.equal(job.status, 'succeeded', `${job.id}: ${JSON.stringify(job.error)}`);
 
       // Exactly once, read through the API that did not create each job.
@@ -98,12 +99,24 @@ describe('two API hosts and two worker hosts sharing PostgreSQL and the blob sto
       assert.equal(longMessages.filter((m) => m.includes('stopped responding')).length, 1, 'the killed worker\'s job was noticed once');
       assert.equal(longMessages.filter((m) => m.startsWith('Training continues from its last resume point')).length, 1, 'and resumed once');
 
-      // Nothing lost or repeated: both APIs list the same 2 datasets and 20 result files, and every model once.
+      // Either API's /metrics: twenty jobs succeeded, none waits, and the workers are idle.
+      for (const name of ['api-1', 'api-2']) {
+        const res = await fetch(`${cluster.origin(name)}/metrics`, { headers: { authorization: `Bearer ${ADMIN_API_KEY}` }, signal: AbortSignal.timeout(30_000) });
+        const metrics = await res.text();
+        assert.match(metrics, new RegExp(`^tuneforge_jobs\\{status="succeeded"\\} ${JOBS}$`, 'm'));
+        assert.match(metrics, /^tuneforge_jobs\{status="queued"\} 0$/m);
+        const workers = metrics.split('\n').filter((line) => line.startsWith('tuneforge_worker_running_jobs{'));
+        assert.ok(workers.length >= 2 && workers.every((line) => line.endsWith(' 0')), workers.join('\n'));
+      }
+
+      // Nothing lost or repeated: both APIs list the 2 datasets and 20 result files the bucket holds, and every model once.
       const models = done.map((job) => job.fine_tuned_model!);
+      const stored = (await cluster.blobs.list('files')).map((key) => key.slice('files/'.length)).sort();
+      assert.deepEqual(stored, [...trainingFiles, ...done.map((job) => job.result_files[0])].sort());
       for (const api of apis) {
         const files = [];
         for await (const file of api.files.list({ limit: 100 })) files.push(file);
-        assert.deepEqual(files.map((f) => f.purpose).sort(), [...Array(JOBS).fill('fine-tune-results'), 'fine-tune', 'fine-tune'].sort());
+        assert.deepEqual(files.map((f) => f.id).sort(), stored);
         const listedModels = (await api.models.list()).data.map((m) => m.id).filter((id) => id.startsWith('ft:'));
         assert.deepEqual(listedModels.sort(), [...models].sort());
       }
