@@ -27,7 +27,10 @@ stop_daemons() {
   for pidfile in "$dir"/run/*.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
-    as_root kill "$pid" 2>/dev/null || true
+    # A pid file from before a reboot may name some other process now.
+    if grep -qaE 'ceph-mon|ceph-osd|radosgw' "/proc/$pid/cmdline" 2>/dev/null; then
+      as_root kill "$pid" 2>/dev/null || true
+    fi
     for _ in $(seq 50); do as_root kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     as_root kill -9 "$pid" 2>/dev/null || true
     as_root rm -f "$pidfile"
@@ -126,9 +129,10 @@ EOF
 fi
 
 # The gateway: (re)started to listen where asked.
-if [ -f "$dir/run/client.rgw.test.pid" ]; then
-  as_root kill "$(cat "$dir/run/client.rgw.test.pid")" 2>/dev/null || true
-  sleep 1
+rgw_pid=$(cat "$dir/run/client.rgw.test.pid" 2>/dev/null || true)
+if [ -n "$rgw_pid" ] && grep -qa radosgw "/proc/$rgw_pid/cmdline" 2>/dev/null; then
+  as_root kill "$rgw_pid"
+  for _ in $(seq 50); do [ -d "/proc/$rgw_pid" ] || break; sleep 0.1; done
 fi
 echo "starting radosgw on $address:$port…" >&2
 ceph_cmd radosgw -n client.rgw.test --rgw-frontends="beast endpoint=$address:$port" >&2

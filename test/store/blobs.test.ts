@@ -69,6 +69,12 @@ describeOnEachBlobStore('blob store', (kind) => {
     assert.equal(await blobs.size('files/file-a'), 11);
   });
 
+  it('stores an empty blob', async () => {
+    assert.deepEqual(await blobs.put('files/file-empty', Readable.from([])), { bytes: 0, md5: md5('') });
+    assert.equal(await blobs.size('files/file-empty'), 0);
+    assert.equal(await text(blobs.read('files/file-empty')), '');
+  });
+
   it('stops at the size limit and leaves no blob behind', async () => {
     await assert.rejects(blobs.put('files/file-big', Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), { maxBytes: 1000 }), BlobTooLargeError);
     assert.equal(await blobs.size('files/file-big'), null);
