@@ -2,6 +2,7 @@
 // line with step, loss and time left, and the job's messages above it. `tuneforge jobs follow` and
 // `npm run demo` both show a job this way.
 import type OpenAI from 'openai';
+import { isTerminalStatus } from '../domain/jobs.ts';
 import { clock, cyan, dim, red, stdoutIsTty } from './terminal.ts';
 
 /** One status line, redrawn in place on a terminal; on a pipe a line every 10%, and the last one at the end. */
@@ -52,8 +53,6 @@ export class ProgressLine {
   }
 }
 
-export const TERMINAL_STATUSES: readonly string[] = ['succeeded', 'failed', 'cancelled'];
-
 /**
  * Shows the job's progress and messages until it ends; returns the job as it ended and the training
  * loss at each step seen.
@@ -86,7 +85,7 @@ export async function followJob(client: OpenAI, jobId: string, pollMs = 400): Pr
     }
     const left = job.status === 'succeeded' ? 0 : job.estimated_finish ? job.estimated_finish - Date.now() / 1000 : null;
     if (total > 0) progress.draw(step, total, losses.get(step) ?? null, validLoss, left);
-    if (TERMINAL_STATUSES.includes(job.status)) {
+    if (isTerminalStatus(job.status)) {
       progress.end();
       return { job, losses };
     }

@@ -28,11 +28,6 @@ export class BlobNotFoundError extends Error {
   }
 }
 
-export interface BlobWriteResult {
-  bytes: number;
-  md5: string;
-}
-
 /**
  * A blob is written once under its key and never changed (a new version gets a new key), which is
  * what lets BlobCache keep copies. A prefix is a key's leading segments: `uploads/u1` holds
