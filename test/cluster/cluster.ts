@@ -36,8 +36,8 @@ export interface Cluster {
   client(name: string): OpenAI;
   /** The blob store the hosts share, as this namespace reaches it. */
   blobs: BlobStore;
-  /** The checkpoint folders stored for a job. */
-  storedCheckpoints(jobId: string): string[];
+  /** What the store keeps of a job: its folders (`checkpoints/step-N`, `start/…`) under jobs/<id>/. */
+  storedFolders(jobId: string): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -70,7 +70,8 @@ export async function createCluster(options: { hosts: string[]; databaseServer: 
     forwarded.hostname = network.gateway;
     const env = { ...options.env, DATABASE_URL: forwarded.toString(), API_KEYS: `${API_KEY}:org-cluster`, ADMIN_API_KEYS: `${ADMIN_API_KEY}:org-cluster`, EMBEDDED_WORKER: '0' };
 
-    // Until jobs keep their checkpoints and models in the blob store, the hosts share one data folder.
+    // With S3 every process has a data folder of its own (scratch, blob cache), fresh at each start
+    // as on a host that lost its disk; with the folder store they share one (its blobs live there).
     const sharedDataDir = path.join(root, 'shared-data');
     let blobs: BlobStore = new FsBlobStore(sharedDataDir);
     let blobEnv: Record<string, string> = {};
@@ -81,7 +82,8 @@ export async function createCluster(options: { hosts: string[]; databaseServer: 
       const port = await network.forward({ host: endpoint.hostname, port: Number(endpoint.port || 80) });
       blobEnv = { ...location.env, AWS_ENDPOINT_URL: `http://${network.gateway}:${port}` };
     }
-    const storage = (_host: Host) => ({ ...blobEnv, DATA_DIR: sharedDataDir });
+    let starts = 0;
+    const dataDir = (host: Host) => (s3 ? path.join(root, `${host.name}.${++starts}`) : sharedDataDir);
 
     const origin = (name: string) => `http://${network!.host(name).address}:${PORT}`;
     return {
@@ -90,14 +92,14 @@ export async function createCluster(options: { hosts: string[]; databaseServer: 
       processes,
       async start(name, command) {
         const host = network!.host(name);
-        const started = await spawnCli(command, { ...env, ...storage(host), HOST: host.address, PORT: String(PORT) }, { launcher: network!.launcher(host) });
+        const started = await spawnCli(command, { ...env, ...blobEnv, DATA_DIR: dataDir(host), HOST: host.address, PORT: String(PORT) }, { launcher: network!.launcher(host) });
         processes.set(name, started.child);
         return started.child;
       },
       origin,
       blobs,
       client: (name) => new OpenAI({ apiKey: API_KEY, baseURL: `${origin(name)}/v1`, maxRetries: 0, timeout: 30_000 }),
-      storedCheckpoints: (jobId) => fs.readdirSync(path.join(sharedDataDir, 'jobs', jobId, 'checkpoints')).sort(),
+      storedFolders: async (jobId) => [...new Set((await blobs.list(`jobs/${jobId}`)).map((key) => key.split('/').slice(2, 4).join('/')))].sort(),
       close,
     };
   } catch (error) {

@@ -1,9 +1,12 @@
 // tuneforge on several hosts: two API processes and two workers, each in its own network namespace
-// with its own address (test/cluster/netns.ts), sharing PostgreSQL and the blob store. Twenty tiny
-// jobs go in through both APIs (the official SDK at each API's address); one worker is killed with
-// SIGKILL while it trains; the other resumes its job. Every job succeeds exactly once: one success
-// event, one metrics event per step, one result file, checkpoints neither lost nor repeated (rows
-// and stored folders), every model listed once and served by either API.
+// with its own address (test/cluster/netns.ts) and its own DATA_DIR, sharing only PostgreSQL and the
+// bucket of the S3 server TEST_S3_URL names (radosgw; without it, a folder all hosts share). Twenty
+// tiny jobs go in through both APIs (the official SDK at each API's address); the worker training
+// the long one is killed with SIGKILL; the other host resumes it from the pushed resume point and the
+// killed host comes back with an empty disk. Every job succeeds exactly once: one success event, one
+// metrics event per step, one result file, checkpoints neither lost nor repeated (rows and stored
+// objects), every file and model listed once by both APIs, and the resumed model answers chat
+// through the API that did not create it.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
@@ -20,7 +23,7 @@ const SHORT = { n_epochs: 1, batch_size: 12 }; // 1 step
 
 const skip = networkUnavailable() || (!process.env.TEST_DATABASE_URL && 'TEST_DATABASE_URL is not set (scripts/start-test-postgres.sh prints one)');
 
-describe('two API hosts and two worker hosts sharing PostgreSQL and the blob store', { skip }, () => {
+describe('two API hosts and two worker hosts, each with its own disk, sharing PostgreSQL and the bucket', { skip }, () => {
   let cluster: Cluster;
 
   before(async () => {
@@ -93,7 +96,9 @@ describe('two API hosts and two worker hosts sharing PostgreSQL and the blob sto
         const listed = (await other(i).fineTuning.jobs.checkpoints.list(job.id)).data.map((c) => c.step_number);
         assert.deepEqual(listed, [total], job.id);
         assert.deepEqual(checkpointRows.filter((r) => r.job_id === job.id).map((r) => r.step_number), [total], `${job.id}: checkpoint rows`);
-        assert.deepEqual(cluster.storedCheckpoints(job.id), [`step-${total}`], `${job.id}: stored checkpoints`);
+        // In the store: that checkpoint and the job's start record; no resume point is left.
+        const folders = await cluster.storedFolders(job.id);
+        assert.deepEqual(folders.filter((f) => !f.startsWith('start/')), [`checkpoints/step-${total}`], `${job.id}: stored ${folders}`);
       }
       const longMessages = (await allEvents(apis[1], long.id)).map((e) => e.message);
       assert.equal(longMessages.filter((m) => m.includes('stopped responding')).length, 1, 'the killed worker\'s job was noticed once');
