@@ -1,6 +1,7 @@
 // Hosts that share no disk: two worker processes, each with its own DATA_DIR, and an API process
-// with a third, sharing only PostgreSQL (TEST_DATABASE_URL; skipped without it) and a blob store, a
-// folder seen as a store on another machine (test/support/remote-blobs.ts), so that what a job
+// with a third, sharing only PostgreSQL (TEST_DATABASE_URL; skipped without it) and a blob store:
+// S3 (TEST_S3_URL's server, `tuneforge worker` itself), and a folder seen as a store on another
+// machine (test/support/remote-blobs.ts, through test/support/remote-worker.ts), so that what a job
 // needs is pulled through each host's blob cache and what it writes is pushed. The first worker is
 // killed with SIGKILL mid-training and its DATA_DIR removed; the second continues the job from the
 // last pushed resume point, and the job succeeds once, with every step, checkpoint and event
@@ -15,7 +16,9 @@ import OpenAI from 'openai';
 import { startServer, type RunningServer } from '../../src/api/server.ts';
 import { loadConfig } from '../../src/config.ts';
 import { FsBlobStore } from '../../src/store/blobs.ts';
-import { openStore } from '../../src/store/index.ts';
+import { openStore, type BlobStore, type Store } from '../../src/store/index.ts';
+import { S3BlobStore } from '../../src/store/s3-blobs.ts';
+import { testS3Location } from '../support/blob-stores.ts';
 import { freshDatabase, type TestDatabase } from '../support/database.ts';
 import { RemoteLikeBlobStore } from '../support/remote-blobs.ts';
 import { waitFor } from '../support/server.ts';
@@ -33,29 +36,72 @@ const alive = (pid: number) => {
 };
 const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
-describe('workers and inference on hosts with no shared disk', { skip: process.env.TEST_DATABASE_URL ? false : 'needs TEST_DATABASE_URL (each host its own DATA_DIR, one database)' }, () => {
+/** The blob store the hosts share: how a worker host and the API host reach it, and a view of it for the assertions. */
+interface SharedStore {
+  workerEnv: Record<string, string>;
+  workerEntry?: string;
+  apiStore(config: ReturnType<typeof loadConfig>): Promise<Store>;
+  apiEnv: Record<string, string>;
+  bucket: BlobStore;
+  close(): Promise<void>;
+}
+
+function folderStore(root: string): SharedStore {
+  const folder = path.join(root, 'bucket');
+  return {
+    workerEnv: { SHARED_BLOBS: folder },
+    workerEntry: WORKER,
+    apiStore: (config) => openStore(config, { blobs: new RemoteLikeBlobStore(new FsBlobStore(folder)) }),
+    apiEnv: {},
+    bucket: new FsBlobStore(folder),
+    close: async () => {},
+  };
+}
+
+function s3Store(): SharedStore {
+  const { blobStore, s3, env } = testS3Location();
+  const bucket = new S3BlobStore(blobStore, s3);
+  return {
+    workerEnv: env,
+    apiStore: (config) => openStore(config),
+    apiEnv: env,
+    bucket,
+    close: async () => {
+      for (const top of new Set((await bucket.list('')).map((key) => key.split('/')[0]))) await bucket.removePrefix(top);
+      bucket.close();
+    },
+  };
+}
+
+const needsDatabase = process.env.TEST_DATABASE_URL ? false : 'needs TEST_DATABASE_URL (each host its own DATA_DIR, one database)';
+const SHARED_STORES = [
+  { name: 'S3', open: () => s3Store(), skip: needsDatabase || (process.env.TEST_S3_URL ? false : 'TEST_S3_URL is not set (scripts/start-test-s3.sh prints one)') },
+  { name: 'a folder seen as another machine', open: (root: string) => folderStore(root), skip: needsDatabase },
+];
+
+for (const shared of SHARED_STORES) describe(`workers and inference on hosts with no shared disk (${shared.name})`, { skip: shared.skip }, () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-hosts-'));
-  const sharedBlobs = path.join(root, 'bucket');
   const hostDir = (name: string) => path.join(root, name);
   const children: ChildProcess[] = [];
+  let store: SharedStore;
   let database: TestDatabase;
   let api: RunningServer;
   let client: OpenAI;
 
   const startWorker = async (name: string) => {
     const started = await spawnCli('worker', {
-      DATA_DIR: hostDir(name), DATABASE_URL: database.url!, SHARED_BLOBS: sharedBlobs,
+      ...store.workerEnv, DATA_DIR: hostDir(name), DATABASE_URL: database.url!,
       JOB_LEASE_MS: '1500', JOB_HEARTBEAT_MS: '100', JOB_POLL_MS: '100', CHECKPOINT_EVERY_STEPS: '3',
-    }, { entry: WORKER });
+    }, store.workerEntry ? { entry: store.workerEntry } : {});
     children.push(started.child);
     return started.child;
   };
 
   before(async () => {
+    store = shared.open(root);
     database = await freshDatabase('postgres');
-    const config = loadConfig({ host: '127.0.0.1', port: 0, dataDir: hostDir('api'), databaseUrl: database.url, modelsDir: MODELS_DIR }, {});
-    const store = await openStore(config, { blobs: new RemoteLikeBlobStore(new FsBlobStore(sharedBlobs)) });
-    api = await startServer(config, { logger: false, store }); // no runner: this host never trains
+    const config = loadConfig({ host: '127.0.0.1', port: 0, dataDir: hostDir('api'), databaseUrl: database.url, modelsDir: MODELS_DIR }, store.apiEnv);
+    api = await startServer(config, { logger: false, store: await store.apiStore(config) }); // no runner: this host never trains
     client = new OpenAI({ apiKey: 'unused', baseURL: `${api.url}/v1`, maxRetries: 0 });
   });
   after(async () => {
@@ -63,6 +109,7 @@ describe('workers and inference on hosts with no shared disk', { skip: process.e
     await api?.close();
     await api?.store.close();
     await database?.drop();
+    await store?.close();
     fs.rmSync(root, { recursive: true, force: true });
   });
 
@@ -101,7 +148,7 @@ describe('workers and inference on hosts with no shared disk', { skip: process.e
     // The store holds the three checkpoints the rows name, and nothing else of the job but its start.
     const checkpoints = (await client.fineTuning.jobs.checkpoints.list(job.id)).data;
     assert.deepEqual(checkpoints.map((c) => c.step_number), [36, 24, 12]);
-    const bucket = new FsBlobStore(sharedBlobs);
+    const { bucket } = store;
     const folders = new Set((await bucket.list(`jobs/${job.id}`)).map((key) => key.split('/').slice(0, 4).join('/')));
     assert.deepEqual([...folders].sort(), [`jobs/${job.id}/checkpoints/step-12`, `jobs/${job.id}/checkpoints/step-24`, `jobs/${job.id}/checkpoints/step-36`, `jobs/${job.id}/start/start.json`]);
     const model = await api.store.models.get(done.fine_tuned_model!);
