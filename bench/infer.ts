@@ -23,7 +23,7 @@ import { LLAMA_FEATURES, type ModelConfig } from '../src/engine/models/config.ts
 import { llamaWeightShapes } from '../src/engine/models/llama.ts';
 import { inferenceWeights } from '../src/engine/infer/decoder.ts';
 import { DecoderSteps } from '../src/engine/infer/steps.ts';
-import { argmax, sampleToken } from '../src/engine/infer/sampling.ts';
+import { indexOfMax, sampleToken } from '../src/engine/infer/sampling.ts';
 import { SeededRandom } from '../src/engine/data/random.ts';
 
 const { values: a } = parseArgs({
@@ -76,7 +76,7 @@ let t0 = performance.now();
 {
   const cache = steps.newCache();
   let logits = await steps.forward(cache, prompt);
-  for (let i = 0; i < N; i++) logits = await steps.forward(cache, [argmax(logits)]);
+  for (let i = 0; i < N; i++) logits = await steps.forward(cache, [indexOfMax(logits)]);
 }
 const compileSeconds = (performance.now() - t0) / 1000;
 
@@ -129,7 +129,7 @@ for (let r = 0; r < runs; r++) {
   t0 = performance.now();
   for (let i = 0; i < N; i++) {
     logits = await steps.forward(cache, [next]);
-    next = argmax(logits);
+    next = indexOfMax(logits);
   }
   decodeRates.push(N / ((performance.now() - t0) / 1000));
   t0 = performance.now();
@@ -151,12 +151,12 @@ if (batch > 1) {
   for (let r = 0; r < runs; r++) {
     const cache = steps.newCache(batch);
     let next = 0;
-    for (let b = 0; b < batch; b++) next = argmax(await steps.forward(cache, prompt, undefined, b));
+    for (let b = 0; b < batch; b++) next = indexOfMax(await steps.forward(cache, prompt, undefined, b));
     if (r === 0) await steps.decodeBatch(cache, new Array(batch).fill(next)); // compile this shape
     t0 = performance.now();
     for (let i = 0; i < N; i++) {
       const logits = await steps.decodeBatch(cache, new Array(batch).fill(next));
-      next = argmax(logits[0]!);
+      next = indexOfMax(logits[0]!);
     }
     batchRates.push((batch * N) / ((performance.now() - t0) / 1000));
   }

@@ -5,7 +5,7 @@
 import { randomInt } from 'node:crypto';
 import type { HfTokenizer } from '../data/tokenizer.ts';
 import { SeededRandom } from '../data/random.ts';
-import { applyPenalties, logSoftmax, sampleToken, topIndices } from './sampling.ts';
+import { applyPenalties, logProbabilities, sampleToken, topIndices } from './sampling.ts';
 import type { DecoderSteps, StepAdapter } from './steps.ts';
 import { soloSequence, type Sequence } from './batcher.ts';
 import { IncrementalDecoder, StopStrings, tokenText } from './text.ts';
@@ -164,7 +164,7 @@ async function generateIn(
     if (signal?.aborted) throw abortError(signal);
 
     let logprob: TokenLogprob | undefined;
-    const logp = wantLogprobs ? logSoftmax(logits) : null;
+    const logp = wantLogprobs ? logProbabilities(logits) : null;
     for (const [id, bias] of logitBias) logits[id] += bias;
     applyPenalties(logits, counts, sampling.presencePenalty, sampling.frequencyPenalty);
     constraint?.mask(logits, maxTokens - tokenIds.length);

@@ -20,14 +20,14 @@ export function applyPenalties(logits: Float32Array, counts: Map<number, number>
   for (const [id, count] of counts) logits[id] -= count * frequency + (count > 0 ? presence : 0);
 }
 
-export function argmax(values: ArrayLike<number>): number {
+export function indexOfMax(values: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
 }
 
 /** log softmax(logits), in f64 for the sum. */
-export function logSoftmax(logits: Float32Array): Float32Array {
+export function logProbabilities(logits: Float32Array): Float32Array {
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
   let sum = 0;
@@ -53,8 +53,8 @@ export function topIndices(values: ArrayLike<number>, k: number): number[] {
 
 /** Picks the next token from (already penalised) logits. */
 export function sampleToken(logits: Float32Array, settings: SamplingSettings, rng: SeededRandom): number {
-  if (settings.temperature <= 0) return argmax(logits);
-  const max = logits[argmax(logits)];
+  if (settings.temperature <= 0) return indexOfMax(logits);
+  const max = logits[indexOfMax(logits)];
   const probs = new Float64Array(logits.length);
   let total = 0;
   for (let i = 0; i < logits.length; i++) total += probs[i] = Math.exp((logits[i] - max) / settings.temperature);
@@ -75,7 +75,7 @@ export function sampleToken(logits: Float32Array, settings: SamplingSettings, rn
 
   let u = rng.next() * total;
   for (let i = 0; i < probs.length; i++) if ((u -= probs[i]) < 0) return i;
-  return argmax(logits); // only reachable through rounding at the very end (and never a −∞ token)
+  return indexOfMax(logits); // only reachable through rounding at the very end (and never a −∞ token)
 }
 
 /**

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LlamaContext, LlamaContextOptions, LlamaModel } from 'node-llama-cpp';
 import type { InferenceModel } from '../../../src/engine/infer/model.ts';
-import { logSoftmax } from '../../../src/engine/infer/sampling.ts';
+import { logProbabilities } from '../../../src/engine/infer/sampling.ts';
 
 let llamaCpp: Promise<Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>> | null = null;
 test.after(async () => {
@@ -80,7 +80,7 @@ export async function llamaCppTopLogprobs(file: string, ids: number[]): Promise<
 /** Our log-probabilities of the next token after each prefix ids[0..i]. */
 export async function ourLogprobs(model: InferenceModel, ids: number[]): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
-  for (let i = 0; i < ids.length; i++) out.push(logSoftmax(await model.nextTokenLogits(ids.slice(0, i + 1))));
+  for (let i = 0; i < ids.length; i++) out.push(logProbabilities(await model.nextTokenLogits(ids.slice(0, i + 1))));
   return out;
 }
 

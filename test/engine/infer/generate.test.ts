@@ -11,7 +11,7 @@ import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits, llamaInputs } from '../../../src/engine/models/llama.ts';
 import { loraTargets } from '../../../src/engine/models/lora.ts';
 import { chatPrompt, loadModelForInference, loadSharedBase, textPrompt, type InferenceModel } from '../../../src/engine/infer/model.ts';
-import { argmax } from '../../../src/engine/infer/sampling.ts';
+import { indexOfMax } from '../../../src/engine/infer/sampling.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { fullForward, maxAbsDiff, writeAdapter } from './fixtures.ts';
 
@@ -46,7 +46,7 @@ test('greedy generation equals step-by-step argmax of full forwards', async () =
   const ids = [...prompt];
   for (let i = 0; i < result.tokenIds.length; i++) {
     const logits = await fullForward(cfg, baseWeights, ids);
-    const next = argmax(logits.subarray((ids.length - 1) * cfg.vocabSize));
+    const next = indexOfMax(logits.subarray((ids.length - 1) * cfg.vocabSize));
     assert.equal(result.tokenIds[i], next, `token ${i}`);
     ids.push(next);
   }

@@ -1,7 +1,7 @@
 // Sampling and text pieces in isolation: penalties, greedy, top-p nucleus, top-k, stop strings.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyPenalties, argmax, logSoftmax, sampleToken, topIndices } from '../../../src/engine/infer/sampling.ts';
+import { applyPenalties, indexOfMax, logProbabilities, sampleToken, topIndices } from '../../../src/engine/infer/sampling.ts';
 import { StopStrings } from '../../../src/engine/infer/text.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 
@@ -18,7 +18,7 @@ test('temperature 0 is argmax (lowest id on ties) and draws nothing from the gen
   const before = rng.currentState;
   assert.equal(sampleToken(Float32Array.from([0, 3, 3, 1]), { ...settings, temperature: 0 }, rng), 1);
   assert.equal(rng.currentState, before);
-  assert.equal(argmax([5, 1, 5]), 0);
+  assert.equal(indexOfMax([5, 1, 5]), 0);
 });
 
 test('top-p samples only from the nucleus, in proportion', () => {
@@ -40,7 +40,7 @@ test('top-p samples only from the nucleus, in proportion', () => {
   assert.ok(id >= 0 && id < 45000);
 });
 
-test('same seed, same draws; logSoftmax and topIndices', () => {
+test('same seed, same draws; logProbabilities and topIndices', () => {
   const logits = Float32Array.from({ length: 100 }, (_, i) => Math.sin(i));
   const draw = (seed: number) => {
     const rng = new SeededRandom(seed);
@@ -48,7 +48,7 @@ test('same seed, same draws; logSoftmax and topIndices', () => {
   };
   assert.deepEqual(draw(5), draw(5));
   assert.notDeepEqual(draw(5), draw(6));
-  const logp = logSoftmax(logits);
+  const logp = logProbabilities(logits);
   assert.ok(Math.abs(logp.reduce((s, v) => s + Math.exp(v), 0) - 1) < 1e-5);
   assert.deepEqual(topIndices([1, 5, 3, 5, 0], 3), [1, 3, 2]);
 });
