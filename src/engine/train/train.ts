@@ -38,7 +38,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const { frozen, params } = startingTensors(spec, setup, base);
   const { state, meta } = startingState(spec, setup, params);
   // Each session keeps its own ORT arena, grown to its own peak; with several shapes, plain
-  // allocations let them share one heap instead (the same step time, measured at 1 × 384).
+  // allocations let them share one heap instead (the same step time within noise at 1 × 384, README bench:job).
   const sessionSettings = { enableCpuMemArena: plan.shapes.length === 1 };
   const runner = new StepRunner(setup, plan.largestShape, frozen, state, adamwSettings(spec), sessionSettings);
   const shapes = plan.shapes.map((s) => `${s.rows} × ${s.seqLen}`).join(', ');
