@@ -10,7 +10,9 @@
 // throughout. On one machine the hosts share its cores: two workers cannot be twice as fast on 2.
 //
 // Needs root on Linux (ip netns) and a PostgreSQL server: DATABASE_URL (or TEST_DATABASE_URL); the
-// bench works in a schema of its own and drops it. Flags: --jobs 10 --connections 32 --seconds 8 --rounds 3.
+// bench works in a schema of its own and drops it. With TEST_S3_URL (scripts/start-test-s3.sh) blobs
+// go to that S3 server and each process has its own DATA_DIR; without it the hosts share a folder.
+// Flags: --jobs 10 --connections 32 --seconds 8 --rounds 3.
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -97,7 +99,8 @@ const cluster = await createCluster({
 });
 const rss = peakRssSampler(cluster);
 try {
-  await Promise.all([cluster.start('api-1', 'serve'), cluster.start('api-2', 'serve'), cluster.start('worker-1', 'worker')]);
+  await cluster.start('api-1', 'serve'); // migrates the schema
+  await Promise.all([cluster.start('api-2', 'serve'), cluster.start('worker-1', 'worker')]);
   const api = cluster.client('api-1');
   const trainingFile = (await api.files.create({ file: new File([TRAIN_JSONL], 'train.jsonl'), purpose: 'fine-tune' })).id;
 

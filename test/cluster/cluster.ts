@@ -92,7 +92,7 @@ export async function createCluster(options: { hosts: string[]; databaseServer: 
       processes,
       async start(name, command) {
         const host = network!.host(name);
-        const started = await spawnCli(command, { ...env, ...blobEnv, DATA_DIR: dataDir(host), HOST: host.address, PORT: String(PORT) }, { launcher: network!.launcher(host) });
+        const started = await spawnCli(command, { ...env, ...blobEnv, DATA_DIR: dataDir(host), HOST: host.address, PORT: String(PORT) }, { launcher: network!.launcher(host), startTimeoutMs: 240_000 });
         processes.set(name, started.child);
         return started.child;
       },

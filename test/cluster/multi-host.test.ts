@@ -40,7 +40,9 @@ describe('two API hosts and two worker hosts, each with its own disk, sharing Po
         FILE_SWEEP_INTERVAL_SECONDS: '0',
       },
     });
-    await Promise.all([cluster.start('api-1', 'serve'), cluster.start('api-2', 'serve'), cluster.start('worker-1', 'worker'), cluster.start('worker-2', 'worker')]);
+    // The first API migrates the schema; the other processes start once it is in place.
+    await cluster.start('api-1', 'serve');
+    await Promise.all([cluster.start('api-2', 'serve'), cluster.start('worker-1', 'worker'), cluster.start('worker-2', 'worker')]);
   });
   after(() => cluster?.close());
 
