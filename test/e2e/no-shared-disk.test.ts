@@ -161,6 +161,11 @@ for (const shared of SHARED_STORES) describe(`workers and inference on hosts wit
     assert.ok(chat.usage!.completion_tokens > 0);
     assert.ok(fs.readdirSync(path.join(hostDir('api'), 'cache'), { recursive: true }).some((name) => String(name).endsWith('adapter_model.safetensors')));
 
+    // And exports it (the adapter, as PEFT) from the same cache.
+    const exported = await fetch(`${api.url}/v1/models/${encodeURIComponent(done.fine_tuned_model!)}/export?format=peft`);
+    assert.equal(exported.status, 200, await exported.clone().text());
+    assert.ok((await exported.arrayBuffer()).byteLength > 0);
+
     // Deleting the model removes its blobs.
     await client.models.delete(done.fine_tuned_model!);
     assert.deepEqual(await bucket.list(model!.dir!), []);
