@@ -114,6 +114,10 @@ osd class default list = *
 
 [client.rgw.test]
 rgw thread pool size = 32
+# Deleted objects' data goes at once, not after radosgw's default two hours: the OSD keeps it in memory.
+rgw gc obj min wait = 0
+rgw gc processor period = 5
+rgw gc processor max time = 5
 rgw dns name = localhost
 EOF
   ceph_cmd ceph-mon --id a --mkfs --keyring /dev/null >&2
@@ -141,6 +145,7 @@ wait_for 'radosgw' curl -fsS --max-time 5 -o /dev/null "http://$client_address:$
 if ! ceph_cmd radosgw-admin user info --uid tuneforge >/dev/null 2>&1; then
   ceph_cmd radosgw-admin user create --uid tuneforge --display-name tuneforge --access-key "$access_key" --secret-key "$secret_key" >/dev/null
 fi
-bucket_ready || s3 -o /dev/null -X PUT "http://$client_address:$port/$bucket" >&2
-wait_for "the bucket $bucket" bucket_ready
+# Retried: a gateway just started may drop its first requests.
+make_bucket() { bucket_ready || { s3 -o /dev/null -X PUT "http://$client_address:$port/$bucket" && bucket_ready; }; }
+wait_for "the bucket $bucket" make_bucket
 echo "$url"

@@ -3,7 +3,9 @@
 // lease still holds. Blobs never change under a key (blobs.ts), so a copy never goes stale.
 // With the filesystem store there is nothing to copy: leases hand out the store's own paths.
 //
-// One process per cache folder: copies found at start (from an earlier run) are kept and indexed.
+// Copies found at start (from an earlier run) are kept and indexed. One process owns the folder
+// (owner.pid); another process given the same folder (an API and a worker sharing DATA_DIR) keeps
+// its copies in a folder of its own inside, process-<pid>, so neither removes what the other uses.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -43,11 +45,15 @@ export class BlobCache {
   private held = 0;
   /** Indexing what an earlier run left, begun by the first lease: a store that never leases does no I/O here. */
   private started: Promise<void> | null = null;
+  /** Where this process's copies live: the cache folder, or its own folder inside (claimRoot). */
+  private root: string;
 
   constructor(
     private readonly store: BlobStore,
     private readonly options: BlobCacheOptions,
-  ) {}
+  ) {
+    this.root = options.dir;
+  }
 
   /** Bytes of the copies on disk now (those in use included). */
   get bytes(): number {
@@ -119,7 +125,7 @@ export class BlobCache {
       this.entries.set(id, entry);
       entry.pins++;
     } else {
-      const target = path.join(this.options.dir, id);
+      const target = path.join(this.root, id);
       const created: Entry = { path: target, bytes: 0, pins: 1, ready: Promise.resolve() };
       created.ready = (async () => {
         const { bytes, fetch } = await plan();
@@ -162,11 +168,43 @@ export class BlobCache {
     }
   }
 
+  /**
+   * The cache folder when this process owns it (or takes it over from an owner that is gone), else
+   * process-<pid> inside it. Either way, the folders of processes that are gone are removed.
+   */
+  private async claimRoot(): Promise<string> {
+    const dir = this.options.dir;
+    await fsp.mkdir(dir, { recursive: true });
+    const ownerFile = path.join(dir, 'owner.pid');
+    let root = dir;
+    for (;;) {
+      try {
+        await fsp.writeFile(ownerFile, String(process.pid), { flag: 'wx' });
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const owner = Number(await fsp.readFile(ownerFile, 'utf8').catch(() => ''));
+      if (owner === process.pid) break;
+      if (isAlive(owner)) {
+        root = path.join(dir, `process-${process.pid}`);
+        break;
+      }
+      await fsp.rm(ownerFile, { force: true });
+    }
+    for (const name of await fsp.readdir(dir)) {
+      const pid = /^process-(\d+)$/.exec(name)?.[1];
+      if (pid && Number(pid) !== process.pid && !isAlive(Number(pid))) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
+    }
+    return root;
+  }
+
   /** Copies left by an earlier run become entries (oldest first); unfinished ones are removed. */
   private async indexExisting(): Promise<void> {
+    this.root = await this.claimRoot();
     const found: { id: string; path: string; bytes: number; mtimeMs: number }[] = [];
     for (const kind of ['blob', 'prefix']) {
-      const dir = path.join(this.options.dir, kind);
+      const dir = path.join(this.root, kind);
       await fsp.mkdir(dir, { recursive: true });
       for (const name of await fsp.readdir(dir)) {
         const full = path.join(dir, name);
@@ -183,6 +221,17 @@ export class BlobCache {
       this.held += f.bytes;
     }
     this.evict();
+  }
+}
+
+/** Whether process `pid` is running (on this host). */
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

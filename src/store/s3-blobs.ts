@@ -49,6 +49,8 @@ export class S3BlobStore implements BlobStore {
       region: settings.region,
       ...(settings.endpoint ? { endpoint: settings.endpoint, forcePathStyle: true } : {}),
       ...(settings.credentials ? { credentials: settings.credentials } : {}),
+      // Deadlines: a server that stops answering fails the request (retried by the SDK) instead of hanging it.
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
       // Checksums only where S3 requires them: the SDK's default (CRC32 trailers on every
       // upload) is newer than some S3-compatible servers; our own md5 covers the content.
       requestChecksumCalculation: 'WHEN_REQUIRED',

@@ -145,6 +145,29 @@ describe('blob cache', () => {
     assert.deepEqual(fs.readdirSync(path.join(cacheDir, 'blob')), ['files+file-a']);
   });
 
+  it('keeps its copies apart while another live process owns the folder, and clears those of processes gone', async () => {
+    await put(store, 'files/file-a', 'hello');
+    fs.mkdirSync(cacheDir, { recursive: true });
+    fs.writeFileSync(path.join(cacheDir, 'owner.pid'), String(process.ppid)); // the test runner: alive
+    const gone = path.join(cacheDir, 'process-999999999');
+    fs.mkdirSync(path.join(gone, 'blob'), { recursive: true });
+    fs.writeFileSync(path.join(gone, 'blob', 'files+file-x'), 'left by a process that is gone');
+    const cache = new BlobCache(store, { dir: cacheDir, maxBytes: 1000 });
+    const lease = cache.lease();
+    const file = await lease.file('files/file-a');
+    lease.release();
+    assert.equal(path.relative(cacheDir, file), path.join(`process-${process.pid}`, 'blob', 'files+file-a'));
+    assert.equal(fs.existsSync(gone), false);
+
+    // Once the owner is gone, the next cache takes the folder over.
+    fs.writeFileSync(path.join(cacheDir, 'owner.pid'), '999999999');
+    const next = new BlobCache(store, { dir: cacheDir, maxBytes: 1000 });
+    const again = next.lease();
+    assert.equal(path.dirname(path.dirname(await again.file('files/file-a'))), cacheDir);
+    again.release();
+    assert.equal(fs.readFileSync(path.join(cacheDir, 'owner.pid'), 'utf8'), String(process.pid));
+  });
+
   it('hands out the filesystem store’s own paths without copying', async () => {
     await put(inner, 'files/file-a', 'hello');
     await put(inner, 'models/m1/config', '{}');
