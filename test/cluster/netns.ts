@@ -68,6 +68,9 @@ export async function createNetwork(names: string[]): Promise<Network> {
     if (closed) return;
     closed = true;
     for (const host of hosts) removeNamespace(host.namespace);
+    // Deleting a namespace frees its veths only once the kernel has torn it down (seconds to
+    // minutes on a busy machine): delete our ends now, which takes each pair.
+    hosts.forEach((_host, i) => tryIp('link', 'del', outsideLink(tag, i)));
     tryIp('link', 'del', bridge);
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -84,7 +87,7 @@ export async function createNetwork(names: string[]): Promise<Network> {
     ip('addr', 'add', `${gateway}/24`, 'dev', bridge);
     ip('link', 'set', bridge, 'up');
     hosts.forEach((host, i) => {
-      const outside = `tf${tag}v${i}`;
+      const outside = outsideLink(tag, i);
       const inside = `tf${tag}h${i}`;
       ip('netns', 'add', host.namespace);
       ip('link', 'add', outside, 'type', 'veth', 'peer', 'name', inside);
@@ -139,6 +142,7 @@ export async function createNetwork(names: string[]): Promise<Network> {
 }
 
 const OWNER_PREFIX = 'tuneforge-';
+const outsideLink = (tag: string, i: number) => `tf${tag}v${i}`;
 const pidsIn = (namespace: string) => tryIp('netns', 'pids', namespace).split('\n').filter(Boolean).map(Number);
 
 /** SIGKILLs what still runs in `namespace` (only processes a test started live there), then deletes it and so its veth pairs. */
