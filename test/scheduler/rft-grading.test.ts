@@ -1,16 +1,21 @@
 // The grade callback of reinforcement jobs: every grader type through runGrader, in order, errors
 // scoring 0; score_model served by our own inference on a base model of MODELS_DIR.
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jobGrader, ownCallModel } from '../../src/scheduler/rft-grading.ts';
 import type { CallModel, PythonSandboxOptions } from '../../src/graders/index.ts';
 import type { Store } from '../../src/store/index.ts';
+import { tempStore } from '../support/store.ts';
 import { pythonSandboxSkip } from '../support/python-sandbox.ts';
 
 const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models');
-const noStore = { models: { get: async () => undefined } } as unknown as Store;
+// A real store with no tuned models: every model these graders name is a base model of MODELS_DIR.
+let noStore: Store;
+let cleanup: () => Promise<void>;
+before(async () => ({ store: noStore, cleanup } = await tempStore()));
+after(() => cleanup());
 const python: PythonSandboxOptions = { limits: { wallSeconds: 5, cpuSeconds: 2, memoryBytes: 256 * 1024 * 1024, diskBytes: 8 * 1024 * 1024 }, hidePaths: [process.cwd()] };
 const samples = [
   { outputText: 'Arr, the sky be blue', item: { answer: 'blue' } },
