@@ -9,6 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { alive } from '../support/processes.ts';
 
 export interface Host {
   name: string;
@@ -156,15 +157,6 @@ function removeNamespace(namespace: string) {
   }
   tryIp('netns', 'del', namespace);
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Namespaces and bridges of runs whose process is gone (killed before it could clean up). */
 function removeLeftovers() {

@@ -13,6 +13,7 @@ import OpenAI from 'openai';
 import { describeOnEachBackend, freshDatabase, type TestDatabase } from '../support/database.ts';
 import { waitFor } from '../support/server.ts';
 import { TERMINAL, allEvents, createJob, metricsEvents, spawnCli, uploadFiles, waitForStatus, waitForStep } from './support.ts';
+import { alive, exited } from '../support/processes.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tuneforge-crash-'));
 const children: ChildProcess[] = [];
@@ -34,17 +35,6 @@ async function serve(store: { DATA_DIR: string; DATABASE_URL: string }): Promise
   children.push(started.child);
   return started;
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
 describeOnEachBackend('crash recovery', (backend) => {
   let database: TestDatabase;

@@ -23,18 +23,9 @@ import { freshDatabase, type TestDatabase } from '../support/database.ts';
 import { RemoteLikeBlobStore } from '../support/remote-blobs.ts';
 import { waitFor } from '../support/server.ts';
 import { MODELS_DIR, ROOT, TERMINAL, allEvents, createJob, metricsEvents, spawnCli, uploadFiles, waitForStatus, waitForStep } from './support.ts';
+import { alive, exited } from '../support/processes.ts';
 
 const WORKER = path.join(ROOT, 'test/support/remote-worker.ts');
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-const exited = (child: ChildProcess) => new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
 
 /** The blob store the hosts share: how a worker host and the API host reach it, and a view of it for the assertions. */
 interface SharedStore {
