@@ -83,6 +83,7 @@ export interface JobsTable {
 export interface WorkersTable {
   id: string;
   host: string;
+  /** Most memory a job may use on this worker. */
   memory_bytes: number;
   cores: number;
   started_at_ms: number;

@@ -5,15 +5,8 @@
 import type { Db } from './database.ts';
 import type { WorkerRow } from './schema.ts';
 
-export interface WorkerRecord {
-  id: string;
-  host: string;
-  /** Most memory a job may use on this worker. */
-  memory_bytes: number;
-  cores: number;
-  started_at_ms: number;
-  heartbeat_at_ms: number;
-}
+/** A worker's row, its numbers as numbers (PostgreSQL returns its bigints as strings). */
+export type WorkerRecord = WorkerRow;
 
 export type NewWorker = Pick<WorkerRecord, 'id' | 'host' | 'memory_bytes' | 'cores'>;
 
