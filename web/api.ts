@@ -9,7 +9,7 @@ export const storedKey = {
   clear: () => localStorage.removeItem(KEY_STORAGE),
 };
 
-export class ApiError extends Error {
+export class RequestError extends Error {
   constructor(
     message: string,
     readonly status: number,
@@ -74,7 +74,7 @@ export interface Model {
   owned_by: string;
 }
 
-export interface Page<T> {
+export interface ListObject<T> {
   data: T[];
   has_more: boolean;
 }
@@ -83,12 +83,12 @@ function authHeaders(key = storedKey.get()): Record<string, string> {
   return key ? { authorization: `Bearer ${key}` } : {};
 }
 
-async function errorOf(res: Response): Promise<ApiError> {
+async function errorOf(res: Response): Promise<RequestError> {
   try {
     const { error } = await res.json();
-    return new ApiError(error.message, res.status, error.param ?? null, error.code ?? null);
+    return new RequestError(error.message, res.status, error.param ?? null, error.code ?? null);
   } catch {
-    return new ApiError(`${res.status} ${res.statusText}`, res.status);
+    return new RequestError(`${res.status} ${res.statusText}`, res.status);
   }
 }
 
@@ -108,14 +108,14 @@ export async function listAll<T extends { id: string }>(path: string, limit = 10
   for (;;) {
     const sep = path.includes('?') ? '&' : '?';
     const after = items.length ? `&after=${encodeURIComponent(items[items.length - 1].id)}` : '';
-    const page = await api<Page<T>>('GET', `${path}${sep}limit=${limit}${after}`);
+    const page = await api<ListObject<T>>('GET', `${path}${sep}limit=${limit}${after}`);
     items.push(...page.data);
     if (!page.has_more || page.data.length === 0) return items;
   }
 }
 
 /** POST /v1/files through XMLHttpRequest, the one browser API that reports upload progress. */
-export function uploadFile(file: File, purpose: string, onProgress: (fraction: number) => void): Promise<FileObject> {
+export function uploadWithProgress(file: File, purpose: string, onProgress: (fraction: number) => void): Promise<FileObject> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/v1/files');
@@ -124,9 +124,9 @@ export function uploadFile(file: File, purpose: string, onProgress: (fraction: n
     xhr.onload = () => {
       const body = JSON.parse(xhr.responseText || '{}');
       if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new ApiError(body.error?.message ?? `HTTP ${xhr.status}`, xhr.status, body.error?.param ?? null));
+      else reject(new RequestError(body.error?.message ?? `HTTP ${xhr.status}`, xhr.status, body.error?.param ?? null));
     };
-    xhr.onerror = () => reject(new ApiError('The upload did not reach the server.', 0));
+    xhr.onerror = () => reject(new RequestError('The upload did not reach the server.', 0));
     const form = new FormData();
     form.append('purpose', purpose);
     form.append('file', file);
@@ -156,14 +156,14 @@ export async function fileText(fileId: string): Promise<string> {
   return res.text();
 }
 
-export interface ChatMessage {
+export interface PlaygroundMessage {
   role: 'system' | 'user' | 'assistant';
   content: string;
 }
 
 /** Chat completions with stream: true; calls onText with each piece of the answer. */
 export async function streamChat(
-  body: { model: string; messages: ChatMessage[]; max_tokens?: number; temperature?: number },
+  body: { model: string; messages: PlaygroundMessage[]; max_tokens?: number; temperature?: number },
   onText: (text: string) => void,
   signal?: AbortSignal,
 ): Promise<void> {
@@ -189,7 +189,7 @@ export async function streamChat(
         const data = line.slice(5).trim();
         if (data === '[DONE]') return;
         const chunk = JSON.parse(data);
-        if (chunk.error) throw new ApiError(chunk.error.message, 500, chunk.error.param ?? null);
+        if (chunk.error) throw new RequestError(chunk.error.message, 500, chunk.error.param ?? null);
         const text = chunk.choices?.[0]?.delta?.content;
         if (text) onText(text);
       }

@@ -1,7 +1,7 @@
 // The create-job form. The API is the one judge of what is valid: a 400's `param` (e.g.
 // method.supervised.hyperparameters.n_epochs) puts its message on the field of that name.
 import { useState } from 'preact/hooks';
-import { ApiError, api, listAll, type FileObject, type Job, type Model } from './api.ts';
+import { RequestError, api, listAll, type FileObject, type Job, type Model } from './api.ts';
 import { ErrorNote, Section, href, usePoll } from './ui.tsx';
 
 const HYPERPARAMETERS: Record<string, string[]> = {
@@ -54,8 +54,8 @@ export function CreateJobPage() {
       });
       location.hash = href('jobs', job.id);
     } catch (err) {
-      const field = err instanceof ApiError && err.param ? fieldOf(err.param) : null;
-      if (field) setFieldErrors({ [field]: (err as ApiError).message });
+      const field = err instanceof RequestError && err.param ? fieldOf(err.param) : null;
+      if (field) setFieldErrors({ [field]: (err as RequestError).message });
       else setFormError(err);
     } finally {
       setBusy(false);

@@ -1,6 +1,6 @@
 // Files: the organisation's uploads, a new upload with its progress, and deleting one.
 import { useState } from 'preact/hooks';
-import { api, listAll, uploadFile, type FileObject } from './api.ts';
+import { api, listAll, uploadWithProgress, type FileObject } from './api.ts';
 import { ErrorNote, Section, formatBytes, formatTime, useAction, usePoll } from './ui.tsx';
 
 const PURPOSES = ['fine-tune', 'user_data', 'evals'];
@@ -21,7 +21,7 @@ export function FilesPage() {
       setUploaded(null);
       setProgress(0);
       try {
-        setUploaded(await uploadFile(file, purpose, setProgress));
+        setUploaded(await uploadWithProgress(file, purpose, setProgress));
       } finally {
         setProgress(null);
       }

@@ -2,10 +2,11 @@
 // it emits, its events as they arrive, resolved hyperparameters and options, checkpoints (chat,
 // export, share) and the result file.
 import { useMemo, useState } from 'preact/hooks';
-import { ApiError, api, download, fileText, listAll, type Checkpoint, type Job, type Page } from './api.ts';
+import { RequestError, api, download, fileText, listAll, type Checkpoint, type Job, type ListObject } from './api.ts';
 import { Chart } from './chart.tsx';
 import { EventLog, chartsOf, metricPoints } from './metrics.ts';
-import { ErrorNote, Section, Status, TERMINAL_STATUSES, formatNumber, formatTime, href, useAction, usePoll } from './ui.tsx';
+import { ErrorNote, Section, Status, formatNumber, formatTime, href, useAction, usePoll } from './ui.tsx';
+import { isTerminalStatus } from '../src/domain/job-status.ts';
 
 const POLL_MS = 1500;
 const EXPORT_FORMATS = ['peft', 'safetensors', 'gguf'];
@@ -18,7 +19,7 @@ export function JobPage({ id }: { id: string }) {
   const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
   const [loadError, setLoadError] = useState<unknown>(null);
   const [act, busy, actionError] = useAction();
-  const ended = job !== null && TERMINAL_STATUSES.includes(job.status);
+  const ended = job !== null && isTerminalStatus(job.status);
 
   const reload = usePoll(
     async () => {
@@ -226,10 +227,10 @@ function CheckpointActions({ job, checkpoint }: { job: Job; checkpoint: Checkpoi
   const loadPermissions = () =>
     act(async () => {
       try {
-        setPermissions((await api<Page<Permission>>('GET', permissionsPath)).data);
+        setPermissions((await api<ListObject<Permission>>('GET', permissionsPath)).data);
       } catch (err) {
         // Sharing is for admin keys: say so instead of showing an error.
-        if (err instanceof ApiError && err.status === 403) setShareNote(err.message);
+        if (err instanceof RequestError && err.status === 403) setShareNote(err.message);
         else throw err;
       }
     });
@@ -270,7 +271,7 @@ function CheckpointActions({ job, checkpoint }: { job: Job; checkpoint: Checkpoi
             void act(async () => {
               await api('POST', permissionsPath, { project_ids: [project.trim()] });
               setProject('');
-              setPermissions((await api<Page<Permission>>('GET', permissionsPath)).data);
+              setPermissions((await api<ListObject<Permission>>('GET', permissionsPath)).data);
             });
           }}
         >

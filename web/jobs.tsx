@@ -4,7 +4,8 @@ import { useMemo, useState } from 'preact/hooks';
 import { listAll, type Job } from './api.ts';
 import { Chart } from './chart.tsx';
 import { EventLog, metricPoints } from './metrics.ts';
-import { ErrorNote, Section, Status, TERMINAL_STATUSES, formatTime, href, usePoll } from './ui.tsx';
+import { ErrorNote, Section, Status, formatTime, href, usePoll } from './ui.tsx';
+import { isTerminalStatus } from '../src/domain/job-status.ts';
 
 const POLL_MS = 3000;
 
@@ -123,7 +124,7 @@ export function ComparePage({ ids }: { ids: string[] }) {
         const jobs = await listAll<Job>('/fine_tuning/jobs');
         const added = await Promise.all(logs.map((log) => log.update()));
         if (added.some(Boolean)) setVersion((v) => v + 1);
-        setFinished(ids.every((id) => TERMINAL_STATUSES.includes(jobs.find((j) => j.id === id)?.status ?? 'succeeded')));
+        setFinished(ids.every((id) => isTerminalStatus(jobs.find((j) => j.id === id)?.status ?? 'succeeded')));
       } catch (err) {
         setError(err);
       }

@@ -3,7 +3,7 @@
 import './style.css';
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, api, storedKey } from './api.ts';
+import { RequestError, api, storedKey } from './api.ts';
 import { ErrorNote, useRoute } from './ui.tsx';
 import { JobsPage, ComparePage } from './jobs.tsx';
 import { JobPage } from './job.tsx';
@@ -72,7 +72,7 @@ function App() {
       await api('GET', '/models');
       setSession(storedKey.get() ? 'signed-in' : 'open');
     } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
+      if (err instanceof RequestError && err.status === 401) {
         storedKey.clear();
         setSession('signed-out');
       } else setError(err);

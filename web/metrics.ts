@@ -1,7 +1,7 @@
 // A job's events and the charts its metrics events make: each metrics event carries the step and
 // every value the worker recorded for it (OpenAI's train/valid/full-valid loss and token accuracy,
 // DPO rewards and margin, reinforcement reward mean/std and KL, and whatever a method adds later).
-import { api, type JobEvent, type Page } from './api.ts';
+import { api, type JobEvent, type ListObject } from './api.ts';
 import type { Series } from './chart.tsx';
 
 /** A job's events as they arrive: newest first, in the API's order. */
@@ -16,7 +16,7 @@ export class EventLog {
     const fresh: JobEvent[] = [];
     let after = '';
     for (;;) {
-      const page = await api<Page<JobEvent>>('GET', `/fine_tuning/jobs/${encodeURIComponent(this.jobId)}/events?limit=100${after}`);
+      const page = await api<ListObject<JobEvent>>('GET', `/fine_tuning/jobs/${encodeURIComponent(this.jobId)}/events?limit=100${after}`);
       const unseen = page.data.filter((e) => !this.ids.has(e.id));
       fresh.push(...unseen);
       if (unseen.length < page.data.length || !page.has_more || page.data.length === 0) break;

@@ -1,7 +1,7 @@
 // The playground: one conversation sent to two models at once (a base model and a tuned one),
 // both answers streaming side by side.
 import { useState } from 'preact/hooks';
-import { api, streamChat, type ChatMessage, type Model } from './api.ts';
+import { api, streamChat, type PlaygroundMessage, type Model } from './api.ts';
 import { ErrorNote, Section, usePoll } from './ui.tsx';
 import { isBaseModel } from './models.tsx';
 
@@ -33,7 +33,7 @@ export function PlaygroundPage({ base, tuned }: { base: string | null; tuned: st
   const running = panes.some((p) => p.running);
   const send = (e: Event) => {
     e.preventDefault();
-    const messages: ChatMessage[] = [...(system.trim() ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: prompt }];
+    const messages: PlaygroundMessage[] = [...(system.trim() ? [{ role: 'system' as const, content: system }] : []), { role: 'user', content: prompt }];
     const targets = chosen.filter(Boolean);
     setPanes(targets.map((model) => ({ model, answer: '', error: null, running: true })));
     const update = (i: number, change: (p: Pane) => Partial<Pane>) => setPanes((ps) => ps.map((p, j) => (j === i ? { ...p, ...change(p) } : p)));

@@ -55,8 +55,6 @@ export function formatBytes(n: number): string {
 
 export const formatNumber = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : String(v ?? '—'));
 
-export const TERMINAL_STATUSES = ['succeeded', 'failed', 'cancelled'];
-
 export function Status({ status }: { status: string }) {
   return <span class={`status status-${status}`}>{status.replace(/_/g, ' ')}</span>;
 }

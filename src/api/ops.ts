@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { ApiError } from '../domain/errors.ts';
-import { JOB_STATUSES } from '../domain/jobs.ts';
+import { JOB_STATUSES } from '../domain/job-status.ts';
 import { requireAdmin } from './auth.ts';
 import type { ApiContext } from './context.ts';
 

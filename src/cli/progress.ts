@@ -2,7 +2,7 @@
 // line with step, loss and time left, and the job's messages above it. `tuneforge jobs follow` and
 // `npm run demo` both show a job this way.
 import type OpenAI from 'openai';
-import { isTerminalStatus } from '../domain/jobs.ts';
+import { isTerminalStatus } from '../domain/job-status.ts';
 import { clock, cyan, dim, red, stdoutIsTty } from './terminal.ts';
 
 /** One status line, redrawn in place on a terminal; on a pipe a line every 10%, and the last one at the end. */

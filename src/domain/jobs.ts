@@ -1,10 +1,8 @@
 // The fine-tuning job state machine, and the events a job emits, worded as OpenAI's.
 import { ApiError } from './errors.ts';
 import type { StepMetrics } from '../engine/index.ts';
+import type { JobStatus } from './job-status.ts';
 
-export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
-export const JOB_STATUSES: readonly JobStatus[] = ['validating_files', 'queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled'];
-export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
 
 /**
  * What can happen to a job. `validated`/`invalid` end file validation; `start`/`succeed`/`fail` come
@@ -45,8 +43,6 @@ const ALREADY_ENDED: Partial<Record<JobStatus, string>> = {
   failed: 'the job has already failed',
   cancelled: 'the job has already been cancelled',
 };
-
-export const isTerminalStatus = (status: JobStatus) => TERMINAL_STATUSES.includes(status);
 
 /** Whether `action` is legal for a job in `status`. */
 export function canTransition(status: JobStatus, action: JobAction): boolean {

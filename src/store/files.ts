@@ -1,5 +1,5 @@
 import { nowSeconds } from '../domain/clock.ts';
-import { TERMINAL_STATUSES } from '../domain/jobs.ts';
+import { TERMINAL_STATUSES } from '../domain/job-status.ts';
 import type { Db } from './database.ts';
 import { fetchPage, type Page, type PageRequest } from './pagination.ts';
 import type { FileRow, NewFileRow } from './schema.ts';

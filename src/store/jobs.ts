@@ -4,7 +4,8 @@
 // workers cannot overwrite each other (the loser learns it from the returned `undefined`), and no
 // status the lifecycle does not allow can be written. Every update bumps the row's `version`.
 import { CompiledQuery, sql, type Compilable, type ExpressionBuilder } from 'kysely';
-import { transitionOf, type JobAction, type JobStatus } from '../domain/jobs.ts';
+import { transitionOf, type JobAction } from '../domain/jobs.ts';
+import type { JobStatus } from '../domain/job-status.ts';
 import { inTransaction, type Db } from './database.ts';
 import type { SqlDialectName } from './migrations.ts';
 import { mapPage, pageQuery, toPage, type Page, type PageRequest } from './pagination.ts';

@@ -1,15 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApiError } from '../../src/domain/errors.ts';
-import {
-  JOB_STATUSES,
-  canTransition,
-  isTerminalStatus,
-  jobEvents,
-  nextStatus,
-  type JobAction,
-  type JobStatus,
-} from '../../src/domain/jobs.ts';
+import { canTransition, jobEvents, nextStatus, type JobAction } from '../../src/domain/jobs.ts';
+import { JOB_STATUSES, isTerminalStatus, type JobStatus } from '../../src/domain/job-status.ts';
 
 const LEGAL: Array<[JobStatus, JobAction, JobStatus]> = [
   ['validating_files', 'validated', 'queued'],

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, it } from 'node:test';
-import { canTransition, JOB_STATUSES, nextStatus, type JobAction } from '../../src/domain/jobs.ts';
+import { canTransition, nextStatus, type JobAction } from '../../src/domain/jobs.ts';
+import { JOB_STATUSES } from '../../src/domain/job-status.ts';
 import { Migrator, sql } from 'kysely';
 import { migrationProvider } from '../../src/store/migrations.ts';
 import { openStore, type JobPatch, type Store, type StoreLocation } from '../../src/store/index.ts';
