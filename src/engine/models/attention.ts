@@ -26,15 +26,24 @@ export interface AttentionTiling {
   keepProbabilities: boolean;
 }
 
+/** Past T = 4096, most scores in a tile per row and head, Tq·Tk: 2048² (151 MB at SmolLM2-135M's 9 heads). */
+const TILE_SCORES = 2048 * 2048;
+
 /**
  * 4 query blocks up to T = 2048 (at T = 512 the scheme tuned before tiling: 10/16 of the scores
- * computed, big enough products), then blocks of 512 queries, so the masked-out share keeps falling
- * as T grows; a tile sees at most 4096 keys, bounding its transient [G·Tq, Tk] scores. Up to
- * T = 1024 the probabilities are kept: they cost no more than the layer's other saved activations,
- * and recomputing them (one more QKᵀ and softmax) measured 6–12% more CPU per 4 × 512 step.
+ * computed, big enough products), then blocks of 512 queries up to T = 4096, so the masked-out
+ * share keeps falling as T grows. Past that, 8 query blocks (of at most 2048 queries) and key
+ * chunks as wide as TILE_SCORES allows, in the block's width times a power of two (few widths, see
+ * fewWidths): every tile is tens of nodes a layer, forward and backward, and 32 blocks of 512 at
+ * T = 16384 made a 334,000-node step graph that ORT took minutes to load (now 105,000 and 52 s).
+ * Up to T = 1024 the probabilities are kept: they cost no more than the layer's other saved
+ * activations, and recomputing them (one more QKᵀ and softmax) measured 6–12% more CPU per 4 × 512 step.
  */
 export function defaultTiling(T: number): AttentionTiling {
-  return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096, keepProbabilities: T <= 1024 };
+  if (T <= 4096) return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096, keepProbabilities: T <= 1024 };
+  const queryBlock = Math.min(Math.ceil(T / 8), Math.sqrt(TILE_SCORES));
+  const keyBlock = queryBlock * 2 ** Math.floor(Math.log2(TILE_SCORES / queryBlock ** 2));
+  return { queryBlock, keyBlock, keepProbabilities: false };
 }
 
 interface KeyChunk {
@@ -126,6 +135,15 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   // Rows [start, end) of a [B, KV, groups, T, hd] tensor as [B, KV, groups·(end − start), hd].
   const rows = (t: Tensor, start: number, end: number) => op.reshape(op.slice(t, 3, start, end), [B, KV, t.shape[2] * (end - start), hd]);
   const unrows = (t: Tensor) => op.reshape(t, [B, KV, G, t.shape[2] / G, hd]);
+  // A key range's rows of k or v, sliced once however many query blocks read them.
+  const keyRows = (t: Tensor) => {
+    const made = new Map<string, Tensor>();
+    return (start: number, end: number) => {
+      const key = `${start}:${end}`;
+      if (!made.has(key)) made.set(key, rows(t, start, end));
+      return made.get(key)!;
+    };
+  };
   // A tile's masked scores S = cap(q kᵀ), −1e9 where not visible, [B, KV, G·Tq, Tk].
   const masked = q.graph.scalar(-1e9);
   const scores = (qRows: Tensor, kRows: Tensor, visible: Tensor) => {
@@ -150,14 +168,15 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   const inOrder = (qRows: Tensor) => (previous.length > 0 && !plan.keepProbabilities ? after(qRows, previous) : qRows);
   const lses: (Tensor | null)[] = [];
   const kept: (Tensor | null)[] = [];
+  const [kRows, vRows] = [keyRows(k), keyRows(v)];
   const contexts = plan.blocks.map((block) => {
     const qBlock = rows(q, block.start, block.end);
     if (block.keys.length === 1) {
       const [chunk] = block.keys;
-      const p = op.softmax(scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.visible));
+      const p = op.softmax(scores(inOrder(qBlock), kRows(chunk.start, chunk.end), chunk.visible));
       lses.push(null);
       kept.push(plan.keepProbabilities ? p : null);
-      const context = op.matmul(p, rows(v, chunk.start, chunk.end));
+      const context = op.matmul(p, vRows(chunk.start, chunk.end));
       previous = [context];
       return context;
     }
@@ -166,10 +185,10 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
     let l: Tensor | null = null;
     let acc: Tensor | null = null;
     for (const chunk of block.keys) {
-      const s = scores(inOrder(qBlock), rows(k, chunk.start, chunk.end), chunk.visible);
+      const s = scores(inOrder(qBlock), kRows(chunk.start, chunk.end), chunk.visible);
       const mNew: Tensor = m ? max(m, rowMax(s)) : rowMax(s);
       const e = op.exp(op.sub(s, mNew));
-      const pv = op.matmul(e, rows(v, chunk.start, chunk.end));
+      const pv = op.matmul(e, vRows(chunk.start, chunk.end));
       if (m && l && acc) {
         const rescale = op.exp(op.sub(m, mNew));
         l = op.add(op.mul(l, rescale), rowSum(e));
@@ -190,6 +209,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
     // The backward reads q, k, v through after(): otherwise ORT's CSE merges its slices and
     // recomputed scores with the forward's and keeps those alive until here.
     const [qAgain, kAgain, vAgain] = [q, k, v].map((t) => after(t, [dO]));
+    const [kAgainRows, vAgainRows] = [keyRows(kAgain), keyRows(vAgain)];
     const dq: Tensor[] = [];
     const dkv = new Map<string, { start: number; end: number; dk: Tensor; dv: Tensor }>();
     previous = [];
@@ -199,11 +219,14 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
       const delta = rowSum(op.mul(dOi, rows(o, block.start, block.end))); // rowsum(dO ⊙ O)
       let dqi: Tensor | null = null;
       for (const chunk of block.keys) {
-        const [qi, kj, vj] = [inOrder(qBlock), rows(kAgain, chunk.start, chunk.end), rows(vAgain, chunk.start, chunk.end)];
+        // The tile's q and dO rows wait for the previous tile's gradients (one gate for both; dO vᵀ
+        // too, else ORT would run every tile's before any P).
+        const gate = previous.length > 0 && !plan.keepProbabilities ? after(q.graph.constant(q.dtype, [1], [0]), previous) : null;
+        const gated = (t: Tensor) => (gate ? op.add(t, gate) : t);
+        const [qi, kj, vj] = [gated(qBlock), kAgainRows(chunk.start, chunk.end), vAgainRows(chunk.start, chunk.end)];
         const lse = lses[i];
         const p = kept[i] ?? (lse ? op.exp(op.sub(scores(qi, kj, chunk.visible), lse)) : op.softmax(scores(qi, kj, chunk.visible)));
-        // dO vᵀ in order too (via dO's rows): ORT would otherwise run every tile's before any P.
-        let ds = op.mul(p, op.sub(op.matmul(inOrder(dOi), op.T(vj)), delta));
+        let ds = op.mul(p, op.sub(op.matmul(gated(dOi), op.T(vj)), delta));
         if (softcap !== null) ds = op.mul(ds, capSlope(qi, kj));
         const dk = op.matmul(op.T(ds), qi);
         const dv = op.matmul(op.T(p), dOi);

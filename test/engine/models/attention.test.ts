@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
-import { attentionPlan, causalAttention, type AttentionTiling } from '../../../src/engine/models/attention.ts';
+import { attentionPlan, causalAttention, defaultTiling, type AttentionTiling } from '../../../src/engine/models/attention.ts';
 import { gradCheck, randn, rng } from '../graph/gradcheck.ts';
 
 interface Case {
@@ -64,6 +64,11 @@ const cases: Record<string, Case> = {
     segments: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2],
     tiling: { queryBlock: 2, keyBlock: 8, keepProbabilities: false },
   },
+  'T = 11 in blocks of 2, keys in chunks of 2 (long T’s tiles: every block’s keys in chunks as wide as it), GQA, segments': {
+    B: 1, KV: 2, G: 2, T: 11, hd: 2, window: null,
+    segments: [1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2],
+    tiling: { queryBlock: 2, keyBlock: 2, keepProbabilities: false },
+  },
   'one block (T = 5, tiles larger than T), window 2': { B: 1, KV: 2, G: 1, T: 5, hd: 2, window: 2, segments: oneSegment(1, 5), tiling: { queryBlock: 16, keyBlock: 16, keepProbabilities: true } },
 };
 
@@ -93,10 +98,15 @@ for (const [name, c] of Object.entries(cases)) {
   });
 }
 
-test('default tiling at long T: tiles of at most 4 widths (ORT reuses a freed buffer only for one of the same size), covering each block’s keys once', () => {
-  for (const T of [4096, 16384, 20000]) {
+test('default tiling: as before up to T = 4096; longer T in at most 8 query blocks (up to 16384), tiles of at most 2048² scores and 4 widths (ORT reuses a freed buffer only for one of the same size), covering each block’s keys once', () => {
+  assert.deepEqual(defaultTiling(512), { queryBlock: 128, keyBlock: 4096, keepProbabilities: true });
+  assert.deepEqual(defaultTiling(4096), { queryBlock: 512, keyBlock: 4096, keepProbabilities: false });
+  for (const T of [4096, 5000, 8192, 16384, 20000]) {
     const g = new Graph();
     const plan = attentionPlan(g.input('segments', [1, T], 'int64'), null);
+    if (T <= 16384) assert.ok(plan.blocks.length <= 8, `T = ${T}: ${plan.blocks.length} query blocks`);
+    const tiles = plan.blocks.flatMap((b) => b.keys.map((k) => (b.end - b.start) * (k.end - k.start)));
+    assert.ok(Math.max(...tiles) <= 2048 * 2048, `T = ${T}: a tile of ${Math.max(...tiles)} scores`);
     const widths = new Set(plan.blocks.flatMap((b) => b.keys.map((k) => k.end - k.start)));
     assert.ok(widths.size <= (T % 512 === 0 ? 4 : 5), `T = ${T}: widths ${[...widths]}`);
     for (const b of plan.blocks) {
