@@ -1,9 +1,10 @@
 // Training-step throughput on a Llama-shaped model with random weights (default: SmolLM2-135M).
 //   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
 //                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
-//                          [--recompute on|off|auto] [--memory-limit-gb G] [--dtype f32|bf16]
-// --recompute auto (default) asks the memory estimate, as a job does, against --memory-limit-gb
-// (default: 90% of this machine's memory). --steps 0 runs the warm-up step only (peak RSS).
+//                          [--recompute on|off|auto|N] [--memory-limit-gb G] [--dtype f32|bf16]
+// --recompute auto (default) asks the memory estimate, as a job does, for the fewest recomputed
+// layers that fit --memory-limit-gb (default: 90% of this machine's memory); on = every layer,
+// off = none, N = the first N. --steps 0 runs the warm-up step only (peak RSS).
 // --dtype bf16: the random weights rounded to bf16, frozen ones kept as a bf16 checkpoint's are
 // (2 bytes a value, widened in the step graph); trainable ones stay f32.
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
@@ -59,11 +60,18 @@ const modelOnly = {
   frozenDtype: dtype === 'bf16' ? ('BF16' as const) : undefined,
 };
 const policy = (a.recompute as string | undefined) ?? 'auto';
-if (!['on', 'off', 'auto'].includes(policy)) throw new Error(`--recompute must be on, off or auto, got ${policy}`);
+const fixed = policy === 'on' ? L : policy === 'off' ? 0 : /^\d+$/.test(policy) && Number(policy) <= L ? Number(policy) : undefined;
+if (policy !== 'auto' && fixed === undefined) throw new Error(`--recompute must be on, off, auto or a number of layers 0…${L}, got ${policy}`);
 const limitBytes = num('memory-limit-gb', (0.9 * os.totalmem()) / 1e9) * 1e9;
-const estimateWith = (recompute: boolean) => estimateStep({ ...modelOnly, recompute }, { rows: B, seqLen: T }, 1);
-const setup = { ...modelOnly, recompute: policy === 'auto' ? autoRecompute(estimateWith, limitBytes) : policy === 'on' };
-console.log(`recompute=${setup.recompute ? 'on' : 'off'} (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB) dtype=${dtype}`);
+let estimates = 0;
+const estimateWith = (recompute: number) => {
+  estimates++;
+  return estimateStep({ ...modelOnly, recompute }, { rows: B, seqLen: T }, 1);
+};
+const choosing = performance.now();
+const setup = { ...modelOnly, recompute: fixed ?? autoRecompute(estimateWith, L, limitBytes) };
+const chose = policy === 'auto' ? `, chosen by ${estimates} estimates in ${((performance.now() - choosing) / 1000).toFixed(1)} s` : '';
+console.log(`recompute=${setup.recompute} of ${L} layers (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype}`);
 const half = halfFrozen(setup);
 const base = new Map<string, FrozenValues>();
 // Written straight into the arrays the runner keeps: no f32 garbage left for V8 to collect late.

@@ -66,7 +66,7 @@ export interface Config {
      * with insufficient_memory.
      */
     memoryLimitMb: number;
-    /** Per-layer activation recomputation (TRAIN_RECOMPUTE: on, off, or auto = on when a job would not fit without it). */
+    /** Per-layer activation recomputation (TRAIN_RECOMPUTE: on = every layer, off, or auto = the fewest layers with which a job fits). */
     recompute: 'on' | 'off' | 'auto';
     /** The server's defaults for the per-job training options (TRAINING_DEFAULTS, JSON with the API's keys). */
     defaults: TrainingOptionsRequest;

@@ -29,7 +29,7 @@ export interface LoraSettings {
   targetModules: string[];
 }
 
-/** Whether training recomputes each decoder layer in the backward instead of keeping its activations. */
+/** Whether training recomputes decoder layers in the backward instead of keeping their activations: every layer, none, or (auto) as few as fit. */
 export type RecomputePolicy = 'on' | 'off' | 'auto';
 
 export interface TrainSpec {
@@ -66,7 +66,7 @@ export interface TrainSpec {
    * once with EngineError 'insufficient_memory' (see train/memory-estimate.ts). Absent: no check.
    */
   memoryLimitBytes?: number;
-  /** Per-layer activation recomputation: 'auto' (default) turns it on when the step would not fit memoryLimitBytes without it. */
+  /** Per-layer activation recomputation: 'auto' (default) recomputes the fewest layers with which the step fits memoryLimitBytes. */
   recompute?: RecomputePolicy;
   /** Reinforcement only: the job's grader, validated by the control plane; opaque here (see TrainOptions.grade). */
   grader?: unknown;

@@ -11,8 +11,8 @@
 // base beside global ones, and soft-capped attention scores and logits (Gemma 2).
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
-// layer. With `recompute`, each decoder layer keeps only its input and recomputes the rest in the
-// backward (graph/checkpoint.ts). Frozen weights may come as a checkpoint's 2-byte floats (raw bits),
+// layer. With `recompute`, that many decoder layers keep only their input and recompute the rest in
+// the backward (graph/checkpoint.ts). Frozen weights may come as a checkpoint's 2-byte floats (raw bits),
 // widened to f32 for each use only (widen, frozenProduct).
 
 import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
@@ -52,8 +52,12 @@ export interface LlamaOptions {
     /** Inverted-dropout mask [N, in] (0 or 1/(1−p)) for a module, or null for no dropout. */
     dropoutMask?: (path: string, shape: number[]) => Tensor | null;
   };
-  /** Recompute each decoder layer's inside in the backward instead of keeping it (default off). */
-  recompute?: boolean;
+  /**
+   * How many decoder layers, the first ones, recompute their inside in the backward instead of
+   * keeping it (default 0). The first: the backward reaches them after the kept layers above have
+   * freed their activations, where a recomputed top layer's copy would come on top of all of them.
+   */
+  recompute?: number;
   /** Attention tiles (default: defaultTiling in attention.ts). */
   attentionTiling?: AttentionTiling;
   /** The format of the frozen weights `weight` gives as raw 2-byte bits (uint16), if any. */
@@ -323,7 +327,7 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   };
   // Tables and plans are built here, outside the layers (a recomputed layer must not own them).
   for (let l = 0; l < cfg.numLayers; l++) [ropeFor(usesLocalRope(cfg, l)), planFor(layerWindow(cfg, l))];
-  for (let l = 0; l < cfg.numLayers; l++) x = opts.recompute ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
+  for (let l = 0; l < cfg.numLayers; l++) x = l < (opts.recompute ?? 0) ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
 
   const hidden = norm(x, 'model.norm.weight', D);
   const weight = cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]);

@@ -212,11 +212,21 @@ export async function measureMatmulGflops(threads = 2): Promise<number> {
 }
 
 /**
- * Recomputation (per-layer activation checkpointing) for 'auto': on exactly when the step
- * without it would not fit `limitBytes`.
+ * How many decoder layers to recompute for 'auto': the fewest of 0…numLayers whose step fits
+ * `limitBytes` (all of them when none does: the memory check then fails the job). The peak falls
+ * as layers are added, so bisection finds it in 1 + ⌈log₂ numLayers⌉ estimates, each a step graph
+ * built and run on paper.
  */
-export function autoRecompute(estimateWith: (recompute: boolean) => StepEstimate, limitBytes: number): boolean {
-  return estimateWith(false).peakBytes > limitBytes;
+export function autoRecompute(estimateWith: (layers: number) => StepEstimate, numLayers: number, limitBytes: number): number {
+  const fits = (layers: number) => estimateWith(layers).peakBytes <= limitBytes;
+  if (fits(0)) return 0;
+  let [over, fitting] = [0, numLayers]; // `over` does not fit; `fitting` does, or is every layer
+  while (fitting - over > 1) {
+    const mid = (over + fitting) >> 1;
+    if (fits(mid)) fitting = mid;
+    else over = mid;
+  }
+  return fitting;
 }
 
 /** The largest micro-batch (rows × seqLen, rows first, then shorter rows) that fits, or null. */
@@ -253,16 +263,17 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
 }
 
 /**
- * The setup with recomputation decided by spec.recompute ('auto': on exactly when the step would
- * not fit the memory limit without it), checked against that limit when the spec sets one.
+ * The setup with the recomputed layers decided by spec.recompute ('auto': the fewest that make the
+ * step fit the memory limit; 'on': all; 'off': none), checked against that limit when the spec sets one.
  */
 export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): ModelSetup {
   const limit = spec.memoryLimitBytes;
   const policy = spec.recompute ?? 'auto';
+  const layers = setup.cfg.numLayers;
   const recompute =
     policy === 'auto'
-      ? limit !== undefined && autoRecompute((on) => estimateStep({ ...setup, recompute: on }, shape, 1, objective), limit)
-      : policy === 'on';
+      ? limit === undefined ? 0 : autoRecompute((k) => estimateStep({ ...setup, recompute: k }, shape, 1, objective), layers, limit)
+      : policy === 'on' ? layers : 0;
   const decided = { ...setup, recompute };
   if (limit !== undefined) checkStepMemory(decided, shape, limit, objective);
   return decided;

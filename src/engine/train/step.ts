@@ -32,8 +32,8 @@ export interface ModelSetup {
    */
   packed?: boolean;
   float?: FloatType;
-  /** Recompute each decoder layer in the backward instead of keeping its activations (graph/checkpoint.ts). */
-  recompute?: boolean;
+  /** How many decoder layers (the first ones) recompute their activations in the backward instead of keeping them (llama.ts; default 0). */
+  recompute?: number;
   /**
    * The frozen weights' stored 2-byte format: they are fed as raw bits (uint16 inputs, half of f32's
    * memory) and widened inside the graph where read (see halfFrozen). Absent: f32.
@@ -130,7 +130,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
           dropoutMask: dropout ? (path, s) => g.input(names.dropout(path), s) : undefined,
         }
       : undefined,
-    recompute: kind !== 'eval' && setup.recompute,
+    recompute: kind === 'eval' ? 0 : setup.recompute,
     halfDtype: setup.frozenDtype,
   });
   const lossSum = objective(g, head, labels, lossWeights, kind);

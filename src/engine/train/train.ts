@@ -25,8 +25,8 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   const { config } = readHfConfig(spec.baseModelDir);
   const modelOnly = withStoredFrozen(modelSetup(config, spec.lora), spec.baseModelDir);
   const limit = spec.memoryLimitBytes;
-  // A row fits when it would with recomputation, unless the spec turns that off (ensureStepFits decides it after).
-  const recompute = (spec.recompute ?? 'auto') !== 'off';
+  // A row fits when it would with every layer recomputed, unless the spec turns that off (ensureStepFits decides how many after).
+  const recompute = (spec.recompute ?? 'auto') === 'off' ? 0 : config.numLayers;
   const plan = makePlan(spec, config, limit === undefined ? undefined : (shape) => estimateStep({ ...modelOnly, recompute }, shape, 1).peakBytes <= limit);
   if (plan.context < config.maxPositionEmbeddings && spec.contextLength === undefined) {
     await emit({ type: 'message', level: 'warn', message: `Training at a context of ${plan.context} tokens, not the model's ${config.maxPositionEmbeddings}: a row of the longest example would not fit this worker's memory (set context_length to choose another)` });

@@ -1,6 +1,7 @@
 // Per-layer recomputation (graph/checkpoint.ts) changes what the step keeps, not what it computes:
-// the same loss and gradients (f64) with it on and off — full fine-tuning and LoRA with dropout
-// masks, GQA, packed rows, a sliding window — and the graph with it really recomputes.
+// the same loss and gradients (f64) with none, some (the first layers, a kept one after them) and
+// all of the layers recomputed — full fine-tuning and LoRA with dropout masks, GQA, packed rows, a
+// sliding window — and each recomputed layer really adds its copy to the graph.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildStepGraph, names, type ModelSetup } from '../../../src/engine/train/step.ts';
@@ -39,23 +40,27 @@ async function sameWithAndWithout(cfg: ModelConfig, lora: LoraSpec | null) {
   for (const t of setup.lora?.targets ?? []) {
     feeds[names.dropout(t.path)] = Float64Array.from({ length: N * t.inFeatures }, () => (r() < 0.2 ? 0 : 1.25));
   }
-  const off = await stepOutputs({ ...setup, recompute: false }, feeds);
-  const on = await stepOutputs({ ...setup, recompute: true }, feeds);
-  assert.ok(on.nodes > off.nodes, `recomputation adds the layers' copies (${on.nodes} nodes vs ${off.nodes})`);
-  for (const key of ['loss_sum', ...setup.trainable.map(names.grad)]) {
-    const [a, b] = [off.out[key] as Float64Array, on.out[key] as Float64Array];
-    assert.ok(a.some((x) => x !== 0), `${key} is not all zeros`);
-    a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) <= 1e-12 * Math.max(1, Math.abs(x)), `${key}[${i}]: ${x} without, ${b[i]} with recomputation`));
+  const off = await stepOutputs({ ...setup, recompute: 0 }, feeds);
+  let nodes = off.nodes;
+  for (let layers = 1; layers <= cfg.numLayers; layers++) {
+    const on = await stepOutputs({ ...setup, recompute: layers }, feeds);
+    assert.ok(on.nodes > nodes, `recomputing ${layers} layers adds a copy to ${layers - 1} (${on.nodes} nodes vs ${nodes})`);
+    nodes = on.nodes;
+    for (const key of ['loss_sum', ...setup.trainable.map(names.grad)]) {
+      const [a, b] = [off.out[key] as Float64Array, on.out[key] as Float64Array];
+      assert.ok(a.some((x) => x !== 0), `${key} is not all zeros`);
+      a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) <= 1e-12 * Math.max(1, Math.abs(x)), `${key}[${i}]: ${x} without, ${b[i]} with ${layers} of ${cfg.numLayers} layers recomputed`));
+    }
   }
 }
 
-test('recomputation on = off (f64): full fine-tuning, GQA, packed rows, sliding window', async () => {
-  await sameWithAndWithout(tinyConfig({ architecture: 'mistral', slidingWindow: 4 }), null);
+test('1, 2 or 3 of 3 layers recomputed = none (f64): full fine-tuning, GQA, packed rows, sliding window', async () => {
+  await sameWithAndWithout(tinyConfig({ architecture: 'mistral', slidingWindow: 4, numLayers: 3 }), null);
 });
 
-test('recomputation on = off (f64): LoRA on every linear with dropout masks, Qwen2 biases, untied head', async () => {
+test('1, 2 or 3 of 3 layers recomputed = none (f64): LoRA on every linear with dropout masks, Qwen2 biases, untied head', async () => {
   const lora: LoraSpec = { rank: 2, alpha: 4, dropout: 0.2, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
-  await sameWithAndWithout(tinyConfig({ architecture: 'qwen2', attentionBias: true, tieWordEmbeddings: false }), lora);
+  await sameWithAndWithout(tinyConfig({ architecture: 'qwen2', attentionBias: true, tieWordEmbeddings: false, numLayers: 3 }), lora);
 });
 
 test('checkpoint: gradients of the block input and of tensors it reads = finite differences (f64)', async () => {

@@ -10,8 +10,9 @@ import { modelSetup } from '../../../src/engine/train/setup.ts';
 import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import {
-  autoRecompute, checkStepMemory, estimateStep, graphCost, largestFitting, ortOrder, type StepEstimate,
+  autoRecompute, checkStepMemory, ensureStepFits, estimateStep, graphCost, largestFitting, ortOrder, type StepEstimate,
 } from '../../../src/engine/train/memory-estimate.ts';
+import type { RecomputePolicy, TrainSpec } from '../../../src/engine/contract.ts';
 import { tinyConfig } from '../models/llama-fixtures.ts';
 
 test('graphCost: tensors live from their node to their last use; reshapes share their source', () => {
@@ -94,9 +95,34 @@ test('a step over the limit fails with insufficient_memory, naming the estimate,
   );
 });
 
-test('recompute auto: on exactly when the step without it would not fit', () => {
-  const estimate = (without: number, withIt: number) => (recompute: boolean) => ({ peakBytes: recompute ? withIt : without }) as StepEstimate;
-  assert.equal(autoRecompute(estimate(5e9, 3e9), 4e9), true);
-  assert.equal(autoRecompute(estimate(3e9, 2e9), 4e9), false);
-  assert.equal(autoRecompute(estimate(4e9, 2e9), 4e9), false);
+test('recompute auto: the fewest layers that fit, in 1 + ⌈log₂ layers⌉ estimates; none when the step fits, all when nothing does', () => {
+  // 10 GB with no layer recomputed, a third of a GB less with each of 30.
+  const asked: number[] = [];
+  const estimate = (layers: number) => {
+    asked.push(layers);
+    return { peakBytes: (10 - layers / 3) * 1e9 } as StepEstimate;
+  };
+  for (const [limit, want] of [[10e9, 0], [9.5e9, 2], [5e9, 15], [4.3e9, 18], [0.01e9, 30], [1e9, 27]]) {
+    asked.length = 0;
+    assert.equal(autoRecompute(estimate, 30, limit), want, `limit ${limit / 1e9} GB`);
+    assert.ok(asked.length <= 6, `${asked.length} estimates`);
+  }
+});
+
+test('the estimate falls with each recomputed layer, and auto recomputes exactly as many as the limit needs', () => {
+  const cfg = tinyConfig({ numLayers: 6, maxPositionEmbeddings: 512 });
+  const setup = modelSetup(cfg, lora);
+  const shape = { rows: 2, seqLen: 256 };
+  const peaks = [0, 1, 2, 3, 4, 5, 6].map((recompute) => estimateStep({ ...setup, recompute }, shape, 1).peakBytes);
+  peaks.slice(1).forEach((p, i) => assert.ok(p < peaks[i], `${i + 1} layers recomputed: ${p} bytes, not below ${peaks[i]} with ${i}`));
+  const spec = (memoryLimitBytes: number | undefined, recompute: RecomputePolicy) => ({ memoryLimitBytes, recompute }) as TrainSpec;
+  for (const layers of [1, 3, 6]) {
+    const limit = (peaks[layers - 1] + peaks[layers]) / 2;
+    assert.equal(ensureStepFits(spec(limit, 'auto'), setup, shape).recompute, layers, `limit between ${layers - 1} and ${layers} layers`);
+  }
+  assert.equal(ensureStepFits(spec(peaks[0], 'auto'), setup, shape).recompute, 0);
+  assert.equal(ensureStepFits(spec(undefined, 'auto'), setup, shape).recompute, 0);
+  assert.equal(ensureStepFits(spec(undefined, 'on'), setup, shape).recompute, 6);
+  assert.equal(ensureStepFits(spec(peaks[0], 'off'), setup, shape).recompute, 0);
+  assert.throws(() => ensureStepFits(spec(peaks[0] - 1, 'off'), setup, shape), (e: unknown) => e instanceof EngineError && e.code === 'insufficient_memory');
 });
