@@ -3,8 +3,8 @@
 // Two layouts share one format:
 //  - padding: one example per row, the rest of the row padding;
 //  - packing: several whole examples per row, one after another (first fit, in the given order).
-// A training step packs its own examples into rows of a bucketed length (layoutStep), so its rows
-// are about as long as its longest example, not the longest of the whole file.
+// A training step packs its own examples into rows of one of the job's row lengths (chooseRowLengths,
+// layoutStep), so its rows are about as long as its longest example, not the longest of the whole file.
 // In both, segmentIds number the examples within a row from 1 (0 = padding) and positionIds restart
 // at 0 for every example, so a model that masks attention to `key ≤ query && segment[key] ==
 // segment[query]` computes exactly what it would for each example alone. Padding tokens only see
@@ -77,10 +77,9 @@ export function packRows(lengths: number[], seqLen: number): number[][] {
 }
 
 /**
- * The row length a step whose longest example has `tokens` tokens is laid out at: the next of 32,
- * 64, 96, 128, 192, 256, 384, 512, 768, … (2^k and 1.5·2^k, multiples of 32), at most `context`.
- * Each row length compiles its own step graphs, so a job uses a few of them, not one per length,
- * and a row is at most a third padding.
+ * The next of 32, 64, 96, 128, 192, 256, 384, 512, 768, … (2^k and 1.5·2^k, multiples of 32) from
+ * `tokens`, at most `context`: a ladder of row lengths at most a third padding, which the memory
+ * check steps down (plan.ts memoryContext).
  */
 export function bucketLength(tokens: number, context: number): number {
   for (let p = 32; ; p *= 2) {
@@ -98,12 +97,11 @@ export interface StepLayout {
 }
 
 /**
- * Lays out one step's examples (by length): rows of the bucketed length of the longest (bucketLength),
- * packed first fit, longest first, then split evenly into as few micro-batches as keep each within
- * `tokensPerMicroBatch` tokens (at least one row).
+ * Lays out one step's examples (by length) in rows of `seqLen` tokens: packed first fit, longest
+ * first, then split evenly into as few micro-batches as keep each within `tokensPerMicroBatch`
+ * tokens (at least one row).
  */
-export function layoutStep(lengths: number[], context: number, tokensPerMicroBatch: number): StepLayout {
-  const seqLen = bucketLength(lengths.reduce((m, n) => Math.max(m, n), 1), context);
+export function layoutStep(lengths: number[], seqLen: number, tokensPerMicroBatch: number): StepLayout {
   if (lengths.length === 0) return { seqLen, rows: 1, microBatches: [] };
   const longestFirst = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
   const packed = packRows(longestFirst.map((i) => lengths[i]), seqLen).map((row) => row.map((k) => longestFirst[k]));
@@ -111,6 +109,46 @@ export function layoutStep(lengths: number[], context: number, tokensPerMicroBat
   const rows = Math.ceil(packed.length / count);
   const microBatches = chunk(packed, rows).map((group) => [...group, ...Array.from({ length: rows - group.length }, (): number[] => [])]);
   return { seqLen, rows, microBatches };
+}
+
+/** The shortest of `rowLengths` (ascending) that holds `tokens`. */
+export function rowLengthFor(tokens: number, rowLengths: number[]): number {
+  const fit = rowLengths.find((n) => n >= tokens);
+  if (fit === undefined) throw new Error(`no row length holds ${tokens} tokens (longest ${rowLengths[rowLengths.length - 1]})`);
+  return fit;
+}
+
+/**
+ * The row lengths a job lays its steps out at (ascending; each step at the shortest that holds its
+ * longest example), chosen for this job's steps: multiples of 32 up to `context`, the fewest padded
+ * tokens over all `steps` (each the lengths of its examples) plus `compileTokens` for every length,
+ * since each compiles its own step graphs. Dynamic programming over the steps' own lengths, rounded
+ * up to 32: a length that ends a group is the longest of the group.
+ */
+export function chooseRowLengths(steps: number[][], context: number, tokensPerMicroBatch: number, compileTokens: number): number[] {
+  const own = (lengths: number[]) => Math.min(context, Math.ceil(lengths.reduce((m, n) => Math.max(m, n), 1) / 32) * 32);
+  const candidates = [...new Set(steps.filter((s) => s.length > 0).map(own))].sort((a, b) => a - b);
+  const padded = (lengths: number[], seqLen: number) => {
+    const l = layoutStep(lengths, seqLen, tokensPerMicroBatch);
+    return l.microBatches.length * l.rows * seqLen;
+  };
+  // Steps by the index of their own candidate.
+  const byOwn = candidates.map((c) => steps.filter((s) => s.length > 0 && own(s) === c));
+  // best[j]: least cost of the steps up to candidate j when j is a row length; from[j]: the row length before it (-1: none).
+  const best: number[] = [];
+  const from: number[] = [];
+  candidates.forEach((c, j) => {
+    let group = 0;
+    best[j] = Infinity;
+    for (let i = j - 1; i >= -1; i--) {
+      group += byOwn[i + 1].reduce((sum, s) => sum + padded(s, c), 0);
+      const cost = (i >= 0 ? best[i] : 0) + compileTokens + group;
+      if (cost < best[j]) [best[j], from[j]] = [cost, i];
+    }
+  });
+  const chosen: number[] = [];
+  for (let j = candidates.length - 1; j >= 0; j = from[j]) chosen.unshift(candidates[j]);
+  return chosen;
 }
 
 /** Lay out rows of examples as a [rows.length, seqLen] batch. */

@@ -8,13 +8,19 @@ import type { ModelConfig } from '../models/config.ts';
 import { ChatFormatter, type TokenizedExample } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { tokenizeDataset, truncateDataset, type TokenizedDataset } from '../data/dataset.ts';
-import { bucketLength, buildBatch, chunk, epochOrder, layoutStep, toBigInt64 } from '../data/batching.ts';
+import { bucketLength, buildBatch, chooseRowLengths, chunk, epochOrder, layoutStep, rowLengthFor, toBigInt64 } from '../data/batching.ts';
 import type { MicroBatch } from './runner.ts';
 import type { StepShape } from './step.ts';
 import { EngineError, readingDataset } from '../errors.ts';
 
 /** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
 export const TOKENS_PER_MICRO_BATCH = 2048;
+
+/**
+ * What compiling one more row length costs, in tokens of training time: building a shape's step graph, creating its
+ * ORT session and its first run, against a token's share of a step (measured at the SmolLM2-135M shape, README bench:job).
+ */
+export const COMPILE_TOKENS = 1024;
 
 /**
  * The longest context a job trains `cfg` at (longer examples are truncated): the job's, or the
@@ -96,9 +102,9 @@ export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: numbe
   };
 }
 
-/** One step's examples as micro-batches of its own bucketed shape (layoutStep), up to `context` tokens a row. */
-export function microBatches(examples: TokenizedExample[], context: number, padId: number): MicroBatch[] {
-  const { seqLen, rows, microBatches } = layoutStep(examples.map((e) => e.ids.length), context, TOKENS_PER_MICRO_BATCH);
+/** One step's examples as micro-batches of rows of `seqLen` tokens (layoutStep). */
+export function microBatches(examples: TokenizedExample[], seqLen: number, padId: number): MicroBatch[] {
+  const { rows, microBatches } = layoutStep(examples.map((e) => e.ids.length), seqLen, TOKENS_PER_MICRO_BATCH);
   return microBatches.map((group) => {
     const b = buildBatch(examples, group, seqLen, padId);
     return {
@@ -179,22 +185,25 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig, fits?: (shape: StepS
   const validExamples = (step?: number): TokenizedExample[] =>
     valid ? schedule.validationItems(valid.examples.length, step).map((i) => valid.examples[i]) : [];
 
-  // Every shape the run will meet, from the layouts alone (cheap: no batch is built).
+  // The row lengths are chosen for the training steps and one pass over the validation set (whose
+  // longest example every validation window's row then holds); then every shape the run will meet.
+  const lengthsOf = (examples: TokenizedExample[]) => examples.map((e) => e.ids.length);
+  const steps = Array.from({ length: totalSteps }, (_, s) => lengthsOf(stepExamples(s)));
+  const rowLengths = chooseRowLengths([...steps, lengthsOf(validExamples())], context, TOKENS_PER_MICRO_BATCH, COMPILE_TOKENS);
+  const seqLenOf = (lengths: number[]) => rowLengthFor(lengths.reduce((m, n) => Math.max(m, n), 1), rowLengths);
   const shapes = new Map<string, StepShape>();
-  const meet = (examples: TokenizedExample[]) => {
-    if (examples.length === 0) return;
-    const { rows, seqLen } = layoutStep(examples.map((e) => e.ids.length), context, TOKENS_PER_MICRO_BATCH);
+  const windows = valid ? Array.from({ length: totalSteps }, (_, s) => lengthsOf(validExamples(s))) : [];
+  for (const lengths of [...steps, ...windows, lengthsOf(validExamples())].filter((l) => l.length > 0)) {
+    const { rows, seqLen } = layoutStep(lengths, seqLenOf(lengths), TOKENS_PER_MICRO_BATCH);
     shapes.set(`${rows}×${seqLen}`, { rows, seqLen });
-  };
-  for (let s = 0; s < totalSteps; s++) meet(stepExamples(s));
-  for (let s = 0; s < totalSteps && valid; s++) meet(validExamples(s));
-  meet(validExamples());
+  }
   const met = [...shapes.values()].sort((a, b) => a.seqLen - b.seqLen || a.rows - b.rows);
   const largestShape = met.reduce((a, b) => (b.rows * b.seqLen > a.rows * a.seqLen || (b.rows * b.seqLen === a.rows * a.seqLen && b.seqLen > a.seqLen) ? b : a));
+  const batchesOf = (examples: TokenizedExample[]) => microBatches(examples, seqLenOf(lengthsOf(examples)), padId);
 
   return {
     context, largestShape, shapes: met, stepsPerEpoch, totalSteps, padId, train, valid, lr,
-    microBatches: (step) => microBatches(stepExamples(step), context, padId),
-    validBatches: (step) => microBatches(validExamples(step), context, padId),
+    microBatches: (step) => batchesOf(stepExamples(step)),
+    validBatches: (step) => batchesOf(validExamples(step)),
   };
 }
