@@ -212,13 +212,20 @@ export async function measureMatmulGflops(threads = 2): Promise<number> {
 }
 
 /**
- * How many decoder layers to recompute for 'auto': the fewest of 0…numLayers whose step fits
- * `limitBytes` (all of them when none does: the memory check then fails the job). The peak falls
- * as layers are added, so bisection finds it in 1 + ⌈log₂ numLayers⌉ estimates, each a step graph
- * built and run on paper.
+ * What 'auto' recomputation leaves between the estimate and the limit: measured peaks have come to
+ * 0.90–1.14× the estimate (bench:estimate), and a step planned right at the limit would be killed
+ * for the estimate's error.
+ */
+export const AUTO_RECOMPUTE_MARGIN = 1.1;
+
+/**
+ * How many decoder layers to recompute for 'auto': the fewest of 0…numLayers whose step's estimate,
+ * with AUTO_RECOMPUTE_MARGIN, fits `limitBytes` (all of them when none does: the memory check then
+ * decides whether the job can run). The peak falls as layers are added, so bisection finds it in
+ * 1 + ⌈log₂ numLayers⌉ estimates, each a step graph built and run on paper.
  */
 export function autoRecompute(estimateWith: (layers: number) => StepEstimate, numLayers: number, limitBytes: number): number {
-  const fits = (layers: number) => estimateWith(layers).peakBytes <= limitBytes;
+  const fits = (layers: number) => estimateWith(layers).peakBytes * AUTO_RECOMPUTE_MARGIN <= limitBytes;
   if (fits(0)) return 0;
   let [over, fitting] = [0, numLayers]; // `over` does not fit; `fitting` does, or is every layer
   while (fitting - over > 1) {
