@@ -63,10 +63,12 @@ const policy = (a.recompute as string | undefined) ?? 'auto';
 const fixed = policy === 'on' ? L : policy === 'off' ? 0 : /^\d+$/.test(policy) && Number(policy) <= L ? Number(policy) : undefined;
 if (policy !== 'auto' && fixed === undefined) throw new Error(`--recompute must be on, off, auto or a number of layers 0…${L}, got ${policy}`);
 const limitBytes = num('memory-limit-gb', (0.9 * os.totalmem()) / 1e9) * 1e9;
+// One example per row, no padding: a job whose rows never pack runs the unpacked step graph.
+const stepShape = { rows: B, seqLen: T, packs: false };
 let estimates = 0;
 const estimateWith = (recompute: number) => {
   estimates++;
-  return estimateStep({ ...modelOnly, recompute }, { rows: B, seqLen: T }, 1);
+  return estimateStep({ ...modelOnly, recompute }, stepShape, 1);
 };
 const choosing = performance.now();
 const setup = { ...modelOnly, recompute: fixed ?? autoRecompute(estimateWith, L, limitBytes) };
@@ -91,7 +93,7 @@ for (const [name, shape] of setup.shapes) {
   }
 }
 const { frozen, params } = initialTensors(setup, base, 0);
-const runner = new StepRunner(setup, { rows: B, seqLen: T }, frozen, freshOptimizerState(params), DEFAULT_ADAMW, {
+const runner = new StepRunner(setup, stepShape, frozen, freshOptimizerState(params), DEFAULT_ADAMW, {
   intraOpNumThreads: num('threads', 2),
   enableCpuMemArena: num('arena', 1) === 1,
   enableMemPattern: num('mempattern', 0) === 1,
@@ -119,7 +121,7 @@ const flops = forward * (mode === 'lora' ? 2 : 3);
 const calibratedGflops = await measureMatmulGflops(num('threads', 2));
 console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1)} GFLOP/s`);
 // The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures.
-const estimate = estimateStep(setup, { rows: B, seqLen: T }, calibratedGflops);
+const estimate = estimateStep(setup, stepShape, calibratedGflops);
 
 // Wall time is what counts; CPU time / threads is shown too, because on a shared machine it
 // estimates what the step would take with both cores to itself.

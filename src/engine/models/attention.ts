@@ -12,7 +12,7 @@
 // stacks the G query heads of a k/v head as rows, [B, KV, G·Tq, hd]: grouped-query attention is
 // one product per k/v head, and K's and V's gradients come out summed over the group.
 
-import type { Tensor } from '../graph/ir.ts';
+import type { Graph, Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
 import { after } from '../graph/checkpoint.ts';
@@ -49,8 +49,8 @@ export function defaultTiling(T: number): AttentionTiling {
 interface KeyChunk {
   start: number;
   end: number;
-  /** [B, 1, 1, Tq, Tk] bool: true where the key is visible from the query. */
-  visible: Tensor;
+  /** [B, 1, 1, Tq, Tk] or [Tq, Tk] bool: true where the key is visible from the query; null: every key is. */
+  visible: Tensor | null;
 }
 
 interface QueryBlock {
@@ -92,16 +92,24 @@ function fewWidths(start: number, end: number, most: number, unit: number): [num
 const range = (start: number, end: number, shift = 0) => Array.from({ length: end - start }, (_, i) => start + i + shift);
 
 /**
- * Tiles for segment ids [B, T]: a query attends to keys at or before it with the same segment id
- * (packed examples) and, with a sliding window W, fewer than W positions back. Tiles entirely in
- * the future or entirely outside the window are never built. Query blocks are `queryBlock` long
- * (the last may be shorter); a block's keys are one chunk when its probabilities are kept (they
- * stay allocated until the backward anyway, and one softmax is fastest), else chunks of few widths.
+ * Tiles for rows of T tokens: a query attends to keys at or before it and, with a sliding window
+ * W, fewer than W positions back; with segment ids [B, T] (rows that pack several examples) only
+ * to keys of its own segment. Without them (one example per row, padding at its end) nothing else
+ * is masked: a real query's keys are all of its example, and padding queries, which see the row
+ * too, carry no loss, so their gradients are zero; a tile entirely in the past then has no mask
+ * at all, a diagonal one only the causal mask, the same constant in every layer. Tiles entirely
+ * in the future or entirely outside the window are never built. Query blocks are `queryBlock`
+ * long (the last may be shorter); a block's keys are one chunk when its probabilities are kept
+ * (they stay allocated until the backward anyway, and one softmax is fastest), else chunks of few widths.
  */
-export function attentionPlan(segmentIds: Tensor, slidingWindow: number | null, tiling: AttentionTiling = defaultTiling(segmentIds.shape[1])): AttentionPlan {
-  const g = segmentIds.graph;
-  const [B, T] = segmentIds.shape;
-  const segments = (start: number, end: number, shape: number[]) => op.reshape(op.slice(segmentIds, 1, start, end), shape);
+export function attentionPlan(g: Graph, T: number, segmentIds: Tensor | null, slidingWindow: number | null, tiling: AttentionTiling = defaultTiling(T)): AttentionPlan {
+  // True where query and key are of the same example, [B, 1, 1, Tq, Tk].
+  const sameSegment = (ids: Tensor, qs: number, qe: number, ks: number, ke: number) => {
+    const B = ids.shape[0];
+    const at = (start: number, end: number, shape: number[]) => op.reshape(op.slice(ids, 1, start, end), shape);
+    return op.equal(at(qs, qe, [B, 1, 1, qe - qs, 1]), at(ks, ke, [B, 1, 1, 1, ke - ks]));
+  };
+  const and = (a: Tensor | null, b: Tensor) => (a ? op.and(a, b) : b);
   const Q = tiling.queryBlock;
   const starts = Array.from({ length: Math.ceil(T / Q) }, (_, i) => i * Q);
   const blocks = starts.map((qs): QueryBlock => {
@@ -111,12 +119,12 @@ export function attentionPlan(segmentIds: Tensor, slidingWindow: number | null, 
     const chunks = tiling.keepProbabilities ? parts(lo, qe, tiling.keyBlock) : fewWidths(lo, qe, tiling.keyBlock, Q);
     const keys = chunks.map(([ks, ke]): KeyChunk => {
       const Tk = ke - ks;
-      let visible = op.equal(segments(qs, qe, [B, 1, 1, Tq, 1]), segments(ks, ke, [B, 1, 1, 1, Tk]));
+      let visible = segmentIds ? sameSegment(segmentIds, qs, qe, ks, ke) : null;
       const keyAt = g.constant('int64', [1, Tk], range(ks, ke));
       // Masks only where the tile crosses them: the diagonal (key after query), the window's edge.
-      if (ke - 1 > qs) visible = op.and(visible, op.less(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, 1))));
+      if (ke - 1 > qs) visible = and(visible, op.less(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, 1))));
       if (slidingWindow && qe - 1 - ks >= slidingWindow) {
-        visible = op.and(visible, op.greater(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, -slidingWindow))));
+        visible = and(visible, op.greater(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, -slidingWindow))));
       }
       return { start: ks, end: ke, visible };
     });
@@ -146,10 +154,12 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, plan: Attention
   };
   // A tile's masked scores S = cap(q kᵀ), −1e9 where not visible, [B, KV, G·Tq, Tk].
   const masked = q.graph.scalar(-1e9);
-  const scores = (qRows: Tensor, kRows: Tensor, visible: Tensor) => {
+  const scores = (qRows: Tensor, kRows: Tensor, visible: Tensor | null) => {
+    const product = op.matmul(qRows, op.T(kRows));
+    const capped = softcap === null ? product : op.softcap(product, softcap);
+    if (!visible) return capped;
     const [Tq, Tk] = [qRows.shape[2] / G, kRows.shape[2]];
-    const raw = op.reshape(op.matmul(qRows, op.T(kRows)), [B, KV, G, Tq, Tk]);
-    return op.reshape(op.where(visible, softcap === null ? raw : op.softcap(raw, softcap), masked), [B, KV, G * Tq, Tk]);
+    return op.reshape(op.where(visible, op.reshape(capped, [B, KV, G, Tq, Tk]), masked), [B, KV, G * Tq, Tk]);
   };
   // The cap's derivative at a tile's raw scores, 1 − tanh²(q kᵀ / c), [B, KV, G·Tq, Tk].
   const capSlope = (qRows: Tensor, kRows: Tensor) => {

@@ -30,16 +30,22 @@ export interface LlamaInputs {
   inputIds: Tensor;
   /** [B, T] int64 positions (restart at 0 for each packed example). */
   positionIds: Tensor;
-  /** [B, T] int64 example ids: a token attends only to earlier tokens with the same id. */
-  segmentIds: Tensor;
+  /**
+   * [B, T] int64 example ids: a token attends only to earlier tokens with the same id. Null when
+   * no row packs several examples: causal attention alone (see attentionPlan).
+   */
+  segmentIds: Tensor | null;
 }
 
-/** The step graphs' batch inputs: `input_ids`, `position_ids`, `segment_ids`, each [rows, seqLen] int64. */
-export function llamaInputs(g: Graph, rows: number, seqLen: number): LlamaInputs {
+/**
+ * The step graphs' batch inputs: `input_ids`, `position_ids` and, when rows `pack` several
+ * examples, `segment_ids`, each [rows, seqLen] int64.
+ */
+export function llamaInputs(g: Graph, rows: number, seqLen: number, pack = true): LlamaInputs {
   return {
     inputIds: g.input('input_ids', [rows, seqLen], 'int64'),
     positionIds: g.input('position_ids', [rows, seqLen], 'int64'),
-    segmentIds: g.input('segment_ids', [rows, seqLen], 'int64'),
+    segmentIds: pack ? g.input('segment_ids', [rows, seqLen], 'int64') : null,
   };
 }
 
@@ -274,7 +280,7 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const scale = attentionScale(cfg);
     return { cosK: perPosition(tables.cos), sinK: perPosition(sin), cosQ: perPosition(tables.cos, scale), sinQ: perPosition(sin, scale) };
   });
-  const planFor = memo((window: number | null) => attentionPlan(inputs.segmentIds, window, opts.attentionTiling));
+  const planFor = memo((window: number | null) => attentionPlan(g, T, inputs.segmentIds, window, opts.attentionTiling));
   // Gemma's norms scale by 1 + w (HF's Gemma2RMSNorm: x̂ · (1 + w)).
   const norm = (t: Tensor, name: string, size: number) => {
     const w = read(W(name, [size]), t);

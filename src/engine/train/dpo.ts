@@ -69,7 +69,7 @@ export function dpoMeans(s: DpoSums): DpoMeans {
 
 const emptySums = (): DpoSums => ({ lossSum: 0, chosenRewardSum: 0, rejectedRewardSum: 0, correct: 0, pairs: 0 });
 
-/** Lays out `pairIds` (−1 = padding) as a [2P, seqLen] micro-batch; reference log-probs from `ref` when given. */
+/** Lays out `pairIds` (−1 = padding) as a [2P, seqLen] micro-batch, one sequence a row (never packed: its step graphs are unpacked); reference log-probs from `ref` when given. */
 export function pairMicroBatch(pairs: TokenizedPair[], pairIds: number[], seqLen: number, padId: number, ref?: Reference): DpoMicroBatch {
   const P = pairIds.length;
   const n = 2 * P * seqLen;
@@ -171,7 +171,7 @@ export async function referenceLogps(
   const P = shape.pairsPerMicro;
   const withAdapter = setup.lora !== null && setup.trainable.every((name) => weights.has(name));
   const model: ModelSetup = { ...setup, lora: withAdapter ? setup.lora : null, trainable: [], packed: false };
-  const graph = buildStepGraph(model, { rows: 2 * P, seqLen: shape.seqLen }, 'eval', dpoObjective(1, P));
+  const graph = buildStepGraph(model, { rows: 2 * P, seqLen: shape.seqLen, packs: false }, 'eval', dpoObjective(1, P));
   const session = await CompiledGraph.compile(graph, settings);
   const ref: Reference = { chosen: new Float32Array(pairs.length), rejected: new Float32Array(pairs.length) };
   try {
@@ -272,7 +272,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
   const plan = makeDpoPlan(spec, model.config);
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training pairs were truncated to ${plan.seqLen} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training pairs have a response with no tokens left` });
-  const setup = ensureStepFits(spec, modelSetup(model.config, spec.lora), { rows: 2 * plan.pairsPerMicro, seqLen: plan.seqLen }, dpoObjective(beta, plan.pairsPerMicro));
+  const setup = ensureStepFits(spec, modelSetup(model.config, spec.lora), { rows: 2 * plan.pairsPerMicro, seqLen: plan.seqLen, packs: false }, dpoObjective(beta, plan.pairsPerMicro));
   const base = new Map([...model.weights].map(([n, t]) => [n, t.data]));
   const { frozen, params } = startingTensors(spec, setup, base);
   model.weights.clear();
@@ -288,7 +288,7 @@ export async function trainDpo(spec: TrainSpec, options: TrainOptions): Promise<
 
   const { state, meta } = startingState(spec, setup, params);
   const P = plan.pairsPerMicro;
-  const runner = new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, pairs: P }, frozen, state, beta, adamwSettings(spec));
+  const runner = new DpoRunner(setup, { rows: 2 * P, seqLen: plan.seqLen, packs: false, pairs: P }, frozen, state, beta, adamwSettings(spec));
   await emit({ type: 'message', level: 'info', message: `DPO (beta ${beta}): ${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} preference pairs, rows of ${plan.seqLen} tokens, ${setup.trainable.length} trainable tensors` });
 
   const trainBatches = (ids: number[][]) => ids.map((g) => pairMicroBatch(plan.train.pairs, g, plan.seqLen, plan.padId, trainRef));

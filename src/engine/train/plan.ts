@@ -102,13 +102,16 @@ export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: numbe
   };
 }
 
+/** Whether a micro-batch's rows pack several examples (else its step graph masks attention causally only). */
+const packs = (group: number[][]) => group.some((row) => row.length > 1);
+
 /** One step's examples as micro-batches of rows of `seqLen` tokens (layoutStep). */
 export function microBatches(examples: TokenizedExample[], seqLen: number, padId: number): MicroBatch[] {
   const { rows, microBatches } = layoutStep(examples.map((e) => e.ids.length), seqLen, TOKENS_PER_MICRO_BATCH);
   return microBatches.map((group) => {
     const b = buildBatch(examples, group, seqLen, padId);
     return {
-      shape: { rows, seqLen },
+      shape: { rows, seqLen, packs: packs(group) },
       inputIds: toBigInt64(b.inputIds),
       positionIds: toBigInt64(b.positionIds),
       segmentIds: toBigInt64(b.segmentIds),
@@ -194,11 +197,12 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig, fits?: (shape: StepS
   const shapes = new Map<string, StepShape>();
   const windows = valid ? Array.from({ length: totalSteps }, (_, s) => lengthsOf(validExamples(s))) : [];
   for (const lengths of [...steps, ...windows, lengthsOf(validExamples())].filter((l) => l.length > 0)) {
-    const { rows, seqLen } = layoutStep(lengths, seqLenOf(lengths), TOKENS_PER_MICRO_BATCH);
-    shapes.set(`${rows}×${seqLen}`, { rows, seqLen });
+    const { rows, seqLen, microBatches } = layoutStep(lengths, seqLenOf(lengths), TOKENS_PER_MICRO_BATCH);
+    for (const group of microBatches) shapes.set(`${rows}×${seqLen} ${packs(group)}`, { rows, seqLen, packs: packs(group) });
   }
-  const met = [...shapes.values()].sort((a, b) => a.seqLen - b.seqLen || a.rows - b.rows);
-  const largestShape = met.reduce((a, b) => (b.rows * b.seqLen > a.rows * a.seqLen || (b.rows * b.seqLen === a.rows * a.seqLen && b.seqLen > a.seqLen) ? b : a));
+  // Among equal sizes the packed graph is the largest: it masks every tile.
+  const met = [...shapes.values()].sort((a, b) => a.seqLen - b.seqLen || a.rows - b.rows || Number(a.packs) - Number(b.packs));
+  const largestShape = met.reduce((a, b) => (b.rows * b.seqLen > a.rows * a.seqLen || (b.rows * b.seqLen === a.rows * a.seqLen && b.seqLen >= a.seqLen) ? b : a));
   const batchesOf = (examples: TokenizedExample[]) => microBatches(examples, seqLenOf(lengthsOf(examples)), padId);
 
   return {

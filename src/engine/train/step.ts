@@ -17,6 +17,12 @@ export interface StepShape {
   /** Rows (sequences) per micro-batch. */
   rows: number;
   seqLen: number;
+  /**
+   * Whether a row may pack several examples (default): attention then masks by segment. False:
+   * one example per row, padding at its end; the graph masks causally only and has no
+   * segment_ids input (see attentionPlan), and computes the same loss and gradients.
+   */
+  packs?: boolean;
 }
 
 export interface ModelSetup {
@@ -104,7 +110,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
 
   const { rows: B, seqLen: T } = shape;
   const N = B * T;
-  const inputs = llamaInputs(g, B, T);
+  const inputs = llamaInputs(g, B, T, shape.packs ?? true);
   const labels = g.input('labels', [N], 'int64');
   const lossWeights = g.input('loss_weights', [N]);
 

@@ -1,10 +1,10 @@
 // The tiled causal attention op: its forward against attention written out directly, and its own
 // backward against finite differences (f64), over tilings that split T unevenly, several key
-// chunks per query block (online softmax), probabilities kept or recomputed, packed segments, a
-// sliding window and GQA.
+// chunks per query block (online softmax), probabilities kept or recomputed, packed segments or
+// none (unpacked rows), a sliding window and GQA.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Graph } from '../../../src/engine/graph/ir.ts';
+import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { attentionPlan, causalAttention, defaultTiling, type AttentionTiling } from '../../../src/engine/models/attention.ts';
 import { gradCheck, randn, rng } from '../graph/gradcheck.ts';
@@ -79,11 +79,18 @@ const inputs = (c: Case) => [
   { name: 'segments', shape: [c.B, c.T], dtype: 'int64' as const, data: BigInt64Array.from(c.segments.map(BigInt)) },
 ];
 
-for (const [name, c] of Object.entries(cases)) {
+// Each case also without segment ids (rows that do not pack: causal masks only), against one segment a row.
+const variants = Object.entries(cases).flatMap(([name, c]) => [
+  { name, c, packed: true },
+  { name: `${name}, unpacked`, c: { ...c, segments: oneSegment(c.B, c.T) }, packed: false },
+]);
+
+for (const { name, c, packed } of variants) {
+  const plan = (seg: Tensor) => attentionPlan(seg.graph, c.T, packed ? seg : null, c.window, c.tiling);
   test(`attention forward = softmax(q·kᵀ + mask)·v: ${name}`, async () => {
     const g = new Graph('float64');
     const [q, k, v, seg] = inputs(c).map((s) => g.input(s.name, s.shape, s.dtype ?? 'float64'));
-    g.output('o', causalAttention(q, k, v, attentionPlan(seg, c.window, c.tiling)));
+    g.output('o', causalAttention(q, k, v, plan(seg)));
     const s = await CompiledGraph.compile(g, { intraOpNumThreads: 1 });
     const r = rng(5);
     const [qd, kd, vd] = [q, k, v].map((t) => randn(t.size, r, 2));
@@ -94,16 +101,26 @@ for (const [name, c] of Object.entries(cases)) {
   });
 
   test(`attention backward = finite differences (f64): ${name}`, async () => {
-    await gradCheck(inputs(c), (q, k, v, seg) => causalAttention(q, k, v, attentionPlan(seg, c.window, c.tiling)), { maxProbes: 30 });
+    await gradCheck(inputs(c), (q, k, v, seg) => causalAttention(q, k, v, plan(seg)), { maxProbes: 30 });
   });
 }
+
+test('unpacked plan: no mask on tiles entirely in the past, the causal mask alone on the diagonal, the window mask where a tile crosses its edge', () => {
+  const g = new Graph('float64');
+  const masks = (window: number | null) =>
+    attentionPlan(g, 11, null, window, { queryBlock: 2, keyBlock: 2, keepProbabilities: false }).blocks.flatMap((b) =>
+      b.keys.map((k) => ({ diagonal: k.end - 1 > b.start, masked: k.visible !== null, op: k.visible?.producer?.opType })),
+    );
+  for (const m of masks(null)) assert.deepEqual([m.masked, m.op], m.diagonal ? [true, 'Less'] : [false, undefined]);
+  assert.ok(masks(2).some((m) => !m.diagonal && m.op === 'Greater'));
+});
 
 test('default tiling: as before up to T = 4096; longer T in at most 8 query blocks (up to 16384), tiles of at most 2048² scores and 4 widths (ORT reuses a freed buffer only for one of the same size), covering each block’s keys once', () => {
   assert.deepEqual(defaultTiling(512), { queryBlock: 128, keyBlock: 4096, keepProbabilities: true });
   assert.deepEqual(defaultTiling(4096), { queryBlock: 512, keyBlock: 4096, keepProbabilities: false });
   for (const T of [4096, 5000, 8192, 16384, 20000]) {
     const g = new Graph();
-    const plan = attentionPlan(g.input('segments', [1, T], 'int64'), null);
+    const plan = attentionPlan(g, T, g.input('segments', [1, T], 'int64'), null);
     if (T <= 16384) assert.ok(plan.blocks.length <= 8, `T = ${T}: ${plan.blocks.length} query blocks`);
     const tiles = plan.blocks.flatMap((b) => b.keys.map((k) => (b.end - b.start) * (k.end - k.start)));
     assert.ok(Math.max(...tiles) <= 2048 * 2048, `T = ${T}: a tile of ${Math.max(...tiles)} scores`);

@@ -1,12 +1,14 @@
 // The Llama graph: whole-model gradient against finite differences (f64), GQA/Qwen2 bias/packing
-// behaviour, and LoRA with B = 0 reproducing the base logits.
+// behaviour, the unpacked graph's exactness, and LoRA with B = 0 reproducing the base logits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as op from '../../../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaWeightShapes } from '../../../src/engine/models/llama.ts';
 import { randomWeights, tinyConfig } from './llama-fixtures.ts';
-import { B, T, batchFeeds, build, checkModelGradient, ids } from './model-gradcheck.ts';
+import type { AttentionTiling } from '../../../src/engine/models/attention.ts';
+import type { ModelConfig } from '../../../src/engine/models/config.ts';
+import { B, T, batchFeeds, build, checkModelGradient, ids, unpackedFeeds } from './model-gradcheck.ts';
 
 test('whole tiny Llama (2 layers, hidden 16, GQA, tied, packed rows): gradient = finite differences (f64)', async () => {
   await checkModelGradient(tinyConfig());
@@ -66,3 +68,39 @@ test('Mistral sliding window: tokens beyond the window (through 2 layers) do not
   assert.deepEqual([0, 1, 2, 3, 4, 5].map(differs), [true, true, true, false, false, false]);
   await s.release();
 });
+
+// Rows of one example each, padding at the end: the graph without segment masks gives the same
+// loss and gradients as the one with them, whatever the tiles (several query blocks, several key
+// chunks each, probabilities kept or recomputed), with a sliding window and with a soft cap.
+const tilings: (AttentionTiling | undefined)[] = [
+  undefined,
+  { queryBlock: 2, keyBlock: 2, keepProbabilities: false },
+  { queryBlock: 4, keyBlock: 3, keepProbabilities: false },
+  { queryBlock: 3, keyBlock: 8, keepProbabilities: true },
+];
+const exactnessConfigs: [string, ModelConfig][] = [
+  ['Llama', tinyConfig()],
+  ['Mistral, sliding window 3', tinyConfig({ architecture: 'mistral', slidingWindow: 3 })],
+  ['attention soft cap 5', tinyConfig({ attentionSoftcap: 5 })],
+];
+for (const [name, cfg] of exactnessConfigs) {
+  test(`unpacked rows (${name}): loss and gradients without segment masks = with them, over ${tilings.length} tilings`, async () => {
+    const w = Object.fromEntries(randomWeights(cfg));
+    for (const attentionTiling of tilings) {
+      const [packed, unpacked] = await Promise.all(
+        [true, false].map(async (pack) => {
+          const s = await CompiledGraph.compile(build(cfg, true, { pack, attentionTiling }).g, { intraOpNumThreads: 1 });
+          const out = await s.run({ ...unpackedFeeds, ...w });
+          await s.release();
+          return out;
+        }),
+      );
+      const outputs = Object.keys(packed);
+      assert.ok(outputs.length > 2 && outputs.includes('loss'));
+      for (const o of outputs) {
+        const [a, b] = [packed[o] as Float64Array, unpacked[o] as Float64Array];
+        a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) <= 1e-12 * Math.max(1, Math.abs(x)), `${JSON.stringify(attentionTiling)} ${o}[${i}]: ${x} vs ${b[i]}`));
+      }
+    }
+  });
+}

@@ -53,11 +53,11 @@ test("a plan without context_length trains at the model's context, cut where mem
 
   const roomy = makePlan(spec(), config, () => true);
   // Its row: its length rounded up to 32, a row length of its own (the memory check asked about the ladder's 6144).
-  assert.deepEqual([roomy.context, roomy.train.truncatedCount, roomy.largestShape], [8192, 0, { rows: 1, seqLen: Math.ceil(longLength / 32) * 32 }]);
+  assert.deepEqual([roomy.context, roomy.train.truncatedCount, roomy.largestShape], [8192, 0, { rows: 1, seqLen: Math.ceil(longLength / 32) * 32, packs: false }]);
   assert.equal(roomy.train.tokenCount > longLength, true);
 
   const tight = makePlan(spec(), config, (s) => s.rows * s.seqLen <= 4096);
-  assert.deepEqual([tight.context, tight.train.truncatedCount, tight.largestShape], [4096, 1, { rows: 1, seqLen: 4096 }]);
+  assert.deepEqual([tight.context, tight.train.truncatedCount, tight.largestShape], [4096, 1, { rows: 1, seqLen: 4096, packs: false }]);
   assert.equal(tight.train.tokenCount, roomy.train.tokenCount - (longLength - 4096), 'the long example cut to 4096 tokens');
 
   const chosen = makePlan(spec({ contextLength: 1024 }), config, () => assert.fail('a job that sets context_length is not fitted'));

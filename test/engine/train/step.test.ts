@@ -1,5 +1,6 @@
 // Training steps on the tiny model: several AdamW/clipping steps against a float64 reference, accumulation
-// equivalence, loss going down on a memorisation set (LoRA and full), determinism.
+// equivalence, unpacked rows' graph against the packed one, loss going down on a memorisation set
+// (LoRA and full), determinism.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StepRunner, freshOptimizerState, type MicroBatch } from '../../../src/engine/train/runner.ts';
@@ -12,6 +13,7 @@ import { SeededRandom } from '../../../src/engine/data/random.ts';
 import type { LoraSpec } from '../../../src/engine/models/lora.ts';
 import { randomWeights, tinyConfig } from '../models/llama-fixtures.ts';
 import { memorisationBatch, SEQS } from './fixtures.ts';
+import { microBatches } from '../../../src/engine/train/plan.ts';
 
 const cfg = tinyConfig();
 const SEQ = 8;
@@ -110,6 +112,31 @@ test('gradient accumulation over micro-batches equals one big batch', async () =
   }
   await big.release();
   await small.release();
+});
+
+test('rows that do not pack: the unpacked step graph (no segment masks) takes the same steps as the packed one, and reads no segment ids', async () => {
+  const [packed, unpacked] = [runner(lora, 4), runner(lora, 4)];
+  const batch = memorisationBatch(SEQS, SEQ); // one example a row, padding at its end
+  const scrambled = { ...batch, segmentIds: BigInt64Array.from(batch.segmentIds, (_, i) => BigInt(i)) };
+  for (let s = 0; s < 3; s++) {
+    const a = await packed.step([{ ...batch, shape: { rows: 4, seqLen: SEQ, packs: true } }], 0.01);
+    const b = await unpacked.step([{ ...scrambled, shape: { rows: 4, seqLen: SEQ, packs: false } }], 0.01);
+    assert.ok(Math.abs(a.lossSum - b.lossSum) < 1e-5 * a.lossSum && Math.abs(a.gradNorm - b.gradNorm) < 1e-5 * a.gradNorm, `step ${s}: ${JSON.stringify([a, b])}`);
+  }
+  for (const [n, p] of packed.state.params) {
+    const q = unpacked.state.params.get(n)!;
+    for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i] - q[i]) < 1e-6, n);
+  }
+  await packed.release();
+  await unpacked.release();
+});
+
+test('a micro-batch packs when one of its rows holds several examples', () => {
+  const example = (n: number) => ({ ids: new Int32Array(n).fill(3), weights: new Float32Array(n).fill(1), fullLength: n, truncated: false });
+  const packs = (lengths: number[]) => microBatches(lengths.map(example), 32, 0).map((b) => b.shape!.packs);
+  assert.deepEqual(packs([30, 20]), [false]);
+  assert.deepEqual(packs([30, 2, 20]), [true]);
+  assert.deepEqual(packs([32]), [false]);
 });
 
 async function losses(spec: LoraSpec | null, steps: number, lr: number, seed = 3): Promise<number[]> {
