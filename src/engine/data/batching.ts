@@ -119,13 +119,20 @@ export function rowLengthFor(tokens: number, rowLengths: number[]): number {
 }
 
 /**
- * The row lengths a job lays its steps out at (ascending; each step at the shortest that holds its
- * longest example), chosen for this job's steps: multiples of 32 up to `context`, the fewest padded
- * tokens over all `steps` (each the lengths of its examples) plus `compileTokens` for every length,
- * since each compiles its own step graphs. Dynamic programming over the steps' own lengths, rounded
- * up to 32: a length that ends a group is the longest of the group.
+ * Most row lengths a job uses: each compiles its own step graphs (one session per kind and length,
+ * all kept for the run), so a long job over many lengths would otherwise hold hundreds of sessions.
  */
-export function chooseRowLengths(steps: number[][], context: number, tokensPerMicroBatch: number, compileTokens: number): number[] {
+export const MAX_ROW_LENGTHS = 8;
+
+/**
+ * The row lengths a job lays its steps out at (ascending; each step at the shortest that holds its
+ * longest example), chosen for this job's steps: at most `maxLengths` multiples of 32 up to
+ * `context`, the fewest padded tokens over all `steps` (each the lengths of its examples) plus
+ * `compileTokens` for every length, since each compiles its own step graphs. Dynamic programming
+ * over the steps' own lengths, rounded up to 32 (a length that ends a group is the longest of the
+ * group), and over how many lengths are used.
+ */
+export function chooseRowLengths(steps: number[][], context: number, tokensPerMicroBatch: number, compileTokens: number, maxLengths = MAX_ROW_LENGTHS): number[] {
   const own = (lengths: number[]) => Math.min(context, Math.ceil(lengths.reduce((m, n) => Math.max(m, n), 1) / 32) * 32);
   const candidates = [...new Set(steps.filter((s) => s.length > 0).map(own))].sort((a, b) => a - b);
   const padded = (lengths: number[], seqLen: number) => {
@@ -134,20 +141,30 @@ export function chooseRowLengths(steps: number[][], context: number, tokensPerMi
   };
   // Steps by the index of their own candidate.
   const byOwn = candidates.map((c) => steps.filter((s) => s.length > 0 && own(s) === c));
-  // best[j]: least cost of the steps up to candidate j when j is a row length; from[j]: the row length before it (-1: none).
-  const best: number[] = [];
-  const from: number[] = [];
-  candidates.forEach((c, j) => {
-    let group = 0;
-    best[j] = Infinity;
-    for (let i = j - 1; i >= -1; i--) {
-      group += byOwn[i + 1].reduce((sum, s) => sum + padded(s, c), 0);
-      const cost = (i >= 0 ? best[i] : 0) + compileTokens + group;
-      if (cost < best[j]) [best[j], from[j]] = [cost, i];
-    }
+  // group[j][i + 1]: padded tokens of the steps whose own candidate is in (i, j], laid out at candidates[j].
+  const group = candidates.map((c, j) => {
+    const sums: number[] = [];
+    for (let i = j - 1, sum = 0; i >= -1; i--) sums[i + 1] = sum += byOwn[i + 1].reduce((total, s) => total + padded(s, c), 0);
+    return sums;
   });
+  // best[k][j]: least cost of the steps up to candidate j with k + 1 lengths, the last candidates[j]; from[k][j]: the one before (-1: none).
+  const best: number[][] = [candidates.map((_, j) => compileTokens + group[j][0])];
+  const from: number[][] = [candidates.map(() => -1)];
+  for (let k = 1; k < Math.min(maxLengths, candidates.length); k++) {
+    best[k] = [];
+    from[k] = [];
+    candidates.forEach((_, j) => {
+      best[k][j] = Infinity;
+      for (let i = k - 1; i < j; i++) {
+        const cost = best[k - 1][i] + compileTokens + group[j][i + 1];
+        if (cost < best[k][j]) [best[k][j], from[k][j]] = [cost, i];
+      }
+    });
+  }
+  const last = candidates.length - 1;
+  let k = best.reduce((m, row, i) => (row[last] < best[m][last] ? i : m), 0);
   const chosen: number[] = [];
-  for (let j = candidates.length - 1; j >= 0; j = from[j]) chosen.unshift(candidates[j]);
+  for (let j = last; j >= 0; j = from[k--][j]) chosen.unshift(candidates[j]);
   return chosen;
 }
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
-import { bucketLength, chooseRowLengths, layoutStep, rowLengthFor } from '../../../src/engine/data/batching.ts';
+import { MAX_ROW_LENGTHS, bucketLength, chooseRowLengths, layoutStep, rowLengthFor } from '../../../src/engine/data/batching.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 import type { TokenizedExample } from '../../../src/engine/data/chat-format.ts';
 import { microBatches, TOKENS_PER_MICRO_BATCH } from '../../../src/engine/train/plan.ts';
@@ -24,6 +24,7 @@ test('the ladder of row lengths the memory check steps down: at least the tokens
 test("a job's row lengths: the fewest padded tokens plus a compile's cost per length, every step held", () => {
   const steps = [[100], [130], [131], [250], [480], [470], [90, 60, 200]];
   assert.deepEqual(chooseRowLengths(steps, 8192, 2048, 0), [128, 160, 224, 256, 480], 'free compiles: each step at its own length rounded up to 32');
+  assert.deepEqual(chooseRowLengths(steps, 8192, 2048, 0, 2), [160, 480], 'free compiles, at most two lengths');
   assert.deepEqual(chooseRowLengths(steps, 8192, 2048, 1e9), [480], 'dear compiles: one length, the longest');
   assert.deepEqual(chooseRowLengths([[290, 10]], 300, 2048, 0), [300], 'never longer than the context');
   assert.equal(rowLengthFor(129, [128, 160, 480]), 160);
@@ -34,6 +35,7 @@ test("a job's row lengths: the fewest padded tokens plus a compile's cost per le
   for (let trial = 0; trial < 30; trial++) {
     const jobSteps = Array.from({ length: 1 + rng.nextInt(25) }, () => Array.from({ length: 1 + rng.nextInt(3) }, () => 1 + rng.nextInt(400)));
     const compile = rng.nextInt(1500);
+    const most = trial % 2 ? 3 : MAX_ROW_LENGTHS;
     const padded = (lengths: number[]) => (seqLen: number) => {
       const l = layoutStep(lengths, seqLen, 2048);
       return l.microBatches.length * l.rows * seqLen;
@@ -44,9 +46,10 @@ test("a job's row lengths: the fewest padded tokens plus a compile's cost per le
     let best = Infinity;
     for (let mask = 0; mask < 1 << (candidates.length - 1); mask++) {
       const subset = [...candidates.slice(0, -1).filter((_, i) => mask & (1 << i)), candidates[candidates.length - 1]];
-      best = Math.min(best, cost(subset));
+      if (subset.length <= most) best = Math.min(best, cost(subset));
     }
-    const chosen = chooseRowLengths(jobSteps, 8192, 2048, compile);
+    const chosen = chooseRowLengths(jobSteps, 8192, 2048, compile, most);
+    assert.ok(chosen.length <= most, `${chosen.length} lengths, more than ${most}`);
     assert.ok(chosen.every((n, i) => n % 32 === 0 && (i === 0 || n > chosen[i - 1])), `ascending multiples of 32: ${chosen}`);
     assert.equal(cost(chosen), best, `trial ${trial}: ${chosen} is not the cheapest`);
   }
