@@ -1,6 +1,6 @@
 // The job's plan, fixed before the first step: tokenized examples, the row length, which examples
 // each optimizer step takes (a seeded shuffle per epoch), and the learning-rate schedule. The
-// schedule and the row length are shared with DPO and reinforcement (trainingSchedule, rowLength).
+// schedule is shared with DPO and reinforcement (trainingSchedule; their rows: rowLength in data/batching.ts).
 // Everything is a pure function of the spec, which is what makes resume exact.
 
 import type { LearningRateSchedule, TrainSpec } from '../contract.ts';
@@ -57,9 +57,6 @@ export function learningRate(schedule: LearningRateSchedule, peak: number, total
     }
   };
 }
-
-/** The row length for sequences of up to `longest` tokens: a multiple of 32, within `context`. */
-export const rowLength = (longest: number, context: number) => Math.min(context, Math.ceil(longest / 32) * 32);
 
 /**
  * How every method (supervised, DPO, reinforcement) walks its data: `count` items (examples,

@@ -17,12 +17,12 @@
 
 import type { RftSample, TrainEvent, TrainOptions, TrainResult, TrainSpec } from '../contract.ts';
 import { ChatFormatter, type ChatMessage, type ToolDefinition } from '../data/chat-format.ts';
-import { buildBatch, chunk, packRows, toBigInt64 } from '../data/batching.ts';
+import { buildBatch, chunk, packRows, rowLength, toBigInt64 } from '../data/batching.ts';
 import { readJsonlSync } from '../data/jsonl.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { loadHfModel } from '../io/hf-model.ts';
 import { startingState } from './checkpoint.ts';
-import { rowLength, TOKENS_PER_MICRO_BATCH, trainingContext, trainingSchedule } from './plan.ts';
+import { TOKENS_PER_MICRO_BATCH, trainingContext, trainingSchedule } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
 import type { MicroBatch } from './runner.ts';
 import { modelSetup, startingTensors } from './setup.ts';

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TrainSpec } from '../../../src/engine/contract.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
-import { baseLearningRate, rowLength, trainingSchedule } from '../../../src/engine/train/plan.ts';
+import { baseLearningRate, trainingSchedule } from '../../../src/engine/train/plan.ts';
+import { rowLength } from '../../../src/engine/data/batching.ts';
 
 const cfg = { hiddenSize: 64, maxPositionEmbeddings: 512 } as ModelConfig;
 const spec = (batch_size: number, n_epochs: number, seed = 7): TrainSpec =>
