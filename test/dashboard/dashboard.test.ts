@@ -12,7 +12,8 @@ import { waitFor, type TestServer } from '../support/server.ts';
 import { openBrowser, type WatchedPage } from './browser.ts';
 
 const KEY = 'sk-dashboard-admin';
-/** The whole demo set (42 examples) for three epochs at batch size 1: a job long enough to watch. */
+/** The whole demo set (42 examples) for twelve epochs at batch size 1 (504 steps): a job long enough to
+ * watch and to pause while it trains (three epochs, 126 steps, could end in 5 s, before the click). */
 const TRAIN_JSONL = fs.readFileSync(path.join(ROOT, 'samples', 'demo-train.jsonl'), 'utf8');
 const TRAINING_DEADLINE_MS = 600_000;
 
@@ -80,7 +81,7 @@ describe('dashboard in Chromium', () => {
     assert.match(await epochsError.innerText(), /n_epochs/);
     assert.equal(await page.getByLabel('n_epochs').getAttribute('aria-invalid'), 'true');
     await browser.screenshot('create-job-error');
-    await page.getByLabel('n_epochs').fill('3');
+    await page.getByLabel('n_epochs').fill('12');
     await page.getByLabel('batch_size').fill('1');
     await page.getByLabel('learning_rate_multiplier').fill('2');
     await page.getByLabel('Seed').fill('7');
