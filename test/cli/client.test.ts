@@ -21,7 +21,7 @@ interface Run {
 }
 
 const BIN = path.join(ROOT, 'bin/tuneforge.js');
-/** The whole demo training set: 126 steps at batch size 1 for 3 epochs, long enough to pause. */
+/** The whole demo training set (42 examples): at batch size 1, 42 steps an epoch. */
 const DEMO_TRAIN_JSONL = fs.readFileSync(path.join(ROOT, 'samples/demo-train.jsonl'), 'utf8');
 
 /** Runs `command args` to its end, killed after `timeoutMs`; OPENAI_* from the caller's environment is left out. */
@@ -221,10 +221,10 @@ describe('tuneforge CLI, a client of a running server', () => {
 
   it('jobs pause and resume a running job', { timeout: 300_000 }, async () => {
     fs.writeFileSync(path.join(work, 'long.jsonl'), DEMO_TRAIN_JSONL);
-    const created = ok(await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', 'long.jsonl', '--n-epochs', '3', '--batch-size', '1', '--json']));
+    const created = ok(await tuneforge(['jobs', 'create', '--model', BASE_MODEL, '--training-file', 'long.jsonl', '--n-epochs', '12', '--batch-size', '1', '--json']));
     const job = JSON.parse(created.stdout) as OpenAI.FineTuning.FineTuningJob;
     try {
-      await waitForStep(client, job.id, 1);
+      await waitForStep(client, job.id, 1); // 504 steps: still training when the CLI's pause (a new process) arrives
       assert.equal(ok(await tuneforge(['jobs', 'pause', job.id])).stdout, `${job.id} paused\n`);
       assert.equal((await client.fineTuning.jobs.retrieve(job.id)).status, 'paused');
       assert.equal(JSON.parse(ok(await tuneforge(['jobs', 'resume', job.id, '--json'])).stdout).status, 'queued');
