@@ -14,6 +14,31 @@ export type Db = Kysely<Database>;
 export interface OpenedDatabase {
   db: Db;
   dialect: SqlDialectName;
+  changeStamp: ChangeStamp;
+}
+
+/**
+ * A value that differs from an earlier one whenever a row may have changed since: a read made after
+ * a stamp still shows the rows as they are while the stamp stays the same. Null where the database
+ * offers no such value (PostgreSQL).
+ */
+export type ChangeStamp = () => string | null;
+
+/**
+ * SQLite's: `PRAGMA data_version` changes when another connection (the worker's process) commits,
+ * and `total_changes()` counts this connection's own writes; both only grow. A statement still
+ * iterating on the connection makes others throw: then no stamp.
+ */
+function sqliteChangeStamp(sqlite: SQLite.Database): ChangeStamp {
+  const dataVersion = sqlite.prepare('PRAGMA data_version').pluck();
+  const ownChanges = sqlite.prepare('SELECT total_changes()').pluck();
+  return () => {
+    try {
+      return `${dataVersion.get()} ${ownChanges.get()}`;
+    } catch {
+      return null;
+    }
+  };
 }
 
 /** Where the store keeps its data: under `dataDir` unless `databaseUrl` (rows) or `blobStore` (blobs) say otherwise. */
@@ -46,7 +71,7 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
     pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     await migrate(db, 'postgres', dataDir);
-    return { db, dialect: 'postgres' };
+    return { db, dialect: 'postgres', changeStamp: () => null };
   }
   fs.mkdirSync(dataDir, { recursive: true });
   const sqlite = new SQLite(path.join(dataDir, 'tuneforge.sqlite'));
@@ -56,7 +81,7 @@ export async function openDatabase(location: StoreLocation): Promise<OpenedDatab
   sqlite.pragma('synchronous = NORMAL');
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqliteForKysely(sqlite) }) });
   await migrate(db, 'sqlite', dataDir);
-  return { db, dialect: 'sqlite' };
+  return { db, dialect: 'sqlite', changeStamp: sqliteChangeStamp(sqlite) };
 }
 
 const STATEMENT_CACHE_SIZE = 256;

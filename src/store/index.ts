@@ -5,7 +5,7 @@ import { BlobCache } from './blob-cache.ts';
 import { FsBlobStore, type BlobStore } from './blobs.ts';
 import { S3BlobStore } from './s3-blobs.ts';
 import { CheckpointsRepository } from './checkpoints.ts';
-import { inTransaction, openDatabase, type Db, type StoreLocation } from './database.ts';
+import { inTransaction, openDatabase, type ChangeStamp, type Db, type StoreLocation } from './database.ts';
 import { EventsRepository } from './events.ts';
 import { FilesRepository } from './files.ts';
 import { JobsRepository } from './jobs.ts';
@@ -27,6 +27,8 @@ export interface Store {
   blobs: BlobStore;
   /** Local paths of blobs, for the engine: `store.cache.lease()`. */
   cache: BlobCache;
+  /** Whether rows may have changed since an earlier stamp (for caches of reads; see ChangeStamp). */
+  changeStamp: ChangeStamp;
   /**
    * Runs `fn` with repositories bound to one transaction: readers see all of its writes or none
    * (a job's status change together with its events). Blobs are not part of it.
@@ -38,7 +40,7 @@ export interface Store {
 /** `now`: the clock (Unix seconds) deciding which files have expired; tests move it. */
 /** `blobs`: another blob store than the location's (tests of hosts with no shared disk). */
 export async function openStore(location: StoreLocation, options: { now?: () => number; blobs?: BlobStore } = {}): Promise<Store> {
-  const { db: root, dialect } = await openDatabase(location);
+  const { db: root, dialect, changeStamp } = await openDatabase(location);
   const { blobs, closeBlobs } = options.blobs ? { blobs: options.blobs, closeBlobs: () => {} } : openBlobStore(location);
   const cache = new BlobCache(blobs, location.blobCache ?? { dir: path.join(location.dataDir, 'cache'), maxBytes: 20 * 1024 ** 3 });
   const over = (db: Db): Store => ({
@@ -53,6 +55,7 @@ export async function openStore(location: StoreLocation, options: { now?: () => 
     workers: new WorkersRepository(db),
     blobs,
     cache,
+    changeStamp,
     transaction: (fn) => inTransaction(db, (tx) => fn(over(tx))),
     close: async () => {
       await root.destroy();

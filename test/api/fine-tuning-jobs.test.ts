@@ -290,7 +290,12 @@ describe('fine-tuning jobs: bad input and transitions', () => {
     await settled(body.id);
     const listed = () => server.request('GET', '/v1/fine_tuning/jobs?metadata[experiment]=rewritten', A).then((r) => r.body.data[0]);
     assert.equal((await listed()).estimated_finish, null);
-    // A worker process writes the row through its own connection (the server's own writes are covered above).
+    assert.equal((await job(body.id)).trained_tokens, null);
+    // The server's own connection writes it (answers it gave before are not given again)…
+    await server.store.jobs.update(body.id, { trained_tokens: 7 });
+    assert.equal((await job(body.id)).trained_tokens, 7);
+    assert.equal((await listed()).trained_tokens, 7);
+    // …and a worker process writes it through its own connection.
     const worker = await openStore({ dataDir: server.dataDir, databaseUrl: server.config.databaseUrl });
     try {
       await worker.jobs.update(body.id, { estimated_finish: 1234, trained_tokens: 56 });
