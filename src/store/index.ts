@@ -27,7 +27,7 @@ export interface Store {
   blobs: BlobStore;
   /** Local paths of blobs, for the engine: `store.cache.lease()`. */
   cache: BlobCache;
-  /** Whether rows may have changed since an earlier stamp (for caches of reads; see ChangeStamp). */
+  /** A value that changes whenever rows may have changed (for caches of reads; see ChangeStamp). */
   changeStamp: ChangeStamp;
   /**
    * Runs `fn` with repositories bound to one transaction: readers see all of its writes or none
