@@ -261,10 +261,12 @@ export class SafetensorsFile {
     return readExactly(this.fd, end - begin, this.dataStart + begin);
   }
 
-  /** One tensor widened to f32. */
+  /** One tensor widened to f32 (an f32 one is its own read buffer: no copy). */
   read(name: string): HostTensor {
     const info = this.info(name);
-    return { shape: [...info.shape], data: decodeToF32(this.readBytes(name), info.dtype) };
+    const bytes = this.readBytes(name); // a buffer of its own, starting at 0
+    const data = info.dtype === 'F32' && littleEndianHost ? new Float32Array(bytes.buffer, 0, bytes.byteLength / 4) : decodeToF32(bytes, info.dtype);
+    return { shape: [...info.shape], data };
   }
 
   /** One 2-byte float tensor as its raw bits (no widening). */
