@@ -111,6 +111,9 @@ export function layoutStep(lengths: number[], seqLen: number, tokensPerMicroBatc
   return { seqLen, rows, microBatches };
 }
 
+/** The longest of a step's example lengths (1 when it has none). */
+export const longestOf = (lengths: number[]) => lengths.reduce((m, n) => Math.max(m, n), 1);
+
 /** The row length for sequences of up to `longest` tokens: a multiple of 32, within `context`. */
 export const rowLength = (longest: number, context: number) => Math.min(context, Math.ceil(longest / 32) * 32);
 
@@ -136,7 +139,7 @@ export const MAX_ROW_LENGTHS = 8;
  * group), and over how many lengths are used.
  */
 export function chooseRowLengths(steps: number[][], context: number, tokensPerMicroBatch: number, compileTokens: number, maxLengths = MAX_ROW_LENGTHS): number[] {
-  const own = (lengths: number[]) => rowLength(lengths.reduce((m, n) => Math.max(m, n), 1), context);
+  const own = (lengths: number[]) => rowLength(longestOf(lengths), context);
   const candidates = [...new Set(steps.filter((s) => s.length > 0).map(own))].sort((a, b) => a - b);
   const padded = (lengths: number[], seqLen: number) => {
     const l = layoutStep(lengths, seqLen, tokensPerMicroBatch);

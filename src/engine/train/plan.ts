@@ -8,7 +8,7 @@ import type { ModelConfig } from '../models/config.ts';
 import { ChatFormatter, type TokenizedExample } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { tokenizeDataset, truncateDataset, type TokenizedDataset } from '../data/dataset.ts';
-import { bucketLength, buildBatch, chooseRowLengths, chunk, epochOrder, layoutStep, rowLengthFor, toBigInt64 } from '../data/batching.ts';
+import { bucketLength, buildBatch, chooseRowLengths, chunk, epochOrder, layoutStep, longestOf, rowLengthFor, toBigInt64 } from '../data/batching.ts';
 import type { MicroBatch } from './runner.ts';
 import type { StepShape } from './step.ts';
 import { EngineError, readingDataset } from '../errors.ts';
@@ -190,7 +190,7 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig, fits?: (shape: StepS
   const lengthsOf = (examples: TokenizedExample[]) => examples.map((e) => e.ids.length);
   const steps = Array.from({ length: totalSteps }, (_, s) => lengthsOf(stepExamples(s)));
   const rowLengths = chooseRowLengths([...steps, lengthsOf(validExamples())], context, TOKENS_PER_MICRO_BATCH, COMPILE_TOKENS);
-  const seqLenOf = (lengths: number[]) => rowLengthFor(lengths.reduce((m, n) => Math.max(m, n), 1), rowLengths);
+  const seqLenOf = (lengths: number[]) => rowLengthFor(longestOf(lengths), rowLengths);
   const shapes = new Map<string, StepShape>();
   const windows = valid ? Array.from({ length: totalSteps }, (_, s) => lengthsOf(validExamples(s))) : [];
   for (const lengths of [...steps, ...windows, lengthsOf(validExamples())].filter((l) => l.length > 0)) {
