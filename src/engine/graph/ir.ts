@@ -2,12 +2,36 @@
 // the backward rule that its op function attached when it was built (see ops.ts).
 // Shapes are static numbers: a training step is compiled once per (batch rows, sequence length),
 // so every shape is known while the graph is built and no shape inference is needed at run time.
+// The one exception is a graph for rows of any length (ANY_LENGTH): built at a stand-in length,
+// its shape operands are computed from the length fed at run time.
 
 // uint16 holds 2-byte floats' raw bits (frozen weights stored as bf16/f16, see models/llama.ts's
 // widen), int32 the lookup indices they are widened through.
 export type DType = 'float32' | 'float64' | 'int64' | 'int32' | 'uint16' | 'bool';
 export type FloatType = 'float32' | 'float64';
 export type Shape = readonly number[];
+
+/**
+ * The stand-in length of a graph for rows of any length (one session for every length, no
+ * padding): the prime 2³¹ − 1, far above any static size that sits beside it, so a dimension
+ * a·ANY_LENGTH + b (b small) is a length-dependent one. Such a graph computes its shape operands
+ * (Graph.ints) from the length it is fed, the ONNX export names those dimensions (a·T), and the
+ * session reads T from the feeds. Nothing may read the stand-in as a value (a constant's size, a
+ * mean's count, a loop bound): Graph.constant and the ops that would refuse it.
+ */
+export const ANY_LENGTH = 2 ** 31 - 1;
+
+/** v as a·ANY_LENGTH + b (a = 0: a static value). Throws where v is quadratic in the length. */
+export function lengthTerms(v: number): { a: number; b: number } {
+  const a = Math.round(v / ANY_LENGTH);
+  const b = v - a * ANY_LENGTH;
+  if (a === 0 || Math.abs(b) > 2 ** 20) return { a: 0, b: v };
+  if (Math.abs(a) >= 2 ** 20) throw new Error(`${v}: quadratic in the length, which a graph for any length cannot compute`);
+  return { a, b };
+}
+
+/** Whether a dimension depends on the length of a graph for any length. */
+export const isLengthDim = (d: number): boolean => lengthTerms(d).a !== 0;
 
 /** Numbers are INT attributes; `{ f }` is a FLOAT attribute. */
 export type AttrValue = number | number[] | string | { f: number } | { tensor: ConstData };
@@ -65,6 +89,9 @@ export class Graph {
   readonly initializers: { tensor: Tensor; value: ConstData }[] = [];
   private counter = 0;
   private constCache = new Map<string, Tensor>();
+  /** The fed length, [1] int64, of a graph for any length (see ANY_LENGTH), and its shape operands computed from it. */
+  private fedLength: Tensor | null = null;
+  private lengthInts = new Map<string, Tensor>();
 
   /** `float` is the dtype of every floating tensor: float32 to train, float64 for gradient checks. */
   constructor(readonly float: FloatType = 'float32') {}
@@ -93,6 +120,7 @@ export class Graph {
 
   /** A constant (ONNX initializer). Small constants with the same value are shared. */
   constant(dtype: DType, shape: Shape, values: ArrayLike<number> | ArrayLike<bigint>): Tensor {
+    if (this.anyLength && shape.some(isLengthDim)) throw new Error(`a constant of shape [${shape}] depends on the length of a graph for any length`);
     const n = shape.reduce((a, b) => a * b, 1);
     if (values.length !== n) throw new Error(`constant: ${values.length} values for shape [${shape}]`);
     const key = n <= 16 ? `${dtype}[${shape}]${Array.from(values as ArrayLike<number>).join(',')}` : null;
@@ -115,8 +143,35 @@ export class Graph {
     return this.constant(this.float, [], [v]);
   }
 
+  /** An int64 vector (shape operands, axes); values that depend on the length are computed from the fed one. */
   ints(values: number[]): Tensor {
-    return this.constant('int64', [values.length], values);
+    if (!this.anyLength || !values.some(isLengthDim)) return this.constant('int64', [values.length], values);
+    const key = values.join(',');
+    if (!this.lengthInts.has(key)) {
+      const parts = values.map((v) => {
+        const { a, b } = lengthTerms(v);
+        if (a === 0) return this.ints([v]);
+        const scaled = a === 1 ? this.length() : this.emit('Mul', [this.length(), this.ints([a])], {}, [{ shape: [1], dtype: 'int64' }])[0];
+        return b === 0 ? scaled : this.emit('Add', [scaled, this.ints([b])], {}, [{ shape: [1], dtype: 'int64' }])[0];
+      });
+      this.lengthInts.set(key, parts.length > 1 ? this.emit('Concat', parts, { axis: 0 }, [{ shape: [values.length], dtype: 'int64' }])[0] : parts[0]);
+    }
+    return this.lengthInts.get(key)!;
+  }
+
+  /** Whether this graph is for rows of any length: an input has the dimension ANY_LENGTH. */
+  get anyLength(): boolean {
+    return this.inputs.some((t) => t.shape.includes(ANY_LENGTH));
+  }
+
+  /** The fed length of a graph for any length, [1] int64: read from the first input with a dimension ANY_LENGTH. */
+  length(): Tensor {
+    if (!this.fedLength) {
+      const source = this.inputs.find((t) => t.shape.includes(ANY_LENGTH))!;
+      const axis = source.shape.indexOf(ANY_LENGTH);
+      this.fedLength = this.emit('Shape', [source], { start: axis, end: axis + 1 }, [{ shape: [1], dtype: 'int64' }])[0];
+    }
+    return this.fedLength;
   }
 
   /** Appends one ONNX node. `backward` (if any) is the op's gradient rule. */

@@ -3,7 +3,7 @@
 // rules may build more than is used.
 
 import onnxProto from 'onnx-proto';
-import type { ConstData, DType, Graph, Node, Tensor } from './ir.ts';
+import { lengthTerms, type ConstData, type DType, type Graph, type Node, type Tensor } from './ir.ts';
 
 const { onnx } = onnxProto;
 export const OPSET = 21;
@@ -16,11 +16,18 @@ function tensorProto(name: string, c: ConstData) {
   return onnx.TensorProto.create({ name, dims: [...c.shape], dataType: ONNX_TYPE[c.dtype], rawData: bytes });
 }
 
+/** A dimension: its value, or for one that depends on the length of a graph for any length, its name (T, 2T+1, …). */
+function dimension(d: number) {
+  const { a, b } = lengthTerms(d);
+  if (a === 0) return { dimValue: d };
+  return { dimParam: `${a === 1 ? '' : a}T${b === 0 ? '' : b > 0 ? `+${b}` : b}` };
+}
+
 function valueInfo(t: Tensor) {
   return onnx.ValueInfoProto.create({
     name: t.name,
     type: {
-      tensorType: { elemType: ONNX_TYPE[t.dtype], shape: { dim: t.shape.map((d) => ({ dimValue: d })) } },
+      tensorType: { elemType: ONNX_TYPE[t.dtype], shape: { dim: t.shape.map(dimension) } },
     },
   });
 }
@@ -71,6 +78,7 @@ export function toOnnx(graph: Graph, name = 'tuneforge'): Uint8Array {
       input: graph.inputs.filter((t) => used.has(t)).map(valueInfo),
       output: graph.outputs.map(valueInfo),
       initializer: graph.initializers.filter((c) => used.has(c.tensor)).map((c) => tensorProto(c.tensor.name, c.value)),
+      valueInfo: graph.anyLength ? nodes.flatMap((n) => n.outputs).filter((t) => !graph.outputs.includes(t)).map(valueInfo) : [],
     },
   });
   return onnx.ModelProto.encode(model).finish();

@@ -3,7 +3,7 @@
 // Everything is static-shaped; broadcasting follows ONNX/numpy rules and gradients of broadcast
 // operands are reduced back to the operand's shape by `unbroadcast`.
 
-import { type DType, type Shape, Tensor, isFloat, sameShape } from './ir.ts';
+import { type DType, type Graph, type Shape, Tensor, isFloat, isLengthDim, sameShape } from './ir.ts';
 import { ONNX_TYPE } from './onnx.ts';
 
 const norm = (axis: number, rank: number) => (axis < 0 ? axis + rank : axis);
@@ -124,14 +124,37 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 
 // ---------------------------------------------------------------- shape ops
 
+/** Element count, exact past 2⁵³ (a graph for any length has [G·T, T] tiles at T = ANY_LENGTH). */
+const count = (shape: Shape) => shape.reduce((a, d) => a * BigInt(d), 1n);
+
 export function reshape(x: Tensor, shape: Shape): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  if (n !== x.size) throw new Error(`reshape [${x.shape}] → [${shape}]`);
+  if (count(shape) !== count(x.shape)) throw new Error(`reshape [${x.shape}] → [${shape}]`);
   if (sameShape(x.shape, shape)) return x;
-  const [y] = x.graph.emit('Reshape', [x, x.graph.ints([...shape])], {}, [{ shape, dtype: x.dtype }], ([dy]) => [
+  const [y] = x.graph.emit('Reshape', [x, reshapeTarget(x, shape)], {}, [{ shape, dtype: x.dtype }], ([dy]) => [
     reshape(dy!, x.shape),
   ]);
   return y;
+}
+
+/**
+ * Reshape's shape operand. In a graph for any length, its length-dependent dimensions are written
+ * as 0 (the input's own, where it has the same one at that axis) and at most one −1 (the rest),
+ * so the operand stays a constant and ONNX Runtime's shape inference keeps the rank and the
+ * static dimensions, which its fusions (MatMul + Add → Gemm among them) need; the operand is
+ * computed from the fed length only where that cannot say it.
+ */
+function reshapeTarget(x: Tensor, shape: Shape): Tensor {
+  const g = x.graph;
+  if (!g.anyLength || !shape.some(isLengthDim)) return g.ints([...shape]);
+  let inferred = false;
+  const written = shape.map((d, i) => {
+    if (!isLengthDim(d)) return d;
+    if (x.shape[i] === d) return 0;
+    if (inferred) return null;
+    inferred = true;
+    return -1;
+  });
+  return written.every((d) => d !== null) ? g.ints(written as number[]) : g.ints([...shape]);
 }
 
 export function transpose(x: Tensor, perm: number[]): Tensor {
@@ -220,8 +243,9 @@ export function reduceSum(x: Tensor, axes: number[], keepdims = false): Tensor {
 
 export function reduceMean(x: Tensor, axes: number[], keepdims = false): Tensor {
   axes = axes.map((a) => norm(a, x.rank));
-  const count = axes.reduce((n, a) => n * x.shape[a], 1);
-  return mul(reduceSum(x, axes, keepdims), 1 / count);
+  if (x.graph.anyLength && axes.some((a) => isLengthDim(x.shape[a]))) throw new Error('a mean over the length of a graph for any length');
+  const n = axes.reduce((k, a) => k * x.shape[a], 1);
+  return mul(reduceSum(x, axes, keepdims), 1 / n);
 }
 
 /** Sum of all elements, as a scalar. */
@@ -309,6 +333,17 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
 }
 
 // ---------------------------------------------------------------- non-differentiable helpers
+
+/**
+ * start, start + 1, …, end − 1 as int64 of `shape` (default [end − start]); in a graph for any
+ * length, an end that depends on the length is the fed one (ONNX Range).
+ */
+export function arange(g: Graph, start: number, end: number, shape: Shape = [end - start]): Tensor {
+  if (!g.anyLength || !isLengthDim(end)) return g.constant('int64', shape, Array.from({ length: end - start }, (_, i) => start + i));
+  const scalar = (v: number) => reshape(g.ints([v]), []);
+  const [r] = g.emit('Range', [scalar(start), scalar(end), scalar(1)], {}, [{ shape: [end - start], dtype: 'int64' }]);
+  return reshape(r, shape);
+}
 
 function compare(op: string, a: Tensor, b: Tensor): Tensor {
   return a.graph.emit(op, [a, b], {}, [{ shape: broadcastShapes(a.shape, b.shape), dtype: 'bool' }])[0];

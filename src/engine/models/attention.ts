@@ -12,7 +12,7 @@
 // stacks the G query heads of a k/v head as rows, [B, KV, G·Tq, hd]: grouped-query attention is
 // one product per k/v head, and K's and V's gradients come out summed over the group.
 
-import type { Graph, Tensor } from '../graph/ir.ts';
+import { isLengthDim, type Graph, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
 import { after } from '../graph/checkpoint.ts';
@@ -40,6 +40,8 @@ const TILE_SCORES = 2048 * 2048;
  * activations, and recomputing them (one more QKᵀ and softmax) measured 6–12% more CPU per 4 × 512 step.
  */
 export function defaultTiling(T: number): AttentionTiling {
+  // A graph for rows of any length has one tile: its blocks cannot follow a length it does not know.
+  if (isLengthDim(T)) return { queryBlock: T, keyBlock: T, keepProbabilities: true };
   if (T <= 4096) return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096, keepProbabilities: T <= 1024 };
   const queryBlock = Math.min(Math.ceil(T / 8), Math.sqrt(TILE_SCORES));
   const keyBlock = queryBlock * 2 ** Math.floor(Math.log2(TILE_SCORES / queryBlock ** 2));
@@ -89,8 +91,6 @@ function fewWidths(start: number, end: number, most: number, unit: number): [num
   return out;
 }
 
-const range = (start: number, end: number, shift = 0) => Array.from({ length: end - start }, (_, i) => start + i + shift);
-
 /**
  * Tiles for rows of T tokens: a query attends to keys at or before it and, with a sliding window
  * W, fewer than W positions back; with segment ids [B, T] (rows that pack several examples) only
@@ -120,11 +120,11 @@ export function attentionPlan(g: Graph, T: number, segmentIds: Tensor | null, sl
     const keys = chunks.map(([ks, ke]): KeyChunk => {
       const Tk = ke - ks;
       let visible = segmentIds ? sameSegment(segmentIds, qs, qe, ks, ke) : null;
-      const keyAt = g.constant('int64', [1, Tk], range(ks, ke));
+      const keyAt = op.arange(g, ks, ke, [1, Tk]);
       // Masks only where the tile crosses them: the diagonal (key after query), the window's edge.
-      if (ke - 1 > qs) visible = and(visible, op.less(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, 1))));
+      if (ke - 1 > qs) visible = and(visible, op.less(keyAt, op.arange(g, qs + 1, qe + 1, [Tq, 1])));
       if (slidingWindow && qe - 1 - ks >= slidingWindow) {
-        visible = and(visible, op.greater(keyAt, g.constant('int64', [Tq, 1], range(qs, qe, -slidingWindow))));
+        visible = and(visible, op.greater(keyAt, op.arange(g, qs - slidingWindow, qe - slidingWindow, [Tq, 1])));
       }
       return { start: ks, end: ke, visible };
     });

@@ -18,7 +18,7 @@
 import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
 import { loraAName, loraBName } from './lora.ts';
-import type { Graph, Tensor } from '../graph/ir.ts';
+import { isLengthDim, type Graph, type Tensor } from '../graph/ir.ts';
 import { halfToF32Table, type HalfDtype } from '../io/safetensors.ts';
 import * as op from '../graph/ops.ts';
 import { after, checkpoint } from '../graph/checkpoint.ts';
@@ -68,6 +68,8 @@ export interface LlamaOptions {
   attentionTiling?: AttentionTiling;
   /** The format of the frozen weights `weight` gives as raw 2-byte bits (uint16), if any. */
   halfDtype?: HalfDtype;
+  /** For a graph for rows of any length (ANY_LENGTH): the longest row it is fed, which RoPE's tables cover. */
+  longest?: number;
 }
 
 /** The weight the LM head reads: it stays f32 (every token chunk reads all of it, forward and backward). */
@@ -272,10 +274,12 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   // RoPE tables per position, [B, 1, 1, T, hd]; q's carry the scale of the attention scores
   // (1/√hd; RoPE is linear), so neither q (T·hd) nor the scores (T·T) need a separate scaling.
   // Global and local layers (Gemma 3) each have theirs, built once and shared by their layers.
+  const positions = isLengthDim(T) ? opts.longest : T;
+  if (positions === undefined) throw new Error('a graph for rows of any length needs the longest row it is fed (LlamaOptions.longest)');
   const ropeFor = memo((local: boolean) => {
-    const tables = ropeTables(cfg, T, local);
+    const tables = ropeTables(cfg, positions, local);
     const perPosition = (table: Float64Array, scale = 1) =>
-      op.reshape(op.gather(g.constant(g.float, [T, hd], table.map((v) => v * scale)), inputs.positionIds), [B, 1, 1, T, hd]);
+      op.reshape(op.gather(g.constant(g.float, [positions, hd], table.map((v) => v * scale)), inputs.positionIds), [B, 1, 1, T, hd]);
     const sin = signedSin(tables.sin, hd, ropeDim(cfg));
     const scale = attentionScale(cfg);
     return { cosK: perPosition(tables.cos), sinK: perPosition(sin), cosQ: perPosition(tables.cos, scale), sinQ: perPosition(sin, scale) };

@@ -3,7 +3,7 @@
 // Per-step feeds (batch, trainable tensors, gradients being accumulated) are wrapped fresh each run.
 
 import * as ort from 'onnxruntime-node';
-import type { DType, Graph, Shape } from '../graph/ir.ts';
+import { isLengthDim, lengthTerms, type DType, type Graph, type Shape } from '../graph/ir.ts';
 import { toOnnx } from '../graph/onnx.ts';
 
 export type HostArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
@@ -23,6 +23,20 @@ export interface SessionSettings {
 }
 
 const ORT_TYPE: Record<DType, ort.Tensor.Type> = { float32: 'float32', float64: 'float64', int64: 'int64', int32: 'int32', uint16: 'uint16', bool: 'bool' };
+
+/**
+ * An input's shape for `length` values: its declared one, with a graph for any length's
+ * length-dependent dimension (a·T + b, see ANY_LENGTH) solved for the fed T.
+ */
+function fedShape(name: string, shape: Shape, length: number): number[] {
+  const at = shape.findIndex(isLengthDim);
+  if (at < 0) return [...shape];
+  const rest = shape.reduce((n, d, i) => (i === at ? n : n * d), 1);
+  const { a, b } = lengthTerms(shape[at]);
+  const T = (length / rest - b) / a;
+  if (!Number.isInteger(T) || T < 1) throw new Error(`input ${name}: ${length} values do not fit [${shape.map((d, i) => (i === at ? 'T' : d))}]`);
+  return shape.map((d, i) => (i === at ? a * T + b : d));
+}
 
 export class CompiledGraph {
   private readonly resident = new Map<string, ort.Tensor>();
@@ -59,7 +73,7 @@ export class CompiledGraph {
   private tensor(name: string, data: HostArray): ort.Tensor {
     const info = this.inputs.get(name);
     if (!info) throw new Error(`graph has no input ${name}`);
-    return new ort.Tensor(ORT_TYPE[info.dtype], data as never, [...info.shape]);
+    return new ort.Tensor(ORT_TYPE[info.dtype], data as never, fedShape(name, info.shape, data.length));
   }
 
   /** Keeps `data` as input `name` for every later run (no per-step copy). */

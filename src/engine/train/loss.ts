@@ -7,7 +7,7 @@
 // The loss is returned as a weighted *sum*; the step divides by the whole batch's weight (fed as a
 // scalar), so micro-batches of a gradient-accumulation step add up to the exact batch mean.
 
-import type { Tensor } from '../graph/ir.ts';
+import { isLengthDim, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
 import { after } from '../graph/checkpoint.ts';
@@ -39,10 +39,11 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
   const throughCap = (dlogits: Tensor, logits: Tensor) =>
     softcap === null ? dlogits : op.mul(dlogits, op.sub(g.scalar(1), op.mul(op.mul(logits, logits), 1 / (softcap * softcap))));
   const [N] = labels.shape;
-  const sizes = Array.from({ length: Math.ceil(N / chunkRows) }, (_, c) => Math.min(chunkRows, N - c * chunkRows));
+  // A graph for rows of any length is fed rows no longer than one chunk (see anyLengthLimit in step.ts).
+  const sizes = isLengthDim(N) ? [N] : Array.from({ length: Math.ceil(N / chunkRows) }, (_, c) => Math.min(chunkRows, N - c * chunkRows));
   const hs = op.split(hidden, sizes, 0);
   const idxs = op.split(op.reshape(labels, [N, 1]), sizes, 0);
-  const minusOnes = (rows: number) => g.constant(g.float, [rows, 1], new Array(rows).fill(-1));
+  const minusOnes = (rows: number) => op.expand(g.constant(g.float, [1, 1], [-1]), [rows, 1]);
   const rowMax = (x: Tensor) => g.emit('ReduceMax', [x, g.ints([1])], { keepdims: 1 }, [{ shape: [x.shape[0], 1], dtype: g.float }])[0];
   // exp(logp) − onehot(label), in place of a fresh [C, V] mask.
   const minusOnehot = (probs: Tensor, idx: Tensor) =>

@@ -173,7 +173,7 @@ export interface StepEstimate {
 
 /** The estimate for micro-batches of `shape` (a supervised step unless `objective` says otherwise). */
 export function estimateStep(setup: ModelSetup, shape: StepShape, matmulGflops: number, objective?: StepObjective): StepEstimate {
-  const cost = graphCost(buildStepGraph({ ...setup, float: 'float32' }, shape, 'gradient', objective));
+  const cost = graphCost(buildStepGraph({ ...setup, float: 'float32' }, shape, 'gradient', objective, true));
   const trainable = new Set(setup.trainable);
   const half = halfFrozen(setup);
   let frozen = 0, trained = 0;

@@ -8,9 +8,9 @@ import type { ModelConfig } from '../models/config.ts';
 import { ChatFormatter, type TokenizedExample } from '../data/chat-format.ts';
 import { loadTokenizer } from '../data/tokenizer.ts';
 import { tokenizeDataset, truncateDataset, type TokenizedDataset } from '../data/dataset.ts';
-import { bucketLength, buildBatch, chooseRowLengths, chunk, epochOrder, layoutStep, longestOf, rowLengthFor, toBigInt64 } from '../data/batching.ts';
+import { type Batch, bucketLength, buildBatch, chooseRowLengths, chunk, epochOrder, layoutStep, longestOf, rowLengthFor, toBigInt64 } from '../data/batching.ts';
 import type { MicroBatch } from './runner.ts';
-import type { StepShape } from './step.ts';
+import { anyLengthLimit, type StepShape } from './step.ts';
 import { EngineError, readingDataset } from '../errors.ts';
 
 /** Tokens per micro-batch: bounds activation memory; a step accumulates as many as it needs. */
@@ -102,20 +102,27 @@ export function trainingSchedule(spec: TrainSpec, cfg: ModelConfig, count: numbe
 /** Whether a micro-batch's rows pack several examples (else its step graph masks attention causally only). */
 const packs = (group: number[][]) => group.some((row) => row.length > 1);
 
+function microBatch(b: Batch, shape: StepShape): MicroBatch {
+  return {
+    shape,
+    inputIds: toBigInt64(b.inputIds),
+    positionIds: toBigInt64(b.positionIds),
+    segmentIds: toBigInt64(b.segmentIds),
+    labels: toBigInt64(b.targets),
+    lossWeights: b.lossWeights,
+  };
+}
+
 /** One step's examples as micro-batches of rows of `seqLen` tokens (layoutStep). */
 export function microBatches(examples: TokenizedExample[], seqLen: number, padId: number): MicroBatch[] {
   const { rows, microBatches } = layoutStep(examples.map((e) => e.ids.length), seqLen, TOKENS_PER_MICRO_BATCH);
-  return microBatches.map((group) => {
-    const b = buildBatch(examples, group, seqLen, padId);
-    return {
-      shape: { rows, seqLen, packs: packs(group) },
-      inputIds: toBigInt64(b.inputIds),
-      positionIds: toBigInt64(b.positionIds),
-      segmentIds: toBigInt64(b.segmentIds),
-      labels: toBigInt64(b.targets),
-      lossWeights: b.lossWeights,
-    };
-  });
+  return microBatches.map((group) => microBatch(buildBatch(examples, group, seqLen, padId), { rows, seqLen, packs: packs(group) }));
+}
+
+/** One example as a micro-batch for the step graph for any length: one row, exactly as long as the example. */
+export function anyLengthMicroBatch(example: TokenizedExample, padId: number): MicroBatch {
+  const seqLen = example.ids.length;
+  return microBatch(buildBatch([example], [[0]], seqLen, padId), { rows: 1, seqLen, packs: false, anyLength: true });
 }
 
 export interface Plan {
@@ -185,22 +192,30 @@ export function makePlan(spec: TrainSpec, cfg: ModelConfig, fits?: (shape: StepS
   const validExamples = (step?: number): TokenizedExample[] =>
     valid ? schedule.validationItems(valid.examples.length, step).map((i) => valid.examples[i]) : [];
 
-  // The row lengths are chosen for the training steps and one pass over the validation set (whose
-  // longest example every validation window's row then holds); then every shape the run will meet.
+  // A step of one example that the graph for any length takes runs that graph, unpadded. The row
+  // lengths of the others are chosen for the training steps and one pass over the validation set
+  // (whose longest example every validation window's row then holds); then every shape the run will meet.
   const lengthsOf = (examples: TokenizedExample[]) => examples.map((e) => e.ids.length);
+  const anyLength = (lengths: number[]) => lengths.length === 1 && lengths[0] <= anyLengthLimit(cfg);
   const steps = Array.from({ length: totalSteps }, (_, s) => lengthsOf(stepExamples(s)));
-  const rowLengths = chooseRowLengths([...steps, lengthsOf(validExamples())], context, TOKENS_PER_MICRO_BATCH, COMPILE_TOKENS);
+  const rowLengths = chooseRowLengths([...steps, lengthsOf(validExamples())].filter((l) => !anyLength(l)), context, TOKENS_PER_MICRO_BATCH, COMPILE_TOKENS);
   const seqLenOf = (lengths: number[]) => rowLengthFor(longestOf(lengths), rowLengths);
   const shapes = new Map<string, StepShape>();
   const windows = valid ? Array.from({ length: totalSteps }, (_, s) => lengthsOf(validExamples(s))) : [];
   for (const lengths of [...steps, ...windows, lengthsOf(validExamples())].filter((l) => l.length > 0)) {
+    if (anyLength(lengths)) {
+      // One entry, at the longest row it will be fed (what memory is checked at).
+      shapes.set('any', { rows: 1, seqLen: Math.max(lengths[0], shapes.get('any')?.seqLen ?? 0), packs: false, anyLength: true });
+      continue;
+    }
     const { rows, seqLen, microBatches } = layoutStep(lengths, seqLenOf(lengths), TOKENS_PER_MICRO_BATCH);
     for (const group of microBatches) shapes.set(`${rows}×${seqLen} ${packs(group)}`, { rows, seqLen, packs: packs(group) });
   }
   // Among equal sizes the packed graph is the largest: it masks every tile.
   const met = [...shapes.values()].sort((a, b) => a.seqLen - b.seqLen || a.rows - b.rows || Number(a.packs) - Number(b.packs));
   const largestShape = met.reduce((a, b) => (b.rows * b.seqLen > a.rows * a.seqLen || (b.rows * b.seqLen === a.rows * a.seqLen && b.seqLen >= a.seqLen) ? b : a));
-  const batchesOf = (examples: TokenizedExample[]) => microBatches(examples, seqLenOf(lengthsOf(examples)), padId);
+  const batchesOf = (examples: TokenizedExample[]) =>
+    anyLength(lengthsOf(examples)) ? [anyLengthMicroBatch(examples[0], padId)] : microBatches(examples, seqLenOf(lengthsOf(examples)), padId);
 
   return {
     context, largestShape, shapes: met, stepsPerEpoch, totalSteps, padId, train, valid, lr,

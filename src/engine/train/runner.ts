@@ -82,7 +82,7 @@ export function microBatchFeeds(b: MicroBatch): Record<string, HostArray> {
   };
 }
 
-const shapeKey = (kind: StepKind, s: StepShape) => `${kind} ${s.rows}×${s.seqLen}${s.packs === false ? ' unpacked' : ''}`;
+const shapeKey = (kind: StepKind, s: StepShape) => (s.anyLength ? `${kind} any length` : `${kind} ${s.rows}×${s.seqLen}${s.packs === false ? ' unpacked' : ''}`);
 
 export class StepRunner {
   /** By kind and shape: a job whose steps have a few row lengths keeps a few sessions. */

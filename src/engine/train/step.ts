@@ -4,14 +4,14 @@
 // Gradients are of Σ w·nll / W_batch with W_batch fed per step, so the micro-batches of an
 // accumulated step sum to the batch mean.
 
-import { Graph, type FloatType, type Tensor } from '../graph/ir.ts';
+import { ANY_LENGTH, Graph, type FloatType, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { gradients } from '../graph/autodiff.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { headWeightName, llamaHidden, type LmHead, llamaInputs } from '../models/llama.ts';
 import type { HalfDtype } from '../io/safetensors.ts';
 import type { LoraModule, LoraSpec } from '../models/lora.ts';
-import { crossEntropyTerms } from './loss.ts';
+import { crossEntropyTerms, headChunkRows } from './loss.ts';
 
 export interface StepShape {
   /** Rows (sequences) per micro-batch. */
@@ -23,6 +23,21 @@ export interface StepShape {
    * segment_ids input (see attentionPlan), and computes the same loss and gradients.
    */
   packs?: boolean;
+  /**
+   * One unpacked row of any length up to anyLengthLimit, seqLen being this micro-batch's: every
+   * such micro-batch runs one graph built for any length (ANY_LENGTH in graph/ir.ts), so a job
+   * whose steps are single examples compiles once and pads nothing.
+   */
+  anyLength?: boolean;
+}
+
+/**
+ * The longest row a graph for any length takes: its attention is one tile (probabilities kept,
+ * [heads·T, T] a layer) and its head one chunk of logits (headChunkRows), which bound it; longer
+ * rows run fixed-length graphs, whose compile their rows' length amortises.
+ */
+export function anyLengthLimit(cfg: ModelConfig): number {
+  return Math.min(512, headChunkRows(cfg.vocabSize));
 }
 
 export interface ModelSetup {
@@ -102,15 +117,20 @@ export const supervisedObjective: StepObjective = (g, head, labels, lossWeights)
   return terms.weightedNll;
 };
 
-export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKind, objective: StepObjective = supervisedObjective): Graph {
+/** With `atLongest`, an any-length shape is built at its seqLen instead (what the memory estimate runs on paper). */
+export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKind, objective: StepObjective = supervisedObjective, atLongest = false): Graph {
   const g = new Graph(setup.float ?? 'float32');
   const shapeOf = (n: string) => setup.shapes.get(n)!;
   const slots = trainableSlots(setup);
   const slotInputs = slots.map((s) => g.input(s.name, s.shape));
 
-  const { rows: B, seqLen: T } = shape;
+  const B = shape.rows;
+  const T = shape.anyLength && !atLongest ? ANY_LENGTH : shape.seqLen;
+  if (shape.anyLength && (B !== 1 || shape.packs || shape.seqLen > anyLengthLimit(setup.cfg))) {
+    throw new Error(`a graph for any length takes one unpacked row of at most ${anyLengthLimit(setup.cfg)} tokens, not ${B} × ${shape.seqLen}`);
+  }
   const N = B * T;
-  const inputs = llamaInputs(g, B, T, shape.packs ?? true);
+  const inputs = llamaInputs(g, B, T, !shape.anyLength && (shape.packs ?? true));
   const labels = g.input('labels', [N], 'int64');
   const lossWeights = g.input('loss_weights', [N]);
 
@@ -138,6 +158,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
       : undefined,
     recompute: kind === 'eval' ? 0 : setup.recompute,
     halfDtype: setup.frozenDtype,
+    ...(shape.anyLength ? { attentionTiling: { queryBlock: T, keyBlock: T, keepProbabilities: true }, longest: anyLengthLimit(setup.cfg) } : {}),
   });
   const lossSum = objective(g, head, labels, lossWeights, kind);
   if (kind === 'eval') return g;

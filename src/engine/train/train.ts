@@ -41,7 +41,7 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   // allocations let them share one heap instead (the same step time within noise at 1 × 384, README bench:job).
   const sessionSettings = { enableCpuMemArena: plan.shapes.length === 1 };
   const runner = new StepRunner(setup, plan.largestShape, frozen, state, adamwSettings(spec), sessionSettings);
-  const shapes = [...new Set(plan.shapes.map((s) => `${s.rows} × ${s.seqLen}`))].join(', ');
+  const shapes = [...new Set(plan.shapes.map((s) => (s.anyLength ? `1 × any length up to ${s.seqLen}` : `${s.rows} × ${s.seqLen}`)))].join(', ');
   await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, micro-batches of ${shapes} tokens, ${plan.train.targetTokenCount} target tokens per epoch, ${setup.trainable.length} trainable tensors` });
 
   const { metrics, finalDir, steps } = await runTrainingLoop({

@@ -55,6 +55,14 @@ test("a plan without context_length trains at the model's context, cut where mem
   // Its row: its length rounded up to 32, a row length of its own (the memory check asked about the ladder's 6144).
   assert.deepEqual([roomy.context, roomy.train.truncatedCount, roomy.largestShape], [8192, 0, { rows: 1, seqLen: Math.ceil(longLength / 32) * 32, packs: false }]);
   assert.equal(roomy.train.tokenCount > longLength, true);
+  // The short examples, one a step, run the graph for any length, each in a row exactly its own length.
+  const shortest = Math.min(...roomy.train.examples.map((e) => e.ids.length));
+  const secondLongest = [...roomy.train.examples].map((e) => e.ids.length).sort((a, b) => b - a)[1];
+  assert.deepEqual(roomy.shapes, [{ rows: 1, seqLen: secondLongest, packs: false, anyLength: true }, roomy.largestShape]);
+  const batches = Array.from({ length: roomy.totalSteps }, (_, s) => roomy.microBatches(s)).flat();
+  const unpadded = batches.filter((b) => b.shape?.anyLength);
+  assert.equal(unpadded.length, 11);
+  for (const b of unpadded) assert.ok(b.inputIds.length === b.shape!.seqLen && b.shape!.seqLen >= shortest && b.lossWeights.some((w) => w > 0));
 
   const tight = makePlan(spec(), config, (s) => s.rows * s.seqLen <= 4096);
   assert.deepEqual([tight.context, tight.train.truncatedCount, tight.largestShape], [4096, 1, { rows: 1, seqLen: 4096, packs: false }]);
