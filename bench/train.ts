@@ -2,9 +2,9 @@
 //   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
 //                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
 //                          [--recompute on|off|auto|N] [--memory-limit-gb G] [--dtype f32|bf16]
-// --recompute auto (default) asks the memory estimate, as a job does, for the fewest recomputed
-// layers that fit --memory-limit-gb (default: 90% of this machine's memory); on = every layer,
-// off = none, N = the first N. --steps 0 runs the warm-up step only (peak RSS).
+// --recompute auto (default) asks the memory estimate, as a job does, for the least recomputation
+// (MLPs first, then whole layers: recomputeLevel) that fits --memory-limit-gb (default: 90% of this
+// machine's memory); on = every layer, off = none, N = the first N layers whole. --steps 0 runs the warm-up step only (peak RSS).
 // --dtype bf16: the random weights rounded to bf16, frozen ones kept as a bf16 checkpoint's are
 // (2 bytes a value, widened in the step graph); trainable ones stay f32.
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
@@ -22,7 +22,7 @@ import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
 import { SeededRandom } from '../src/engine/data/random.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
-import { autoRecompute, estimateStep, measureMatmulGflops } from '../src/engine/train/memory-estimate.ts';
+import { autoRecompute, estimateStep, measureMatmulGflops, recomputeLevel } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
@@ -66,14 +66,14 @@ const limitBytes = num('memory-limit-gb', (0.9 * os.totalmem()) / 1e9) * 1e9;
 // One example per row, no padding: a job whose rows never pack runs the unpacked step graph.
 const stepShape = { rows: B, seqLen: T, packs: false };
 let estimates = 0;
-const estimateWith = (recompute: number) => {
+const estimateWith = (level: number) => {
   estimates++;
-  return estimateStep({ ...modelOnly, recompute }, stepShape, 1);
+  return estimateStep({ ...modelOnly, ...recomputeLevel(level, L) }, stepShape, 1);
 };
 const choosing = performance.now();
-const setup = { ...modelOnly, recompute: fixed ?? autoRecompute(estimateWith, L, limitBytes) };
+const setup = { ...modelOnly, ...(fixed === undefined ? recomputeLevel(autoRecompute(estimateWith, 2 * L, limitBytes), L) : { recompute: fixed, recomputeMlp: 0 }) };
 const chose = policy === 'auto' ? `, chosen by ${estimates} estimates in ${((performance.now() - choosing) / 1000).toFixed(1)} s` : '';
-console.log(`recompute=${setup.recompute} of ${L} layers (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype}`);
+console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype}`);
 const half = halfFrozen(setup);
 const base = new Map<string, FrozenValues>();
 // Written straight into the arrays the runner keeps: no f32 garbage left for V8 to collect late.

@@ -12,7 +12,7 @@
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
 // layer. With `recompute`, that many decoder layers keep only their input and recompute the rest in
-// the backward (graph/checkpoint.ts). Frozen weights may come as a checkpoint's 2-byte floats (raw bits),
+// the backward (graph/checkpoint.ts); with `recomputeMlp`, that many more do so for their MLP only. Frozen weights may come as a checkpoint's 2-byte floats (raw bits),
 // widened to f32 for each use only (widen, frozenProduct).
 
 import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
@@ -64,6 +64,13 @@ export interface LlamaOptions {
    * freed their activations, where a recomputed top layer's copy would come on top of all of them.
    */
   recompute?: number;
+  /**
+   * How many decoder layers after those recompute only their MLP (norm, gate, up, SwiGLU) in the
+   * backward, keeping its input (default 0): of a layer's activations the MLP's are most of the
+   * memory (at SmolLM2-135M's shape 94 of 147 MB at T = 4096) and the cheapest to recompute (two
+   * products, no attention).
+   */
+  recomputeMlp?: number;
   /** Attention tiles (default: defaultTiling in attention.ts). */
   attentionTiling?: AttentionTiling;
   /** The format of the frozen weights `weight` gives as raw 2-byte bits (uint16), if any. */
@@ -296,6 +303,7 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   let x = op.reshape(embedded.dtype === 'uint16' ? widen([embedded], halfDtype()) : embedded, [N, D]);
   if (cfg.scaleEmbeddings) x = op.mul(x, Math.sqrt(D));
 
+  const recomputed = opts.recompute ?? 0;
   const layer = (l: number, x: Tensor): Tensor => {
     const p = `model.layers.${l}`;
     const { cosQ, sinQ, cosK, sinK } = ropeFor(usesLocalRope(cfg, l));
@@ -321,8 +329,13 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     let attended = linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0];
     if (cfg.sandwichNorms) attended = norm(attended, `${p}.post_attention_layernorm.weight`, D);
     x = op.add(x, attended);
-    // --- gated MLP (SwiGLU, or GELU-tanh for Gemma)
-    h = norm(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`, D);
+    const recomputesMlp = l >= recomputed && l < recomputed + (opts.recomputeMlp ?? 0);
+    return op.add(x, recomputesMlp ? checkpoint(x, mlp(l)) : mlp(l)(x));
+  };
+  // --- gated MLP (SwiGLU, or GELU-tanh for Gemma): what the layer adds to x
+  const mlp = (l: number) => (x: Tensor): Tensor => {
+    const p = `model.layers.${l}`;
+    const h = norm(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`, D);
     // gate and up are two products, not one stacked: on the SmolLM2-135M shape the stacked
     // [N, 2·I] product, its split and its gradient’s concat measured 3–15% slower (q|k|v, with
     // thin k and v, runs as fast stacked as apart, in fewer nodes).
@@ -333,11 +346,11 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const gated = cfg.hiddenActivation === 'gelu_tanh' ? op.mul(op.geluTanh(gate), up) : swiglu(gate, up);
     let [down] = linears(gated, I, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
     if (cfg.sandwichNorms) down = norm(down, `${p}.post_feedforward_layernorm.weight`, D);
-    return op.add(x, down);
+    return down;
   };
   // Tables and plans are built here, outside the layers (a recomputed layer must not own them).
   for (let l = 0; l < cfg.numLayers; l++) [ropeFor(usesLocalRope(cfg, l)), planFor(layerWindow(cfg, l))];
-  for (let l = 0; l < cfg.numLayers; l++) x = l < (opts.recompute ?? 0) ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
+  for (let l = 0; l < cfg.numLayers; l++) x = l < recomputed ? checkpoint(x, (xIn) => layer(l, xIn)) : layer(l, x);
 
   const hidden = norm(x, 'model.norm.weight', D);
   const weight = cfg.tieWordEmbeddings ? embed : W('lm_head.weight', [cfg.vocabSize, D]);

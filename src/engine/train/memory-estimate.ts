@@ -219,15 +219,25 @@ export async function measureMatmulGflops(threads = 2): Promise<number> {
 export const AUTO_RECOMPUTE_MARGIN = 1.1;
 
 /**
- * How many decoder layers to recompute for 'auto': the fewest of 0…numLayers whose step's estimate,
- * with AUTO_RECOMPUTE_MARGIN, fits `limitBytes` (all of them when none does: the memory check then
- * decides whether the job can run). The peak falls as layers are added, so bisection finds it in
- * 1 + ⌈log₂ numLayers⌉ estimates, each a step graph built and run on paper.
+ * Recomputation plans, from the least memory saved to the most: at level ℓ ≤ L (L decoder layers)
+ * the first ℓ layers recompute their MLP only (two products and the SwiGLU, most of a layer's
+ * activations for a fraction of its work); past L, the first ℓ − L layers recompute everything and
+ * the others their MLP. Level 2L recomputes every layer.
  */
-export function autoRecompute(estimateWith: (layers: number) => StepEstimate, numLayers: number, limitBytes: number): number {
-  const fits = (layers: number) => estimateWith(layers).peakBytes * AUTO_RECOMPUTE_MARGIN <= limitBytes;
+export function recomputeLevel(level: number, numLayers: number): { recompute: number; recomputeMlp: number } {
+  return level <= numLayers ? { recompute: 0, recomputeMlp: level } : { recompute: level - numLayers, recomputeMlp: 2 * numLayers - level };
+}
+
+/**
+ * The recomputation level (recomputeLevel) for 'auto': the lowest of 0…levels whose step's
+ * estimate, with AUTO_RECOMPUTE_MARGIN, fits `limitBytes` (the highest when none does: the memory
+ * check then decides whether the job can run). The peak falls as the level rises, so bisection
+ * finds it in 1 + ⌈log₂ levels⌉ estimates, each a step graph built and run on paper.
+ */
+export function autoRecompute(estimateWith: (level: number) => StepEstimate, levels: number, limitBytes: number): number {
+  const fits = (level: number) => estimateWith(level).peakBytes * AUTO_RECOMPUTE_MARGIN <= limitBytes;
   if (fits(0)) return 0;
-  let [over, fitting] = [0, numLayers]; // `over` does not fit; `fitting` does, or is every layer
+  let [over, fitting] = [0, levels]; // `over` does not fit; `fitting` does, or is the highest level
   while (fitting - over > 1) {
     const mid = (over + fitting) >> 1;
     if (fits(mid)) fitting = mid;
@@ -270,18 +280,19 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
 }
 
 /**
- * The setup with the recomputed layers decided by spec.recompute ('auto': the fewest that make the
- * step fit the memory limit; 'on': all; 'off': none), checked against that limit when the spec sets one.
+ * The setup with the recomputation decided by spec.recompute ('auto': the lowest level of
+ * recomputeLevel that makes the step fit the memory limit; 'on': every layer whole; 'off': none),
+ * checked against that limit when the spec sets one.
  */
 export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): ModelSetup {
   const limit = spec.memoryLimitBytes;
   const policy = spec.recompute ?? 'auto';
   const layers = setup.cfg.numLayers;
-  const recompute =
+  const level =
     policy === 'auto'
-      ? limit === undefined ? 0 : autoRecompute((k) => estimateStep({ ...setup, recompute: k }, shape, 1, objective), layers, limit)
-      : policy === 'on' ? layers : 0;
-  const decided = { ...setup, recompute };
+      ? limit === undefined ? 0 : autoRecompute((l) => estimateStep({ ...setup, ...recomputeLevel(l, layers) }, shape, 1, objective), 2 * layers, limit)
+      : policy === 'on' ? 2 * layers : 0;
+  const decided = { ...setup, ...recomputeLevel(level, layers) };
   if (limit !== undefined) checkStepMemory(decided, shape, limit, objective);
   return decided;
 }

@@ -55,6 +55,8 @@ export interface ModelSetup {
   float?: FloatType;
   /** How many decoder layers (the first ones) recompute their activations in the backward instead of keeping them (llama.ts; default 0). */
   recompute?: number;
+  /** How many decoder layers after those recompute only their MLP (llama.ts; default 0). */
+  recomputeMlp?: number;
   /**
    * The frozen weights' stored 2-byte format: they are fed as raw bits (uint16 inputs, half of f32's
    * memory) and widened inside the graph where read (see halfFrozen). Absent: f32.
@@ -157,6 +159,7 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
         }
       : undefined,
     recompute: kind === 'eval' ? 0 : setup.recompute,
+    recomputeMlp: kind === 'eval' ? 0 : setup.recomputeMlp,
     halfDtype: setup.frozenDtype,
     ...(shape.anyLength ? { attentionTiling: { queryBlock: T, keyBlock: T, keepProbabilities: true }, longest: anyLengthLimit(setup.cfg) } : {}),
   });

@@ -1,7 +1,8 @@
 // Per-layer recomputation (graph/checkpoint.ts) changes what the step keeps, not what it computes:
 // the same loss and gradients (f64) with none, some (the first layers, a kept one after them) and
 // all of the layers recomputed — full fine-tuning and LoRA with dropout masks, GQA, packed rows, a
-// sliding window — and each recomputed layer really adds its copy to the graph.
+// sliding window — and each recomputed layer really adds its copy to the graph; the same for layers
+// that recompute their MLP only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildStepGraph, names, type ModelSetup } from '../../../src/engine/train/step.ts';
@@ -41,16 +42,27 @@ async function sameWithAndWithout(cfg: ModelConfig, lora: LoraSpec | null) {
     feeds[names.dropout(t.path)] = Float64Array.from({ length: N * t.inFeatures }, () => (r() < 0.2 ? 0 : 1.25));
   }
   const off = await stepOutputs({ ...setup, recompute: 0 }, feeds);
+  const same = (on: Awaited<ReturnType<typeof stepOutputs>>, what: string) => {
+    for (const key of ['loss_sum', ...setup.trainable.map(names.grad)]) {
+      const [a, b] = [off.out[key] as Float64Array, on.out[key] as Float64Array];
+      assert.ok(a.some((x) => x !== 0), `${key} is not all zeros`);
+      a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) <= 1e-12 * Math.max(1, Math.abs(x)), `${key}[${i}]: ${x} without, ${b[i]} with ${what}`));
+    }
+  };
   let nodes = off.nodes;
   for (let layers = 1; layers <= cfg.numLayers; layers++) {
     const on = await stepOutputs({ ...setup, recompute: layers }, feeds);
     assert.ok(on.nodes > nodes, `recomputing ${layers} layers adds a copy to ${layers - 1} (${on.nodes} nodes vs ${nodes})`);
     nodes = on.nodes;
-    for (const key of ['loss_sum', ...setup.trainable.map(names.grad)]) {
-      const [a, b] = [off.out[key] as Float64Array, on.out[key] as Float64Array];
-      assert.ok(a.some((x) => x !== 0), `${key} is not all zeros`);
-      a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) <= 1e-12 * Math.max(1, Math.abs(x)), `${key}[${i}]: ${x} without, ${b[i]} with ${layers} of ${cfg.numLayers} layers recomputed`));
-    }
+    same(on, `${layers} of ${cfg.numLayers} layers recomputed`);
+  }
+  // Only the MLP of the first layers, or of those after fully recomputed ones.
+  let mlpNodes = off.nodes;
+  for (const [layers, mlps] of [[0, 1], [0, cfg.numLayers], [1, cfg.numLayers - 1]]) {
+    const on = await stepOutputs({ ...setup, recompute: layers, recomputeMlp: mlps }, feeds);
+    if (layers === 0) assert.ok(on.nodes > mlpNodes, `recomputing ${mlps} MLPs adds their copies (${on.nodes} nodes vs ${mlpNodes})`);
+    mlpNodes = on.nodes;
+    same(on, `${layers} layers and ${mlps} more MLPs recomputed`);
   }
 }
 
