@@ -1,6 +1,6 @@
 // Ops: each function emits its forward ONNX node(s) and attaches its backward rule right beside it.
 // Backward rules are written with these same ops, so gradients are ordinary graph nodes.
-// Everything is static-shaped; broadcasting follows ONNX/numpy rules and gradients of broadcast
+// Everything is static-shaped (a graph for any length aside: see ANY_LENGTH in ir.ts); broadcasting follows ONNX/numpy rules and gradients of broadcast
 // operands are reduced back to the operand's shape by `unbroadcast`.
 
 import { type DType, type Graph, type Shape, Tensor, isFloat, isLengthDim, sameShape } from './ir.ts';

@@ -12,8 +12,9 @@
 // Activations are kept as [N = B·T, features] so every projection is one 2-D MatMul; attention
 // is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
 // layer. With `recompute`, that many decoder layers keep only their input and recompute the rest in
-// the backward (graph/checkpoint.ts); with `recomputeMlp`, that many more do so for their MLP only. Frozen weights may come as a checkpoint's 2-byte floats (raw bits),
-// widened to f32 for each use only (widen, frozenProduct).
+// the backward (graph/checkpoint.ts); with `recomputeMlp`, that many more do so for their MLP only.
+// Frozen weights may come as a checkpoint's 2-byte floats (raw bits), widened to f32 for each use
+// only (widen, frozenProduct).
 
 import { attentionScale, layerWindow, ropeDim, usesLocalRope, usesRope, type ModelConfig } from './config.ts';
 import type { LoraSpec } from './lora.ts';
