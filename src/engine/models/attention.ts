@@ -29,6 +29,9 @@ export interface AttentionTiling {
 /** Past T = 4096, most scores in a tile per row and head, Tq·Tk: 2048² (151 MB at SmolLM2-135M's 9 heads). */
 const TILE_SCORES = 2048 * 2048;
 
+/** Rows of T tokens as one tile, its probabilities kept: a graph for rows of any length (its blocks cannot follow a length it does not know). */
+export const oneTile = (T: number): AttentionTiling => ({ queryBlock: T, keyBlock: T, keepProbabilities: true });
+
 /**
  * 4 query blocks up to T = 2048 (at T = 512 the scheme tuned before tiling: 10/16 of the scores
  * computed, big enough products), then blocks of 512 queries up to T = 4096, so the masked-out
@@ -40,8 +43,7 @@ const TILE_SCORES = 2048 * 2048;
  * activations, and recomputing them (one more QKᵀ and softmax) measured 6–12% more CPU per 4 × 512 step.
  */
 export function defaultTiling(T: number): AttentionTiling {
-  // A graph for rows of any length has one tile: its blocks cannot follow a length it does not know.
-  if (isLengthDim(T)) return { queryBlock: T, keyBlock: T, keepProbabilities: true };
+  if (isLengthDim(T)) return oneTile(T);
   if (T <= 4096) return { queryBlock: Math.min(Math.ceil(T / 4), 512), keyBlock: 4096, keepProbabilities: T <= 1024 };
   const queryBlock = Math.min(Math.ceil(T / 8), Math.sqrt(TILE_SCORES));
   const keyBlock = queryBlock * 2 ** Math.floor(Math.log2(TILE_SCORES / queryBlock ** 2));

@@ -9,6 +9,7 @@ import * as op from '../graph/ops.ts';
 import { gradients } from '../graph/autodiff.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { headWeightName, llamaHidden, type LmHead, llamaInputs } from '../models/llama.ts';
+import { oneTile } from '../models/attention.ts';
 import type { HalfDtype } from '../io/safetensors.ts';
 import type { LoraModule, LoraSpec } from '../models/lora.ts';
 import { crossEntropyTerms, headChunkRows } from './loss.ts';
@@ -161,7 +162,8 @@ export function buildStepGraph(setup: ModelSetup, shape: StepShape, kind: StepKi
     recompute: kind === 'eval' ? 0 : setup.recompute,
     recomputeMlp: kind === 'eval' ? 0 : setup.recomputeMlp,
     halfDtype: setup.frozenDtype,
-    ...(shape.anyLength ? { attentionTiling: { queryBlock: T, keyBlock: T, keepProbabilities: true }, longest: anyLengthLimit(setup.cfg) } : {}),
+    // Built at its longest row for the estimate, the graph for any length keeps its one tile.
+    ...(shape.anyLength ? { attentionTiling: oneTile(T), longest: anyLengthLimit(setup.cfg) } : {}),
   });
   const lossSum = objective(g, head, labels, lossWeights, kind);
   if (kind === 'eval') return g;
