@@ -1,7 +1,7 @@
 // Training-step throughput on a Llama-shaped model with random weights (default: SmolLM2-135M).
 //   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
 //                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
-//                          [--recompute on|off|auto|N] [--memory-limit-gb G] [--dtype f32|bf16]
+//                          [--recompute on|off|auto|N] [--memory-limit-gb G] [--dtype f32|bf16] [--any-length]
 // --recompute auto (default) asks the memory estimate, as a job does, for the least recomputation
 // (MLPs first, then whole layers: recomputeLevel) that fits --memory-limit-gb (default: 90% of this
 // machine's memory); on = every layer, off = none, N = the first N layers whole. --steps 0 runs the warm-up step only (peak RSS).
@@ -32,11 +32,14 @@ if (process.env.GLIBC_TUNABLES === undefined) {
   process.exit(spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env }).status ?? 1);
 }
 
-const { values: a } = parseArgs({
-  options: Object.fromEntries(
-    ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb', 'dtype'].map((k) => [k, { type: 'string' as const }]),
-  ),
-});
+const a = parseArgs({
+  options: {
+    ...Object.fromEntries(
+      ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb', 'dtype'].map((k) => [k, { type: 'string' as const }]),
+    ),
+    'any-length': { type: 'boolean' as const },
+  },
+}).values as Record<string, string | boolean | undefined>;
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
 const mode = (a.mode as string | undefined) ?? 'lora';
 const [L, D, I, H, KV, V, T, B, R, steps] = [
@@ -63,8 +66,10 @@ const policy = (a.recompute as string | undefined) ?? 'auto';
 const fixed = policy === 'on' ? L : policy === 'off' ? 0 : /^\d+$/.test(policy) && Number(policy) <= L ? Number(policy) : undefined;
 if (policy !== 'auto' && fixed === undefined) throw new Error(`--recompute must be on, off, auto or a number of layers 0…${L}, got ${policy}`);
 const limitBytes = num('memory-limit-gb', (0.9 * os.totalmem()) / 1e9) * 1e9;
-// One example per row, no padding: a job whose rows never pack runs the unpacked step graph.
-const stepShape = { rows: B, seqLen: T, packs: false };
+// One example per row, no padding: a job whose rows never pack runs the unpacked step graph;
+// --any-length runs the graph a job's one-example steps run (any length up to anyLengthLimit) at --seq.
+const stepShape = a['any-length'] ? { rows: 1, seqLen: T, packs: false, anyLength: true } : { rows: B, seqLen: T, packs: false };
+if (a['any-length'] && B !== 1) throw new Error('--any-length takes one row: --batch 1');
 let estimates = 0;
 const estimateWith = (level: number) => {
   estimates++;

@@ -13,6 +13,8 @@
 // is one op with its own backward over tiles of queries × keys (attention.ts), keeping O(T) per
 // layer. With `recompute`, that many decoder layers keep only their input and recompute the rest in
 // the backward (graph/checkpoint.ts); with `recomputeMlp`, that many more do so for their MLP only.
+// Under LoRA the adapters' inputs (norm outputs, attention context, SwiGLU output) are recomputed
+// for their gradients from what the layer keeps anyway, not kept themselves (loraDown).
 // Frozen weights may come as a checkpoint's 2-byte floats (raw bits), widened to f32 for each use
 // only (widen, frozenProduct).
 
@@ -68,8 +70,8 @@ export interface LlamaOptions {
   /**
    * How many decoder layers after those recompute only their MLP (norm, gate, up, SwiGLU) in the
    * backward, keeping its input (default 0): of a layer's activations the MLP's are most of the
-   * memory (at SmolLM2-135M's shape 94 of 147 MB at T = 4096) and the cheapest to recompute (two
-   * products, no attention).
+   * memory (LoRA at SmolLM2-135M's shape, by the memory estimate: 56 of 97 MB at T = 4096) and the
+   * cheapest to recompute (two products, no attention).
    */
   recomputeMlp?: number;
   /** Attention tiles (default: defaultTiling in attention.ts). */
@@ -166,16 +168,32 @@ export function ropeTables(cfg: ModelConfig, T: number, local = false): { cos: F
 /**
  * x / √(mean(x²) + ε) · w over the last axis. Its backward is written out (like softmax's): with
  * x̂ = x·r, r = 1/√(mean(x²) + ε) and d the gradient of x̂, dx = r·(d − x̂·mean(d ⊙ x̂)), which
- * needs only [N, 1] broadcasts where the op-by-op rules materialised [N, D] expansions.
+ * needs only [N, 1] broadcasts where the op-by-op rules materialised [N, D] expansions. The
+ * backward multiplies x̂ out again from x and r: x is what a LoRA layer keeps anyway to recompute
+ * the norm's output (see loraDown), so x̂ is not kept beside it.
  */
 export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const fixed = op.stopGradient(x);
   const r = op.reciprocal(op.sqrt(op.add(op.reduceMean(op.mul(fixed, fixed), [-1], true), eps)));
-  const [normed] = x.graph.emit('Mul', [x, r], {}, [{ shape: x.shape, dtype: x.dtype }], ([d]) => [
-    op.mul(r, op.sub(d!, op.mul(normed, op.reduceMean(op.mul(d!, normed), [-1], true)))),
-    null,
-  ]);
+  const [normed] = x.graph.emit('Mul', [x, r], {}, [{ shape: x.shape, dtype: x.dtype }], ([d]) => {
+    const again = op.mul(after(x, [d!]), r); // a new node: ORT's CSE would hand back the forward's x̂
+    return [op.mul(r, op.sub(d!, op.mul(again, op.reduceMean(op.mul(d!, again), [-1], true)))), null];
+  });
   return op.mul(normed, w);
+}
+
+/**
+ * x·aᵀ, LoRA's down-projection of a frozen product's input x, whose backward reads x from
+ * `again(dy)` instead of keeping it. The inputs adapted are a norm's output, the attention's
+ * context and SwiGLU's: each is cheap to recompute from tensors the layer keeps anyway (the
+ * residual stream, the attention output, gate and up), and with frozen weights nothing else keeps
+ * them. At SmolLM2-135M's shape that is 60 of a layer's 157 MB at T = 4096 (memory estimate).
+ */
+export function loraDown(x: Tensor, a: Tensor, again: (dep: Tensor) => Tensor): Tensor {
+  return customGradient(op.matmul(x, op.T(a)), [x, a], (dy, wanted) => [
+    wanted[0] ? op.matmul(dy, a) : null,
+    wanted[1] ? op.matmul(op.T(dy), again(dy)) : null,
+  ]);
 }
 
 /**
@@ -255,7 +273,8 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   // y_i = x W_iᵀ (+ b_i) (+ (α/r) · dropout_i(x) A_iᵀ B_iᵀ) for the projections of one input
   // (q/k/v; o; gate; up; down). Projections listed together share one MatMul over their stacked
   // weights, and so do their LoRA down-projections when no dropout gives each its own input.
-  const linears = (x: Tensor, inF: number, mods: { path: string; outF: number }[], bias: boolean): Tensor[] => {
+  // `again` recomputes x for LoRA's backward (loraDown); without it x is kept.
+  const linears = (x: Tensor, inF: number, mods: { path: string; outF: number }[], bias: boolean, again?: (dep: Tensor) => Tensor): Tensor[] => {
     const stack = (ts: Tensor[]) => (ts.length > 1 ? op.concat(ts, 0) : ts[0]);
     const split = (y: Tensor, widths: number[]) => op.split(y, widths, 1);
     const ws = mods.map((m) => W(`${m.path}.weight`, [m.outF, inF]));
@@ -268,10 +287,14 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const r = lora.rank;
     const A = (m: { path: string }) => W(loraAName(m.path), [r, inF]);
     const masks = targeted.map((m) => dropoutMask(m.path, inF));
+    const down = (input: Tensor, a: Tensor, mask: Tensor | null) => {
+      const masked = (t: Tensor) => (mask ? op.mul(t, mask) : t);
+      return again ? loraDown(masked(input), a, (dep) => masked(again(dep))) : op.matmul(masked(input), op.T(a));
+    };
     // Scale the rank-r activations, not the [N, out] products: same math, fewer elements.
     const us = masks.every((mask) => mask === null)
-      ? split(op.mul(op.matmul(x, op.T(stack(targeted.map(A)))), lora.alpha / r), targeted.map(() => r))
-      : targeted.map((m, j) => op.mul(op.matmul(masks[j] ? op.mul(x, masks[j]!) : x, op.T(A(m))), lora.alpha / r));
+      ? split(op.mul(down(x, stack(targeted.map(A)), null), lora.alpha / r), targeted.map(() => r))
+      : targeted.map((m, j) => op.mul(down(x, A(m), masks[j]), lora.alpha / r));
     targeted.forEach((m, j) => {
       const i = mods.indexOf(m);
       ys[i] = op.add(ys[i], op.matmul(us[j], op.T(W(loraBName(m.path), [m.outF, r]))));
@@ -298,6 +321,9 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const w = read(W(name, [size]), t);
     return rmsNorm(t, cfg.normAddsOne ? op.add(w, 1) : w, eps);
   };
+  // A LoRA input's copy for the backward, recomputed from `from` (kept for other reasons) once
+  // `dep` exists; full fine-tuning keeps the input itself for its weights' gradients.
+  const inputAgain = (make: (from: Tensor) => Tensor, from: Tensor) => (opts.lora ? (dep: Tensor) => make(after(from, [dep])) : undefined);
 
   const embed = W('model.embed_tokens.weight', [cfg.vocabSize, D]);
   const embedded = op.gather(embed, inputs.inputIds); // 2-byte bits are gathered first, then widened
@@ -309,25 +335,28 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
     const p = `model.layers.${l}`;
     const { cosQ, sinQ, cosK, sinK } = ropeFor(usesLocalRope(cfg, l));
     // --- attention
-    let h = norm(x, `${p}.input_layernorm.weight`, D);
+    const inputNorm = (t: Tensor) => norm(t, `${p}.input_layernorm.weight`, D);
+    const h = inputNorm(x);
+    const hAgain = inputAgain(inputNorm, x);
     const heads = (t: Tensor, groups: number) =>
       op.transpose(op.reshape(t, [B, T, KV, groups, hd]), [0, 2, 3, 1, 4]); // → [B, KV, groups, T, hd]
     // Phi-3 stores q|k|v as one qkv_proj (and its LoRA adapts that module as a whole).
     const [qFlat, kFlat, vFlat] = cfg.fusedProjections
-      ? op.split(linears(h, D, [{ path: `${p}.self_attn.qkv_proj`, outF: (H + 2 * KV) * hd }], cfg.attentionBias)[0], [H * hd, KV * hd, KV * hd], 1)
+      ? op.split(linears(h, D, [{ path: `${p}.self_attn.qkv_proj`, outF: (H + 2 * KV) * hd }], cfg.attentionBias, hAgain)[0], [H * hd, KV * hd, KV * hd], 1)
       : linears(h, D, [
           { path: `${p}.self_attn.q_proj`, outF: H * hd },
           { path: `${p}.self_attn.k_proj`, outF: KV * hd },
           { path: `${p}.self_attn.v_proj`, outF: KV * hd },
-        ], cfg.attentionBias);
+        ], cfg.attentionBias, hAgain);
     const qkNorm = (t: Tensor, which: 'q_norm' | 'k_norm') => (cfg.qkNorm ? norm(t, `${p}.self_attn.${which}.weight`, hd) : t);
     // A NoPE layer (SmolLM3) scales q itself: elsewhere q's RoPE tables carry the scale.
     const rd = ropeDim(cfg);
     const q = usesRope(cfg, l) ? rope(qkNorm(heads(qFlat, G), 'q_norm'), cosQ, sinQ, rd) : op.mul(qkNorm(heads(qFlat, G), 'q_norm'), attentionScale(cfg));
     const k = usesRope(cfg, l) ? rope(qkNorm(heads(kFlat, 1), 'k_norm'), cosK, sinK, rd) : qkNorm(heads(kFlat, 1), 'k_norm');
     const plan = planFor(layerWindow(cfg, l));
-    const ctx = op.reshape(op.transpose(causalAttention(q, k, heads(vFlat, 1), plan, cfg.attentionSoftcap), [0, 3, 1, 2, 4]), [N, H * hd]);
-    let attended = linears(ctx, H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias)[0];
+    const attention = causalAttention(q, k, heads(vFlat, 1), plan, cfg.attentionSoftcap);
+    const tokenRows = (t: Tensor) => op.reshape(op.transpose(t, [0, 3, 1, 2, 4]), [N, H * hd]);
+    let attended = linears(tokenRows(attention), H * hd, [{ path: `${p}.self_attn.o_proj`, outF: D }], cfg.outputBias, inputAgain(tokenRows, attention))[0];
     if (cfg.sandwichNorms) attended = norm(attended, `${p}.post_attention_layernorm.weight`, D);
     x = op.add(x, attended);
     const recomputesMlp = l >= recomputed && l < recomputed + (opts.recomputeMlp ?? 0);
@@ -336,16 +365,18 @@ export function llamaHidden(g: Graph, cfg: ModelConfig, inputs: LlamaInputs, opt
   // --- gated MLP (SwiGLU, or GELU-tanh for Gemma): what the layer adds to x
   const mlp = (l: number) => (x: Tensor): Tensor => {
     const p = `model.layers.${l}`;
-    const h = norm(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`, D);
+    const mlpNorm = (t: Tensor) => norm(t, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`, D);
+    const h = mlpNorm(x);
+    const hAgain = inputAgain(mlpNorm, x);
     // gate and up are two products, not one stacked: on the SmolLM2-135M shape the stacked
     // [N, 2·I] product, its split and its gradient’s concat measured 3–15% slower (q|k|v, with
     // thin k and v, runs as fast stacked as apart, in fewer nodes).
     const I = cfg.intermediateSize;
     const [gate, up] = cfg.fusedProjections // Phi-3's gate_up_proj: gate rows, then up rows
-      ? op.split(linears(h, D, [{ path: `${p}.mlp.gate_up_proj`, outF: 2 * I }], cfg.mlpBias)[0], [I, I], 1)
-      : [linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: I }], cfg.mlpBias)[0], linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: I }], cfg.mlpBias)[0]];
-    const gated = cfg.hiddenActivation === 'gelu_tanh' ? op.mul(op.geluTanh(gate), up) : swiglu(gate, up);
-    let [down] = linears(gated, I, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias);
+      ? op.split(linears(h, D, [{ path: `${p}.mlp.gate_up_proj`, outF: 2 * I }], cfg.mlpBias, hAgain)[0], [I, I], 1)
+      : [linears(h, D, [{ path: `${p}.mlp.gate_proj`, outF: I }], cfg.mlpBias, hAgain)[0], linears(h, D, [{ path: `${p}.mlp.up_proj`, outF: I }], cfg.mlpBias, hAgain)[0]];
+    const gating = (gateIn: Tensor) => (cfg.hiddenActivation === 'gelu_tanh' ? op.mul(op.geluTanh(gateIn), up) : swiglu(gateIn, up));
+    let [down] = linears(gating(gate), I, [{ path: `${p}.mlp.down_proj`, outF: D }], cfg.mlpBias, inputAgain(gating, gate));
     if (cfg.sandwichNorms) down = norm(down, `${p}.post_feedforward_layernorm.weight`, D);
     return down;
   };
