@@ -140,3 +140,20 @@ test('the estimate falls level by level (MLPs first, then whole layers), and aut
   assert.deepEqual(decided(peaks[0], 'off'), levels[0]);
   assert.throws(() => ensureStepFits(spec(peaks[0] - 1, 'off'), setup, shape), (e: unknown) => e instanceof EngineError && e.code === 'insufficient_memory');
 });
+
+test("under LoRA a layer keeps its inputs, q, k, v, the attention output, gate and up, not the adapters' inputs (loraDown)", () => {
+  const [T, D, I, H, KV, hd] = [64, 64, 512, 4, 2, 16];
+  for (const dropout of [0, 0.1]) {
+    const graphBytes = (layers: number) => {
+      const cfg = tinyConfig({ numLayers: layers, hiddenSize: D, intermediateSize: I, numHeads: H, numKvHeads: KV, headDim: hd });
+      return estimateStep(modelSetup(cfg, { ...lora, dropout }), { rows: 1, seqLen: T, packs: false }, 1).graphBytes;
+    };
+    const perLayer = (graphBytes(6) - graphBytes(4)) / 2 / 1.15; // the estimate's allowance for ORT over the paper run
+    // Probabilities are kept at this length: 4 query blocks of 16, block i seeing 16·(i + 1) keys.
+    const probabilities = [1, 2, 3, 4].reduce((s, i) => s + H * 16 * 16 * i, 0);
+    const kept = 4 * (2 * T * D + T * (2 * H * hd + 2 * KV * hd) + 2 * T * I + probabilities);
+    // Measured 1.20× (small [T, 1] and [T, r] tensors besides); SwiGLU's output kept as well would
+    // be 1.54×, and before loraDown a layer took 1.66× (1.79× with dropout's masked copies).
+    assert.ok(perLayer > kept && perLayer < 1.3 * kept, `dropout ${dropout}: ${perLayer} bytes a layer against ${kept} kept`);
+  }
+});
