@@ -162,13 +162,15 @@ const { jsonl, tokens } = dataset(new ChatFormatter(loadTokenizer(path.join(mode
 console.log(`model: ${shape.layers} layers, hidden ${shape.hidden}, vocab ${shape.vocab}; dataset: ${exampleCount} examples, ${tokens} tokens (${minTokens}–${maxTokens} each)`);
 
 const refs = withRef ? [benchTrain()] : [];
+const serviceCpu = process.cpuUsage();
 const r = await runJob(modelsDir, jsonl);
+const { user, system } = process.cpuUsage(serviceCpu);
 if (withRef) refs.push(benchTrain());
 const jobTokensPerS = r.job.trained_tokens! / r.trainingSeconds;
 console.log(
   `job: ${r.job.trained_tokens} trained tokens in ${r.steps} steps of batch_size ${(r.job.hyperparameters as { batch_size?: unknown }).batch_size}, ` +
     `${r.trainingSeconds} s training (the first step done after ${r.firstStepSeconds} s: loading, compiling, its run; ${r.wholeSeconds} s to succeeded), ` +
-    `peak RSS of the training process ${GB(r.peakBytes)} GB`,
+    `peak RSS of the training process ${GB(r.peakBytes)} GB; this process (API server, worker, client) used ${((user + system) / 1e6).toFixed(1)} s of CPU meanwhile`,
 );
 console.log(`job_tokens_per_s=${jobTokensPerS.toFixed(1)}`);
 if (refs.length) {
