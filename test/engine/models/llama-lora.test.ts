@@ -6,7 +6,8 @@ import { Graph, type Tensor } from '../../../src/engine/graph/ir.ts';
 import * as op from '../../../src/engine/graph/ops.ts';
 import { CompiledGraph } from '../../../src/engine/runtime/session.ts';
 import { llamaLogits } from '../../../src/engine/models/llama.ts';
-import { initLora, loraTargets } from '../../../src/engine/models/lora.ts';
+import { ALL_LINEAR, initLora, loraTargets } from '../../../src/engine/models/lora.ts';
+import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import { SeededRandom } from '../../../src/engine/data/random.ts';
 import { gradCheck, rng, randn } from '../graph/gradcheck.ts';
 import { randomWeights, tinyConfig } from './llama-fixtures.ts';
@@ -58,8 +59,8 @@ test('PEFT init: A ~ U(±1/√in), B = 0; names are HF module paths', () => {
   assert.throws(() => loraTargets(cfg, { ...spec, targetModules: ['c_attn'] }), /not in this model/);
 });
 
-async function checkLoraGradients(modules: string[], dropoutOn: (path: string) => boolean) {
-  const one = tinyConfig({ numLayers: 1 });
+async function checkLoraGradients(modules: string[], dropoutOn: (path: string) => boolean, features: Partial<ModelConfig> = {}) {
+  const one = tinyConfig({ numLayers: 1, ...features });
   const targets = loraTargets(one, { ...spec, targetModules: modules });
   const w = randomWeights(one, 3);
   const r = rng(9);
@@ -95,3 +96,10 @@ test('LoRA A/B gradients with a dropout mask match finite differences (f64, one 
 
 test('LoRA gradients on stacked projections (q/k/v, gate/up, no dropout) match finite differences', () =>
   checkLoraGradients(['q_proj', 'k_proj', 'v_proj', 'gate_proj', 'up_proj', 'down_proj'], () => false));
+
+// The adapters' inputs are recomputed in the backward (loraDown): GELU-tanh's product, the norms of
+// sandwich-normed layers and the fused projections' shared inputs go through it too.
+test('LoRA gradients with GELU-tanh, sandwich norms (Gemma) and fused q|k|v, gate|up (Phi-3) match finite differences', async () => {
+  await checkLoraGradients(ALL_LINEAR, () => false, { hiddenActivation: 'gelu_tanh', sandwichNorms: true, normAddsOne: true });
+  await checkLoraGradients(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'], (p) => p.endsWith('qkv_proj'), { fusedProjections: true });
+});
