@@ -65,23 +65,59 @@ export function storedDtypes(dir: string): Map<string, SafetensorsDtype> {
 
 /** Load config and all weights of a HF folder, widened to f32 (but keepHalf), one tensor at a time. */
 export function loadHfModel(dir: string, options: LoadOptions = {}): HfModel {
-  const { config, rawConfig } = readHfConfig(dir);
-  const weights = new Map<string, HostTensor>();
-  const halfWeights = new Map<string, HalfTensor>();
+  const model: HfModel = { ...readHfConfig(dir), weights: new Map(), halfWeights: new Map() };
+  const seen = new Set<string>();
   for (const path of listWeightFiles(dir)) {
     const file = SafetensorsFile.open(path);
     try {
-      for (const name of file.tensors.keys()) {
-        if (options.filter && !options.filter(name)) continue;
-        if (weights.has(name) || halfWeights.has(name)) throw new Error(`${dir}: tensor ${name} appears in more than one shard`);
-        if (options.keepHalf?.has(name)) halfWeights.set(name, file.readHalf(name));
-        else weights.set(name, file.read(name));
+      for (const name of wantedTensors(dir, file, options, seen)) {
+        if (options.keepHalf?.has(name)) model.halfWeights.set(name, file.readHalf(name));
+        else model.weights.set(name, file.read(name));
       }
     } finally {
       file.close();
     }
   }
-  return { config, rawConfig, weights, halfWeights };
+  return model;
+}
+
+/**
+ * loadHfModel with the tensors read on libuv's threads: the reads start before this returns, and
+ * the calling thread is free until they are in (a training process compiles its step graph meanwhile).
+ */
+export async function loadHfModelAsync(dir: string, options: LoadOptions = {}): Promise<HfModel> {
+  const model: HfModel = { ...readHfConfig(dir), weights: new Map(), halfWeights: new Map() };
+  const seen = new Set<string>();
+  const files: SafetensorsFile[] = [];
+  const reads: { file: SafetensorsFile; name: string; bytes: Promise<Uint8Array> }[] = [];
+  let settled: PromiseSettledResult<Uint8Array>[] = [];
+  try {
+    for (const path of listWeightFiles(dir)) {
+      const file = SafetensorsFile.open(path);
+      files.push(file);
+      for (const name of wantedTensors(dir, file, options, seen)) reads.push({ file, name, bytes: file.readBytesAsync(name) });
+    }
+  } finally {
+    settled = await Promise.allSettled(reads.map((r) => r.bytes)); // every read ends before its file closes
+    for (const file of files) file.close();
+  }
+  for (const [i, { file, name }] of reads.entries()) {
+    const read = settled[i];
+    if (read.status === 'rejected') throw read.reason;
+    if (options.keepHalf?.has(name)) model.halfWeights.set(name, file.asHalf(name, read.value));
+    else model.weights.set(name, file.asF32(name, read.value));
+  }
+  return model;
+}
+
+/** The tensors of `file` to load: those options.filter takes, none `seen` in an earlier shard. */
+function wantedTensors(dir: string, file: SafetensorsFile, options: LoadOptions, seen: Set<string>): string[] {
+  const names = [...file.tensors.keys()].filter((name) => !options.filter || options.filter(name));
+  for (const name of names) {
+    if (seen.has(name)) throw new Error(`${dir}: tensor ${name} appears in more than one shard`);
+    seen.add(name);
+  }
+  return names;
 }
 
 export interface SaveOptions {

@@ -7,7 +7,8 @@
 // Reads go tensor by tensor through a file handle, so a multi-gigabyte checkpoint is never held twice
 // (once as file bytes, once as floats); writes stream tensor by tensor for the same reason.
 
-import { closeSync, openSync, readSync, writeSync, fstatSync, renameSync } from 'node:fs';
+import { closeSync, openSync, read, readSync, writeSync, fstatSync, renameSync } from 'node:fs';
+import { promisify } from 'node:util';
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 /** The dtypes the engine writes. */
@@ -198,6 +199,20 @@ function readExactly(fd: number, length: number, position: number): Uint8Array {
   return buffer;
 }
 
+const readAsync = promisify(read);
+
+/** readExactly on one of libuv's threads: the calling thread is free until the bytes are there. */
+async function readExactlyAsync(fd: number, length: number, position: number): Promise<Uint8Array> {
+  const buffer = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await readAsync(fd, buffer, done, length - done, position + done);
+    if (bytesRead === 0) throw new Error(`safetensors: unexpected end of file at byte ${position + done}`);
+    done += bytesRead;
+  }
+  return buffer;
+}
+
 /** An open safetensors file: the header is parsed up front, tensors are read on demand. */
 export class SafetensorsFile {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
@@ -255,25 +270,43 @@ export class SafetensorsFile {
 
   /** Raw bytes of one tensor, as stored. */
   readBytes(name: string): Uint8Array {
-    const info = this.info(name);
+    const { length, position } = this.extent(name);
+    return readExactly(this.fd!, length, position);
+  }
+
+  /** readBytes on one of libuv's threads. */
+  readBytesAsync(name: string): Promise<Uint8Array> {
+    const { length, position } = this.extent(name);
+    return readExactlyAsync(this.fd!, length, position);
+  }
+
+  private extent(name: string): { length: number; position: number } {
+    const [begin, end] = this.info(name).dataOffsets;
     if (this.fd === null) throw new Error(`${this.path}: already closed`);
-    const [begin, end] = info.dataOffsets;
-    return readExactly(this.fd, end - begin, this.dataStart + begin);
+    return { length: end - begin, position: this.dataStart + begin };
   }
 
   /** One tensor widened to f32 (an f32 one is its own read buffer: no copy). */
   read(name: string): HostTensor {
-    const info = this.info(name);
-    const bytes = this.readBytes(name); // a buffer of its own, starting at 0
-    const data = info.dtype === 'F32' && littleEndianHost ? new Float32Array(bytes.buffer, 0, bytes.byteLength / 4) : decodeToF32(bytes, info.dtype);
-    return { shape: [...info.shape], data };
+    return this.asF32(name, this.readBytes(name));
   }
 
   /** One 2-byte float tensor as its raw bits (no widening). */
   readHalf(name: string): HalfTensor {
+    return this.asHalf(name, this.readBytes(name));
+  }
+
+  /** Tensor `name` from its bytes (readBytes' own buffer, starting at 0), widened to f32. */
+  asF32(name: string, bytes: Uint8Array): HostTensor {
+    const info = this.info(name);
+    const data = info.dtype === 'F32' && littleEndianHost ? new Float32Array(bytes.buffer, 0, bytes.byteLength / 4) : decodeToF32(bytes, info.dtype);
+    return { shape: [...info.shape], data };
+  }
+
+  /** 2-byte float tensor `name` from its bytes (readBytes' own buffer: aligned for a Uint16Array view), as its raw bits. */
+  asHalf(name: string, bytes: Uint8Array): HalfTensor {
     const info = this.info(name);
     if (info.dtype !== 'F16' && info.dtype !== 'BF16') throw new Error(`${this.path}: tensor ${name} is ${info.dtype}, not a 2-byte float`);
-    const bytes = this.readBytes(name); // a buffer of its own, starting at 0: aligned for a Uint16Array view
     const bits = new Uint16Array(bytes.buffer, 0, bytes.byteLength / 2);
     if (!littleEndianHost) {
       const view = new DataView(bytes.buffer);

@@ -82,6 +82,11 @@ export function microBatchFeeds(b: MicroBatch): Record<string, HostArray> {
   };
 }
 
+/** The step graph of `kind` at `shape`, compiled: ORT holds the calling thread meanwhile. */
+export async function compileStep(setup: ModelSetup, shape: StepShape, kind: StepKind, settings: SessionSettings = {}, objective?: StepObjective): Promise<CompiledGraph> {
+  return CompiledGraph.compile(buildStepGraph(setup, shape, kind, objective), settings);
+}
+
 const shapeKey = (kind: StepKind, s: StepShape) => (s.anyLength ? `${kind} any length` : `${kind} ${s.rows}×${s.seqLen}${s.packs === false ? ' unpacked' : ''}`);
 
 export class StepRunner {
@@ -113,15 +118,19 @@ export class StepRunner {
 
   protected session(kind: StepKind, shape: StepShape = this.shape): Promise<CompiledGraph> {
     const key = shapeKey(kind, shape);
-    let s = this.sessions.get(key);
-    if (!s) {
-      s = CompiledGraph.compile(buildStepGraph(this.setup, shape, kind, this.objective), this.settings).then((c) => {
+    if (!this.sessions.has(key)) this.adopt(kind, shape, compileStep(this.setup, shape, kind, this.settings, this.objective));
+    return this.sessions.get(key)!;
+  }
+
+  /** Runs `kind` at `shape` with `compiled`, compileStep's graph of them (started before this runner existed). */
+  adopt(kind: StepKind, shape: StepShape, compiled: Promise<CompiledGraph>): void {
+    this.sessions.set(
+      shapeKey(kind, shape),
+      compiled.then((c) => {
         for (const [name, data] of this.frozen) c.setResident(name, data);
         return c;
-      });
-      this.sessions.set(key, s);
-    }
-    return s;
+      }),
+    );
   }
 
   protected batchFeeds(b: MicroBatch): Record<string, HostArray> {

@@ -8,7 +8,7 @@ import { mergeLoraAdapter } from '../infer/model.ts';
 import { loadPeftAdapter, loraPairs } from '../io/peft.ts';
 import { halfFrozen, type ModelSetup } from './step.ts';
 import type { FrozenValues } from './runner.ts';
-import { loadHfModel, storedDtypes, type HfModel } from '../io/hf-model.ts';
+import { loadHfModelAsync, storedDtypes, type HfModel } from '../io/hf-model.ts';
 import { SeededRandom } from '../data/random.ts';
 
 export function modelSetup(cfg: ModelConfig, lora: LoraSpec | null): ModelSetup {
@@ -40,9 +40,12 @@ export function withStoredFrozen(setup: ModelSetup, modelDir: string): ModelSetu
   return stored.size === 1 && (only === 'BF16' || only === 'F16') ? { ...setup, frozenDtype: only } : setup;
 }
 
-/** The base model for `setup`: its frozen weights as stored under setup.frozenDtype (bits), the rest f32. */
-export function loadBaseModel(modelDir: string, setup: ModelSetup): { model: HfModel; base: Map<string, FrozenValues> } {
-  const model = loadHfModel(modelDir, { keepHalf: halfFrozen(setup) });
+/**
+ * The base model for `setup`: its frozen weights as stored under setup.frozenDtype (bits), the rest
+ * f32. Read on libuv's threads (loadHfModelAsync): the caller's thread is free until they are in.
+ */
+export async function loadBaseModel(modelDir: string, setup: ModelSetup): Promise<{ model: HfModel; base: Map<string, FrozenValues> }> {
+  const model = await loadHfModelAsync(modelDir, { keepHalf: halfFrozen(setup) });
   const base = new Map<string, FrozenValues>([...model.weights].map(([n, t]) => [n, t.data]));
   for (const [n, t] of model.halfWeights) {
     if (t.dtype !== setup.frozenDtype) throw new Error(`${modelDir}: ${n} is ${t.dtype}, not ${setup.frozenDtype}`);

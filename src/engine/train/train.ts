@@ -7,7 +7,7 @@ import { ensureStepFits, estimateStep } from './memory-estimate.ts';
 import { startingState } from './checkpoint.ts';
 import { makePlan } from './plan.ts';
 import { SeededRandom } from '../data/random.ts';
-import { StepRunner, type LossSums } from './runner.ts';
+import { compileStep, StepRunner, type LossSums } from './runner.ts';
 import { loadBaseModel, modelSetup, startingTensors, withStoredFrozen } from './setup.ts';
 import { adamwSettings } from './adamw.ts';
 import { trainReinforcement } from './rft.ts';
@@ -34,13 +34,18 @@ export async function train(spec: TrainSpec, options: TrainOptions = {}): Promis
   if (plan.train.truncatedCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.truncatedCount} training examples were truncated to ${plan.context} tokens` });
   if (plan.train.untrainableCount) await emit({ type: 'message', level: 'warn', message: `${plan.train.untrainableCount} training examples have no trained tokens` });
   const setup = ensureStepFits(spec, modelOnly, plan.largestShape); // before the weights are loaded
-  const { model, base } = loadBaseModel(spec.baseModelDir, setup);
-  const { frozen, params } = startingTensors(spec, setup, base);
-  const { state, meta } = startingState(spec, setup, params);
   // Each session keeps its own ORT arena, grown to its own peak; with several shapes, plain
   // allocations let them share one heap instead (the same step time within noise at 1 × 384, README bench:job).
   const sessionSettings = { enableCpuMemArena: plan.shapes.length === 1 };
+  // The weights are read on libuv's threads while this one compiles the first step's graph.
+  const loading = loadBaseModel(spec.baseModelDir, setup);
+  const firstShape = plan.microBatches(0)[0].shape ?? plan.largestShape;
+  const firstGraph = compileStep(setup, firstShape, 'gradient', sessionSettings);
+  const [{ model, base }] = await Promise.all([loading, firstGraph]);
+  const { frozen, params } = startingTensors(spec, setup, base);
+  const { state, meta } = startingState(spec, setup, params);
   const runner = new StepRunner(setup, plan.largestShape, frozen, state, adamwSettings(spec), sessionSettings);
+  runner.adopt('gradient', firstShape, firstGraph);
   const shapes = [...new Set(plan.shapes.map((s) => (s.anyLength ? `1 × any length up to ${s.seqLen}` : `${s.rows} × ${s.seqLen}`)))].join(', ');
   await emit({ type: 'message', level: 'info', message: `${plan.totalSteps} steps of ≤${spec.hyperparameters.batch_size} examples, micro-batches of ${shapes} tokens, ${plan.train.targetTokenCount} target tokens per epoch, ${setup.trainable.length} trainable tensors` });
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -13,7 +13,7 @@ import {
   writeSafetensors,
   type HostTensor,
 } from '../../../src/engine/io/safetensors.ts';
-import { loadHfModel, saveHfModel, INDEX_FILE } from '../../../src/engine/io/hf-model.ts';
+import { loadHfModel, loadHfModelAsync, saveHfModel, INDEX_FILE } from '../../../src/engine/io/hf-model.ts';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'tuneforge-st-'));
@@ -137,4 +137,31 @@ test('HF folder: single file and sharded index load the same weights', (t) => {
   }
   const filtered = loadHfModel(single, { filter: (n) => n.includes('norm') });
   assert.deepEqual([...filtered.weights.keys()], ['model.norm.weight']);
+});
+
+test('HF folder read on libuv threads: the same tensors, in the same order, as the synchronous load', async (t) => {
+  const dir = tempDir(t);
+  const rawConfig = { architectures: ['LlamaForCausalLM'], hidden_size: 8, intermediate_size: 16, num_attention_heads: 2, num_key_value_heads: 1, num_hidden_layers: 1, vocab_size: 11, rms_norm_eps: 1e-5 };
+  const weights = new Map<string, HostTensor>([
+    ['model.embed_tokens.weight', { shape: [11, 8], data: seq(88) }],
+    ['model.layers.0.mlp.up_proj.weight', { shape: [16, 8], data: seq(128, 0.2) }],
+    ['model.norm.weight', { shape: [8], data: seq(8, 1) }],
+  ]);
+  saveHfModel(dir, rawConfig, weights, 'BF16', { maxShardBytes: 300 });
+  const options = { keepHalf: new Set(['model.layers.0.mlp.up_proj.weight']), filter: (n: string) => n !== 'model.norm.weight' };
+  const sync = loadHfModel(dir, options);
+  const pending = loadHfModelAsync(dir, options);
+  const loaded = await pending;
+  assert.deepEqual(loaded.config, sync.config);
+  assert.deepEqual([...loaded.weights.keys()], ['model.embed_tokens.weight']);
+  assert.deepEqual(loaded.weights.get('model.embed_tokens.weight'), sync.weights.get('model.embed_tokens.weight'));
+  const half = loaded.halfWeights.get('model.layers.0.mlp.up_proj.weight')!;
+  assert.equal(half.dtype, 'BF16');
+  assert.deepEqual(half, sync.halfWeights.get('model.layers.0.mlp.up_proj.weight'));
+
+  // A truncated shard fails the load (after the other shards' reads are over, their files closed).
+  const shard = join(dir, readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort().at(-1)!);
+  const bytes = readFileSync(shard);
+  writeFileSync(shard, bytes.subarray(0, bytes.length - 10));
+  await assert.rejects(loadHfModelAsync(dir), /unexpected end of file|inconsistent offsets/);
 });

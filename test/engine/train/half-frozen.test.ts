@@ -78,7 +78,7 @@ for (const [dtype, cfg] of [
   }
 }
 
-test('a bf16 checkpoint trained with LoRA keeps its frozen weights at 2 bytes a value; f32 and full fine-tuning widen them', () => {
+test('a bf16 checkpoint trained with LoRA keeps its frozen weights at 2 bytes a value; f32 and full fine-tuning widen them', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'half-frozen-'));
   try {
     const cfg = tinyConfig({ tieWordEmbeddings: false });
@@ -89,7 +89,7 @@ test('a bf16 checkpoint trained with LoRA keeps its frozen weights at 2 bytes a 
 
     const setup = withStoredFrozen(modelSetup(cfg, lora), join(dir, 'bf16'));
     assert.equal(setup.frozenDtype, 'BF16');
-    const { base } = loadBaseModel(join(dir, 'bf16'), setup);
+    const { base } = await loadBaseModel(join(dir, 'bf16'), setup);
     const { frozen } = initialTensors(setup, base, 1);
     let frozenBytes = 0;
     for (const [n, w] of frozen) {
@@ -102,7 +102,7 @@ test('a bf16 checkpoint trained with LoRA keeps its frozen weights at 2 bytes a 
 
     assert.equal(withStoredFrozen(modelSetup(cfg, lora), join(dir, 'f32')).frozenDtype, undefined);
     assert.equal(withStoredFrozen(modelSetup(cfg, null), join(dir, 'bf16')).frozenDtype, undefined);
-    const full = initialTensors(modelSetup(cfg, null), loadBaseModel(join(dir, 'bf16'), modelSetup(cfg, null)).base, 1);
+    const full = initialTensors(modelSetup(cfg, null), (await loadBaseModel(join(dir, 'bf16'), modelSetup(cfg, null))).base, 1);
     assert.ok([...full.params.values()].every((w) => w instanceof Float32Array));
   } finally {
     rmSync(dir, { recursive: true, force: true });
