@@ -89,23 +89,27 @@ export async function loadHfModelAsync(dir: string, options: LoadOptions = {}): 
   const model: HfModel = { ...readHfConfig(dir), weights: new Map(), halfWeights: new Map() };
   const seen = new Set<string>();
   const files: SafetensorsFile[] = [];
-  const reads: { file: SafetensorsFile; name: string; bytes: Promise<Uint8Array> }[] = [];
-  let settled: PromiseSettledResult<Uint8Array>[] = [];
+  // Each tensor is decoded as its bytes arrive, so that widened ones do not hold their bytes meanwhile.
+  const reads: { name: string; half: boolean; tensor: Promise<HostTensor | HalfTensor> }[] = [];
+  let settled: PromiseSettledResult<HostTensor | HalfTensor>[] = [];
   try {
     for (const path of listWeightFiles(dir)) {
       const file = SafetensorsFile.open(path);
       files.push(file);
-      for (const name of wantedTensors(dir, file, options, seen)) reads.push({ file, name, bytes: file.readBytesAsync(name) });
+      for (const name of wantedTensors(dir, file, options, seen)) {
+        const half = options.keepHalf?.has(name) ?? false;
+        reads.push({ name, half, tensor: file.readBytesAsync(name).then((bytes) => (half ? file.asHalf(name, bytes) : file.asF32(name, bytes))) });
+      }
     }
   } finally {
-    settled = await Promise.allSettled(reads.map((r) => r.bytes)); // every read ends before its file closes
+    settled = await Promise.allSettled(reads.map((r) => r.tensor)); // every read ends before its file closes
     for (const file of files) file.close();
   }
-  for (const [i, { file, name }] of reads.entries()) {
+  for (const [i, { name, half }] of reads.entries()) {
     const read = settled[i];
     if (read.status === 'rejected') throw read.reason;
-    if (options.keepHalf?.has(name)) model.halfWeights.set(name, file.asHalf(name, read.value));
-    else model.weights.set(name, file.asF32(name, read.value));
+    if (half) model.halfWeights.set(name, read.value as HalfTensor);
+    else model.weights.set(name, read.value as HostTensor);
   }
   return model;
 }

@@ -5,7 +5,8 @@
 // widened inside the step graphs where they are read (models/llama.ts's widen).
 //
 // Reads go tensor by tensor through a file handle, so a multi-gigabyte checkpoint is never held twice
-// (once as file bytes, once as floats); writes stream tensor by tensor for the same reason.
+// (once as file bytes, once as floats), on the calling thread or on libuv's (readBytesAsync); writes
+// stream tensor by tensor for the same reason.
 
 import { closeSync, openSync, read, readSync, writeSync, fstatSync, renameSync } from 'node:fs';
 import { promisify } from 'node:util';
