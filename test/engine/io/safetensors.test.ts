@@ -150,8 +150,7 @@ test('HF folder read on libuv threads: the same tensors, in the same order, as t
   saveHfModel(dir, rawConfig, weights, 'BF16', { maxShardBytes: 300 });
   const options = { keepHalf: new Set(['model.layers.0.mlp.up_proj.weight']), filter: (n: string) => n !== 'model.norm.weight' };
   const sync = loadHfModel(dir, options);
-  const pending = loadHfModelAsync(dir, options);
-  const loaded = await pending;
+  const loaded = await loadHfModelAsync(dir, options);
   assert.deepEqual(loaded.config, sync.config);
   assert.deepEqual([...loaded.weights.keys()], ['model.embed_tokens.weight']);
   assert.deepEqual(loaded.weights.get('model.embed_tokens.weight'), sync.weights.get('model.embed_tokens.weight'));
@@ -159,9 +158,9 @@ test('HF folder read on libuv threads: the same tensors, in the same order, as t
   assert.equal(half.dtype, 'BF16');
   assert.deepEqual(half, sync.halfWeights.get('model.layers.0.mlp.up_proj.weight'));
 
-  // A truncated shard fails the load (after the other shards' reads are over, their files closed).
+  // A truncated last shard fails the load once the earlier shards' reads, already started, are over.
   const shard = join(dir, readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort().at(-1)!);
   const bytes = readFileSync(shard);
   writeFileSync(shard, bytes.subarray(0, bytes.length - 10));
-  await assert.rejects(loadHfModelAsync(dir), /unexpected end of file|inconsistent offsets/);
+  await assert.rejects(loadHfModelAsync(dir), /inconsistent offsets/);
 });
