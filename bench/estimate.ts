@@ -1,6 +1,8 @@
 // The memory and time estimate (src/engine/train/memory-estimate.ts) against measured runs: each
 // shape below runs `bench/train.ts --steps 1` in its own process, which prints its peak RSS and step
-// time beside the estimate. Goal: peak RSS within 20% of the estimate.
+// time beside the estimate. Goal: peak RSS within 20% of the estimate. The runs keep 4 KB pages
+// (--huge-pages off): the estimate does not model huge pages, which a training process keeps only
+// with 40% of its memory limit to spare (hugePagesFit, src/engine/runtime/huge-pages.ts).
 //   npm run bench:estimate [-- --layers 8]   (extra flags go to every run, e.g. fewer layers for a quick check)
 // Runs of several GB: on a shared machine, take the memory lock first (flock /tmp/bigmem.lock npm run bench:estimate).
 
@@ -25,7 +27,7 @@ const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'train.ts
 const extra = process.argv.slice(2);
 for (const shape of SHAPES) {
   // Later flags win in parseArgs, so `extra` overrides the shape's.
-  const args = [...shape.split(' '), '--steps', '1', ...extra];
+  const args = [...shape.split(' '), '--steps', '1', '--huge-pages', 'off', ...extra];
   const run = spawnSync(process.execPath, [...process.execArgv, script, ...args], { encoding: 'utf8' });
   const out = `${run.stdout}${run.stderr}`;
   const pick = (re: RegExp) => re.exec(out)?.[1] ?? '?';

@@ -2,11 +2,14 @@
 //   npm run bench:train -- --mode lora|full --layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3
 //                          --vocab 49152 --seq 512 --batch 4 --rank 16 --steps 3 [--threads 2] [--arena 1]
 //                          [--recompute on|off|auto|N] [--memory-limit-gb G] [--dtype f32|bf16] [--any-length]
+//                          [--huge-pages auto|on|off]
 // --recompute auto (default) asks the memory estimate, as a job does, for the least recomputation
 // (MLPs first, then whole layers: recomputeLevel) that fits --memory-limit-gb (default: 90% of this
 // machine's memory); on = every layer, off = none, N = the first N layers whole. --steps 0 runs the warm-up step only (peak RSS).
 // --dtype bf16: the random weights rounded to bf16, frozen ones kept as a bf16 checkpoint's are
 // (2 bytes a value, widened in the step graph); trainable ones stay f32.
+// --huge-pages auto (default) keeps transparent huge pages as a job's training process does
+// (hugePagesFit: the estimate within 60% of the memory limit, nothing recomputed); off turns them off.
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
 // (LoRA on all seven linears like ../shared/anchors/torch_llama_step.py). Prints GFLOP/s of model
 // FLOPs, peak RSS, and last `tokens_per_s=` (median step after one warm-up), comparable with the anchor.
@@ -24,6 +27,7 @@ import { SeededRandom } from '../src/engine/data/random.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
 import { autoRecompute, estimateStep, measureMatmulGflops, recomputeLevel } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
+import { disableHugePages, hugePagesAllowed, hugePagesFit } from '../src/engine/runtime/huge-pages.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
 // re-run this script with the training process's settings unless the environment sets its own.
@@ -35,7 +39,7 @@ if (process.env.GLIBC_TUNABLES === undefined) {
 const a = parseArgs({
   options: {
     ...Object.fromEntries(
-      ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb', 'dtype'].map((k) => [k, { type: 'string' as const }]),
+      ['mode', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'seq', 'batch', 'rank', 'steps', 'threads', 'arena', 'mempattern', 'profile', 'recompute', 'memory-limit-gb', 'dtype', 'huge-pages'].map((k) => [k, { type: 'string' as const }]),
     ),
     'any-length': { type: 'boolean' as const },
   },
@@ -78,7 +82,11 @@ const estimateWith = (level: number) => {
 const choosing = performance.now();
 const setup = { ...modelOnly, ...(fixed === undefined ? recomputeLevel(autoRecompute(estimateWith, 2 * L, limitBytes), L) : { recompute: fixed, recomputeMlp: 0 }) };
 const chose = policy === 'auto' ? `, chosen by ${estimates} estimates in ${((performance.now() - choosing) / 1000).toFixed(1)} s` : '';
-console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype}`);
+const hugePolicy = (a['huge-pages'] as string | undefined) ?? 'auto';
+if (!['auto', 'on', 'off'].includes(hugePolicy)) throw new Error(`--huge-pages must be auto, on or off, got ${hugePolicy}`);
+const recomputes = setup.recompute + setup.recomputeMlp > 0;
+if (hugePolicy === 'off' || (hugePolicy === 'auto' && !hugePagesFit(estimateStep(setup, stepShape, 1).peakBytes, limitBytes, recomputes))) disableHugePages();
+console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype} huge_pages=${hugePagesAllowed() ? 'on' : 'off'}`);
 const half = halfFrozen(setup);
 const base = new Map<string, FrozenValues>();
 // Written straight into the arrays the runner keeps: no f32 garbage left for V8 to collect late.

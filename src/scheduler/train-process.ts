@@ -76,9 +76,10 @@ function abortError(signal: AbortSignal): unknown {
  * glibc maps the largest afresh every step, while from the heap the freed ones are reused: measured
  * on the SmolLM2-135M shape, 29–89k page faults per step before, about 1k from the third step on.
  * The process ends with its job, so memory it does not give back to the system meanwhile costs
- * nothing after. (bench:train runs with the same settings.)
+ * nothing after. The heap is in transparent huge pages, which the process turns off when its step
+ * is tight on memory (engine/runtime/huge-pages.ts). (bench:train runs with the same settings.)
  */
-export const CHILD_GLIBC_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295';
+export const CHILD_GLIBC_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.hugetlb=1';
 
 /** Runs `train(spec)` in a child Node process; same contract as the engine's `train`. */
 export function createChildProcessTrainer(options: ChildProcessOptions = {}) {

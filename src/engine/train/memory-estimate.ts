@@ -10,6 +10,7 @@ import { Graph, type DType, type Node, type Tensor } from '../graph/ir.ts';
 import { reachableNodes } from '../graph/onnx.ts';
 import { matmul } from '../graph/ops.ts';
 import { CompiledGraph } from '../runtime/session.ts';
+import { disableHugePages, hugePagesFit } from '../runtime/huge-pages.ts';
 import { EngineError } from '../errors.ts';
 import type { TrainSpec } from '../contract.ts';
 import { buildStepGraph, halfFrozen, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
@@ -282,7 +283,9 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
 /**
  * The setup with the recomputation decided by spec.recompute ('auto': the lowest level of
  * recomputeLevel that makes the step fit the memory limit; 'on': every layer whole; 'off': none),
- * checked against that limit when the spec sets one.
+ * checked against that limit when the spec sets one. A step that recomputes, or whose estimate
+ * leaves less than 40% of the limit free, turns this process's transparent huge pages off
+ * (hugePagesFit, runtime/huge-pages.ts) before it allocates the step.
  */
 export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): ModelSetup {
   const limit = spec.memoryLimitBytes;
@@ -293,6 +296,9 @@ export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepSh
       ? limit === undefined ? 0 : autoRecompute((l) => estimateStep({ ...setup, ...recomputeLevel(l, layers) }, shape, 1, objective), 2 * layers, limit)
       : policy === 'on' ? 2 * layers : 0;
   const decided = { ...setup, ...recomputeLevel(level, layers) };
-  if (limit !== undefined) checkStepMemory(decided, shape, limit, objective);
+  if (limit !== undefined) {
+    const need = checkStepMemory(decided, shape, limit, objective);
+    if (!hugePagesFit(need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0)) disableHugePages();
+  }
   return decided;
 }
