@@ -46,7 +46,7 @@ const shape = { rows: 1, seqLen: 64 };
 const peak = estimateStep(setup, shape, 1).peakBytes;
 const kept = [touch()];
 const before = { thp: thpEnabled(), hugeKb: hugeKb() };
-ensureStepFits({ memoryLimitBytes: LIMIT(peak), recompute: 'off' }, setup, shape);
+ensureStepFits({ memoryLimitBytes: LIMIT(peak), recompute: RECOMPUTE }, setup, shape);
 kept.push(touch());
 console.log(JSON.stringify({ before, after: { thp: thpEnabled(), hugeKb: hugeKb() } }));
 `;
@@ -60,11 +60,15 @@ const systemOffersThp = () => {
 };
 
 test('a training process keeps huge pages for a step with room to spare, and turns them off for a tight one', () => {
-  const roomy = inTrainingProcess(PROBE.replace('LIMIT(peak)', 'peak * 4')) as { before: { thp: number; hugeKb: number }; after: { thp: number; hugeKb: number } };
-  const tight = inTrainingProcess(PROBE.replace('LIMIT(peak)', 'peak * 1.1')) as typeof roomy;
+  type Probe = { before: { thp: number; hugeKb: number }; after: { thp: number; hugeKb: number } };
+  const probe = (limit: string, recompute: string) => inTrainingProcess(PROBE.replace('LIMIT(peak)', limit).replace('RECOMPUTE', `'${recompute}'`)) as Probe;
+  const roomy = probe('peak * 4', 'off');
+  const tight = probe('peak * 1.1', 'off');
+  const recomputing = probe('peak * 4', 'on');
   assert.equal(roomy.before.thp, 1);
   assert.equal(roomy.after.thp, 1, 'a step within 60% of the limit keeps them');
   assert.equal(tight.after.thp, 0, 'a step over 60% of the limit turns them off');
+  assert.equal(recomputing.after.thp, 0, 'a step that recomputes layers turns them off');
   if (systemOffersThp()) {
     // glibc's tunable puts the heap in huge pages, on a system whose setting is "madvise" too.
     assert.ok(roomy.before.hugeKb >= 32 * 1024, `AnonHugePages ${roomy.before.hugeKb} kB after touching 64 MB`);
