@@ -9,7 +9,8 @@
 // --dtype bf16: the random weights rounded to bf16, frozen ones kept as a bf16 checkpoint's are
 // (2 bytes a value, widened in the step graph); trainable ones stay f32.
 // --huge-pages auto (default) keeps transparent huge pages as a job's training process does
-// (hugePagesFit: the estimate within 60% of the memory limit, nothing recomputed); off turns them off.
+// (hugePagesFit: the estimate within 60% of the memory limit, nothing recomputed); on keeps them
+// whatever the estimate; off turns them off.
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
 // (LoRA on all seven linears like ../shared/anchors/torch_llama_step.py). Prints GFLOP/s of model
 // FLOPs, peak RSS, and last `tokens_per_s=` (median step after one warm-up), comparable with the anchor.
