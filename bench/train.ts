@@ -28,7 +28,7 @@ import { SeededRandom } from '../src/engine/data/random.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
 import { autoRecompute, estimateStep, measureMatmulGflops, recomputeLevel } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
-import { disableHugePages, hugePagesAllowed, hugePagesFit } from '../src/engine/runtime/huge-pages.ts';
+import { disableHugePages, hugePagesAllowed, settleHugePages } from '../src/engine/runtime/huge-pages.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
 // re-run this script with the training process's settings unless the environment sets its own.
@@ -85,8 +85,8 @@ const setup = { ...modelOnly, ...(fixed === undefined ? recomputeLevel(autoRecom
 const chose = policy === 'auto' ? `, chosen by ${estimates} estimates in ${((performance.now() - choosing) / 1000).toFixed(1)} s` : '';
 const hugePolicy = (a['huge-pages'] as string | undefined) ?? 'auto';
 if (!['auto', 'on', 'off'].includes(hugePolicy)) throw new Error(`--huge-pages must be auto, on or off, got ${hugePolicy}`);
-const recomputes = setup.recompute + setup.recomputeMlp > 0;
-if (hugePolicy === 'off' || (hugePolicy === 'auto' && !hugePagesFit(estimateStep(setup, stepShape, 1).peakBytes, limitBytes, recomputes))) disableHugePages();
+if (hugePolicy === 'off') disableHugePages();
+if (hugePolicy === 'auto') settleHugePages(estimateStep(setup, stepShape, 1).peakBytes, limitBytes, setup.recompute + setup.recomputeMlp > 0);
 console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype} huge_pages=${hugePagesAllowed() ? 'on' : 'off'}`);
 const half = halfFrozen(setup);
 const base = new Map<string, FrozenValues>();

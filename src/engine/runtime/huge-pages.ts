@@ -35,6 +35,11 @@ function libcPrctl() {
   return prctl;
 }
 
+/** Turns huge pages off unless the step fits them (hugePagesFit); they stay off for the process's life. */
+export function settleHugePages(peakBytes: number, limitBytes: number, recomputes: boolean): void {
+  if (!hugePagesFit(peakBytes, limitBytes, recomputes)) disableHugePages();
+}
+
 /** Turns transparent huge pages off for the rest of this process's life (new and existing mappings). */
 export function disableHugePages(): void {
   const call = libcPrctl();

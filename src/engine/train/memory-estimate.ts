@@ -10,7 +10,7 @@ import { Graph, type DType, type Node, type Tensor } from '../graph/ir.ts';
 import { reachableNodes } from '../graph/onnx.ts';
 import { matmul } from '../graph/ops.ts';
 import { CompiledGraph } from '../runtime/session.ts';
-import { disableHugePages, hugePagesFit } from '../runtime/huge-pages.ts';
+import { settleHugePages } from '../runtime/huge-pages.ts';
 import { EngineError } from '../errors.ts';
 import type { TrainSpec } from '../contract.ts';
 import { buildStepGraph, halfFrozen, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
@@ -298,7 +298,7 @@ export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepSh
   const decided = { ...setup, ...recomputeLevel(level, layers) };
   if (limit !== undefined) {
     const need = checkStepMemory(decided, shape, limit, objective);
-    if (!hugePagesFit(need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0)) disableHugePages();
+    settleHugePages(need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0);
   }
   return decided;
 }
