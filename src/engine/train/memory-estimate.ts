@@ -262,9 +262,8 @@ const GB = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
  * Fails with `insufficient_memory` when a step of `shape` is predicted to need more than
  * `limitBytes`, naming the estimate, the limit and the largest micro-batch that would fit.
  */
-export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes: number, objective?: StepObjective): StepEstimate {
+export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes: number, objective?: StepObjective, need = estimateStep(setup, shape, 1, objective)): StepEstimate {
   const estimate = (s: StepShape) => estimateStep(setup, s, 1, objective);
-  const need = estimate(shape);
   if (need.peakBytes <= limitBytes) return need;
   const fitting = largestFitting((s) => estimate(s).peakBytes <= limitBytes, shape);
   const what = `${shape.rows} × ${shape.seqLen} tokens`;
@@ -291,13 +290,18 @@ export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepSh
   const limit = spec.memoryLimitBytes;
   const policy = spec.recompute ?? 'auto';
   const layers = setup.cfg.numLayers;
+  const estimates = new Map<number, StepEstimate>(); // by level: the one chosen is checked below without building its graph again
+  const estimateAt = (l: number) => {
+    if (!estimates.has(l)) estimates.set(l, estimateStep({ ...setup, ...recomputeLevel(l, layers) }, shape, 1, objective));
+    return estimates.get(l)!;
+  };
   const level =
     policy === 'auto'
-      ? limit === undefined ? 0 : autoRecompute((l) => estimateStep({ ...setup, ...recomputeLevel(l, layers) }, shape, 1, objective), 2 * layers, limit)
+      ? limit === undefined ? 0 : autoRecompute(estimateAt, 2 * layers, limit)
       : policy === 'on' ? 2 * layers : 0;
   const decided = { ...setup, ...recomputeLevel(level, layers) };
   if (limit !== undefined) {
-    const need = checkStepMemory(decided, shape, limit, objective);
+    const need = checkStepMemory(decided, shape, limit, objective, estimates.get(level));
     settleHugePages(need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0);
   }
   return decided;
