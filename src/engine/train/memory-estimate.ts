@@ -261,6 +261,7 @@ const GB = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 /**
  * Fails with `insufficient_memory` when a step of `shape` is predicted to need more than
  * `limitBytes`, naming the estimate, the limit and the largest micro-batch that would fit.
+ * `need` is that step's estimate when the caller has it already.
  */
 export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes: number, objective?: StepObjective, need = estimateStep(setup, shape, 1, objective)): StepEstimate {
   const estimate = (s: StepShape) => estimateStep(setup, s, 1, objective);
