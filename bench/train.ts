@@ -86,7 +86,13 @@ const chose = policy === 'auto' ? `, chosen by ${estimates} estimates in ${((per
 const hugePolicy = (a['huge-pages'] as string | undefined) ?? 'auto';
 if (!['auto', 'on', 'off'].includes(hugePolicy)) throw new Error(`--huge-pages must be auto, on or off, got ${hugePolicy}`);
 if (hugePolicy === 'off') disableHugePages();
-if (hugePolicy === 'auto') settleHugePages(estimateStep(setup, stepShape, 1).peakBytes, limitBytes, setup.recompute + setup.recomputeMlp > 0);
+// Calibration in the same run: one fp32 matrix product (ENGINE-NOTES: 216–242 GFLOP/s when idle).
+// If this is low, other processes share the cores and the step numbers below are low too.
+const calibratedGflops = await measureMatmulGflops(num('threads', 2));
+console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1)} GFLOP/s`);
+// The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures.
+const estimate = estimateStep(setup, stepShape, calibratedGflops);
+if (hugePolicy === 'auto') settleHugePages(estimate.peakBytes, limitBytes, setup.recompute + setup.recomputeMlp > 0);
 console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype} huge_pages=${hugePagesAllowed() ? 'on' : 'off'}`);
 const half = halfFrozen(setup);
 const base = new Map<string, FrozenValues>();
@@ -130,12 +136,6 @@ const attention = L * 2 * 2 * B * H * T * T * hd; // QKᵀ and PV, forward
 const forward = 2 * linearParams * n + attention;
 const flops = forward * (mode === 'lora' ? 2 : 3);
 
-// Calibration in the same run: one fp32 matrix product (ENGINE-NOTES: 216–242 GFLOP/s when idle).
-// If this is low, other processes share the cores and the step numbers below are low too.
-const calibratedGflops = await measureMatmulGflops(num('threads', 2));
-console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1)} GFLOP/s`);
-// The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures.
-const estimate = estimateStep(setup, stepShape, calibratedGflops);
 
 // Wall time is what counts; CPU time / threads is shown too, because on a shared machine it
 // estimates what the step would take with both cores to itself.
