@@ -2,7 +2,7 @@
 // shape below runs `bench/train.ts --steps 1` in its own process, which prints its peak RSS and step
 // time beside the estimate. Goal: peak RSS within 20% of the estimate. The runs keep 4 KB pages
 // (--huge-pages off): the estimate does not model huge pages, which a training process keeps only
-// with 40% of its memory limit to spare (hugePagesFit, src/engine/runtime/huge-pages.ts).
+// with 40% of its memory limit to spare (hasMemoryToSpare, src/engine/train/memory-estimate.ts).
 //   npm run bench:estimate [-- --layers 8]   (extra flags go to every run, e.g. fewer layers for a quick check)
 // Runs of several GB: on a shared machine, take the memory lock first (flock /tmp/bigmem.lock npm run bench:estimate).
 

@@ -1,8 +1,9 @@
 // A real fine-tuning job through the service against the training-step bench (`npm run bench:job`).
 //   npm run bench:job -- [--examples 120] [--min-tokens 100] [--max-tokens 480] [--epochs 1] [--batch-size auto]
-//                        [--layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3 --vocab 49152]
+//                        [--layers 30 --hidden 576 --inter 1536 --heads 9 --kv 3 --vocab 49152] [--dtype f32|bf16]
 //                        [--ref-seq 512 --ref-batch 4] [--ref off]
-// Writes a randomly initialised Llama model of that shape (default: SmolLM2-135M's) with the
+// Writes a randomly initialised Llama model of that shape (default: SmolLM2-135M's), its weights
+// stored in --dtype (f32; bf16 as the hub's checkpoints are), with the
 // bundled tiny model's tokenizer and chat template, generates a chat dataset whose examples spread
 // evenly over [min, max] tokens, and trains it as a client would: an in-process server with its
 // embedded worker (the production runner: a child training process per job, TRAIN_* settings from
@@ -28,9 +29,11 @@ import { loadTokenizer } from '../src/engine/data/tokenizer.ts';
 import { SeededRandom } from '../src/engine/data/random.ts';
 import type { HostTensor } from '../src/engine/io/safetensors.ts';
 
-const FLAGS = ['examples', 'min-tokens', 'max-tokens', 'epochs', 'batch-size', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'ref-seq', 'ref-batch', 'ref'];
+const FLAGS = ['examples', 'min-tokens', 'max-tokens', 'epochs', 'batch-size', 'layers', 'hidden', 'inter', 'heads', 'kv', 'vocab', 'dtype', 'ref-seq', 'ref-batch', 'ref'];
 const a = parseArgs({ options: Object.fromEntries(FLAGS.map((k) => [k, { type: 'string' as const }])) }).values as Record<string, string | undefined>;
 const withRef = a.ref !== 'off';
+const dtype = a.dtype ?? 'f32';
+if (!['f32', 'bf16'].includes(dtype)) throw new Error(`--dtype must be f32 or bf16, got ${dtype}`);
 const num = (k: string, d: number) => (a[k] !== undefined ? Number(a[k]) : d);
 const shape = { layers: num('layers', 30), hidden: num('hidden', 576), inter: num('inter', 1536), heads: num('heads', 9), kv: num('kv', 3), vocab: num('vocab', 49152) };
 const [exampleCount, minTokens, maxTokens] = [num('examples', 120), num('min-tokens', 100), num('max-tokens', 480)];
@@ -59,7 +62,7 @@ function writeModel(dir: string) {
     else for (let i = 0; i < data.length; i++) data[i] = (rng.next() * 2 - 1) * 0.035;
     weights.set(name, { shape: s, data });
   }
-  saveHfModel(dir, rawConfig, weights);
+  saveHfModel(dir, rawConfig, weights, dtype === 'bf16' ? 'BF16' : 'F32');
 }
 
 const WORDS = 'the sea ship wind sail captain map gold island storm harbour rope deck crew star night morning river stone bridge market bread letter garden window question answer reason number colour music story'.split(' ');
@@ -94,7 +97,7 @@ function benchTrain(): { tokensPerS: number; peakGb: number } {
   const args = [
     '--import', 'tsx', path.join(ROOT, 'bench/train.ts'), '--mode', 'lora', '--rank', '8',
     ...Object.entries(shape).flatMap(([k, v]) => [`--${k}`, String(v)]),
-    '--seq', String(num('ref-seq', 512)), '--batch', String(num('ref-batch', 4)), '--steps', '3',
+    '--seq', String(num('ref-seq', 512)), '--batch', String(num('ref-batch', 4)), '--steps', '3', '--dtype', dtype,
   ];
   const run = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: ROOT });
   const out = run.stdout + run.stderr;
@@ -159,7 +162,7 @@ async function runJob(modelsDir: string, jsonl: string) {
 const modelsDir = path.join(work, 'models');
 writeModel(path.join(modelsDir, 'bench-model'));
 const { jsonl, tokens } = dataset(new ChatFormatter(loadTokenizer(path.join(modelsDir, 'bench-model'))), exampleCount, minTokens, maxTokens);
-console.log(`model: ${shape.layers} layers, hidden ${shape.hidden}, vocab ${shape.vocab}; dataset: ${exampleCount} examples, ${tokens} tokens (${minTokens}–${maxTokens} each)`);
+console.log(`model: ${shape.layers} layers, hidden ${shape.hidden}, vocab ${shape.vocab}, ${dtype}; dataset: ${exampleCount} examples, ${tokens} tokens (${minTokens}–${maxTokens} each)`);
 
 const refs = withRef ? [benchTrain()] : [];
 const serviceCpu = process.cpuUsage();

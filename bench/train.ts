@@ -6,10 +6,12 @@
 // --recompute auto (default) asks the memory estimate, as a job does, for the least recomputation
 // (MLPs first, then whole layers: recomputeLevel) that fits --memory-limit-gb (default: 90% of this
 // machine's memory); on = every layer, off = none, N = the first N layers whole. --steps 0 runs the warm-up step only (peak RSS).
-// --dtype bf16: the random weights rounded to bf16, frozen ones kept as a bf16 checkpoint's are
-// (2 bytes a value, widened in the step graph); trainable ones stay f32.
+// --dtype bf16: the random weights rounded to bf16, frozen ones kept as a job keeps a bf16
+// checkpoint's: 2 bytes a value, widened in the step graph, unless the step has memory to spare
+// with them in f32 (widenFrozenWhenSpare: then widened once, at load; a small --memory-limit-gb
+// keeps them at 2 bytes); trainable ones stay f32.
 // --huge-pages auto (default) keeps transparent huge pages as a job's training process does
-// (hugePagesFit: the estimate within 60% of the memory limit, nothing recomputed); on keeps them
+// (hasMemoryToSpare: the estimate within 60% of the memory limit, nothing recomputed); on keeps them
 // whatever the estimate; off turns them off.
 // One optimizer step = one [batch, seq] micro-batch through forward, backward, clipping and AdamW
 // (LoRA on all seven linears like ../shared/anchors/torch_llama_step.py). Prints GFLOP/s of model
@@ -26,9 +28,9 @@ import { initialTensors, modelSetup } from '../src/engine/train/setup.ts';
 import { DEFAULT_ADAMW } from '../src/engine/train/adamw.ts';
 import { SeededRandom } from '../src/engine/data/random.ts';
 import { ALL_LINEAR } from '../src/engine/models/lora.ts';
-import { autoRecompute, estimateStep, measureMatmulGflops, recomputeLevel } from '../src/engine/train/memory-estimate.ts';
+import { autoRecompute, estimateStep, hasMemoryToSpare, measureMatmulGflops, recomputeLevel, widenFrozenWhenSpare } from '../src/engine/train/memory-estimate.ts';
 import { CHILD_GLIBC_TUNABLES } from '../src/scheduler/train-process.ts';
-import { disableHugePages, hugePagesAllowed, settleHugePages } from '../src/engine/runtime/huge-pages.ts';
+import { disableHugePages, hugePagesAllowed } from '../src/engine/runtime/huge-pages.ts';
 
 // Measure what a job's training process runs like: glibc tunables apply at process start, so
 // re-run this script with the training process's settings unless the environment sets its own.
@@ -81,7 +83,7 @@ const estimateWith = (level: number) => {
   return estimateStep({ ...modelOnly, ...recomputeLevel(level, L) }, stepShape, 1);
 };
 const choosing = performance.now();
-const setup = { ...modelOnly, ...(fixed === undefined ? recomputeLevel(autoRecompute(estimateWith, 2 * L, limitBytes), L) : { recompute: fixed, recomputeMlp: 0 }) };
+const levelled = { ...modelOnly, ...(fixed === undefined ? recomputeLevel(autoRecompute(estimateWith, 2 * L, limitBytes), L) : { recompute: fixed, recomputeMlp: 0 }) };
 const chose = policy === 'auto' ? `, chosen by ${estimates} estimates in ${((performance.now() - choosing) / 1000).toFixed(1)} s` : '';
 const hugePolicy = (a['huge-pages'] as string | undefined) ?? 'auto';
 if (!['auto', 'on', 'off'].includes(hugePolicy)) throw new Error(`--huge-pages must be auto, on or off, got ${hugePolicy}`);
@@ -90,10 +92,13 @@ if (hugePolicy === 'off') disableHugePages();
 // If this is low, other processes share the cores and the step numbers below are low too.
 const calibratedGflops = await measureMatmulGflops(num('threads', 2));
 console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1)} GFLOP/s`);
-// The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures.
-const estimate = estimateStep(setup, stepShape, calibratedGflops);
-if (hugePolicy === 'auto') settleHugePages(estimate.peakBytes, limitBytes, setup.recompute + setup.recomputeMlp > 0);
-console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype} huge_pages=${hugePagesAllowed() ? 'on' : 'off'}`);
+// The estimate a job is checked with (memory-estimate.ts), to compare with what this run measures,
+// for the frozen weights' width a job would choose.
+const estimateFor = (s: typeof levelled) => estimateStep(s, stepShape, calibratedGflops);
+const { setup, need: estimate } = widenFrozenWhenSpare(levelled, estimateFor(levelled), limitBytes, estimateFor);
+if (hugePolicy === 'auto' && !hasMemoryToSpare(estimate.peakBytes, limitBytes, setup.recompute + setup.recomputeMlp > 0)) disableHugePages();
+const frozenWidth = modelOnly.frozenDtype ? (setup.frozenDtype ? ' (frozen 2 bytes a value)' : ' (frozen widened to f32 at load)') : '';
+console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype}${frozenWidth} huge_pages=${hugePagesAllowed() ? 'on' : 'off'}`);
 const half = halfFrozen(setup);
 const base = new Map<string, FrozenValues>();
 // Written straight into the arrays the runner keeps: no f32 garbage left for V8 to collect late.

@@ -5,20 +5,10 @@
 // shape (README, bench:job): a 120-step job of one-row steps in 99 s against 131 s.
 // But huge pages can raise the peak RSS by up to ~20% (a 2 MB page is resident whole, and the kernel
 // collapses sparse ranges into whole pages), which the memory estimate does not model. So a process
-// whose step is tight turns them off (prctl PR_SET_THP_DISABLE) before it allocates its step.
+// whose step has no memory to spare (hasMemoryToSpare, train/memory-estimate.ts) turns them off
+// (prctl PR_SET_THP_DISABLE) before it allocates its step.
 
 import koffi from 'koffi';
-
-/** The share of the memory limit the estimated peak may reach for huge pages to stay on. */
-export const HUGE_PAGES_HEADROOM = 0.6;
-
-/**
- * Whether a step keeps huge pages: its estimated peak within HUGE_PAGES_HEADROOM of the limit,
- * and no layer recomputed (recomputation means memory is what the plan is short of).
- */
-export function hugePagesFit(peakBytes: number, limitBytes: number, recomputes: boolean): boolean {
-  return !recomputes && peakBytes <= HUGE_PAGES_HEADROOM * limitBytes;
-}
 
 const PR_SET_THP_DISABLE = 41;
 const PR_GET_THP_DISABLE = 42;
@@ -33,11 +23,6 @@ function libcPrctl() {
     }
   }
   return prctl;
-}
-
-/** Turns huge pages off unless the step fits them (hugePagesFit); they stay off for the process's life. */
-export function settleHugePages(peakBytes: number, limitBytes: number, recomputes: boolean): void {
-  if (!hugePagesFit(peakBytes, limitBytes, recomputes)) disableHugePages();
 }
 
 /** Turns transparent huge pages off for the rest of this process's life (new and existing mappings). */

@@ -10,7 +10,7 @@ import { Graph, type DType, type Node, type Tensor } from '../graph/ir.ts';
 import { reachableNodes } from '../graph/onnx.ts';
 import { matmul } from '../graph/ops.ts';
 import { CompiledGraph } from '../runtime/session.ts';
-import { settleHugePages } from '../runtime/huge-pages.ts';
+import { disableHugePages } from '../runtime/huge-pages.ts';
 import { EngineError } from '../errors.ts';
 import type { TrainSpec } from '../contract.ts';
 import { buildStepGraph, halfFrozen, type ModelSetup, type StepObjective, type StepShape } from './step.ts';
@@ -280,12 +280,44 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
   );
 }
 
+/** The share of the memory limit a step's estimate may reach and still spend memory on speed. */
+export const SPARE_MEMORY_SHARE = 0.6;
+
+/**
+ * Whether a step has memory to spare: nothing recomputed (recomputation means memory is what the
+ * plan is short of) and its estimate within SPARE_MEMORY_SHARE of the limit. Such a step keeps
+ * transparent huge pages (runtime/huge-pages.ts: they can raise the peak by ~20%, which the estimate
+ * does not model) and its frozen weights in f32 (widenFrozenWhenSpare).
+ */
+export function hasMemoryToSpare(peakBytes: number, limitBytes: number, recomputes: boolean): boolean {
+  return !recomputes && peakBytes <= SPARE_MEMORY_SHARE * limitBytes;
+}
+
+/**
+ * 2-byte frozen weights (setup.frozenDtype) are widened to f32 at every use, each frozen value looked
+ * up forward and again backward: a cost per step that a short row feels most (one row of 292 tokens
+ * on the SmolLM2-135M shape took 2.6–2.8 s a step against 1.4–1.7 in f32, README "Training memory").
+ * A step that recomputes nothing and has memory to spare with them in f32 reads them widened once,
+ * at load, instead. Returns the setup to train with and its estimate (`need` is `setup`'s).
+ */
+export function widenFrozenWhenSpare<S extends ModelSetup>(
+  setup: S,
+  need: StepEstimate,
+  limitBytes: number,
+  estimate: (s: S) => StepEstimate,
+): { setup: S; need: StepEstimate } {
+  if (!setup.frozenDtype || (setup.recompute ?? 0) + (setup.recomputeMlp ?? 0) > 0) return { setup, need };
+  const wide: S = { ...setup, frozenDtype: undefined };
+  const wideNeed = estimate(wide);
+  return hasMemoryToSpare(wideNeed.peakBytes, limitBytes, false) ? { setup: wide, need: wideNeed } : { setup, need };
+}
+
 /**
  * The setup with the recomputation decided by spec.recompute ('auto': the lowest level of
  * recomputeLevel that makes the step fit the memory limit; 'on': every layer whole; 'off': none),
- * checked against that limit when the spec sets one. A step that recomputes, or whose estimate
- * leaves less than 40% of the limit free, turns this process's transparent huge pages off
- * (hugePagesFit, runtime/huge-pages.ts) before it allocates the step.
+ * checked against that limit when the spec sets one. With memory to spare (hasMemoryToSpare) the
+ * frozen weights are kept in f32 (widenFrozenWhenSpare) and this process keeps its transparent
+ * huge pages; otherwise it turns them off before it allocates the step.
  */
 export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepShape, objective?: StepObjective): ModelSetup {
   const limit = spec.memoryLimitBytes;
@@ -301,9 +333,9 @@ export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepSh
       ? limit === undefined ? 0 : autoRecompute(estimateAt, 2 * layers, limit)
       : policy === 'on' ? 2 * layers : 0;
   const decided = { ...setup, ...recomputeLevel(level, layers) };
-  if (limit !== undefined) {
-    const need = checkStepMemory(decided, shape, limit, objective, estimates.get(level));
-    settleHugePages(need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0);
-  }
-  return decided;
+  if (limit === undefined) return decided;
+  const checked = checkStepMemory(decided, shape, limit, objective, estimates.get(level));
+  const chosen = widenFrozenWhenSpare(decided, checked, limit, (s) => estimateStep(s, shape, 1, objective));
+  if (!hasMemoryToSpare(chosen.need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0)) disableHugePages();
+  return chosen.setup;
 }

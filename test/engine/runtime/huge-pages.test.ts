@@ -6,17 +6,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { HUGE_PAGES_HEADROOM, hugePagesFit } from '../../../src/engine/runtime/huge-pages.ts';
 import { CHILD_GLIBC_TUNABLES } from '../../../src/scheduler/train-process.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
-
-test('hugePagesFit: the estimate within the headroom share of the limit, and nothing recomputed', () => {
-  const limit = 10e9;
-  assert.equal(hugePagesFit(HUGE_PAGES_HEADROOM * limit, limit, false), true);
-  assert.equal(hugePagesFit(HUGE_PAGES_HEADROOM * limit + 1, limit, false), false);
-  assert.equal(hugePagesFit(0.1 * limit, limit, true), false);
-});
 
 /** Runs `body` (ESM, top-level await) in a Node process started as a training process is. */
 function inTrainingProcess(body: string): Record<string, unknown> {

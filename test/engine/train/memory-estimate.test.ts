@@ -10,7 +10,8 @@ import { modelSetup } from '../../../src/engine/train/setup.ts';
 import { ALL_LINEAR } from '../../../src/engine/models/lora.ts';
 import type { ModelConfig } from '../../../src/engine/models/config.ts';
 import {
-  AUTO_RECOMPUTE_MARGIN, autoRecompute, checkStepMemory, ensureStepFits, estimateStep, graphCost, largestFitting, ortOrder, recomputeLevel, type StepEstimate,
+  AUTO_RECOMPUTE_MARGIN, SPARE_MEMORY_SHARE, autoRecompute, checkStepMemory, ensureStepFits, estimateStep, graphCost, hasMemoryToSpare, largestFitting, ortOrder,
+  recomputeLevel, type StepEstimate,
 } from '../../../src/engine/train/memory-estimate.ts';
 import type { RecomputePolicy, TrainSpec } from '../../../src/engine/contract.ts';
 import { tinyConfig } from '../models/llama-fixtures.ts';
@@ -139,6 +140,27 @@ test('the estimate falls level by level (MLPs first, then whole layers), and aut
   assert.deepEqual(decided(undefined, 'on'), levels[12]);
   assert.deepEqual(decided(peaks[0], 'off'), levels[0]);
   assert.throws(() => ensureStepFits(spec(peaks[0] - 1, 'off'), setup, shape), (e: unknown) => e instanceof EngineError && e.code === 'insufficient_memory');
+});
+
+test('hasMemoryToSpare: the estimate within its share of the limit, and nothing recomputed', () => {
+  const limit = 10e9;
+  assert.equal(hasMemoryToSpare(SPARE_MEMORY_SHARE * limit, limit, false), true);
+  assert.equal(hasMemoryToSpare(SPARE_MEMORY_SHARE * limit + 1, limit, false), false);
+  assert.equal(hasMemoryToSpare(0.1 * limit, limit, true), false);
+});
+
+test("2-byte frozen weights are widened once, at load, for a step with memory to spare in f32; kept at 2 bytes when it has not, or recomputes", () => {
+  const setup = { ...modelSetup(tinyConfig({ numLayers: 4 }), lora), frozenDtype: 'BF16' as const };
+  const shape = { rows: 1, seqLen: 128 };
+  const [narrow, wide] = [setup, { ...setup, frozenDtype: undefined }].map((s) => estimateStep(s, shape, 1));
+  assert.ok(wide.frozenBytes > narrow.frozenBytes, 'f32 frozen weights take more memory');
+  const chosen = (limit: number, recompute: RecomputePolicy = 'auto') => ensureStepFits({ memoryLimitBytes: limit, recompute } as TrainSpec, setup, shape);
+  assert.equal(chosen(wide.peakBytes / SPARE_MEMORY_SHARE).frozenDtype, undefined, 'the f32 estimate within the share: widened at load');
+  const tight = chosen((wide.peakBytes * 0.99) / SPARE_MEMORY_SHARE);
+  assert.equal(tight.frozenDtype, 'BF16', 'past the share in f32: kept at 2 bytes');
+  assert.deepEqual([tight.recompute, tight.recomputeMlp], [0, 0], 'and nothing recomputed for it');
+  assert.equal(chosen(wide.peakBytes * 10, 'on').frozenDtype, 'BF16', 'a step that recomputes keeps them at 2 bytes');
+  assert.equal(ensureStepFits({ recompute: 'auto' } as TrainSpec, setup, shape).frozenDtype, 'BF16', 'no limit known: as stored');
 });
 
 test("under LoRA a layer keeps its inputs, q, k, v, the attention output, gate and up, not the adapters' inputs (loraDown)", () => {
