@@ -1,14 +1,14 @@
 // train(spec, options) end to end on the bundled tiny model: events and checkpoints, determinism,
-// resume equivalence, abort.
+// resume equivalence, abort, a bf16 checkpoint's frozen weights at either width.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { train } from '../../../src/engine/train/train.ts';
 import type { TrainEvent, TrainSpec } from '../../../src/engine/contract.ts';
 import { loadPeftAdapter } from '../../../src/engine/io/peft.ts';
-import { readHfConfig } from '../../../src/engine/io/hf-model.ts';
+import { loadHfModel, readHfConfig, saveHfModel, storedDtypes } from '../../../src/engine/io/hf-model.ts';
 
 const root = resolve(import.meta.dirname, '../../..');
 const tmp = mkdtempSync(join(tmpdir(), 'tuneforge-train-'));
@@ -74,4 +74,18 @@ test('aborting stops training with an AbortError', async () => {
     train(s, { signal: controller.signal, onEvent: (e) => void (e.type === 'metrics' && controller.abort()) }),
     (err: Error) => err.name === 'AbortError',
   );
+});
+
+test("a bf16 checkpoint trains alike with its frozen weights kept at 2 bytes (no memory to spare) or widened once at load", async () => {
+  const tinyDir = join(root, 'models/tiny-llama');
+  const dir = join(tmp, 'tiny-bf16');
+  const tiny = loadHfModel(tinyDir);
+  saveHfModel(dir, tiny.rawConfig, tiny.weights, 'BF16');
+  for (const f of readdirSync(tinyDir)) if (!f.endsWith('.safetensors') && f !== 'config.json') copyFileSync(join(tinyDir, f), join(dir, f));
+  assert.deepEqual(new Set(storedDtypes(dir).values()), new Set(['BF16']));
+  // No limit known: ensureStepFits keeps what is stored; a roomy one widens the frozen weights at load.
+  const kept = await run(spec({ baseModelDir: dir }));
+  const widened = await run(spec({ baseModelDir: dir, memoryLimitBytes: 16e9 }));
+  assert.equal(kept.losses.length, 6);
+  kept.losses.forEach((l, i) => assert.ok(Math.abs(l - widened.losses[i]) <= 1e-5 * Math.abs(l), `step ${i + 1}: ${l} kept, ${widened.losses[i]} widened`));
 });
