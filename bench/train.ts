@@ -141,7 +141,6 @@ const attention = L * 2 * 2 * B * H * T * T * hd; // QKᵀ and PV, forward
 const forward = 2 * linearParams * n + attention;
 const flops = forward * (mode === 'lora' ? 2 : 3);
 
-
 // Wall time is what counts; CPU time / threads is shown too, because on a shared machine it
 // estimates what the step would take with both cores to itself.
 // What the host holds before any session exists (weights, trainable state): the rest of the peak is ORT's.

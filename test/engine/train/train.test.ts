@@ -76,7 +76,7 @@ test('aborting stops training with an AbortError', async () => {
   );
 });
 
-test("a bf16 checkpoint trains alike with its frozen weights kept at 2 bytes (no memory to spare) or widened once at load", async () => {
+test("a bf16 checkpoint trains alike with its frozen weights kept at 2 bytes (no memory limit known) or widened once at load (memory to spare)", async () => {
   const tinyDir = join(root, 'models/tiny-llama');
   const dir = join(tmp, 'tiny-bf16');
   const tiny = loadHfModel(tinyDir);
