@@ -92,6 +92,12 @@ export class Graph {
   /** The fed length, [1] int64, of a graph for any length (see ANY_LENGTH), and its shape operands computed from it. */
   private fedLength: Tensor | null = null;
   private lengthInts = new Map<string, Tensor>();
+  /**
+   * Tensors whose first dimension is a count of rows picked at run time (Compress, see loss.ts):
+   * their declared shape is its upper bound, so the ONNX export leaves their shape to ONNX Runtime.
+   * A node's outputs join the set when an input is in it; whatever puts the rows back leaves it.
+   */
+  readonly rowsPicked = new Set<Tensor>();
 
   /** `float` is the dtype of every floating tensor: float32 to train, float64 for gradient checks. */
   constructor(readonly float: FloatType = 'float32') {}
@@ -185,6 +191,7 @@ export class Graph {
   ): Tensor[] {
     const node: Node = { opType, domain, inputs, outputs: [], attrs, backward };
     node.outputs = outs.map((o) => new Tensor(this, this.fresh('t'), o.shape, o.dtype, node));
+    if (this.rowsPicked.size > 0 && inputs.some((t) => t && this.rowsPicked.has(t))) for (const t of node.outputs) this.rowsPicked.add(t);
     this.nodes.push(node);
     return [...node.outputs]; // a copy: callers may reuse the array, the node's must not change
   }

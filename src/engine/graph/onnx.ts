@@ -78,7 +78,7 @@ export function toOnnx(graph: Graph, name = 'tuneforge'): Uint8Array {
       input: graph.inputs.filter((t) => used.has(t)).map(valueInfo),
       output: graph.outputs.map(valueInfo),
       initializer: graph.initializers.filter((c) => used.has(c.tensor)).map((c) => tensorProto(c.tensor.name, c.value)),
-      valueInfo: graph.anyLength ? nodes.flatMap((n) => n.outputs).filter((t) => !graph.outputs.includes(t)).map(valueInfo) : [],
+      valueInfo: graph.anyLength ? nodes.flatMap((n) => n.outputs).filter((t) => !graph.outputs.includes(t) && !graph.rowsPicked.has(t)).map(valueInfo) : [],
     },
   });
   return onnx.ModelProto.encode(model).finish();

@@ -7,7 +7,7 @@
 // The loss is returned as a weighted *sum*; the step divides by the whole batch's weight (fed as a
 // scalar), so micro-batches of a gradient-accumulation step add up to the exact batch mean.
 
-import { isLengthDim, type Tensor } from '../graph/ir.ts';
+import { isLengthDim, type FloatType, type Tensor } from '../graph/ir.ts';
 import * as op from '../graph/ops.ts';
 import { customGradient } from '../graph/autodiff.ts';
 import { after } from '../graph/checkpoint.ts';
@@ -28,8 +28,13 @@ export interface TokenScores {
   hit: Tensor;
 }
 
-/** Per-token nll and argmax hits of `labels` [N] int64 under the head, `chunkRows` tokens at a time. */
-export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkRows(head.weight.shape[0])): TokenScores {
+/**
+ * Per-token nll and argmax hits of `labels` [N] int64 under the head, `chunkRows` tokens at a time.
+ * With `weights` [N], the head runs only on the tokens whose weight is not 0 (a chat example's
+ * prompt has none; reinforcement's can be negative): the others score 0 with no gradient, as their
+ * weight would have them anyway.
+ */
+export function tokenScores(head: LmHead, labels: Tensor, weights?: Tensor, chunkRows = headChunkRows(head.weight.shape[0])): TokenScores {
   const { hidden, weight } = head;
   const softcap = head.softcap ?? null;
   const g = hidden.graph;
@@ -43,46 +48,52 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
   const sizes = isLengthDim(N) ? [N] : Array.from({ length: Math.ceil(N / chunkRows) }, (_, c) => Math.min(chunkRows, N - c * chunkRows));
   const hs = op.split(hidden, sizes, 0);
   const idxs = op.split(op.reshape(labels, [N, 1]), sizes, 0);
-  const minusOnes = (rows: number) => op.expand(g.constant(g.float, [1, 1], [-1]), [rows, 1]);
+  const picks = weights ? op.split(op.not(op.equal(weights, g.scalar(0))), sizes, 0).map(pickedRows) : null;
   const rowMax = (x: Tensor) => g.emit('ReduceMax', [x, g.ints([1])], { keepdims: 1 }, [{ shape: [x.shape[0], 1], dtype: g.float }])[0];
   // exp(logp) − onehot(label), in place of a fresh [C, V] mask.
   const minusOnehot = (probs: Tensor, idx: Tensor) =>
-    g.emit('ScatterElements', [probs, idx, minusOnes(idx.shape[0])], { axis: 1, reduction: 'add' }, [{ shape: probs.shape, dtype: g.float }])[0];
+    g.emit('ScatterElements', [probs, idx, filledLike(idx, g.float, -1)], { axis: 1, reduction: 'add' }, [{ shape: probs.shape, dtype: g.float }])[0];
 
   // Each chunk starts after the previous one is done with its logits: ORT's order would otherwise
   // run every chunk's logits and log-softmax before any of the nll, hit or dHidden reading them.
   let previous: Tensor[] = [];
-  const chunks = hs.map((h, c) => {
-    const idx = idxs[c];
+  const chunks = hs.map((hAll, c) => {
+    const pick = picks?.[c];
+    const h = pick ? pick.of(hAll) : hAll;
+    const idx = pick ? pick.of(idxs[c]) : idxs[c];
     const logits = capped(op.matmul(previous.length > 0 ? after(h, previous) : h, op.T(weight))); // [C, V]
     const logp = g.emit('LogSoftmax', [logits], { axis: -1 }, [{ shape: logits.shape, dtype: g.float }])[0];
     const pickedLogp = op.gatherElements(logp, idx, 1);
     const pickedLogit = op.gatherElements(logits, idx, 1);
+    const all = (x: Tensor, like: Tensor) => (pick ? pick.into(x, like) : x);
     const chunk = {
-      nll: op.neg(pickedLogp),
+      h,
+      pick,
+      nll: all(op.neg(pickedLogp), idxs[c]),
       // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
-      hit: op.cast(op.not(op.less(pickedLogit, rowMax(logits))), g.float),
+      hit: all(op.cast(op.not(op.less(pickedLogit, rowMax(logits))), g.float), idxs[c]),
       lse: op.sub(pickedLogit, pickedLogp),
-      dHidden: op.matmul(throughCap(minusOnehot(op.exp(logp), idx), logits), weight), // [C, D]
+      dHidden: all(op.matmul(throughCap(minusOnehot(op.exp(logp), idx), logits), weight), hAll), // [C, D]
     };
-    previous = [chunk.nll, chunk.hit, chunk.lse, chunk.dHidden];
+    previous = [chunk.nll, chunk.hit, chunk.dHidden];
     return chunk;
   });
   const joined = (key: 'nll' | 'hit' | 'dHidden') => (chunks.length > 1 ? op.concat(chunks.map((k) => k[key]), 0) : chunks[0][key]);
   // The last chunk's loss terms are read only by outputs ORT runs after the whole backward: the
   // backward waits for them, so that chunk's logits are freed first.
-  const dHidden = after(joined('dHidden'), previous.slice(0, 3));
+  const dHidden = after(joined('dHidden'), previous.slice(0, 2));
 
   // ∂W = Σ_chunks ((softmax − onehot) ⊙ dnll)ᵀ h, the logits recomputed from h and the saved
   // log-sum-exp. Gemm, not MatMul: ORT's common-subexpression elimination would otherwise merge it
   // with the forward's product and keep every chunk's logits alive until the backward.
   const weightGradient = (dnll: Tensor): Tensor => {
     const dnlls = op.split(op.reshape(dnll, [N, 1]), sizes, 0);
-    return hs
-      .map((h, c) => {
+    return chunks
+      .map(({ h, pick, lse }, c) => {
+        const idx = pick ? pick.of(idxs[c]) : idxs[c];
         const logits = capped(g.emit('Gemm', [h, weight], { transB: 1 }, [{ shape: [h.shape[0], weight.shape[0]], dtype: g.float }])[0]);
-        const dlogits = throughCap(minusOnehot(op.exp(op.sub(logits, chunks[c].lse)), idxs[c]), logits);
-        return op.matmul(op.T(dlogits), op.mul(h, dnlls[c])); // [V, D]
+        const dlogits = throughCap(minusOnehot(op.exp(op.sub(logits, lse)), idx), logits);
+        return op.matmul(op.T(dlogits), op.mul(h, pick ? pick.of(dnlls[c]) : dnlls[c])); // [V, D]
       })
       .reduce((a, b) => op.add(a, b));
   };
@@ -91,6 +102,38 @@ export function tokenScores(head: LmHead, labels: Tensor, chunkRows = headChunkR
     weightWanted ? weightGradient(dnll) : null,
   ]);
   return { nll, hit: op.reshape(joined('hit'), [N]) };
+}
+
+/** A tensor shaped like `x` (at run time) filled with `value`. */
+function filledLike(x: Tensor, dtype: FloatType, value: number): Tensor {
+  const g = x.graph;
+  const [shape] = g.emit('Shape', [x], {}, [{ shape: [x.rank], dtype: 'int64' }]);
+  const fill = { tensor: { dtype, shape: [1], data: dtype === 'float64' ? Float64Array.of(value) : Float32Array.of(value) } };
+  return g.emit('ConstantOfShape', [shape], { value: fill }, [{ shape: x.shape, dtype }])[0];
+}
+
+/**
+ * The rows where `keep` [C] bool is true: `of` takes them from a [C, …] tensor (Compress; their
+ * count is known at run time only, see Graph.rowsPicked), `into` puts [K, …] values back at their
+ * rows of a zero tensor shaped like `like` [C, …].
+ */
+function pickedRows(keep: Tensor) {
+  const g = keep.graph;
+  const [nonzero] = g.emit('NonZero', [keep], {}, [{ shape: [1, keep.shape[0]], dtype: 'int64' }]);
+  const [rows] = g.emit('Transpose', [nonzero], { perm: [1, 0] }, [{ shape: [keep.shape[0], 1], dtype: 'int64' }]);
+  g.rowsPicked.add(nonzero).add(rows);
+  return {
+    of(x: Tensor): Tensor {
+      const [y] = g.emit('Compress', [x, keep], { axis: 0 }, [{ shape: x.shape, dtype: x.dtype }]);
+      g.rowsPicked.add(y);
+      return y;
+    },
+    into(values: Tensor, like: Tensor): Tensor {
+      const [y] = g.emit('ScatterND', [op.zeros({ shape: like.shape, dtype: values.dtype }, g), rows, values], {}, [{ shape: like.shape, dtype: values.dtype }]);
+      g.rowsPicked.delete(y);
+      return y;
+    },
+  };
 }
 
 export interface LossTerms {
@@ -105,7 +148,7 @@ export interface LossTerms {
 /** The head's hidden states [N, D], labels [N] int64 (any valid id where w = 0), weights [N] float. */
 export function crossEntropyTerms(head: LmHead, labels: Tensor, weights: Tensor, chunkRows?: number): LossTerms {
   const g = labels.graph;
-  const { nll, hit } = tokenScores(head, labels, chunkRows);
+  const { nll, hit } = tokenScores(head, labels, weights, chunkRows);
   const counts = op.cast(op.greater(weights, g.scalar(0)), g.float);
   return { weightedNll: op.sumAll(op.mul(nll, weights)), correct: op.sumAll(op.mul(hit, counts)), counted: op.sumAll(counts) };
 }

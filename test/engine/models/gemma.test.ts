@@ -81,7 +81,7 @@ async function checkGradients(cfg: ModelConfig, attentionTiling?: AttentionTilin
     const byName = new Map([...batch, ...weights].map((spec, i) => [spec.name, xs[i]]));
     const inputs = { inputIds: byName.get('input_ids')!, positionIds: byName.get('position_ids')!, segmentIds: byName.get('segment_ids')! };
     const head = llamaHidden(xs[0].graph, cfg, inputs, { weight: (name) => byName.get(name)!, attentionTiling, recompute });
-    return tokenScores(head, byName.get('labels')!, 5).nll;
+    return tokenScores(head, byName.get('labels')!, undefined, 5).nll;
   }, { maxProbes: 4, eps: 1e-6, tol: 1e-6 });
 }
 

@@ -13,10 +13,11 @@ import { memorisationBatch } from './fixtures.ts';
 
 const lora = { rank: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'gate_proj', 'down_proj'] };
 
-/** One example of `length` tokens, deterministic, as the step graphs' feeds. */
+/** One example of `length` tokens, deterministic, as the step graphs' feeds; its first third a prompt (no loss). */
 function example(length: number, vocab: number) {
   const ids = Array.from({ length }, (_, t) => (t * 7 + 3) % vocab);
   const b = memorisationBatch([ids], length);
+  b.lossWeights.fill(0, 0, Math.floor(length / 3));
   return { input_ids: b.inputIds, position_ids: b.positionIds, labels: b.labels, loss_weights: b.lossWeights };
 }
 

@@ -20,7 +20,7 @@ for (const chunkRows of [2, 3, 7, 64]) {
     const hidden = Float32Array.from(randn(N * D, r, 2));
     const weight = Float32Array.from(randn(V * D, r, 2));
     const logitsAt = (i: number) => Array.from({ length: V }, (_, v) => [0, 1, 2].reduce((a, d) => a + hidden[i * D + d] * weight[v * D + d], 0));
-    const weights = Float32Array.from([1, 0.5, 0, 1, 2, 0, 1]);
+    const weights = Float32Array.from([1, 0.5, 0, 0, -2, 0, 1]); // in chunks of 2, rows 2–3 hold no loss; RFT's can be negative
     const g = new Graph();
     const head = { hidden: g.input('h', [N, D]), weight: g.input('w', [V, D]) };
     const t = crossEntropyTerms(head, g.input('y', [N], 'int64'), g.input('lw', [N]), chunkRows);
@@ -53,11 +53,14 @@ for (const chunkRows of [2, 3, 7, 64]) {
       { name: 'w', shape: [V, D], check: checkWeight },
       { name: 'y', shape: [N], dtype: 'int64' as const, data: labels },
     ];
-    await gradCheck(specs(true), (h, w, y) => tokenScores({ hidden: h, weight: w }, y, chunkRows).nll);
+    await gradCheck(specs(true), (h, w, y) => tokenScores({ hidden: h, weight: w }, y, undefined, chunkRows).nll);
     // A frozen head (LoRA): only the hidden states' gradient is built.
-    await gradCheck(specs(false), (h, w, y) => tokenScores({ hidden: h, weight: w }, y, chunkRows).nll);
+    await gradCheck(specs(false), (h, w, y) => tokenScores({ hidden: h, weight: w }, y, undefined, chunkRows).nll);
     // The head tied to an embedding that also feeds the hidden states: both gradients add up.
-    await gradCheck(specs(true), (h, w, y) => tokenScores({ hidden: op.add(h, op.slice(w, 0, 0, 1)), weight: w }, y, chunkRows).nll);
+    await gradCheck(specs(true), (h, w, y) => tokenScores({ hidden: op.add(h, op.slice(w, 0, 0, 1)), weight: w }, y, undefined, chunkRows).nll);
+    // Loss weights: the head runs on the weighted tokens only, the others score 0 with no gradient.
+    const lw = { name: 'lw', shape: [N], data: Float64Array.from([1, 0.5, 0, 0, -2, 0, 1]), check: false };
+    await gradCheck([...specs(true), lw], (h, w, y, weights) => tokenScores({ hidden: op.add(h, op.slice(w, 0, 0, 1)), weight: w }, y, weights, chunkRows).nll);
   });
 }
 
