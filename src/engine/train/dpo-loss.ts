@@ -36,9 +36,9 @@ export const dpoNames = {
   logps: 'sequence_logps',
 };
 
-/** Sequence log-probs [2P] of the rows: Σ_t w_t · log p(label_t). */
+/** Sequence log-probs [2P] of the rows: Σ_t w_t · log p(label_t) (the head runs on the completions' tokens only). */
 export function sequenceLogps(head: LmHead, labels: Tensor, weights: Tensor, rows: number): Tensor {
-  const { nll } = tokenScores(head, labels);
+  const { nll } = tokenScores(head, labels, weights);
   const [N] = labels.shape;
   return op.reduceSum(op.reshape(op.neg(op.mul(nll, weights)), [rows, N / rows]), [1]);
 }
