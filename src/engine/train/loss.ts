@@ -68,7 +68,7 @@ export function tokenScores(head: LmHead, labels: Tensor, weights?: Tensor, chun
     const all = (x: Tensor, like: Tensor) => (pick ? pick.into(x, like) : x);
     const chunk = {
       h,
-      pick,
+      idx,
       nll: all(op.neg(pickedLogp), idxs[c]),
       // argmax = label ⇔ logit[label] ≥ max logit (ties aside). ReduceMax runs ~4× faster than ArgMax here.
       hit: all(op.cast(op.not(op.less(pickedLogit, rowMax(logits))), g.float), idxs[c]),
@@ -89,11 +89,10 @@ export function tokenScores(head: LmHead, labels: Tensor, weights?: Tensor, chun
   const weightGradient = (dnll: Tensor): Tensor => {
     const dnlls = op.split(op.reshape(dnll, [N, 1]), sizes, 0);
     return chunks
-      .map(({ h, pick, lse }, c) => {
-        const idx = pick ? pick.of(idxs[c]) : idxs[c];
+      .map(({ h, idx, lse }, c) => {
         const logits = capped(g.emit('Gemm', [h, weight], { transB: 1 }, [{ shape: [h.shape[0], weight.shape[0]], dtype: g.float }])[0]);
         const dlogits = throughCap(minusOnehot(op.exp(op.sub(logits, lse)), idx), logits);
-        return op.matmul(op.T(dlogits), op.mul(h, pick ? pick.of(dnlls[c]) : dnlls[c])); // [V, D]
+        return op.matmul(op.T(dlogits), op.mul(h, picks ? picks[c].of(dnlls[c]) : dnlls[c])); // [V, D]
       })
       .reduce((a, b) => op.add(a, b));
   };
