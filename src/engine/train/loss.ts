@@ -3,7 +3,8 @@
 // each chunk's logits live only while its nll, argmax hit and ∂nll/∂hidden = (softmax − onehot)·W
 // are taken from them; the backward scales that saved [C, D] gradient by the incoming one, and only
 // a trainable head weight (full fine-tuning) has its chunks' logits recomputed, from the saved
-// log-sum-exp, to accumulate ∂W chunk by chunk.
+// log-sum-exp, to accumulate ∂W chunk by chunk. Given loss weights, each chunk's head runs on its
+// weighted rows only.
 // The loss is returned as a weighted *sum*; the step divides by the whole batch's weight (fed as a
 // scalar), so micro-batches of a gradient-accumulation step add up to the exact batch mean.
 
@@ -61,7 +62,7 @@ export function tokenScores(head: LmHead, labels: Tensor, weights?: Tensor, chun
     const pick = picks?.[c];
     const h = pick ? pick.of(hAll) : hAll;
     const idx = pick ? pick.of(idxs[c]) : idxs[c];
-    const logits = capped(op.matmul(previous.length > 0 ? after(h, previous) : h, op.T(weight))); // [C, V]
+    const logits = capped(op.matmul(previous.length > 0 ? after(h, previous) : h, op.T(weight))); // [C, V], or [K, V] picked
     const logp = g.emit('LogSoftmax', [logits], { axis: -1 }, [{ shape: logits.shape, dtype: g.float }])[0];
     const pickedLogp = op.gatherElements(logp, idx, 1);
     const pickedLogit = op.gatherElements(logits, idx, 1);
