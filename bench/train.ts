@@ -96,7 +96,7 @@ console.log(`calibration: matmul 4096×576×1536 at ${calibratedGflops.toFixed(1
 // for the frozen weights' width a job would choose.
 const estimateFor = (s: typeof levelled) => estimateStep(s, stepShape, calibratedGflops);
 const { setup, need: estimate } = widenFrozenWhenSpare(levelled, estimateFor(levelled), limitBytes, estimateFor);
-if (hugePolicy === 'auto' && !hasMemoryToSpare(estimate.peakBytes, limitBytes, setup.recompute + setup.recomputeMlp > 0)) disableHugePages();
+if (hugePolicy === 'auto' && !hasMemoryToSpare(setup, estimate.peakBytes, limitBytes)) disableHugePages();
 const frozenWidth = modelOnly.frozenDtype ? (setup.frozenDtype ? ' (frozen 2 bytes a value)' : ' (frozen widened to f32 at load)') : '';
 console.log(`recompute=${setup.recompute} of ${L} layers, the MLP of ${setup.recomputeMlp} more (${policy}, memory limit ${(limitBytes / 1e9).toFixed(1)} GB${chose}) dtype=${dtype}${frozenWidth} huge_pages=${hugePagesAllowed() ? 'on' : 'off'}`);
 const half = halfFrozen(setup);

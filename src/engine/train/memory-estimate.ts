@@ -283,14 +283,17 @@ export function checkStepMemory(setup: ModelSetup, shape: StepShape, limitBytes:
 /** The share of the memory limit a step's estimate may reach and still spend memory on speed. */
 export const SPARE_MEMORY_SHARE = 0.6;
 
+type Recomputation = Pick<ModelSetup, 'recompute' | 'recomputeMlp'>;
+const recomputes = (s: Recomputation) => (s.recompute ?? 0) + (s.recomputeMlp ?? 0) > 0;
+
 /**
  * Whether a step has memory to spare: nothing recomputed (recomputation means memory is what the
  * plan is short of) and its estimate within SPARE_MEMORY_SHARE of the limit. Such a step keeps
  * transparent huge pages (runtime/huge-pages.ts: they can raise the peak by ~20%, which the estimate
  * does not model) and its frozen weights in f32 (widenFrozenWhenSpare).
  */
-export function hasMemoryToSpare(peakBytes: number, limitBytes: number, recomputes: boolean): boolean {
-  return !recomputes && peakBytes <= SPARE_MEMORY_SHARE * limitBytes;
+export function hasMemoryToSpare(setup: Recomputation, peakBytes: number, limitBytes: number): boolean {
+  return !recomputes(setup) && peakBytes <= SPARE_MEMORY_SHARE * limitBytes;
 }
 
 /**
@@ -306,10 +309,10 @@ export function widenFrozenWhenSpare<S extends ModelSetup>(
   limitBytes: number,
   estimate: (s: S) => StepEstimate,
 ): { setup: S; need: StepEstimate } {
-  if (!setup.frozenDtype || (setup.recompute ?? 0) + (setup.recomputeMlp ?? 0) > 0) return { setup, need };
+  if (!setup.frozenDtype || recomputes(setup)) return { setup, need };
   const wide: S = { ...setup, frozenDtype: undefined };
   const wideNeed = estimate(wide);
-  return hasMemoryToSpare(wideNeed.peakBytes, limitBytes, false) ? { setup: wide, need: wideNeed } : { setup, need };
+  return hasMemoryToSpare(wide, wideNeed.peakBytes, limitBytes) ? { setup: wide, need: wideNeed } : { setup, need };
 }
 
 /**
@@ -336,6 +339,6 @@ export function ensureStepFits(spec: TrainSpec, setup: ModelSetup, shape: StepSh
   if (limit === undefined) return decided;
   const checked = checkStepMemory(decided, shape, limit, objective, estimates.get(level));
   const chosen = widenFrozenWhenSpare(decided, checked, limit, (s) => estimateStep(s, shape, 1, objective));
-  if (!hasMemoryToSpare(chosen.need.peakBytes, limit, decided.recompute + decided.recomputeMlp > 0)) disableHugePages();
+  if (!hasMemoryToSpare(chosen.setup, chosen.need.peakBytes, limit)) disableHugePages();
   return chosen.setup;
 }

@@ -144,9 +144,11 @@ test('the estimate falls level by level (MLPs first, then whole layers), and aut
 
 test('hasMemoryToSpare: the estimate within its share of the limit, and nothing recomputed', () => {
   const limit = 10e9;
-  assert.equal(hasMemoryToSpare(SPARE_MEMORY_SHARE * limit, limit, false), true);
-  assert.equal(hasMemoryToSpare(SPARE_MEMORY_SHARE * limit + 1, limit, false), false);
-  assert.equal(hasMemoryToSpare(0.1 * limit, limit, true), false);
+  const none = { recompute: 0, recomputeMlp: 0 };
+  assert.equal(hasMemoryToSpare(none, SPARE_MEMORY_SHARE * limit, limit), true);
+  assert.equal(hasMemoryToSpare(none, SPARE_MEMORY_SHARE * limit + 1, limit), false);
+  assert.equal(hasMemoryToSpare({ recompute: 1, recomputeMlp: 0 }, 0.1 * limit, limit), false);
+  assert.equal(hasMemoryToSpare({ recompute: 0, recomputeMlp: 1 }, 0.1 * limit, limit), false);
 });
 
 test("2-byte frozen weights are widened once, at load, for a step with memory to spare in f32; kept at 2 bytes when it has not, or recomputes", () => {
